@@ -1,0 +1,40 @@
+# Two set-up commands: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install dev run test lint typecheck unit clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python ## Create .venv and install the package
+	$(BIN)/pip install --quiet -e .
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+dev: $(STAMP) ## Install the package with the dev extras
+
+run: install ## Run the nightly pipeline once on the embedded default (./mlops-data)
+	$(BIN)/mlops run
+
+lint: $(STAMP) ## Ruff
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy
+
+unit: $(STAMP) ## The pytest suite
+	$(BIN)/pytest -q
+
+test: lint typecheck unit ## Lint, type check and the whole test suite
+
+clean: ## Remove the venv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

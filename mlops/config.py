@@ -1,0 +1,356 @@
+"""Configuration: YAML parsed once into validated, frozen dataclasses.
+
+Every key is a dataclass field below; the field's ``help`` metadata documents
+it (``docs/configuration.md`` lists them all). Unknown keys, wrong types and
+out-of-range values raise :class:`~mlops.errors.ConfigError` naming the full
+key, e.g. ``monitoring.drift_threshold``.
+
+``Config.from_dict`` is pure; ``load_config`` reads a file and applies the
+environment overrides (``MLOPS_STORAGE_URI`` replaces ``storage.uri``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from mlops.errors import ConfigError
+
+ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
+
+ModelType = Literal["logistic", "random_forest", "gradient_boosting"]
+
+
+def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
+         rule: str = "") -> Any:
+    """A dataclass field with documentation and an optional range check."""
+    meta = {"help": help, "check": check, "rule": rule}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+def _fraction(v: float) -> bool:
+    return 0 <= v <= 1
+
+
+def _open_fraction(v: float) -> bool:
+    return 0 < v < 1
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the store lives."""
+
+    uri: str = _opt("./mlops-data", "Root of the store: a path, file://, memory://, gs:// or "
+                    "s3:// URI. Overridden by the MLOPS_STORAGE_URI environment variable.")
+    options: dict[str, Any] = _opt({}, "fsspec storage options passed to the filesystem "
+                                   "(e.g. endpoint_url, project). Never put credentials here.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where each night's data comes from."""
+
+    source: str = _opt("synthetic", "'synthetic', or a path, URI or glob of CSV/Parquet files.")
+    target_column: str = _opt("target", "Name of the binary label column.")
+    n_samples: int = _opt(1000, "Rows of synthetic data.", _positive, "> 0")
+    n_features: int = _opt(10, "Feature columns of synthetic data.", _positive, "> 0")
+    random_state: int = _opt(42, "Seed of the synthetic data generator.")
+    test_size: float = _opt(0.2, "Share of rows held out for evaluation when training.",
+                            _open_fraction, "between 0 and 1, exclusive")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the model is trained."""
+
+    model_type: ModelType = _opt("logistic", "logistic, random_forest or gradient_boosting.")
+    params: dict[str, Any] = _opt({}, "Keyword arguments passed to the scikit-learn estimator.")
+    random_state: int = _opt(42, "Seed of the estimator and of the train/test split.")
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """When a retrain is needed."""
+
+    accuracy_min_threshold: float = _opt(0.7, "Retrain when the current model's accuracy on "
+                                         "new data is below this.", _fraction, "between 0 and 1")
+    drift_threshold: float = _opt(0.1, "Retrain when the drift score exceeds this.",
+                                  _non_negative, ">= 0")
+    drift_min_samples: int = _opt(100, "Drift counts only for batches of at least this many "
+                                  "rows.", _non_negative, ">= 0")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Log output."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _opt(
+        "INFO", "Log level.")
+    file: str | None = _opt(None, "Optional log file (rotating); logs always go to stderr.")
+
+
+@dataclass(frozen=True)
+class StepPodConfig:
+    """Pod settings of one step Job (rendered by the Helm chart from its values)."""
+
+    resources: dict[str, Any] = _opt(
+        {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "Kubernetes resources of the step container.")
+    node_selector: dict[str, str] = _opt({}, "nodeSelector of the step pod.")
+    tolerations: list[dict[str, Any]] = _opt([], "Tolerations of the step pod.")
+    active_deadline_seconds: int = _opt(3600, "The step Job's activeDeadlineSeconds.",
+                                        _positive, "> 0")
+    backoff_limit: int = _opt(2, "The step Job's backoffLimit (retries of exit code 1).",
+                              _non_negative, ">= 0")
+
+
+@dataclass(frozen=True)
+class StepsConfig:
+    """Per-step pod settings."""
+
+    ingest: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the ingest Job.")
+    monitor_check: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the monitor-check Job.")
+    train: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the train Job.")
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """How the controller launches step Jobs. The Helm chart renders this section."""
+
+    namespace: str = _opt("", "Namespace of the step Jobs; empty means the controller's own "
+                          "(in cluster) or the kubeconfig context's.")
+    release: str = _opt("mlops", "Prefix of step Job names: <release>-<run-id>-<step>.")
+    image: str = _opt("mlops:0.1.0", "Image of the step containers (pinned tag).")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = _opt(
+        "IfNotPresent", "imagePullPolicy of the step containers.")
+    service_account: str = _opt("default", "Service account of the step pods.")
+    config_map: str = _opt("mlops-config", "ConfigMap holding config.yaml, mounted read-only.")
+    config_mount_path: str = _opt("/etc/mlops", "Where the ConfigMap is mounted in step pods.")
+    env: dict[str, str] = _opt({}, "Extra environment variables of the step containers.")
+    env_from_secret: str = _opt("", "Optional Secret whose keys become environment "
+                                "variables (e.g. S3 keys outside IRSA).")
+    credentials_secret: str = _opt("", "Optional Secret mounted read-only at "
+                                   "credentials_mount_path (e.g. a GCS key file).")
+    credentials_mount_path: str = _opt("/var/secrets/mlops", "Mount path of credentials_secret.")
+    pvc_claim: str = _opt("", "Optional PersistentVolumeClaim mounted at pvc_mount_path "
+                          "(a store of file:///data on kind).")
+    pvc_mount_path: str = _opt("/data", "Mount path of pvc_claim.")
+    ttl_seconds_after_finished: int = _opt(86400, "ttlSecondsAfterFinished of step Jobs.",
+                                           _non_negative, ">= 0")
+    step_timeout_seconds: int = _opt(7200, "How long the controller waits for one step Job.",
+                                     _positive, "> 0")
+    labels: dict[str, str] = _opt({}, "Extra labels of step Jobs and pods.")
+    steps: StepsConfig = _opt(StepsConfig(), "Per-step pod settings.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    storage: StorageConfig = _opt(StorageConfig(), "The store.")
+    data: DataConfig = _opt(DataConfig(), "The data source.")
+    training: TrainingConfig = _opt(TrainingConfig(), "Training.")
+    monitoring: MonitoringConfig = _opt(MonitoringConfig(), "Retrain decisions.")
+    logging: LoggingConfig = _opt(LoggingConfig(), "Logging.")
+    kubernetes: KubernetesConfig = _opt(KubernetesConfig(), "Step Jobs (controller only).")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Config:
+        """Build and validate a config from a plain mapping (pure, no I/O).
+
+        Args:
+            data: The parsed YAML document; missing keys take their defaults.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: Unknown key, wrong type or out-of-range value, naming the key.
+        """
+        return _build(cls, {} if data is None else data, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (round-trips through ``from_dict``)."""
+        return dataclasses.asdict(self)
+
+    def with_storage_uri(self, uri: str) -> Config:
+        """A copy of this config with another ``storage.uri``."""
+        return dataclasses.replace(self, storage=dataclasses.replace(self.storage, uri=uri))
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and return the config at ``path``, with environment overrides.
+
+    Args:
+        path: A YAML file; ``None`` gives the embedded default.
+        env: The environment to read overrides from (default ``os.environ``).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML, or invalid.
+    """
+    cfg = Config() if path is None else Config.from_dict(read_config_file(path))
+    env = os.environ if env is None else env
+    uri = env.get(ENV_STORAGE_URI)
+    if uri:
+        cfg = cfg.with_storage_uri(uri)
+    return cfg
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """The config file does not exist."""
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML config file into a mapping (no validation).
+
+    Raises:
+        ConfigNotFoundError: The file does not exist (also a FileNotFoundError).
+        ConfigError: The file is unreadable, not valid YAML, or not a mapping.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigNotFoundError(f"config file not found: {p}") from err
+    except OSError as err:
+        raise ConfigError(f"config file {p} cannot be read: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, "
+                          f"not {type(data).__name__}")
+    return data
+
+
+def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
+    """Yield ``(dotted key, default, help)`` for every leaf key, for documentation."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        key = prefix + f.name
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            yield from iter_keys(tp, key + ".")
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+                else f.default
+            yield key, default, f.metadata.get("help", "")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return {dict: "a mapping", list: "a list"}.get(origin, str(origin))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, "a mapping" if dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp)))
+
+
+def _build(cls: Any, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), list(known), n=1)
+            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{suggestion}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        key = prefix + name
+        value = _coerce(hints[name], data[name], key)
+        check = f.metadata.get("check")
+        if check is not None and not check(value):
+            raise ConfigError(f"config key '{key}' must be {f.metadata['rule']}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    wrong = ConfigError(f"config key '{key}' must be {_type_name(tp)}, "
+                        f"got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, key + ".")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                continue
+        raise wrong
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise wrong
+        return value
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise wrong
+        return dict(value)
+    if origin is list or tp is list:
+        if not isinstance(value, list):
+            raise wrong
+        return list(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module

@@ -1,0 +1,74 @@
+"""The project's exceptions.
+
+Every error that crosses a module boundary is an :class:`MLOpsError`. Each one
+carries the exit code that entrypoints map it to:
+
+* ``EXIT_RETRY`` (1): a failure that a retry may fix (network, unavailable bucket).
+* ``EXIT_BAD_INPUT`` (2): bad input or configuration; a retry will not help.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RETRY = 1
+EXIT_BAD_INPUT = 2
+
+
+class MLOpsError(Exception):
+    """Base class of all project errors.
+
+    Attributes:
+        exit_code: The process exit code an entrypoint should use for it.
+    """
+
+    exit_code: int = EXIT_RETRY
+
+
+class BadInputError(MLOpsError):
+    """Bad input or configuration: retrying will not help (exit code 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(BadInputError):
+    """A configuration file or value is invalid; the message names the key or file."""
+
+
+class DataValidationError(BadInputError):
+    """Input data failed validation; the message names the column or file."""
+
+
+class InvalidVersionIdError(BadInputError):
+    """A caller-given version id is not a safe name."""
+
+
+class VersionNotFoundError(BadInputError):
+    """A data or model version id does not exist in the store."""
+
+
+class VersionExistsError(BadInputError):
+    """A version id is already taken and versions are never overwritten."""
+
+
+class IntegrityError(BadInputError):
+    """A stored artifact does not match the checksum recorded for it."""
+
+
+class StorageError(MLOpsError):
+    """A storage operation failed in a way a retry may fix (exit code 1)."""
+
+
+class StorageConfigError(BadInputError):
+    """The store cannot be used as configured: missing bucket, no permission, bad URI."""
+
+
+class KubernetesError(MLOpsError):
+    """A Kubernetes API call or a step Job failed."""
+
+
+class StepFailedError(MLOpsError):
+    """A pipeline step failed; ``exit_code`` follows the step's own exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_RETRY) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
