@@ -1,0 +1,46 @@
+"""Logging set-up: stderr always, plus an optional rotating file."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER_TAG = "_mlops_handler"
+
+
+def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None = None,
+                  max_bytes: int = 10 * 1024 * 1024, backup_count: int = 5) -> logging.Logger:
+    """Configure the ``mlops`` logger: a console handler and, if given, a rotating file.
+
+    Calling it again replaces the handlers it added before (no duplicate lines).
+
+    Args:
+        level: A level name such as ``INFO``.
+        log_file: Optional file; its folder is created.
+        max_bytes: Rotate the file at this size.
+        backup_count: Rotated files to keep.
+
+    Returns:
+        The configured ``mlops`` logger.
+    """
+    logger = logging.getLogger("mlops")
+    logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    for h in list(logger.handlers):
+        if getattr(h, _HANDLER_TAG, False):
+            logger.removeHandler(h)
+            h.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file:
+        folder = os.path.dirname(os.fspath(log_file))
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        handlers.append(logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(logging.Formatter(FORMAT))
+        setattr(h, _HANDLER_TAG, True)
+        logger.addHandler(h)
+    logger.propagate = False
+    return logger

@@ -1,0 +1,363 @@
+"""The store: one root URI reached through fsspec.
+
+This is the only module that imports fsspec. Upper layers get a :class:`Store`
+and address objects by relative, '/'-separated keys; they never see raw URLs
+or fsspec exceptions. Errors are translated here, in :func:`_translate`:
+
+* ``FileNotFoundError`` of a key passes through (callers name the version);
+* a missing bucket, a permission or credential error -> ``StorageConfigError`` (exit 2);
+* anything transient (5xx, reset, timeout) is retried with backoff, then
+  ``StorageError`` (exit 1).
+
+Writes are atomic: locally a temp file in the same folder is renamed (or
+hard-linked, for exclusive create) into place; on object stores a single PUT
+or one multipart upload makes the object visible only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from mlops.errors import StorageConfigError, StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LOCAL_PROTOCOLS = ("file", "local")
+#: Bounded retries of transient errors: attempts and the first backoff in seconds.
+RETRY_ATTEMPTS = 4
+RETRY_BACKOFF = 0.2
+
+_memory_lock = threading.Lock()
+
+
+class Store:
+    """A folder-like view of one root URI.
+
+    Keys are relative '/'-separated paths below the root. Create one with
+    :func:`open_store`.
+
+    Attributes:
+        uri: The root URI as given.
+        protocol: The fsspec protocol (``file``, ``memory``, ``gcs``, ``s3``, ...).
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, uri: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.uri = uri
+        proto = fs.protocol
+        self.protocol = proto if isinstance(proto, str) else proto[0]
+        self.is_local = self.protocol in LOCAL_PROTOCOLS
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # --- paths -------------------------------------------------------------------------
+    def path(self, key: str = "") -> str:
+        """The full filesystem path of ``key``."""
+        key = key.strip("/")
+        return f"{self.root}/{key}" if key else self.root
+
+    def url(self, key: str = "") -> str:
+        """A URI for ``key``, for messages."""
+        base = self.uri.rstrip("/")
+        key = key.strip("/")
+        return f"{base}/{key}" if key else base
+
+    def local_path(self, key: str) -> str | None:
+        """The OS path of ``key`` on a local store (for memory-mapped reads), else None."""
+        return self.path(key) if self.is_local else None
+
+    def child(self, key: str) -> Store:
+        """A store rooted at ``key`` below this one (same filesystem)."""
+        return Store(self.fs, self.path(key), self.url(key))
+
+    # --- reads -------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        """Whether an object exists at ``key``."""
+        return self._call("check", key, lambda: bool(self.fs.isfile(self.path(key))))
+
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes of ``key``.
+
+        Raises:
+            FileNotFoundError: No object at ``key``.
+        """
+        return self._call("read", key, lambda: bytes(self.fs.cat_file(self.path(key))))
+
+    def read_json(self, key: str) -> Any:
+        """The JSON document at ``key``.
+
+        Raises:
+            FileNotFoundError: No object at ``key``.
+            StorageError: The object is not valid JSON (named).
+        """
+        data = self.read_bytes(key)
+        try:
+            return json.loads(data)
+        except ValueError as err:
+            raise StorageError(f"{self.url(key)} is not valid JSON (corrupt object)") from err
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[IO[bytes]]:
+        """Open ``key`` for streaming reads."""
+        f = self._call("open", key, lambda: self.fs.open(self.path(key), "rb"))
+        try:
+            yield f
+        finally:
+            f.close()
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Names (not paths) of the objects directly below ``prefix``; [] when absent."""
+        def op() -> list[str]:
+            try:
+                entries = self.fs.ls(self.path(prefix), detail=True)
+            except FileNotFoundError:
+                return []
+            return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries
+                          if e.get("type") != "directory")
+        return self._call("list", prefix, op)
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        """Names of the sub-folders directly below ``prefix``; [] when absent."""
+        def op() -> list[str]:
+            try:
+                entries = self.fs.ls(self.path(prefix), detail=True)
+            except FileNotFoundError:
+                return []
+            return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries
+                          if e.get("type") == "directory")
+        self._invalidate()
+        return self._call("list", prefix, op)
+
+    def walk(self, prefix: str = "") -> list[str]:
+        """Keys (relative to the root) of every object below ``prefix``."""
+        def op() -> list[str]:
+            try:
+                found = self.fs.find(self.path(prefix))
+            except FileNotFoundError:
+                return []
+            base = self.root + "/"
+            return sorted(p[len(base):] if p.startswith(base) else p for p in found)
+        self._invalidate()
+        return self._call("list", prefix, op)
+
+    def size(self, key: str) -> int:
+        """Size in bytes of ``key``."""
+        return int(self._call("stat", key, lambda: self.fs.size(self.path(key))))
+
+    # --- writes ------------------------------------------------------------------------
+    def write_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Write ``data`` to ``key`` atomically.
+
+        Args:
+            key: Where to write.
+            data: The whole object.
+            exclusive: Refuse to replace an existing object (create only).
+
+        Raises:
+            FileExistsError: ``exclusive`` and ``key`` already exists.
+        """
+        if self.is_local:
+            self._local_write(key, lambda f: f.write(data), exclusive)
+        elif self.protocol == "memory":
+            with _memory_lock:
+                if exclusive and self.fs.exists(self.path(key)):
+                    raise FileExistsError(errno.EEXIST, "object exists", self.url(key))
+                self.fs.pipe_file(self.path(key), data)
+        else:
+            kwargs: dict[str, Any] = {"mode": "create"} if exclusive else {}
+            self._call("write", key, lambda: self.fs.pipe_file(self.path(key), data, **kwargs))
+        self._invalidate()
+
+    def write_json(self, key: str, obj: Any, *, exclusive: bool = False) -> None:
+        """Write ``obj`` as JSON to ``key`` atomically (see :meth:`write_bytes`)."""
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        self.write_bytes(key, data, exclusive=exclusive)
+
+    def write_with(self, key: str, writer: Callable[[IO[bytes]], object], *,
+                   exclusive: bool = False) -> None:
+        """Stream an object into ``key`` with ``writer(file)``; visible only when complete.
+
+        Locally this writes a temp file in the target folder and renames it; on
+        object stores the upload completes atomically when the file is closed.
+        """
+        if self.is_local:
+            self._local_write(key, writer, exclusive)
+        elif self.protocol == "memory":
+            buf = io.BytesIO()
+            writer(buf)
+            self.write_bytes(key, buf.getvalue(), exclusive=exclusive)
+        else:
+            if exclusive and self.exists(key):
+                raise FileExistsError(errno.EEXIST, "object exists", self.url(key))
+
+            def op() -> None:
+                with self.fs.open(self.path(key), "wb") as f:
+                    writer(f)
+            self._call("write", key, op)
+        self._invalidate()
+
+    def delete(self, key: str) -> None:
+        """Delete ``key``; a missing object is not an error."""
+        def op() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path(key))
+        self._call("delete", key, op)
+        self._invalidate()
+
+    # --- internals ---------------------------------------------------------------------
+    def _local_write(self, key: str, writer: Callable[[IO[bytes]], object],
+                     exclusive: bool) -> None:
+        final = self.path(key)
+        folder = os.path.dirname(final)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise _translate(err, self, key) from err
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                writer(f)
+                f.flush()
+                os.fsync(f.fileno())
+            if exclusive:
+                os.link(tmp, final)  # fails with EEXIST: atomic create-only
+            else:
+                os.replace(tmp, final)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "object exists", self.url(key)) from None
+        except OSError as err:
+            raise _translate(err, self, key) from err
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _invalidate(self) -> None:
+        # Object-store filesystems cache listings; another process may have written.
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache()
+
+    def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
+        delay = RETRY_BACKOFF
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return fn()
+            except (FileNotFoundError, FileExistsError, IsADirectoryError):
+                raise
+            except Exception as err:
+                translated = _translate(err, self, key)
+                if not isinstance(translated, StorageError) or attempt == RETRY_ATTEMPTS:
+                    raise translated from err
+                log.warning("%s %s failed (%s), retry %d/%d in %.1fs", what, self.url(key),
+                            err, attempt, RETRY_ATTEMPTS - 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _translate(err: BaseException, store: Store, key: str) -> Exception:
+    """Map a filesystem exception to StorageError (retryable) or StorageConfigError."""
+    if isinstance(err, StorageError | StorageConfigError):
+        return err
+    where = store.url(key)
+    text = str(err)
+    if isinstance(err, PermissionError) or "403" in text or "Forbidden" in text \
+            or "AccessDenied" in text or "InvalidAccessKeyId" in text \
+            or "SignatureDoesNotMatch" in text or "401" in text:
+        return StorageConfigError(f"permission denied or bad credentials for {where}: "
+                                  f"{_short(err)}")
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower() \
+            or "The specified bucket does not exist" in text:
+        return StorageConfigError(f"bucket of {store.uri} does not exist")
+    if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.ENOSPC, errno.ENOTDIR):
+        return StorageConfigError(f"cannot write {where}: {err.strerror}")
+    return StorageError(f"storage error at {where}: {_short(err)}")
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def open_store(uri: str | os.PathLike[str], options: dict[str, Any] | None = None) -> Store:
+    """Open the store at ``uri``.
+
+    Args:
+        uri: A plain path, ``file://``, ``memory://``, ``gs://`` or ``s3://`` URI.
+        options: fsspec storage options (e.g. ``endpoint_url``).
+
+    Returns:
+        The store; a local folder is created if missing.
+
+    Raises:
+        StorageConfigError: Unknown protocol or a backend package that is not installed.
+    """
+    text = os.fspath(uri)
+    if not text:
+        raise StorageConfigError("storage.uri is empty")
+    try:
+        fs, root = url_to_fs(text, **(options or {}))
+    except (ImportError, ValueError) as err:
+        scheme = text.split("://", 1)[0] if "://" in text else "file"
+        extra = {"gs": "mlops[gcs]", "gcs": "mlops[gcs]", "s3": "mlops[s3]"}.get(scheme)
+        hint = f" (install {extra})" if extra else ""
+        raise StorageConfigError(f"cannot open store {text}: {err}{hint}") from err
+    except TypeError as err:
+        raise StorageConfigError(f"bad storage.options for {text}: {err}") from err
+    store = Store(fs, root, text)
+    if store.is_local:
+        try:
+            os.makedirs(store.root, exist_ok=True)
+        except OSError as err:
+            raise StorageConfigError(f"cannot create store folder {text}: "
+                                     f"{err.strerror}") from err
+    return store
+
+
+def as_store(base: str | os.PathLike[str] | Store,
+             options: dict[str, Any] | None = None) -> Store:
+    """``base`` itself when it is a Store, else :func:`open_store` of it."""
+    return base if isinstance(base, Store) else open_store(base, options)
+
+
+def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
+    """Read every CSV/Parquet file that ``uri`` (a path, URI or glob) names.
+
+    Returns:
+        ``(name, bytes)`` pairs in name order.
+
+    Raises:
+        FileNotFoundError: Nothing matches ``uri``.
+    """
+    store_like = open_store(uri if "://" in uri else os.path.abspath(uri), options)
+    fs = store_like.fs
+    target = store_like.root
+    try:
+        if any(c in uri for c in "*?["):
+            paths = sorted(fs.glob(target))
+        elif fs.isdir(target):
+            paths = sorted(p for p in fs.find(target)
+                           if p.lower().endswith((".csv", ".parquet", ".pq")))
+        else:
+            paths = [target] if fs.isfile(target) else []
+    except Exception as err:
+        raise _translate(err, store_like, "") from err
+    if not paths:
+        raise FileNotFoundError(errno.ENOENT, "no CSV or Parquet file matches", uri)
+    return [(p, bytes(fs.cat_file(p))) for p in paths]

@@ -1,0 +1,95 @@
+"""Training and evaluation of the classifier."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlops.config import Config, TrainingConfig
+from mlops.errors import ConfigError
+
+MODEL_TYPES: dict[str, type] = {
+    "logistic": LogisticRegression,
+    "random_forest": RandomForestClassifier,
+    "gradient_boosting": GradientBoostingClassifier,
+}
+
+
+def _training_section(config: Config | TrainingConfig | Mapping[str, Any]) -> TrainingConfig:
+    if isinstance(config, Config):
+        return config.training
+    if isinstance(config, TrainingConfig):
+        return config
+    section = config.get("training", config)
+    return Config.from_dict({"training": dict(section)}).training
+
+
+def build_model(training: TrainingConfig) -> Any:
+    """An unfitted estimator for ``training`` (logistic regression is standardized first).
+
+    Raises:
+        ConfigError: Unknown model type or a parameter the estimator does not take.
+    """
+    cls = MODEL_TYPES.get(training.model_type)
+    if cls is None:
+        raise ConfigError(f"config key 'training.model_type': unknown model type "
+                          f"'{training.model_type}' (use one of {', '.join(MODEL_TYPES)})")
+    accepted = inspect.signature(cls).parameters
+    for key in training.params:
+        if key not in accepted:
+            raise ConfigError(f"config key 'training.params.{key}' is not a parameter of "
+                              f"{cls.__name__}")
+    params = dict(training.params)
+    params.setdefault("random_state", training.random_state)
+    if training.model_type == "logistic":
+        params.setdefault("max_iter", 1000)
+        return Pipeline([("scale", StandardScaler()), ("model", cls(**params))])
+    return cls(**params)
+
+
+def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndarray,
+                config: Config | TrainingConfig | Mapping[str, Any]) -> ClassifierMixin:
+    """Fit a classifier.
+
+    Args:
+        X_train: Features.
+        y_train: Binary labels.
+        config: The typed config, its training section, or the dict ``_load_config`` returns.
+
+    Returns:
+        The fitted estimator (deterministic given ``training.random_state``).
+
+    Raises:
+        ConfigError: Unknown model type or parameter.
+    """
+    model = build_model(_training_section(config))
+    try:
+        model.fit(X_train, y_train)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"training failed with config key 'training.params': {err}") from err
+    return model  # type: ignore[no-any-return]
+
+
+def evaluate(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> float:
+    """Accuracy of ``model`` on ``(X, y)``."""
+    return float(accuracy_score(y, model.predict(X)))
+
+
+def split(X: pd.DataFrame, y: pd.Series, test_size: float,
+          random_state: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """A stratified train/test split (plain when a class is too small to stratify)."""
+    stratify = y if y.value_counts().min() >= 2 else None
+    parts = train_test_split(X, y, test_size=test_size, random_state=random_state,
+                             stratify=stratify)
+    return parts[0], parts[1], parts[2], parts[3]

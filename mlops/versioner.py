@@ -1,0 +1,178 @@
+"""DataVersioner: content-addressed DataFrame versions in the store.
+
+Layout below the versioner's base:
+
+    objects/<ab>/<rest-of-hash>.parquet   the data, addressed by its content hash
+    index/<created>~<version-id>          empty marker, gives creation order cheaply
+    versions/<version-id>.json            the manifest: written LAST, the commit point
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+
+from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
+from mlops.data import column_stats
+from mlops.errors import VersionExistsError, VersionNotFoundError
+from mlops.hashing import check_algorithm, content_hash
+from mlops.storage import Store, as_store
+
+#: Hex digits of the content hash used as the default version id.
+DEFAULT_ID_LENGTH = 16
+
+
+class DataVersioner:
+    """Registers DataFrames as immutable, content-addressed versions.
+
+    Args:
+        base_dir: A path, URI or :class:`~mlops.storage.Store` (e.g. ``<store>/data``).
+        hash_algorithm: ``sha256`` (default), ``sha512`` or ``blake2b``.
+        storage_options: fsspec options when ``base_dir`` is a URI.
+
+    Raises:
+        ConfigError: Unsupported hash algorithm.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str] | Store = "data/versions",
+                 hash_algorithm: str = "sha256",
+                 storage_options: dict[str, Any] | None = None) -> None:
+        self.hash_algorithm = check_algorithm(hash_algorithm)
+        self.store = as_store(base_dir, storage_options)
+        self.index = VersionIndex(self.store)
+
+    # --- writing -----------------------------------------------------------------------
+    def register(self, df: pd.DataFrame, version_id: str | None = None) -> str:
+        """Store ``df`` as a version; identical content returns the existing id.
+
+        Args:
+            df: The data.
+            version_id: A safe name; by default the first 16 hex digits of the content hash.
+
+        Returns:
+            The version id.
+
+        Raises:
+            InvalidVersionIdError: ``version_id`` is not a safe name (nothing is written).
+            VersionExistsError: ``version_id`` is taken by different content.
+        """
+        if version_id is not None:
+            check_version_id(version_id, "data version id")
+        digest = content_hash(df, self.hash_algorithm)
+        vid = version_id or digest[:DEFAULT_ID_LENGTH]
+        existing = self._manifest_or_none(vid)
+        if existing is not None:
+            return self._same_or_conflict(vid, existing, digest)
+
+        obj_key = self.object_key(digest)
+        if not self.store.exists(obj_key):
+            self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+        created = utc_now()
+        manifest = {
+            "id": vid,
+            "created_at": iso(created),
+            "content_hash": digest,
+            "hash_algorithm": self.hash_algorithm,
+            "object": obj_key,
+            "rows": len(df),
+            "columns": [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
+            "stats": column_stats(df),
+            "size_bytes": self.store.size(obj_key),
+        }
+        self.index.add(vid, created)
+        try:
+            self.store.write_json(self.manifest_key(vid), manifest, exclusive=True)
+        except FileExistsError:
+            # Another writer committed the same id first.
+            return self._same_or_conflict(vid, self._manifest(vid), digest)
+        return vid
+
+    def _same_or_conflict(self, vid: str, manifest: dict[str, Any], digest: str) -> str:
+        if manifest.get("content_hash") == digest \
+                and manifest.get("hash_algorithm") == self.hash_algorithm:
+            return vid
+        raise VersionExistsError(f"data version '{vid}' already exists with different "
+                                 "content; versions are never overwritten")
+
+    # --- reading -----------------------------------------------------------------------
+    def load(self, version_id: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The DataFrame and metadata of a version.
+
+        Raises:
+            InvalidVersionIdError: Unsafe id.
+            VersionNotFoundError: No such version.
+        """
+        manifest = self.get_metadata(version_id)
+        key = manifest["object"]
+        local = self.store.local_path(key)
+        try:
+            if local is not None:
+                df = pd.read_parquet(local, engine="pyarrow")
+            else:
+                with self.store.open_read(key) as f:
+                    df = pd.read_parquet(f, engine="pyarrow")
+        except FileNotFoundError as err:
+            raise VersionNotFoundError(f"data version '{version_id}' is missing its object "
+                                       f"{self.store.url(key)}") from err
+        return df, manifest
+
+    def get_metadata(self, version_id: str) -> dict[str, Any]:
+        """The manifest of a version.
+
+        Raises:
+            InvalidVersionIdError: Unsafe id.
+            VersionNotFoundError: No such version.
+        """
+        check_version_id(version_id, "data version id")
+        return self._manifest(version_id)
+
+    def exists(self, version_id: str) -> bool:
+        """Whether a committed version has this id."""
+        check_version_id(version_id, "data version id")
+        return self.store.exists(self.manifest_key(version_id))
+
+    def list_versions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Manifests of committed versions, newest first.
+
+        Args:
+            limit: Read at most this many manifests (the first page); None for all.
+        """
+        out: list[dict[str, Any]] = []
+        for vid in self.index.ids():
+            if limit is not None and len(out) >= limit:
+                break
+            manifest = self._manifest_or_none(vid)
+            if manifest is not None:
+                out.append(manifest)
+        return out
+
+    def get_latest_version(self) -> str | None:
+        """The id of the newest committed version, or None when there is none."""
+        latest = self.list_versions(limit=1)
+        return latest[0]["id"] if latest else None
+
+    # --- keys --------------------------------------------------------------------------
+    @staticmethod
+    def object_key(digest: str) -> str:
+        """The key of the Parquet object of a content hash."""
+        return f"objects/{digest[:2]}/{digest[2:]}.parquet"
+
+    @staticmethod
+    def manifest_key(version_id: str) -> str:
+        """The key of a version's manifest."""
+        return f"versions/{version_id}.json"
+
+    def _manifest(self, vid: str) -> dict[str, Any]:
+        manifest = self._manifest_or_none(vid)
+        if manifest is None:
+            raise VersionNotFoundError(f"unknown data version '{vid}' in {self.store.uri}")
+        return manifest
+
+    def _manifest_or_none(self, vid: str) -> dict[str, Any] | None:
+        try:
+            data = self.store.read_json(self.manifest_key(vid))
+        except FileNotFoundError:
+            return None
+        return data if isinstance(data, dict) else None

@@ -1,0 +1,1 @@
+"""Compatibility package for the original ``src.main`` API."""
