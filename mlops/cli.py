@@ -113,6 +113,17 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    """Show the metadata of one data or model version."""
+    ws = _workspace(args)
+    if args.kind == "data":
+        record = ws.versioner.get_metadata(args.version)
+    else:
+        record = ws.registry.get_metadata(args.version)
+    print_mapping(record, args.json)
+    return EXIT_OK
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Show the metrics history, oldest first."""
     ws = _workspace(args)
@@ -136,6 +147,19 @@ def cmd_storage_check(args: argparse.Namespace) -> int:
     finally:
         ws.store.delete(key)
     print(f"store {ws.store.uri} is reachable and writable")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective config as YAML, or the reference of every key."""
+    import yaml
+
+    from mlops.config import reference_markdown
+
+    if args.docs:
+        print(reference_markdown(), end="")
+        return EXIT_OK
+    print(yaml.safe_dump(load_config(args.config).to_dict(), sort_keys=False), end="")
     return EXIT_OK
 
 
@@ -184,10 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="show at most N versions")
     p.set_defaults(handler=cmd_versions)
 
+    p = sub.add_parser("show", help="show one data or model version's metadata")
+    p.add_argument("kind", choices=["data", "model"], help="what to show")
+    p.add_argument("version", help="the version id")
+    _common(p)
+    p.set_defaults(handler=cmd_show)
+
     p = sub.add_parser("history", help="show the metrics history, oldest first")
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show the last N records")
     p.set_defaults(handler=cmd_history)
+
+    p = sub.add_parser("config", help="print the effective config (or --docs: every key)",
+                       description="Print the validated config with defaults and environment "
+                                   "overrides applied, as YAML.")
+    _common(p, json_flag=False)
+    p.add_argument("--docs", action="store_true",
+                   help="print the reference of every config key as Markdown")
+    p.set_defaults(handler=cmd_config)
 
     p = sub.add_parser("storage-check", help="check that the store is reachable and writable",
                        description="Write, read back and delete a probe object (used by the "

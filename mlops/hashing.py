@@ -52,7 +52,7 @@ def _raw_buffer(values: Any) -> memoryview | None:
         values = values.view("i8")
     if not values.flags.c_contiguous:
         values = np.ascontiguousarray(values)
-    return memoryview(values).cast("B")
+    return memoryview(values.data).cast("B")
 
 
 def _hash_values(algorithm: str, values: Any) -> bytes:
@@ -62,7 +62,7 @@ def _hash_values(algorithm: str, values: Any) -> bytes:
         hashed = pd.util.hash_array(np.asarray(values, dtype=object)) if not isinstance(
             values, pd.api.extensions.ExtensionArray) else pd.util.hash_pandas_object(
             pd.Series(values), index=False).to_numpy()
-        buf = memoryview(np.ascontiguousarray(hashed)).cast("B")
+        buf = memoryview(np.ascontiguousarray(hashed).data).cast("B")
     h.update(buf)
     return h.digest()
 

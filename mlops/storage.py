@@ -16,6 +16,7 @@ or one multipart upload makes the object visible only when complete.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import io
@@ -133,9 +134,9 @@ class Store:
                           if e.get("type") != "directory")
         return self._call("list", prefix, op)
 
-    def list_dirs(self, prefix: str = "") -> list[str]:
+    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
         """Names of the sub-folders directly below ``prefix``; [] when absent."""
-        def op() -> list[str]:
+        def op() -> builtins.list[str]:
             try:
                 entries = self.fs.ls(self.path(prefix), detail=True)
             except FileNotFoundError:
@@ -145,9 +146,9 @@ class Store:
         self._invalidate()
         return self._call("list", prefix, op)
 
-    def walk(self, prefix: str = "") -> list[str]:
+    def walk(self, prefix: str = "") -> builtins.list[str]:
         """Keys (relative to the root) of every object below ``prefix``."""
-        def op() -> list[str]:
+        def op() -> builtins.list[str]:
             try:
                 found = self.fs.find(self.path(prefix))
             except FileNotFoundError:
@@ -345,9 +346,12 @@ def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tu
     Raises:
         FileNotFoundError: Nothing matches ``uri``.
     """
-    store_like = open_store(uri if "://" in uri else os.path.abspath(uri), options)
-    fs = store_like.fs
-    target = store_like.root
+    target_uri = uri if "://" in uri else os.path.abspath(uri)
+    try:
+        fs, target = url_to_fs(target_uri, **(options or {}))
+    except (ImportError, ValueError) as err:
+        raise StorageConfigError(f"cannot open data source {uri}: {err}") from err
+    store_like = Store(fs, target, target_uri)
     try:
         if any(c in uri for c in "*?["):
             paths = sorted(fs.glob(target))

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
@@ -59,7 +58,7 @@ def build_model(training: TrainingConfig) -> Any:
 
 
 def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndarray,
-                config: Config | TrainingConfig | Mapping[str, Any]) -> ClassifierMixin:
+                config: Config | TrainingConfig | Mapping[str, Any]) -> Any:
     """Fit a classifier.
 
     Args:
@@ -68,7 +67,7 @@ def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndar
         config: The typed config, its training section, or the dict ``_load_config`` returns.
 
     Returns:
-        The fitted estimator (deterministic given ``training.random_state``).
+        The fitted scikit-learn classifier (deterministic given ``training.random_state``).
 
     Raises:
         ConfigError: Unknown model type or parameter.
@@ -78,7 +77,7 @@ def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndar
         model.fit(X_train, y_train)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"training failed with config key 'training.params': {err}") from err
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def evaluate(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> float:

@@ -1,0 +1,201 @@
+"""The CLI: output, exit codes, and bad input that leaves the store exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops.cli import main
+from mlops.data import generate_synthetic_data
+from mlops.storage import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(uri: str, options: dict | None = None) -> dict[str, bytes]:
+    store = open_store(uri, options)
+    return {k: store.read_bytes(k) for k in store.walk()}
+
+
+def write_config(tmp_path: Path, store_uri: str, extra: str = "") -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"storage:\n  uri: {store_uri}\ndata:\n  n_samples: 300\n  n_features: 4\n"
+                    + extra)
+    return str(path)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_twice_then_list(tmp_path: Path, store_uri: str,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, store_uri)
+    code, out, _ = run_cli(capsys, "run", "--config", cfg, "--json")
+    first = json.loads(out)
+    assert code == 0 and first["retrained"] is True
+    code, out, _ = run_cli(capsys, "run", "--config", cfg)
+    assert code == 0
+    assert "retrained:     False" in out and f"data_version:  {first['data_version']}" in out
+    code, out, _ = run_cli(capsys, "versions", "data", "--config", cfg)
+    assert code == 0 and first["data_version"] in out and "ROWS" in out
+    code, out, _ = run_cli(capsys, "versions", "models", "--config", cfg, "--json")
+    assert [m["id"] for m in json.loads(out)] == [first["model_version"]]
+    code, out, _ = run_cli(capsys, "history", "--config", cfg, "--json")
+    assert [h["retrained"] for h in json.loads(out)] == [True, False]
+    code, out, _ = run_cli(capsys, "show", "model", first["model_version"], "--config", cfg,
+                           "--json")
+    assert json.loads(out)["metadata"]["data_version"] == first["data_version"]
+
+
+def test_steps_one_by_one(tmp_path: Path, store_uri: str,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, store_uri)
+    for step in ["ingest", "monitor-check", "train"]:
+        code, out, err = run_cli(capsys, step, "--config", cfg, "--run-id", "r1", "--json")
+        assert code == 0, err
+        assert json.loads(out)["run_id"] == "r1"
+    assert "runs/r1/train.json" in open_store(store_uri).walk("runs")
+
+
+def test_empty_store_listings(tmp_path: Path, store_uri: str,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, store_uri)
+    assert run_cli(capsys, "versions", "models", "--config", cfg)[1] == "no model versions yet\n"
+    assert run_cli(capsys, "history", "--config", cfg)[1] == "no metrics recorded yet\n"
+
+
+BAD_CONFIGS = [
+    ("malformed YAML", "monitoring: [oops\n", r"bad\.yaml is not valid YAML at line \d"),
+    ("unknown key", "monitoring:\n  drift_treshold: 1\n",
+     r"unknown config key 'monitoring\.drift_treshold'"),
+    ("wrong type", "monitoring:\n  drift_threshold: high\n",
+     r"config key 'monitoring\.drift_threshold' must be a number"),
+    ("unknown model_type", "training:\n  model_type: svm\n", r"'training\.model_type'"),
+    ("unknown hash algorithm", "storage:\n  uri: {uri}\ndata:\n  hash_algorithm: md5\n",
+     r"config key 'data\.hash_algorithm' must be one of sha256, sha512, blake2b"),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "message"), BAD_CONFIGS,
+                         ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_exit_2_one_line_store_unchanged(
+        tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture[str],
+        what: str, text: str, message: str) -> None:
+    good = write_config(tmp_path, store_uri)
+    assert run_cli(capsys, "run", "--config", good)[0] == 0
+    before = snapshot(store_uri)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"storage:\n  uri: {store_uri}\n" + text.replace("storage:\n  uri: {uri}\n",
+                                                                      ""))
+    code, _, err = run_cli(capsys, "run", "--config", str(bad))
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("mlops: error: ")
+    assert re.search(message, err), err
+    assert snapshot(store_uri) == before
+
+
+def _source(tmp_path: Path, text: str) -> str:
+    (tmp_path / "src.csv").write_text(text)
+    return str(tmp_path / "src.csv")
+
+
+BAD_DATA = [
+    ("missing target column", "a,b\n1,2\n3,4\n", r"target column 'target' not found"),
+    ("non-numeric feature", "a,target\nx,0\ny,1\n", r"feature column 'a' .* is not numeric"),
+    ("empty data", "a,target\n", r"is empty: no rows"),
+    ("NaN in the target", "a,target\n1,0\n2,\n3,1\n", r"target column 'target' has 1 missing"),
+    ("single class", "a,target\n1,1\n2,1\n", r"target column 'target' has a single class"),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "message"), BAD_DATA, ids=[c[0] for c in BAD_DATA])
+def test_bad_data_exit_2_one_line_store_unchanged(
+        tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture[str],
+        what: str, text: str, message: str) -> None:
+    assert run_cli(capsys, "run", "--config", write_config(tmp_path, store_uri))[0] == 0
+    before = snapshot(store_uri)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"storage:\n  uri: {store_uri}\ndata:\n  source: {_source(tmp_path, text)}\n")
+    code, _, err = run_cli(capsys, "run", "--config", str(cfg))
+    assert code == 2 and re.search(message, err), err
+    assert err.count("\n") == 1
+    assert snapshot(store_uri) == before
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "run", "--config", str(tmp_path / "none.yaml"))
+    assert code == 2
+    assert err == f"mlops: error: config file not found: {tmp_path / 'none.yaml'}\n"
+
+
+def test_unsafe_run_id_and_unknown_version(tmp_path: Path, store_uri: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, store_uri)
+    code, _, err = run_cli(capsys, "ingest", "--config", cfg, "--run-id", "../escape")
+    assert code == 2 and "unsafe run id '../escape'" in err
+    assert open_store(store_uri).walk() == []
+    code, _, err = run_cli(capsys, "show", "data", "nope", "--config", cfg)
+    assert code == 2 and "unknown data version 'nope'" in err
+    code, _, err = run_cli(capsys, "show", "model", "../x", "--config", cfg)
+    assert code == 2 and "unsafe model version id '../x'" in err
+
+
+def test_tampered_model_is_refused(tmp_path: Path, store_uri: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, store_uri)
+    code, out, _ = run_cli(capsys, "run", "--config", cfg, "--json")
+    model = json.loads(out)["model_version"]
+    store = open_store(store_uri)
+    artifact = store.read_json(f"models/{model}/metadata.json")["artifact"]
+    store.write_bytes(f"models/{artifact}", b"not the model")
+    before = snapshot(store_uri)
+    code, _, err = run_cli(capsys, "run", "--config", cfg)
+    assert code == 2
+    assert f"model artifact of version '{model}' failed its integrity check" in err
+    # The failed run wrote its ingest result (the run is resumable) but nothing else changed.
+    after = snapshot(store_uri)
+    assert {k: v for k, v in after.items() if not k.startswith("runs/")} == \
+        {k: v for k, v in before.items() if not k.startswith("runs/")}
+
+
+def test_console_script_no_traceback_and_debug(tmp_path: Path) -> None:
+    env_cmd = [sys.executable, "-m", "mlops"]
+    bad = tmp_path / "x.yaml"
+    bad.write_text("nope: 1\n")
+    proc = subprocess.run([*env_cmd, "run", "--config", str(bad)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == "mlops: error: unknown config key 'nope'\n"
+    proc = subprocess.run([*env_cmd, "--debug", "run", "--config", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_help_documents_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ["run", "ingest", "monitor-check", "train", "versions", "history"]:
+        assert command in out
+
+
+def test_embedded_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "run", "--json")
+    first: dict[str, Any] = json.loads(out)
+    assert code == 0 and (tmp_path / "mlops-data" / "runs" / first["run_id"]).is_dir()
+    second = json.loads(run_cli(capsys, "run", "--json")[1])
+    assert (first["retrained"], second["retrained"]) == (True, False)
+    assert second["data_version"] == first["data_version"]
+    assert len(generate_synthetic_data(1000, 10, 42)) == 1000
