@@ -507,3 +507,44 @@ def test_generated_manifests_are_up_to_date() -> None:
     assert not any(d["kind"] == "Pod" for d in docs)  # no helm test hook
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+# -- The other deployment files (static checks; no docker, kind or skaffold here) --
+
+def test_skaffold_kind_profile() -> None:
+    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text(encoding="utf-8"))
+    assert config["apiVersion"].startswith("skaffold/v4beta")
+    assert [a["image"] for a in config["build"]["artifacts"]] == ["mlops"]
+    (release,) = config["deploy"]["helm"]["releases"]
+    assert release["chartPath"] == "helm/mlops"
+    (kind,) = [p for p in config["profiles"] if p["name"] == "kind"]
+    assert kind["build"]["local"]["push"] is False
+    assert kind["build"]["tagPolicy"]["envTemplate"]["template"] == "0.1.0"
+    (release,) = kind["deploy"]["helm"]["releases"]
+    assert release["valuesFiles"] == ["helm/mlops/values-dev.yaml"]
+    assert release["setValues"]["image.pullPolicy"] == "IfNotPresent"
+
+
+def test_kind_config() -> None:
+    config = yaml.safe_load((ROOT / "k8s" / "kind-config.yaml").read_text(encoding="utf-8"))
+    assert config["kind"] == "Cluster"
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert all(":latest" not in n.get("image", "") for n in config["nodes"])
+
+
+def test_dockerfile_is_hardened() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base.group(1))
+    assert text.count("FROM ${PYTHON_IMAGE}") == 2  # builder + final
+    final = text.split("FROM ${PYTHON_IMAGE}")[-1]
+    assert "USER 10001:10001" in final
+    assert 'ENTRYPOINT ["mlops"]' in final
+    for env in ("HOME=/tmp", "TMPDIR=/tmp", "PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp"):
+        assert env in final
+    assert not re.search(r"apt-get|gcc|build-essential", final)
+    assert "[gcs,s3,k8s]" in text
+    constraints = (ROOT / "docker" / "constraints.txt").read_text(encoding="utf-8")
+    pins = [ln for ln in constraints.splitlines() if ln and not ln.startswith("#")]
+    assert pins and all(re.fullmatch(r"[a-z0-9._-]+==\S+", p) for p in pins)
+    assert (ROOT / ".dockerignore").is_file()
