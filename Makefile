@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: help install dev run test lint typecheck unit clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,6 @@ test: lint typecheck unit ## Lint, type check and the whole test suite
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Container image, kind, Helm and plain-manifest targets.
+include mk/deploy.mk
