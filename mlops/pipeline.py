@@ -26,6 +26,7 @@ from mlops.data import (
     split_xy,
     validate,
 )
+from mlops.drift import DriftSettings
 from mlops.errors import BadInputError
 from mlops.monitor import ModelMonitor
 from mlops.registry import ModelRegistry
@@ -83,6 +84,8 @@ class MonitorCheckResult(StepResult):
     drift: float
     drift_counted: bool
     n_samples: int
+    #: DriftReport.to_dict() of the batch (None without a reference); ``drift`` is its score.
+    drift_report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,12 @@ class Workspace:
     def open(cls, config: Config) -> Workspace:
         """Open the store named by ``config.storage``."""
         store = open_store(config.storage.uri, config.storage.options)
-        m = config.monitoring
         return cls(
             config=config,
             store=store,
             versioner=DataVersioner(store.child("data")),
             registry=ModelRegistry(store.child("models")),
-            monitor=ModelMonitor(store.child("monitoring"), "metrics.json", "reference.json",
-                                 m.accuracy_min_threshold, m.drift_threshold,
-                                 m.drift_min_samples),
+            monitor=monitor_for(config, store.child("monitoring")),
         )
 
     # --- step results ------------------------------------------------------------------
@@ -157,6 +157,22 @@ class Workspace:
     def current_model_version(self) -> str | None:
         """The model that serves now (the newest saved one)."""
         return self.registry.get_latest_version()
+
+
+def monitor_for(config: Config, store: Store) -> ModelMonitor:
+    """The monitor configured by ``config.monitoring`` on ``store``.
+
+    Raises:
+        ConfigError: A drift setting is out of range (naming the key).
+    """
+    m = config.monitoring
+    settings = DriftSettings(method=m.drift_method, drift_threshold=m.drift_threshold,
+                             drift_share=m.drift_share, psi_threshold=m.psi_threshold,
+                             psi_bins=m.psi_bins, ks_p_value=m.ks_p_value,
+                             wasserstein_threshold=m.wasserstein_threshold)
+    return ModelMonitor(store, "metrics.json", "reference.json", m.accuracy_min_threshold,
+                        m.drift_threshold, m.drift_min_samples, drift=settings,
+                        reference_sample_size=m.reference_sample_size)
 
 
 def new_run_id() -> str:
@@ -211,11 +227,14 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         model, _ = ws.registry.load(current)
         accuracy = evaluate(model, x, y)
     decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
-                                 no_model_yet=current is None, n_samples=len(df))
+                                 no_model_yet=current is None, n_samples=len(df),
+                                 current_frame=x)
+    report = decision.drift_report
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=decision.retrain, reasons=list(decision.reasons), accuracy=accuracy,
-        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df))
+        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df),
+        drift_report=None if report is None else report.to_dict())
     if not decision.retrain and accuracy is not None:
         ws.monitor.record_metrics(accuracy, ingested.data_version, current,
                                   {"run_id": run_id, "retrained": False, "drift": decision.drift,
@@ -265,7 +284,8 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         "train_rows": len(x_train), "test_rows": len(x_test), "features": list(x.columns),
         "run_id": run_id,
     })
-    ws.monitor.update_reference_distribution(means, data_version=ingested.data_version,
+    ws.monitor.update_reference_distribution(means, x_train,
+                                             data_version=ingested.data_version,
                                              model_version=run_id)
     ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
         "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
@@ -308,6 +328,7 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "accuracy": trained["accuracy"] if trained else checked["accuracy"],
         "reasons": checked["reasons"],
         "drift": checked["drift"],
+        "drift_report": checked.get("drift_report"),
     }
 
 
