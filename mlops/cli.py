@@ -122,6 +122,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Point an alias (default ``production``) at a model version."""
+    ws = _workspace(args)
+    event = ws.registry.set_alias(args.version, args.alias, reason=args.reason)
+    print_mapping(event, args.json)
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Move an alias back to its value before the latest promotion."""
+    ws = _workspace(args)
+    event = ws.registry.rollback(args.alias, reason=args.reason)
+    print_mapping(event, args.json)
+    return EXIT_OK
+
+
 def cmd_storage_check(args: argparse.Namespace) -> int:
     """Write, read back and delete a probe object in the store."""
     import uuid
@@ -188,6 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show the last N records")
     p.set_defaults(handler=cmd_history)
+
+    p = sub.add_parser("promote", help="point an alias (default production) at a model version",
+                       description="Move an alias to VERSION. The move is appended to the "
+                                   "alias history (who, when, from which version, why).")
+    p.add_argument("version", help="the model version to serve")
+    _common(p)
+    p.add_argument("--alias", default="production", help="the alias to move (default: "
+                   "production, the model the pipeline serves)")
+    p.add_argument("--reason", default="", help="why, kept in the alias history")
+    p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("rollback", help="move an alias back to its previous version",
+                       description="Undo the latest promotion of the alias: it points again at "
+                                   "the version it had before. Repeating it walks further back.")
+    _common(p)
+    p.add_argument("--alias", default="production", help="the alias to move back (default: "
+                   "production)")
+    p.add_argument("--reason", default="", help="why, kept in the alias history")
+    p.set_defaults(handler=cmd_rollback)
 
     p = sub.add_parser("storage-check", help="check that the store is reachable and writable",
                        description="Write, read back and delete a probe object (used by the "
