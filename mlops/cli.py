@@ -138,6 +138,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report and its PNG plots to a folder."""
+    from mlops.report import write_report
+
+    files = write_report(_workspace(args), args.output)
+    for path in files:
+        print(path)
+    return EXIT_OK
+
+
 def cmd_storage_check(args: argparse.Namespace) -> int:
     """Write, read back and delete a probe object in the store."""
     import uuid
@@ -223,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "production)")
     p.add_argument("--reason", default="", help="why, kept in the alias history")
     p.set_defaults(handler=cmd_rollback)
+
+    p = sub.add_parser("report", help="write an HTML report with accuracy and drift plots",
+                       description="Write report.html (plots embedded, self-contained) and "
+                                   "the PNG plots side by side in DIR: accuracy per run, drift "
+                                   "per feature over time, the latest drift report, the "
+                                   "registry with its aliases. Needs mlops[report].")
+    _common(p, json_flag=False)
+    p.add_argument("--output", "-o", metavar="DIR", default="mlops-report",
+                   help="folder to write to (default: ./mlops-report)")
+    p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("storage-check", help="check that the store is reachable and writable",
                        description="Write, read back and delete a probe object (used by the "

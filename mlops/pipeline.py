@@ -30,6 +30,7 @@ from mlops.drift import DriftSettings
 from mlops.errors import BadInputError, MLOpsError
 from mlops.monitor import ModelMonitor
 from mlops.registry import PRODUCTION, ModelRegistry
+from mlops.report import require_matplotlib, write_report_to_store
 from mlops.storage import Store, open_store
 from mlops.training import evaluate, split, train_model
 from mlops.versioner import DataVersioner
@@ -431,15 +432,24 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
 
     Returns:
         ``{data_version, model_version, retrained, accuracy}`` plus ``run_id``,
-        ``reasons`` and ``drift``.
+        ``reasons``, ``drift``, ``drift_report``, ``promoted`` and the challenger's and
+        champion's accuracies (see :func:`summarize`); ``report`` (the key of
+        ``runs/<run-id>/report.html``) when ``reporting.enabled``.
+
+    Raises:
+        ConfigError: ``reporting.enabled`` without matplotlib (before anything runs).
     """
     config = config_path if isinstance(config_path, Config) else load_config(config_path)
     run_id = check_version_id(run_id, "run id") if run_id else new_run_id()
+    if config.reporting.enabled:
+        require_matplotlib()  # fail before the run, not after it
     ws = Workspace.open(config)
     ingest(config, run_id, ws)
     decision = monitor_check(config, run_id, ws)
     if decision.retrain:
         train(config, run_id, ws)
     summary = summarize(ws, run_id)
+    if config.reporting.enabled:
+        summary["report"] = write_report_to_store(ws, run_id)
     write_summary(ws, run_id, summary)
     return summary
