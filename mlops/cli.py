@@ -80,8 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mlops.pipeline import run_pipeline
 
     summary = run_pipeline(_config(args), run_id=args.run_id)
+    if not args.json and summary.get("drift_report"):
+        summary = {**summary, "drift_report": drift_line(summary["drift_report"])}
     print_mapping(summary, args.json)
     return EXIT_OK
+
+
+def drift_line(report: dict[str, Any]) -> str:
+    """One line for a drift report: method, drifted features, verdict."""
+    feats = report.get("features", [])
+    drifted = [f["feature"] for f in feats if f.get("drifted")]
+    names = f" ({', '.join(drifted[:5])}{', ...' if len(drifted) > 5 else ''})" if drifted \
+        else ""
+    verdict = "data set drifted" if report.get("dataset_drifted") else "no data set drift"
+    return f"{report.get('method')}: {len(drifted)}/{len(feats)} features drifted{names}; " \
+        f"{verdict}"
 
 
 def cmd_step(args: argparse.Namespace) -> int:

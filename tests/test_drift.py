@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -195,3 +196,20 @@ def test_bad_drift_settings_are_config_errors(section: dict[str, Any], match: st
 def test_monitor_rejects_an_unknown_method_directly() -> None:
     with pytest.raises(ConfigError, match=r"unknown drift method 'median'"):
         DriftSettings(method="median")
+
+
+def test_cli_run_prints_one_drift_line(make_config: Any, tmp_path: Any,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from mlops.cli import main
+
+    cfg: Config = make_config(monitoring={"drift_method": "ks"},
+                              data={"n_samples": 300, "n_features": 3})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()), encoding="utf-8")
+    assert main(["run", "-c", str(path), "--run-id", "r1"]) == 0
+    assert main(["run", "-c", str(path), "--run-id", "r2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"drift_report:\s+-\n", out)  # the first run has no reference
+    assert "ks: 0/3 features drifted; no data set drift" in out
