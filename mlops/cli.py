@@ -116,13 +116,15 @@ def cmd_versions(args: argparse.Namespace) -> int:
                     args.json, "no data versions yet")
     else:
         rows = ws.registry.list_versions(limit=args.limit)
+        aliases = ws.registry.aliases()
         for r in rows:
             meta = r.get("metadata", {})
             r.setdefault("accuracy", meta.get("accuracy"))
             r.setdefault("data_version", meta.get("data_version"))
             r.setdefault("model_type", meta.get("model_type"))
-        print_table(rows, ["id", "created_at", "model_type", "accuracy", "data_version"],
-                    args.json, "no model versions yet")
+            r["aliases"] = sorted(a for a, v in aliases.items() if v == r["id"])
+        print_table(rows, ["id", "aliases", "created_at", "model_type", "accuracy",
+                           "data_version"], args.json, "no model versions yet")
     return EXIT_OK
 
 

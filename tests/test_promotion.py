@@ -119,6 +119,12 @@ def test_promote_and_rollback_walk_the_history(make_config: Any, tmp_path: Path,
         ("promote", "run-1", "manual test")
     assert main(["rollback", "-c", path]) == 0
     assert ws.registry.get_alias() == "run-1"
+    capsys.readouterr()
+    assert main(["versions", "models", "-c", path]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split()[:2] == ["ID", "ALIASES"]
+    assert listing[1].split()[:2] == ["run-2", "-"]
+    assert listing[2].split()[:2] == ["run-1", "production"]
     assert ws.current_model_version() == "run-1"
     last = ws.registry.alias_history()[-1]
     assert (last["action"], last["version"], last["previous"]) == ("rollback", "run-1", "run-2")
