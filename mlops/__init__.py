@@ -6,6 +6,7 @@ monitor, and the pipeline that ties them together.
 
 from mlops.config import Config, load_config
 from mlops.data import generate_synthetic_data
+from mlops.drift import DriftReport, DriftSettings
 from mlops.errors import (
     BadInputError,
     ConfigError,
@@ -33,6 +34,8 @@ __all__ = [
     "ConfigError",
     "DataValidationError",
     "DataVersioner",
+    "DriftReport",
+    "DriftSettings",
     "IntegrityError",
     "InvalidVersionIdError",
     "MLOpsError",

@@ -80,8 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mlops.pipeline import run_pipeline
 
     summary = run_pipeline(_config(args), run_id=args.run_id)
+    if not args.json and summary.get("drift_report"):
+        summary = {**summary, "drift_report": drift_line(summary["drift_report"])}
     print_mapping(summary, args.json)
     return EXIT_OK
+
+
+def drift_line(report: dict[str, Any]) -> str:
+    """One line for a drift report: method, drifted features, verdict."""
+    feats = report.get("features", [])
+    drifted = [f["feature"] for f in feats if f.get("drifted")]
+    names = f" ({', '.join(drifted[:5])}{', ...' if len(drifted) > 5 else ''})" if drifted \
+        else ""
+    verdict = "data set drifted" if report.get("dataset_drifted") else "no data set drift"
+    return f"{report.get('method')}: {len(drifted)}/{len(feats)} features drifted{names}; " \
+        f"{verdict}"
 
 
 def cmd_step(args: argparse.Namespace) -> int:
@@ -103,13 +116,15 @@ def cmd_versions(args: argparse.Namespace) -> int:
                     args.json, "no data versions yet")
     else:
         rows = ws.registry.list_versions(limit=args.limit)
+        aliases = ws.registry.aliases()
         for r in rows:
             meta = r.get("metadata", {})
             r.setdefault("accuracy", meta.get("accuracy"))
             r.setdefault("data_version", meta.get("data_version"))
             r.setdefault("model_type", meta.get("model_type"))
-        print_table(rows, ["id", "created_at", "model_type", "accuracy", "data_version"],
-                    args.json, "no model versions yet")
+            r["aliases"] = sorted(a for a, v in aliases.items() if v == r["id"])
+        print_table(rows, ["id", "aliases", "created_at", "model_type", "accuracy",
+                           "data_version"], args.json, "no model versions yet")
     return EXIT_OK
 
 
@@ -130,6 +145,32 @@ def cmd_history(args: argparse.Namespace) -> int:
     rows = ws.monitor.get_history(limit=args.limit)
     print_table(rows, ["timestamp", "run_id", "accuracy", "retrained", "drift",
                        "model_version", "data_version"], args.json, "no metrics recorded yet")
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Point an alias (default ``production``) at a model version."""
+    ws = _workspace(args)
+    event = ws.registry.set_alias(args.version, args.alias, reason=args.reason)
+    print_mapping(event, args.json)
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Move an alias back to its value before the latest promotion."""
+    ws = _workspace(args)
+    event = ws.registry.rollback(args.alias, reason=args.reason)
+    print_mapping(event, args.json)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report and its PNG plots to a folder."""
+    from mlops.report import write_report
+
+    files = write_report(_workspace(args), args.output)
+    for path in files:
+        print(path)
     return EXIT_OK
 
 
@@ -226,6 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", action="store_true",
                    help="print the reference of every config key as Markdown")
     p.set_defaults(handler=cmd_config)
+
+    p = sub.add_parser("promote", help="point an alias (default production) at a model version",
+                       description="Move an alias to VERSION. The move is appended to the "
+                                   "alias history (who, when, from which version, why).")
+    p.add_argument("version", help="the model version to serve")
+    _common(p)
+    p.add_argument("--alias", default="production", help="the alias to move (default: "
+                   "production, the model the pipeline serves)")
+    p.add_argument("--reason", default="", help="why, kept in the alias history")
+    p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("rollback", help="move an alias back to its previous version",
+                       description="Undo the latest promotion of the alias: it points again at "
+                                   "the version it had before. Repeating it walks further back.")
+    _common(p)
+    p.add_argument("--alias", default="production", help="the alias to move back (default: "
+                   "production)")
+    p.add_argument("--reason", default="", help="why, kept in the alias history")
+    p.set_defaults(handler=cmd_rollback)
+
+    p = sub.add_parser("report", help="write an HTML report with accuracy and drift plots",
+                       description="Write report.html (plots embedded, self-contained) and "
+                                   "the PNG plots side by side in DIR: accuracy per run, drift "
+                                   "per feature over time, the latest drift report, the "
+                                   "registry with its aliases. Needs mlops[report].")
+    _common(p, json_flag=False)
+    p.add_argument("--output", "-o", metavar="DIR", default="mlops-report",
+                   help="folder to write to (default: ./mlops-report)")
+    p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("storage-check", help="check that the store is reachable and writable",
                        description="Write, read back and delete a probe object (used by the "

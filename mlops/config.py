@@ -28,6 +28,7 @@ from mlops.errors import ConfigError
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 
 ModelType = Literal["logistic", "random_forest", "gradient_boosting"]
+DriftMethod = Literal["mean_l1", "psi", "ks", "wasserstein", "auto"]
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
@@ -55,6 +56,18 @@ def _fraction(v: float) -> bool:
 
 def _open_fraction(v: float) -> bool:
     return 0 < v < 1
+
+
+def _share(v: float) -> bool:
+    return 0 < v <= 1
+
+
+def _bins(v: int) -> bool:
+    return 2 <= v <= 1000
+
+
+def _keep(v: int | None) -> bool:
+    return v is None or v >= 0
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,24 @@ class MonitoringConfig:
     drift_threshold: float = _opt(0.1, "Retrain when the drift score exceeds this.",
                                   _non_negative, ">= 0")
     drift_min_samples: int = _opt(100, "Drift counts only for batches of at least this many "
-                                  "rows.", _non_negative, ">= 0")
+                                  "rows (every drift method).", _non_negative, ">= 0")
+    drift_method: DriftMethod = _opt(
+        "mean_l1", "mean_l1 (relative L1 of feature means, compared with drift_threshold), "
+        "psi, ks, wasserstein, or auto (ks up to 1000 reference rows, else wasserstein). For "
+        "all but mean_l1 the drift score is the share of drifted features.")
+    drift_share: float = _opt(0.5, "Per-feature methods: the data set drifts when at least "
+                              "this share of features drifted.", _share, "in (0, 1]")
+    psi_threshold: float = _opt(0.2, "psi: a feature drifts at PSI >= this.", _positive, "> 0")
+    psi_bins: int = _opt(10, "psi: quantile bins of the reference.", _bins,
+                         "between 2 and 1000")
+    ks_p_value: float = _opt(0.05, "ks: a feature drifts at a KS p-value below this.",
+                             _open_fraction, "between 0 and 1, exclusive")
+    wasserstein_threshold: float = _opt(0.1, "wasserstein: a feature drifts when the "
+                                        "Wasserstein distance / reference std is >= this.",
+                                        _positive, "> 0")
+    reference_sample_size: int = _opt(5000, "Rows per feature kept in the reference sample "
+                                      "(deterministic) for ks and wasserstein.",
+                                      _positive, "> 0")
 
 
 @dataclass(frozen=True)
@@ -168,6 +198,33 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True)
+class PromotionConfig:
+    """When a retrained model (the challenger) replaces the serving one (the champion)."""
+
+    tolerance: float = _opt(0.0, "Promote the challenger when its held-out accuracy is at "
+                            "least the champion's accuracy on the same split minus this.",
+                            _fraction, "between 0 and 1")
+
+
+@dataclass(frozen=True)
+class ReportingConfig:
+    """The HTML run report."""
+
+    enabled: bool = _opt(False, "Write runs/<run-id>/report.html (plots embedded) after each "
+                         "pipeline run; needs the mlops[report] extra (matplotlib).")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How many versions to keep (applied by mlops gc); aliased and reference versions stay."""
+
+    keep_data_versions: int | None = _opt(None, "Keep the newest N data versions; 0 or null "
+                                          "keeps all.", _keep, ">= 0 or null")
+    keep_models: int | None = _opt(None, "Keep the newest N model versions; 0 or null keeps "
+                                   "all.", _keep, ">= 0 or null")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -177,6 +234,9 @@ class Config:
     monitoring: MonitoringConfig = _opt(MonitoringConfig(), "Retrain decisions.")
     logging: LoggingConfig = _opt(LoggingConfig(), "Logging.")
     kubernetes: KubernetesConfig = _opt(KubernetesConfig(), "Step Jobs (controller only).")
+    promotion: PromotionConfig = _opt(PromotionConfig(), "Champion/challenger promotion.")
+    reporting: ReportingConfig = _opt(ReportingConfig(), "Run reports.")
+    retention: RetentionConfig = _opt(RetentionConfig(), "Version retention.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:

@@ -5,9 +5,23 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
+from typing import Any, TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _HANDLER_TAG = "_mlops_handler"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced, e.g. by tests)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None = None,
@@ -31,7 +45,7 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
         if getattr(h, _HANDLER_TAG, False):
             logger.removeHandler(h)
             h.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
         folder = os.path.dirname(os.fspath(log_file))
         if folder:

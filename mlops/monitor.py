@@ -14,19 +14,40 @@ features the current batch shares with the reference::
 When every shared reference mean is 0 the denominator is replaced by 1, so the
 score is the absolute L1 distance ``sum(|current_i|)`` (0 when nothing moved)
 rather than a division by zero. No reference, or no shared feature, gives 0.
+
+Other drift methods (``psi``, ``ks``, ``wasserstein``, ``auto``) are per-feature
+statistics computed in :mod:`mlops.drift` from the reference's distribution summary
+(written by :meth:`ModelMonitor.update_reference_distribution` when it is given the
+training features). For them the ``drift`` score is the share of drifted features.
+A reference without a distribution summary (written before these methods existed)
+falls back to ``mean_l1`` and says so in the report's ``note``.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
+
 from mlops.catalog import compact, iso, utc_now
+from mlops.drift import (
+    DEFAULT_SAMPLE_SIZE,
+    MEAN_L1,
+    DriftReport,
+    DriftSettings,
+    build_reference,
+    distribution_report,
+    mean_l1_report,
+    relative_l1,
+)
 from mlops.storage import Store, as_store
+
+log = logging.getLogger(__name__)
 
 NO_MODEL = "no_model"
 LOW_ACCURACY = "low_accuracy"
@@ -44,6 +65,7 @@ class RetrainDecision:
         drift: The drift score (0.0 without a reference).
         drift_counted: False when the batch was too small for drift to count.
         n_samples: Rows in the batch (None when unknown).
+        drift_report: The per-feature report behind ``drift`` (None without a reference).
     """
 
     retrain: bool
@@ -52,17 +74,21 @@ class RetrainDecision:
     drift: float
     drift_counted: bool
     n_samples: int | None = None
+    drift_report: DriftReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         d = asdict(self)
         d["reasons"] = list(self.reasons)
+        d["drift_report"] = None if self.drift_report is None else self.drift_report.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetrainDecision:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{**data, "reasons": tuple(data.get("reasons", ()))})
+        report = data.get("drift_report")
+        return cls(**{**data, "reasons": tuple(data.get("reasons", ())),
+                      "drift_report": None if report is None else DriftReport.from_dict(report)})
 
 
 class ModelMonitor:
@@ -74,15 +100,24 @@ class ModelMonitor:
         drift_file: Name of the reference distribution object.
         accuracy_min_threshold: Retrain below this accuracy.
         drift_threshold: Retrain above this drift score.
-        drift_min_samples: Drift counts only for batches of at least this many rows.
+        drift_min_samples: Drift counts only for batches of at least this many rows
+            (every method).
         storage_options: fsspec options when ``monitoring_dir`` is a URI.
+        drift: Method and per-method thresholds (default: ``mean_l1`` with
+            ``drift_threshold``); its ``drift_threshold`` is replaced by the argument above.
+        reference_sample_size: Rows per feature kept in the reference sample.
+
+    Raises:
+        ConfigError: Unknown drift method or a threshold out of range (naming the key).
     """
 
     def __init__(self, monitoring_dir: str | os.PathLike[str] | Store = "monitoring",
                  metrics_file: str = "metrics.json", drift_file: str = "reference.json",
                  accuracy_min_threshold: float = 0.7, drift_threshold: float = 0.1,
                  drift_min_samples: int = 100,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, *,
+                 drift: DriftSettings | None = None,
+                 reference_sample_size: int = DEFAULT_SAMPLE_SIZE) -> None:
         self.store = as_store(monitoring_dir, storage_options)
         stem = os.path.splitext(os.path.basename(metrics_file))[0] or "metrics"
         self.metrics_prefix = stem
@@ -90,6 +125,10 @@ class ModelMonitor:
         self.accuracy_min_threshold = float(accuracy_min_threshold)
         self.drift_threshold = float(drift_threshold)
         self.drift_min_samples = int(drift_min_samples)
+        base = drift or DriftSettings()
+        self.drift_settings = DriftSettings(**{**asdict(base),
+                                               "drift_threshold": self.drift_threshold})
+        self.reference_sample_size = int(reference_sample_size)
 
     # --- history -----------------------------------------------------------------------
     def record_metrics(self, accuracy: float, data_version: str | None = None,
@@ -126,11 +165,24 @@ class ModelMonitor:
 
     # --- reference ---------------------------------------------------------------------
     def update_reference_distribution(self, feature_means: Mapping[str, float],
+                                      reference_frame: pd.DataFrame | None = None,
                                       **extra: Any) -> None:
-        """Replace the reference distribution (after a retrain)."""
-        doc = {"updated_at": iso(utc_now()),
-               "feature_means": {str(k): float(v) for k, v in feature_means.items()},
-               **extra}
+        """Replace the reference distribution (after a model is promoted).
+
+        Args:
+            feature_means: Mean of each training feature (what ``mean_l1`` needs).
+            reference_frame: The training features; when given, the document also
+                keeps what the per-feature methods need (bin edges and shares, std, a
+                bounded sample; see :func:`mlops.drift.build_reference`).
+            **extra: Facts kept with it (``data_version``, ``model_version``...).
+        """
+        doc: dict[str, Any] = {
+            "updated_at": iso(utc_now()),
+            "feature_means": {str(k): float(v) for k, v in feature_means.items()},
+            **extra}
+        if reference_frame is not None:
+            doc["distribution"] = build_reference(reference_frame, self.drift_settings.psi_bins,
+                                                  self.reference_sample_size)
         self.store.write_json(self.drift_key, doc)
 
     def get_reference(self) -> dict[str, Any] | None:
@@ -148,10 +200,43 @@ class ModelMonitor:
             return 0.0
         return relative_l1(reference.get("feature_means", {}), feature_means)
 
+    def drift_report(self, current: pd.DataFrame | Mapping[str, float]) -> DriftReport | None:
+        """The configured method's report of ``current`` against the reference.
+
+        Args:
+            current: The new batch's features (a DataFrame, for every method), or only
+                its feature means (enough for ``mean_l1``; other methods then fall back
+                to ``mean_l1`` and say so in the note).
+
+        Returns:
+            The report, or None when no reference was recorded.
+        """
+        reference = self.get_reference()
+        if reference is None:
+            return None
+        settings = self.drift_settings
+        ref_means = reference.get("feature_means", {})
+        if isinstance(current, pd.DataFrame):
+            means = {str(c): float(v) for c, v in current.mean(numeric_only=True).items()}
+        else:
+            means = {str(k): float(v) for k, v in current.items()}
+        if settings.method == MEAN_L1:
+            return mean_l1_report(ref_means, means, settings)
+        dist = reference.get("distribution")
+        if dist is None or not isinstance(current, pd.DataFrame):
+            why = ("the reference has no distribution summary (written before "
+                   f"'{settings.method}' was configured)" if dist is None
+                   else "only feature means were given")
+            log.warning("drift: %s; using mean_l1", why)
+            return mean_l1_report(ref_means, means, settings,
+                                  note=f"{settings.method} unavailable: {why}; used mean_l1")
+        return distribution_report(dist, current, settings)
+
     # --- decision ----------------------------------------------------------------------
     def decide(self, current_accuracy: float | None,
                current_feature_means: Mapping[str, float], no_model_yet: bool,
-               n_samples: int | None = None) -> RetrainDecision:
+               n_samples: int | None = None,
+               current_frame: pd.DataFrame | None = None) -> RetrainDecision:
         """The retrain decision with its reasons.
 
         Args:
@@ -160,19 +245,27 @@ class ModelMonitor:
             no_model_yet: True when no model exists.
             n_samples: Rows in the new data; drift counts only when None or at least
                 ``drift_min_samples``.
+            current_frame: The new data's features, needed by every method but
+                ``mean_l1``.
+
+        Returns:
+            The decision; ``drift`` is the report's score (the relative L1 score for
+            ``mean_l1``, the share of drifted features otherwise).
         """
         reasons = []
         if no_model_yet:
             reasons.append(NO_MODEL)
         if current_accuracy is not None and current_accuracy < self.accuracy_min_threshold:
             reasons.append(LOW_ACCURACY)
-        drift = self.compute_drift(current_feature_means)
+        report = self.drift_report(current_frame if current_frame is not None
+                                   else current_feature_means)
+        drift = 0.0 if report is None else report.score
         counted = n_samples is None or n_samples >= self.drift_min_samples
-        if counted and drift > self.drift_threshold:
+        if counted and report is not None and report.dataset_drifted:
             reasons.append(DRIFT)
         return RetrainDecision(retrain=bool(reasons), reasons=tuple(reasons),
                                accuracy=current_accuracy, drift=drift, drift_counted=counted,
-                               n_samples=n_samples)
+                               n_samples=n_samples, drift_report=report)
 
     def should_retrain(self, current_accuracy: float | None,
                        current_feature_means: Mapping[str, float], no_model_yet: bool,
@@ -182,12 +275,5 @@ class ModelMonitor:
                            n_samples).retrain
 
 
-def relative_l1(reference: Mapping[str, float], current: Mapping[str, float]) -> float:
-    """``sum|current - reference| / sum|reference|`` over shared keys (see module doc)."""
-    shared = [k for k in reference if k in current]
-    if not shared:
-        return 0.0
-    num = sum(abs(float(current[k]) - float(reference[k])) for k in shared)
-    den = sum(abs(float(reference[k])) for k in shared)
-    score = num / den if den > 0 else num
-    return score if math.isfinite(score) else math.inf
+__all__ = ["DRIFT", "LOW_ACCURACY", "NO_MODEL", "ModelMonitor", "RetrainDecision",
+           "relative_l1"]

@@ -26,9 +26,11 @@ from mlops.data import (
     split_xy,
     validate,
 )
-from mlops.errors import BadInputError
+from mlops.drift import DriftSettings
+from mlops.errors import BadInputError, MLOpsError
 from mlops.monitor import ModelMonitor
-from mlops.registry import ModelRegistry
+from mlops.registry import PRODUCTION, ModelRegistry
+from mlops.report import require_matplotlib, write_report_to_store
 from mlops.storage import Store, open_store
 from mlops.training import evaluate, split, train_model
 from mlops.versioner import DataVersioner
@@ -83,6 +85,8 @@ class MonitorCheckResult(StepResult):
     drift: float
     drift_counted: bool
     n_samples: int
+    #: DriftReport.to_dict() of the batch (None without a reference); ``drift`` is its score.
+    drift_report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,9 @@ class TrainResult(StepResult):
     accuracy: float
     train_rows: int
     test_rows: int
+    promoted: bool = True
+    champion_version: str | None = None
+    champion_accuracy: float | None = None
 
 
 @dataclass
@@ -110,15 +117,12 @@ class Workspace:
     def open(cls, config: Config) -> Workspace:
         """Open the store named by ``config.storage``."""
         store = open_store(config.storage.uri, config.storage.options)
-        m = config.monitoring
         return cls(
             config=config,
             store=store,
             versioner=DataVersioner(store.child("data"), config.data.hash_algorithm),
             registry=ModelRegistry(store.child("models")),
-            monitor=ModelMonitor(store.child("monitoring"), "metrics.json", "reference.json",
-                                 m.accuracy_min_threshold, m.drift_threshold,
-                                 m.drift_min_samples),
+            monitor=monitor_for(config, store.child("monitoring")),
         )
 
     # --- step results ------------------------------------------------------------------
@@ -155,8 +159,29 @@ class Workspace:
         return self.store.list_dirs("runs")
 
     def current_model_version(self) -> str | None:
-        """The model that serves now (the newest saved one)."""
-        return self.registry.get_latest_version()
+        """The model that serves now: the ``production`` alias.
+
+        A store written before aliases existed has models but no alias: then the
+        newest saved model serves, as it did before.
+        """
+        version = self.registry.get_alias(PRODUCTION)
+        return version if version is not None else self.registry.get_latest_version()
+
+
+def monitor_for(config: Config, store: Store) -> ModelMonitor:
+    """The monitor configured by ``config.monitoring`` on ``store``.
+
+    Raises:
+        ConfigError: A drift setting is out of range (naming the key).
+    """
+    m = config.monitoring
+    settings = DriftSettings(method=m.drift_method, drift_threshold=m.drift_threshold,
+                             drift_share=m.drift_share, psi_threshold=m.psi_threshold,
+                             psi_bins=m.psi_bins, ks_p_value=m.ks_p_value,
+                             wasserstein_threshold=m.wasserstein_threshold)
+    return ModelMonitor(store, "metrics.json", "reference.json", m.accuracy_min_threshold,
+                        m.drift_threshold, m.drift_min_samples, drift=settings,
+                        reference_sample_size=m.reference_sample_size)
 
 
 def new_run_id() -> str:
@@ -211,11 +236,14 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         model, _ = ws.registry.load(current)
         accuracy = evaluate(model, x, y)
     decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
-                                 no_model_yet=current is None, n_samples=len(df))
+                                 no_model_yet=current is None, n_samples=len(df),
+                                 current_frame=x)
+    report = decision.drift_report
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=decision.retrain, reasons=list(decision.reasons), accuracy=accuracy,
-        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df))
+        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df),
+        drift_report=None if report is None else report.to_dict())
     if not decision.retrain and accuracy is not None:
         ws.monitor.record_metrics(accuracy, ingested.data_version, current,
                                   {"run_id": run_id, "retrained": False, "drift": decision.drift,
@@ -228,10 +256,16 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
 
 
 def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResult:
-    """Fit on the run's data version, save the model, reset the reference, record metrics.
+    """Fit the challenger, save it, and promote it to ``production`` if it is good enough.
+
+    The challenger is always saved. It becomes the serving model (the ``production``
+    alias moves to it and the drift reference is rebuilt from its training features)
+    when its held-out accuracy is at least the champion's accuracy on the same
+    held-out rows minus ``promotion.tolerance``, or when there is no usable champion.
+    Metrics are recorded for the challenger either way.
 
     The model version id is the run id, so a retried train step of the same run
-    finds its model instead of saving a second one.
+    finds its model (and its recorded promotion decision) instead of saving a second one.
 
     Raises:
         BadInputError: The run has no ingest result.
@@ -241,41 +275,94 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
-    if ws.registry.exists(run_id):
-        record = ws.registry.get_metadata(run_id)
-        meta = record.get("metadata", {})
-        log.info("train: model %s already saved by this run; not training again", run_id)
-        result = TrainResult(run_id=run_id, data_version=ingested.data_version,
-                             model_version=run_id, accuracy=float(meta["accuracy"]),
-                             train_rows=int(meta["train_rows"]), test_rows=int(meta["test_rows"]))
-        ws.write_result(TRAIN, result)
-        return result
-
     df, _ = ws.versioner.load(ingested.data_version)
     target = config.data.target_column
     x, y = split_xy(df, target)
     x_train, x_test, y_train, y_test = split(x, y, config.data.test_size,
                                              config.training.random_state)
-    model = train_model(x_train, y_train, config)
-    accuracy = evaluate(model, x_test, y_test)
-    means = {str(c): float(v) for c, v in x_train.mean().items()}
-    ws.registry.save(model, run_id, {
-        "accuracy": accuracy, "data_version": ingested.data_version,
-        "model_type": config.training.model_type, "params": config.training.params,
-        "train_rows": len(x_train), "test_rows": len(x_test), "features": list(x.columns),
-        "run_id": run_id,
-    })
-    ws.monitor.update_reference_distribution(means, data_version=ingested.data_version,
-                                             model_version=run_id)
-    ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
-        "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
-        "reasons": checked.get("reasons", [])})
+    fresh = not ws.registry.exists(run_id)
+    if fresh:
+        champion = ws.current_model_version()
+        model = train_model(x_train, y_train, config)
+        accuracy = evaluate(model, x_test, y_test)
+        champion_accuracy = _champion_accuracy(ws, champion, x_test, y_test)
+        promote, why = promotion_decision(accuracy, champion, champion_accuracy,
+                                          config.promotion.tolerance)
+        ws.registry.save(model, run_id, {
+            "accuracy": accuracy, "data_version": ingested.data_version,
+            "model_type": config.training.model_type, "params": config.training.params,
+            "train_rows": len(x_train), "test_rows": len(x_test), "features": list(x.columns),
+            "run_id": run_id, "champion_version": champion,
+            "champion_accuracy": champion_accuracy, "promote": promote,
+            "promotion_reason": why,
+        })
+    else:
+        log.info("train: model %s already saved by this run; not training again", run_id)
+    meta = ws.registry.get_metadata(run_id).get("metadata", {})
+    accuracy = float(meta["accuracy"])
+    promote = bool(meta.get("promote", True))
+    champion = meta.get("champion_version")
+    champion_accuracy = meta.get("champion_accuracy")
+    if promote and not any(e.get("version") == run_id
+                           for e in ws.registry.alias_history(PRODUCTION)):
+        ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.get("promotion_reason", "")),
+                              by=f"pipeline run {run_id}")
+        means = {str(c): float(v) for c, v in x_train.mean().items()}
+        ws.monitor.update_reference_distribution(means, x_train,
+                                                 data_version=ingested.data_version,
+                                                 model_version=run_id)
+    if fresh:
+        ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
+            "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
+            "reasons": checked.get("reasons", []), "promoted": promote,
+            "champion_version": champion, "champion_accuracy": champion_accuracy})
     result = TrainResult(run_id=run_id, data_version=ingested.data_version, model_version=run_id,
-                         accuracy=accuracy, train_rows=len(x_train), test_rows=len(x_test))
+                         accuracy=accuracy, train_rows=int(meta["train_rows"]),
+                         test_rows=int(meta["test_rows"]), promoted=promote,
+                         champion_version=champion, champion_accuracy=champion_accuracy)
     ws.write_result(TRAIN, result)
-    log.info("train: %s on %d rows -> model %s, held-out accuracy %.4f",
-             config.training.model_type, len(x_train), run_id, accuracy)
+    log.info("train: %s on %d rows -> model %s, held-out accuracy %.4f; champion %s %s -> "
+             "%s", config.training.model_type, len(x_train), run_id, accuracy, champion,
+             "n/a" if champion_accuracy is None else f"{champion_accuracy:.4f}",
+             "promoted" if promote else "not promoted")
     return result
+
+
+def promotion_decision(challenger_accuracy: float, champion: str | None,
+                       champion_accuracy: float | None, tolerance: float) -> tuple[bool, str]:
+    """Whether the challenger replaces the champion, and why (for the alias history).
+
+    Args:
+        challenger_accuracy: The challenger's accuracy on the held-out split.
+        champion: The serving version (None when no model serves yet).
+        champion_accuracy: The champion's accuracy on the same split (None when it
+            could not be evaluated).
+        tolerance: ``promotion.tolerance``.
+
+    Returns:
+        ``(promote, reason)``.
+    """
+    if champion is None:
+        return True, "first model: nothing serves yet"
+    if champion_accuracy is None:
+        return True, f"champion {champion} cannot be evaluated on this data"
+    promote = challenger_accuracy >= champion_accuracy - tolerance
+    op = ">=" if promote else "<"
+    return promote, (f"challenger accuracy {challenger_accuracy:.4f} {op} champion "
+                     f"{champion} accuracy {champion_accuracy:.4f} - tolerance {tolerance:g} "
+                     "on the same held-out split")
+
+
+def _champion_accuracy(ws: Workspace, champion: str | None, x: Any, y: Any) -> float | None:
+    if champion is None:
+        return None
+    try:
+        model, _ = ws.registry.load(champion)
+        return evaluate(model, x, y)
+    except (MLOpsError, ValueError, KeyError) as err:
+        log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
+                    champion, err)
+        return None
 
 
 STEP_FUNCTIONS = {INGEST: ingest, MONITOR_CHECK: monitor_check, TRAIN: train}
@@ -292,22 +379,40 @@ def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None
 def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     """The run's summary from its persisted step results.
 
+    ``model_version`` is the model that serves after the run and ``accuracy`` is its
+    accuracy: on the held-out split when the run retrained (the challenger's when it
+    was promoted, the champion's otherwise), on the new data when it did not.
+
     Returns:
-        ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift}``.
+        ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
+        drift_report, promoted, challenger_version, challenger_accuracy,
+        champion_accuracy}``.
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
     trained = ws.read_result(run_id, TRAIN) if checked["retrain"] else None
     if checked["retrain"] and trained is None:
         raise BadInputError(f"run '{run_id}' asked for a retrain but has no train result")
+    promoted = bool(trained is not None and trained.get("promoted", True))
+    if trained is None:
+        serving, accuracy = checked["model_version"], checked["accuracy"]
+    elif promoted:
+        serving, accuracy = trained["model_version"], trained["accuracy"]
+    else:
+        serving, accuracy = trained.get("champion_version"), trained.get("champion_accuracy")
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],
-        "model_version": trained["model_version"] if trained else checked["model_version"],
+        "model_version": serving,
         "retrained": trained is not None,
-        "accuracy": trained["accuracy"] if trained else checked["accuracy"],
+        "accuracy": accuracy,
         "reasons": checked["reasons"],
         "drift": checked["drift"],
+        "drift_report": checked.get("drift_report"),
+        "promoted": promoted,
+        "challenger_version": trained["model_version"] if trained else None,
+        "challenger_accuracy": trained["accuracy"] if trained else None,
+        "champion_accuracy": trained.get("champion_accuracy") if trained else None,
     }
 
 
@@ -327,15 +432,24 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
 
     Returns:
         ``{data_version, model_version, retrained, accuracy}`` plus ``run_id``,
-        ``reasons`` and ``drift``.
+        ``reasons``, ``drift``, ``drift_report``, ``promoted`` and the challenger's and
+        champion's accuracies (see :func:`summarize`); ``report`` (the key of
+        ``runs/<run-id>/report.html``) when ``reporting.enabled``.
+
+    Raises:
+        ConfigError: ``reporting.enabled`` without matplotlib (before anything runs).
     """
     config = config_path if isinstance(config_path, Config) else load_config(config_path)
     run_id = check_version_id(run_id, "run id") if run_id else new_run_id()
+    if config.reporting.enabled:
+        require_matplotlib()  # fail before the run, not after it
     ws = Workspace.open(config)
     ingest(config, run_id, ws)
     decision = monitor_check(config, run_id, ws)
     if decision.retrain:
         train(config, run_id, ws)
     summary = summarize(ws, run_id)
+    if config.reporting.enabled:
+        summary["report"] = write_report_to_store(ws, run_id)
     write_summary(ws, run_id, summary)
     return summary

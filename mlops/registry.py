@@ -6,22 +6,51 @@ Layout below the registry's base:
                                               so two writers never overwrite each other)
     <version-id>/metadata.json                written LAST with exclusive create: the commit point
     _index/<created>~<version-id>             empty marker, gives creation order cheaply
+    _aliases/<alias>/events/<time>-<uuid>.json   one object per alias move, never overwritten
+    _aliases/<alias>/current.json             pointer to the alias's latest event, written
+                                              after the event (a cheap read of the value)
+
+Alias history is append-only: ``promote`` pushes a version, ``rollback`` pops the
+latest promotion, so rolling back twice after promoting A, B, C serves A. The
+pointer is a cache of the history: if a writer dies between the event and the
+pointer, :meth:`ModelRegistry.get_alias` sees a pointer older than the newest
+event and re-derives the value from the history.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import io
 import os
-from typing import Any
+import uuid
+from typing import Any, cast
 
 import joblib
 
-from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
-from mlops.errors import IntegrityError, VersionExistsError, VersionNotFoundError
+from mlops.catalog import VersionIndex, check_version_id, compact, iso, utc_now
+from mlops.errors import (
+    BadInputError,
+    IntegrityError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from mlops.storage import Store, as_store
 
 METADATA = "metadata.json"
+ALIASES = "_aliases"
+#: The alias the pipeline loads and the promotion rule moves.
+PRODUCTION = "production"
+PROMOTE = "promote"
+ROLLBACK = "rollback"
+
+
+def current_user() -> str:
+    """The OS user name for alias events ("unknown" in a container without one)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 class ModelRegistry:
@@ -141,6 +170,120 @@ class ModelRegistry:
         """The id of the newest committed version, or None."""
         latest = self.list_versions(limit=1)
         return latest[0]["id"] if latest else None
+
+    # --- aliases -----------------------------------------------------------------------
+    def get_alias(self, alias: str = PRODUCTION) -> str | None:
+        """The version ``alias`` points to, or None when it was never set.
+
+        Raises:
+            InvalidVersionIdError: Unsafe alias name.
+        """
+        check_version_id(alias, "alias")
+        try:
+            pointer = self.store.read_json(self._pointer_key(alias))
+        except FileNotFoundError:
+            pointer = None
+        events = self.store.list(self._events_prefix(alias))
+        if isinstance(pointer, dict) and events and pointer.get("event") == events[-1]:
+            return str(pointer["version"]) if pointer.get("version") else None
+        if not events:
+            return None
+        # The pointer is missing or stale (a writer stopped between event and pointer).
+        stack = self._stack(self.alias_history(alias))
+        return stack[-1] if stack else None
+
+    def alias_history(self, alias: str = PRODUCTION) -> list[dict[str, Any]]:
+        """Every move of ``alias``, oldest first.
+
+        Returns:
+            Events ``{alias, action, version, previous, by, at, reason, event}``.
+        """
+        check_version_id(alias, "alias")
+        prefix = self._events_prefix(alias)
+        return [{**self.store.read_json(f"{prefix}/{name}"), "event": name}
+                for name in self.store.list(prefix) if name.endswith(".json")]
+
+    def aliases(self) -> dict[str, str | None]:
+        """Every alias and the version it points to."""
+        names = cast("list[str]", self.store.list_dirs(ALIASES))  # Store.list shadows list
+        return {name: self.get_alias(name) for name in names}
+
+    def set_alias(self, version_id: str, alias: str = PRODUCTION, *, reason: str = "",
+                  by: str | None = None) -> dict[str, Any]:
+        """Point ``alias`` at ``version_id`` (a ``promote`` event).
+
+        Args:
+            version_id: A committed model version.
+            alias: The alias to move.
+            reason: Why, kept in the history.
+            by: Who (default: the OS user).
+
+        Returns:
+            The event written.
+
+        Raises:
+            InvalidVersionIdError: Unsafe version id or alias.
+            VersionNotFoundError: No such version (nothing is written).
+        """
+        check_version_id(alias, "alias")
+        if not self.exists(version_id):
+            raise VersionNotFoundError(f"cannot promote unknown model version '{version_id}' "
+                                       f"to '{alias}' in {self.store.uri}")
+        return self._append(alias, PROMOTE, version_id, self.get_alias(alias), reason, by)
+
+    def rollback(self, alias: str = PRODUCTION, *, reason: str = "",
+                 by: str | None = None) -> dict[str, Any]:
+        """Move ``alias`` back to the value before its latest promotion (a ``rollback`` event).
+
+        Returns:
+            The event written.
+
+        Raises:
+            BadInputError: The alias has no earlier value (nothing is written).
+            VersionNotFoundError: The earlier version no longer exists (nothing is written).
+        """
+        check_version_id(alias, "alias")
+        stack = self._stack(self.alias_history(alias))
+        if len(stack) < 2:
+            raise BadInputError(f"cannot roll back alias '{alias}': its history has no "
+                                "earlier version" + (f" than '{stack[-1]}'" if stack else ""))
+        target = stack[-2]
+        if not self.exists(target):
+            raise VersionNotFoundError(f"cannot roll back alias '{alias}' to model version "
+                                       f"'{target}': it no longer exists in {self.store.uri}")
+        return self._append(alias, ROLLBACK, target, stack[-1], reason, by)
+
+    def _append(self, alias: str, action: str, version: str, previous: str | None,
+                reason: str, by: str | None) -> dict[str, Any]:
+        now = utc_now()
+        name = f"{compact(now)}-{uuid.uuid4().hex[:12]}.json"
+        event = {"alias": alias, "action": action, "version": version, "previous": previous,
+                 "by": by or current_user(), "at": iso(now), "reason": reason}
+        self.store.write_json(f"{self._events_prefix(alias)}/{name}", event, exclusive=True)
+        self.store.write_json(self._pointer_key(alias),
+                              {"alias": alias, "version": version, "event": name, "at": iso(now)})
+        return {**event, "event": name}
+
+    @staticmethod
+    def _stack(events: list[dict[str, Any]]) -> list[str]:
+        stack: list[str] = []
+        for e in events:
+            if e.get("action") == ROLLBACK:
+                if stack:
+                    stack.pop()
+                if not stack or stack[-1] != e["version"]:
+                    stack.append(str(e["version"]))
+            else:
+                stack.append(str(e["version"]))
+        return stack
+
+    @staticmethod
+    def _events_prefix(alias: str) -> str:
+        return f"{ALIASES}/{alias}/events"
+
+    @staticmethod
+    def _pointer_key(alias: str) -> str:
+        return f"{ALIASES}/{alias}/current.json"
 
     @staticmethod
     def metadata_key(version_id: str) -> str:

@@ -44,7 +44,8 @@ def test_run_twice_then_list(tmp_path: Path, store_uri: str,
     assert code == 0 and first["retrained"] is True
     code, out, _ = run_cli(capsys, "run", "--config", cfg)
     assert code == 0
-    assert "retrained:     False" in out and f"data_version:  {first['data_version']}" in out
+    assert re.search(r"^retrained:\s+False$", out, re.M), out
+    assert re.search(rf"^data_version:\s+{first['data_version']}$", out, re.M), out
     code, out, _ = run_cli(capsys, "versions", "data", "--config", cfg)
     assert code == 0 and first["data_version"] in out and "ROWS" in out
     code, out, _ = run_cli(capsys, "versions", "models", "--config", cfg, "--json")

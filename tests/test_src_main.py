@@ -37,13 +37,13 @@ def test_setup_logging_console_and_rotating_file(tmp_path: Path) -> None:
     logger = legacy._setup_logging("DEBUG", str(log_file))
     logger.getChild("test").debug("hello file")
     kinds = {type(h).__name__ for h in logger.handlers}
-    assert {"StreamHandler", "RotatingFileHandler"} <= kinds
+    assert {"_StderrHandler", "RotatingFileHandler"} <= kinds
     for h in logger.handlers:
         h.flush()
     assert "hello file" in log_file.read_text()
     legacy._setup_logging("INFO")  # replaces, does not duplicate, and closes the file handler
     ours = [h for h in logger.handlers if type(h).__name__ != "LogCaptureHandler"]
-    assert [type(h).__name__ for h in ours] == ["StreamHandler"]
+    assert [type(h).__name__ for h in ours] == ["_StderrHandler"]
     assert logger.level == logging.INFO
 
 

@@ -1,0 +1,349 @@
+"""Per-feature drift statistics and the drift report (pure functions, no I/O).
+
+Methods (``monitoring.drift_method``):
+
+* ``mean_l1`` (default): the relative L1 distance of feature means (see
+  :func:`mlops.monitor.relative_l1`). The per-feature statistic is each feature's
+  relative change ``|current - reference| / |reference|`` (``|current|`` when the
+  reference mean is 0); the dataset drifts when the whole score exceeds
+  ``drift_threshold``. It sees a moved mean, not a change of spread or shape.
+* ``psi``: population stability index over quantile bins of the reference;
+  a feature drifts at ``psi >= psi_threshold`` (default 0.2).
+* ``ks``: two-sample Kolmogorov-Smirnov test (SciPy); a feature drifts at
+  ``p < ks_p_value`` (default 0.05).
+* ``wasserstein``: Wasserstein-1 distance (SciPy) divided by the reference
+  standard deviation; a feature drifts at ``>= wasserstein_threshold`` (default 0.1).
+* ``auto``: Evidently's defaults: ``ks`` when the reference has at most
+  :data:`AUTO_KS_MAX_ROWS` rows, else normalized ``wasserstein``.
+
+For the per-feature methods the dataset drifts when the share of drifted features
+is at least ``drift_share`` (default 0.5), and the report's ``score`` (the ``drift``
+float of step results and summaries) is that share.
+
+The reference (:func:`build_reference`) keeps only what the methods need: per
+feature the mean, the standard deviation, quantile bin edges with the reference's
+bin shares, and a bounded, deterministic sample (at most ``sample_size`` rows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mlops.errors import ConfigError
+
+MEAN_L1 = "mean_l1"
+PSI = "psi"
+KS = "ks"
+WASSERSTEIN = "wasserstein"
+AUTO = "auto"
+METHODS = (MEAN_L1, PSI, KS, WASSERSTEIN, AUTO)
+#: ``auto`` uses KS up to this many reference rows, normalized Wasserstein above.
+AUTO_KS_MAX_ROWS = 1000
+#: Rows of the reference sample kept per feature (deterministic sampling).
+DEFAULT_SAMPLE_SIZE = 5000
+#: Shares below this are clipped before taking logarithms in PSI (as Evidently does).
+PSI_EPSILON = 1e-4
+_SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Thresholds of the drift methods (the ``monitoring.*`` config keys).
+
+    Raises:
+        ConfigError: Unknown method or a threshold out of range, naming the key.
+    """
+
+    method: str = MEAN_L1
+    drift_threshold: float = 0.1
+    drift_share: float = 0.5
+    psi_threshold: float = 0.2
+    psi_bins: int = 10
+    ks_p_value: float = 0.05
+    wasserstein_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"config key 'monitoring.drift_method': unknown drift method "
+                              f"'{self.method}' (use one of {', '.join(METHODS)})")
+        checks = [
+            ("drift_threshold", self.drift_threshold >= 0, ">= 0"),
+            ("drift_share", 0 < self.drift_share <= 1, "in (0, 1]"),
+            ("psi_threshold", self.psi_threshold > 0, "> 0"),
+            ("psi_bins", 2 <= self.psi_bins <= 1000, "between 2 and 1000"),
+            ("ks_p_value", 0 < self.ks_p_value < 1, "between 0 and 1, exclusive"),
+            ("wasserstein_threshold", self.wasserstein_threshold > 0, "> 0"),
+        ]
+        for key, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"config key 'monitoring.{key}' must be {rule}, "
+                                  f"got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's drift statistic.
+
+    Attributes:
+        feature: Column name.
+        method: The statistic (``mean_l1``, ``psi``, ``ks``, ``wasserstein``).
+        statistic: The value compared with the threshold (for ``ks`` the p-value).
+        threshold: The threshold it was compared with.
+        drifted: Whether this feature drifted.
+    """
+
+    feature: str
+    method: str
+    statistic: float
+    threshold: float
+    drifted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {"feature": self.feature, "method": self.method,
+                "statistic": _json_float(self.statistic), "threshold": self.threshold,
+                "drifted": self.drifted}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureDrift:
+        """Inverse of :meth:`to_dict`."""
+        stat = data["statistic"]
+        return cls(feature=str(data["feature"]), method=str(data["method"]),
+                   statistic=math.inf if stat is None else float(stat),
+                   threshold=float(data["threshold"]), drifted=bool(data["drifted"]))
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """The drift of one batch against the reference.
+
+    Attributes:
+        method: The configured method (``auto`` stays ``auto``; each feature names
+            the statistic used).
+        features: Per-feature statistics, in column order.
+        share_drifted: Share of shared features that drifted (0 without features).
+        score: The ``drift`` float: the relative L1 score for ``mean_l1``, else
+            ``share_drifted``.
+        threshold: What ``score`` is compared with (``drift_threshold`` or ``drift_share``).
+        dataset_drifted: Whether the batch as a whole drifted.
+        reference_rows: Rows the reference was built from (None when unknown).
+        note: Why the report is not what was configured (e.g. an old reference), or "".
+    """
+
+    method: str
+    features: tuple[FeatureDrift, ...] = field(default_factory=tuple)
+    share_drifted: float = 0.0
+    score: float = 0.0
+    threshold: float = 0.0
+    dataset_drifted: bool = False
+    reference_rows: int | None = None
+    note: str = ""
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Names of the features that drifted."""
+        return [f.feature for f in self.features if f.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {"method": self.method, "features": [f.to_dict() for f in self.features],
+                "share_drifted": self.share_drifted, "score": _json_float(self.score),
+                "threshold": self.threshold, "dataset_drifted": self.dataset_drifted,
+                "reference_rows": self.reference_rows, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DriftReport:
+        """Inverse of :meth:`to_dict`."""
+        score = data.get("score", 0.0)
+        rows = data.get("reference_rows")
+        return cls(method=str(data["method"]),
+                   features=tuple(FeatureDrift.from_dict(f) for f in data.get("features", [])),
+                   share_drifted=float(data.get("share_drifted", 0.0)),
+                   score=math.inf if score is None else float(score),
+                   threshold=float(data.get("threshold", 0.0)),
+                   dataset_drifted=bool(data.get("dataset_drifted", False)),
+                   reference_rows=None if rows is None else int(rows),
+                   note=str(data.get("note", "")))
+
+
+def _json_float(v: float) -> float | None:
+    return v if math.isfinite(v) else None  # JSON has no infinity
+
+
+# --- the reference -----------------------------------------------------------------------
+def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Interior bin edges at the reference's quantiles (duplicates removed).
+
+    The outer bins are open (``-inf``, ``+inf``), so values outside the reference's
+    range land in the first or last bin.
+    """
+    qs = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+    return [float(e) for e in np.unique(qs)]
+
+
+def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Share of ``values`` in each bin ``(-inf, e1), [e1, e2), ..., [ek, inf)``."""
+    idx = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
+    counts = np.bincount(idx, minlength=len(edges) + 1).astype(np.float64)
+    return counts / max(len(values), 1)
+
+
+def sample_rows(n: int, size: int) -> np.ndarray:
+    """Deterministic row positions of a sample of at most ``size`` of ``n`` rows (sorted)."""
+    if n <= size:
+        return np.arange(n)
+    rng = np.random.default_rng(_SAMPLE_SEED)
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def build_reference(frame: pd.DataFrame, bins: int = 10,
+                    sample_size: int = DEFAULT_SAMPLE_SIZE) -> dict[str, Any]:
+    """What the drift methods need of the training features, as plain data.
+
+    Args:
+        frame: The training features (numeric columns; the target excluded).
+        bins: Quantile bins for PSI.
+        sample_size: At most this many rows are kept per feature.
+
+    Returns:
+        ``{"rows", "bins", "sample_size", "features": {name: {mean, std, edges,
+        shares, sample}}}``.
+    """
+    positions = sample_rows(len(frame), sample_size)
+    features: dict[str, Any] = {}
+    for col in frame.columns:
+        values = frame[col].to_numpy(dtype=np.float64)
+        edges = quantile_edges(values, bins)
+        features[str(col)] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "edges": edges,
+            "shares": [float(s) for s in bin_shares(values, edges)],
+            "sample": [float(v) for v in values[positions]],
+        }
+    return {"rows": len(frame), "bins": bins, "sample_size": sample_size,
+            "features": features}
+
+
+# --- statistics --------------------------------------------------------------------------
+def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
+    """Population stability index ``sum((c - r) * ln(c / r))``, shares clipped at 1e-4."""
+    r = np.clip(np.asarray(reference_shares, dtype=np.float64), PSI_EPSILON, None)
+    c = np.clip(np.asarray(current_shares, dtype=np.float64), PSI_EPSILON, None)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
+    """p-value of the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``)."""
+    return float(stats.ks_2samp(reference, current).pvalue)
+
+
+def normalized_wasserstein(reference: np.ndarray, current: np.ndarray, std: float) -> float:
+    """Wasserstein-1 distance divided by the reference's standard deviation.
+
+    A constant reference (std 0) is compared on the raw distance.
+    """
+    dist = float(stats.wasserstein_distance(reference, current))
+    return dist / std if std > 0 else dist
+
+
+def relative_change(reference: float, current: float) -> float:
+    """``|current - reference| / |reference|`` (``|current - reference|`` at a 0 reference)."""
+    den = abs(reference)
+    num = abs(current - reference)
+    return num / den if den > 0 else num
+
+
+def relative_l1(reference: Mapping[str, float], current: Mapping[str, float]) -> float:
+    """``sum|current - reference| / sum|reference|`` over shared keys.
+
+    When every shared reference mean is 0 the denominator is replaced by 1; no shared
+    key gives 0.
+    """
+    shared = [k for k in reference if k in current]
+    if not shared:
+        return 0.0
+    num = sum(abs(float(current[k]) - float(reference[k])) for k in shared)
+    den = sum(abs(float(reference[k])) for k in shared)
+    score = num / den if den > 0 else num
+    return score if math.isfinite(score) else math.inf
+
+
+def resolve_method(method: str, reference_rows: int | None) -> str:
+    """The statistic ``method`` uses for a reference of ``reference_rows`` rows."""
+    if method != AUTO:
+        return method
+    return KS if reference_rows is not None and reference_rows <= AUTO_KS_MAX_ROWS \
+        else WASSERSTEIN
+
+
+def mean_l1_report(reference_means: Mapping[str, float], current_means: Mapping[str, float],
+                   settings: DriftSettings, note: str = "") -> DriftReport:
+    """The ``mean_l1`` report (the dataset score is :func:`relative_l1`).
+
+    Args:
+        reference_means: The reference's feature means.
+        current_means: The new batch's feature means.
+        settings: The thresholds (``drift_threshold`` applies to each feature and the score).
+        note: Why this report was made instead of the configured one, if it was.
+
+    Returns:
+        The report.
+    """
+    shared = [k for k in reference_means if k in current_means]
+    feats = []
+    for k in shared:
+        change = relative_change(float(reference_means[k]), float(current_means[k]))
+        feats.append(FeatureDrift(k, MEAN_L1, change, settings.drift_threshold,
+                                  change > settings.drift_threshold))
+    score = relative_l1(reference_means, current_means)
+    share = sum(f.drifted for f in feats) / len(feats) if feats else 0.0
+    return DriftReport(method=MEAN_L1, features=tuple(feats), share_drifted=share, score=score,
+                       threshold=settings.drift_threshold,
+                       dataset_drifted=score > settings.drift_threshold, note=note)
+
+
+def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
+                        settings: DriftSettings) -> DriftReport:
+    """A per-feature report (``psi``, ``ks``, ``wasserstein`` or ``auto``).
+
+    Args:
+        reference: The output of :func:`build_reference`.
+        current: The new batch's features (extra columns are ignored).
+        settings: Method and thresholds.
+
+    Returns:
+        The report; features missing from either side are left out.
+    """
+    rows = reference.get("rows")
+    stat_name = resolve_method(settings.method, rows)
+    feats = []
+    for name, ref in reference.get("features", {}).items():
+        if name not in current.columns:
+            continue
+        values = current[name].to_numpy(dtype=np.float64)
+        sample = np.asarray(ref["sample"], dtype=np.float64)
+        if stat_name == PSI:
+            value = psi(np.asarray(ref["shares"]), bin_shares(values, list(ref["edges"])))
+            feats.append(FeatureDrift(name, PSI, value, settings.psi_threshold,
+                                      value >= settings.psi_threshold))
+        elif stat_name == KS:
+            value = ks_p_value(sample, values)
+            feats.append(FeatureDrift(name, KS, value, settings.ks_p_value,
+                                      value < settings.ks_p_value))
+        else:
+            value = normalized_wasserstein(sample, values, float(ref["std"]))
+            feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
+                                      value >= settings.wasserstein_threshold))
+    share = sum(f.drifted for f in feats) / len(feats) if feats else 0.0
+    return DriftReport(method=settings.method, features=tuple(feats), share_drifted=share,
+                       score=share, threshold=settings.drift_share,
+                       dataset_drifted=bool(feats) and share >= settings.drift_share,
+                       reference_rows=None if rows is None else int(rows))

@@ -1,0 +1,331 @@
+"""The run report: accuracy and drift over time, the latest drift report, the registry.
+
+:func:`collect` reads what the store already holds (the metrics history, each run's
+monitor-check result, the registry and its aliases) into a :class:`ReportData`;
+:func:`render_plots` draws PNGs with matplotlib's Agg renderer (``Figure`` objects,
+no pyplot global state); :func:`render_html` builds one self-contained page with
+the PNGs embedded as base64. ``mlops report`` writes the page and the PNGs to a
+folder; with ``reporting.enabled`` each pipeline run writes ``runs/<run-id>/report.html``.
+
+matplotlib is the optional ``mlops[report]`` extra: it is imported only here, only
+when plotting.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.catalog import iso, utc_now
+from mlops.errors import BadInputError, ConfigError
+
+if TYPE_CHECKING:
+    from mlops.pipeline import Workspace
+
+ACCURACY_PNG = "accuracy.png"
+DRIFT_PNG = "drift.png"
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """What the report shows, read from the store.
+
+    Attributes:
+        store_uri: The store.
+        history: Metrics records, oldest first.
+        drift: ``(run_id, drift_report dict)`` of each run with a report, oldest first.
+        models: Registry records, newest first, each with an ``aliases`` list.
+        aliases: Alias name -> version.
+        alias_history: Events of the ``production`` alias, oldest first.
+        accuracy_threshold: ``monitoring.accuracy_min_threshold``.
+        generated_at: When the data was read (ISO 8601).
+    """
+
+    store_uri: str
+    history: list[dict[str, Any]]
+    drift: list[tuple[str, dict[str, Any]]]
+    models: list[dict[str, Any]]
+    aliases: dict[str, str | None]
+    alias_history: list[dict[str, Any]]
+    accuracy_threshold: float
+    generated_at: str
+
+
+def require_matplotlib() -> None:
+    """Check that the ``report`` extra is installed.
+
+    Raises:
+        ConfigError: matplotlib is missing.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ConfigError("reports need matplotlib: install mlops[report] (or set "
+                          "reporting.enabled to false)") from err
+
+
+def collect(ws: Workspace) -> ReportData:
+    """Read the report's data from the store.
+
+    Raises:
+        BadInputError: The store has no runs and no metrics yet (nothing to report).
+    """
+    history = ws.monitor.get_history()
+    runs = ws.list_runs()
+    if not history and not runs:
+        raise BadInputError(f"nothing to report: the store {ws.store.uri} has no runs yet "
+                            "(run `mlops run` first)")
+    drift = []
+    for run_id in runs:
+        checked = ws.read_result(run_id, "monitor-check")
+        if checked and checked.get("drift_report"):
+            drift.append((run_id, checked["drift_report"]))
+    aliases = ws.registry.aliases()
+    by_version: dict[str, list[str]] = {}
+    for name, version in aliases.items():
+        if version:
+            by_version.setdefault(version, []).append(name)
+    models = [{**m, "aliases": sorted(by_version.get(m["id"], []))}
+              for m in ws.registry.list_versions()]
+    return ReportData(store_uri=ws.store.uri, history=history, drift=drift, models=models,
+                      aliases=aliases, alias_history=ws.registry.alias_history(),
+                      accuracy_threshold=ws.config.monitoring.accuracy_min_threshold,
+                      generated_at=iso(utc_now()))
+
+
+# --- plots -------------------------------------------------------------------------------
+def _run_ticks(ax: Any, labels: Sequence[str]) -> None:
+    n = len(labels)
+    step = max(1, math.ceil(n / 15))
+    ticks = list(range(0, n, step))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([labels[i] for i in ticks], rotation=35, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, n - 0.5)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_accuracy(data: ReportData) -> bytes:
+    """Accuracy per run with the retrain threshold and retrain/promotion markers (PNG)."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot()
+    recs = data.history
+    labels = [str(r.get("run_id") or r.get("timestamp", "?")[:19]) for r in recs]
+    xs = list(range(len(recs)))
+    acc = [float(r["accuracy"]) for r in recs]
+    ax.plot(xs, acc, color="tab:blue", marker="o", markersize=3, linewidth=1.5,
+            label="accuracy (held-out split when retrained, new data otherwise)")
+    ax.axhline(data.accuracy_threshold, color="tab:red", linestyle="--", linewidth=1,
+               label=f"retrain threshold ({data.accuracy_threshold:g})")
+    promoted = [(x, a) for x, a, r in zip(xs, acc, recs, strict=True)
+                if r.get("retrained") and r.get("promoted", True)]
+    rejected = [(x, a) for x, a, r in zip(xs, acc, recs, strict=True)
+                if r.get("retrained") and not r.get("promoted", True)]
+    if promoted:
+        ax.scatter([p[0] for p in promoted], [p[1] for p in promoted], marker="^", s=70,
+                   color="tab:green", zorder=3, label="retrained, promoted")
+    if rejected:
+        ax.scatter([p[0] for p in rejected], [p[1] for p in rejected], marker="X", s=70,
+                   color="tab:orange", zorder=3,
+                   label="retrained, not promoted (worse than champion)")
+    low = min([*acc, data.accuracy_threshold])
+    ax.set_ylim(max(0.0, low - 0.05), 1.01)
+    _run_ticks(ax, labels)
+    ax.set_xlabel("run (oldest to newest)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Accuracy per run ({len(recs)} runs)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    return _png(fig)
+
+
+def plot_drift(data: ReportData) -> bytes:
+    """The data set's drift score and each feature's statistic over the runs (PNG)."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 7.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 2])
+    labels = [run_id for run_id, _ in data.drift]
+    xs = list(range(len(data.drift)))
+    scores = [_num(rep.get("score")) for _, rep in data.drift]
+    thresholds = [float(rep.get("threshold", 0.0)) for _, rep in data.drift]
+    drifted = [(x, s) for x, s, (_, rep) in zip(xs, scores, data.drift, strict=True)
+               if rep.get("dataset_drifted")]
+    methods = sorted({str(rep.get("method")) for _, rep in data.drift})
+    top.plot(xs, scores, color="tab:purple", marker="o", markersize=3, label="drift score")
+    top.step(xs, thresholds, where="mid", color="tab:red", linestyle="--", linewidth=1,
+             label="threshold")
+    if drifted:
+        top.scatter([d[0] for d in drifted], [d[1] for d in drifted], marker="D", s=40,
+                    color="tab:red", zorder=3, label="data set drifted")
+    top.set_ylabel("score")
+    top.set_title(f"Drift per run (method: {', '.join(methods) or '-'}; score = relative L1 "
+                  "for mean_l1, share of drifted features otherwise)", fontsize=10)
+    top.grid(True, alpha=0.3)
+    top.legend(loc="upper left", fontsize=8, framealpha=0.9)
+
+    series: dict[str, list[float]] = {}
+    stat_names: set[str] = set()
+    for i, (_, rep) in enumerate(data.drift):
+        for f in rep.get("features", []):
+            stat_names.add(str(f["method"]))
+            series.setdefault(str(f["feature"]), [math.nan] * len(xs))[i] = _num(f["statistic"])
+    for name, values in series.items():
+        bottom.plot(xs, values, marker=".", linewidth=1.2, label=name)
+    feature_thresholds = {float(f["threshold"]) for _, rep in data.drift
+                          for f in rep.get("features", [])}
+    if len(feature_thresholds) == 1:
+        bottom.axhline(feature_thresholds.pop(), color="tab:red", linestyle="--", linewidth=1,
+                       label="feature threshold")
+    what = ", ".join(sorted(stat_names)) or "-"
+    note = " (ks: p-value, drift below the threshold)" if "ks" in stat_names else ""
+    bottom.set_ylabel(f"per-feature statistic ({what})")
+    bottom.set_title(f"Per-feature drift statistic{note}", fontsize=10)
+    bottom.grid(True, alpha=0.3)
+    if series:
+        bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                      title="feature", title_fontsize=8)
+    _run_ticks(bottom, labels)
+    bottom.set_xlabel("run (oldest to newest)")
+    return _png(fig)
+
+
+def _num(v: Any) -> float:
+    return math.inf if v is None else float(v)
+
+
+def render_plots(data: ReportData) -> dict[str, bytes]:
+    """``{file name: PNG bytes}`` of the plots (drift only when a run has a report)."""
+    plots = {ACCURACY_PNG: plot_accuracy(data)} if data.history else {}
+    if data.drift:
+        plots[DRIFT_PNG] = plot_drift(data)
+    return plots
+
+
+# --- HTML --------------------------------------------------------------------------------
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.4f}"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list | tuple):
+        return html.escape(", ".join(map(str, v))) or "-"
+    return html.escape(str(v))
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], css: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
+    """One self-contained HTML page (plots embedded as base64 PNG)."""
+    parts = [f"<h1>mlops run report</h1><p>Store <code>{html.escape(data.store_uri)}</code>, "
+             f"generated {html.escape(data.generated_at)}; {len(data.history)} metrics "
+             f"records, {len(data.models)} model versions.</p>"]
+    for name, title in ((ACCURACY_PNG, "Accuracy per run"), (DRIFT_PNG, "Drift over time")):
+        if name in plots:
+            b64 = base64.b64encode(plots[name]).decode("ascii")
+            parts.append(f"<h2>{title}</h2><img alt=\"{title}\" "
+                         f"src=\"data:image/png;base64,{b64}\">")
+    parts.append("<h2>Latest drift report</h2>")
+    if data.drift:
+        run_id, rep = data.drift[-1]
+        parts.append(f"<p>Run <code>{html.escape(run_id)}</code>, method "
+                     f"<b>{_cell(rep.get('method'))}</b>: score {_cell(_num(rep.get('score')))}"
+                     f" (threshold {_cell(rep.get('threshold'))}), share of drifted features "
+                     f"{_cell(rep.get('share_drifted'))}, data set drifted: "
+                     f"<b>{_cell(bool(rep.get('dataset_drifted')))}</b>. "
+                     f"{_cell(rep.get('note')) if rep.get('note') else ''}</p>")
+        parts.append(_table([(f["feature"], f["method"], _num(f["statistic"]),
+                              float(f["threshold"]), bool(f["drifted"]))
+                             for f in rep.get("features", [])],
+                            ["feature", "statistic", "value", "threshold", "drifted"],
+                            "drift"))
+    else:
+        parts.append("<p>No drift report yet (the first run has no reference).</p>")
+    parts.append("<h2>Model registry</h2>")
+    parts.append(_table([(m["id"], m.get("aliases") or None, m.get("created_at"),
+                          m.get("metadata", {}).get("model_type"),
+                          m.get("metadata", {}).get("accuracy"),
+                          m.get("metadata", {}).get("data_version"))
+                         for m in data.models],
+                        ["version", "aliases", "created", "model type", "held-out accuracy",
+                         "data version"], "registry"))
+    if data.alias_history:
+        parts.append("<h2>History of the production alias</h2>")
+        parts.append(_table([(e.get("at"), e.get("action"), e.get("previous"), e.get("version"),
+                              e.get("by"), e.get("reason")) for e in data.alias_history],
+                            ["when", "action", "from", "to", "by", "reason"], "aliases"))
+    style = ("body{font-family:sans-serif;max-width:1250px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
+             "img{max-width:100%}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>mlops run report</title><style>{style}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+# --- entry points ------------------------------------------------------------------------
+def write_report(ws: Workspace, output_dir: str | Path) -> list[Path]:
+    """Write ``report.html`` and the PNG plots to a local folder.
+
+    Args:
+        ws: The workspace to report on.
+        output_dir: The folder (created if missing).
+
+    Returns:
+        The files written, the HTML page first.
+
+    Raises:
+        BadInputError: The store has nothing to report (nothing is written).
+        ConfigError: matplotlib is not installed.
+    """
+    require_matplotlib()
+    data = collect(ws)
+    plots = render_plots(data)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    page = out / REPORT_HTML
+    page.write_text(render_html(data, plots), encoding="utf-8")
+    written = [page]
+    for name, png in plots.items():
+        (out / name).write_bytes(png)
+        written.append(out / name)
+    return written
+
+
+def write_report_to_store(ws: Workspace, run_id: str) -> str:
+    """Write the self-contained page to ``runs/<run-id>/report.html`` in the store.
+
+    Returns:
+        The key written.
+
+    Raises:
+        BadInputError: The store has nothing to report.
+        ConfigError: matplotlib is not installed.
+    """
+    require_matplotlib()
+    data = collect(ws)
+    key = f"runs/{run_id}/{REPORT_HTML}"
+    ws.store.write_bytes(key, render_html(data, render_plots(data)).encode("utf-8"))
+    return key
