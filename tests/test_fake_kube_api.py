@@ -417,3 +417,16 @@ def test_delete_kills_running_process_and_pods(
         assert time.monotonic() < deadline, "process still running after delete"
         time.sleep(0.02)
     assert core.list_namespaced_pod(NS, label_selector="job-name=long").items == []
+
+
+def test_delete_without_policy_orphans_pods_like_batch_v1(
+    kube_api: FakeKubeAPI, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    batch.create_namespaced_job(NS, job_manifest("orphaner", py("import time; time.sleep(0.3)")))
+    deadline = time.monotonic() + 10
+    while not kube_api.pods(NS, "orphaner"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    batch.delete_namespaced_job("orphaner", NS)  # batch/v1 default: Orphan
+    pods = core.list_namespaced_pod(NS, label_selector="job-name=orphaner").items
+    assert len(pods) == 1 and not pods[0].metadata.owner_references
