@@ -464,3 +464,20 @@ def test_persistent_503_gives_up_with_exit_1(quiet: Env,
     assert code == 1
     assert "Kubernetes API error (create Job mlops-r1-ingest): HTTP 503" in err
     assert quiet.posts() == 4  # API_ATTEMPTS, then it stops
+
+
+# --- the step entrypoints -----------------------------------------------------------------
+def test_step_entrypoints_write_results_and_exit_with_the_documented_codes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs import run as run_job
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"uri": str(tmp_path / "store")},
+                                   "data": {"n_samples": 200, "n_features": 3}}))
+    # monitor-check before ingest: bad input, nothing written.
+    assert run_job("monitor-check", ["--config", str(cfg), "--run-id", "r1"]) == 2
+    assert "run ingest before monitor-check" in capsys.readouterr().err
+    assert run_job("ingest", ["--config", str(cfg), "--run-id", "r1"]) == 0
+    assert (tmp_path / "store" / "runs" / "r1" / "ingest.json").exists()
+    assert run_job("ingest", ["--config", str(tmp_path / "nope.yaml"), "--run-id", "r1"]) == 2
+    assert "config file not found" in capsys.readouterr().err
