@@ -30,7 +30,8 @@ from mlops.controller import resolve_run_id
 from mlops.errors import InvalidVersionIdError, KubernetesBadRequestError
 from mlops.k8s import build_job, job_name, label_value, load_target
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.fakes.kube_fixtures import kube_api_factory  # noqa: F401 - a fixture
+
+pytest_plugins = ["tests.fakes.kube_fixtures"]  # kube_api_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "mlops"
@@ -123,7 +124,7 @@ class Env:
 
 
 @pytest.fixture
-def env(kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path,  # noqa: F811
+def env(kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> Env:
     """A fake cluster whose ``mlops`` command is the test wrapper."""
     for var in ("MLOPS_RUN_ID", "MLOPS_JOB_NAME", "MLOPS_JOB_UID", "MLOPS_NAMESPACE",
