@@ -405,11 +405,11 @@ class KubeClient:
         target: From :func:`load_target`.
         attempts: Attempts of one call on a retryable error.
         backoff: Seconds before the second attempt (doubling).
-        watch_seconds: Longest single watch request.
+        watch_seconds: Longest single watch request (default :data:`WATCH_SECONDS`).
     """
 
     def __init__(self, target: Target, attempts: int = API_ATTEMPTS,
-                 backoff: float = API_BACKOFF, watch_seconds: int = WATCH_SECONDS) -> None:
+                 backoff: float = API_BACKOFF, watch_seconds: int | None = None) -> None:
         self.namespace = target.namespace
         self.source = target.source
         self.api = client.ApiClient(target.configuration)
@@ -417,7 +417,7 @@ class KubeClient:
         self.core = client.CoreV1Api(self.api)
         self.attempts = max(1, attempts)
         self.backoff = backoff
-        self.watch_seconds = max(1, watch_seconds)
+        self.watch_seconds = max(1, WATCH_SECONDS if watch_seconds is None else watch_seconds)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -285,6 +285,29 @@ def test_full_run_trains_then_next_run_skips_train_using_the_watch_api(
     assert "retrying" in err
 
 
+def test_watch_is_reestablished_after_it_ends_or_fails(
+        env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import mlops.k8s
+
+    monkeypatch.setattr(mlops.k8s, "WATCH_SECONDS", 1)  # the server ends each watch after 1 s
+    env.set_modes(ingest="block")
+    env.api.inject_faults("GET", JOBS_PATH, 500, count=1)  # the first watch request fails
+    release = threading.Timer(3.0, (env.state / "release").touch)
+    release.start()
+    try:
+        code, _, err = run(env, capsys, "r-rewatch")
+    finally:
+        release.cancel()
+        (env.state / "release").touch()
+    assert code == 0, err
+    watches = [r for r in env.api.requests if r.query.get("watch") in ("true", "1")
+               and r.query.get("fieldSelector") == "metadata.name=mlops-r-rewatch-ingest"]
+    assert len(watches) >= 3  # failed, ended after 1 s, ..., the one that saw Complete
+    assert all(r.query.get("timeoutSeconds") == "1" for r in watches)
+
+
 def test_step_failing_once_is_retried_within_backoff_limit(
         env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     env.set_modes(ingest="fail-once")
