@@ -107,6 +107,23 @@ def cmd_step(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_controller(args: argparse.Namespace) -> int:
+    """Run one run as step Jobs on Kubernetes (see docs/kubernetes.md)."""
+    from mlops.controller import EXIT_TERMINATED, Terminated, run_controller
+
+    cfg = _config(args)
+    try:
+        summary = run_controller(cfg, run_id=args.run_id, namespace=args.namespace,
+                                 kubeconfig=args.kubeconfig, context=args.context)
+    except Terminated:
+        print("mlops: error: controller terminated by SIGTERM; the run is recorded as "
+              "'terminated' in runs/<run-id>/controller.json; start it again with the same "
+              "--run-id to resume", file=sys.stderr)
+        return EXIT_TERMINATED
+    print_mapping(summary, args.json)
+    return EXIT_OK
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
     """List data or model versions."""
     ws = _workspace(args)
@@ -242,6 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--run-id", required=True, help="the run this step belongs to")
         p.set_defaults(handler=cmd_step)
+
+    p = sub.add_parser(
+        "controller", help="run ingest -> monitor-check -> train as Kubernetes Jobs",
+        description="Run one run as step Jobs on Kubernetes: create (or adopt) each step's "
+                    "Job, wait with the watch API, launch train only when monitor-check says "
+                    "retrain, write runs/<run-id>/summary.json and print the summary. A step "
+                    "whose result exists is skipped, so running it again with the same run id "
+                    "resumes the run. Credentials: --kubeconfig, else $KUBECONFIG, else the "
+                    "pod's service account (in cluster), else ~/.kube/config.",
+        epilog="Exit codes: 0 success; 1 retry may help (step failed with exit 1, step "
+               "timeout, API 5xx or unreachable); 2 bad input (bad kubeconfig, missing "
+               "namespace, RBAC 403, invalid Job 422, step pod exited 2, step result missing); "
+               "143 terminated by SIGTERM. See docs/kubernetes.md.")
+    _common(p)
+    p.add_argument("--run-id", help="run id (default: $MLOPS_RUN_ID, else $MLOPS_JOB_NAME, the "
+                                    "controller's own Job, else a fresh UTC timestamp id)")
+    p.add_argument("--namespace", "-n", help="namespace of the step Jobs (default: "
+                   "kubernetes.namespace, else $MLOPS_NAMESPACE, else the service account's "
+                   "or kubeconfig context's namespace, else 'default')")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file, e.g. of a kind "
+                   "cluster (default: $KUBECONFIG, else in-cluster service account when "
+                   "$KUBERNETES_SERVICE_HOST is set, else ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    p.set_defaults(handler=cmd_controller)
 
     p = sub.add_parser("versions", help="list stored data or model versions, newest first")
     p.add_argument("kind", choices=["data", "models"], help="what to list")

@@ -72,3 +72,17 @@ class StepFailedError(MLOpsError):
     def __init__(self, message: str, exit_code: int = EXIT_RETRY) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class KubernetesBadRequestError(KubernetesError, BadInputError):
+    """The Kubernetes API refused a request that a retry will not fix (exit code 2).
+
+    Missing or unreadable kubeconfig, a namespace that does not exist, RBAC
+    forbidding a verb (403), an object the API server finds invalid (422).
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class StepTimeoutError(KubernetesError):
+    """A step Job did not finish within ``kubernetes.step_timeout_seconds`` (exit code 1)."""

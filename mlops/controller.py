@@ -1,0 +1,261 @@
+"""The controller: runs one pipeline run as step Jobs (ingest -> monitor-check -> train).
+
+It shares nothing in memory with the steps. For each step it skips the step when its
+result is already in the store (resume), else creates the step Job - or adopts it when a
+Job of the same deterministic name exists (a restarted or concurrent controller) - and
+waits with the watch API. A Complete Job's result is read from the store; train runs only
+when monitor-check's result says ``retrain``. The run's summary goes to
+``runs/<run-id>/summary.json`` and ``runs/<run-id>/controller.json`` records how the
+controller ended (``succeeded``, ``failed`` for retryable failures, ``terminated`` on
+SIGTERM; a bad-input failure, exit 2, writes nothing).
+
+The Kubernetes calls live in :mod:`mlops.k8s` (this module does not import ``kubernetes``);
+the backend is passed in, so the orchestration is the same for any backend with the
+:class:`JobBackend` methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from types import FrameType
+from typing import Any, Protocol
+
+from mlops.catalog import check_version_id, iso, utc_now
+from mlops.config import Config
+from mlops.errors import BadInputError, MLOpsError, StepFailedError
+from mlops.pipeline import (
+    INGEST,
+    MONITOR_CHECK,
+    TRAIN,
+    Workspace,
+    new_run_id,
+    summarize,
+    write_summary,
+)
+
+log = logging.getLogger(__name__)
+
+ENV_RUN_ID = "MLOPS_RUN_ID"
+ENV_JOB_NAME = "MLOPS_JOB_NAME"
+ENV_JOB_UID = "MLOPS_JOB_UID"
+ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
+CONTROLLER = "controller"
+#: Exit code after SIGTERM (128 + 15, as a shell reports a process killed by SIGTERM).
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):  # like KeyboardInterrupt: not caught as an Exception
+    """SIGTERM arrived; raised from the signal handler to stop waiting at once."""
+
+
+class JobBackend(Protocol):
+    """What the controller needs from Kubernetes (implemented by mlops.k8s.KubeClient)."""
+
+    namespace: str
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get_job(self, name: str) -> dict[str, Any]: ...
+
+    def wait_for_job(self, name: str, resource_version: str | None,
+                     timeout: float) -> dict[str, Any]: ...
+
+    def failure_report(self, name: str, container: str,
+                       tail_lines: int = 10) -> tuple[int | None, list[str]]: ...
+
+
+def resolve_run_id(flag: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The run id: ``--run-id``, else ``$MLOPS_RUN_ID``, else ``$MLOPS_JOB_NAME`` (the
+    controller's own Job, so a retried controller pod resumes the same run), else a fresh
+    UTC timestamp id.
+
+    Raises:
+        InvalidVersionIdError: The chosen id is not a safe name (exit 2).
+    """
+    env = os.environ if env is None else env
+    for value, what in ((flag, "run id (--run-id)"), (env.get(ENV_RUN_ID), "run id "
+                        f"(${ENV_RUN_ID})"), (env.get(ENV_JOB_NAME), f"run id (${ENV_JOB_NAME})")):
+        if value:
+            return check_version_id(value, what)
+    return new_run_id()
+
+
+def owner_from_env(env: Mapping[str, str] | None = None) -> Any:
+    """The controller's own Job (``$MLOPS_JOB_NAME`` and ``$MLOPS_JOB_UID``), or None."""
+    from mlops.k8s import Owner
+
+    env = os.environ if env is None else env
+    name, uid = env.get(ENV_JOB_NAME), env.get(ENV_JOB_UID)
+    return Owner(name, uid) if name and uid else None
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While active, SIGTERM raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Controller:
+    """One run of the pipeline as step Jobs.
+
+    Args:
+        config: The config (its ``kubernetes`` section shapes the step Jobs).
+        backend: The Kubernetes side, e.g. :class:`mlops.k8s.KubeClient`.
+        run_id: The run id (a safe name).
+        owner: The controller's own Job (a :class:`mlops.k8s.Owner`), or None.
+        ws: The opened store (default: opened from ``config``).
+        env: Environment for ``$MLOPS_STORAGE_URI`` forwarding (default ``os.environ``).
+    """
+
+    def __init__(self, config: Config, backend: JobBackend, run_id: str, *,
+                 owner: Any = None, ws: Workspace | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.backend = backend
+        self.run_id = check_version_id(run_id, "run id")
+        self.owner = owner
+        self.ws = ws if ws is not None else Workspace.open(config)
+        env = os.environ if env is None else env
+        # The steps read the same ConfigMap as the controller; a storage override given to
+        # the controller is passed on so that both see the same store.
+        uri = env.get(ENV_STORAGE_URI)
+        self.extra_env = {ENV_STORAGE_URI: uri} if uri else {}
+        self.steps: dict[str, str] = {}
+        self.current: str | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) the run to its end.
+
+        Returns:
+            The run summary (as written to ``runs/<run-id>/summary.json``).
+
+        Raises:
+            StepFailedError: A step Job failed (exit 2 when its pod exited 2, else 1).
+            StepTimeoutError: A step did not finish in ``kubernetes.step_timeout_seconds``.
+            KubernetesBadRequestError: RBAC, missing namespace, invalid Job (exit 2).
+            KubernetesError: The API kept failing (exit 1).
+            BadInputError: A Job completed but its result is not in the store (exit 2).
+            Terminated: SIGTERM arrived (``controller.json`` says ``terminated``).
+        """
+        started = iso(utc_now())
+        try:
+            self.step(INGEST)
+            checked = self.step(MONITOR_CHECK)
+            if checked.get("retrain"):
+                self.step(TRAIN)
+            else:
+                self.steps[TRAIN] = "not needed"
+            self.current = None
+            summary = summarize(self.ws, self.run_id)
+            write_summary(self.ws, self.run_id, summary)
+        except Terminated:
+            self._record("terminated", started,
+                         f"SIGTERM while running step {self.current or '-'}")
+            raise
+        except MLOpsError as err:
+            if not isinstance(err, BadInputError) and err.exit_code != 2:
+                self._record("failed", started, str(err).splitlines()[0] if str(err) else "")
+            raise
+        self._record("succeeded", started, "")
+        return summary
+
+    def step(self, step: str) -> dict[str, Any]:
+        """Run one step as a Job (or skip it when its result exists) and return its result.
+
+        Raises:
+            See :meth:`run`.
+        """
+        from mlops.k8s import JobExistsError, build_job, job_state, step_failure
+
+        self.current = step
+        done = self.ws.read_result(self.run_id, step)
+        if done is not None:
+            log.info("step %s of run %s: result exists, skipped", step, self.run_id)
+            self.steps[step] = "skipped (result exists)"
+            return done
+        k8s = self.config.kubernetes
+        body = build_job(k8s, self.run_id, step, namespace=self.backend.namespace,
+                         owner=self.owner, extra_env=self.extra_env)
+        name = body["metadata"]["name"]
+        try:
+            job = self.backend.create_job(body)
+            how = "created"
+        except JobExistsError:
+            job = self.backend.get_job(name)
+            how = "adopted"
+        log.info("step %s of run %s: Job %s %s in namespace %s", step, self.run_id, name, how,
+                 self.backend.namespace)
+        if not job_state(job):
+            rv = (job.get("metadata") or {}).get("resourceVersion")
+            job = self.backend.wait_for_job(name, rv, float(k8s.step_timeout_seconds))
+        if job_state(job) == "Failed":
+            code, lines = self.backend.failure_report(name, step)
+            err = step_failure(job, step, code, lines)
+            if how == "adopted":
+                err = StepFailedError(f"adopted {err}", err.exit_code)
+            raise err
+        result = self.ws.read_result(self.run_id, step)
+        if result is None:
+            raise BadInputError(
+                f"step {step} Job {name} completed but its result "
+                f"{self.ws.store.url(self.ws.result_key(self.run_id, step))} is not in the "
+                "store: do the steps and the controller use the same storage.uri?")
+        self.steps[step] = f"{how} Job {name}"
+        return result
+
+    def _record(self, status: str, started: str, message: str) -> None:
+        data = {"run_id": self.run_id, "status": status, "started_at": started,
+                "namespace": self.backend.namespace, "steps": dict(self.steps),
+                "message": message}
+        try:
+            self.ws.write_result(CONTROLLER, data)
+        except (MLOpsError, OSError) as err:  # never hide the real outcome behind this
+            log.warning("cannot record controller status %s: %s", status, err)
+
+
+def run_controller(config: Config, *, run_id: str | None = None, namespace: str | None = None,
+                   kubeconfig: str | None = None, context: str | None = None,
+                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Connect to Kubernetes and run (or resume) one run as step Jobs.
+
+    Args:
+        config: The config.
+        run_id: ``--run-id`` (see :func:`resolve_run_id` for the fallbacks).
+        namespace: ``--namespace`` (see :func:`mlops.k8s.load_target` for the fallbacks).
+        kubeconfig: ``--kubeconfig``.
+        context: ``--context``, a kubeconfig context.
+        env: The environment (default ``os.environ``).
+
+    Returns:
+        The run summary.
+
+    Raises:
+        Terminated: SIGTERM arrived.
+        MLOpsError: See :meth:`Controller.run`.
+    """
+    from mlops.k8s import KubeClient, load_target
+
+    env = os.environ if env is None else env
+    rid = resolve_run_id(run_id, env)
+    target = load_target(kubeconfig=kubeconfig, context=context, namespace=namespace,
+                         config_namespace=config.kubernetes.namespace, env=env)
+    with sigterm_raises(), KubeClient(target) as backend:
+        log.info("controller: run %s in namespace %s (%s)", rid, target.namespace,
+                 target.source)
+        return Controller(config, backend, rid, owner=owner_from_env(env), env=env).run()

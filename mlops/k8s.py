@@ -1,0 +1,588 @@
+"""Everything that talks to the Kubernetes API: the only module importing ``kubernetes``.
+
+* :func:`job_name`, :func:`label_value` and :func:`build_job` are pure: they turn the
+  config's ``kubernetes`` section (rendered by the Helm chart) into a step Job manifest.
+* :func:`connect` loads credentials (a kubeconfig, or the pod's service account) and
+  resolves the namespace; :class:`KubeClient` creates, adopts and watches step Jobs and
+  reads the failing pod's log.
+* :func:`translate` is the one place where a ``kubernetes`` ``ApiException`` or a
+  connection error becomes an :mod:`mlops.errors` error: 5xx, 429 and connection errors
+  are retried a bounded number of times and then raise :class:`KubernetesError` (exit 1);
+  401/403/404/400/422 raise :class:`KubernetesBadRequestError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from mlops.config import KubernetesConfig, StepPodConfig
+from mlops.errors import (
+    KubernetesBadRequestError,
+    KubernetesError,
+    MLOpsError,
+    StepFailedError,
+    StepTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = dict[str, Any]
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+ENV_NAMESPACE = "MLOPS_NAMESPACE"
+ENV_KUBECONFIG = "KUBECONFIG"
+ENV_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"
+DEFAULT_KUBECONFIG = "~/.kube/config"
+
+COMMAND = "mlops"
+TMP_VOLUME = "tmp"
+RUN_AS = 10001
+LABEL_RUN_ID = "mlops/run-id"
+LABEL_STEP = "mlops/step"
+MAX_NAME = 63
+_HASH_LEN = 8
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# A container image reference: [registry[:port]/]path[:tag][@digest], path lowercase.
+_IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+:[a-f0-9]{32,})?$")
+_STEP_KEYS = {"ingest": "ingest", "monitor-check": "monitor_check", "train": "train"}
+
+#: Attempts of one API call on 5xx, 429 or a connection error (then exit 1).
+API_ATTEMPTS = 4
+#: Seconds between those attempts: ``API_BACKOFF * 2**attempt``.
+API_BACKOFF = 0.2
+#: Client-side timeout of one ordinary API request, seconds.
+REQUEST_TIMEOUT = 30.0
+#: Longest single watch request; a watch that ends is re-established until the step timeout.
+WATCH_SECONDS = 300
+
+
+# --- names and labels --------------------------------------------------------------------
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_LEN]
+
+
+def job_name(release: str, run_id: str, step: str) -> str:
+    """The step Job's name: ``<release>-<run-id>-<step>``, a DNS-1123 label.
+
+    The name is lowercased and characters other than ``a-z0-9-`` become ``-``. When that
+    changed anything or the name is longer than 63 characters, it is cut and ends in
+    ``-<8 hex digits of sha256(original name)>``, so it stays deterministic and unique.
+
+    Args:
+        release: The ``kubernetes.release`` prefix.
+        run_id: The run id (a safe name).
+        step: ``ingest``, ``monitor-check`` or ``train``.
+
+    Returns:
+        A name of at most 63 characters.
+    """
+    raw = f"{release}-{run_id}-{step}"
+    name = re.sub(r"[^a-z0-9-]", "-", raw.lower()).strip("-")
+    if name == raw and len(name) <= MAX_NAME and _DNS_LABEL.match(name):
+        return name
+    suffix = "-" + _short_hash(raw)
+    keep = MAX_NAME - len(suffix)
+    head = f"-{step}"
+    # Keep the step visible at the end when the name must be cut.
+    base = name[: max(1, keep - len(head))].rstrip("-") + head if len(name) > keep else name
+    return (base[:keep].rstrip("-") or "x") + suffix
+
+
+def label_value(value: str) -> str:
+    """``value`` as a valid label value (<= 63 characters, alphanumeric at both ends).
+
+    Unchanged when already valid; otherwise cut and suffixed with a short hash.
+    """
+    if len(value) <= MAX_NAME and _LABEL_VALUE.match(value):
+        return value
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)
+    cut = cleaned[: MAX_NAME - _HASH_LEN - 1].strip("-_.")
+    return f"{cut}-{_short_hash(value)}" if cut else _short_hash(value)
+
+
+def check_image(image: str) -> str:
+    """Return ``image`` if it is a valid container image reference.
+
+    Raises:
+        KubernetesBadRequestError: It is not (the API server would accept it and the pod
+            would then never start).
+    """
+    if not _IMAGE.match(image) or len(image) > 255:
+        raise KubernetesBadRequestError(
+            f"config key 'kubernetes.image' is not a valid image reference: {image!r} "
+            "(expected [registry/]name[:tag][@digest], name in lowercase)")
+    return image
+
+
+def job_labels(k8s: KubernetesConfig, run_id: str, step: str) -> dict[str, str]:
+    """The labels of a step Job and its pods (``k8s.labels`` first, ours win)."""
+    return {
+        **k8s.labels,
+        "app.kubernetes.io/name": "mlops",
+        "app.kubernetes.io/instance": label_value(k8s.release),
+        "app.kubernetes.io/component": "step",
+        "app.kubernetes.io/managed-by": "mlops-controller",
+        LABEL_RUN_ID: label_value(run_id),
+        LABEL_STEP: step,
+    }
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The controller's own Job, owner of the step Jobs (garbage collected with it)."""
+
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        """The ownerReference of a step Job."""
+        return {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": self.uid,
+                "controller": False, "blockOwnerDeletion": True}
+
+
+def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
+              owner: Owner | None = None, extra_env: Mapping[str, str] | None = None) -> Job:
+    """The batch/v1 Job manifest that runs ``mlops <step>`` for ``run_id``.
+
+    Args:
+        k8s: The config's ``kubernetes`` section (the one place for step pod settings).
+        run_id: The run id.
+        step: ``ingest``, ``monitor-check`` or ``train``.
+        namespace: The namespace of the Job.
+        owner: The controller's Job, when the controller runs in one.
+        extra_env: Environment variables added after ``k8s.env``.
+
+    Returns:
+        The manifest as plain data (camelCase keys, as the API expects).
+
+    Raises:
+        KubernetesBadRequestError: ``kubernetes.image`` is not a valid image reference.
+    """
+    pod: StepPodConfig = getattr(k8s.steps, _STEP_KEYS[step])
+    name = job_name(k8s.release, run_id, step)
+    labels = job_labels(k8s, run_id, step)
+    config_file = f"{k8s.config_mount_path.rstrip('/')}/config.yaml"
+    env = {**k8s.env, **(extra_env or {})}
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": k8s.config_mount_path, "readOnly": True},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": k8s.config_map}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
+    ]
+    if k8s.credentials_secret:
+        mounts.append({"name": "credentials", "mountPath": k8s.credentials_mount_path,
+                       "readOnly": True})
+        volumes.append({"name": "credentials", "secret": {"secretName": k8s.credentials_secret}})
+    if k8s.pvc_claim:
+        mounts.append({"name": "data", "mountPath": k8s.pvc_mount_path})
+        volumes.append({"name": "data",
+                        "persistentVolumeClaim": {"claimName": k8s.pvc_claim}})
+    container: dict[str, Any] = {
+        "name": step,
+        "image": check_image(k8s.image),
+        "imagePullPolicy": k8s.image_pull_policy,
+        "command": [COMMAND],
+        "args": [step, "--config", config_file, "--run-id", run_id],
+        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
+        "resources": pod.resources,
+        "volumeMounts": mounts,
+        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    if k8s.env_from_secret:
+        container["envFrom"] = [{"secretRef": {"name": k8s.env_from_secret}}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": k8s.service_account,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                            "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = pod.node_selector
+    if pod.tolerations:
+        pod_spec["tolerations"] = pod.tolerations
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
+                                "annotations": {LABEL_RUN_ID: run_id}}
+    if owner is not None:
+        metadata["ownerReferences"] = [owner.reference()]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": pod.backoff_limit,
+            "activeDeadlineSeconds": pod.active_deadline_seconds,
+            "ttlSecondsAfterFinished": k8s.ttl_seconds_after_finished,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob",
+                 "onExitCodes": {"containerName": step, "operator": "In", "values": [2]}},
+                {"action": "Ignore",
+                 "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def job_state(job: Mapping[str, Any]) -> str | None:
+    """``"Complete"``, ``"Failed"`` or None (still running) from a Job's conditions."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return str(cond["type"])
+    return None
+
+
+def failed_condition(job: Mapping[str, Any]) -> tuple[str, str]:
+    """``(reason, message)`` of a failed Job's Failed condition."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return str(cond.get("reason") or ""), str(cond.get("message") or "")
+    return "", ""
+
+
+# --- errors ------------------------------------------------------------------------------
+class JobExistsError(KubernetesError):
+    """Creating a Job answered 409 AlreadyExists (the caller adopts the Job)."""
+
+
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+_CONNECTION_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+def _status_message(err: ApiException) -> tuple[str, dict[str, Any]]:
+    try:
+        body = json.loads(err.body) if err.body else {}
+    except (TypeError, ValueError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("message") or err.reason or "").replace("\n", " ").strip()
+    return message, body.get("details") or {}
+
+
+def translate(err: BaseException, what: str, namespace: str) -> MLOpsError:
+    """Map a ``kubernetes`` or connection error to an :mod:`mlops.errors` error.
+
+    Args:
+        err: The exception raised by the ``kubernetes`` client.
+        what: What was being done, e.g. ``create Job mlops-x-ingest``.
+        namespace: The namespace of the request.
+
+    Returns:
+        The error to raise: exit 2 for 400/401/403/404/409/422, else exit 1.
+    """
+    if not isinstance(err, ApiException):
+        return KubernetesError(f"Kubernetes API unreachable ({what}): "
+                               f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+    status = err.status or 0
+    message, details = _status_message(err)
+    if status == 409:
+        return JobExistsError(f"{what}: {message}")
+    if status == 404 and details.get("kind") == "namespaces":
+        return KubernetesBadRequestError(f"namespace '{namespace}' does not exist ({what}: "
+                                         f"{message})")
+    if status == 403:
+        return KubernetesBadRequestError(f"forbidden by RBAC in namespace '{namespace}' "
+                                         f"({what}): {message}")
+    if status == 401:
+        return KubernetesBadRequestError(f"the Kubernetes API rejected the credentials "
+                                         f"({what}): {message}")
+    if status in (400, 404, 422):
+        return KubernetesBadRequestError(f"the Kubernetes API refused to {what} "
+                                         f"(HTTP {status}): {message}")
+    return KubernetesError(f"Kubernetes API error ({what}): HTTP {status} {message}")
+
+
+def _retryable(err: BaseException) -> bool:
+    if isinstance(err, ApiException):
+        return (err.status or 0) in _RETRYABLE_STATUS or (err.status or 0) == 0
+    return isinstance(err, _CONNECTION_ERRORS)
+
+
+# --- connection --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom the controller talks to the API (see :func:`connect`)."""
+
+    configuration: Any  # kubernetes.client.Configuration
+    namespace: str
+    source: str  # "in-cluster" or the kubeconfig path(s)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def load_target(*, kubeconfig: str | None = None, context: str | None = None,
+                namespace: str | None = None, config_namespace: str = "",
+                env: Mapping[str, str] | None = None) -> Target:
+    """Load credentials and resolve the namespace.
+
+    Credentials: ``kubeconfig`` (``--kubeconfig``), else ``$KUBECONFIG``, else the pod's
+    service account when ``$KUBERNETES_SERVICE_HOST`` is set (in cluster), else
+    ``~/.kube/config``.
+
+    Namespace, first non-empty wins: ``namespace`` (``--namespace``), ``config_namespace``
+    (``kubernetes.namespace``), ``$MLOPS_NAMESPACE`` (the chart sets it from the downward
+    API), the service account's namespace (in cluster) or the kubeconfig context's
+    namespace, ``default``.
+
+    Raises:
+        KubernetesBadRequestError: The kubeconfig is missing, unreadable or invalid, or the
+            context does not exist (exit 2).
+    """
+    env = os.environ if env is None else env
+    conf = client.Configuration()
+    path = kubeconfig or env.get(ENV_KUBECONFIG) or ""
+    context_ns: str | None = None
+    if not path and env.get(ENV_SERVICE_HOST):
+        try:
+            config.load_incluster_config(client_configuration=conf)
+        except ConfigException as err:
+            raise KubernetesBadRequestError(f"in-cluster Kubernetes configuration cannot be "
+                                            f"loaded: {err}") from err
+        source = "in-cluster"
+        context_ns = _read_text(SERVICE_ACCOUNT_NAMESPACE)
+    else:
+        path = path or os.path.expanduser(DEFAULT_KUBECONFIG)
+        for one in filter(None, path.split(os.pathsep)):
+            if not os.path.isfile(one):
+                raise KubernetesBadRequestError(
+                    f"kubeconfig file not found: {one} (give --kubeconfig or set KUBECONFIG; "
+                    "in a cluster KUBERNETES_SERVICE_HOST selects the service account)")
+            if not os.access(one, os.R_OK):
+                raise KubernetesBadRequestError(f"kubeconfig file cannot be read: {one}")
+        try:
+            config.load_kube_config(config_file=path, context=context,
+                                    client_configuration=conf)
+            contexts, active = config.list_kube_config_contexts(config_file=path)
+        except (ConfigException, ValueError, TypeError, KeyError, OSError) as err:
+            raise KubernetesBadRequestError(f"kubeconfig {path} is invalid: "
+                                            f"{str(err).splitlines()[0] if str(err) else err!r}"
+                                            ) from err
+        except Exception as err:  # yaml errors and other parse failures of a bad file
+            raise KubernetesBadRequestError(f"kubeconfig {path} cannot be parsed: "
+                                            f"{type(err).__name__}") from err
+        chosen = next((c for c in contexts if c.get("name") == context), None) \
+            if context else active
+        context_ns = ((chosen or {}).get("context") or {}).get("namespace")
+        source = path
+    ns = namespace or config_namespace or env.get(ENV_NAMESPACE) or context_ns or "default"
+    return Target(configuration=conf, namespace=ns, source=source)
+
+
+# --- the client --------------------------------------------------------------------------
+class KubeClient:
+    """Step Jobs in one namespace: create or adopt, watch, read the failing pod's log.
+
+    Args:
+        target: From :func:`load_target`.
+        attempts: Attempts of one call on a retryable error.
+        backoff: Seconds before the second attempt (doubling).
+        watch_seconds: Longest single watch request (default :data:`WATCH_SECONDS`).
+    """
+
+    def __init__(self, target: Target, attempts: int = API_ATTEMPTS,
+                 backoff: float = API_BACKOFF, watch_seconds: int | None = None) -> None:
+        self.namespace = target.namespace
+        self.source = target.source
+        self.api = client.ApiClient(target.configuration)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.watch_seconds = max(1, WATCH_SECONDS if watch_seconds is None else watch_seconds)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.api.close()
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except (ApiException, *_CONNECTION_ERRORS) as err:
+                if _retryable(err) and attempt + 1 < self.attempts:
+                    log.warning("%s failed (%s); retrying", what, _short(err))
+                    time.sleep(self.backoff * 2 ** attempt)
+                    continue
+                raise translate(err, what, self.namespace) from err
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _plain(self, obj: Any) -> Job:
+        data = self.api.sanitize_for_serialization(obj)
+        return data if isinstance(data, dict) else {}
+
+    def create_job(self, body: Job) -> Job:
+        """Create a Job.
+
+        Returns:
+            The created Job (with its resourceVersion).
+
+        Raises:
+            JobExistsError: A Job of that name exists already (409).
+            KubernetesBadRequestError: 403, 404 namespace, 422 invalid (exit 2).
+            KubernetesError: 5xx or connection errors after the retries (exit 1).
+        """
+        name = body["metadata"]["name"]
+        return self._plain(self._call(
+            f"create Job {name}", lambda: self.batch.create_namespaced_job(
+                self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
+
+    def get_job(self, name: str) -> Job:
+        """Read a Job (see :meth:`create_job` for the errors)."""
+        return self._plain(self._call(f"get Job {name}", lambda: self.batch.read_namespaced_job(
+            name, self.namespace, _request_timeout=REQUEST_TIMEOUT)))
+
+    def wait_for_job(self, name: str, resource_version: str | None, timeout: float) -> Job:
+        """Watch a Job until it is Complete or Failed.
+
+        Uses the watch API from ``resource_version`` (from the create or get). A watch that
+        ends (server timeout, dropped connection, 410 Gone) is re-established after one GET
+        of the Job, until ``timeout`` seconds have passed.
+
+        Returns:
+            The finished Job.
+
+        Raises:
+            StepTimeoutError: Not finished within ``timeout`` seconds (exit 1).
+            KubernetesError: The Job was deleted while being watched, or the API kept
+                failing (exit 1).
+        """
+        deadline = time.monotonic() + timeout
+        rv = resource_version
+        failures = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StepTimeoutError(
+                    f"step Job {name} in namespace '{self.namespace}' did not finish within "
+                    f"{timeout:g} s (kubernetes.step_timeout_seconds); it keeps running: "
+                    "start the controller again with the same run id to resume")
+            seconds = max(1, min(int(remaining + 0.999), self.watch_seconds))
+            w = watch.Watch()
+            try:
+                for event in w.stream(self.batch.list_namespaced_job, self.namespace,
+                                      field_selector=f"metadata.name={name}",
+                                      resource_version=rv, timeout_seconds=seconds,
+                                      allow_watch_bookmarks=True,
+                                      _request_timeout=(REQUEST_TIMEOUT, seconds + 10)):
+                    obj = event.get("raw_object") or {}
+                    meta = obj.get("metadata") or {}
+                    rv = meta.get("resourceVersion") or rv
+                    if event.get("type") == "DELETED" and meta.get("name") == name:
+                        raise KubernetesError(f"step Job {name} was deleted before it "
+                                              "finished")
+                    if event.get("type") in ("ADDED", "MODIFIED") and job_state(obj):
+                        return obj
+                failures = 0
+            except ApiException as err:
+                if err.status != 410 and not _retryable(err):
+                    raise translate(err, f"watch Job {name}", self.namespace) from err
+                failures += err.status != 410
+            except _CONNECTION_ERRORS as err:
+                failures += 1
+                if failures >= self.attempts:
+                    raise translate(err, f"watch Job {name}", self.namespace) from err
+            finally:
+                w.stop()
+            if failures:
+                if failures >= self.attempts:
+                    raise KubernetesError(f"watching Job {name} failed {failures} times in a "
+                                          "row")
+                time.sleep(min(self.backoff * 2 ** failures, max(0.0, remaining)))
+            # The watch ended: re-read the Job (nothing missed) and watch from there.
+            job = self.get_job(name)
+            if job_state(job):
+                return job
+            rv = (job.get("metadata") or {}).get("resourceVersion")
+
+    def failure_report(self, name: str, container: str, tail_lines: int = 10
+                       ) -> tuple[int | None, list[str]]:
+        """The failing pod's exit code and last log lines (best effort).
+
+        Returns:
+            ``(exit code or None, log lines)``; a log that cannot be read gives one line
+            saying why.
+        """
+        try:
+            listed = self._plain(self._call(
+                f"list pods of Job {name}", lambda: self.core.list_namespaced_pod(
+                    self.namespace, label_selector=f"job-name={name}",
+                    _request_timeout=REQUEST_TIMEOUT)))
+        except MLOpsError as err:
+            return None, [f"(pods cannot be listed: {err})"]
+        pods = [p for p in listed.get("items") or [] if isinstance(p, dict)]
+        if not pods:
+            return None, ["(no pod found)"]
+        pods.sort(key=lambda p: (str(p["metadata"].get("creationTimestamp") or ""),
+                                 str(p["metadata"].get("name"))))
+        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"] or pods
+        pod = failed[-1]
+        pod_name = str(pod["metadata"]["name"])
+        code = None
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if cs.get("name") == container and term:
+                code = term.get("exitCode")
+        try:
+            text = self._call(f"read log of pod {pod_name}",
+                              lambda: self.core.read_namespaced_pod_log(
+                                  pod_name, self.namespace, container=container,
+                                  tail_lines=tail_lines, _request_timeout=REQUEST_TIMEOUT))
+        except MLOpsError as err:
+            return code, [f"(log of pod {pod_name} cannot be read: {err})"]
+        lines = [ln for ln in str(text or "").splitlines() if ln.strip()]
+        return code, lines[-tail_lines:] or [f"(pod {pod_name} logged nothing)"]
+
+
+def _short(err: BaseException) -> str:
+    if isinstance(err, ApiException):
+        return f"HTTP {err.status}"
+    return type(err).__name__
+
+
+def step_failure(job: Job, step: str, exit_code: int | None, lines: list[str]) -> StepFailedError:
+    """The error of a failed step Job: exit 2 when its pod exited 2, else 1."""
+    reason, message = failed_condition(job)
+    name = (job.get("metadata") or {}).get("name", "?")
+    code_text = f", exit code {exit_code}" if exit_code is not None else ""
+    tail = " | ".join(lines)
+    if len(tail) > 1500:
+        tail = "..." + tail[-1500:]
+    return StepFailedError(
+        f"step {step} failed: Job {name} {reason or 'Failed'}{code_text}"
+        f"{': ' + message if message else ''}; pod log: {tail}",
+        exit_code=2 if exit_code == 2 else 1)
