@@ -169,7 +169,8 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
         step: ``ingest``, ``monitor-check`` or ``train``.
         namespace: The namespace of the Job.
         owner: The controller's Job, when the controller runs in one.
-        extra_env: Environment variables added after ``k8s.env``.
+        extra_env: Defaults forwarded from the controller (``$MLOPS_STORAGE_URI``);
+            ``k8s.env``, the chart's one place for step settings, wins over them.
 
     Returns:
         The manifest as plain data (camelCase keys, as the API expects).
@@ -181,7 +182,7 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
     name = job_name(k8s.release, run_id, step)
     labels = job_labels(k8s, run_id, step)
     config_file = f"{k8s.config_mount_path.rstrip('/')}/config.yaml"
-    env = {**k8s.env, **(extra_env or {})}
+    env = {**(extra_env or {}), **k8s.env}
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": k8s.config_mount_path, "readOnly": True},
         {"name": TMP_VOLUME, "mountPath": "/tmp"},
@@ -215,6 +216,8 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": k8s.service_account,
+        # Steps only touch the bucket: no API token, so they cannot use the controller's Role.
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                             "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
