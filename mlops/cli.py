@@ -139,6 +139,25 @@ def cmd_storage_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove objects that no committed version references (crash leftovers)."""
+    from mlops.gc import run_gc
+
+    ws = _workspace(args)
+    plan = run_gc(ws.store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2, sort_keys=True))
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    for d in plan.deletions:
+        print(f"{verb} {d.key}  ({d.reason})")
+    for w in plan.warnings:
+        print(f"warning: {w}")
+    print(f"{len(plan.deletions)} object(s) {verb}; {len(plan.young)} younger than "
+          f"{plan.grace_seconds:g}s kept; store {plan.store}")
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
     p.add_argument("--config", "-c", metavar="FILE",
@@ -194,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Helm chart's test hook).")
     _common(p, json_flag=False)
     p.set_defaults(handler=cmd_storage_check)
+
+    p = sub.add_parser("gc", help="remove objects no committed version references",
+                       description="Find and remove what a crashed writer left behind: data "
+                                   "objects no manifest references, index markers without a "
+                                   "manifest, model files without metadata.json, .tmp-* files. "
+                                   "Never touches a committed version.")
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--grace-seconds", type=float, default=3600.0, metavar="N",
+                   help="keep orphans younger than N seconds: they may be in-flight writes "
+                        "(default: 3600)")
+    p.set_defaults(handler=cmd_gc)
     return parser
 
 

@@ -156,6 +156,32 @@ class Store:
         except ValueError as err:
             raise StorageError(f"{self.url(key)} is not valid JSON (corrupt object)") from err
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        """The bytes of many objects, fetched concurrently where the backend can.
+
+        Returns:
+            ``{key: bytes}``; None for a key that does not exist (or vanished).
+        """
+        if not keys:
+            return {}
+        paths = {self.path(k): k for k in keys}
+
+        def op() -> dict[str, bytes | None]:
+            got = self.fs.cat(list(paths), on_error="return")
+            if not isinstance(got, dict):  # a single path comes back as bytes
+                got = {next(iter(paths)): got}
+            out: dict[str, bytes | None] = {}
+            for path, key in paths.items():
+                value = got.get(path)
+                if isinstance(value, FileNotFoundError) or value is None:
+                    out[key] = None
+                elif isinstance(value, BaseException):
+                    raise value
+                else:
+                    out[key] = bytes(value)
+            return out
+        return self._call("read", keys[0], op)
+
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         """Open ``key`` for streaming reads."""
