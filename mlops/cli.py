@@ -153,7 +153,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"{verb} {d.key}  ({d.reason})")
     for w in plan.warnings:
         print(f"warning: {w}")
-    print(f"{len(plan.deletions)} object(s) {verb}; {len(plan.young)} younger than "
+    print(f"{verb} {len(plan.deletions)} object(s); kept {len(plan.young)} younger than "
           f"{plan.grace_seconds:g}s kept; store {plan.store}")
     return EXIT_OK
 
