@@ -25,10 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-import fsspec  # noqa: E402
+import fsspec
 
-from mlops.catalog import compact, iso  # noqa: E402
-from mlops.versioner import DataVersioner  # noqa: E402
+from mlops.catalog import compact, iso
+from mlops.versioner import DataVersioner
 
 RESULTS = Path(__file__).parent / "results" / "listing.json"
 TARGET_SECONDS = 2.0
