@@ -17,7 +17,7 @@ from typing import Any
 
 from mlops import __version__
 from mlops.config import Config, load_config
-from mlops.errors import EXIT_OK, EXIT_RETRY, MLOpsError
+from mlops.errors import EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
 from mlops.logconf import setup_logging
 
 log = logging.getLogger("mlops.cli")
@@ -221,6 +221,35 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Apply retention (``retention.keep_*``), then remove crash leftovers."""
+    from mlops.gc import run_gc
+    from mlops.retention import apply_retention, plan_retention
+
+    if args.grace_seconds < 0:
+        raise BadInputError(f"grace period must be >= 0 seconds, got {args.grace_seconds}")
+    ws = _workspace(args)
+    retention = plan_retention(ws)
+    if not args.dry_run and not retention.empty:
+        apply_retention(ws, retention)
+    plan = run_gc(ws.store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"retention": retention.to_dict(), "orphans": plan.to_dict(),
+                          "dry_run": args.dry_run}, indent=2, sort_keys=True))
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    for r in (*retention.data, *retention.models):
+        print(f"{verb} {r.kind} version {r.version_id}  ({r.reason})")
+    for d in plan.deletions:
+        print(f"{verb} {d.key}  ({d.reason})")
+    for w in plan.warnings:
+        print(f"warning: {w}")
+    print(f"{verb} {len(retention.data)} data and {len(retention.models)} model version(s) "
+          f"by retention, {len(plan.deletions)} orphaned object(s); kept {len(plan.young)} "
+          f"younger than {plan.grace_seconds:g}s; store {plan.store}")
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
     p.add_argument("--config", "-c", metavar="FILE",
@@ -343,6 +372,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Helm chart's test hook).")
     _common(p, json_flag=False)
     p.set_defaults(handler=cmd_storage_check)
+
+    p = sub.add_parser("gc", help="apply retention and remove what no version references",
+                       description="First apply retention: delete data and model versions "
+                                   "beyond retention.keep_data_versions / keep_models, never "
+                                   "one an alias, the serving model or the drift reference "
+                                   "needs. Then remove what a crashed writer left behind: data "
+                                   "objects no manifest references, index markers without a "
+                                   "manifest, model files without metadata.json, .tmp-* files; "
+                                   "never anything a committed version references.")
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--grace-seconds", type=float, default=3600.0, metavar="N",
+                   help="keep orphans younger than N seconds: they may be in-flight writes "
+                        "(default: 3600)")
+    p.set_defaults(handler=cmd_gc)
     return parser
 
 

@@ -35,7 +35,7 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.storage import Store, as_store
+from mlops.storage import Store, as_store, crash_point
 
 METADATA = "metadata.json"
 ALIASES = "_aliases"
@@ -91,6 +91,7 @@ class ModelRegistry:
         sha = hashlib.sha256(payload).hexdigest()
         artifact = f"{version_id}/model-{sha[:16]}.joblib"
         self.store.write_bytes(artifact, payload)
+        crash_point("after-payload")
         created = utc_now()
         record = {
             "id": version_id,
@@ -102,9 +103,11 @@ class ModelRegistry:
             "metadata": dict(metadata or {}),
         }
         self.index.add(version_id, created)
+        crash_point("after-index")
         try:
             self.store.write_json(self.metadata_key(version_id), record, exclusive=True)
         except FileExistsError as err:
+            self.store.delete(self.index.marker(version_id, created))
             raise VersionExistsError(f"model version '{version_id}' already exists; "
                                      "versions are never overwritten") from err
         return version_id

@@ -12,6 +12,20 @@ or fsspec exceptions. Errors are translated here, in :func:`_translate`:
 Writes are atomic: locally a temp file in the same folder is renamed (or
 hard-linked, for exclusive create) into place; on object stores a single PUT
 or one multipart upload makes the object visible only when complete.
+Exclusive create is ``mode="create"`` on object stores: S3 ``If-None-Match: *``,
+GCS ``ifGenerationMatch=0``.
+
+Retries are bounded and never multiplied: on S3 botocore's own retries are
+turned off by default (``config_kwargs.retries.max_attempts = 1``; s3fs itself
+retries only connection errors, within about a second), so :meth:`Store._call`
+is the one retry loop (RETRY_ATTEMPTS);
+gcsfs retries every request itself (6 attempts, exponential backoff, about 30
+seconds in all) and cannot be configured per filesystem, so on GCS
+:meth:`Store._call` makes a single attempt.
+
+Test hook: when the environment variable ``MLOPS_TEST_CRASH_AT`` names a point
+passed to :func:`crash_point` (``after-payload``, ``after-index``), the process
+exits there at once with status 99, as if killed. Only the crash tests set it.
 """
 
 from __future__ import annotations
@@ -27,12 +41,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import IO, Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from mlops.errors import StorageConfigError, StorageError
+
+# gcsfs probes each bucket over gRPC for hierarchical namespaces unless this is
+# off; against emulators and plain buckets every call then stalls ~60 s. It must
+# be set before gcsfs is imported (url_to_fs imports it lazily, below).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +63,31 @@ LOCAL_PROTOCOLS = ("file", "local")
 RETRY_ATTEMPTS = 4
 RETRY_BACKOFF = 0.2
 
+OBJECT_PROTOCOLS = ("gcs", "gs", "s3", "s3a")
+#: Environment variable of the crash test hook (see :func:`crash_point`).
+CRASH_ENV = "MLOPS_TEST_CRASH_AT"
+CRASH_EXIT_CODE = 99
+
 _memory_lock = threading.Lock()
+
+
+def crash_point(name: str) -> None:
+    """Test hook: exit the process at once when ``MLOPS_TEST_CRASH_AT`` is ``name``.
+
+    Writers call it between the steps of a commit (``after-payload``: the data
+    object or model artifact is written; ``after-index``: the index marker is
+    written too, the manifest/metadata not yet). ``os._exit`` skips every
+    cleanup, like a SIGKILL. Unset in production: a no-op.
+
+    Args:
+        name: The point reached.
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(CRASH_EXIT_CODE)
+
+
+class _WriterFailed(Exception):
+    """The caller's writer raised (its error is the cause): not a storage error to retry."""
 
 
 class Store:
@@ -64,6 +108,9 @@ class Store:
         proto = fs.protocol
         self.protocol = proto if isinstance(proto, str) else proto[0]
         self.is_local = self.protocol in LOCAL_PROTOCOLS
+        self.is_object_store = self.protocol in OBJECT_PROTOCOLS
+        # gcsfs retries each request itself (see the module docstring).
+        self.attempts = 1 if self.protocol in ("gcs", "gs") else RETRY_ATTEMPTS
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -114,6 +161,32 @@ class Store:
         except ValueError as err:
             raise StorageError(f"{self.url(key)} is not valid JSON (corrupt object)") from err
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        """The bytes of many objects, fetched concurrently where the backend can.
+
+        Returns:
+            ``{key: bytes}``; None for a key that does not exist (or vanished).
+        """
+        if not keys:
+            return {}
+        paths = {self.path(k): k for k in keys}
+
+        def op() -> dict[str, bytes | None]:
+            got = self.fs.cat(list(paths), on_error="return")
+            if not isinstance(got, dict):  # a single path comes back as bytes
+                got = {next(iter(paths)): got}
+            out: dict[str, bytes | None] = {}
+            for path, key in paths.items():
+                value = got.get(path)
+                if isinstance(value, FileNotFoundError) or value is None:
+                    out[key] = None
+                elif isinstance(value, BaseException):
+                    raise value
+                else:
+                    out[key] = bytes(value)
+            return out
+        return self._call("read", keys[0], op)
+
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         """Open ``key`` for streaming reads."""
@@ -158,6 +231,23 @@ class Store:
         self._invalidate()
         return self._call("list", prefix, op)
 
+    def walk_modified(self, prefix: str = "") -> dict[str, float | None]:
+        """Every object below ``prefix`` with its last-modified time (epoch seconds).
+
+        One recursive listing (paginated by the filesystem); the time is None
+        when the backend does not report one.
+        """
+        def op() -> dict[str, float | None]:
+            try:
+                found = self.fs.find(self.path(prefix), detail=True)
+            except FileNotFoundError:
+                return {}
+            base = self.root + "/"
+            return {(p[len(base):] if p.startswith(base) else p): _mtime(info)
+                    for p, info in found.items() if info.get("type") != "directory"}
+        self._invalidate()
+        return self._call("list", prefix, op)
+
     def size(self, key: str) -> int:
         """Size in bytes of ``key``."""
         return int(self._call("stat", key, lambda: self.fs.size(self.path(key))))
@@ -183,7 +273,8 @@ class Store:
                 self.fs.pipe_file(self.path(key), data)
         else:
             kwargs: dict[str, Any] = {"mode": "create"} if exclusive else {}
-            self._call("write", key, lambda: self.fs.pipe_file(self.path(key), data, **kwargs))
+            self._call("write", key, lambda: self.fs.pipe_file(self.path(key), data, **kwargs),
+                       same_bytes=data if exclusive else None)
         self._invalidate()
 
     def write_json(self, key: str, obj: Any, *, exclusive: bool = False) -> None:
@@ -205,13 +296,27 @@ class Store:
             writer(buf)
             self.write_bytes(key, buf.getvalue(), exclusive=exclusive)
         else:
-            if exclusive and self.exists(key):
-                raise FileExistsError(errno.EEXIST, "object exists", self.url(key))
+            # "xb": the upload is committed with If-None-Match / ifGenerationMatch=0.
+            mode = "xb" if exclusive else "wb"
 
             def op() -> None:
-                with self.fs.open(self.path(key), "wb") as f:
+                f = self.fs.open(self.path(key), mode)
+                try:
                     writer(f)
-            self._call("write", key, op)
+                except BaseException as err:
+                    # Abort the upload: closing would commit a partial object. Mark the
+                    # file closed too, so that its finalizer does not commit it either.
+                    with contextlib.suppress(Exception):
+                        f.discard()
+                    f.closed = True
+                    raise _WriterFailed() from err
+                f.close()
+            try:
+                self._call("write", key, op)
+            except _WriterFailed as failed:
+                cause = failed.__cause__
+                assert cause is not None
+                raise cause from None  # the writer's own error, not retried
         self._invalidate()
 
     def delete(self, key: str) -> None:
@@ -249,24 +354,68 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
+    def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return bytes(self.fs.cat_file(self.path(key))) == data
+        except Exception:
+            return False
+
+    def check_bucket(self) -> None:
+        """Fail early and clearly when the bucket of an object store is unusable.
+
+        Lists the bucket's top level once (needs only list permission, which
+        every role that can read the store has).
+
+        Raises:
+            StorageConfigError: The bucket does not exist, or access is denied.
+            StorageError: The endpoint could not be reached (after the retries).
+        """
+        bucket = self.root.split("/", 1)[0]
+
+        def op() -> None:
+            self.fs.ls(bucket, detail=False)
+        try:
+            self._call("check bucket", "", op)
+        except FileNotFoundError as err:
+            raise StorageConfigError(f"bucket '{bucket}' of {self.uri} does not exist "
+                                     "(create it, or fix storage.uri)") from err
+        except StorageConfigError as err:
+            raise StorageConfigError(f"bucket '{bucket}' of {self.uri}: {err}") from err
+
     def _invalidate(self) -> None:
         # Object-store filesystems cache listings; another process may have written.
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache()
 
-    def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, key: str, fn: Callable[[], T],
+              same_bytes: bytes | None = None) -> T:
+        """Run ``fn`` with bounded retries of transient errors.
+
+        Args:
+            what: The operation, for log lines.
+            key: The key it touches, for messages.
+            fn: The operation.
+            same_bytes: For an exclusive write: when a retry finds the object
+                already there with exactly these bytes, the earlier attempt did
+                succeed (its response was lost), so this is a success.
+        """
         delay = RETRY_BACKOFF
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
+        attempts = self.attempts
+        for attempt in range(1, attempts + 1):
             try:
                 return fn()
-            except (FileNotFoundError, FileExistsError, IsADirectoryError):
+            except FileExistsError:
+                if attempt > 1 and same_bytes is not None and self._holds(key, same_bytes):
+                    return None  # type: ignore[return-value]
+                raise
+            except (FileNotFoundError, IsADirectoryError, _WriterFailed):
                 raise
             except Exception as err:
                 translated = _translate(err, self, key)
-                if not isinstance(translated, StorageError) or attempt == RETRY_ATTEMPTS:
+                if not isinstance(translated, StorageError) or attempt == attempts:
                     raise translated from err
                 log.warning("%s %s failed (%s), retry %d/%d in %.1fs", what, self.url(key),
-                            err, attempt, RETRY_ATTEMPTS - 1, delay)
+                            err, attempt, attempts - 1, delay)
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
@@ -283,12 +432,57 @@ def _translate(err: BaseException, store: Store, key: str) -> Exception:
             or "SignatureDoesNotMatch" in text or "401" in text:
         return StorageConfigError(f"permission denied or bad credentials for {where}: "
                                   f"{_short(err)}")
+    if isinstance(err, TypeError) and "unexpected keyword argument" in text:
+        return StorageConfigError(f"bad storage.options for {store.uri}: {_short(err)}")
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower() \
             or "The specified bucket does not exist" in text:
         return StorageConfigError(f"bucket of {store.uri} does not exist")
     if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.ENOSPC, errno.ENOTDIR):
         return StorageConfigError(f"cannot write {where}: {err.strerror}")
     return StorageError(f"storage error at {where}: {_short(err)}")
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """Last-modified epoch seconds from an fsspec info dict of any backend."""
+    for name in ("mtime", "LastModified", "updated", "created", "timeCreated"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def object_store_defaults(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` completed with this project's defaults for gcsfs/s3fs.
+
+    * no listings cache (another process may have written since; a stale
+      listing would hide a new version);
+    * S3: botocore's own retries off and bounded timeouts, so that
+      :meth:`Store._call` is the single, bounded retry loop. Given options win.
+
+    Args:
+        protocol: The URI scheme.
+        options: The configured ``storage.options``.
+
+    Returns:
+        A new dict.
+    """
+    out = dict(options)
+    if protocol not in OBJECT_PROTOCOLS:
+        return out
+    out.setdefault("use_listings_cache", False)
+    if protocol.startswith("s3"):
+        config_kwargs = dict(out.get("config_kwargs") or {})
+        config_kwargs.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        config_kwargs.setdefault("connect_timeout", 5)
+        config_kwargs.setdefault("read_timeout", 60)
+        out["config_kwargs"] = config_kwargs
+    return out
 
 
 def _short(err: BaseException) -> str:
@@ -312,10 +506,10 @@ def open_store(uri: str | os.PathLike[str], options: dict[str, Any] | None = Non
     text = os.fspath(uri)
     if not text:
         raise StorageConfigError("storage.uri is empty")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
     try:
-        fs, root = url_to_fs(text, **(options or {}))
+        fs, root = url_to_fs(text, **object_store_defaults(scheme, options or {}))
     except (ImportError, ValueError) as err:
-        scheme = text.split("://", 1)[0] if "://" in text else "file"
         extra = {"gs": "mlops[gcs]", "gcs": "mlops[gcs]", "s3": "mlops[s3]"}.get(scheme)
         hint = f" (install {extra})" if extra else ""
         raise StorageConfigError(f"cannot open store {text}: {err}{hint}") from err
@@ -328,6 +522,10 @@ def open_store(uri: str | os.PathLike[str], options: dict[str, Any] | None = Non
         except OSError as err:
             raise StorageConfigError(f"cannot create store folder {text}: "
                                      f"{err.strerror}") from err
+    elif store.is_object_store:
+        if not root.strip("/"):
+            raise StorageConfigError(f"storage.uri {text} names no bucket")
+        store.check_bucket()
     return store
 
 

@@ -18,7 +18,7 @@ from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
 from mlops.data import column_stats
 from mlops.errors import VersionExistsError, VersionNotFoundError
 from mlops.hashing import check_algorithm, content_hash
-from mlops.storage import Store, as_store
+from mlops.storage import Store, as_store, crash_point
 
 #: Hex digits of the content hash used as the default version id.
 DEFAULT_ID_LENGTH = 16
@@ -67,8 +67,10 @@ class DataVersioner:
             return self._same_or_conflict(vid, existing, digest)
 
         obj_key = self.object_key(digest)
-        if not self.store.exists(obj_key):
+        reused = self.store.exists(obj_key)
+        if not reused:
             self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+        crash_point("after-payload")
         created = utc_now()
         manifest = {
             "id": vid,
@@ -82,11 +84,16 @@ class DataVersioner:
             "size_bytes": self.store.size(obj_key),
         }
         self.index.add(vid, created)
+        crash_point("after-index")
         try:
             self.store.write_json(self.manifest_key(vid), manifest, exclusive=True)
         except FileExistsError:
-            # Another writer committed the same id first.
+            # Another writer committed the same id first: our marker is a duplicate.
+            self.store.delete(self.index.marker(vid, created))
             return self._same_or_conflict(vid, self._manifest(vid), digest)
+        if reused and not self.store.exists(obj_key):
+            # The object was an orphan that `mlops gc` removed while we committed.
+            self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
         return vid
 
     def _same_or_conflict(self, vid: str, manifest: dict[str, Any], digest: str) -> str:

@@ -10,24 +10,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mlops.cli import main
 from mlops.data import generate_synthetic_data
-from mlops.storage import open_store
+from mlops.storage import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def snapshot(uri: str, options: dict | None = None) -> dict[str, bytes]:
-    store = open_store(uri, options)
+def snapshot(store: Store) -> dict[str, bytes]:
     return {k: store.read_bytes(k) for k in store.walk()}
 
 
-def write_config(tmp_path: Path, store_uri: str, extra: str = "") -> str:
-    path = tmp_path / "config.yaml"
-    path.write_text(f"storage:\n  uri: {store_uri}\ndata:\n  n_samples: 300\n  n_features: 4\n"
-                    + extra)
-    return str(path)
+@pytest.fixture
+def store(store_uri: str, storage_options: dict) -> Store:
+    return open_store(store_uri, storage_options)
+
+
+@pytest.fixture
+def storage_yaml(store_uri: str, storage_options: dict) -> str:
+    """The storage section of the store under test as YAML (emulator endpoints included)."""
+    return yaml.safe_dump({"storage": {"uri": store_uri, "options": storage_options}})
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, storage_yaml: str) -> Any:
+    def write(extra: str = "", name: str = "config.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(storage_yaml + "data:\n  n_samples: 300\n  n_features: 4\n" + extra)
+        return str(path)
+    return write
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -36,9 +49,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
-def test_run_twice_then_list(tmp_path: Path, store_uri: str,
+def test_run_twice_then_list(write_config: Any, store: Store,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, store_uri)
+    cfg = write_config()
     code, out, _ = run_cli(capsys, "run", "--config", cfg, "--json")
     first = json.loads(out)
     assert code == 0 and first["retrained"] is True
@@ -57,19 +70,19 @@ def test_run_twice_then_list(tmp_path: Path, store_uri: str,
     assert json.loads(out)["metadata"]["data_version"] == first["data_version"]
 
 
-def test_steps_one_by_one(tmp_path: Path, store_uri: str,
+def test_steps_one_by_one(write_config: Any, store: Store,
                           capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, store_uri)
+    cfg = write_config()
     for step in ["ingest", "monitor-check", "train"]:
         code, out, err = run_cli(capsys, step, "--config", cfg, "--run-id", "r1", "--json")
         assert code == 0, err
         assert json.loads(out)["run_id"] == "r1"
-    assert "runs/r1/train.json" in open_store(store_uri).walk("runs")
+    assert "runs/r1/train.json" in store.walk("runs")
 
 
-def test_empty_store_listings(tmp_path: Path, store_uri: str,
+def test_empty_store_listings(write_config: Any, store: Store,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, store_uri)
+    cfg = write_config()
     assert run_cli(capsys, "versions", "models", "--config", cfg)[1] == "no model versions yet\n"
     assert run_cli(capsys, "history", "--config", cfg)[1] == "no metrics recorded yet\n"
 
@@ -81,7 +94,7 @@ BAD_CONFIGS = [
     ("wrong type", "monitoring:\n  drift_threshold: high\n",
      r"config key 'monitoring\.drift_threshold' must be a number"),
     ("unknown model_type", "training:\n  model_type: svm\n", r"'training\.model_type'"),
-    ("unknown hash algorithm", "storage:\n  uri: {uri}\ndata:\n  hash_algorithm: md5\n",
+    ("unknown hash algorithm", "data:\n  hash_algorithm: md5\n",
      r"config key 'data\.hash_algorithm' must be one of sha256, sha512, blake2b"),
 ]
 
@@ -89,19 +102,19 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize(("what", "text", "message"), BAD_CONFIGS,
                          ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config_exit_2_one_line_store_unchanged(
-        tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, write_config: Any, store: Store, storage_yaml: str,
+        capsys: pytest.CaptureFixture[str],
         what: str, text: str, message: str) -> None:
-    good = write_config(tmp_path, store_uri)
+    good = write_config()
     assert run_cli(capsys, "run", "--config", good)[0] == 0
-    before = snapshot(store_uri)
+    before = snapshot(store)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"storage:\n  uri: {store_uri}\n" + text.replace("storage:\n  uri: {uri}\n",
-                                                                      ""))
+    bad.write_text(storage_yaml + text)
     code, _, err = run_cli(capsys, "run", "--config", str(bad))
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("mlops: error: ")
     assert re.search(message, err), err
-    assert snapshot(store_uri) == before
+    assert snapshot(store) == before
 
 
 def _source(tmp_path: Path, text: str) -> str:
@@ -120,16 +133,17 @@ BAD_DATA = [
 
 @pytest.mark.parametrize(("what", "text", "message"), BAD_DATA, ids=[c[0] for c in BAD_DATA])
 def test_bad_data_exit_2_one_line_store_unchanged(
-        tmp_path: Path, store_uri: str, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, write_config: Any, store: Store, storage_yaml: str,
+        capsys: pytest.CaptureFixture[str],
         what: str, text: str, message: str) -> None:
-    assert run_cli(capsys, "run", "--config", write_config(tmp_path, store_uri))[0] == 0
-    before = snapshot(store_uri)
+    assert run_cli(capsys, "run", "--config", write_config())[0] == 0
+    before = snapshot(store)
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text(f"storage:\n  uri: {store_uri}\ndata:\n  source: {_source(tmp_path, text)}\n")
+    cfg.write_text(storage_yaml + f"data:\n  source: {_source(tmp_path, text)}\n")
     code, _, err = run_cli(capsys, "run", "--config", str(cfg))
     assert code == 2 and re.search(message, err), err
     assert err.count("\n") == 1
-    assert snapshot(store_uri) == before
+    assert snapshot(store) == before
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,32 +152,31 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert err == f"mlops: error: config file not found: {tmp_path / 'none.yaml'}\n"
 
 
-def test_unsafe_run_id_and_unknown_version(tmp_path: Path, store_uri: str,
+def test_unsafe_run_id_and_unknown_version(write_config: Any, store: Store,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, store_uri)
+    cfg = write_config()
     code, _, err = run_cli(capsys, "ingest", "--config", cfg, "--run-id", "../escape")
     assert code == 2 and "unsafe run id '../escape'" in err
-    assert open_store(store_uri).walk() == []
+    assert store.walk() == []
     code, _, err = run_cli(capsys, "show", "data", "nope", "--config", cfg)
     assert code == 2 and "unknown data version 'nope'" in err
     code, _, err = run_cli(capsys, "show", "model", "../x", "--config", cfg)
     assert code == 2 and "unsafe model version id '../x'" in err
 
 
-def test_tampered_model_is_refused(tmp_path: Path, store_uri: str,
+def test_tampered_model_is_refused(write_config: Any, store: Store,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, store_uri)
+    cfg = write_config()
     code, out, _ = run_cli(capsys, "run", "--config", cfg, "--json")
     model = json.loads(out)["model_version"]
-    store = open_store(store_uri)
     artifact = store.read_json(f"models/{model}/metadata.json")["artifact"]
     store.write_bytes(f"models/{artifact}", b"not the model")
-    before = snapshot(store_uri)
+    before = snapshot(store)
     code, _, err = run_cli(capsys, "run", "--config", cfg)
     assert code == 2
     assert f"model artifact of version '{model}' failed its integrity check" in err
     # The failed run wrote its ingest result (the run is resumable) but nothing else changed.
-    after = snapshot(store_uri)
+    after = snapshot(store)
     assert {k: v for k, v in after.items() if not k.startswith("runs/")} == \
         {k: v for k, v in before.items() if not k.startswith("runs/")}
 

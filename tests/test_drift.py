@@ -135,8 +135,10 @@ def test_report_round_trips_through_json_data() -> None:
 
 
 # --- the monitor: reference document, fallback, min samples ------------------------------
-def test_monitor_reference_and_decision_with_psi(store_uri: str) -> None:
-    monitor = ModelMonitor(store_uri, drift=DriftSettings(method="psi"), drift_min_samples=100)
+def test_monitor_reference_and_decision_with_psi(store_uri: str,
+                                                 storage_options: dict[str, Any]) -> None:
+    monitor = ModelMonitor(store_uri, drift=DriftSettings(method="psi"), drift_min_samples=100,
+                           storage_options=storage_options)
     train = features(2000, seed=1)
     monitor.update_reference_distribution(train.mean().to_dict(), train, model_version="m1")
     doc = monitor.get_reference()
@@ -155,10 +157,12 @@ def test_monitor_reference_and_decision_with_psi(store_uri: str) -> None:
     assert monitor.compute_drift(wide.mean().to_dict()) < 0.01
 
 
-def test_old_reference_without_distribution_falls_back_to_mean_l1(store_uri: str) -> None:
-    old = ModelMonitor(store_uri)
+def test_old_reference_without_distribution_falls_back_to_mean_l1(
+        store_uri: str, storage_options: dict[str, Any]) -> None:
+    old = ModelMonitor(store_uri, storage_options=storage_options)
     old.update_reference_distribution({"feature_0": 10.0})
-    monitor = ModelMonitor(store_uri, drift=DriftSettings(method="ks"))
+    monitor = ModelMonitor(store_uri, drift=DriftSettings(method="ks"),
+                           storage_options=storage_options)
     report = monitor.drift_report(pd.DataFrame({"feature_0": [12.0] * 10}))
     assert report is not None and report.method == "mean_l1"
     assert "no distribution summary" in report.note

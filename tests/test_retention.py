@@ -103,7 +103,7 @@ def test_payload_shared_by_another_version_is_kept(make_config: Any) -> None:
 
 
 def test_a_plan_gone_stale_does_not_delete_a_newly_promoted_model(make_config: Any) -> None:
-    cfg = five_runs(make_config, keep_models=2)
+    cfg = five_runs(make_config, keep_models=3)
     ws = Workspace.open(cfg)
     plan = plan_retention(ws)
     assert "run-1" in [d.version_id for d in plan.models]
@@ -128,3 +128,27 @@ def test_negative_limits_are_config_errors() -> None:
         Config.from_dict({"retention": {"keep_models": -1}})
     with pytest.raises(ConfigError, match=r"retention\.keep_data_versions' must be"):
         Config.from_dict({"retention": {"keep_data_versions": "3"}})
+
+
+def test_mlops_gc_applies_retention_dry_run_changes_nothing(
+        make_config: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import yaml
+
+    from mlops.cli import main
+
+    cfg = five_runs(make_config, keep_models=3)
+    config_file = tmp_path / "gc.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.to_dict()))
+    ws = Workspace.open(cfg)
+    before = {k: ws.store.read_bytes(k) for k in ws.store.walk()}
+    assert main(["gc", "--config", str(config_file), "--dry-run", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert [m["version_id"] for m in planned["retention"]["models"]] == ["run-1", "run-0"]
+    assert {k: ws.store.read_bytes(k) for k in ws.store.walk()} == before
+    assert main(["gc", "--config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "deleted model version run-1  (" in out
+    assert [m["id"] for m in ws.registry.list_versions()] == ["run-4", "run-3", "run-2"]

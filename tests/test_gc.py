@@ -1,0 +1,124 @@
+"""mlops gc: what is an orphan, the grace period, and the candidate-source hook."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops import cli
+from mlops.errors import BadInputError
+from mlops.gc import Deletion, GcContext, apply_gc, plan_gc, run_gc
+from mlops.storage import open_store
+from tests import _workers
+
+
+def _workspace(store_uri: str, storage_options: dict[str, Any]) -> Any:
+    root = open_store(store_uri, storage_options)
+    versioner, registry, monitor = _workers.stores(store_uri, storage_options)
+    return root, versioner, registry, monitor
+
+
+def test_committed_versions_are_never_collected(store_uri: str,
+                                                storage_options: dict[str, Any]) -> None:
+    root, versioner, registry, monitor = _workspace(store_uri, storage_options)
+    vid = versioner.register(_workers.frame(1))
+    registry.save({"m": 1}, "m1")
+    monitor.record_metrics(0.9, vid, "m1")
+    before = root.walk()
+    plan = run_gc(root, grace_seconds=0)
+    assert plan.deletions == () and plan.young == ()
+    assert root.walk() == before
+
+
+def test_lost_race_leftovers_are_orphans(store_uri: str,
+                                         storage_options: dict[str, Any]) -> None:
+    root, versioner, registry, _ = _workspace(store_uri, storage_options)
+    vid = versioner.register(_workers.frame(1))
+    registry.save({"m": 1}, "m1")
+    # What a writer that lost a same-id race leaves: another artifact in the model's
+    # folder, and a second index marker with another time.
+    root.write_bytes("models/m1/model-0123456789abcdef.joblib", b"loser")
+    root.write_bytes(f"data/index/20200101T000000.000000Z~{vid}", b"")
+    plan = plan_gc(root, grace_seconds=0)
+    assert [(d.key, d.kind) for d in plan.deletions] == [
+        (f"data/index/20200101T000000.000000Z~{vid}", "index-marker"),
+        ("models/m1/model-0123456789abcdef.joblib", "model-artifact")]
+    assert "lost the race" in plan.deletions[0].reason
+    run_gc(root, grace_seconds=0)
+    assert versioner.list_versions()[0]["id"] == vid
+    assert registry.load("m1")[0] == {"m": 1}
+
+
+def test_stray_temp_files_are_collected_after_the_grace(tmp_path: Path) -> None:
+    root = open_store(str(tmp_path / "store"))
+    versioner = _workers.stores(root.uri, {})[0]
+    vid = versioner.register(_workers.frame(1))
+    tmp = tmp_path / "store" / "data" / "versions" / ".tmp-deadbeef"
+    tmp.write_bytes(b"partial")
+    assert plan_gc(root).young == ("data/versions/.tmp-deadbeef",)
+    old = time.time() - 7200
+    os.utime(tmp, (old, old))
+    plan = run_gc(root)
+    assert plan.deleted == ("data/versions/.tmp-deadbeef",)
+    assert not tmp.exists() and versioner.exists(vid)
+
+
+def test_candidate_sources_retire_versions_and_cannot_touch_others(
+        store_uri: str, storage_options: dict[str, Any]) -> None:
+    root, versioner, registry, _ = _workspace(store_uri, storage_options)
+    old = versioner.register(_workers.frame(1))
+    new = versioner.register(_workers.frame(2))
+    registry.save({"m": 1}, "m1")
+
+    def retention(ctx: GcContext) -> list[Deletion]:
+        # A retention policy (future work) proposes commit points; here: the oldest
+        # data version, and (wrongly) the object of the newest, which is refused.
+        assert set(ctx.data_manifests) == {old, new}
+        return [Deletion(f"data/versions/{old}.json", "data-version", "retention"),
+                Deletion(f"data/{ctx.data_manifests[new]['object']}", "data-object", "bad")]
+
+    plan = plan_gc(root, grace_seconds=3600, sources=[retention])
+    assert plan.deletions[0].key == f"data/versions/{old}.json"  # commit point first
+    kinds = sorted(d.kind for d in plan.deletions)
+    assert kinds == ["data-object", "data-version", "index-marker"]
+    assert plan.refused == (f"data/{versioner.get_metadata(new)['object']}",)
+    assert plan.to_dict()["refused"] == list(plan.refused)
+
+    apply_gc(root, plan)
+    assert [m["id"] for m in versioner.list_versions()] == [new]
+    assert versioner.load(new)[0].equals(_workers.frame(2))
+
+
+def test_negative_grace_is_bad_input(store_uri: str, storage_options: dict[str, Any],
+                                     tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    root = open_store(store_uri, storage_options)
+    with pytest.raises(BadInputError, match="grace period must be >= 0 seconds, got -1"):
+        run_gc(root, grace_seconds=-1)
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  n_samples: 100\n")
+    monkeypatch.setenv("MLOPS_STORAGE_URI", str(tmp_path / "s"))
+    assert cli.main(["gc", "--config", str(config), "--grace-seconds", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "mlops: error: grace period must be >= 0 seconds, got -1.0"
+
+
+def test_gc_text_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "s"
+    root = open_store(str(store))
+    root.write_bytes("data/objects/ab/cdef.parquet", b"orphan")
+    monkeypatch.setenv("MLOPS_STORAGE_URI", str(store))
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  n_samples: 100\n")
+    assert cli.main(["gc", "--config", str(config), "--dry-run", "--grace-seconds", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "would delete data/objects/ab/cdef.parquet  " \
+                     "(data object referenced by no manifest)"
+    assert out[-1].startswith("would delete 0 data and 0 model version(s) by retention, "
+                              "1 orphaned object(s); kept 0 younger than 0s")
+    assert root.exists("data/objects/ab/cdef.parquet")
