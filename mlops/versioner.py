@@ -10,6 +10,7 @@ Layout below the versioner's base:
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -67,8 +68,16 @@ class DataVersioner:
             return self._same_or_conflict(vid, existing, digest)
 
         obj_key = self.object_key(digest)
-        if not self.store.exists(obj_key):
-            self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+        # The statistics pass runs on the other core while pyarrow (GIL released) encodes
+        # and writes the Parquet object; both only read ``df``.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stats = pool.submit(column_stats, df)
+            if self.store.exists(obj_key):
+                size = self.store.size(obj_key)
+            else:
+                size = self.store.write_via_path(
+                    obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+            column_stats_result = stats.result()
         created = utc_now()
         manifest = {
             "id": vid,
@@ -78,8 +87,8 @@ class DataVersioner:
             "object": obj_key,
             "rows": len(df),
             "columns": [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
-            "stats": column_stats(df),
-            "size_bytes": self.store.size(obj_key),
+            "stats": column_stats_result,
+            "size_bytes": size,
         }
         self.index.add(vid, created)
         try:
