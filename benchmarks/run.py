@@ -394,7 +394,7 @@ def to_markdown(rows: list[Row], info: dict[str, Any], sizes: Sizes, elapsed: fl
     for r in rows:
         met = "—" if r.met is None else ("yes" if r.met else "**no**")
         lines.append(f"| {r.id} | {r.measurement} | {_fmt(r.a_seconds)} | {_fmt(r.b_seconds)} "
-                     f"| {_fmt(r.ratio, '×')} | {r.target} | {met} | {r.note} |")
+                     f"| {_fmt(r.ratio, 'x')} | {r.target} | {met} | {r.note} |")
     mode = "quick (smoke sizes)" if sizes.quick else "full"
     lines += [
         "",
