@@ -25,6 +25,17 @@ from mlops.storage import Store, as_store
 DEFAULT_ID_LENGTH = 16
 
 
+def _dictionary_columns(df: pd.DataFrame) -> list[str]:
+    """Columns worth Parquet dictionary encoding: all but floating point ones.
+
+    pyarrow tries a dictionary for every column and falls back to plain encoding
+    once the dictionary page outgrows 1 MiB; for float features (nearly all values
+    distinct) that attempt was more than half of the write time at 5M rows, and the
+    file came out larger. The stored values are identical either way.
+    """
+    return [str(c) for c, t in df.dtypes.items() if getattr(t, "kind", "O") not in "fc"]
+
+
 class DataVersioner:
     """Registers DataFrames as immutable, content-addressed versions.
 
@@ -76,7 +87,8 @@ class DataVersioner:
                 size = self.store.size(obj_key)
             else:
                 size = self.store.write_via_path(
-                    obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+                    obj_key, lambda f: df.to_parquet(f, engine="pyarrow",
+                                                     use_dictionary=_dictionary_columns(df)))
             column_stats_result = stats.result()
         created = utc_now()
         manifest = {
