@@ -94,3 +94,13 @@ def test_write_via_path_is_atomic_and_exclusive(tmp_path: Path, backend: str) ->
     assert not store.exists("a/c.bin")
     if backend == "local":
         assert os.listdir(store.path("a")) == ["b.bin"]  # no temp file left behind
+
+
+def test_load_of_a_missing_object_names_the_version(tmp_path: Path) -> None:
+    from mlops.errors import VersionNotFoundError
+
+    versioner = DataVersioner(tmp_path)
+    vid = versioner.register(generate_synthetic_data(100, 2))
+    os.remove(versioner.store.path(versioner.get_metadata(vid)["object"]))
+    with pytest.raises(VersionNotFoundError, match=vid):
+        versioner.load(vid)
