@@ -39,7 +39,7 @@ test: lint typecheck unit ## Lint, type check and the whole test suite
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## Benchmarks with targets (~10 min): writes benchmarks/results/latest.{md,json}
