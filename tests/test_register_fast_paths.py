@@ -104,3 +104,19 @@ def test_load_of_a_missing_object_names_the_version(tmp_path: Path) -> None:
     os.remove(versioner.store.path(versioner.get_metadata(vid)["object"]))
     with pytest.raises(VersionNotFoundError, match=vid):
         versioner.load(vid)
+
+
+def test_evaluate_fast_path_equals_accuracy_score() -> None:
+    from sklearn.metrics import accuracy_score
+
+    from mlops.config import Config
+    from mlops.data import split_xy
+    from mlops.training import evaluate, train_model
+
+    df = generate_synthetic_data(3001, 4, 5)
+    x, y = split_xy(df, "target")
+    model = train_model(x.iloc[:500], y.iloc[:500], Config())
+    assert evaluate(model, x, y) == float(accuracy_score(y, model.predict(x)))
+    labels = np.where(y.to_numpy() == 1, "yes", "no")  # not integers: accuracy_score path
+    named = train_model(x.iloc[:500], labels[:500], Config())
+    assert evaluate(named, x, labels) == float(accuracy_score(labels, named.predict(x)))
