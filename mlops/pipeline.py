@@ -114,7 +114,7 @@ class Workspace:
         return cls(
             config=config,
             store=store,
-            versioner=DataVersioner(store.child("data")),
+            versioner=DataVersioner(store.child("data"), keep_last_load=True),
             registry=ModelRegistry(store.child("models")),
             monitor=ModelMonitor(store.child("monitoring"), "metrics.json", "reference.json",
                                  m.accuracy_min_threshold, m.drift_threshold,

@@ -24,6 +24,8 @@ from mlops.storage import Store, as_store
 
 #: Hex digits of the content hash used as the default version id.
 DEFAULT_ID_LENGTH = 16
+#: Whether shallow copies are independent (pandas >= 3 always copies on write).
+_COPY_ON_WRITE = int(pd.__version__.split(".", 1)[0]) >= 3
 #: pyarrow's own local filesystem, for native reads of a local store's objects.
 _LOCAL_FS = pyarrow.fs.LocalFileSystem()
 
@@ -46,6 +48,10 @@ class DataVersioner:
         base_dir: A path, URI or :class:`~mlops.storage.Store` (e.g. ``<store>/data``).
         hash_algorithm: ``sha256`` (default), ``sha512`` or ``blake2b``.
         storage_options: fsspec options when ``base_dir`` is a URI.
+        keep_last_load: Keep the last loaded version in memory, so loading it again
+            (monitor-check, then train, in one ``mlops run``) skips the Parquet read.
+            Only with pandas' copy-on-write (pandas >= 3): each load returns its own
+            frame, and changing it never changes the kept one.
 
     Raises:
         ConfigError: Unsupported hash algorithm.
@@ -53,10 +59,13 @@ class DataVersioner:
 
     def __init__(self, base_dir: str | os.PathLike[str] | Store = "data/versions",
                  hash_algorithm: str = "sha256",
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, *,
+                 keep_last_load: bool = False) -> None:
         self.hash_algorithm = check_algorithm(hash_algorithm)
         self.store = as_store(base_dir, storage_options)
         self.index = VersionIndex(self.store)
+        self.keep_last_load = keep_last_load and _COPY_ON_WRITE
+        self._last_load: tuple[str, pd.DataFrame] | None = None
 
     # --- writing -----------------------------------------------------------------------
     def register(self, df: pd.DataFrame, version_id: str | None = None) -> str:
@@ -130,6 +139,9 @@ class DataVersioner:
         """
         manifest = self.get_metadata(version_id)
         key = manifest["object"]
+        if self._last_load is not None and self._last_load[0] == key:
+            # Same object (content-addressed, immutable): a lazy copy of the kept frame.
+            return self._last_load[1].copy(deep=False), manifest
         local = self.store.local_path(key)
         try:
             if local is not None:
@@ -142,6 +154,8 @@ class DataVersioner:
         except FileNotFoundError as err:
             raise VersionNotFoundError(f"data version '{version_id}' is missing its object "
                                        f"{self.store.url(key)}") from err
+        if self.keep_last_load:
+            self._last_load = (key, df.copy(deep=False))
         return df, manifest
 
     def get_metadata(self, version_id: str) -> dict[str, Any]:

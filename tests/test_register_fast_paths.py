@@ -120,3 +120,19 @@ def test_evaluate_fast_path_equals_accuracy_score() -> None:
     labels = np.where(y.to_numpy() == 1, "yes", "no")  # not integers: accuracy_score path
     named = train_model(x.iloc[:500], labels[:500], Config())
     assert evaluate(named, x, labels) == float(accuracy_score(labels, named.predict(x)))
+
+
+def test_keep_last_load_returns_independent_equal_frames(tmp_path: Path) -> None:
+    versioner = DataVersioner(tmp_path, keep_last_load=True)
+    df = generate_synthetic_data(500, 3)
+    vid = versioner.register(df)
+    first, manifest = versioner.load(vid)
+    first["feature_0"] = -1.0  # the caller changes its frame ...
+    first.loc[0, "feature_1"] = 99.0
+    second, again = versioner.load(vid)  # ... the next load is unaffected
+    pd.testing.assert_frame_equal(second, df)
+    assert again == manifest
+    other = versioner.register(generate_synthetic_data(500, 3, 7))
+    third, _ = versioner.load(other)
+    assert not third.equals(second)
+    assert not DataVersioner(tmp_path).keep_last_load  # off by default
