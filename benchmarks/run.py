@@ -351,7 +351,9 @@ def b7(work: Path, sizes: Sizes) -> list[Row]:
         x.to_numpy().mean(axis=0)
         float((model.predict(x) == frame["target"].to_numpy()).mean())
 
-    a, b = alternate(lambda: monitor_check(config, run_id, ws), bare, sizes.cheap_rounds)
+    # No shared Workspace: each call opens its own, as the step's Job does, so nothing
+    # loaded by a previous call is reused (the versioner keeps its last load in memory).
+    a, b = alternate(lambda: monitor_check(config, run_id), bare, sizes.cheap_rounds)
     minima = list(_LAST_MINIMA)
     # The narrow comparison the issue names: in-memory means only, for the record.
     frame = pd.read_parquet(obj, engine="pyarrow")
