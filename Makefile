@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install dev run test lint typecheck unit clean
+.PHONY: help install dev run test lint typecheck unit bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -35,6 +35,15 @@ unit: $(STAMP) ## The pytest suite
 	$(BIN)/pytest -q
 
 test: lint typecheck unit ## Lint, type check and the whole test suite
+
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Benchmarks with targets (~10 min): writes benchmarks/results/latest.{md,json}
+	$(BIN)/python -m benchmarks.run
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -61,7 +61,8 @@ def _observe(kubeconfig: str, events: list[tuple[float, str, str]], stop: thread
     try:
         batch = client.BatchV1Api(api)
         seen: set[tuple[str, str]] = set()
-        rv = batch.list_namespaced_job(NS).metadata.resource_version
+        listed = batch.list_namespaced_job(NS).metadata
+        rv = listed.resource_version if listed is not None else None
         ready.set()
         end = time.monotonic() + 600
         while not stop.is_set() and time.monotonic() < end:

@@ -84,7 +84,8 @@ def _clone(resource: dict[str, object], old: str, new: str) -> dict[str, object]
     for a, b in ((old, new), (quote(old, safe=""), quote(new, safe="")),
                  (quote(old), quote(new))):
         text = text.replace(a, b)
-    return json.loads(text)  # type: ignore[no-any-return]
+    cloned: dict[str, object] = json.loads(text)
+    return cloned
 
 
 def populate(data_dir: Path, base: str, n: int) -> float:

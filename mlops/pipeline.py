@@ -120,7 +120,8 @@ class Workspace:
         return cls(
             config=config,
             store=store,
-            versioner=DataVersioner(store.child("data"), config.data.hash_algorithm),
+            versioner=DataVersioner(store.child("data"), config.data.hash_algorithm,
+                                    keep_last_load=True),
             registry=ModelRegistry(store.child("models")),
             monitor=monitor_for(config, store.child("monitoring")),
         )

@@ -82,7 +82,15 @@ def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndar
 
 def evaluate(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> float:
     """Accuracy of ``model`` on ``(X, y)``."""
-    return float(accuracy_score(y, model.predict(X)))
+    predicted = model.predict(X)
+    truth = np.asarray(y)
+    # Integer (or bool) labels, one per row: accuracy is the share of equal pairs, the
+    # exact number accuracy_score returns. Its label checks sort both arrays (np.unique,
+    # ~0.9 s at 10M rows, a third of monitor-check); other labels still go through it.
+    if truth.ndim == 1 and predicted.ndim == 1 and len(truth) == len(predicted) > 0 \
+            and truth.dtype.kind in "biu" and predicted.dtype.kind in "biu":
+        return float(np.count_nonzero(truth == predicted) / len(truth))
+    return float(accuracy_score(y, predicted))
 
 
 def split(X: pd.DataFrame, y: pd.Series, test_size: float,

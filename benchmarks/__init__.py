@@ -1,0 +1,1 @@
+"""Benchmarks with targets: see docs/benchmarks.md."""
