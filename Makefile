@@ -39,11 +39,13 @@ test: lint typecheck unit ## Lint, type check and the whole test suite
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Benchmarks with targets (~10 min): writes benchmarks/results/latest.{md,json}
+bench: $(BENCH_STAMP) ## Benchmarks with targets (~10 min): writes benchmarks/results/
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.bench_controller
+	$(BIN)/python -m benchmarks.bench_listing
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
