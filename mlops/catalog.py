@@ -11,7 +11,9 @@ by readers and removed by ``mlops gc``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from mlops.errors import InvalidVersionIdError
 from mlops.storage import Store
@@ -72,6 +74,23 @@ class VersionIndex:
         for name in reversed(self.store.list(self.prefix)):
             if _SEP in name:
                 out.append((f"{self.prefix}/{name}", name.split(_SEP, 1)[1]))
+        return out
+
+    def committed(self, read: Callable[[str], dict[str, Any] | None],
+                  limit: int | None = None) -> list[dict[str, Any]]:
+        """The commit documents of indexed ids, newest first.
+
+        Args:
+            read: Reads an id's manifest or metadata; None when not committed (skipped).
+            limit: Read at most this many documents (the first page); None for all.
+        """
+        out: list[dict[str, Any]] = []
+        for vid in self.ids():
+            if limit is not None and len(out) >= limit:
+                break
+            doc = read(vid)
+            if doc is not None:
+                out.append(doc)
         return out
 
     def ids(self) -> list[str]:

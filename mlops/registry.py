@@ -160,14 +160,7 @@ class ModelRegistry:
         Args:
             limit: Read at most this many records; None for all.
         """
-        out: list[dict[str, Any]] = []
-        for vid in self.index.ids():
-            if limit is not None and len(out) >= limit:
-                break
-            record = self._record_or_none(vid)
-            if record is not None:
-                out.append(record)
-        return out
+        return self.index.committed(self._record_or_none, limit)
 
     def get_latest_version(self) -> str | None:
         """The id of the newest committed version, or None."""

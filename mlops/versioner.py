@@ -186,14 +186,7 @@ class DataVersioner:
         Args:
             limit: Read at most this many manifests (the first page); None for all.
         """
-        out: list[dict[str, Any]] = []
-        for vid in self.index.ids():
-            if limit is not None and len(out) >= limit:
-                break
-            manifest = self._manifest_or_none(vid)
-            if manifest is not None:
-                out.append(manifest)
-        return out
+        return self.index.committed(self._manifest_or_none, limit)
 
     def get_latest_version(self) -> str | None:
         """The id of the newest committed version, or None when there is none."""
