@@ -4,9 +4,10 @@ The public face of the library: versioned data, a model registry, a drift
 monitor, and the pipeline that ties them together.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from mlops.config import Config, load_config
-from mlops.data import generate_synthetic_data
-from mlops.drift import DriftReport, DriftSettings
 from mlops.errors import (
     BadInputError,
     ConfigError,
@@ -19,12 +20,42 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.monitor import ModelMonitor, RetrainDecision
-from mlops.pipeline import run_pipeline
-from mlops.registry import ModelRegistry
-from mlops.storage import Store, open_store
-from mlops.training import train_model
-from mlops.versioner import DataVersioner
+
+if TYPE_CHECKING:
+    from mlops.data import generate_synthetic_data
+    from mlops.drift import DriftReport, DriftSettings
+    from mlops.monitor import ModelMonitor, RetrainDecision
+    from mlops.pipeline import run_pipeline
+    from mlops.registry import ModelRegistry
+    from mlops.storage import Store, open_store
+    from mlops.training import train_model
+    from mlops.versioner import DataVersioner
+
+# Imported on first use: pandas, scikit-learn and scipy take a second or more to load,
+# which every `mlops` command (and every step Job's start) would otherwise pay.
+_LAZY = {
+    "generate_synthetic_data": "mlops.data",
+    "DriftReport": "mlops.drift",
+    "DriftSettings": "mlops.drift",
+    "ModelMonitor": "mlops.monitor",
+    "RetrainDecision": "mlops.monitor",
+    "run_pipeline": "mlops.pipeline",
+    "ModelRegistry": "mlops.registry",
+    "Store": "mlops.storage",
+    "open_store": "mlops.storage",
+    "train_model": "mlops.training",
+    "DataVersioner": "mlops.versioner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlops' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -213,3 +213,15 @@ def test_embedded_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert (first["retrained"], second["retrained"]) == (True, False)
     assert second["data_version"] == first["data_version"]
     assert len(generate_synthetic_data(1000, 10, 42)) == 1000
+
+
+def test_import_and_help_stay_light() -> None:
+    """`mlops --help` and `import mlops` must not load pandas/scikit-learn (slow starts)."""
+    code = ("import sys, mlops, mlops.cli; mlops.cli.build_parser(); "
+            "print(sorted(m for m in ('pandas', 'sklearn', 'scipy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"
+    from mlops import DataVersioner  # the lazy names still resolve
+
+    assert DataVersioner.__name__ == "DataVersioner"
