@@ -183,7 +183,7 @@ class ModelMonitor:
         if reference_frame is not None:
             doc["distribution"] = build_reference(reference_frame, self.drift_settings.psi_bins,
                                                   self.reference_sample_size)
-        self.store.write_json(self.drift_key, doc)
+        self.store.write_json(self.drift_key, doc, compact=True)
 
     def get_reference(self) -> dict[str, Any] | None:
         """The reference document, or None when none was recorded."""
@@ -200,13 +200,16 @@ class ModelMonitor:
             return 0.0
         return relative_l1(reference.get("feature_means", {}), feature_means)
 
-    def drift_report(self, current: pd.DataFrame | Mapping[str, float]) -> DriftReport | None:
+    def drift_report(self, current: pd.DataFrame | Mapping[str, float],
+                     means: Mapping[str, float] | None = None) -> DriftReport | None:
         """The configured method's report of ``current`` against the reference.
 
         Args:
             current: The new batch's features (a DataFrame, for every method), or only
                 its feature means (enough for ``mean_l1``; other methods then fall back
                 to ``mean_l1`` and say so in the note).
+            means: The batch's feature means when the caller has them already (a pass
+                over the data saved); computed from ``current`` otherwise.
 
         Returns:
             The report, or None when no reference was recorded.
@@ -216,7 +219,9 @@ class ModelMonitor:
             return None
         settings = self.drift_settings
         ref_means = reference.get("feature_means", {})
-        if isinstance(current, pd.DataFrame):
+        if means is not None:
+            means = {str(k): float(v) for k, v in means.items()}
+        elif isinstance(current, pd.DataFrame):
             means = {str(c): float(v) for c, v in current.mean(numeric_only=True).items()}
         else:
             means = {str(k): float(v) for k, v in current.items()}
@@ -258,7 +263,7 @@ class ModelMonitor:
         if current_accuracy is not None and current_accuracy < self.accuracy_min_threshold:
             reasons.append(LOW_ACCURACY)
         report = self.drift_report(current_frame if current_frame is not None
-                                   else current_feature_means)
+                                   else current_feature_means, means=current_feature_means)
         drift = 0.0 if report is None else report.score
         counted = n_samples is None or n_samples >= self.drift_min_samples
         if counted and report is not None and report.dataset_drifted:

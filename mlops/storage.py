@@ -277,9 +277,18 @@ class Store:
                        same_bytes=data if exclusive else None)
         self._invalidate()
 
-    def write_json(self, key: str, obj: Any, *, exclusive: bool = False) -> None:
-        """Write ``obj`` as JSON to ``key`` atomically (see :meth:`write_bytes`)."""
-        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+    def write_json(self, key: str, obj: Any, *, exclusive: bool = False,
+                   compact: bool = False) -> None:
+        """Write ``obj`` as JSON to ``key`` atomically (see :meth:`write_bytes`).
+
+        Args:
+            key: Where to write.
+            obj: JSON-serializable data.
+            exclusive: Refuse to replace an existing object.
+            compact: No indentation (for large documents such as the drift reference).
+        """
+        data = json.dumps(obj, indent=None if compact else 2, sort_keys=True, default=str,
+                          separators=(",", ":") if compact else None).encode()
         self.write_bytes(key, data, exclusive=exclusive)
 
     def write_with(self, key: str, writer: Callable[[IO[bytes]], object], *,
