@@ -48,8 +48,9 @@ class DataVersioner:
         base_dir: A path, URI or :class:`~mlops.storage.Store` (e.g. ``<store>/data``).
         hash_algorithm: ``sha256`` (default), ``sha512`` or ``blake2b``.
         storage_options: fsspec options when ``base_dir`` is a URI.
-        keep_last_load: Keep the last loaded version in memory, so loading it again
-            (monitor-check, then train, in one ``mlops run``) skips the Parquet read.
+        keep_last_load: Keep the last registered or loaded version in memory, so loading
+            it (ingest, then monitor-check, then train, in one ``mlops run``) skips the
+            Parquet read.
             Only with pandas' copy-on-write (pandas >= 3): each load returns its own
             frame, and changing it never changes the kept one.
 
@@ -127,6 +128,10 @@ class DataVersioner:
         if reused and not self.store.exists(obj_key):
             # The object was an orphan that `mlops gc` removed while we committed.
             self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+        if self.keep_last_load:
+            # Same content hash = same columns, dtypes, index and values as a load would
+            # give: the next step of an in-process run need not read it back.
+            self._last_load = (obj_key, df.copy(deep=False))
         return vid
 
     def _same_or_conflict(self, vid: str, manifest: dict[str, Any], digest: str) -> str:

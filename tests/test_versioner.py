@@ -116,3 +116,16 @@ def test_a_new_versioner_sees_the_same_versions(store_uri: str, storage_options:
     vid = first.register(generate_synthetic_data(30, 2, 9))
     second = DataVersioner(store_uri, storage_options=storage_options)
     assert second.get_latest_version() == vid
+
+
+def test_kept_registration_loads_equal_and_isolated(store_uri: str,
+                                                    storage_options: dict) -> None:
+    v = DataVersioner(store_uri, storage_options=storage_options, keep_last_load=True)
+    df = generate_synthetic_data(50, 2, 4)
+    vid = v.register(df)
+    expected = df.copy(deep=True)
+    df.loc[0, "feature_0"] = -1.0  # the caller changes its frame after registering
+    kept, _ = v.load(vid)
+    pd.testing.assert_frame_equal(kept, expected)
+    fresh, _ = DataVersioner(store_uri, storage_options=storage_options).load(vid)
+    pd.testing.assert_frame_equal(kept, fresh)
