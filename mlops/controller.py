@@ -33,10 +33,10 @@ from mlops.pipeline import (
     MONITOR_CHECK,
     TRAIN,
     Workspace,
+    finish_run,
     new_run_id,
-    summarize,
-    write_summary,
 )
+from mlops.report import require_matplotlib
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ class Controller:
             Terminated: SIGTERM arrived (``controller.json`` says ``terminated``).
         """
         started = iso(utc_now())
+        if self.ws.config.reporting.enabled:
+            require_matplotlib()  # fail before any Job is created, not at the end
         try:
             self.step(INGEST)
             checked = self.step(MONITOR_CHECK)
@@ -162,8 +164,7 @@ class Controller:
             else:
                 self.steps[TRAIN] = "not needed"
             self.current = None
-            summary = summarize(self.ws, self.run_id)
-            write_summary(self.ws, self.run_id, summary)
+            summary = finish_run(self.ws, self.run_id)
         except Terminated:
             self._record("terminated", started,
                          f"SIGTERM while running step {self.current or '-'}")

@@ -422,6 +422,20 @@ def write_summary(ws: Workspace, run_id: str, summary: Mapping[str, Any]) -> Non
     ws.write_result(SUMMARY, summary)
 
 
+def finish_run(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """End a run, in one process or under the controller: summarize it, write its report
+    (``runs/<run-id>/report.html``, when ``reporting.enabled``) and ``summary.json``.
+
+    Returns:
+        The summary (see :func:`summarize`), plus ``report`` when one was written.
+    """
+    summary = summarize(ws, run_id)
+    if ws.config.reporting.enabled:
+        summary["report"] = write_report_to_store(ws, run_id)
+    write_summary(ws, run_id, summary)
+    return summary
+
+
 def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
                  run_id: str | None = None) -> dict[str, Any]:
     """Run ingest -> monitor-check -> (train) in this process.
@@ -449,8 +463,4 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
     decision = monitor_check(config, run_id, ws)
     if decision.retrain:
         train(config, run_id, ws)
-    summary = summarize(ws, run_id)
-    if config.reporting.enabled:
-        summary["report"] = write_report_to_store(ws, run_id)
-    write_summary(ws, run_id, summary)
-    return summary
+    return finish_run(ws, run_id)

@@ -48,7 +48,7 @@ STEP_VALUES = {
     },
     "stepJobs": {"ttlSecondsAfterFinished": 600, "timeoutSeconds": 120,
                  "labels": {"team": "ml"}},
-    "config": {"data": {"n_samples": 300, "n_features": 4}},
+    "config": {"data": {"n_samples": 300, "n_features": 4}, "reporting": {"enabled": True}},
     # Stand-in for the volume: the fake kubelet maps mount paths in args and env values,
     # not inside config.yaml (storage.uri file:///data), so the store path is also given
     # through the documented override, in the chart's env of the controller and steps.
@@ -134,6 +134,9 @@ def test_rendered_controller_runs_and_step_jobs_carry_the_values(
     assert runs == [run_id], runs
     summary = yaml.safe_load((store_dir / "runs" / run_id / "summary.json").read_text())
     assert summary["retrained"] is True and summary["run_id"] == run_id
+    # reporting.enabled: the controller writes the run's report, as `mlops run` does.
+    assert summary["report"] == f"runs/{run_id}/report.html"
+    assert (store_dir / summary["report"]).read_text().startswith("<!DOCTYPE html>")
 
 
 @pytest.mark.parametrize("values_name", ["values.yaml", "values-dev.yaml", "values-prod.yaml"])
