@@ -128,7 +128,7 @@ class Store:
         return f"{base}/{key}" if key else base
 
     def local_path(self, key: str) -> str | None:
-        """The OS path of ``key`` on a local store (for memory-mapped reads), else None."""
+        """The OS path of ``key`` on a local store (for native reads by path), else None."""
         return self.path(key) if self.is_local else None
 
     def child(self, key: str) -> Store:
@@ -585,8 +585,9 @@ def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tu
         FileNotFoundError: Nothing matches ``uri``.
     """
     target_uri = uri if "://" in uri else os.path.abspath(uri)
+    scheme = target_uri.split("://", 1)[0].lower()
     try:
-        fs, target = url_to_fs(target_uri, **(options or {}))
+        fs, target = url_to_fs(target_uri, **object_store_defaults(scheme, options or {}))
     except (ImportError, ValueError) as err:
         raise StorageConfigError(f"cannot open data source {uri}: {err}") from err
     store_like = Store(fs, target, target_uri)
@@ -598,8 +599,10 @@ def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tu
                            if p.lower().endswith((".csv", ".parquet", ".pq")))
         else:
             paths = [target] if fs.isfile(target) else []
+        if not paths:
+            raise FileNotFoundError(errno.ENOENT, "no CSV or Parquet file matches", uri)
+        return [(p, bytes(fs.cat_file(p))) for p in paths]
+    except FileNotFoundError:
+        raise
     except Exception as err:
         raise _translate(err, store_like, "") from err
-    if not paths:
-        raise FileNotFoundError(errno.ENOENT, "no CSV or Parquet file matches", uri)
-    return [(p, bytes(fs.cat_file(p))) for p in paths]
