@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -184,8 +185,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report and its PNG plots to a folder."""
     from mlops.report import write_report
+    from mlops.storage import PERMANENT_ERRNOS
 
-    files = write_report(_workspace(args), args.output)
+    ws = _workspace(args)
+    try:
+        files = write_report(ws, args.output)
+    except OSError as err:
+        if err.errno in PERMANENT_ERRNOS:  # read-only, no permission, not a folder...
+            raise BadInputError(f"report --output {args.output}: cannot write "
+                                f"{err.filename or args.output}: {err.strerror}") from err
+        raise
     for path in files:
         print(path)
     return EXIT_OK
@@ -226,8 +235,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from mlops.gc import run_gc
     from mlops.retention import apply_retention, plan_retention
 
-    if args.grace_seconds < 0:
-        raise BadInputError(f"grace period must be >= 0 seconds, got {args.grace_seconds}")
+    if not math.isfinite(args.grace_seconds) or args.grace_seconds < 0:
+        # nan compares False with everything: it would silently disable the grace period.
+        raise BadInputError(f"--grace-seconds must be a finite number >= 0, "
+                            f"got {args.grace_seconds}")
     ws = _workspace(args)
     retention = plan_retention(ws)
     if not args.dry_run and not retention.empty:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -70,6 +71,20 @@ def _keep(v: int | None) -> bool:
     return v is None or v >= 0
 
 
+#: numpy and scikit-learn seeds must fit in 32 unsigned bits.
+SEED_MAX = 2**32 - 1
+
+
+def _seed(v: int) -> bool:
+    return 0 <= v <= SEED_MAX
+
+
+#: Bounds of a config file: its size and its node count with aliases expanded (a
+#: "billion laughs" document is a few lines whose aliases expand to 10**9 nodes).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 20_000
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Where the store lives."""
@@ -88,7 +103,8 @@ class DataConfig:
     target_column: str = _opt("target", "Name of the binary label column.")
     n_samples: int = _opt(1000, "Rows of synthetic data.", _positive, "> 0")
     n_features: int = _opt(10, "Feature columns of synthetic data.", _positive, "> 0")
-    random_state: int = _opt(42, "Seed of the synthetic data generator.")
+    random_state: int = _opt(42, "Seed of the synthetic data generator.", _seed,
+                             f"between 0 and {SEED_MAX}")
     test_size: float = _opt(0.2, "Share of rows held out for evaluation when training.",
                             _open_fraction, "between 0 and 1, exclusive")
     hash_algorithm: str = _opt("sha256", "Content hash of data versions: sha256, sha512 or "
@@ -102,7 +118,11 @@ class TrainingConfig:
 
     model_type: ModelType = _opt("logistic", "logistic, random_forest or gradient_boosting.")
     params: dict[str, Any] = _opt({}, "Keyword arguments passed to the scikit-learn estimator.")
-    random_state: int = _opt(42, "Seed of the estimator and of the train/test split.")
+    random_state: int = _opt(42, "Seed of the estimator and of the train/test split.", _seed,
+                             f"between 0 and {SEED_MAX}")
+    max_seconds: float = _opt(3600.0, "Time box of one model fit: training that takes longer "
+                              "stops with exit code 2 (too large training.params such as "
+                              "n_estimators), and nothing is saved.", _positive, "> 0")
 
 
 @dataclass(frozen=True)
@@ -293,17 +313,25 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         ConfigNotFoundError: The file does not exist (also a FileNotFoundError).
-        ConfigError: The file is unreadable, not valid YAML, or not a mapping.
+        ConfigError: The file is unreadable, larger than MAX_CONFIG_BYTES, has more than
+            MAX_CONFIG_NODES nodes (aliases expanded), is not valid YAML, or not a mapping.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError as err:
         raise ConfigNotFoundError(f"config file not found: {p}") from err
     except OSError as err:
         raise ConfigError(f"config file {p} cannot be read: {err.strerror}") from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from err
+    try:
+        data = _bounded_yaml(text, p)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -314,6 +342,39 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {p} must hold a mapping of sections, "
                           f"not {type(data).__name__}")
     return data
+
+
+def _bounded_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load(text)``, refusing documents of more than MAX_CONFIG_NODES nodes
+    once aliases are expanded (counted on the node graph, before anything is built)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def expanded(n: yaml.Node, depth: int) -> int:
+            if id(n) in sizes:
+                return sizes[id(n)]
+            if depth > 100:
+                raise ConfigError(f"config file {path} is nested too deeply (or an alias "
+                                  "refers to itself)")
+            sizes[id(n)] = MAX_CONFIG_NODES + 1  # a cycle counts as too large
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                total += sum(expanded(c, depth + 1) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total += sum(expanded(k, depth + 1) + expanded(v, depth + 1)
+                             for k, v in n.value)
+            sizes[id(n)] = min(total, MAX_CONFIG_NODES + 1)
+            return sizes[id(n)]
+        if expanded(node, 0) > MAX_CONFIG_NODES:
+            raise ConfigError(f"config file {path} has more than {MAX_CONFIG_NODES} YAML "
+                              "nodes with aliases expanded")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
@@ -382,15 +443,18 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
         value = _coerce(hints[name], data[name], key)
         check = f.metadata.get("check")
         if check is not None and not check(value):
-            raise ConfigError(f"config key '{key}' must be {f.metadata['rule']}, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be {f.metadata['rule']}, "
+                              f"got {reprlib.repr(value)}")
         kwargs[name] = value
     return cls(**kwargs)
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    wrong = ConfigError(f"config key '{key}' must be {_type_name(tp)}, "
-                        f"got {type(value).__name__} {value!r}")
+    def wrong() -> ConfigError:
+        # Built only when raised, with a bounded repr: a value may be large or deeply shared.
+        return ConfigError(f"config key '{key}' must be {_type_name(tp)}, "
+                           f"got {type(value).__name__} {reprlib.repr(value)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None else value, key + ".")
     if origin in (Union, types.UnionType):
@@ -404,34 +468,34 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError:
                 continue
-        raise wrong
+        raise wrong()
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise wrong
+            raise wrong()
         return value
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise wrong
+            raise wrong()
         return dict(value)
     if origin is list or tp is list:
         if not isinstance(value, list):
-            raise wrong
+            raise wrong()
         return list(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise wrong
+            raise wrong()
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong
+            raise wrong()
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise wrong
+            raise wrong()
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise wrong
+            raise wrong()
         return value
     if tp is Any:
         return value

@@ -103,8 +103,9 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data") -> None
 
     Raises:
         DataValidationError: Empty data, missing target column, NaN in the target,
-            a single class, no features, a non-numeric feature or a missing feature
-            value; the message names the column and the source.
+            a single class, no features, a non-numeric feature, a missing, infinite or
+            too large (> MAX_ABS_FEATURE) feature value; the message names the column
+            and the source.
     """
     if len(df) == 0:
         raise DataValidationError(f"{source} is empty: no rows")
@@ -134,6 +135,24 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data") -> None
         if missing:
             raise DataValidationError(f"feature column '{col}' has {missing} missing "
                                       f"value(s) in {source}")
+        _check_finite(df[col], col, source)
+
+
+#: Largest magnitude of a feature value: its square (variances, scaling) stays finite.
+MAX_ABS_FEATURE = 1e150
+
+
+def _check_finite(column: pd.Series, name: str, source: str) -> None:
+    """Refuse inf and values so large that statistics of them overflow."""
+    values = column.to_numpy(dtype="float64", copy=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(values) <= MAX_ABS_FEATURE)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        first = values[np.flatnonzero(bad)[0]]
+        raise DataValidationError(f"feature column '{name}' has {n_bad} infinite or too large "
+                                  f"value(s) in {source} (e.g. {first!r}; the limit is "
+                                  f"±{MAX_ABS_FEATURE:g})")
 
 
 def feature_columns(df: pd.DataFrame, target_column: str) -> list[str]:

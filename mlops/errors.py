@@ -34,6 +34,10 @@ class ConfigError(BadInputError):
     """A configuration file or value is invalid; the message names the key or file."""
 
 
+class TrainingTimeoutError(BadInputError):
+    """Training ran past ``training.max_seconds``: the same config would again (exit code 2)."""
+
+
 class DataValidationError(BadInputError):
     """Input data failed validation; the message names the column or file."""
 

@@ -12,6 +12,18 @@ releases the GIL on large buffers):
 Numeric, boolean and datetime columns hash their raw value buffer directly
 (zero-copy); other columns (strings, categoricals, nullable extension types)
 hash pandas' stable 64-bit per-value hashes.
+
+Types are part of the content, so that frames which print alike do not share an id:
+
+* an object column whose values are not all ``str`` also hashes each value's type
+  (``[1, 'a', 2.5]`` differs from ``['1', 'a', '2.5']``);
+* a categorical column's header entry carries its categories in order (with their
+  types) and whether it is ordered;
+* column (and index level) names that are not all ``str`` add their types to the header
+  (``0`` differs from ``'0'``).
+
+Each addition appears only where it applies, so a frame of numeric columns with
+string names (every version written before) keeps its id.
 """
 
 from __future__ import annotations
@@ -55,16 +67,56 @@ def _raw_buffer(values: Any) -> memoryview | None:
     return memoryview(values.data).cast("B")
 
 
+def _value_types(values: np.ndarray) -> np.ndarray | None:
+    """Per-value type names of an object array, or None when every value is a ``str``
+    (the common case, hashed as before)."""
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return None
+    return np.array([type(v).__name__ for v in values], dtype=object)
+
+
 def _hash_values(algorithm: str, values: Any) -> bytes:
     h = hashlib.new(algorithm)
     buf = _raw_buffer(values)
     if buf is None:
-        hashed = pd.util.hash_array(np.asarray(values, dtype=object)) if not isinstance(
-            values, pd.api.extensions.ExtensionArray) else pd.util.hash_pandas_object(
-            pd.Series(values), index=False).to_numpy()
+        if isinstance(values, pd.api.extensions.ExtensionArray):
+            hashed = pd.util.hash_pandas_object(pd.Series(values), index=False).to_numpy()
+        else:
+            objects = np.asarray(values, dtype=object)
+            hashed = pd.util.hash_array(objects)
+            types = _value_types(objects)
+            if types is not None:
+                h.update(b"types:")
+                h.update(memoryview(np.ascontiguousarray(pd.util.hash_array(types)).data)
+                         .cast("B"))
         buf = memoryview(np.ascontiguousarray(hashed).data).cast("B")
     h.update(buf)
     return h.digest()
+
+
+def _categories(dtype: Any) -> dict[str, Any] | None:
+    """The category order of a categorical dtype (with value types), else None."""
+    if not isinstance(dtype, pd.CategoricalDtype):
+        return None
+    return {"ordered": bool(dtype.ordered),
+            "categories": [[type(v).__name__, str(v)] for v in dtype.categories]}
+
+
+def _type_header(df: pd.DataFrame) -> dict[str, Any]:
+    """Header entries that separate types (see the module docstring); {} for plain frames."""
+    out: dict[str, Any] = {}
+    if not all(isinstance(c, str) for c in df.columns):
+        out["column_name_types"] = [type(c).__name__ for c in df.columns]
+    names = [n for n in df.index.names if n is not None]
+    if not all(isinstance(n, str) for n in names):
+        out["index_name_types"] = [type(n).__name__ for n in df.index.names]
+    cats = {str(i): c for i, c in enumerate(_categories(t) for t in df.dtypes) if c}
+    if cats:
+        out["categories"] = cats
+    index_cats = _categories(df.index.dtype)
+    if index_cats:
+        out["index_categories"] = index_cats
+    return out
 
 
 def _column_values(df: pd.DataFrame, i: int) -> Any:
@@ -97,6 +149,9 @@ def content_hash(df: pd.DataFrame, algorithm: str = "sha256", workers: int | Non
         "dtypes": [str(t) for t in df.dtypes],
         "rows": len(df),
     }
+    types = _type_header(df)
+    if types:
+        header["types"] = types
     index = df.index
     if isinstance(index, pd.RangeIndex):
         header["index"] = ["range", index.start, index.stop, index.step, index.name]

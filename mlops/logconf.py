@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any, TextIO
 
+from mlops.errors import ConfigError
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _HANDLER_TAG = "_mlops_handler"
 
@@ -38,6 +40,9 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
 
     Returns:
         The configured ``mlops`` logger.
+
+    Raises:
+        ConfigError: ``log_file`` cannot be opened for writing (exit code 2).
     """
     logger = logging.getLogger("mlops")
     logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
@@ -48,10 +53,15 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
     handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
         folder = os.path.dirname(os.fspath(log_file))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"))
+        try:
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            handlers.append(logging.handlers.RotatingFileHandler(
+                log_file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"))
+        except OSError as err:
+            # A path that cannot be written stays unwritable on a retry: bad configuration.
+            raise ConfigError(f"config key 'logging.file': cannot open {log_file} for "
+                              f"writing: {err.strerror or err}") from err
     for h in handlers:
         h.setFormatter(logging.Formatter(FORMAT))
         setattr(h, _HANDLER_TAG, True)

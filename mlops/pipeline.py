@@ -32,7 +32,7 @@ from mlops.monitor import ModelMonitor
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.report import require_matplotlib, write_report_to_store
 from mlops.storage import Store, open_store
-from mlops.training import evaluate, split, train_model
+from mlops.training import check_trainable, check_training, evaluate, split, train_model
 from mlops.versioner import DataVersioner
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
         DataValidationError: The source is missing or invalid (names the file or column).
     """
     check_version_id(run_id, "run id")
+    check_training(config.training)  # a bad training.params fails before anything is written
     ws = _workspace(config, ws)
     d = config.data
     if d.source == SYNTHETIC:
@@ -209,6 +210,8 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
         validate(df, d.target_column, "synthetic data")
     else:
         df = load_source(d.source, d.target_column, config.storage.options)
+    check_trainable(df[d.target_column], d.test_size,
+                    "synthetic data" if d.source == SYNTHETIC else d.source)
     version = ws.versioner.register(df)
     result = IngestResult(run_id=run_id, data_version=version, rows=len(df), source=d.source,
                           feature_means=feature_means(df, d.target_column))
@@ -273,6 +276,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         ConfigError: Bad training settings.
     """
     check_version_id(run_id, "run id")
+    check_training(config.training)
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}

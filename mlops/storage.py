@@ -5,9 +5,14 @@ and address objects by relative, '/'-separated keys; they never see raw URLs
 or fsspec exceptions. Errors are translated here, in :func:`_translate`:
 
 * ``FileNotFoundError`` of a key passes through (callers name the version);
-* a missing bucket, a permission or credential error -> ``StorageConfigError`` (exit 2);
-* anything transient (5xx, reset, timeout) is retried with backoff, then
+* a missing bucket, a permission or credential error, a permanent OS error (read-only
+  or full file system, bad path) or a 4xx other than 408/409/425/429 ->
+  ``StorageConfigError`` (exit 2);
+* anything transient (5xx, 429, reset, timeout) is retried with backoff, then
   ``StorageError`` (exit 1).
+
+:func:`classify` decides by exception type, errno, HTTP status or the backend's error
+code (botocore's ``Error.Code``, gcsfs' ``HttpError.code``), never by message text.
 
 Writes are atomic: locally a temp file in the same folder is renamed (or
 hard-linked, for exclusive create) into place; on object stores a single PUT
@@ -47,7 +52,7 @@ from typing import IO, Any, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
-from mlops.errors import StorageConfigError, StorageError
+from mlops.errors import IntegrityError, MLOpsError, StorageConfigError, StorageError
 
 # gcsfs probes each bucket over gRPC for hierarchical namespaces unless this is
 # off; against emulators and plain buckets every call then stalls ~60 s. It must
@@ -64,6 +69,8 @@ RETRY_ATTEMPTS = 4
 RETRY_BACKOFF = 0.2
 
 OBJECT_PROTOCOLS = ("gcs", "gs", "s3", "s3a")
+#: URI schemes a store may use (others, such as ftp://, are refused before any I/O).
+STORE_PROTOCOLS = ("file", "local", "memory", *OBJECT_PROTOCOLS)
 #: Environment variable of the crash test hook (see :func:`crash_point`).
 CRASH_ENV = "MLOPS_TEST_CRASH_AT"
 CRASH_EXIT_CODE = 99
@@ -84,6 +91,27 @@ def crash_point(name: str) -> None:
     """
     if os.environ.get(CRASH_ENV) == name:
         os._exit(CRASH_EXIT_CODE)
+
+
+def confined_key(key: object, prefix: str, what: str) -> str:
+    """``key`` (read from a manifest or metadata record) if it names an object below
+    ``prefix``, else an IntegrityError: a tampered record must not point elsewhere.
+
+    Args:
+        key: The value read from the record.
+        prefix: The folder it must stay in, e.g. ``objects/`` or ``<version>/``.
+        what: What it is, for the message (e.g. ``"data version 'abc' object"``).
+
+    Raises:
+        IntegrityError: Not a string, absolute, with ``.``/``..``/empty segments or a
+            backslash, or outside ``prefix`` (exit code 2, names ``what`` and the key).
+    """
+    if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key \
+            or any(part in ("", ".", "..") for part in key.split("/")) \
+            or not key.startswith(prefix) or key == prefix:
+        raise IntegrityError(f"{what} points at {key!r}, outside {prefix!r}; the record was "
+                             "tampered with or corrupted, refusing to read it")
+    return key
 
 
 class _WriterFailed(Exception):
@@ -117,8 +145,14 @@ class Store:
 
     # --- paths -------------------------------------------------------------------------
     def path(self, key: str = "") -> str:
-        """The full filesystem path of ``key``."""
+        """The full filesystem path of ``key``.
+
+        Raises:
+            IntegrityError: ``key`` has a ``..`` segment (it would leave the store).
+        """
         key = key.strip("/")
+        if ".." in key.split("/"):
+            raise IntegrityError(f"key {key!r} leaves the store {self.uri}; refusing it")
         return f"{self.root}/{key}" if key else self.root
 
     def url(self, key: str = "") -> str:
@@ -461,24 +495,100 @@ class Store:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: OS error numbers that no retry can fix: the store itself refuses the operation.
+PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                              errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EINVAL,
+                              errno.EDQUOT, errno.ELOOP})
+#: S3 error codes (the ``Code`` of the error response) that mean no permission or bad
+#: credentials; s3fs maps most of them to PermissionError already, this is the rest.
+S3_PERMISSION_CODES = frozenset({"AccessDenied", "AccountProblem", "AllAccessDisabled",
+                                 "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                                 "InvalidToken", "NotSignedUp", "InvalidSecurity",
+                                 "RequestTimeTooSkewed", "InvalidPayer"})
+#: HTTP statuses after which a retry may succeed; every other 4xx is permanent.
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
+def _backend_fault(err: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status and backend error code behind ``err``, from its cause chain.
+
+    botocore's ``ClientError`` (the cause s3fs keeps when it translates) carries
+    ``response["Error"]["Code"]`` and ``response["ResponseMetadata"]["HTTPStatusCode"]``;
+    gcsfs' ``HttpError`` carries the status as ``code``. Both are read as attributes,
+    so this module does not import either library.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            meta = response.get("ResponseMetadata") or {}
+            status = meta.get("HTTPStatusCode")
+            code = error.get("Code")
+            return (int(status) if isinstance(status, int) else None,
+                    str(code) if code is not None else None)
+        code_attr = getattr(current, "code", None)
+        if type(current).__name__ == "HttpError" and isinstance(code_attr, int):
+            return code_attr, None
+        current = current.__cause__ or current.__context__
+    return None, None
+
+
+def _gcsfs_forbidden(err: BaseException) -> bool:
+    """gcsfs raises a bare ``OSError("Forbidden: <path>...")`` for HTTP 403 (no errno, no
+    status attribute, no cause): the one case recognised by form. It is anchored on
+    gcsfs' own fixed prefix and the missing errno, never on text the server sent."""
+    return (type(err) is OSError and err.errno is None and len(err.args) == 1
+            and isinstance(err.args[0], str) and err.args[0].startswith("Forbidden: "))
+
+
+def classify(err: BaseException) -> str:
+    """Whether a retry may fix ``err``: ``"retry"``, ``"permission"``, ``"bucket"`` or
+    ``"permanent"``.
+
+    Decided by the exception's type, its errno, the HTTP status or the backend's error
+    code (see :func:`_backend_fault`), never by searching its message.
+    """
+    status, code = _backend_fault(err)
+    if isinstance(err, PermissionError) or code in S3_PERMISSION_CODES \
+            or status in (401, 403) or _gcsfs_forbidden(err):
+        return "permission"
+    if code == "NoSuchBucket":
+        return "bucket"
+    if status is not None:
+        if status >= 500 or status in RETRYABLE_STATUSES:
+            return "retry"
+        if 400 <= status < 500:
+            return "permanent"
+    if isinstance(err, TimeoutError | ConnectionError):
+        return "retry"
+    if isinstance(err, OSError) and err.errno in PERMANENT_ERRNOS:
+        return "permanent"
+    if isinstance(err, TypeError | ValueError | NotImplementedError):
+        # Bad arguments from storage.options, or a request the backend calls malformed.
+        return "permanent"
+    return "retry"
+
+
 def _translate(err: BaseException, store: Store, key: str) -> Exception:
     """Map a filesystem exception to StorageError (retryable) or StorageConfigError."""
-    if isinstance(err, StorageError | StorageConfigError):
+    if isinstance(err, MLOpsError):  # already ours (e.g. a key refused by Store.path)
         return err
     where = store.url(key)
-    text = str(err)
-    if isinstance(err, PermissionError) or "403" in text or "Forbidden" in text \
-            or "AccessDenied" in text or "InvalidAccessKeyId" in text \
-            or "SignatureDoesNotMatch" in text or "401" in text:
+    kind = classify(err)
+    if kind == "permission":
         return StorageConfigError(f"permission denied or bad credentials for {where}: "
                                   f"{_short(err)}")
-    if isinstance(err, TypeError) and "unexpected keyword argument" in text:
-        return StorageConfigError(f"bad storage.options for {store.uri}: {_short(err)}")
-    if "NoSuchBucket" in text or "bucket does not exist" in text.lower() \
-            or "The specified bucket does not exist" in text:
+    if kind == "bucket":
         return StorageConfigError(f"bucket of {store.uri} does not exist")
-    if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.ENOSPC, errno.ENOTDIR):
-        return StorageConfigError(f"cannot write {where}: {err.strerror}")
+    if kind == "permanent":
+        if isinstance(err, TypeError):
+            return StorageConfigError(f"bad storage.options for {store.uri}: {_short(err)}")
+        if isinstance(err, OSError) and err.strerror:
+            return StorageConfigError(f"storage refused {where}: {err.strerror}")
+        return StorageConfigError(f"storage refused {where}: {_short(err)}")
     return StorageError(f"storage error at {where}: {_short(err)}")
 
 
@@ -547,6 +657,9 @@ def open_store(uri: str | os.PathLike[str], options: dict[str, Any] | None = Non
     if not text:
         raise StorageConfigError("storage.uri is empty")
     scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
+    if scheme not in STORE_PROTOCOLS:
+        raise StorageConfigError(f"cannot open store {text}: unsupported scheme '{scheme}://' "
+                                 f"(use a path, {', '.join(p + '://' for p in STORE_PROTOCOLS)})")
     try:
         fs, root = url_to_fs(text, **object_store_defaults(scheme, options or {}))
     except (ImportError, ValueError) as err:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import math
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mlops.config import Config, TrainingConfig
-from mlops.errors import ConfigError
+from mlops.errors import ConfigError, DataValidationError, TrainingTimeoutError
 
 MODEL_TYPES: dict[str, type] = {
     "logistic": LogisticRegression,
@@ -57,6 +60,85 @@ def build_model(training: TrainingConfig) -> Any:
     return cls(**params)
 
 
+def check_training(training: TrainingConfig) -> None:
+    """Validate ``training`` against the estimator before anything is written.
+
+    Each of ``training.params`` must be a parameter of the estimator (its signature) with
+    a value the estimator accepts (scikit-learn's own parameter constraints, the check
+    ``fit`` runs first), so a bad value fails the run before ingest registers data.
+
+    Raises:
+        ConfigError: Unknown model type, unknown parameter, or a value the estimator
+            refuses; the message names ``training.params.<name>``.
+    """
+    build_model(training)  # unknown type or parameter names
+    cls = MODEL_TYPES[training.model_type]
+    for key, value in {**training.params, "random_state": training.params.get(
+            "random_state", training.random_state)}.items():
+        validate = getattr(cls(**{key: value}), "_validate_params", None)
+        if not callable(validate):  # scikit-learn < 1.2: fit reports it instead
+            return
+        try:
+            validate()
+        except (TypeError, ValueError) as err:
+            where = f"training.params.{key}" if key in training.params else \
+                "training.random_state"
+            raise ConfigError(f"config key '{where}': {str(err).splitlines()[0]}") from None
+
+
+def check_trainable(y: pd.Series, test_size: float, source: str = "data") -> None:
+    """Refuse labels that the stratified train/test split cannot divide.
+
+    The training part needs a row per class, and a stratified split (every class has
+    2 rows) a test row per class, as scikit-learn's split requires; checked before the
+    data is registered.
+
+    Raises:
+        DataValidationError: Too few rows (names the source and the counts).
+    """
+    counts = y.value_counts()
+    n = len(y)
+    n_test = math.ceil(test_size * n)
+    stratified = counts.min() >= 2  # as split() decides
+    if n_test < (len(counts) if stratified else 1) or n - n_test < len(counts):
+        raise DataValidationError(
+            f"{source} has {n} rows ({', '.join(f'{k!r}: {v}' for k, v in counts.items())}): "
+            f"too few to hold out data.test_size={test_size:g} with every class on the "
+            "needed sides")
+
+
+class _TimeBox:
+    """Raise TrainingTimeoutError in the main thread after ``seconds`` (SIGALRM timer).
+
+    Python runs the handler between bytecodes, which scikit-learn's fits reach at least
+    once per iteration or tree. Outside the main thread (where no signal can be
+    delivered) there is no time box; the step Job's activeDeadlineSeconds still bounds it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.armed = (threading.current_thread() is threading.main_thread()
+                      and hasattr(signal, "setitimer"))
+        self.previous: Any = None
+
+    def _expired(self, signum: int, frame: Any) -> None:
+        raise TrainingTimeoutError(
+            f"training took longer than config key 'training.max_seconds' "
+            f"({self.seconds:g} s): reduce training.params (e.g. n_estimators) or the data, "
+            "or raise training.max_seconds; nothing was saved")
+
+    def __enter__(self) -> _TimeBox:
+        if self.armed:
+            self.previous = signal.signal(signal.SIGALRM, self._expired)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+
 def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndarray,
                 config: Config | TrainingConfig | Mapping[str, Any]) -> Any:
     """Fit a classifier.
@@ -71,10 +153,13 @@ def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndar
 
     Raises:
         ConfigError: Unknown model type or parameter.
+        TrainingTimeoutError: The fit took longer than ``training.max_seconds``.
     """
-    model = build_model(_training_section(config))
+    training = _training_section(config)
+    model = build_model(training)
     try:
-        model.fit(X_train, y_train)
+        with _TimeBox(training.max_seconds):
+            model.fit(X_train, y_train)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"training failed with config key 'training.params': {err}") from err
     return model

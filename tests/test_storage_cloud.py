@@ -107,10 +107,14 @@ def test_bad_option_is_a_config_error(request: pytest.FixtureRequest) -> None:
 
 # --- transient 5xx ------------------------------------------------------------------------
 class FaultProxy:
-    """An HTTP proxy on 127.0.0.1 that answers the first ``failures`` requests with 503."""
+    """An HTTP proxy on 127.0.0.1 that answers the first ``failures`` requests with 503
+    (or ``status`` with ``payload``, e.g. a backend's own error document)."""
 
-    def __init__(self, upstream: str, failures: int) -> None:
+    def __init__(self, upstream: str, failures: int, status: int = 503,
+                 payload: bytes = b'{"error": {"code": 503, "message": "injected"}}',
+                 content_type: str = "application/json") -> None:
         self.upstream = upstream.removeprefix("http://")
+        self.status, self.payload, self.content_type = status, payload, content_type
         self.remaining = failures
         self.failed = 0
         self.forwarded = 0
@@ -134,10 +138,10 @@ class FaultProxy:
                     else:
                         proxy.forwarded += 1
                 if fail:
-                    payload = b'{"error": {"code": 503, "message": "injected"}}'
-                    self.send_response(503)
+                    payload = proxy.payload
+                    self.send_response(proxy.status)
                     self.send_header("Content-Length", str(len(payload)))
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", proxy.content_type)
                     self.end_headers()
                     self.wfile.write(payload)
                     return
