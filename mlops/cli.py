@@ -161,6 +161,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     """Show the metrics history, oldest first."""
     ws = _workspace(args)
     rows = ws.monitor.get_history(limit=args.limit)
+    if not args.json:  # a drift that could not be measured is not a drift of 0
+        rows = [{**r, "drift": "not measured"} if r.get("drift_error") else r for r in rows]
     print_table(rows, ["timestamp", "run_id", "accuracy", "retrained", "drift",
                        "model_version", "data_version"], args.json, "no metrics recorded yet")
     return EXIT_OK

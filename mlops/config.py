@@ -227,6 +227,17 @@ class PromotionConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The model registry."""
+
+    signing_key_env: str = _opt(
+        "", "Name of an environment variable (filled from a Secret) holding an HMAC key: "
+        "saves sign each model's metadata (which names the artifact's sha256) and loads "
+        "refuse unsigned or mis-signed models. Empty: no signing.",
+        lambda v: v == "" or v.replace("_", "a").isalnum(), "an environment variable name")
+
+
+@dataclass(frozen=True)
 class ReportingConfig:
     """The HTML run report."""
 
@@ -255,6 +266,7 @@ class Config:
     logging: LoggingConfig = _opt(LoggingConfig(), "Logging.")
     kubernetes: KubernetesConfig = _opt(KubernetesConfig(), "Step Jobs (controller only).")
     promotion: PromotionConfig = _opt(PromotionConfig(), "Champion/challenger promotion.")
+    registry: RegistryConfig = _opt(RegistryConfig(), "The model registry.")
     reporting: ReportingConfig = _opt(ReportingConfig(), "Run reports.")
     retention: RetentionConfig = _opt(RetentionConfig(), "Version retention.")
 
@@ -302,6 +314,22 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if uri:
         cfg = cfg.with_storage_uri(uri)
     return cfg
+
+
+def signing_key(config: Config, env: Mapping[str, str] | None = None) -> bytes | None:
+    """The model signing key named by ``registry.signing_key_env``, or None when unset.
+
+    Raises:
+        ConfigError: The variable is named but missing or empty (names the key).
+    """
+    name = config.registry.signing_key_env
+    if not name:
+        return None
+    value = (os.environ if env is None else env).get(name, "")
+    if not value:
+        raise ConfigError(f"config key 'registry.signing_key_env' names the environment "
+                          f"variable {name}, which is not set or empty")
+    return value.encode()
 
 
 class ConfigNotFoundError(ConfigError, FileNotFoundError):

@@ -45,7 +45,7 @@ from typing import Any
 
 from mlops.catalog import compact
 from mlops.errors import BadInputError
-from mlops.registry import METADATA
+from mlops.registry import METADATA, REFERENCE
 from mlops.storage import Store
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def find_orphans(ctx: GcContext, retired_data: Set[str] = frozenset(),
                                       data if key.startswith(DATA_INDEX) else models))
         elif key.startswith(f"{MODELS}/") and key.count("/") == 2:
             vid = key.split("/")[1]
-            if name == METADATA:
+            if name in (METADATA, REFERENCE):  # the commit point; the model's drift reference
                 continue
             record = models.get(vid)
             if record is None and f"{MODELS}/{vid}/{METADATA}" in ctx.unreadable:
@@ -343,6 +343,7 @@ def _protected(ctx: GcContext, retired_data: Set[str], retired_models: Set[str])
         if vid in retired_models:
             continue
         keys.add(f"{MODELS}/{vid}/{METADATA}")
+        keys.add(f"{MODELS}/{vid}/{REFERENCE}")
         keys.add(f"{MODELS}/{r.get('artifact')}")
         ts = _created_compact(r)
         if ts:

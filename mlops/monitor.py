@@ -25,11 +25,13 @@ falls back to ``mean_l1`` and says so in the report's ``note``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -66,6 +68,9 @@ class RetrainDecision:
         drift_counted: False when the batch was too small for drift to count.
         n_samples: Rows in the batch (None when unknown).
         drift_report: The per-feature report behind ``drift`` (None without a reference).
+        drift_error: Why drift could not be measured (a serving model whose reference is
+            missing or malformed, no feature shared with it), or None. ``drift`` is then
+            0.0 but means "unknown", not "no drift".
     """
 
     retrain: bool
@@ -75,6 +80,7 @@ class RetrainDecision:
     drift_counted: bool
     n_samples: int | None = None
     drift_report: DriftReport | None = None
+    drift_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -89,6 +95,22 @@ class RetrainDecision:
         report = data.get("drift_report")
         return cls(**{**data, "reasons": tuple(data.get("reasons", ())),
                       "drift_report": None if report is None else DriftReport.from_dict(report)})
+
+
+#: drift_report's default: the reference at ``<monitoring>/reference.json``.
+_DEFAULT_REFERENCE: Any = object()
+
+
+def reference_problem(doc: Any) -> str | None:
+    """Why ``doc`` cannot serve as a drift reference, or None when it can."""
+    if not isinstance(doc, Mapping):
+        return f"the reference is a {type(doc).__name__}, not a mapping"
+    means = doc.get("feature_means")
+    if not isinstance(means, Mapping) or not means:
+        return "the reference has no feature means"
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in means.values()):
+        return "the reference's feature means are not numbers"
+    return None
 
 
 class ModelMonitor:
@@ -133,13 +155,24 @@ class ModelMonitor:
     # --- history -----------------------------------------------------------------------
     def record_metrics(self, accuracy: float, data_version: str | None = None,
                        model_version: str | None = None,
-                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       extra: Mapping[str, Any] | None = None, *, once: str | None = None,
+                       at: str | None = None) -> dict[str, Any]:
         """Append one record to the history (one new object; never overwrites).
 
+        Args:
+            accuracy: The accuracy to record.
+            data_version: The data it was measured on.
+            model_version: The model it was measured for.
+            extra: More facts kept in the record.
+            once: A token naming this record (e.g. ``train-<run-id>``): with ``at``, the
+                record's key is derived from them, so a resumed step that records it
+                again finds it there and writes nothing.
+            at: ISO time of the record (default: now).
+
         Returns:
-            The record written.
+            The record written (or, with ``once``, the one already there).
         """
-        now = utc_now()
+        now = utc_now() if not at else datetime.fromisoformat(at)
         record = {
             "timestamp": iso(now),
             "accuracy": float(accuracy),
@@ -147,8 +180,16 @@ class ModelMonitor:
             "model_version": model_version,
             **dict(extra or {}),
         }
-        key = f"{self.metrics_prefix}/{compact(now)}-{uuid.uuid4().hex[:12]}.json"
-        self.store.write_json(key, record, exclusive=True)
+        suffix = hashlib.sha256(once.encode()).hexdigest()[:12] if once else \
+            uuid.uuid4().hex[:12]
+        key = f"{self.metrics_prefix}/{compact(now)}-{suffix}.json"
+        try:
+            self.store.write_json(key, record, exclusive=True)
+        except FileExistsError:
+            if once is None:
+                raise
+            existing = self.store.read_json(key)
+            return existing if isinstance(existing, dict) else record
         return record
 
     def get_history(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -176,6 +217,14 @@ class ModelMonitor:
                 bounded sample; see :func:`mlops.drift.build_reference`).
             **extra: Facts kept with it (``data_version``, ``model_version``...).
         """
+        doc = self.reference_document(feature_means, reference_frame, **extra)
+        self.store.write_json(self.drift_key, doc, compact=True)
+
+    def reference_document(self, feature_means: Mapping[str, float],
+                           reference_frame: pd.DataFrame | None = None,
+                           **extra: Any) -> dict[str, Any]:
+        """The reference document of :meth:`update_reference_distribution`, not written
+        (the pipeline keeps it with the model version it belongs to)."""
         doc: dict[str, Any] = {
             "updated_at": iso(utc_now()),
             "feature_means": {str(k): float(v) for k, v in feature_means.items()},
@@ -183,7 +232,7 @@ class ModelMonitor:
         if reference_frame is not None:
             doc["distribution"] = build_reference(reference_frame, self.drift_settings.psi_bins,
                                                   self.reference_sample_size)
-        self.store.write_json(self.drift_key, doc, compact=True)
+        return doc
 
     def get_reference(self) -> dict[str, Any] | None:
         """The reference document, or None when none was recorded."""
@@ -201,7 +250,8 @@ class ModelMonitor:
         return relative_l1(reference.get("feature_means", {}), feature_means)
 
     def drift_report(self, current: pd.DataFrame | Mapping[str, float],
-                     means: Mapping[str, float] | None = None) -> DriftReport | None:
+                     means: Mapping[str, float] | None = None,
+                     reference: Any = _DEFAULT_REFERENCE) -> DriftReport | None:
         """The configured method's report of ``current`` against the reference.
 
         Args:
@@ -211,11 +261,15 @@ class ModelMonitor:
             means: The batch's feature means when the caller has them already (a pass
                 over the data saved); computed from ``current`` otherwise.
 
+            reference: The reference document to compare with (the serving model's);
+                by default the one at ``<monitoring>/reference.json``.
+
         Returns:
             The report, or None when no reference was recorded.
         """
-        reference = self.get_reference()
-        if reference is None:
+        if reference is _DEFAULT_REFERENCE:
+            reference = self.get_reference()
+        if not isinstance(reference, Mapping):
             return None
         settings = self.drift_settings
         ref_means = reference.get("feature_means", {})
@@ -241,7 +295,9 @@ class ModelMonitor:
     def decide(self, current_accuracy: float | None,
                current_feature_means: Mapping[str, float], no_model_yet: bool,
                n_samples: int | None = None,
-               current_frame: pd.DataFrame | None = None) -> RetrainDecision:
+               current_frame: pd.DataFrame | None = None,
+               reference: Any = _DEFAULT_REFERENCE,
+               drift_error: str | None = None) -> RetrainDecision:
         """The retrain decision with its reasons.
 
         Args:
@@ -252,6 +308,9 @@ class ModelMonitor:
                 ``drift_min_samples``.
             current_frame: The new data's features, needed by every method but
                 ``mean_l1``.
+            reference: The reference to measure drift against (see :meth:`drift_report`);
+                None when there is none.
+            drift_error: Why there is no usable reference, when the caller knows.
 
         Returns:
             The decision; ``drift`` is the report's score (the relative L1 score for
@@ -263,14 +322,21 @@ class ModelMonitor:
         if current_accuracy is not None and current_accuracy < self.accuracy_min_threshold:
             reasons.append(LOW_ACCURACY)
         report = self.drift_report(current_frame if current_frame is not None
-                                   else current_feature_means, means=current_feature_means)
+                                   else current_feature_means, means=current_feature_means,
+                                   reference=reference)
+        if report is not None and not report.features and drift_error is None:
+            drift_error = "the data shares no feature with the reference"
+        if drift_error is not None:
+            log.warning("drift could not be measured: %s", drift_error)
+            report = None
         drift = 0.0 if report is None else report.score
         counted = n_samples is None or n_samples >= self.drift_min_samples
         if counted and report is not None and report.dataset_drifted:
             reasons.append(DRIFT)
         return RetrainDecision(retrain=bool(reasons), reasons=tuple(reasons),
                                accuracy=current_accuracy, drift=drift, drift_counted=counted,
-                               n_samples=n_samples, drift_report=report)
+                               n_samples=n_samples, drift_report=report,
+                               drift_error=drift_error)
 
     def should_retrain(self, current_accuracy: float | None,
                        current_feature_means: Mapping[str, float], no_model_yet: bool,

@@ -13,11 +13,11 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from mlops.catalog import check_version_id, iso, utc_now
-from mlops.config import Config, load_config
+from mlops.config import Config, load_config, signing_key
 from mlops.data import (
     SYNTHETIC,
     feature_means,
@@ -27,11 +27,11 @@ from mlops.data import (
     validate,
 )
 from mlops.drift import DriftSettings
-from mlops.errors import BadInputError, MLOpsError
-from mlops.monitor import ModelMonitor
+from mlops.errors import BadInputError, IntegrityError, MLOpsError
+from mlops.monitor import ModelMonitor, reference_problem
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.report import require_matplotlib, write_report_to_store
-from mlops.storage import Store, open_store
+from mlops.storage import Store, crash_point, open_store
 from mlops.training import check_trainable, check_training, evaluate, split, train_model
 from mlops.versioner import DataVersioner
 
@@ -42,6 +42,8 @@ MONITOR_CHECK = "monitor-check"
 TRAIN = "train"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
 SUMMARY = "summary"
+#: Retrain reason: the serving model cannot be loaded or cannot score the new data.
+SERVING_MODEL_UNUSABLE = "serving_model_unusable"
 
 R = TypeVar("R", bound="StepResult")
 
@@ -87,6 +89,8 @@ class MonitorCheckResult(StepResult):
     n_samples: int
     #: DriftReport.to_dict() of the batch (None without a reference); ``drift`` is its score.
     drift_report: dict[str, Any] | None = None
+    #: Why drift could not be measured (reference missing or malformed), else None.
+    drift_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class Workspace:
             store=store,
             versioner=DataVersioner(store.child("data"), config.data.hash_algorithm,
                                     keep_last_load=True),
-            registry=ModelRegistry(store.child("models")),
+            registry=ModelRegistry(store.child("models"), signing_key=signing_key(config)),
             monitor=monitor_for(config, store.child("monitoring")),
         )
 
@@ -236,27 +240,72 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     x, y = split_xy(df, config.data.target_column)
     current = ws.current_model_version()
     accuracy = None
+    unusable = None
     if current is not None:
-        model, _ = ws.registry.load(current)
-        accuracy = evaluate(model, x, y)
+        try:
+            model, _ = ws.registry.load(current)
+            accuracy = evaluate(model, x, y)
+        except (BadInputError, ValueError, KeyError, AttributeError, TypeError) as err:
+            # Broken serving model (deleted/truncated artifact, corrupt metadata, alias to
+            # a missing version, cannot score this data): retrain rather than fail nightly.
+            # A transient storage error (exit 1) still fails the step, to be retried.
+            unusable = f"{type(err).__name__}: {err}"
+            log.warning("monitor-check: serving model %s is unusable (%s); retraining",
+                        current, unusable)
+    reference, drift_error = serving_reference(ws, current)
     decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
                                  no_model_yet=current is None, n_samples=len(df),
-                                 current_frame=x)
+                                 current_frame=x, reference=reference,
+                                 drift_error=drift_error)
+    if unusable is not None:
+        decision = replace(decision, retrain=True,
+                           reasons=(*decision.reasons, SERVING_MODEL_UNUSABLE))
     report = decision.drift_report
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=decision.retrain, reasons=list(decision.reasons), accuracy=accuracy,
         drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df),
-        drift_report=None if report is None else report.to_dict())
+        drift_report=None if report is None else report.to_dict(),
+        drift_error=decision.drift_error)
     if not decision.retrain and accuracy is not None:
         ws.monitor.record_metrics(accuracy, ingested.data_version, current,
                                   {"run_id": run_id, "retrained": False, "drift": decision.drift,
-                                   "reasons": []})
+                                   "drift_error": decision.drift_error, "reasons": []})
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s accuracy %s drift %.4f -> retrain=%s %s", current,
              "n/a" if accuracy is None else f"{accuracy:.4f}", decision.drift,
              decision.retrain, list(decision.reasons))
     return result
+
+
+def serving_reference(ws: Workspace, version: str | None) -> tuple[Any, str | None]:
+    """The drift reference of the serving model, or why there is none usable.
+
+    The reference is kept with each model version (``models/<version>/reference.json``);
+    a store written before that keeps one at ``monitoring/reference.json``, which still
+    counts when it names this model (or no model at all).
+
+    Returns:
+        ``(reference, None)``, ``(None, None)`` when no model serves yet, or
+        ``(None, why drift cannot be measured)``.
+    """
+    if version is None:
+        return None, None
+    where = ws.registry.store.url(ws.registry.reference_key(version))
+    try:
+        doc = ws.registry.get_reference(version)
+        if doc is None:
+            legacy = ws.monitor.get_reference()
+            if legacy is not None and legacy.get("model_version") in (None, version):
+                doc, where = legacy, ws.monitor.store.url(ws.monitor.drift_key)
+    except IntegrityError as err:
+        return None, f"the reference of model {version} is corrupt ({err})"
+    if doc is None:
+        return None, f"model {version} has no drift reference ({where} is missing)"
+    problem = reference_problem(doc)
+    if problem is not None:
+        return None, f"{problem} ({where})"
+    return doc, None
 
 
 def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResult:
@@ -303,24 +352,30 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         })
     else:
         log.info("train: model %s already saved by this run; not training again", run_id)
-    meta = ws.registry.get_metadata(run_id).get("metadata", {})
+    record = ws.registry.get_metadata(run_id)
+    meta = record.get("metadata", {})
     accuracy = float(meta["accuracy"])
     promote = bool(meta.get("promote", True))
     champion = meta.get("champion_version")
     champion_accuracy = meta.get("champion_accuracy")
+    # Each part is written once and checked for on a resume, in this order; the alias
+    # move comes last, so a promoted model always has its reference and its metrics.
+    if ws.registry.get_reference(run_id) is None:
+        means = {str(c): float(v) for c, v in x_train.mean().items()}
+        ws.registry.save_reference(run_id, ws.monitor.reference_document(
+            means, x_train, data_version=ingested.data_version, model_version=run_id))
+    crash_point("after-reference")
+    ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
+        "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
+        "drift_error": checked.get("drift_error"),
+        "reasons": checked.get("reasons", []), "promoted": promote,
+        "champion_version": champion, "champion_accuracy": champion_accuracy},
+        once=f"train-{run_id}", at=str(record.get("created_at", "")))
+    crash_point("after-metrics")
     if promote and not any(e.get("version") == run_id
                            for e in ws.registry.alias_history(PRODUCTION)):
         ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.get("promotion_reason", "")),
                               by=f"pipeline run {run_id}")
-        means = {str(c): float(v) for c, v in x_train.mean().items()}
-        ws.monitor.update_reference_distribution(means, x_train,
-                                                 data_version=ingested.data_version,
-                                                 model_version=run_id)
-    if fresh:
-        ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
-            "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
-            "reasons": checked.get("reasons", []), "promoted": promote,
-            "champion_version": champion, "champion_accuracy": champion_accuracy})
     result = TrainResult(run_id=run_id, data_version=ingested.data_version, model_version=run_id,
                          accuracy=accuracy, train_rows=int(meta["train_rows"]),
                          test_rows=int(meta["test_rows"]), promoted=promote,
@@ -390,8 +445,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
 
     Returns:
         ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
-        drift_report, promoted, challenger_version, challenger_accuracy,
-        champion_accuracy}``.
+        drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
+        champion_accuracy}``; ``drift_error`` says why drift could not be measured
+        (then ``drift`` is 0.0 but unknown).
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -414,6 +470,7 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "reasons": checked["reasons"],
         "drift": checked["drift"],
         "drift_report": checked.get("drift_report"),
+        "drift_error": checked.get("drift_error"),
         "promoted": promoted,
         "challenger_version": trained["model_version"] if trained else None,
         "challenger_accuracy": trained["accuracy"] if trained else None,

@@ -5,6 +5,8 @@ Layout below the registry's base:
     <version-id>/model-<sha256[:16]>.joblib   the artifact (its name carries its hash,
                                               so two writers never overwrite each other)
     <version-id>/metadata.json                written LAST with exclusive create: the commit point
+    <version-id>/reference.json               the drift reference of this model (written by
+                                              the train step before the alias may move)
     _index/<created>~<version-id>             empty marker, gives creation order cheaply
     _aliases/<alias>/events/<time>-<uuid>.json   one object per alias move, never overwritten
     _aliases/<alias>/current.json             pointer to the alias's latest event, written
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import hmac
 import io
+import json
 import os
 import uuid
 from typing import Any, cast
@@ -35,14 +39,47 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.storage import Store, as_store, crash_point
+from mlops.storage import Store, as_store, confined_key, crash_point
 
 METADATA = "metadata.json"
+#: The drift reference of a model version, in the version's own folder.
+REFERENCE = "reference.json"
+#: The metadata record's field holding its HMAC when a signing key is configured.
+SIGNATURE = "signature"
 ALIASES = "_aliases"
 #: The alias the pipeline loads and the promotion rule moves.
 PRODUCTION = "production"
 PROMOTE = "promote"
 ROLLBACK = "rollback"
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in record.items() if k != SIGNATURE}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def sign_record(record: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of a metadata record (all but its signature), hex.
+
+    The record names the artifact and its sha256, so the signature covers the model's
+    bytes too.
+    """
+    return hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
+
+
+def check_signature(record: dict[str, Any], key: bytes, version_id: str) -> None:
+    """Refuse a record that is unsigned or whose signature does not match ``key``.
+
+    Raises:
+        IntegrityError: Unsigned or mis-signed (exit code 2; the model is not unpickled).
+    """
+    found = record.get(SIGNATURE)
+    if not isinstance(found, str):
+        raise IntegrityError(f"model version '{version_id}' is not signed and a signing key is "
+                             "configured (registry.signing_key_env); refusing to load it")
+    if not hmac.compare_digest(found, sign_record(record, key)):
+        raise IntegrityError(f"model version '{version_id}' has a signature that does not "
+                             "match the signing key; refusing to load it")
 
 
 def current_user() -> str:
@@ -59,12 +96,17 @@ class ModelRegistry:
     Args:
         base_dir: A path, URI or :class:`~mlops.storage.Store` (e.g. ``<store>/models``).
         storage_options: fsspec options when ``base_dir`` is a URI.
+        signing_key: Optional HMAC key (``registry.signing_key_env``): saves sign the
+            metadata record (which names the artifact's sha256), loads refuse a record
+            without a valid signature. See docs/reliability.md for what it protects.
     """
 
     def __init__(self, base_dir: str | os.PathLike[str] | Store = "models",
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, *,
+                 signing_key: bytes | None = None) -> None:
         self.store = as_store(base_dir, storage_options)
         self.index = VersionIndex(self.store, prefix="_index")
+        self.signing_key = signing_key or None
 
     def save(self, model: Any, version_id: str, metadata: dict[str, Any] | None = None) -> str:
         """Save ``model`` as ``version_id``.
@@ -102,6 +144,8 @@ class ModelRegistry:
             "model_class": type(model).__name__,
             "metadata": dict(metadata or {}),
         }
+        if self.signing_key is not None:
+            record[SIGNATURE] = sign_record(record, self.signing_key)
         self.index.add(version_id, created)
         crash_point("after-index")
         try:
@@ -122,17 +166,24 @@ class ModelRegistry:
                 unpickled).
         """
         record = self.get_metadata(version_id)
+        artifact = confined_key(record.get("artifact"), f"{version_id}/",
+                                f"model version '{version_id}' artifact")
+        if "/" in artifact[len(version_id) + 1:] or not artifact.endswith(".joblib"):
+            raise IntegrityError(f"model version '{version_id}' artifact {artifact!r} is not a "
+                                 "model file of its own folder; refusing to load it")
+        if self.signing_key is not None:
+            check_signature(record, self.signing_key, version_id)
         try:
-            payload = self.store.read_bytes(record["artifact"])
+            payload = self.store.read_bytes(artifact)
         except FileNotFoundError as err:
             raise VersionNotFoundError(f"model version '{version_id}' is missing its "
-                                       f"artifact {record['artifact']}") from err
+                                       f"artifact {artifact}") from err
         found = hashlib.sha256(payload).hexdigest()
-        if found != record["sha256"]:
+        if found != record.get("sha256"):
             raise IntegrityError(
                 f"model artifact of version '{version_id}' failed its integrity check: "
                 f"sha256 {found[:12]}... does not match the recorded "
-                f"{record['sha256'][:12]}...; refusing to load it")
+                f"{str(record.get('sha256'))[:12]}...; refusing to load it")
         return joblib.load(io.BytesIO(payload)), record
 
     def get_metadata(self, version_id: str) -> dict[str, Any]:
@@ -166,6 +217,35 @@ class ModelRegistry:
         """The id of the newest committed version, or None."""
         latest = self.list_versions(limit=1)
         return latest[0]["id"] if latest else None
+
+    # --- drift references ---------------------------------------------------------------
+    def save_reference(self, version_id: str, doc: dict[str, Any]) -> bool:
+        """Keep ``doc`` as the drift reference of ``version_id`` (create only).
+
+        Returns:
+            False when the version already had one (a resumed step): it is kept as is.
+        """
+        check_version_id(version_id, "model version id")
+        try:
+            self.store.write_json(self.reference_key(version_id), doc, exclusive=True,
+                                  compact=True)
+        except FileExistsError:
+            return False
+        return True
+
+    def get_reference(self, version_id: str) -> Any:
+        """The drift reference kept with ``version_id`` (as parsed, checked by the caller),
+        or None when it has none.
+
+        Raises:
+            CorruptObjectError: It exists but is not valid JSON (exit code 2).
+        """
+        check_version_id(version_id, "model version id")
+        try:
+            doc = self.store.read_json(self.reference_key(version_id))
+        except FileNotFoundError:
+            return None
+        return doc
 
     # --- aliases -----------------------------------------------------------------------
     def get_alias(self, alias: str = PRODUCTION) -> str | None:
@@ -280,6 +360,12 @@ class ModelRegistry:
     @staticmethod
     def _pointer_key(alias: str) -> str:
         return f"{ALIASES}/{alias}/current.json"
+
+    @staticmethod
+    def reference_key(version_id: str) -> str:
+        """The key of the drift reference kept with a model version (written before the
+        version may be promoted, so an alias move always carries its reference)."""
+        return f"{version_id}/{REFERENCE}"
 
     @staticmethod
     def metadata_key(version_id: str) -> str:

@@ -18,7 +18,7 @@ import html
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ class ReportData:
         alias_history: Events of the ``production`` alias, oldest first.
         accuracy_threshold: ``monitoring.accuracy_min_threshold``.
         generated_at: When the data was read (ISO 8601).
+        drift_errors: ``(run_id, why)`` of each run whose drift could not be measured
+            (its serving model's reference missing or malformed), oldest first.
     """
 
     store_uri: str
@@ -56,6 +58,7 @@ class ReportData:
     alias_history: list[dict[str, Any]]
     accuracy_threshold: float
     generated_at: str
+    drift_errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 def require_matplotlib() -> None:
@@ -83,10 +86,13 @@ def collect(ws: Workspace) -> ReportData:
         raise BadInputError(f"nothing to report: the store {ws.store.uri} has no runs yet "
                             "(run `mlops run` first)")
     drift = []
+    drift_errors = []
     for run_id in runs:
         checked = ws.read_result(run_id, "monitor-check")
         if checked and checked.get("drift_report"):
             drift.append((run_id, checked["drift_report"]))
+        if checked and checked.get("drift_error"):
+            drift_errors.append((run_id, str(checked["drift_error"])))
     aliases = ws.registry.aliases()
     by_version: dict[str, list[str]] = {}
     for name, version in aliases.items():
@@ -97,7 +103,7 @@ def collect(ws: Workspace) -> ReportData:
     return ReportData(store_uri=ws.store.uri, history=history, drift=drift, models=models,
                       aliases=aliases, alias_history=ws.registry.alias_history(),
                       accuracy_threshold=ws.config.monitoring.accuracy_min_threshold,
-                      generated_at=iso(utc_now()))
+                      generated_at=iso(utc_now()), drift_errors=drift_errors)
 
 
 # --- plots -------------------------------------------------------------------------------
@@ -263,6 +269,10 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
                             "drift"))
     else:
         parts.append("<p>No drift report yet (the first run has no reference).</p>")
+    if data.drift_errors:
+        parts.append("<h2>Drift not measured</h2>")
+        parts.append(_table(data.drift_errors, ["run", "why drift could not be measured"],
+                            "drift-errors"))
     parts.append("<h2>Model registry</h2>")
     parts.append(_table([(m["id"], m.get("aliases") or None, m.get("created_at"),
                           m.get("metadata", {}).get("model_type"),

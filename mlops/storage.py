@@ -38,6 +38,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -114,6 +115,38 @@ def confined_key(key: object, prefix: str, what: str) -> str:
     return key
 
 
+class CorruptObjectError(IntegrityError):
+    """An object exists but cannot be parsed (exit code 2: a retry reads the same bytes).
+
+    Attributes:
+        key: The key of the object, relative to the store that read it.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def hashlib_file(f: IO[bytes], h: Any, chunk: int = 1 << 22) -> None:
+    """Feed the rest of ``f`` into the hash object ``h`` in chunks."""
+    while block := f.read(chunk):
+        h.update(block)
+
+
+class _HashingWriter:
+    """A write-only file proxy that hashes what passes through it."""
+
+    def __init__(self, f: IO[bytes], h: Any) -> None:
+        self._f, self._h = f, h
+
+    def write(self, data: Any) -> int:
+        self._h.update(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 class _WriterFailed(Exception):
     """The caller's writer raised (its error is the cause): not a storage error to retry."""
 
@@ -187,13 +220,15 @@ class Store:
 
         Raises:
             FileNotFoundError: No object at ``key``.
-            StorageError: The object is not valid JSON (named).
+            CorruptObjectError: The object is not valid JSON (named; exit code 2).
         """
         data = self.read_bytes(key)
         try:
             return json.loads(data)
         except ValueError as err:
-            raise StorageError(f"{self.url(key)} is not valid JSON (corrupt object)") from err
+            # The bytes were read whole: a retry reads the same ones (exit 2, not 1).
+            raise CorruptObjectError(f"{self.url(key)} is not valid JSON (corrupt object)",
+                                     key) from err
 
     def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
         """The bytes of many objects, fetched concurrently where the backend can.
@@ -379,6 +414,41 @@ class Store:
         size = self._local_write_path(key, writer, exclusive)
         self._invalidate()
         return size
+
+    def write_hashed(self, key: str, writer: Callable[[str | IO[bytes]], object]) -> tuple[
+            int, str]:
+        """Like :meth:`write_via_path`, and also return the sha256 of the bytes written.
+
+        Locally the temp file is hashed before it is renamed into place (it is still in
+        the page cache); on object stores the stream is hashed as it is uploaded, so the
+        object is never read back.
+
+        Returns:
+            ``(size in bytes, sha256 hex digest)``.
+        """
+        h = hashlib.sha256()
+        if self.is_local:
+            def hashed(tmp: str | IO[bytes]) -> None:
+                writer(tmp)
+                assert isinstance(tmp, str)
+                with open(tmp, "rb") as f:
+                    hashlib_file(f, h)
+            size = self._local_write_path(key, hashed, False)
+            self._invalidate()
+            return size, h.hexdigest()
+        self.write_with(key, lambda f: writer(_HashingWriter(f, h)))  # type: ignore[arg-type]
+        return self.size(key), h.hexdigest()
+
+    def sha256(self, key: str) -> str:
+        """The sha256 hex digest of the object at ``key`` (streamed).
+
+        Raises:
+            FileNotFoundError: No object at ``key``.
+        """
+        h = hashlib.sha256()
+        with self.open_read(key) as f:
+            hashlib_file(f, h)
+        return h.hexdigest()
 
     def delete(self, key: str) -> None:
         """Delete ``key``; a missing object is not an error."""

@@ -9,6 +9,9 @@ Layout below the versioner's base:
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,9 +21,11 @@ import pyarrow.fs
 
 from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
 from mlops.data import column_stats
-from mlops.errors import VersionExistsError, VersionNotFoundError
+from mlops.errors import IntegrityError, StorageError, VersionExistsError, VersionNotFoundError
 from mlops.hashing import check_algorithm, content_hash
-from mlops.storage import Store, as_store, crash_point
+from mlops.storage import Store, as_store, confined_key, crash_point
+
+log = logging.getLogger(__name__)
 
 #: Hex digits of the content hash used as the default version id.
 DEFAULT_ID_LENGTH = 16
@@ -89,7 +94,9 @@ class DataVersioner:
         vid = version_id or digest[:DEFAULT_ID_LENGTH]
         existing = self._manifest_or_none(vid)
         if existing is not None:
-            return self._same_or_conflict(vid, existing, digest)
+            self._same_or_conflict(vid, existing, digest)
+            self._repair_object(vid, existing, df)
+            return vid
 
         obj_key = self.object_key(digest)
         # The statistics pass runs on the other core while pyarrow (GIL released) encodes
@@ -98,11 +105,9 @@ class DataVersioner:
             stats = pool.submit(column_stats, df)
             reused = self.store.exists(obj_key)
             if reused:
-                size = self.store.size(obj_key)
+                size, object_sha = self.store.size(obj_key), self.store.sha256(obj_key)
             else:
-                size = self.store.write_via_path(
-                    obj_key, lambda f: df.to_parquet(f, engine="pyarrow",
-                                                     use_dictionary=_dictionary_columns(df)))
+                size, object_sha = self._write_object(obj_key, df)
             column_stats_result = stats.result()
         crash_point("after-payload")
         created = utc_now()
@@ -116,6 +121,7 @@ class DataVersioner:
             "columns": [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
             "stats": column_stats_result,
             "size_bytes": size,
+            "object_sha256": object_sha,
         }
         self.index.add(vid, created)
         crash_point("after-index")
@@ -127,12 +133,41 @@ class DataVersioner:
             return self._same_or_conflict(vid, self._manifest(vid), digest)
         if reused and not self.store.exists(obj_key):
             # The object was an orphan that `mlops gc` removed while we committed.
-            self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
+            self._repair_object(vid, manifest, df)
         if self.keep_last_load:
             # Same content hash = same columns, dtypes, index and values as a load would
             # give: the next step of an in-process run need not read it back.
             self._last_load = (obj_key, df.copy(deep=False))
         return vid
+
+    def _write_object(self, obj_key: str, df: pd.DataFrame) -> tuple[int, str]:
+        """Write ``df`` as Parquet at ``obj_key``; return its size and sha256."""
+        return self.store.write_hashed(
+            obj_key, lambda f: df.to_parquet(f, engine="pyarrow",
+                                             use_dictionary=_dictionary_columns(df)))
+
+    def _repair_object(self, vid: str, manifest: dict[str, Any], df: pd.DataFrame) -> None:
+        """Rewrite the object of a committed version when it is missing or damaged.
+
+        Registering the same content again is the repair of a deleted or truncated data
+        object (``mlops versions`` and ``mlops gc --check`` report it). The manifest is
+        rewritten only when the new object's checksum differs (same id, same content).
+        """
+        key = confined_key(manifest.get("object"), "objects/", f"data version '{vid}' object")
+        recorded = manifest.get("object_sha256")
+        try:
+            intact = self.store.size(key) == manifest.get("size_bytes") and (
+                recorded is None or self.store.sha256(key) == recorded)
+        except FileNotFoundError:
+            intact = False
+        if intact:
+            return
+        log.warning("data version %s: object %s is missing or damaged; rewriting it from the "
+                    "same content", vid, self.store.url(key))
+        size, sha = self._write_object(key, df)
+        if size != manifest.get("size_bytes") or sha != recorded:
+            self.store.write_json(self.manifest_key(vid),
+                                  {**manifest, "size_bytes": size, "object_sha256": sha})
 
     def _same_or_conflict(self, vid: str, manifest: dict[str, Any], digest: str) -> str:
         if manifest.get("content_hash") == digest \
@@ -142,33 +177,88 @@ class DataVersioner:
                                  "content; versions are never overwritten")
 
     # --- reading -----------------------------------------------------------------------
-    def load(self, version_id: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """The DataFrame and metadata of a version.
+    def load(self, version_id: str, *, verify: bool = True) -> tuple[pd.DataFrame,
+                                                                      dict[str, Any]]:
+        """The DataFrame and metadata of a version, checked against its manifest.
+
+        Args:
+            version_id: The version.
+            verify: Check the object's bytes against the sha256 in the manifest (hashed
+                in a thread while Parquet decodes the same buffer); manifests written
+                before that checksum existed are checked by recomputing the content
+                hash. ``False`` skips the check (an explicit, unverified load).
 
         Raises:
             InvalidVersionIdError: Unsafe id.
-            VersionNotFoundError: No such version.
+            VersionNotFoundError: No such version, or its object is missing.
+            IntegrityError: The object does not match the manifest, the manifest points
+                outside ``objects/``, or the object is not readable Parquet (names the
+                version; exit code 2).
         """
         manifest = self.get_metadata(version_id)
-        key = manifest["object"]
+        key = confined_key(manifest.get("object"), "objects/",
+                           f"data version '{version_id}' object")
         if self._last_load is not None and self._last_load[0] == key:
             # Same object (content-addressed, immutable): a lazy copy of the kept frame.
             return self._last_load[1].copy(deep=False), manifest
-        local = self.store.local_path(key)
         try:
-            if local is not None:
-                # With a filesystem, pyarrow opens the path natively; without one pandas
-                # reads through a Python file object, which measured ~10-25% slower.
-                df = pd.read_parquet(local, engine="pyarrow", filesystem=_LOCAL_FS)
-            else:
-                with self.store.open_read(key) as f:
-                    df = pd.read_parquet(f, engine="pyarrow")
+            df = self._read(key, manifest, version_id, verify)
         except FileNotFoundError as err:
             raise VersionNotFoundError(f"data version '{version_id}' is missing its object "
                                        f"{self.store.url(key)}") from err
+        except (pyarrow.ArrowException, OSError) as err:
+            if isinstance(err, FileNotFoundError | StorageError):
+                raise
+            raise IntegrityError(f"data version '{version_id}': object {self.store.url(key)} "
+                                 f"is not readable Parquet ({err}); register the same data "
+                                 "again to repair it") from err
         if self.keep_last_load:
             self._last_load = (key, df.copy(deep=False))
         return df, manifest
+
+    def _read(self, key: str, manifest: dict[str, Any], vid: str, verify: bool) -> pd.DataFrame:
+        recorded = manifest.get("object_sha256")
+        if verify and recorded is not None:
+            data = self.store.read_bytes(key)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+                try:
+                    df = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+                finally:
+                    found = digest.result()
+            if found != recorded:
+                raise IntegrityError(f"data version '{vid}': object {self.store.url(key)} "
+                                     f"failed its integrity check (sha256 {found[:12]}... is "
+                                     f"not the recorded {str(recorded)[:12]}...); refusing "
+                                     "to load it")
+            return df
+        df = self._read_unverified(key)
+        if verify:
+            self._check_content(df, manifest, vid)
+        return df
+
+    def _check_content(self, df: pd.DataFrame, manifest: dict[str, Any], vid: str) -> None:
+        """A manifest without an object checksum: compare the recomputed content hash."""
+        algorithm = str(manifest.get("hash_algorithm", self.hash_algorithm))
+        if content_hash(df, algorithm) == manifest.get("content_hash"):
+            return
+        recorded = [c.get("dtype") for c in manifest.get("columns", [])]
+        if recorded != [str(t) for t in df.dtypes]:
+            # Some dtypes (object columns) do not survive Parquet: the hash cannot match.
+            log.warning("data version %s: written before object checksums and its dtypes "
+                        "do not round-trip; loaded unverified", vid)
+            return
+        raise IntegrityError(f"data version '{vid}': content of {manifest.get('object')} does "
+                             "not match its content hash; refusing to load it")
+
+    def _read_unverified(self, key: str) -> pd.DataFrame:
+        local = self.store.local_path(key)
+        if local is not None:
+            # With a filesystem, pyarrow opens the path natively; without one pandas
+            # reads through a Python file object, which measured ~10-25% slower.
+            return pd.read_parquet(local, engine="pyarrow", filesystem=_LOCAL_FS)
+        with self.store.open_read(key) as f:
+            return pd.read_parquet(f, engine="pyarrow")
 
     def get_metadata(self, version_id: str) -> dict[str, Any]:
         """The manifest of a version.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.errors import StorageConfigError, StorageError
+from mlops.errors import IntegrityError, StorageConfigError
 from mlops.storage import open_store
 
 
@@ -71,7 +71,7 @@ def test_child_store_shares_the_filesystem(store_uri: str, storage_options: dict
 def test_corrupt_json_is_named(store_uri: str, storage_options: dict) -> None:
     store = open_store(store_uri, storage_options)
     store.write_bytes("bad.json", b"{not json")
-    with pytest.raises(StorageError, match=r"bad\.json is not valid JSON"):
+    with pytest.raises(IntegrityError, match=r"bad\.json is not valid JSON"):
         store.read_json("bad.json")
 
 
