@@ -239,8 +239,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     if not math.isfinite(args.grace_seconds) or args.grace_seconds < 0:
         # nan compares False with everything: it would silently disable the grace period.
-        raise BadInputError(f"--grace-seconds must be a finite number >= 0, "
-                            f"got {args.grace_seconds}")
+        raise BadInputError(f"grace period must be >= 0 seconds, got {args.grace_seconds}")
     ws = _workspace(args)
     retention = plan_retention(ws)
     if not args.dry_run and not retention.empty:

@@ -406,7 +406,7 @@ def run_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: 
     Raises:
         BadInputError: ``grace_seconds`` is negative (nothing is deleted).
     """
-    if grace_seconds < 0:
+    if not grace_seconds >= 0:  # also nan, which would disable the grace period
         raise BadInputError(f"grace period must be >= 0 seconds, got {grace_seconds}")
     plan = plan_gc(store, grace_seconds, sources)
     return plan if dry_run else apply_gc(store, plan)
