@@ -376,6 +376,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                            for e in ws.registry.alias_history(PRODUCTION)):
         ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.get("promotion_reason", "")),
                               by=f"pipeline run {run_id}")
+        crash_point("after-alias")
     result = TrainResult(run_id=run_id, data_version=ingested.data_version, model_version=run_id,
                          accuracy=accuracy, train_rows=int(meta["train_rows"]),
                          test_rows=int(meta["test_rows"]), promoted=promote,

@@ -54,3 +54,11 @@ def save_then_crash(uri: str, options: dict[str, Any], version_id: str) -> None:
     """Save a model; MLOPS_TEST_CRASH_AT makes the process die midway."""
     _, registry, _ = stores(uri, options)
     registry.save({"crashed": version_id}, version_id)
+
+
+def train_run(config: Any, run_id: str) -> None:
+    """Ingest then train one run (a writer of the promotion race and crash tests)."""
+    from mlops import pipeline
+
+    pipeline.ingest(config, run_id)
+    pipeline.train(config, run_id)
