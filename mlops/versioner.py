@@ -10,13 +10,13 @@ Layout below the versioner's base:
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
+import pyarrow
 import pyarrow.fs
 
 from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
@@ -219,11 +219,16 @@ class DataVersioner:
     def _read(self, key: str, manifest: dict[str, Any], vid: str, verify: bool) -> pd.DataFrame:
         recorded = manifest.get("object_sha256")
         if verify and recorded is not None:
-            data = self.store.read_bytes(key)
+            local = self.store.local_path(key)
+            if local is not None:
+                with pyarrow.OSFile(local) as f:  # one native read, no Python copy
+                    buf = f.read_buffer()
+            else:
+                buf = pyarrow.py_buffer(self.store.read_bytes(key))
             with ThreadPoolExecutor(max_workers=1) as pool:
-                digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+                digest = pool.submit(lambda: hashlib.sha256(memoryview(buf)).hexdigest())
                 try:
-                    df = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+                    df = pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
                 finally:
                     found = digest.result()
             if found != recorded:
