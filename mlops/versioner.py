@@ -1,6 +1,6 @@
 """DataVersioner: content-addressed DataFrame versions in the store.
 
-Layout below the versioner's base:
+Layout below the versioner's base (named in :mod:`mlops.layout`):
 
     objects/<ab>/<rest-of-hash>.parquet   the data, addressed by its content hash
     index/<created>~<version-id>          empty marker, gives creation order cheaply
@@ -13,17 +13,21 @@ import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 import pyarrow
 import pyarrow.fs
 
-from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
+from mlops import layout
 from mlops.data import column_stats
 from mlops.errors import IntegrityError, StorageError, VersionExistsError, VersionNotFoundError
 from mlops.hashing import check_algorithm, content_hash
+from mlops.ids import check_version_id, iso, utc_now
+from mlops.records import DataManifest
 from mlops.storage import Store, as_store, confined_key, crash_point
+from mlops.versioned import VersionedStore
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def _dictionary_columns(df: pd.DataFrame) -> list[str]:
     return [str(c) for c, t in df.dtypes.items() if getattr(t, "kind", "O") not in "fc"]
 
 
-class DataVersioner:
+class DataVersioner(VersionedStore[DataManifest]):
     """Registers DataFrames as immutable, content-addressed versions.
 
     Args:
@@ -63,13 +67,16 @@ class DataVersioner:
         ConfigError: Unsupported hash algorithm.
     """
 
+    kind = "data version"
+    record_type = DataManifest
+    index_prefix = layout.DATA_INDEX
+
     def __init__(self, base_dir: str | os.PathLike[str] | Store = "data/versions",
                  hash_algorithm: str = "sha256",
                  storage_options: dict[str, Any] | None = None, *,
                  keep_last_load: bool = False) -> None:
         self.hash_algorithm = check_algorithm(hash_algorithm)
-        self.store = as_store(base_dir, storage_options)
-        self.index = VersionIndex(self.store)
+        super().__init__(as_store(base_dir, storage_options))
         self.keep_last_load = keep_last_load and _COPY_ON_WRITE
         self._last_load: tuple[str, pd.DataFrame] | None = None
 
@@ -92,10 +99,10 @@ class DataVersioner:
             check_version_id(version_id, "data version id")
         digest = content_hash(df, self.hash_algorithm)
         vid = version_id or digest[:DEFAULT_ID_LENGTH]
-        existing = self._manifest_or_none(vid)
+        existing = self._record_or_none(vid)
         if existing is not None:
             self._same_or_conflict(vid, existing, digest)
-            self._repair_object(vid, existing, df)
+            self._repair_object(existing, df)
             return vid
 
         obj_key = self.object_key(digest)
@@ -111,29 +118,22 @@ class DataVersioner:
             column_stats_result = stats.result()
         crash_point("after-payload")
         created = utc_now()
-        manifest = {
-            "id": vid,
-            "created_at": iso(created),
-            "content_hash": digest,
-            "hash_algorithm": self.hash_algorithm,
-            "object": obj_key,
-            "rows": len(df),
-            "columns": [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
-            "stats": column_stats_result,
-            "size_bytes": size,
-            "object_sha256": object_sha,
-        }
+        manifest = DataManifest(
+            id=vid, created_at=iso(created), content_hash=digest,
+            hash_algorithm=self.hash_algorithm, object=obj_key, rows=len(df),
+            columns=[{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
+            stats=column_stats_result, size_bytes=size, object_sha256=object_sha)
         self.index.add(vid, created)
         crash_point("after-index")
         try:
-            self.store.write_json(self.manifest_key(vid), manifest, exclusive=True)
+            self.store.write_json(self.manifest_key(vid), manifest.to_dict(), exclusive=True)
         except FileExistsError:
             # Another writer committed the same id first: our marker is a duplicate.
             self.store.delete(self.index.marker(vid, created))
-            return self._same_or_conflict(vid, self._manifest(vid), digest)
+            return self._same_or_conflict(vid, self.get_record(vid), digest)
         if reused and not self.store.exists(obj_key):
             # The object was an orphan that `mlops gc` removed while we committed.
-            self._repair_object(vid, manifest, df)
+            self._repair_object(manifest, df)
         if self.keep_last_load:
             # Same content hash = same columns, dtypes, index and values as a load would
             # give: the next step of an in-process run need not read it back.
@@ -146,18 +146,20 @@ class DataVersioner:
             obj_key, lambda f: df.to_parquet(f, engine="pyarrow",
                                              use_dictionary=_dictionary_columns(df)))
 
-    def _repair_object(self, vid: str, manifest: dict[str, Any], df: pd.DataFrame) -> None:
+    def _repair_object(self, manifest: DataManifest, df: pd.DataFrame) -> None:
         """Rewrite the object of a committed version when it is missing or damaged.
 
         Registering the same content again is the repair of a deleted or truncated data
         object (``mlops versions`` and ``mlops gc --check`` report it). The manifest is
         rewritten only when the new object's checksum differs (same id, same content).
         """
-        key = confined_key(manifest.get("object"), "objects/", f"data version '{vid}' object")
-        recorded = manifest.get("object_sha256")
+        vid = manifest.id
+        key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
+                           f"data version '{vid}' object")
         try:
-            intact = self.store.size(key) == manifest.get("size_bytes") and (
-                recorded is None or self.store.sha256(key) == recorded)
+            intact = self.store.size(key) == manifest.size_bytes and (
+                manifest.object_sha256 is None
+                or self.store.sha256(key) == manifest.object_sha256)
         except FileNotFoundError:
             intact = False
         if intact:
@@ -165,13 +167,12 @@ class DataVersioner:
         log.warning("data version %s: object %s is missing or damaged; rewriting it from the "
                     "same content", vid, self.store.url(key))
         size, sha = self._write_object(key, df)
-        if size != manifest.get("size_bytes") or sha != recorded:
+        if size != manifest.size_bytes or sha != manifest.object_sha256:
             self.store.write_json(self.manifest_key(vid),
-                                  {**manifest, "size_bytes": size, "object_sha256": sha})
+                                  replace(manifest, size_bytes=size, object_sha256=sha).to_dict())
 
-    def _same_or_conflict(self, vid: str, manifest: dict[str, Any], digest: str) -> str:
-        if manifest.get("content_hash") == digest \
-                and manifest.get("hash_algorithm") == self.hash_algorithm:
+    def _same_or_conflict(self, vid: str, manifest: DataManifest, digest: str) -> str:
+        if manifest.content_hash == digest and manifest.hash_algorithm == self.hash_algorithm:
             return vid
         raise VersionExistsError(f"data version '{vid}' already exists with different "
                                  "content; versions are never overwritten")
@@ -195,14 +196,14 @@ class DataVersioner:
                 outside ``objects/``, or the object is not readable Parquet (names the
                 version; exit code 2).
         """
-        manifest = self.get_metadata(version_id)
-        key = confined_key(manifest.get("object"), "objects/",
+        manifest = self.get_record(version_id)
+        key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{version_id}' object")
         if self._last_load is not None and self._last_load[0] == key:
             # Same object (content-addressed, immutable): a lazy copy of the kept frame.
-            return self._last_load[1].copy(deep=False), manifest
+            return self._last_load[1].copy(deep=False), manifest.to_dict()
         try:
-            df = self._read(key, manifest, version_id, verify)
+            df = self._read(key, manifest, verify)
         except FileNotFoundError as err:
             raise VersionNotFoundError(f"data version '{version_id}' is missing its object "
                                        f"{self.store.url(key)}") from err
@@ -214,10 +215,10 @@ class DataVersioner:
                                  "again to repair it") from err
         if self.keep_last_load:
             self._last_load = (key, df.copy(deep=False))
-        return df, manifest
+        return df, manifest.to_dict()
 
-    def _read(self, key: str, manifest: dict[str, Any], vid: str, verify: bool) -> pd.DataFrame:
-        recorded = manifest.get("object_sha256")
+    def _read(self, key: str, manifest: DataManifest, verify: bool) -> pd.DataFrame:
+        vid, recorded = manifest.id, manifest.object_sha256
         if verify and recorded is not None:
             local = self.store.local_path(key)
             if local is not None:
@@ -234,26 +235,24 @@ class DataVersioner:
             if found != recorded:
                 raise IntegrityError(f"data version '{vid}': object {self.store.url(key)} "
                                      f"failed its integrity check (sha256 {found[:12]}... is "
-                                     f"not the recorded {str(recorded)[:12]}...); refusing "
+                                     f"not the recorded {recorded[:12]}...); refusing "
                                      "to load it")
             return df
         df = self._read_unverified(key)
         if verify:
-            self._check_content(df, manifest, vid)
+            self._check_content(df, manifest)
         return df
 
-    def _check_content(self, df: pd.DataFrame, manifest: dict[str, Any], vid: str) -> None:
+    def _check_content(self, df: pd.DataFrame, manifest: DataManifest) -> None:
         """A manifest without an object checksum: compare the recomputed content hash."""
-        algorithm = str(manifest.get("hash_algorithm", self.hash_algorithm))
-        if content_hash(df, algorithm) == manifest.get("content_hash"):
+        if content_hash(df, manifest.hash_algorithm) == manifest.content_hash:
             return
-        recorded = [c.get("dtype") for c in manifest.get("columns", [])]
-        if recorded != [str(t) for t in df.dtypes]:
+        if [c.get("dtype") for c in manifest.columns] != [str(t) for t in df.dtypes]:
             # Some dtypes (object columns) do not survive Parquet: the hash cannot match.
             log.warning("data version %s: written before object checksums and its dtypes "
-                        "do not round-trip; loaded unverified", vid)
+                        "do not round-trip; loaded unverified", manifest.id)
             return
-        raise IntegrityError(f"data version '{vid}': content of {manifest.get('object')} does "
+        raise IntegrityError(f"data version '{manifest.id}': content of {manifest.object} does "
                              "not match its content hash; refusing to load it")
 
     def _read_unverified(self, key: str) -> pd.DataFrame:
@@ -265,54 +264,15 @@ class DataVersioner:
         with self.store.open_read(key) as f:
             return pd.read_parquet(f, engine="pyarrow")
 
-    def get_metadata(self, version_id: str) -> dict[str, Any]:
-        """The manifest of a version.
-
-        Raises:
-            InvalidVersionIdError: Unsafe id.
-            VersionNotFoundError: No such version.
-        """
-        check_version_id(version_id, "data version id")
-        return self._manifest(version_id)
-
-    def exists(self, version_id: str) -> bool:
-        """Whether a committed version has this id."""
-        check_version_id(version_id, "data version id")
-        return self.store.exists(self.manifest_key(version_id))
-
-    def list_versions(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Manifests of committed versions, newest first.
-
-        Args:
-            limit: Read at most this many manifests (the first page); None for all.
-        """
-        return self.index.committed(self._manifest_or_none, limit)
-
-    def get_latest_version(self) -> str | None:
-        """The id of the newest committed version, or None when there is none."""
-        latest = self.list_versions(limit=1)
-        return latest[0]["id"] if latest else None
-
     # --- keys --------------------------------------------------------------------------
     @staticmethod
     def object_key(digest: str) -> str:
         """The key of the Parquet object of a content hash."""
-        return f"objects/{digest[:2]}/{digest[2:]}.parquet"
+        return layout.data_object_key(digest)
 
     @staticmethod
     def manifest_key(version_id: str) -> str:
         """The key of a version's manifest."""
-        return f"versions/{version_id}.json"
+        return layout.data_manifest_key(version_id)
 
-    def _manifest(self, vid: str) -> dict[str, Any]:
-        manifest = self._manifest_or_none(vid)
-        if manifest is None:
-            raise VersionNotFoundError(f"unknown data version '{vid}' in {self.store.uri}")
-        return manifest
-
-    def _manifest_or_none(self, vid: str) -> dict[str, Any] | None:
-        try:
-            data = self.store.read_json(self.manifest_key(vid))
-        except FileNotFoundError:
-            return None
-        return data if isinstance(data, dict) else None
+    commit_key = manifest_key

@@ -23,6 +23,8 @@ import pandas as pd
 import pytest
 
 from mlops import pipeline
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 from mlops.config import Config
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.registry import PRODUCTION, ModelRegistry
@@ -44,7 +46,7 @@ def _config(store_uri: str, options: dict[str, Any], **extra: dict[str, Any]) ->
 
 
 def _serving_state(config: Config) -> tuple[str | None, Any, list[dict[str, Any]]]:
-    ws = pipeline.Workspace.open(config)
+    ws = Workspace.open(config)
     serving = ws.registry.get_alias(PRODUCTION)
     reference, error = pipeline.serving_reference(ws, serving)
     assert error is None, error
@@ -61,7 +63,7 @@ def test_train_crash_then_resume_completes_the_promotion(
     config = _config(store_uri, storage_options)
     pipeline.ingest(config, "r1")
     crash(pipeline.train, config, "r1", point=point)
-    ws = pipeline.Workspace.open(config)
+    ws = Workspace.open(config)
     serving = ws.registry.get_alias(PRODUCTION)
     # Whatever the crash left, a reader never sees a promoted model without its parts.
     if serving is not None:
@@ -76,8 +78,8 @@ def test_train_crash_then_resume_completes_the_promotion(
 def test_resume_rebuilds_a_reference_lost_after_the_alias_moved(tmp_path: Path) -> None:
     # A store written before this change could hold a promoted model without reference.
     config = _config(str(tmp_path / "s"), {})
-    pipeline.run_pipeline(config, run_id="r1")
-    ws = pipeline.Workspace.open(config)
+    run_pipeline(config, run_id="r1")
+    ws = Workspace.open(config)
     ws.registry.store.delete(ws.registry.reference_key("r1"))
     assert pipeline.serving_reference(ws, "r1")[1] is not None
     pipeline.train(config, "r1")
@@ -98,7 +100,7 @@ def test_concurrent_trains_never_cross_alias_and_reference(tmp_path: Path) -> No
     for trial in range(RACE_TRIALS):
         config = _config(str(tmp_path / f"t{trial}"), {})
         runs = [f"t{trial}-w{i}" for i in range(WRITERS)]
-        ws = pipeline.Workspace.open(config)
+        ws = Workspace.open(config)
         first = pipeline.ingest(config, runs[0], ws)
         for run_id in runs[1:]:  # the same data ingested by each run (registered once)
             ws.write_result(pipeline.INGEST, replace(first, run_id=run_id))
@@ -120,15 +122,15 @@ def test_missing_or_malformed_reference_is_reported(tmp_path: Path, damage: str,
     from mlops import cli
 
     config = _config(str(tmp_path / "s"), {}, reporting={"enabled": True})
-    pipeline.run_pipeline(config, run_id="r1")
-    ws = pipeline.Workspace.open(config)
+    run_pipeline(config, run_id="r1")
+    ws = Workspace.open(config)
     key = ws.registry.reference_key("r1")
     if damage == "delete":
         ws.registry.store.delete(key)
     else:
         ws.registry.store.write_bytes(key, b"{broken" if damage == "not-json"
                                       else json.dumps({"feature_means": {}}).encode())
-    summary = pipeline.run_pipeline(config, run_id="r2")
+    summary = run_pipeline(config, run_id="r2")
     assert summary["drift_error"] and "r1" in summary["drift_error"]
     assert summary["drift"] == 0.0 and summary["drift_report"] is None
     assert ws.monitor.get_history()[-1]["drift_error"] == summary["drift_error"]
@@ -142,8 +144,8 @@ def test_missing_or_malformed_reference_is_reported(tmp_path: Path, damage: str,
 
 def test_legacy_reference_is_still_read(tmp_path: Path) -> None:
     config = _config(str(tmp_path / "s"), {})
-    pipeline.run_pipeline(config, run_id="r1")
-    ws = pipeline.Workspace.open(config)
+    run_pipeline(config, run_id="r1")
+    ws = Workspace.open(config)
     doc = ws.registry.get_reference("r1")
     ws.registry.store.delete(ws.registry.reference_key("r1"))
     ws.monitor.store.write_json(ws.monitor.drift_key, doc)  # as the old layout kept it
@@ -161,8 +163,8 @@ def test_unusable_serving_model_triggers_a_retrain(backend: str, store_uri: str,
         pytest.skip("one damage per object-store backend keeps the suite fast; "
                     "local and memory run them all")
     config = _config(store_uri, storage_options)
-    pipeline.run_pipeline(config, run_id="r1")
-    ws = pipeline.Workspace.open(config)
+    run_pipeline(config, run_id="r1")
+    ws = Workspace.open(config)
     record = ws.registry.get_metadata("r1")
     store = ws.registry.store
     if damage == "artifact-deleted":
@@ -173,7 +175,7 @@ def test_unusable_serving_model_triggers_a_retrain(backend: str, store_uri: str,
         store.write_bytes(ws.registry.metadata_key("r1"), b"{truncated")
     else:
         ws.registry._append(PRODUCTION, "promote", "ghost", "r1", "test", "test")
-    summary = pipeline.run_pipeline(config, run_id="r2")
+    summary = run_pipeline(config, run_id="r2")
     assert summary["retrained"] and pipeline.SERVING_MODEL_UNUSABLE in summary["reasons"]
     assert summary["promoted"] and summary["model_version"] == "r2"
     assert ws.registry.load("r2")[1]["id"] == "r2"
@@ -273,10 +275,10 @@ def test_signing_key_env_is_read_by_the_workspace(tmp_path: Path,
 
     config = _config(str(tmp_path / "s"), {}, registry={"signing_key_env": "MLOPS_TEST_KEY"})
     with pytest.raises(ConfigError, match="MLOPS_TEST_KEY"):
-        pipeline.Workspace.open(config)
+        Workspace.open(config)
     monkeypatch.setenv("MLOPS_TEST_KEY", "secret")
-    pipeline.run_pipeline(config, run_id="r1")
-    ws = pipeline.Workspace.open(config)
+    run_pipeline(config, run_id="r1")
+    ws = Workspace.open(config)
     assert "signature" in ws.registry.get_metadata("r1")
     assert isinstance(ws.registry.load("r1")[1], dict)
     assert isinstance(pd.DataFrame(), pd.DataFrame)
