@@ -18,7 +18,7 @@ from typing import Any
 
 from mlops import __version__
 from mlops.config import Config, load_config
-from mlops.errors import EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
+from mlops.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
 from mlops.logconf import setup_logging
 
 log = logging.getLogger("mlops.cli")
@@ -129,9 +129,12 @@ def cmd_versions(args: argparse.Namespace) -> int:
     """List data or model versions."""
     ws = _workspace(args)
     if args.kind == "data":
-        rows = [m.to_dict() for m in ws.versioner.list_records(limit=args.limit)]
-        print_table(rows, ["id", "created_at", "rows", "size_bytes", "hash_algorithm"],
-                    args.json, "no data versions yet")
+        from mlops.check import data_version_rows
+
+        # A corrupt manifest or a missing object is listed with its status, not fatal.
+        rows = data_version_rows(ws, limit=args.limit)
+        print_table(rows, ["id", "created_at", "rows", "size_bytes", "hash_algorithm",
+                           "status"], args.json, "no data versions yet")
     else:
         rows = [r.to_dict() for r in ws.registry.list_records(limit=args.limit)]
         aliases = ws.registry.aliases()
@@ -240,6 +243,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if not math.isfinite(args.grace_seconds) or args.grace_seconds < 0:
         # nan compares False with everything: it would silently disable the grace period.
         raise BadInputError(f"grace period must be >= 0 seconds, got {args.grace_seconds}")
+    if args.check:
+        return _gc_check(args)
     ws = _workspace(args)
     retention = plan_retention(ws)
     if not args.dry_run and not retention.empty:
@@ -260,6 +265,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
           f"by retention, {len(plan.deletions)} orphaned object(s); kept {len(plan.young)} "
           f"younger than {plan.grace_seconds:g}s; store {plan.store}")
     return EXIT_OK
+
+
+def _gc_check(args: argparse.Namespace) -> int:
+    """``mlops gc --check``: list every inconsistency; exit 2 when there is one."""
+    from mlops.check import check_store
+
+    problems = check_store(_workspace(args))
+    if args.json:
+        print(json.dumps({"problems": [p.to_dict() for p in problems]}, indent=2))
+    else:
+        for p in problems:
+            print(f"{p.key}: {p.problem}")
+        print(f"{len(problems)} problem(s)" if problems else "store is consistent")
+    return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -395,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "never anything a committed version references.")
     _common(p)
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--check", action="store_true",
+                   help="delete nothing: check every manifest, data object, model record, "
+                        "artifact, alias and the serving model's reference, list each problem "
+                        "and exit 2 when there is one")
     p.add_argument("--grace-seconds", type=float, default=3600.0, metavar="N",
                    help="keep orphans younger than N seconds: they may be in-flight writes "
                         "(default: 3600)")

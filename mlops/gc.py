@@ -275,6 +275,9 @@ def _marker_orphan(ctx: GcContext, key: str, name: str,
     age = _marker_age(ts, ctx.now)
     doc = committed.get(vid)
     if doc is None:
+        if layout.under(DATA, layout.data_manifest_key(vid)) in ctx.unreadable \
+                or layout.under(MODELS, layout.model_metadata_key(vid)) in ctx.unreadable:
+            return []  # committed but corrupt: `gc --check` reports it; keep its marker
         return [Deletion(key, "index-marker", f"index marker of '{vid}' without a manifest",
                          age)]
     created = _created_compact(doc)

@@ -23,14 +23,13 @@ from mlops.data import (
     split_xy,
     validate,
 )
-from mlops.errors import BadInputError, IntegrityError, MLOpsError
+from mlops.errors import BadInputError, MLOpsError
 from mlops.ids import check_version_id
-from mlops.monitor import reference_problem
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
 from mlops.storage import crash_point
 from mlops.training import check_trainable, check_training, evaluate, split, train_model
-from mlops.workspace import Workspace
+from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
 
@@ -185,36 +184,6 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
              "n/a" if accuracy is None else f"{accuracy:.4f}", decision.drift,
              decision.retrain, list(decision.reasons))
     return result
-
-
-def serving_reference(ws: Workspace, version: str | None) -> tuple[Any, str | None]:
-    """The drift reference of the serving model, or why there is none usable.
-
-    The reference is kept with each model version (``models/<version>/reference.json``);
-    a store written before that keeps one at ``monitoring/reference.json``, which still
-    counts when it names this model (or no model at all).
-
-    Returns:
-        ``(reference, None)``, ``(None, None)`` when no model serves yet, or
-        ``(None, why drift cannot be measured)``.
-    """
-    if version is None:
-        return None, None
-    where = ws.registry.store.url(ws.registry.reference_key(version))
-    try:
-        doc = ws.registry.get_reference(version)
-        if doc is None:
-            legacy = ws.monitor.get_reference()
-            if legacy is not None and legacy.get("model_version") in (None, version):
-                doc, where = legacy, ws.monitor.store.url(ws.monitor.drift_key)
-    except IntegrityError as err:
-        return None, f"the reference of model {version} is corrupt ({err})"
-    if doc is None:
-        return None, f"model {version} has no drift reference ({where} is missing)"
-    problem = reference_problem(doc)
-    if problem is not None:
-        return None, f"{problem} ({where})"
-    return doc, None
 
 
 def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResult:

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 from mlops import layout
 from mlops.config import Config, signing_key
 from mlops.drift import DriftSettings
-from mlops.errors import BadInputError
+from mlops.errors import BadInputError, IntegrityError
 from mlops.ids import iso, utc_now
-from mlops.monitor import ModelMonitor
+from mlops.monitor import ModelMonitor, reference_problem
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.storage import Store, open_store
 from mlops.versioner import DataVersioner
@@ -114,3 +114,33 @@ def monitor_for(config: Config, store: Store) -> ModelMonitor:
 def new_run_id() -> str:
     """A fresh, sortable, DNS-safe run id: ``YYYYMMDD-HHMMSS-xxxx``."""
     return utc_now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def serving_reference(ws: Workspace, version: str | None) -> tuple[Any, str | None]:
+    """The drift reference of the serving model, or why there is none usable.
+
+    The reference is kept with each model version (``models/<version>/reference.json``);
+    a store written before that keeps one at ``monitoring/reference.json``, which still
+    counts when it names this model (or no model at all).
+
+    Returns:
+        ``(reference, None)``, ``(None, None)`` when no model serves yet, or
+        ``(None, why drift cannot be measured)``.
+    """
+    if version is None:
+        return None, None
+    where = ws.registry.store.url(ws.registry.reference_key(version))
+    try:
+        doc = ws.registry.get_reference(version)
+        if doc is None:
+            legacy = ws.monitor.get_reference()
+            if legacy is not None and legacy.get("model_version") in (None, version):
+                doc, where = legacy, ws.monitor.store.url(ws.monitor.drift_key)
+    except IntegrityError as err:
+        return None, f"the reference of model {version} is corrupt ({err})"
+    if doc is None:
+        return None, f"model {version} has no drift reference ({where} is missing)"
+    problem = reference_problem(doc)
+    if problem is not None:
+        return None, f"{problem} ({where})"
+    return doc, None

@@ -10,7 +10,7 @@ import pytest
 
 from mlops.data import generate_synthetic_data
 from mlops.errors import BadInputError, DataValidationError
-from mlops.pipeline import ingest, monitor_check, train
+from mlops.pipeline import ingest, monitor_check, serving_reference, train
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
 
@@ -72,7 +72,8 @@ def test_drifted_batch_retrains_and_resets_reference(run: Any, make_config: Any)
     assert result["reasons"] == ["drift"]
     assert result["drift"] > 0.1
     assert result["model_version"] != first["model_version"]
-    reference = Workspace.open(make_config()).monitor.get_reference()
+    ws = Workspace.open(make_config())
+    reference = serving_reference(ws, ws.current_model_version())[0]  # the serving model's
     assert reference is not None
     assert reference["model_version"] == result["model_version"]
     assert reference["feature_means"]["feature_0"] == pytest.approx(

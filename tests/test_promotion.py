@@ -12,7 +12,7 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.data import split_xy
 from mlops.errors import BadInputError, VersionNotFoundError
-from mlops.pipeline import train
+from mlops.pipeline import serving_reference, train
 from mlops.runner import run_pipeline
 from mlops.training import evaluate, split
 from mlops.workspace import Workspace
@@ -79,8 +79,8 @@ def test_worse_challenger_is_saved_but_not_promoted(make_config: Any) -> None:
     record = ws.monitor.get_history()[-1]
     assert record["model_version"] == "run-2" and record["promoted"] is False
     assert record["accuracy"] == summary["challenger_accuracy"]
-    reference = ws.monitor.get_reference()
-    assert reference is not None and reference["model_version"] == "run-1"
+    reference, why = serving_reference(ws, ws.current_model_version())  # the serving model's
+    assert reference is not None and reference["model_version"] == "run-1", why
     # The next run is checked with the champion.
     assert run_pipeline(cfg, run_id="run-3")["challenger_version"] == "run-3"
     assert ws.read_result("run-3", "monitor-check")["model_version"] == "run-1"

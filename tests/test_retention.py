@@ -9,6 +9,7 @@ import pytest
 
 from mlops.config import Config
 from mlops.errors import ConfigError
+from mlops.pipeline import serving_reference
 from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
@@ -58,7 +59,7 @@ def test_keep_data_versions_spares_the_reference_and_serving_training_data(
         make_config: Any) -> None:
     cfg = five_runs(make_config, keep_data_versions=1)
     ws = Workspace.open(cfg)
-    reference = ws.monitor.get_reference()
+    reference = serving_reference(ws, ws.current_model_version())[0]  # the serving model's
     assert reference is not None and reference["data_version"] == data_of(ws, "run-3")
     plan = plan_retention(ws)
     doomed = {d.version_id for d in plan.data}

@@ -23,13 +23,13 @@ import pandas as pd
 import pytest
 
 from mlops import pipeline
-from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
 from mlops.config import Config
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.registry import PRODUCTION, ModelRegistry
+from mlops.runner import run_pipeline
 from mlops.storage import open_store
 from mlops.versioner import DataVersioner
+from mlops.workspace import Workspace
 from tests import _workers
 from tests.test_crash import crash
 

@@ -1,0 +1,167 @@
+"""The store's full consistency check (``mlops gc --check``) and version health.
+
+Reads every committed version and checks what a load would: each data manifest
+parses, names an object below ``data/objects/`` that exists with the recorded size
+and sha256; each model record parses, names an artifact in its own folder that exists
+with the recorded sha256; every alias points at a committed model; the serving model
+has a usable drift reference. It writes nothing: a broken data object is repaired by
+registering the same content again, a broken serving model by the retrain that
+monitor-check then asks for (``serving_model_unusable``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from mlops import layout
+from mlops.errors import IntegrityError
+from mlops.records import DataManifest, ModelRecord
+from mlops.storage import Store, confined_key
+from mlops.workspace import Workspace, serving_reference
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency found in the store.
+
+    Attributes:
+        key: The key (relative to the store root) of the object at fault.
+        problem: What is wrong, and how to repair it when there is a way.
+    """
+
+    key: str
+    problem: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain data for JSON."""
+        return {"key": self.key, "problem": self.problem}
+
+
+def data_version_status(store: Store, vid: str, *, deep: bool = False) -> tuple[
+        DataManifest | None, str | None]:
+    """The manifest of a data version and what is wrong with it (None when it is fine).
+
+    Args:
+        store: The versioner's store (``<root>/data``).
+        vid: The version id.
+        deep: Also hash the object (reads all of it); otherwise only its size is checked.
+    """
+    try:
+        doc = store.read_json(layout.data_manifest_key(vid))
+        manifest = DataManifest.from_dict(doc) if isinstance(doc, dict) else None
+    except FileNotFoundError:
+        return None, None  # not committed: a crash leftover, gc's business
+    except (IntegrityError, TypeError) as err:
+        return None, f"corrupt manifest ({err})"
+    if manifest is None:
+        return None, "corrupt manifest (not a JSON object)"
+    try:
+        key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
+                           f"data version '{vid}' object")
+        size = store.size(key)
+    except IntegrityError as err:
+        return manifest, str(err)
+    except FileNotFoundError:
+        return manifest, "object missing (register the same data again to repair it)"
+    if manifest.size_bytes is not None and size != manifest.size_bytes:
+        return manifest, (f"object is {size} bytes, the manifest says {manifest.size_bytes} "
+                          "(register the same data again to repair it)")
+    if deep and manifest.object_sha256 is not None \
+            and store.sha256(key) != manifest.object_sha256:
+        return manifest, "object fails its sha256 (register the same data again to repair it)"
+    return manifest, None
+
+
+def _model_problem(store: Store, vid: str) -> str | None:
+    try:
+        doc = store.read_json(layout.model_metadata_key(vid))
+        record = ModelRecord.from_dict(doc) if isinstance(doc, dict) else None
+    except FileNotFoundError:
+        return None
+    except (IntegrityError, TypeError) as err:
+        return f"corrupt metadata ({err})"
+    if record is None:
+        return "corrupt metadata (not a JSON object)"
+    try:
+        key = confined_key(record.artifact, f"{vid}/", f"model version '{vid}' artifact")
+        payload = store.read_bytes(key)
+    except IntegrityError as err:
+        return str(err)
+    except FileNotFoundError:
+        return f"artifact {record.artifact} missing"
+    if hashlib.sha256(payload).hexdigest() != record.sha256:
+        return f"artifact {record.artifact} fails its sha256"
+    return None
+
+
+def check_store(ws: Workspace) -> list[Problem]:
+    """Every inconsistency of the store, in key order (empty when it is consistent).
+
+    Reads every manifest, data object, model record and artifact (a full check).
+    """
+    problems: list[Problem] = []
+    data = ws.versioner.store
+    for name in data.keys(layout.DATA_VERSIONS):
+        if not name.endswith(".json"):
+            continue
+        vid = name[:-len(".json")]
+        _, problem = data_version_status(data, vid, deep=True)
+        if problem:
+            problems.append(Problem(layout.under(layout.DATA, layout.data_manifest_key(vid)),
+                                    f"data version '{vid}': {problem}"))
+    models = ws.registry.store
+    committed = set()
+    for vid in models.list_dirs(""):
+        if vid.startswith("_"):
+            continue
+        if models.exists(layout.model_metadata_key(vid)):
+            committed.add(vid)
+        problem = _model_problem(models, vid)
+        if problem:
+            problems.append(Problem(layout.under(layout.MODELS, layout.model_metadata_key(vid)),
+                                    f"model version '{vid}': {problem}"))
+    problems += _alias_problems(ws, committed)
+    return sorted(problems, key=lambda p: p.key)
+
+
+def _alias_problems(ws: Workspace, committed: set[str]) -> list[Problem]:
+    out = []
+    try:
+        aliases = ws.registry.aliases()
+    except IntegrityError as err:
+        return [Problem(layout.under(layout.MODELS, layout.ALIASES), f"alias history: {err}")]
+    for alias, version in aliases.items():
+        where = layout.under(layout.MODELS, layout.alias_pointer_key(alias))
+        if version is not None and version not in committed:
+            out.append(Problem(where, f"alias '{alias}' points to model version '{version}', "
+                                      "which does not exist (promote or roll back)"))
+    serving = aliases.get("production")
+    if serving is not None and serving in committed:
+        _, why = serving_reference(ws, serving)
+        if why is not None:
+            out.append(Problem(layout.under(layout.MODELS, layout.model_reference_key(serving)),
+                               f"serving model '{serving}': {why}; drift cannot be measured "
+                               "(resume its train step, or retrain)"))
+    return out
+
+
+def data_version_rows(ws: Workspace, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows for ``mlops versions data``: every indexed version newest first, with a
+    ``status`` (``ok``, or what is wrong: corrupt manifest, object missing...)."""
+    rows: list[dict[str, Any]] = []
+    for vid in ws.versioner.index.ids():
+        if limit is not None and len(rows) >= limit:
+            break
+        manifest, problem = data_version_status(ws.versioner.store, vid)
+        if manifest is None and problem is None:
+            continue
+        row = manifest.to_dict() if manifest is not None else {"id": vid}
+        row["status"] = problem or "ok"
+        rows.append(row)
+    return rows
+
+
+__all__ = ["Problem", "check_store", "data_version_rows",
+           "data_version_status"]
