@@ -229,8 +229,8 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         check_version_id(alias, "alias")
         try:
             pointer = self.store.read_json(self._pointer_key(alias))
-        except FileNotFoundError:
-            pointer = None
+        except (FileNotFoundError, IntegrityError):
+            pointer = None  # a cache of the history: missing or corrupt, derive it again
         events = self.store.keys(self._events_prefix(alias))
         if isinstance(pointer, dict) and events and pointer.get("event") == events[-1]:
             return str(pointer["version"]) if pointer.get("version") else None
