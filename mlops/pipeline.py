@@ -297,7 +297,7 @@ def _champion_accuracy(ws: Workspace, champion: str | None, x: Any, y: Any) -> f
     try:
         model, _ = ws.registry.load(champion)
         return evaluate(model, x, y)
-    except (MLOpsError, ValueError, KeyError) as err:
+    except (MLOpsError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)
         return None
