@@ -18,6 +18,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 R = TypeVar("R", bound="Record")
+#: Field metadata: leave the key out of ``to_dict`` while the value is None, so documents
+#: that never had the fact read and write back exactly as before.
+OMIT_IF_NONE = "omit_if_none"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Record:
         for f in fields(self):
             if f.name != "extra":
                 value = getattr(self, f.name)
+                if value is None and f.metadata.get(OMIT_IF_NONE):
+                    continue  # a fact added by a later release, absent: not written
                 out[f.name] = _plain(value)
         return out
 
@@ -77,7 +82,7 @@ class DataManifest(VersionRecord):
     stats: dict[str, Any] = field(default_factory=dict)
     size_bytes: int | None = None
     #: sha256 of the object's bytes, checked by every verified load (None: written before).
-    object_sha256: str | None = None
+    object_sha256: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class ModelRecord(VersionRecord):
     model_class: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     #: HMAC-SHA256 of the record without it, when ``registry.signing_key_env`` is set.
-    signature: str | None = None
+    signature: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
 
     def training(self) -> TrainingFacts:
         """The pipeline's facts in ``metadata`` (a model saved by the train step)."""
