@@ -30,11 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy import stats
+
+if TYPE_CHECKING:  # pandas (annotations only) and scipy (two tests) load when needed:
+    import pandas as pd  # importing the settings must stay cheap for read-only commands
 
 from mlops.errors import ConfigError
 
@@ -251,6 +252,8 @@ def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
 
 def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
     """p-value of the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``)."""
+    from scipy import stats
+
     return float(stats.ks_2samp(reference, current).pvalue)
 
 
@@ -259,6 +262,8 @@ def normalized_wasserstein(reference: np.ndarray, current: np.ndarray, std: floa
 
     A constant reference (std 0) is compared on the raw distance.
     """
+    from scipy import stats
+
     dist = float(stats.wasserstein_distance(reference, current))
     return dist / std if std > 0 else dist
 

@@ -26,8 +26,6 @@ import os
 import uuid
 from typing import Any, cast
 
-import joblib
-
 from mlops.catalog import VersionIndex, check_version_id, compact, iso, utc_now
 from mlops.errors import (
     BadInputError,
@@ -85,6 +83,8 @@ class ModelRegistry:
         if self.store.exists(self.metadata_key(version_id)):
             raise VersionExistsError(f"model version '{version_id}' already exists; "
                                      "versions are never overwritten")
+        import joblib  # loads numpy: only saving and loading models need it
+
         buf = io.BytesIO()
         joblib.dump(model, buf)
         payload = buf.getvalue()
@@ -133,6 +133,8 @@ class ModelRegistry:
                 f"model artifact of version '{version_id}' failed its integrity check: "
                 f"sha256 {found[:12]}... does not match the recorded "
                 f"{record['sha256'][:12]}...; refusing to load it")
+        import joblib
+
         return joblib.load(io.BytesIO(payload)), record
 
     def get_metadata(self, version_id: str) -> dict[str, Any]:
