@@ -34,17 +34,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops.choices import DRIFT_METHODS
+from mlops.errors import ConfigError
+
 if TYPE_CHECKING:  # pandas (annotations only) and scipy (two tests) load when needed:
     import pandas as pd  # importing the settings must stay cheap for read-only commands
-
-from mlops.errors import ConfigError
 
 MEAN_L1 = "mean_l1"
 PSI = "psi"
 KS = "ks"
 WASSERSTEIN = "wasserstein"
 AUTO = "auto"
-METHODS = (MEAN_L1, PSI, KS, WASSERSTEIN, AUTO)
+METHODS = DRIFT_METHODS
 #: ``auto`` uses KS up to this many reference rows, normalized Wasserstein above.
 AUTO_KS_MAX_ROWS = 1000
 #: Rows of the reference sample kept per feature (deterministic sampling).

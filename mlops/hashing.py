@@ -22,12 +22,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from mlops.choices import HASH_ALGORITHMS
 from mlops.errors import ConfigError
 
 if TYPE_CHECKING:  # numpy and pandas load with the first hash: check_algorithm stays cheap
     import pandas as pd
 
-SUPPORTED_ALGORITHMS = ("sha256", "sha512", "blake2b")
+SUPPORTED_ALGORITHMS = HASH_ALGORITHMS
 #: Columns at least this large are hashed in parallel threads.
 _PARALLEL_MIN_BYTES = 1 << 20
 
