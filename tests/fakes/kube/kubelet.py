@@ -579,18 +579,22 @@ class Kubelet(ObjectStore):
 
 
 def set_fields(obj: JSON, **fields: Any) -> None:
+    """Set top-level fields of ``obj`` (a status mutation)."""
     obj.update(fields)
 
 
 def set_waiting(pod: JSON, waiting: JSON) -> None:
+    """Mark the pod's container as waiting (a pod mutation)."""
     pod["status"]["containerStatuses"][0]["state"] = {"waiting": waiting}
 
 
 def add_condition(pod: JSON, condition: JSON) -> None:
+    """Append a condition to the pod's status (a pod mutation)."""
     pod["status"].setdefault("conditions", []).append(condition)
 
 
 class PodSetupError(Exception):
+    """A pod cannot start: the container's waiting reason and message."""
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason

@@ -62,6 +62,7 @@ class KubeAPIError(Exception):
 
 
 class Kind(NamedTuple):
+    """A resource the server serves: name, group, version, kind, namespaced."""
     resource: str
     group: str
     version: str
@@ -70,10 +71,12 @@ class Kind(NamedTuple):
 
     @property
     def api_version(self) -> str:
+        """``group/version``, or ``version`` for the core group."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def qualified(self) -> str:
+        """``resource.group`` as in error messages (``jobs.batch``)."""
         return f"{self.resource}.{self.group}" if self.group else self.resource
 
 
@@ -105,14 +108,17 @@ FIELDS: dict[str, set[str]] = {
 
 
 def utc_timestamp() -> str:
+    """Now, as Kubernetes writes timestamps (RFC 3339, seconds, UTC)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def random_suffix(n: int = 5) -> str:
+    """A generateName suffix from the apimachinery alphabet."""
     return "".join(secrets.choice(_ALNUM) for _ in range(n))
 
 
 def not_found_error(kind: Kind, name: str) -> KubeAPIError:
+    """404 NotFound for an object of ``kind``."""
     return KubeAPIError(
         404,
         "NotFound",
@@ -122,6 +128,7 @@ def not_found_error(kind: Kind, name: str) -> KubeAPIError:
 
 
 def namespace_not_found_error(namespace: str) -> KubeAPIError:
+    """404 NotFound for a namespace that does not exist."""
     return KubeAPIError(
         404,
         "NotFound",
@@ -131,10 +138,12 @@ def namespace_not_found_error(namespace: str) -> KubeAPIError:
 
 
 def bad_request_error(message: str) -> KubeAPIError:
+    """400 BadRequest with ``message``."""
     return KubeAPIError(400, "BadRequest", message)
 
 
 def invalid_error(kind: Kind, name: str, errors: list[tuple[str, str]]) -> KubeAPIError:
+    """422 Invalid listing the field errors, worded like the real server."""
     texts = [f"{field}: {msg}" if field else msg for field, msg in errors]
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     causes = [

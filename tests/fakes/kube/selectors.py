@@ -116,11 +116,13 @@ def _field_value(obj: JSON, field: str) -> str:
 
 
 class Selector:
+    """A list/watch request's label and field selectors."""
     def __init__(self, resource: str, labels: str | None, fields: str | None) -> None:
         self.labels = parse_label_selector(labels or "")
         self.fields = _parse_field_selector(resource, fields or "")
 
     def matches(self, obj: JSON | None) -> bool:
+        """Whether ``obj`` (None: absent) matches both selectors."""
         if obj is None:
             return False
         if not _labels_match(obj.get("metadata", {}).get("labels") or {}, self.labels):

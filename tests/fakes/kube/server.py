@@ -383,11 +383,13 @@ class Router(ObjectStore):
 
 
 def event_line(event_type: str, obj: JSON) -> bytes:
+    """One watch event as a JSON line."""
     return json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
 
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """The HTTP server: a thread per connection, every connection closable at stop."""
     daemon_threads = True
     block_on_close = False
 
@@ -400,6 +402,7 @@ class Server(http.server.ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a tracked daemon thread."""
         t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
                              daemon=True)
         with self._conn_lock:
@@ -409,11 +412,13 @@ class Server(http.server.ThreadingHTTPServer):
         t.start()
 
     def shutdown_request(self, request: Any) -> None:
+        """Forget and close a finished connection."""
         with self._conn_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
 
     def close_connections(self) -> None:
+        """Shut every open connection down (watches included)."""
         with self._conn_lock:
             conns = list(self._conns)
         for conn in conns:
@@ -421,6 +426,7 @@ class Server(http.server.ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
     def join_handlers(self, timeout: float) -> None:
+        """Wait (bounded) for the handler threads to end."""
         deadline = time.monotonic() + timeout
         with self._conn_lock:
             threads = list(self._handler_threads)
@@ -429,6 +435,7 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    """One HTTP connection; every method is dispatched to the Router."""
     protocol_version = "HTTP/1.1"
     server_version = "fake-kube-apiserver"
     timeout = 120

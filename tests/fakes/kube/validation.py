@@ -26,6 +26,7 @@ def _json_path(parts: Iterable[Any]) -> str:
 
 
 def schema_errors(obj: JSON, kube_version: str) -> list[tuple[str, str]]:
+    """Errors of strict validation against the Kubernetes OpenAPI schema."""
     try:
         kubernetes_validate.validate(obj, kube_version, strict=True)
     except kubernetes_validate.ValidationError as e:
@@ -41,6 +42,7 @@ def schema_errors(obj: JSON, kube_version: str) -> list[tuple[str, str]]:
 
 
 def check_name(name: Any, errors: list[tuple[str, str]], field: str, max_len: int) -> None:
+    """Append an error unless ``name`` is a DNS-1123 subdomain of at most ``max_len``."""
     if not isinstance(name, str) or not name:
         errors.append((field, "Required value: name or generateName is required"))
         return
@@ -61,6 +63,7 @@ def check_name(name: Any, errors: list[tuple[str, str]], field: str, max_len: in
 
 
 def check_labels(labels: Any, field: str, errors: list[tuple[str, str]]) -> None:
+    """Append an error for each invalid label key or value."""
     if not isinstance(labels, dict):
         return
     for key, value in labels.items():
@@ -109,6 +112,7 @@ def _validate_pod_spec(spec: JSON, field: str, errors: list[tuple[str, str]]) ->
 
 
 def validate_job(job: JSON, errors: list[tuple[str, str]]) -> None:
+    """The Job rules of the API beyond the schema (names, policies, deadlines)."""
     spec = job.get("spec") or {}
     check_name(job["metadata"].get("name"), errors, "metadata.name", 63)
     template = spec.get("template") or {}
@@ -162,6 +166,7 @@ def validate_job(job: JSON, errors: list[tuple[str, str]]) -> None:
 
 
 def validate_config(obj: JSON, kind: Kind, errors: list[tuple[str, str]]) -> None:
+    """The ConfigMap/Secret rules: key names and base64 data."""
     for section in ("data", "binaryData", "stringData"):
         for key, value in (obj.get(section) or {}).items():
             if not _CONFIG_KEY.match(key):
@@ -177,6 +182,7 @@ def validate_config(obj: JSON, kind: Kind, errors: list[tuple[str, str]]) -> Non
 
 
 def default_job(job: JSON, uid: str) -> None:
+    """Fill in a created Job's defaults, selector and generated labels (SetDefaults_Job)."""
     spec = job.setdefault("spec", {})
     name = job["metadata"]["name"]
     spec.setdefault("parallelism", 1)
