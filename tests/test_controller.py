@@ -432,8 +432,8 @@ def test_completed_job_without_result_is_bad_input(
 
 # --- resume, concurrency, SIGTERM ---------------------------------------------------------
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=90)
+    try:  # bounded, with room for a run of three step processes on a loaded 2-core machine
+        return proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -469,7 +469,13 @@ def test_killed_controller_resumes_without_rerunning_ingest(env: Env) -> None:
 
 def test_two_controllers_with_one_run_id_create_one_set_of_jobs(env: Env) -> None:
     procs = [env.spawn("r-twin"), env.spawn("r-twin")]
-    outs = [_stop(p) for p in procs]
+    try:
+        outs = [_stop(p) for p in procs]
+    finally:  # a timeout of the first must not leave the second running
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     assert [p.returncode for p in procs] == [0, 0], outs
     assert env.job_names() == [f"mlops-r-twin-{s}" for s in ("ingest", "monitor-check", "train")]
     for name in env.job_names():
