@@ -32,13 +32,14 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops.choices import HASH_ALGORITHMS
 from mlops.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy and pandas load with the first hash: check_algorithm stays cheap
+    import numpy as np
+    import pandas as pd
 
 SUPPORTED_ALGORITHMS = HASH_ALGORITHMS
 #: Columns at least this large are hashed in parallel threads.
@@ -59,6 +60,8 @@ def check_algorithm(name: str) -> str:
 
 def _raw_buffer(values: Any) -> memoryview | None:
     """The value buffer of a plain numpy column, or None when it needs value hashing."""
+    import numpy as np
+
     if not isinstance(values, np.ndarray) or values.dtype.kind not in "biufcmM":
         return None
     if values.dtype.kind in "mM":
@@ -71,12 +74,18 @@ def _raw_buffer(values: Any) -> memoryview | None:
 def _value_types(values: np.ndarray) -> np.ndarray | None:
     """Per-value type names of an object array, or None when every value is a ``str``
     (the common case, hashed as before)."""
+    import numpy as np
+    import pandas as pd
+
     if pd.api.types.infer_dtype(values, skipna=False) == "string":
         return None
     return np.array([type(v).__name__ for v in values], dtype=object)
 
 
 def _hash_values(algorithm: str, values: Any) -> bytes:
+    import numpy as np
+    import pandas as pd
+
     h = hashlib.new(algorithm)
     buf = _raw_buffer(values)
     if buf is None:
@@ -97,6 +106,8 @@ def _hash_values(algorithm: str, values: Any) -> bytes:
 
 def _categories(dtype: Any) -> dict[str, Any] | None:
     """The category order of a categorical dtype (with value types), else None."""
+    import pandas as pd
+
     if not isinstance(dtype, pd.CategoricalDtype):
         return None
     return {"ordered": bool(dtype.ordered),
@@ -121,6 +132,9 @@ def _type_header(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def _column_values(df: pd.DataFrame, i: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
     col = df.iloc[:, i]
     arr = col.array
     if isinstance(arr, pd.arrays.NumpyExtensionArray):
@@ -143,6 +157,9 @@ def content_hash(df: pd.DataFrame, algorithm: str = "sha256", workers: int | Non
     Raises:
         ConfigError: Unsupported algorithm.
     """
+    import numpy as np
+    import pandas as pd
+
     check_algorithm(algorithm)
     header: dict[str, Any] = {
         "format": 1,

@@ -32,9 +32,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops import layout
 from mlops.drift import (
@@ -49,6 +47,9 @@ from mlops.drift import (
 )
 from mlops.ids import compact, iso, utc_now
 from mlops.storage import Store, as_store
+
+if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,8 @@ class ModelMonitor:
         Returns:
             The report, or None when no reference was recorded.
         """
+        import pandas as pd
+
         if reference is _DEFAULT_REFERENCE:
             reference = self.get_reference()
         if not isinstance(reference, Mapping):

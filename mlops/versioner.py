@@ -14,16 +14,12 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
-
-import pandas as pd
-import pyarrow
-import pyarrow.fs
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from mlops import layout
-from mlops.data import column_stats
 from mlops.errors import IntegrityError, StorageError, VersionExistsError, VersionNotFoundError
-from mlops.hashing import check_algorithm, content_hash
+from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
 from mlops.storage import Store, as_store, confined_key, crash_point
@@ -31,12 +27,28 @@ from mlops.versioned import VersionedStore
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:  # pandas and pyarrow load on the first register or load: reading
+    import pandas as pd  # manifests (mlops versions, show) must not pay for them
+    import pyarrow.fs
+
 #: Hex digits of the content hash used as the default version id.
 DEFAULT_ID_LENGTH = 16
 #: Whether shallow copies are independent (pandas >= 3 always copies on write).
-_COPY_ON_WRITE = int(pd.__version__.split(".", 1)[0]) >= 3
-#: pyarrow's own local filesystem, for native reads of a local store's objects.
-_LOCAL_FS = pyarrow.fs.LocalFileSystem()
+
+
+def _copy_on_write() -> bool:
+    """Whether shallow copies are independent (pandas >= 3 always copies on write)."""
+    import pandas as pd
+
+    return int(pd.__version__.split(".", 1)[0]) >= 3
+
+
+@cache
+def _local_fs() -> pyarrow.fs.LocalFileSystem:
+    """pyarrow's own local filesystem, for native reads of a local store's objects."""
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem()
 
 
 def _dictionary_columns(df: pd.DataFrame) -> list[str]:
@@ -77,8 +89,13 @@ class DataVersioner(VersionedStore[DataManifest]):
                  keep_last_load: bool = False) -> None:
         self.hash_algorithm = check_algorithm(hash_algorithm)
         super().__init__(as_store(base_dir, storage_options))
-        self.keep_last_load = keep_last_load and _COPY_ON_WRITE
+        self._keep_last_load = keep_last_load
         self._last_load: tuple[str, pd.DataFrame] | None = None
+
+    @property
+    def keep_last_load(self) -> bool:
+        """Whether the last registered or loaded frame is kept (needs copy-on-write)."""
+        return self._keep_last_load and _copy_on_write()
 
     # --- writing -----------------------------------------------------------------------
     def register(self, df: pd.DataFrame, version_id: str | None = None) -> str:
@@ -97,6 +114,9 @@ class DataVersioner(VersionedStore[DataManifest]):
         """
         if version_id is not None:
             check_version_id(version_id, "data version id")
+        from mlops.data import column_stats
+        from mlops.hashing import content_hash
+
         digest = content_hash(df, self.hash_algorithm)
         vid = version_id or digest[:DEFAULT_ID_LENGTH]
         existing = self._record_or_none(vid)
@@ -202,6 +222,8 @@ class DataVersioner(VersionedStore[DataManifest]):
         if self._last_load is not None and self._last_load[0] == key:
             # Same object (content-addressed, immutable): a lazy copy of the kept frame.
             return self._last_load[1].copy(deep=False), manifest.to_dict()
+        import pyarrow
+
         try:
             df = self._read(key, manifest, verify)
         except FileNotFoundError as err:
@@ -218,6 +240,9 @@ class DataVersioner(VersionedStore[DataManifest]):
         return df, manifest.to_dict()
 
     def _read(self, key: str, manifest: DataManifest, verify: bool) -> pd.DataFrame:
+        import pandas as pd
+        import pyarrow
+
         vid, recorded = manifest.id, manifest.object_sha256
         if verify and recorded is not None:
             local = self.store.local_path(key)
@@ -245,6 +270,8 @@ class DataVersioner(VersionedStore[DataManifest]):
 
     def _check_content(self, df: pd.DataFrame, manifest: DataManifest) -> None:
         """A manifest without an object checksum: compare the recomputed content hash."""
+        from mlops.hashing import content_hash
+
         if content_hash(df, manifest.hash_algorithm) == manifest.content_hash:
             return
         if [c.get("dtype") for c in manifest.columns] != [str(t) for t in df.dtypes]:
@@ -256,11 +283,13 @@ class DataVersioner(VersionedStore[DataManifest]):
                              "not match its content hash; refusing to load it")
 
     def _read_unverified(self, key: str) -> pd.DataFrame:
+        import pandas as pd
+
         local = self.store.local_path(key)
         if local is not None:
             # With a filesystem, pyarrow opens the path natively; without one pandas
             # reads through a Python file object, which measured ~10-25% slower.
-            return pd.read_parquet(local, engine="pyarrow", filesystem=_LOCAL_FS)
+            return pd.read_parquet(local, engine="pyarrow", filesystem=_local_fs())
         with self.store.open_read(key) as f:
             return pd.read_parquet(f, engine="pyarrow")
 
