@@ -26,7 +26,7 @@ COPY . .
 # Binary wheels only for the dependencies: no compiler is needed (or present).
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --only-binary=:all: \
-      "$(ls /wheels/mlops-*.whl)[gcs,s3,k8s,report]" \
+      "$(ls /wheels/mlops-*.whl)[gcs,s3,k8s,report,metrics]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools \
  && /opt/venv/bin/python -c "import mlops, mlops.config" \
  && test -x /opt/venv/bin/mlops

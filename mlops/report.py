@@ -14,7 +14,9 @@ when plotting.
 from __future__ import annotations
 
 import base64
+import functools
 import html
+import http.server
 import io
 import math
 from collections.abc import Sequence
@@ -329,3 +331,28 @@ def write_report_to_store(ws: Workspace, run_id: str) -> str:
     key = f"runs/{run_id}/{REPORT_HTML}"
     ws.store.write_bytes(key, render_html(data, render_plots(data)).encode("utf-8"))
     return key
+
+
+def serve_report(folder: str | Path, host: str = "127.0.0.1",
+                 port: int = 8000) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for a report folder (not started: call ``serve_forever``).
+
+    Args:
+        folder: The folder written by :func:`write_report`.
+        host: The address to bind (default: this machine only).
+        port: The port (0 picks a free one; see ``server_address``).
+
+    Raises:
+        BadInputError: The port is taken or the address cannot be bound.
+    """
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    try:
+        return http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as err:
+        raise BadInputError(f"cannot serve the report on {host}:{port}: {err.strerror}") \
+            from err
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -205,6 +205,7 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
         (["batch"], ["jobs"], ["create", "get", "list", "watch", "delete"]),
         ([""], ["pods"], ["get", "list", "watch"]),
         ([""], ["pods/log"], ["get"]),
+        (["events.k8s.io"], ["events"], ["create"]),  # the run's Events on its own Job
     ])
     for rule in role["rules"]:
         for key in ("apiGroups", "resources", "verbs"):
@@ -543,7 +544,7 @@ def test_dockerfile_is_hardened() -> None:
     for env in ("HOME=/tmp", "TMPDIR=/tmp", "PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp"):
         assert env in final
     assert not re.search(r"apt-get|gcc|build-essential", final)
-    assert "[gcs,s3,k8s,report]" in text  # GCS, S3, the controller and reports
+    assert "[gcs,s3,k8s,report,metrics]" in text  # GCS, S3, controller, reports, metrics
     constraints = (ROOT / "docker" / "constraints.txt").read_text(encoding="utf-8")
     pins = [ln for ln in constraints.splitlines() if ln and not ln.startswith("#")]
     assert pins and all(re.fullmatch(r"[a-z0-9._-]+==\S+", p) for p in pins)

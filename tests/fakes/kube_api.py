@@ -38,6 +38,8 @@ Inspection and driving:
     ``kubelet_errors`` (problems the kubelet hit, e.g. an unmapped PVC).
 
 Resources: ``batch/v1`` jobs (create, get, ``/status`` get, list, watch, delete),
+``events.k8s.io/v1`` events (create, get, list, watch, delete; ``events(namespace)``;
+``forbid("create", "events")`` answers 403 like a Role without the events rule),
 ``v1`` pods (get, list, watch, ``/log``), ``v1`` configmaps and secrets (create, get, list,
 watch, delete), ``v1`` namespaces (get, list), ``/version``, ``/api``, ``/apis`` discovery.
 
@@ -175,7 +177,10 @@ _KINDS: dict[str, _Kind] = {
     "configmaps": _Kind("configmaps", "", "v1", "ConfigMap", True),
     "secrets": _Kind("secrets", "", "v1", "Secret", True),
     "namespaces": _Kind("namespaces", "", "v1", "Namespace", False),
+    "events": _Kind("events", "events.k8s.io", "v1", "Event", True),
 }
+_GROUP_PREFIX = {"": "/api/v1", "batch": "/apis/batch/v1",
+                 "events.k8s.io": "/apis/events.k8s.io/v1"}
 _KIND_BY_NAME = {k.kind: k for k in _KINDS.values()}
 _FIELDS: dict[str, set[str]] = {
     "jobs": {"metadata.name", "metadata.namespace", "status.successful"},
@@ -193,6 +198,7 @@ _FIELDS: dict[str, set[str]] = {
     "configmaps": {"metadata.name", "metadata.namespace"},
     "secrets": {"metadata.name", "metadata.namespace", "type"},
     "namespaces": {"metadata.name", "status.phase"},
+    "events": {"metadata.name", "metadata.namespace", "reason", "type", "regarding.name"},
 }
 
 
@@ -524,6 +530,27 @@ def _validate_config(obj: JSON, kind: _Kind, errors: list[tuple[str, str]]) -> N
                     errors.append((f"{section}[{key}]", "Invalid value: illegal base64 data"))
 
 
+def _validate_event(obj: JSON, errors: list[tuple[str, str]]) -> None:
+    # What the real server's ValidateEventCreate checks for events.k8s.io/v1.
+    for f in ("eventTime", "reportingController", "reportingInstance", "action", "reason"):
+        if not obj.get(f):
+            errors.append((f, "Required value"))
+    for f in ("reportingInstance", "action", "reason"):
+        if len(str(obj.get(f) or "")) > 128:
+            errors.append((f, "Too long: may not be more than 128 bytes"))
+    controller = str(obj.get("reportingController") or "")
+    prefix, _, name = controller.rpartition("/")
+    if controller and (not _LABEL_NAME.match(name) or len(name) > 63
+                       or (prefix and not _DNS1123_SUBDOMAIN.match(prefix))):
+        errors.append(("reportingController", f'Invalid value: "{controller}": must be a '
+                       "qualified name"))
+    if obj.get("type") not in ("Normal", "Warning"):
+        errors.append(("type", f'Unsupported value: "{obj.get("type")}": supported values: '
+                       '"Normal", "Warning"'))
+    if len(str(obj.get("note") or "").encode()) > 1024:
+        errors.append(("note", "Too long: may not be more than 1024 bytes"))
+
+
 def _default_job(job: JSON, uid: str) -> None:
     spec = job.setdefault("spec", {})
     name = job["metadata"]["name"]
@@ -829,6 +856,11 @@ class FakeKubeAPI:
         """All Jobs in a namespace."""
         return self._list("jobs", namespace, None)
 
+    def events(self, namespace: str) -> list[JSON]:
+        """All events.k8s.io/v1 Events in a namespace, in the order they were created."""
+        return sorted(self._list("events", namespace, None),
+                      key=lambda e: int(e["metadata"]["resourceVersion"]))
+
     def pods(self, namespace: str, job_name: str | None = None) -> list[JSON]:
         """All pods in a namespace, optionally only those of one Job (oldest first)."""
         sel = _Selector("pods", f"job-name={job_name}" if job_name else None, None)
@@ -941,6 +973,9 @@ class FakeKubeAPI:
         if not errors:
             if kind.resource == "jobs":
                 _validate_job(obj, errors)
+            elif kind.resource == "events":
+                _check_name(meta.get("name"), errors, "metadata.name", 253)
+                _validate_event(obj, errors)
             else:
                 _check_name(meta.get("name"), errors, "metadata.name", 253)
                 _validate_config(obj, kind, errors)
@@ -1607,12 +1642,17 @@ class FakeKubeAPI:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
         batch = {"name": "batch", "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
                  "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"}}
+        events = {"name": "events.k8s.io",
+                  "versions": [{"groupVersion": "events.k8s.io/v1", "version": "v1"}],
+                  "preferredVersion": {"groupVersion": "events.k8s.io/v1", "version": "v1"}}
         if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [batch]}
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [batch, events]}
         if path == "/apis/batch":
             return {"kind": "APIGroup", "apiVersion": "v1", **batch}
-        if path in ("/api/v1", "/apis/batch/v1"):
-            gv = "v1" if path == "/api/v1" else "batch/v1"
+        if path == "/apis/events.k8s.io":
+            return {"kind": "APIGroup", "apiVersion": "v1", **events}
+        if path in ("/api/v1", "/apis/batch/v1", "/apis/events.k8s.io/v1"):
+            gv = "v1" if path == "/api/v1" else path.removeprefix("/apis/")
             return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
                     "resources": resources(gv)}
         return None
@@ -1649,18 +1689,18 @@ class FakeKubeAPI:
     def _route(self, handler: _Handler, method: str, path: str, query: dict[str, str],
                body: bytes) -> None:
         m = re.fullmatch(
-            r"/(?:api/v1|apis/batch/v1)(?:/namespaces/([^/]+))?/([a-z]+)(?:/([^/]+))?(?:/(\w+))?",
-            path)
+            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1)(?:/namespaces/([^/]+))?/([a-z]+)"
+            r"(?:/([^/]+))?(?:/(\w+))?", path)
         if m is None:
             raise KubeAPIError(404, "NotFound", "the server could not find the requested resource")
         ns, resource, name, sub = m.groups()
-        group_prefix = "/apis/batch/v1" if path.startswith("/apis/") else "/api/v1"
+        group_prefix = "/".join(path.split("/")[:4]) if path.startswith("/apis/") else "/api/v1"
         if resource == "namespaces" and ns is None:
             resource, ns, name = "namespaces", None, name
         elif ns is not None and resource is None:
             raise KubeAPIError(404, "NotFound", "the server could not find the requested resource")
         kind = _KINDS.get(resource)
-        prefix = "/apis/batch/v1" if kind is not None and kind.group == "batch" else "/api/v1"
+        prefix = _GROUP_PREFIX[kind.group] if kind is not None else "/api/v1"
         if kind is None or prefix != group_prefix or (kind.namespaced and ns is None and name) \
                 or (sub not in (None, "status", "log")) or (sub == "log" and resource != "pods") \
                 or (sub is not None and name is None):
@@ -1691,7 +1731,7 @@ class FakeKubeAPI:
             if obj is None:
                 raise _not_found(kind, str(name))
             handler.send_json(200, obj)
-        elif verb == "create" and kind.resource in ("jobs", "configmaps", "secrets"):
+        elif verb == "create" and kind.resource in ("jobs", "configmaps", "secrets", "events"):
             try:
                 doc = json.loads(body or b"null")
             except ValueError as e:
@@ -1699,7 +1739,7 @@ class FakeKubeAPI:
             if query.get("dryRun"):
                 raise _bad_request("dryRun is not supported by the fake API server")
             handler.send_json(201, self._create(kind, str(ns), doc))
-        elif verb == "delete" and kind.resource in ("jobs", "configmaps", "secrets"):
+        elif verb == "delete" and kind.resource in ("jobs", "configmaps", "secrets", "events"):
             policy = query.get("propagationPolicy")
             if body:
                 with contextlib.suppress(ValueError, AttributeError):
