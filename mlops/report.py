@@ -282,7 +282,9 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
              "img{max-width:100%}")
+    # An empty icon: a served page would otherwise ask for /favicon.ico and log a 404.
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<link rel=\"icon\" href=\"data:,\">"
             f"<title>mlops run report</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
