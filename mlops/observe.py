@@ -195,7 +195,8 @@ class RunObserver:
 
     def _run_samples(self, ws: Any, summary: Mapping[str, Any]) -> list[Any]:
         ingested = ws.read_result(self.run_id, "ingest") or {}
-        manifests = reversed(ws.versioner.list_versions())  # oldest first
+        manifests = [{"columns": r.columns}
+                     for r in reversed(ws.versioner.list_records())]  # oldest first
         return run_samples(self.config, summary, ingested.get("rows"),
                            ws.monitor.get_history(), schema_changes(manifests),
                            self.durations)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlops import layout
 from mlops.config import Config
 from mlops.storage import Store, open_store
 
@@ -89,7 +90,7 @@ def read_outcome(store: Store, run_id: str) -> RunOutcome:
     """How ``run_id`` ended, from its summary or the controller's record."""
     def read(name: str) -> dict[str, Any] | None:
         try:
-            data = store.read_json(f"runs/{run_id}/{name}.json")
+            data = store.read_json(layout.step_result_key(run_id, name))
         except FileNotFoundError:
             return None
         return data if isinstance(data, dict) else None
@@ -128,7 +129,7 @@ def check_health(config: Config, store: Store | None = None,
                                                        config.storage.options)
     now = now or datetime.datetime.now(datetime.UTC)
     threshold = config.monitoring.accuracy_min_threshold
-    run_ids = store.list_dirs("runs")[-MAX_RUNS:]
+    run_ids = store.list_dirs(layout.RUNS)[-MAX_RUNS:]
     outcomes = [read_outcome(store, r) for r in reversed(run_ids)]  # newest first
     problems: list[str] = []
 
