@@ -21,7 +21,7 @@ import pytest
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.metrics import METRICS, Pusher, Sample, drift_streak, schema_changes
-from mlops.pipeline import run_pipeline
+from mlops.runner import run_pipeline
 from tests.conftest import free_port, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]

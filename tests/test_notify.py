@@ -17,7 +17,7 @@ import pytest
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.notify import Notice, send
-from mlops.pipeline import run_pipeline
+from mlops.runner import run_pipeline
 
 GOOD = {"n_samples": 300, "n_features": 4}
 

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops.pipeline import Workspace, run_pipeline
 from mlops.report import serve_report, write_report
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
