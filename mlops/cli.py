@@ -18,7 +18,7 @@ from typing import Any
 from mlops import __version__
 from mlops.config import Config, load_config
 from mlops.errors import EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
-from mlops.logconf import setup_logging
+from mlops.logconf import log_context, setup_logging
 
 log = logging.getLogger("mlops.cli")
 
@@ -83,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_pipeline(_config(args), run_id=args.run_id)
     if not args.json and summary.get("drift_report"):
         summary = {**summary, "drift_report": drift_line(summary["drift_report"])}
+    if not args.json and summary.get("notifications"):
+        summary = {**summary, "notifications": [notification_line(n)
+                                                for n in summary["notifications"]]}
     print_mapping(summary, args.json)
     return EXIT_OK
 
@@ -98,12 +101,20 @@ def drift_line(report: dict[str, Any]) -> str:
         f"{verdict}"
 
 
+def notification_line(n: dict[str, Any]) -> str:
+    """One webhook outcome: ``name ok`` or ``name FAILED after N attempt(s): why``."""
+    if n.get("ok"):
+        return f"{n.get('receiver')} ok"
+    return f"{n.get('receiver')} FAILED after {n.get('attempts')} attempt(s): {n.get('error')}"
+
+
 def cmd_step(args: argparse.Namespace) -> int:
     """Run one step."""
     from mlops.runner import run_step
 
     cfg = _config(args)
-    result = run_step(args.command, cfg, args.run_id)
+    with log_context(run_id=args.run_id, step=args.command):  # JSON logs of a step Job
+        result = run_step(args.command, cfg, args.run_id)
     print_mapping(result.to_dict(), args.json)
     return EXIT_OK
 

@@ -99,8 +99,7 @@ class RunObserver:
                 self.durations[step] = time.monotonic() - start
                 self.failed_step = step
                 self.event("StepFailed", "Step", f"step {step} failed: {_line(err)}")
-                self.pusher.push(step_samples(self.durations))
-                raise
+                raise  # run_failed pushes the failure with the durations
         self.durations[step] = time.monotonic() - start
         self.step_succeeded(step, box.get("result") or {})
 

@@ -39,6 +39,18 @@ def test_a_run_logs_json_lines_with_run_id_and_step(tmp_path: Path,
     assert by_step["ingest"]["message"].startswith("ingest: 300 rows from synthetic")
 
 
+def test_a_step_command_logs_its_run_id_and_step(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"uri": str(tmp_path / "store")},
+                                   "data": {"n_samples": 200, "n_features": 3},
+                                   "logging": {"format": "json"}}))
+    assert main(["ingest", "-c", str(cfg), "--run-id", "r-7"]) == 0
+    records = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    [rec] = [r for r in records if r["logger"] == "mlops.pipeline"]
+    assert (rec["run_id"], rec["step"]) == ("r-7", "ingest")
+
+
 def test_json_records_carry_context_and_exceptions(
         capsys: pytest.CaptureFixture[str]) -> None:
     log = setup_logging("DEBUG", fmt="json")
