@@ -1,5 +1,5 @@
 """Kubernetes Events (events.k8s.io/v1) the controller writes on its own Job, read back from
-the fake API server (tests/fakes/kube_api.py) that the real client talks to: a retraining
+the fake API server (tests/fakes/kube/) that the real client talks to: a retraining
 night, a quiet night, a failed step, a rejected challenger, and a Role without the events
 rule (403), which must not fail the run."""
 
