@@ -20,13 +20,17 @@ def _reset_logging() -> Iterator[None]:
     setup_logging("INFO")  # back to text for the other tests
 
 
-def test_a_run_logs_json_lines_with_run_id_and_step(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def json_config(tmp_path: Path) -> str:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"storage": {"uri": str(tmp_path / "store")},
                                    "data": {"n_samples": 300, "n_features": 3},
                                    "logging": {"format": "json"}}))
-    assert main(["run", "-c", str(cfg), "--run-id", "night-1"]) == 0
+    return str(cfg)
+
+
+def test_a_run_logs_json_lines_with_run_id_and_step(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "-c", json_config(tmp_path), "--run-id", "night-1"]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     records = [json.loads(ln) for ln in lines]  # every line is one JSON object
     assert records
@@ -41,11 +45,7 @@ def test_a_run_logs_json_lines_with_run_id_and_step(tmp_path: Path,
 
 def test_a_step_command_logs_its_run_id_and_step(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"storage": {"uri": str(tmp_path / "store")},
-                                   "data": {"n_samples": 200, "n_features": 3},
-                                   "logging": {"format": "json"}}))
-    assert main(["ingest", "-c", str(cfg), "--run-id", "r-7"]) == 0
+    assert main(["ingest", "-c", json_config(tmp_path), "--run-id", "r-7"]) == 0
     records = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     [rec] = [r for r in records if r["logger"] == "mlops.pipeline"]
     assert (rec["run_id"], rec["step"]) == ("r-7", "ingest")
