@@ -45,6 +45,7 @@ from typing import Any
 
 from mlops.catalog import compact
 from mlops.errors import BadInputError
+from mlops.partitions import manifest_objects
 from mlops.registry import METADATA
 from mlops.storage import Store
 
@@ -232,7 +233,7 @@ def find_orphans(ctx: GcContext, retired_data: Set[str] = frozenset(),
     """
     data = {v: m for v, m in ctx.data_manifests.items() if v not in retired_data}
     models = {v: r for v, r in ctx.model_records.items() if v not in retired_models}
-    used_objects = {f"{DATA}/{m.get('object')}" for m in data.values()}
+    used_objects = {f"{DATA}/{key}" for m in data.values() for key in manifest_objects(m)}
     out: list[Deletion] = []
     for key in sorted(ctx.objects):
         name = key.rsplit("/", 1)[-1]
@@ -335,7 +336,7 @@ def _protected(ctx: GcContext, retired_data: Set[str], retired_models: Set[str])
         if vid in retired_data:
             continue
         keys.add(f"{DATA_MANIFESTS}{vid}.json")
-        keys.add(f"{DATA}/{m.get('object')}")
+        keys.update(f"{DATA}/{key}" for key in manifest_objects(m))
         ts = _created_compact(m)
         if ts:
             keys.add(f"{DATA_INDEX}{ts}~{vid}")
@@ -356,7 +357,7 @@ def _parts_of(ctx: GcContext, retired_data: Set[str], retired_models: Set[str]) 
     keys: set[str] = set()
     for vid in retired_data:
         m = ctx.data_manifests.get(vid, {})
-        keys.add(f"{DATA}/{m.get('object')}")
+        keys.update(f"{DATA}/{key}" for key in manifest_objects(m))
         keys.update(k for k in ctx.objects
                     if k.startswith(DATA_INDEX) and k.endswith(f"~{vid}"))
     for vid in retired_models:

@@ -203,6 +203,10 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
+    if config.data.engine == "dask":
+        from mlops import dask_engine
+
+        return dask_engine.ingest(config, run_id, ws)
     d = config.data
     if d.source == SYNTHETIC:
         df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
@@ -228,6 +232,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
+    if config.data.engine == "dask":
+        from mlops import dask_engine
+
+        return dask_engine.monitor_check(config, run_id, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
     df, _ = ws.versioner.load(ingested.data_version)
     x, y = split_xy(df, config.data.target_column)
@@ -274,6 +282,10 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
+    if config.data.engine == "dask":
+        from mlops import dask_engine
+
+        return dask_engine.train(config, run_id, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
     df, _ = ws.versioner.load(ingested.data_version)

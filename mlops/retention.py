@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from mlops.errors import MLOpsError
+from mlops.partitions import manifest_objects
 
 if TYPE_CHECKING:
     from mlops.pipeline import Workspace
@@ -193,7 +194,7 @@ def _delete_data(ws: Workspace, vid: str) -> list[str] | None:
     versioner = ws.versioner
     if not versioner.exists(vid):
         return None
-    obj = versioner.get_metadata(vid)["object"]
+    objects = manifest_objects(versioner.get_metadata(vid))
     manifest = versioner.manifest_key(vid)
     versioner.store.delete(manifest)  # the commit point: the version is gone for readers
     removed = [f"data/{manifest}"]
@@ -201,9 +202,13 @@ def _delete_data(ws: Workspace, vid: str) -> list[str] | None:
         if marker_id == vid:
             versioner.store.delete(marker)
             removed.append(f"data/{marker}")
-    if not any(m.get("object") == obj for m in versioner.list_versions()):
-        versioner.store.delete(obj)
-        removed.append(f"data/{obj}")
+    # Partitions shared with a version that stays are kept (dask engine versions share
+    # every unchanged partition with the night before).
+    still_used = {key for m in versioner.list_versions() for key in manifest_objects(m)}
+    for obj in objects:
+        if obj not in still_used:
+            versioner.store.delete(obj)
+            removed.append(f"data/{obj}")
     return removed
 
 
