@@ -23,7 +23,8 @@ the sketches give the per-feature statistics of :mod:`mlops.drift`:
 * ``wasserstein``: ``integral |F_ref(x) - F_cur(x)| dx`` over the same grid, divided
   by the reference's standard deviation.
 
-``datasketches`` is imported lazily (the ``mlops[dask]`` extra).
+``datasketches`` is imported lazily (the ``mlops[dask]`` extra), and so is
+:mod:`mlops.drift` (scipy): the workers that build sketches stay small.
 """
 
 from __future__ import annotations
@@ -32,21 +33,13 @@ import base64
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mlops.drift import (
-    KS,
-    PSI,
-    WASSERSTEIN,
-    DriftReport,
-    DriftSettings,
-    FeatureDrift,
-    psi,
-    resolve_method,
-)
+if TYPE_CHECKING:
+    from mlops.drift import DriftReport, DriftSettings
 
 #: Default accuracy parameter of the KLL sketches (``dask.sketch_k``).
 DEFAULT_K = 1000
@@ -310,6 +303,9 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
     Returns:
         The report; features missing on either side are left out.
     """
+    # Imported here: drift needs scipy, which Dask workers (that only sketch) never load.
+    from mlops.drift import KS, PSI, WASSERSTEIN, DriftReport, FeatureDrift, psi, resolve_method
+
     ref_rows = reference.get("rows")
     stat_name = resolve_method(settings.method, ref_rows)
     sample_size = int(reference.get("sample_size") or 0)
