@@ -241,9 +241,10 @@ def bench_sketches(rows: int) -> Row:
             wasserstein(decode(sk_ref[col]), decode(sk_cur[col])) - w) / w)
     worst = max(errs["psi"] / 0.01, errs["ks"] / 0.01, errs["wasserstein_rel"] / 0.02)
     return Row("D5", f"drift from merged sketches vs exact, {rows:,} rows in {parts} partitions "
-               "(worst error / its tolerance)", sketch_s, None, worst, "<= 1", worst <= 1,
+               "(worst error / its tolerance)", sketch_s, None, float(worst), "<= 1",
+               bool(worst <= 1),
                f"|psi err| {errs['psi']:.4f}, |ks err| {errs['ks']:.4f}, wasserstein rel err "
-               f"{errs['wasserstein_rel']:.2%}", errs)
+               f"{errs['wasserstein_rel']:.2%}", {k: float(v) for k, v in errs.items()})
 
 
 def to_markdown(rows: list[Row], info: dict[str, Any], args: argparse.Namespace,
@@ -318,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "dask.md").write_text(to_markdown(rows, info, args, elapsed))
     (out / "dask.json").write_text(json.dumps(
         {"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
-         "elapsed_s": elapsed, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+         "elapsed_s": elapsed, "rows": [asdict(r) for r in rows]}, indent=2,
+        default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
     print((out / "dask.md").read_text())
     return 0
 
