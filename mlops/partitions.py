@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.catalog import iso, utc_now
+from mlops.data import validate
 from mlops.errors import DataValidationError, VersionExistsError
 from mlops.hashing import content_hash
 from mlops.sketches import (
@@ -149,35 +150,6 @@ def read_table(store: Store, key: str) -> pd.DataFrame:
                                   f"{str(err).splitlines()[0][:200]}") from err
 
 
-def validate_partition(df: pd.DataFrame, target: str, name: str) -> None:
-    """What can be checked of one partition alone (the rest is checked on merged stats).
-
-    Raises:
-        DataValidationError: Missing target column, missing target values, no
-            features, a non-numeric feature or missing feature values; names the file.
-    """
-    if target not in df.columns:
-        cols = ", ".join(map(str, df.columns[:10]))
-        raise DataValidationError(f"target column '{target}' not found in {name} "
-                                  f"(columns: {cols})")
-    n_missing = int(df[target].isna().sum())
-    if n_missing:
-        raise DataValidationError(f"target column '{target}' has {n_missing} missing "
-                                  f"value(s) in {name}")
-    features = [str(c) for c in df.columns if c != target]
-    if not features:
-        raise DataValidationError(f"{name} has no feature columns besides '{target}'")
-    for col in features:
-        dtype = df[col].dtype
-        if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
-            raise DataValidationError(f"feature column '{col}' in {name} is not numeric "
-                                      f"(dtype {dtype})")
-        missing = int(df[col].isna().sum())
-        if missing:
-            raise DataValidationError(f"feature column '{col}' has {missing} missing "
-                                      f"value(s) in {name}")
-
-
 def _schema(df: pd.DataFrame) -> list[dict[str, str]]:
     return [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()]
 
@@ -211,7 +183,7 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     _kill_once()
     name = source.url(f.key)
     df = read_table(source, f.key)
-    validate_partition(df, target, name)
+    validate(df, target, name, whole=False)
     schema = _schema(df)
     if expected is not None and schema != expected:
         raise DataValidationError(

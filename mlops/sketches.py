@@ -304,7 +304,15 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
         The report; features missing on either side are left out.
     """
     # Imported here: drift needs scipy, which Dask workers (that only sketch) never load.
-    from mlops.drift import KS, PSI, WASSERSTEIN, DriftReport, FeatureDrift, psi, resolve_method
+    from mlops.drift import (
+        KS,
+        PSI,
+        WASSERSTEIN,
+        FeatureDrift,
+        per_feature_report,
+        psi,
+        resolve_method,
+    )
 
     ref_rows = reference.get("rows")
     stat_name = resolve_method(settings.method, ref_rows)
@@ -332,8 +340,4 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
             value = dist / std if std > 0 else dist
             feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
                                       value >= settings.wasserstein_threshold))
-    share = sum(f.drifted for f in feats) / len(feats) if feats else 0.0
-    return DriftReport(method=settings.method, features=tuple(feats), share_drifted=share,
-                       score=share, threshold=settings.drift_share,
-                       dataset_drifted=bool(feats) and share >= settings.drift_share,
-                       reference_rows=None if ref_rows is None else int(ref_rows))
+    return per_feature_report(feats, settings, ref_rows)

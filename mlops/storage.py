@@ -576,6 +576,17 @@ def as_store(base: str | os.PathLike[str] | Store,
     return base if isinstance(base, Store) else open_store(base, options)
 
 
+def _source_store(uri: str, options: dict[str, Any] | None) -> Store:
+    """A store rooted at a data source's path (a glob stays in the root, unexpanded)."""
+    target_uri = uri if "://" in uri else os.path.abspath(uri)
+    scheme = target_uri.split("://", 1)[0].lower()
+    try:
+        fs, target = url_to_fs(target_uri, **object_store_defaults(scheme, options or {}))
+    except (ImportError, ValueError) as err:
+        raise StorageConfigError(f"cannot open data source {uri}: {err}") from err
+    return Store(fs, target, target_uri)
+
+
 def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
     """Read every CSV/Parquet file that ``uri`` (a path, URI or glob) names.
 
@@ -585,13 +596,8 @@ def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tu
     Raises:
         FileNotFoundError: Nothing matches ``uri``.
     """
-    target_uri = uri if "://" in uri else os.path.abspath(uri)
-    scheme = target_uri.split("://", 1)[0].lower()
-    try:
-        fs, target = url_to_fs(target_uri, **object_store_defaults(scheme, options or {}))
-    except (ImportError, ValueError) as err:
-        raise StorageConfigError(f"cannot open data source {uri}: {err}") from err
-    store_like = Store(fs, target, target_uri)
+    store_like = _source_store(uri, options)
+    fs, target = store_like.fs, store_like.root
     try:
         if any(c in uri for c in "*?["):
             paths = sorted(fs.glob(target))
@@ -653,13 +659,8 @@ def list_table_source(uri: str, options: dict[str, Any] | None = None
         StorageConfigError: Unknown protocol or missing backend package.
         StorageError: The listing failed (retryable).
     """
-    target_uri = uri if "://" in uri else os.path.abspath(uri)
-    scheme = target_uri.split("://", 1)[0].lower()
-    try:
-        fs, target = url_to_fs(target_uri, **object_store_defaults(scheme, options or {}))
-    except (ImportError, ValueError) as err:
-        raise StorageConfigError(f"cannot open data source {uri}: {err}") from err
-    probe = Store(fs, target, target_uri)
+    probe = _source_store(uri, options)
+    fs, target, target_uri = probe.fs, probe.root, probe.uri
     try:
         if any(c in target for c in "*?["):
             cut = min(target.index(c) for c in "*?[" if c in target)
@@ -683,6 +684,7 @@ def list_table_source(uri: str, options: dict[str, Any] | None = None
              if p.lower().endswith(TABLE_SUFFIXES) and p.startswith(root)]
     if not files:
         raise FileNotFoundError(errno.ENOENT, "no CSV or Parquet file matches", uri)
+    scheme = target_uri.split("://", 1)[0].lower()
     base_uri = target_uri if root == target.rstrip("/") else \
         f"{scheme}://{root}" if "://" in target_uri else root
     return Store(fs, root, base_uri), files
