@@ -46,7 +46,8 @@ import pandas as pd
 
 from benchmarks.run import RESULTS_DIR, Row, _check, alternate, machine
 from mlops.config import Config
-from mlops.pipeline import Workspace, ingest, monitor_check, train
+from mlops.pipeline import ingest, monitor_check, train
+from mlops.workspace import Workspace
 
 FEATURES = 10
 

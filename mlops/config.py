@@ -24,13 +24,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from mlops.choices import HASH_ALGORITHMS, DriftMethod
 from mlops.errors import ConfigError
 
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 
 ModelType = Literal["logistic", "random_forest", "gradient_boosting", "lightgbm"]
 Engine = Literal["pandas", "dask"]
-DriftMethod = Literal["mean_l1", "psi", "ks", "wasserstein", "auto"]
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
@@ -94,8 +94,8 @@ class DataConfig:
     test_size: float = _opt(0.2, "Share of rows held out for evaluation when training.",
                             _open_fraction, "between 0 and 1, exclusive")
     hash_algorithm: str = _opt("sha256", "Content hash of data versions: sha256, sha512 or "
-                               "blake2b.", lambda v: v in ("sha256", "sha512", "blake2b"),
-                               "one of sha256, sha512, blake2b")
+                               "blake2b.", lambda v: v in HASH_ALGORITHMS,
+                               f"one of {', '.join(HASH_ALGORITHMS)}")
     engine: Engine = _opt("pandas", "pandas (one process holds the data; fastest up to a few "
                           "GB) or dask (partitioned versions, steps run on a Dask cluster: "
                           "see docs/scaling.md and the dask section).")
@@ -254,7 +254,7 @@ class DaskConfig:
                                "on a uniform random sample of at most this many rows (recorded "
                                "in the model's metadata); lightgbm trains on every row.",
                                _positive, "> 0")
-    sketch_k: int = _opt(1000, "Accuracy parameter k of the KLL quantile sketches kept per "
+    sketch_k: int = _opt(2000, "Accuracy parameter k of the KLL quantile sketches kept per "
                          "partition (larger: more accurate drift statistics, larger manifests; "
                          "see docs/scaling.md).",
                          lambda v: 8 <= v <= 65535, "between 8 and 65535")

@@ -18,10 +18,11 @@ after that the step fails with :class:`ClusterError` (exit 1) naming the task an
 the worker. Nothing is committed: a version's manifest is written only after every
 partition is stored.
 
-The steps (:func:`ingest`, :func:`monitor_check`, :func:`train`) keep the pandas
-steps' contracts and results; no step holds more than a partition of the data in its
-own process (scikit-learn model types excepted: they train on a bounded sample,
-``dask.max_train_rows``).
+The steps of :mod:`mlops.pipeline` call three things here when ``data.engine`` is
+``dask`` and keep their contracts and results: :func:`ingest_source`,
+:func:`check_batch` and :class:`DaskTrainer`. No step holds more than a partition of
+the data in its own process (scikit-learn model types excepted: they train on a
+bounded sample, ``dask.max_train_rows``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,9 +43,9 @@ from mlops.errors import (
     ClusterError,
     DataValidationError,
     EngineMissingError,
-    MLOpsError,
 )
-from mlops.partitions import is_partitioned, load_partitioned, register_partitioned
+from mlops.partitions import load_partitioned, register_partitioned
+from mlops.records import DataManifest
 from mlops.sketches import (
     Moments,
     merge_moments,
@@ -55,7 +57,7 @@ from mlops.sketches import (
 from mlops.storage import list_table_source
 
 if TYPE_CHECKING:
-    from mlops.pipeline import IngestResult, MonitorCheckResult, TrainResult, Workspace
+    from mlops.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -206,99 +208,6 @@ def summarize(client: Any, frame: Any, features: list[str], k: int
     return moments, merge_sketches((p["sketches"] for p in parts), k)
 
 
-# --- steps -----------------------------------------------------------------------------------
-def _features(manifest: Mapping[str, Any], target: str) -> list[str]:
-    return [c["name"] for c in manifest["columns"] if c["name"] != target]
-
-
-def _partitioned(ws: Workspace, version: str) -> dict[str, Any]:
-    manifest = ws.versioner.get_metadata(version)
-    if not is_partitioned(manifest):
-        raise BadInputError(f"data version '{version}' was made by the pandas engine; "
-                            "data.engine: dask needs a partitioned version (ingest again)")
-    return manifest
-
-
-def ingest(config: Config, run_id: str, ws: Workspace) -> IngestResult:
-    """The ingest step on Dask: register the source's files as a partitioned version.
-
-    Raises:
-        ConfigError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
-        DataValidationError: Nothing matches the source, or a file is invalid.
-        ClusterError: The cluster cannot be reached or lost a worker (exit 1).
-    """
-    from mlops.pipeline import INGEST, IngestResult
-
-    d = config.data
-    if d.source == "synthetic":
-        raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
-                            "files (a directory, glob or prefix), not 'synthetic'")
-    require_dask()
-    try:
-        source, files = list_table_source(d.source, config.storage.options)
-    except FileNotFoundError as err:
-        raise DataValidationError(f"data source {d.source} not found: no CSV or Parquet "
-                                  "file matches") from err
-    with connect(config.dask) as client:
-        outcome = register_partitioned(client, source, files, ws.versioner.store,
-                                       ws.versioner.index, d.target_column, d.hash_algorithm,
-                                       config.dask.sketch_k)
-    means = {c: float(m["sum"]) / int(m["count"])
-             for c, m in outcome.manifest["moments"].items()
-             if c != d.target_column and int(m["count"])}
-    result = IngestResult(run_id=run_id, data_version=outcome.version_id, rows=outcome.rows,
-                          source=d.source, feature_means=means)
-    ws.write_result(INGEST, result)
-    log.info("ingest (dask): %d rows in %d partitions from %s (%d read, %d from the "
-             "fingerprint cache) -> data version %s", outcome.rows, outcome.partitions,
-             d.source, outcome.hashed, outcome.partitions - outcome.hashed, outcome.version_id)
-    return result
-
-
-def monitor_check(config: Config, run_id: str, ws: Workspace) -> MonitorCheckResult:
-    """The monitor-check step on Dask: drift from the version's stored statistics.
-
-    mean_l1 is computed from the exact merged moments, psi/ks/wasserstein from the
-    merged sketches (no data read); only scoring the serving model reads the
-    partitions, one task each.
-    """
-    from mlops.pipeline import INGEST, MONITOR_CHECK, IngestResult, MonitorCheckResult
-
-    ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
-    manifest = _partitioned(ws, ingested.data_version)
-    target = config.data.target_column
-    features = _features(manifest, target)
-    moments = manifest["moments"]
-    means = {c: float(moments[c]["sum"]) / int(moments[c]["count"]) for c in features
-             if c in moments and int(moments[c]["count"])}
-    rows = int(manifest["rows"])
-    current = ws.current_model_version()
-    acc = None
-    if current is not None:
-        model, _ = ws.registry.load(current)
-        frame = load_partitioned(ws.versioner.store, manifest)
-        with connect(config.dask) as client:
-            acc = accuracy(client, frame, model, features, target)
-    sketches = {c: s for c, s in manifest.get("sketches", {}).items() if c in features}
-    decision = ws.monitor.decide(acc, means, no_model_yet=current is None, n_samples=rows,
-                                 sketches=sketches)
-    report = decision.drift_report
-    result = MonitorCheckResult(
-        run_id=run_id, data_version=ingested.data_version, model_version=current,
-        retrain=decision.retrain, reasons=list(decision.reasons), accuracy=acc,
-        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=rows,
-        drift_report=None if report is None else report.to_dict())
-    if not decision.retrain and acc is not None:
-        ws.monitor.record_metrics(acc, ingested.data_version, current,
-                                  {"run_id": run_id, "retrained": False, "drift": decision.drift,
-                                   "reasons": []})
-    ws.write_result(MONITOR_CHECK, result)
-    log.info("monitor-check (dask): model %s accuracy %s drift %.4f -> retrain=%s %s", current,
-             "n/a" if acc is None else f"{acc:.4f}", decision.drift, decision.retrain,
-             list(decision.reasons))
-    return result
-
-
 def _fit(client: Any, config: Config, train: Any, features: list[str], target: str,
          train_rows: int) -> tuple[Any, dict[str, Any]]:
     from mlops.training import train_model
@@ -331,102 +240,153 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
                    "random_state": t.random_state}
 
 
-def train(config: Config, run_id: str, ws: Workspace) -> TrainResult:
-    """The train step on Dask (same promotion rules and result as the pandas step).
+# --- what the steps use -----------------------------------------------------------------------
+def _features(manifest: DataManifest, target: str) -> list[str]:
+    return [c["name"] for c in manifest.columns if c["name"] != target]
 
-    lightgbm trains on every row through LightGBM's Dask estimator and is saved as a
-    plain local LightGBM model; the scikit-learn types train on a bounded uniform
-    sample (``dask.max_train_rows``). ``metadata.training_sample`` records which.
-    The drift reference is built from the training split's sketches.
+
+def _partitioned(ws: Workspace, version: str) -> DataManifest:
+    manifest = ws.versioner.get_record(version)
+    if not manifest.partitioned:
+        raise BadInputError(f"data version '{version}' was made by the pandas engine; "
+                            "data.engine: dask needs a partitioned version (ingest again)")
+    return manifest
+
+
+def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, float]:
+    return {c: float(moments[c]["sum"]) / int(moments[c]["count"]) for c in features
+            if c in moments and int(moments[c]["count"])}
+
+
+def ingest_source(config: Config, ws: Workspace) -> tuple[str, int, dict[str, float]]:
+    """Register ``data.source`` as a partitioned version (the ingest step on Dask).
+
+    Returns:
+        ``(data version, rows, feature means)``.
+
+    Raises:
+        BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
+        DataValidationError: Nothing matches the source, or a file is invalid.
+        ClusterError: The cluster cannot be reached or lost a worker (exit 1).
     """
-    from mlops.pipeline import (
-        INGEST,
-        MONITOR_CHECK,
-        TRAIN,
-        IngestResult,
-        TrainResult,
-        promotion_decision,
-    )
-    from mlops.registry import PRODUCTION
+    d = config.data
+    if d.source == "synthetic":
+        raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
+                            "files (a directory, glob or prefix), not 'synthetic'")
+    require_dask()
+    try:
+        source, files = list_table_source(d.source, config.storage.options)
+    except FileNotFoundError as err:
+        raise DataValidationError(f"data source {d.source} not found: no CSV or Parquet "
+                                  "file matches") from err
+    with connect(config.dask) as client:
+        outcome = register_partitioned(client, source, files, ws.versioner.store,
+                                       ws.versioner.index, d.target_column, d.hash_algorithm,
+                                       config.dask.sketch_k)
+    log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
+             outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
+    manifest = DataManifest.from_dict(outcome.manifest)
+    features = _features(manifest, d.target_column)
+    return outcome.version_id, outcome.rows, _means(manifest.moments, features)
 
-    ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
-    checked = ws.read_result(run_id, MONITOR_CHECK) or {}
-    manifest = _partitioned(ws, ingested.data_version)
+
+@dataclass(frozen=True)
+class Batch:
+    """What monitor-check needs of a partitioned version (read from its manifest).
+
+    Attributes:
+        rows: Rows.
+        means: Exact feature means (merged moments).
+        accuracy: The serving model's accuracy, scored partition by partition (None
+            without a model).
+        sketches: Encoded KLL sketches of the features.
+    """
+
+    rows: int
+    means: dict[str, float]
+    accuracy: float | None
+    sketches: dict[str, str]
+
+
+def check_batch(config: Config, ws: Workspace, version: str, model: Any | None) -> Batch:
+    """The monitor-check view of a partitioned version: statistics from the manifest;
+    the data is read only to score ``model``."""
+    manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target)
-    frame = load_partitioned(ws.versioner.store, manifest)
-    test_size = config.data.test_size
-    train_part, test_part = frame.random_split([1 - test_size, test_size],
-                                               random_state=config.training.random_state)
-    fresh = not ws.registry.exists(run_id)
-    k = config.dask.sketch_k
-    with connect(config.dask) as client:
-        moments, sketches = summarize(client, train_part, features, k)
-        train_rows = max((m.count for m in moments.values()), default=0)
-        if fresh:
-            champion = ws.current_model_version()
-            model, sample = _fit(client, config, train_part, features, target, train_rows)
-            acc = accuracy(client, test_part, model, features, target)
-            if acc is None:
-                raise DataValidationError(f"data version '{ingested.data_version}' leaves no "
-                                          f"rows for evaluation at data.test_size {test_size}")
-            test_rows = manifest["rows"] - train_rows
-            champion_acc = _champion_accuracy(ws, client, champion, test_part, features,
-                                              target)
-            promote, why = promotion_decision(acc, champion, champion_acc,
-                                              config.promotion.tolerance)
-            ws.registry.save(model, run_id, {
-                "accuracy": acc, "data_version": ingested.data_version,
-                "model_type": config.training.model_type, "params": config.training.params,
-                "train_rows": train_rows, "test_rows": test_rows, "features": features,
-                "run_id": run_id, "champion_version": champion,
-                "champion_accuracy": champion_acc, "promote": promote,
-                "promotion_reason": why, "engine": DASK, "training_sample": sample,
-            })
-    meta = ws.registry.get_metadata(run_id).get("metadata", {})
-    acc = float(meta["accuracy"])
-    promote = bool(meta.get("promote", True))
-    champion = meta.get("champion_version")
-    champion_acc = meta.get("champion_accuracy")
-    if promote and not any(e.get("version") == run_id
-                           for e in ws.registry.alias_history(PRODUCTION)):
-        ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.get("promotion_reason", "")),
-                              by=f"pipeline run {run_id}")
-        dist = reference_from_sketches(sketches, moments, ws.monitor.drift_settings.psi_bins,
-                                       ws.monitor.reference_sample_size)
-        ws.monitor.update_reference_distribution(
-            {c: m.mean for c, m in moments.items()}, distribution=dist,
-            data_version=ingested.data_version, model_version=run_id)
-    if fresh:
-        ws.monitor.record_metrics(acc, ingested.data_version, run_id, {
-            "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
-            "reasons": checked.get("reasons", []), "promoted": promote,
-            "champion_version": champion, "champion_accuracy": champion_acc})
-    result = TrainResult(run_id=run_id, data_version=ingested.data_version,
-                         model_version=run_id, accuracy=acc,
-                         train_rows=int(meta["train_rows"]), test_rows=int(meta["test_rows"]),
-                         promoted=promote, champion_version=champion,
-                         champion_accuracy=champion_acc)
-    ws.write_result(TRAIN, result)
-    log.info("train (dask): %s on %d rows -> model %s, held-out accuracy %.4f -> %s",
-             config.training.model_type, result.train_rows, run_id, acc,
-             "promoted" if promote else "not promoted")
-    return result
+    acc = None
+    if model is not None:
+        frame = load_partitioned(ws.versioner.store, manifest)
+        with connect(config.dask) as client:
+            acc = accuracy(client, frame, model, features, target)
+    return Batch(rows=manifest.rows, means=_means(manifest.moments, features), accuracy=acc,
+                 sketches={c: s for c, s in manifest.sketches.items() if c in features})
 
 
-def _champion_accuracy(ws: Workspace, client: Any, champion: str | None, frame: Any,
-                       features: Sequence[str], target: str) -> float | None:
-    if champion is None:
-        return None
-    try:
-        model, _ = ws.registry.load(champion)
-        return accuracy(client, frame, model, list(features), target)
-    except (MLOpsError, ValueError, KeyError) as err:
-        log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
-                    champion, err)
-        return None
+class DaskTrainer:
+    """The train step's data side on Dask (a context manager holding the cluster).
+
+    The held-out split is ``random_split`` with ``data.test_size`` and
+    ``training.random_state``. ``lightgbm`` trains on every training row through
+    ``lightgbm.DaskLGBMClassifier`` and is saved as its plain local model; the
+    scikit-learn types train on a uniform sample of at most ``dask.max_train_rows``
+    rows. The drift reference comes from the training split's sketches.
+    """
+
+    def __init__(self, config: Config, ws: Workspace, version: str) -> None:
+        self.config = config
+        manifest = _partitioned(ws, version)
+        self.target = config.data.target_column
+        self.features = _features(manifest, self.target)
+        frame = load_partitioned(ws.versioner.store, manifest)
+        test_size = config.data.test_size
+        self.train, self.test = frame.random_split([1 - test_size, test_size],
+                                                   random_state=config.training.random_state)
+        self.rows = manifest.rows
+        self._stack = contextlib.ExitStack()
+        self.client: Any = None
+        self.moments: dict[str, Moments] = {}
+        self.sketches: dict[str, str] = {}
+
+    def __enter__(self) -> DaskTrainer:
+        self.client = self._stack.enter_context(connect(self.config.dask))
+        self.moments, self.sketches = summarize(self.client, self.train, self.features,
+                                                self.config.dask.sketch_k)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def train_rows(self) -> int:
+        """Rows of the training split."""
+        return max((m.count for m in self.moments.values()), default=0)
+
+    @property
+    def test_rows(self) -> int:
+        """Rows of the held-out split."""
+        return self.rows - self.train_rows
+
+    def fit(self) -> tuple[Any, dict[str, Any]]:
+        """The fitted model and the facts to keep in its metadata (``engine``,
+        ``training_sample``)."""
+        model, sample = _fit(self.client, self.config, self.train, self.features, self.target,
+                             self.train_rows)
+        return model, {"engine": DASK, "training_sample": sample}
+
+    def accuracy(self, model: Any) -> float | None:
+        """Accuracy of ``model`` on the held-out split, scored partition by partition."""
+        return accuracy(self.client, self.test, model, self.features, self.target)
+
+    def reference(self) -> dict[str, Any]:
+        """Keyword arguments of ``ModelMonitor.update_reference_distribution``."""
+        settings = self.config.monitoring
+        dist = reference_from_sketches(self.sketches, self.moments, settings.psi_bins,
+                                       settings.reference_sample_size)
+        return {"feature_means": {c: m.mean for c, m in self.moments.items()},
+                "distribution": dist}
 
 
-__all__ = ["DASK", "LIGHTGBM", "accuracy", "connect", "ingest", "monitor_check",
-           "per_partition", "require_dask", "summarize", "train",
+__all__ = ["DASK", "LIGHTGBM", "Batch", "DaskTrainer", "accuracy", "check_batch", "connect",
+           "ingest_source", "per_partition", "require_dask", "summarize",
            "translate_cluster_errors"]

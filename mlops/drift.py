@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mlops.choices import DRIFT_METHODS
 from mlops.errors import ConfigError
 
 MEAN_L1 = "mean_l1"
@@ -43,7 +44,7 @@ PSI = "psi"
 KS = "ks"
 WASSERSTEIN = "wasserstein"
 AUTO = "auto"
-METHODS = (MEAN_L1, PSI, KS, WASSERSTEIN, AUTO)
+METHODS = DRIFT_METHODS
 #: ``auto`` uses KS up to this many reference rows, normalized Wasserstein above.
 AUTO_KS_MAX_ROWS = 1000
 #: Rows of the reference sample kept per feature (deterministic sampling).

@@ -3,6 +3,7 @@
 A partitioned version is a manifest of partitions, one per source file, in the
 same store and index as the pandas engine's versions (below the versioner's base):
 
+    (keys named in :mod:`mlops.layout`)
     objects/<ab>/<rest>.parquet           a partition, addressed by its content hash
                                           (:func:`mlops.hashing.content_hash` of the
                                           partition's frame: today's definition)
@@ -44,11 +45,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.catalog import iso, utc_now
+from mlops import layout
 from mlops.data import validate
 from mlops.errors import DataValidationError, VersionExistsError
 from mlops.hashing import content_hash
+from mlops.ids import iso, utc_now
+from mlops.records import PARTITIONED, DataManifest
 from mlops.sketches import (
+    DEFAULT_K,
     Moments,
     merge_moments,
     merge_sketches,
@@ -60,49 +64,24 @@ from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, crash_point
 
 log = logging.getLogger(__name__)
 
-PARTITIONED = "partitioned"
 #: Hex digits of the version id (as pandas versions).
 ID_LENGTH = 16
-FINGERPRINTS = "fingerprints"
 
 
 def object_key(digest: str) -> str:
     """The key of a partition's Parquet object (the pandas engine's object key)."""
-    return f"objects/{digest[:2]}/{digest[2:]}.parquet"
+    return layout.data_object_key(digest)
 
 
 def stats_key(digest: str, k: int) -> str:
     """The key of a partition's statistics and sketches (sketch accuracy ``k``)."""
-    return f"objects/{digest[:2]}/{digest[2:]}.stats-k{k}.json"
+    return layout.partition_stats_key(digest, k)
 
 
 def fingerprint_key(source_url: str, f: SourceFile, algorithm: str) -> str:
     """The cache key of a source file's fingerprint."""
     ident = json.dumps([source_url.rstrip("/"), f.key, f.size, f.token, algorithm])
-    h = hashlib.sha256(ident.encode()).hexdigest()
-    return f"{FINGERPRINTS}/{h[:2]}/{h[2:]}.json"
-
-
-def is_partitioned(manifest: Mapping[str, Any]) -> bool:
-    """Whether a data manifest describes a partitioned version."""
-    return manifest.get("kind") == PARTITIONED
-
-
-def manifest_objects(manifest: Mapping[str, Any]) -> list[str]:
-    """Every object key (below the versioner's base) a data manifest references.
-
-    gc and retention keep an object while any committed manifest lists it, so a
-    partition shared by several versions stays until the last of them goes.
-    """
-    if is_partitioned(manifest):
-        keys: list[str] = []
-        for p in manifest.get("partitions", []):
-            keys.append(str(p["object"]))
-            if p.get("stats_object"):
-                keys.append(str(p["stats_object"]))
-        return keys
-    obj = manifest.get("object")
-    return [str(obj)] if obj else []
+    return layout.fingerprint_key(hashlib.sha256(ident.encode()).hexdigest())
 
 
 # --- one partition (runs on a worker) ----------------------------------------------------------
@@ -260,7 +239,7 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
 
 def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile],
                          data: Store, index: Any, target: str, algorithm: str = "sha256",
-                         k: int = 1000) -> IngestOutcome:
+                         k: int = DEFAULT_K) -> IngestOutcome:
     """Register the files of a source as one partitioned version, on a Dask cluster.
 
     Args:
@@ -268,7 +247,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         source: The source's store (:func:`mlops.storage.list_table_source`).
         files: Its files, in partition order.
         data: The versioner's store.
-        index: The versioner's :class:`~mlops.catalog.VersionIndex`.
+        index: The versioner's :class:`~mlops.versioned.VersionIndex`.
         target: The target column.
         algorithm: The content hash algorithm.
         k: Sketch accuracy.
@@ -340,7 +319,7 @@ def _check_whole(moments: Mapping[str, Moments], rows: int, target: str, name: s
 
 def _commit(data: Store, index: Any, vid: str, digest: str, algorithm: str,
             manifest: dict[str, Any]) -> dict[str, Any]:
-    key = f"versions/{vid}.json"
+    key = layout.data_manifest_key(vid)
     existing = _read_manifest(data, key)
     if existing is not None:
         return _same_or_conflict(vid, existing, digest, algorithm)
@@ -388,7 +367,7 @@ def meta_frame(columns: Iterable[Mapping[str, str]]) -> pd.DataFrame:
     return pd.DataFrame({c["name"]: pd.Series(dtype=c["dtype"]) for c in columns})
 
 
-def load_partitioned(data: Store, manifest: Mapping[str, Any]) -> Any:
+def load_partitioned(data: Store, manifest: DataManifest) -> Any:
     """A lazy ``dask.dataframe.DataFrame`` of a partitioned version (one partition each).
 
     Nothing is read until it is computed; each partition is read by the worker that
@@ -396,10 +375,9 @@ def load_partitioned(data: Store, manifest: Mapping[str, Any]) -> Any:
     """
     import dask.dataframe as dd
 
-    keys = [str(p["object"]) for p in manifest["partitions"]]
+    keys = [str(p["object"]) for p in manifest.partitions]
     return dd.from_map(_read_partition, keys, data=data,
-                       meta=meta_frame(manifest["columns"]), enforce_metadata=False)
+                       meta=meta_frame(manifest.columns), enforce_metadata=False)
 
 
-__all__ = ["PARTITIONED", "IngestOutcome", "is_partitioned", "load_partitioned",
-           "manifest_objects", "register_partitioned"]
+__all__ = ["IngestOutcome", "load_partitioned", "register_partitioned"]

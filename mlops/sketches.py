@@ -7,8 +7,8 @@ Each partition of a Dask-engine data version keeps, per numeric column:
   standard deviations are as exact as a one-pass pandas ``std``: Chan et al.'s
   pairwise update, no cancellation of ``sumsq - sum**2/n``);
 * a KLL quantile sketch (Apache DataSketches ``kll_doubles_sketch``): mergeable,
-  a few thousand doubles at ``k=1000`` whatever the rows, normalized rank error
-  about 0.3% (``normalized_rank_error``).
+  about 46 KB per column at ``k=2000`` (the default, ``dask.sketch_k``) whatever
+  the rows, normalized rank error about 0.15% (``normalized_rank_error``).
 
 Merged over partitions, the moments give the exact mean (``mean_l1`` is exact) and
 the sketches give the per-feature statistics of :mod:`mlops.drift`:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mlops.drift import DriftReport, DriftSettings
 
 #: Default accuracy parameter of the KLL sketches (``dask.sketch_k``).
-DEFAULT_K = 1000
+DEFAULT_K = 2000
 #: Quantile ranks per sketch evaluated for KS and Wasserstein.
 GRID_POINTS = 4096
 

@@ -1,0 +1,185 @@
+"""The store's documents as frozen dataclasses: data manifests, model records, alias events.
+
+Each record has a JSON round trip. ``from_dict`` reads what earlier releases wrote:
+keys a release did not write yet get their defaults, and keys this release does not
+know (written by a later one) are kept in ``extra`` and written back by ``to_dict``,
+so reading and re-writing a document never drops a fact.
+
+The seed API (``DataVersioner.load``, ``ModelRegistry.load``, ``get_metadata``) keeps
+returning plain dicts (``record.to_dict()``); these records are what the suite uses
+internally and what the newer methods (``list_records``, ``get_record``,
+``alias_events``) return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound="Record")
+
+#: ``DataManifest.kind`` of a version made of partitions (the Dask engine).
+PARTITIONED = "partitioned"
+
+
+def manifest_objects(manifest: Mapping[str, Any]) -> list[str]:
+    """Every object key (below ``data/``) a stored data manifest references.
+
+    One Parquet object for a pandas-engine version; each partition and its statistics
+    object for a partitioned one. A partition shared by several versions is kept
+    until the last manifest listing it is gone.
+    """
+    if manifest.get("kind") == PARTITIONED:
+        keys: list[str] = []
+        for p in manifest.get("partitions", []):
+            keys.append(str(p["object"]))
+            if p.get("stats_object"):
+                keys.append(str(p["stats_object"]))
+        return keys
+    obj = manifest.get("object")
+    return [str(obj)] if obj else []
+
+
+@dataclass(frozen=True)
+class Record:
+    """Base of the records: JSON round trip that keeps unknown keys in ``extra``."""
+
+    #: Keys of the stored document this release does not know (kept, written back).
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the unknown keys read, then every field but ``extra``."""
+        out = dict(self.extra)
+        for f in fields(self):
+            if f.name != "extra":
+                value = getattr(self, f.name)
+                out[f.name] = _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        """Build from a stored document; unknown keys go to ``extra``.
+
+        Raises:
+            TypeError: A required key is missing (the message names it).
+        """
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        return cls(**known, extra=extra)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class VersionRecord(Record):
+    """The commit document of a version: its id and creation time come first."""
+
+    id: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class DataManifest(VersionRecord):
+    """A data version's manifest (``data/versions/<id>.json``), its commit point."""
+
+    content_hash: str
+    hash_algorithm: str
+    rows: int
+    #: The Parquet object of a single-object version ("" for a partitioned one).
+    object: str = ""
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int | None = None
+    #: ``partitioned`` for a version made by the Dask engine (see mlops.partitions);
+    #: "" for one object.
+    kind: str = ""
+    #: Partitioned: ``{digest, object, stats_object, rows, size_bytes, source}`` in order.
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    #: Partitioned: merged per-column moments (mlops.sketches.Moments.to_dict).
+    moments: dict[str, Any] = field(default_factory=dict)
+    #: Partitioned: merged per-column KLL sketches (base64) and their accuracy k.
+    sketches: dict[str, str] = field(default_factory=dict)
+    sketch_k: int | None = None
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether this version is a manifest of partitions (the Dask engine's)."""
+        return self.kind == PARTITIONED
+
+    def objects(self) -> list[str]:
+        """Every object key (below ``data/``) the version references; gc and retention
+        keep an object while any committed manifest lists it."""
+        return manifest_objects(self.to_dict())
+
+
+@dataclass(frozen=True)
+class ModelRecord(VersionRecord):
+    """A model version's record (``models/<id>/metadata.json``), its commit point.
+
+    ``metadata`` is what the caller of ``ModelRegistry.save`` passed (free-form, as
+    in the seed); the pipeline's own facts read as :class:`TrainingFacts`.
+    """
+
+    artifact: str
+    sha256: str
+    size_bytes: int | None = None
+    model_class: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def training(self) -> TrainingFacts:
+        """The pipeline's facts in ``metadata`` (a model saved by the train step)."""
+        return TrainingFacts.from_dict(self.metadata)
+
+
+@dataclass(frozen=True)
+class TrainingFacts(Record):
+    """What the train step keeps in a model's ``metadata``."""
+
+    accuracy: float
+    train_rows: int
+    test_rows: int
+    data_version: str = ""
+    model_type: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
+    run_id: str = ""
+    champion_version: str | None = None
+    champion_accuracy: float | None = None
+    #: Models saved before the promotion rule existed were always promoted.
+    promote: bool = True
+    promotion_reason: str = ""
+
+
+@dataclass(frozen=True)
+class AliasEvent(Record):
+    """One move of an alias (``models/_aliases/<alias>/events/<name>``).
+
+    ``event`` is the object's name; it is not stored in the object itself.
+    """
+
+    alias: str
+    action: str
+    version: str
+    previous: str | None = None
+    by: str = ""
+    at: str = ""
+    reason: str = ""
+    event: str = ""
+
+    def stored(self) -> dict[str, Any]:
+        """The document written to the store (without the ``event`` name)."""
+        out = self.to_dict()
+        del out["event"]
+        return out
+
+
+__all__ = ["AliasEvent", "DataManifest", "ModelRecord", "Record", "TrainingFacts",
+           "VersionRecord"]
