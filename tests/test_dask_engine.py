@@ -66,16 +66,21 @@ def data_objects(ws: Workspace) -> set[str]:
     return {k for k in ws.store.walk("data/objects")}
 
 
-# --- 1 + 2: partitioned sources and versions ------------------------------------------------
-def test_ingest_registers_a_manifest_of_content_addressed_partitions(
-        client: Any, tmp_path: Path) -> None:
+def ingest_parts(tmp_path: Path, frames: list[pd.DataFrame]) -> tuple[Workspace, Any, dict]:
+    """Write ``frames`` as a source, ingest it on the Dask engine; the manifest too."""
     src = tmp_path / "src"
-    frames = batches(3)
     write_parts(src, frames)
     cfg = config(tmp_path, src)
     ws = Workspace.open(cfg)
     result = ingest(cfg, "run-1", ws)
-    manifest = ws.versioner.get_metadata(result.data_version)
+    return ws, result, ws.versioner.get_metadata(result.data_version)
+
+
+# --- 1 + 2: partitioned sources and versions ------------------------------------------------
+def test_ingest_registers_a_manifest_of_content_addressed_partitions(
+        client: Any, tmp_path: Path) -> None:
+    frames = batches(3)
+    ws, result, manifest = ingest_parts(tmp_path, frames)
     assert manifest["kind"] == "partitioned"
     assert result.rows == manifest["rows"] == 1200
     # Each partition is addressed by today's content hash of its own frame.
@@ -183,13 +188,8 @@ def test_retention_keeps_partitions_a_newer_version_shares(client: Any, tmp_path
 
 # --- 3: statistics and drift from sketches; engines agree -------------------------------------
 def test_partitioned_statistics_equal_pandas_statistics(client: Any, tmp_path: Path) -> None:
-    src = tmp_path / "src"
     frames = batches(3)
-    write_parts(src, frames)
-    cfg = config(tmp_path, src)
-    ws = Workspace.open(cfg)
-    result = ingest(cfg, "run-1", ws)
-    manifest = ws.versioner.get_metadata(result.data_version)
+    _, result, manifest = ingest_parts(tmp_path, frames)
     whole = pd.concat(frames, ignore_index=True)
     for col, stats in column_stats(whole).items():
         for key, value in stats.items():
