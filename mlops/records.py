@@ -109,6 +109,15 @@ class DataManifest(VersionRecord):
     sketches: dict[str, str] = field(default_factory=dict)
     sketch_k: int | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON; a single-object version's document has no partition keys
+        (it reads and writes exactly as before partitioned versions existed)."""
+        out = super().to_dict()
+        if not self.partitioned:
+            for name in _PARTITIONED_ONLY:
+                out.pop(name, None)
+        return out
+
     @property
     def partitioned(self) -> bool:
         """Whether this version is a manifest of partitions (the Dask engine's)."""
@@ -118,6 +127,10 @@ class DataManifest(VersionRecord):
         """Every object key (below ``data/``) the version references; gc and retention
         keep an object while any committed manifest lists it."""
         return manifest_objects(self.to_dict())
+
+
+#: DataManifest fields that only partitioned versions write.
+_PARTITIONED_ONLY = ("kind", "partitions", "moments", "sketches", "sketch_k")
 
 
 @dataclass(frozen=True)
