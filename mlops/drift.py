@@ -30,14 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import pandas as pd
-from scipy import stats
+from typing import TYPE_CHECKING, Any
 
 from mlops.choices import DRIFT_METHODS
 from mlops.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy, pandas and scipy load with the first drift computation:
+    import numpy as np  # the settings and reports stay cheap for read-only commands
+    import pandas as pd
 
 MEAN_L1 = "mean_l1"
 PSI = "psi"
@@ -189,12 +189,16 @@ def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
     The outer bins are open (``-inf``, ``+inf``), so values outside the reference's
     range land in the first or last bin.
     """
+    import numpy as np
+
     qs = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
     return [float(e) for e in np.unique(qs)]
 
 
 def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
     """Share of ``values`` in each bin ``(-inf, e1), [e1, e2), ..., [ek, inf)``."""
+    import numpy as np
+
     idx = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
     counts = np.bincount(idx, minlength=len(edges) + 1).astype(np.float64)
     return counts / max(len(values), 1)
@@ -202,6 +206,8 @@ def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 def sample_rows(n: int, size: int) -> np.ndarray:
     """Deterministic row positions of a sample of at most ``size`` of ``n`` rows (sorted)."""
+    import numpy as np
+
     if n <= size:
         return np.arange(n)
     rng = np.random.default_rng(_SAMPLE_SEED)
@@ -224,6 +230,8 @@ def build_reference(frame: pd.DataFrame, bins: int = 10,
         ``{"rows", "bins", "sample_size", "features": {name: {mean, std, edges,
         shares, sample}}}``.
     """
+    import numpy as np
+
     positions = sample_rows(len(frame), sample_size)
     bin_positions = sample_rows(len(frame), BIN_SAMPLE_SIZE)
     features: dict[str, Any] = {}
@@ -245,6 +253,8 @@ def build_reference(frame: pd.DataFrame, bins: int = 10,
 # --- statistics --------------------------------------------------------------------------
 def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
     """Population stability index ``sum((c - r) * ln(c / r))``, shares clipped at 1e-4."""
+    import numpy as np
+
     r = np.clip(np.asarray(reference_shares, dtype=np.float64), PSI_EPSILON, None)
     c = np.clip(np.asarray(current_shares, dtype=np.float64), PSI_EPSILON, None)
     return float(np.sum((c - r) * np.log(c / r)))
@@ -252,6 +262,8 @@ def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
 
 def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
     """p-value of the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``)."""
+    from scipy import stats
+
     return float(stats.ks_2samp(reference, current).pvalue)
 
 
@@ -260,6 +272,8 @@ def normalized_wasserstein(reference: np.ndarray, current: np.ndarray, std: floa
 
     A constant reference (std 0) is compared on the raw distance.
     """
+    from scipy import stats
+
     dist = float(stats.wasserstein_distance(reference, current))
     return dist / std if std > 0 else dist
 
@@ -332,6 +346,8 @@ def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
     Returns:
         The report; features missing from either side are left out.
     """
+    import numpy as np
+
     rows = reference.get("rows")
     stat_name = resolve_method(settings.method, rows)
     feats = []
