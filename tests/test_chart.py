@@ -572,7 +572,7 @@ def test_dockerfile_is_hardened() -> None:
     for env in ("HOME=/tmp", "TMPDIR=/tmp", "PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp"):
         assert env in final
     assert not re.search(r"apt-get|gcc|build-essential", final)
-    assert "[gcs,s3,k8s,report,metrics]" in text  # GCS, S3, controller, reports, metrics
+    assert "[gcs,s3,k8s,report,dask,metrics]" in text  # GCS, S3, controller, reports, dask, metrics
     constraints = (ROOT / "docker" / "constraints.txt").read_text(encoding="utf-8")
     pins = [ln for ln in constraints.splitlines() if ln and not ln.startswith("#")]
     assert pins and all(re.fullmatch(r"[a-z0-9._-]+==\S+", p) for p in pins)
