@@ -98,8 +98,17 @@ def load_source(source: str, target_column: str = "target",
     return df
 
 
-def validate(df: pd.DataFrame, target_column: str, source: str = "data") -> None:
+def validate(df: pd.DataFrame, target_column: str, source: str = "data", *,
+             whole: bool = True) -> None:
     """Check that ``df`` can be trained on.
+
+    Args:
+        df: The data.
+        target_column: The label column.
+        source: What to name in messages.
+        whole: False for one partition of a larger data set (the Dask engine): an
+            empty partition or one with a single class is fine there (those two are
+            checked on the merged statistics).
 
     Raises:
         DataValidationError: Empty data, missing target column, NaN in the target,
@@ -107,7 +116,7 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data") -> None
             too large (> MAX_ABS_FEATURE) feature value; the message names the column
             and the source.
     """
-    if len(df) == 0:
+    if whole and len(df) == 0:
         raise DataValidationError(f"{source} is empty: no rows")
     if target_column not in df.columns:
         cols = ", ".join(map(str, df.columns[:10]))
@@ -119,7 +128,7 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data") -> None
         raise DataValidationError(f"target column '{target_column}' has {n_missing} missing "
                                   f"value(s) in {source}")
     classes = target.unique()
-    if len(classes) < 2:
+    if whole and len(classes) < 2:
         raise DataValidationError(f"target column '{target_column}' has a single class "
                                   f"({classes[0]!r}) in {source}: need at least two")
     features = feature_columns(df, target_column)

@@ -211,6 +211,7 @@ class ModelMonitor:
     # --- reference ---------------------------------------------------------------------
     def update_reference_distribution(self, feature_means: Mapping[str, float],
                                       reference_frame: pd.DataFrame | None = None,
+                                      distribution: Mapping[str, Any] | None = None,
                                       **extra: Any) -> None:
         """Replace the reference distribution (after a model is promoted).
 
@@ -219,13 +220,17 @@ class ModelMonitor:
             reference_frame: The training features; when given, the document also
                 keeps what the per-feature methods need (bin edges and shares, std, a
                 bounded sample; see :func:`mlops.drift.build_reference`).
+            distribution: A ready distribution summary instead of ``reference_frame``
+                (the Dask engine's, built from sketches:
+                :func:`mlops.sketches.reference_from_sketches`).
             **extra: Facts kept with it (``data_version``, ``model_version``...).
         """
-        doc = self.reference_document(feature_means, reference_frame, **extra)
+        doc = self.reference_document(feature_means, reference_frame, distribution, **extra)
         self.store.write_json(self.drift_key, doc, compact=True)
 
     def reference_document(self, feature_means: Mapping[str, float],
                            reference_frame: pd.DataFrame | None = None,
+                           distribution: Mapping[str, Any] | None = None,
                            **extra: Any) -> dict[str, Any]:
         """The reference document of :meth:`update_reference_distribution`, not written
         (the pipeline keeps it with the model version it belongs to)."""
@@ -236,6 +241,8 @@ class ModelMonitor:
         if reference_frame is not None:
             doc["distribution"] = build_reference(reference_frame, self.drift_settings.psi_bins,
                                                   self.reference_sample_size)
+        elif distribution is not None:
+            doc["distribution"] = dict(distribution)
         return doc
 
     def get_reference(self) -> dict[str, Any] | None:
@@ -255,16 +262,21 @@ class ModelMonitor:
 
     def drift_report(self, current: pd.DataFrame | Mapping[str, float],
                      means: Mapping[str, float] | None = None,
-                     reference: Any = _DEFAULT_REFERENCE) -> DriftReport | None:
+                     reference: Any = _DEFAULT_REFERENCE, *,
+                     sketches: Mapping[str, str] | None = None,
+                     rows: int | None = None) -> DriftReport | None:
         """The configured method's report of ``current`` against the reference.
 
         Args:
             current: The new batch's features (a DataFrame, for every method), or only
                 its feature means (enough for ``mean_l1``; other methods then fall back
-                to ``mean_l1`` and say so in the note).
+                to ``mean_l1`` and say so in the note, unless ``sketches`` are given).
+            sketches: Encoded KLL sketches of the batch's features (the Dask engine's
+                partitioned versions keep them): the per-feature methods are computed
+                from them (:func:`mlops.sketches.sketch_report`) without the data.
+            rows: Rows of the batch (with ``sketches``).
             means: The batch's feature means when the caller has them already (a pass
                 over the data saved); computed from ``current`` otherwise.
-
             reference: The reference document to compare with (the serving model's);
                 by default the one at ``<monitoring>/reference.json``.
 
@@ -288,6 +300,10 @@ class ModelMonitor:
         if settings.method == MEAN_L1:
             return mean_l1_report(ref_means, means, settings)
         dist = reference.get("distribution")
+        if dist is not None and sketches is not None:
+            from mlops.sketches import sketch_report
+
+            return sketch_report(dist, sketches, int(rows or 0), settings)
         if dist is None or not isinstance(current, pd.DataFrame):
             why = ("the reference has no distribution summary (written before "
                    f"'{settings.method}' was configured)" if dist is None
@@ -303,7 +319,8 @@ class ModelMonitor:
                n_samples: int | None = None,
                current_frame: pd.DataFrame | None = None,
                reference: Any = _DEFAULT_REFERENCE,
-               drift_error: str | None = None) -> RetrainDecision:
+               drift_error: str | None = None, *,
+               sketches: Mapping[str, str] | None = None) -> RetrainDecision:
         """The retrain decision with its reasons.
 
         Args:
@@ -313,10 +330,12 @@ class ModelMonitor:
             n_samples: Rows in the new data; drift counts only when None or at least
                 ``drift_min_samples``.
             current_frame: The new data's features, needed by every method but
-                ``mean_l1``.
+                ``mean_l1`` (or ``sketches``).
             reference: The reference to measure drift against (see :meth:`drift_report`);
                 None when there is none.
             drift_error: Why there is no usable reference, when the caller knows.
+            sketches: Encoded quantile sketches of the new data's features (the Dask
+                engine): the per-feature methods use them instead of a frame.
 
         Returns:
             The decision; ``drift`` is the report's score (the relative L1 score for
@@ -329,7 +348,7 @@ class ModelMonitor:
             reasons.append(LOW_ACCURACY)
         report = self.drift_report(current_frame if current_frame is not None
                                    else current_feature_means, means=current_feature_means,
-                                   reference=reference)
+                                   reference=reference, sketches=sketches, rows=n_samples)
         if report is not None and not report.features and drift_error is None:
             drift_error = "the data shares no feature with the reference"
         if drift_error is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mlops.config import Config
 from mlops.data import (
@@ -23,7 +23,7 @@ from mlops.data import (
     split_xy,
     validate,
 )
-from mlops.errors import BadInputError, MLOpsError
+from mlops.errors import BadInputError, DataValidationError, MLOpsError
 from mlops.ids import check_version_id
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
@@ -32,6 +32,9 @@ from mlops.training import check_trainable, check_training, evaluate, split, tra
 from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
+
+#: ``data.engine`` of the Dask engine (:mod:`mlops.dask_engine`, imported only then).
+DASK = "dask"
 
 INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
@@ -106,6 +109,65 @@ def _workspace(config: Config, ws: Workspace | None) -> Workspace:
     return ws if ws is not None else Workspace.open(config)
 
 
+class _Trainer(Protocol):
+    """The data side of the train step: one per engine (pandas here, Dask in
+    :class:`mlops.dask_engine.DaskTrainer`); a context manager around the step."""
+
+    features: list[str]
+
+    @property
+    def train_rows(self) -> int: ...
+
+    @property
+    def test_rows(self) -> int: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def fit(self) -> tuple[Any, dict[str, Any]]: ...
+
+    def accuracy(self, model: Any) -> float | None: ...
+
+    def reference(self) -> dict[str, Any]: ...
+
+
+class _PandasTrainer:
+    """The pandas engine's train data: a stratified split of the loaded frame."""
+
+    def __init__(self, config: Config, ws: Workspace, version: str) -> None:
+        self.config = config
+        df, _ = ws.versioner.load(version)
+        x, y = split_xy(df, config.data.target_column)
+        self.features = [str(c) for c in x.columns]
+        self.x_train, self.x_test, self.y_train, self.y_test = split(
+            x, y, config.data.test_size, config.training.random_state)
+
+    def __enter__(self) -> _PandasTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def train_rows(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def test_rows(self) -> int:
+        return len(self.x_test)
+
+    def fit(self) -> tuple[Any, dict[str, Any]]:
+        return train_model(self.x_train, self.y_train, self.config), {}
+
+    def accuracy(self, model: Any) -> float | None:
+        return evaluate(model, self.x_test, self.y_test)
+
+    def reference(self) -> dict[str, Any]:
+        means = {str(c): float(v) for c, v in self.x_train.mean().items()}
+        return {"feature_means": means, "reference_frame": self.x_train}
+
+
 # --- steps -------------------------------------------------------------------------------
 def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestResult:
     """Load the configured source, validate it and register it as a data version.
@@ -117,18 +179,24 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     check_training(config.training)  # a bad training.params fails before anything is written
     ws = _workspace(config, ws)
     d = config.data
-    if d.source == SYNTHETIC:
-        df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-        validate(df, d.target_column, "synthetic data")
+    if d.engine == DASK:
+        from mlops import dask_engine
+
+        version, rows, means = dask_engine.ingest_source(config, ws)
     else:
-        df = load_source(d.source, d.target_column, config.storage.options)
-    check_trainable(df[d.target_column], d.test_size,
-                    "synthetic data" if d.source == SYNTHETIC else d.source)
-    version = ws.versioner.register(df)
-    result = IngestResult(run_id=run_id, data_version=version, rows=len(df), source=d.source,
-                          feature_means=feature_means(df, d.target_column))
+        if d.source == SYNTHETIC:
+            df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
+            validate(df, d.target_column, "synthetic data")
+        else:
+            df = load_source(d.source, d.target_column, config.storage.options)
+        check_trainable(df[d.target_column], d.test_size,
+                        "synthetic data" if d.source == SYNTHETIC else d.source)
+        version, rows = ws.versioner.register(df), len(df)
+        means = feature_means(df, d.target_column)
+    result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
+                          feature_means=means)
     ws.write_result(INGEST, result)
-    log.info("ingest: %d rows from %s -> data version %s", len(df), d.source, version)
+    log.info("ingest: %d rows from %s -> data version %s", rows, d.source, version)
     return result
 
 
@@ -144,27 +212,44 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
-    df, _ = ws.versioner.load(ingested.data_version)
-    x, y = split_xy(df, config.data.target_column)
     current = ws.current_model_version()
-    accuracy = None
+    model: Any = None
     unusable = None
     if current is not None:
         try:
             model, _ = ws.registry.load(current)
-            accuracy = evaluate(model, x, y)
         except (BadInputError, ValueError, KeyError, AttributeError, TypeError) as err:
-            # Broken serving model (deleted/truncated artifact, corrupt metadata, alias to
-            # a missing version, cannot score this data): retrain rather than fail nightly.
-            # A transient storage error (exit 1) still fails the step, to be retried.
-            unusable = f"{type(err).__name__}: {err}"
-            log.warning("monitor-check: serving model %s is unusable (%s); retraining",
-                        current, unusable)
+            unusable = _unusable(current, err)
     reference, drift_error = serving_reference(ws, current)
-    decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
-                                 no_model_yet=current is None, n_samples=len(df),
-                                 current_frame=x, reference=reference,
-                                 drift_error=drift_error)
+    if config.data.engine == DASK:
+        from mlops import dask_engine
+
+        # Statistics and sketches from the manifest; the data is read only to score.
+        try:
+            batch = dask_engine.check_batch(config, ws, ingested.data_version, model)
+        except (ValueError, KeyError, AttributeError, TypeError) as err:
+            if model is None:
+                raise
+            unusable = _unusable(current, err)
+            batch = dask_engine.check_batch(config, ws, ingested.data_version, None)
+        accuracy, rows = batch.accuracy, batch.rows
+        decision = ws.monitor.decide(accuracy, batch.means, no_model_yet=current is None,
+                                     n_samples=rows, reference=reference,
+                                     drift_error=drift_error, sketches=batch.sketches)
+    else:
+        df, _ = ws.versioner.load(ingested.data_version)
+        x, y = split_xy(df, config.data.target_column)
+        accuracy = None
+        if model is not None:
+            try:
+                accuracy = evaluate(model, x, y)
+            except (ValueError, KeyError, AttributeError, TypeError) as err:
+                unusable = _unusable(current, err)
+        rows = len(df)
+        decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
+                                     no_model_yet=current is None, n_samples=rows,
+                                     current_frame=x, reference=reference,
+                                     drift_error=drift_error)
     if unusable is not None:
         decision = replace(decision, retrain=True,
                            reasons=(*decision.reasons, SERVING_MODEL_UNUSABLE))
@@ -172,7 +257,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=decision.retrain, reasons=list(decision.reasons), accuracy=accuracy,
-        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df),
+        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=rows,
         drift_report=None if report is None else report.to_dict(),
         drift_error=decision.drift_error)
     if not decision.retrain and accuracy is not None:
@@ -208,40 +293,49 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
-    df, _ = ws.versioner.load(ingested.data_version)
-    target = config.data.target_column
-    x, y = split_xy(df, target)
-    x_train, x_test, y_train, y_test = split(x, y, config.data.test_size,
-                                             config.training.random_state)
-    fresh = not ws.registry.exists(run_id)
-    if fresh:
-        champion = ws.current_model_version()
-        model = train_model(x_train, y_train, config)
-        accuracy = evaluate(model, x_test, y_test)
-        champion_accuracy = _champion_accuracy(ws, champion, x_test, y_test)
-        promote, why = promotion_decision(accuracy, champion, champion_accuracy,
-                                          config.promotion.tolerance)
-        facts = TrainingFacts(
-            accuracy=accuracy, data_version=ingested.data_version,
-            model_type=config.training.model_type, params=config.training.params,
-            train_rows=len(x_train), test_rows=len(x_test), features=list(x.columns),
-            run_id=run_id, champion_version=champion, champion_accuracy=champion_accuracy,
-            promote=promote, promotion_reason=why)
-        ws.registry.save(model, run_id, facts.to_dict())
+    trainer: _Trainer
+    if config.data.engine == DASK:
+        from mlops import dask_engine
+
+        trainer = dask_engine.DaskTrainer(config, ws, ingested.data_version)
     else:
-        log.info("train: model %s already saved by this run; not training again", run_id)
-    record = ws.registry.get_record(run_id)
-    meta = record.training()
-    accuracy = float(meta.accuracy)
-    promote = bool(meta.promote)
-    champion = meta.champion_version
-    champion_accuracy = meta.champion_accuracy
-    # Each part is written once and checked for on a resume, in this order; the alias
-    # move comes last, so a promoted model always has its reference and its metrics.
-    if ws.registry.get_reference(run_id) is None:
-        means = {str(c): float(v) for c, v in x_train.mean().items()}
-        ws.registry.save_reference(run_id, ws.monitor.reference_document(
-            means, x_train, data_version=ingested.data_version, model_version=run_id))
+        trainer = _PandasTrainer(config, ws, ingested.data_version)
+    fresh = not ws.registry.exists(run_id)
+    with trainer:
+        if fresh:
+            champion = ws.current_model_version()
+            model, extra = trainer.fit()
+            accuracy = trainer.accuracy(model)
+            if accuracy is None:
+                raise DataValidationError(
+                    f"data version '{ingested.data_version}' leaves no rows for evaluation "
+                    f"at data.test_size {config.data.test_size}")
+            champion_accuracy = _champion_accuracy(ws, champion, trainer)
+            promote, why = promotion_decision(accuracy, champion, champion_accuracy,
+                                              config.promotion.tolerance)
+            facts = TrainingFacts(
+                accuracy=accuracy, data_version=ingested.data_version,
+                model_type=config.training.model_type, params=config.training.params,
+                train_rows=trainer.train_rows, test_rows=trainer.test_rows,
+                features=list(trainer.features), run_id=run_id, champion_version=champion,
+                champion_accuracy=champion_accuracy, promote=promote, promotion_reason=why,
+                extra=extra)
+            ws.registry.save(model, run_id, facts.to_dict())
+        else:
+            log.info("train: model %s already saved by this run; not training again", run_id)
+        record = ws.registry.get_record(run_id)
+        meta = record.training()
+        accuracy = float(meta.accuracy)
+        promote = bool(meta.promote)
+        champion = meta.champion_version
+        champion_accuracy = meta.champion_accuracy
+        # Each part is written once and checked for on a resume, in this order; the alias
+        # move comes last, so a promoted model always has its reference and its metrics.
+        # The reference is kept with the model version, whichever engine built it.
+        if ws.registry.get_reference(run_id) is None:
+            ws.registry.save_reference(run_id, ws.monitor.reference_document(
+                **trainer.reference(), data_version=ingested.data_version,
+                model_version=run_id))
     crash_point("after-reference")
     ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
         "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
@@ -260,7 +354,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                          champion_version=champion, champion_accuracy=champion_accuracy)
     ws.write_result(TRAIN, result)
     log.info("train: %s on %d rows -> model %s, held-out accuracy %.4f; champion %s %s -> "
-             "%s", config.training.model_type, len(x_train), run_id, accuracy, champion,
+             "%s", config.training.model_type, int(meta.train_rows), run_id, accuracy, champion,
              "n/a" if champion_accuracy is None else f"{champion_accuracy:.4f}",
              "promoted" if promote else "not promoted")
     return result
@@ -291,12 +385,22 @@ def promotion_decision(challenger_accuracy: float, champion: str | None,
                      "on the same held-out split")
 
 
-def _champion_accuracy(ws: Workspace, champion: str | None, x: Any, y: Any) -> float | None:
+def _unusable(version: str | None, err: Exception) -> str:
+    """Log and describe a serving model that cannot be loaded or cannot score the data
+    (deleted/truncated artifact, corrupt metadata, alias to a missing version): the
+    step retrains rather than failing every night. A transient storage error (exit 1)
+    is not caught, so the step still fails and is retried."""
+    why = f"{type(err).__name__}: {err}"
+    log.warning("monitor-check: serving model %s is unusable (%s); retraining", version, why)
+    return why
+
+
+def _champion_accuracy(ws: Workspace, champion: str | None, trainer: _Trainer) -> float | None:
     if champion is None:
         return None
     try:
         model, _ = ws.registry.load(champion)
-        return evaluate(model, x, y)
+        return trainer.accuracy(model)
     except (MLOpsError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)

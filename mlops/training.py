@@ -28,6 +28,20 @@ MODEL_TYPES: dict[str, type] = {
 }
 
 
+#: Gradient-boosted trees from LightGBM (the mlops[dask] extra; on the Dask engine it
+#: trains through LightGBM's Dask estimator, here through its scikit-learn one).
+LIGHTGBM = "lightgbm"
+
+
+def _lightgbm_classifier() -> type:
+    try:
+        from lightgbm import LGBMClassifier
+    except ImportError as err:
+        raise ConfigError("config key 'training.model_type': lightgbm needs the mlops[dask] "
+                          "extra (lightgbm is not installed)") from err
+    return LGBMClassifier
+
+
 def _training_section(config: Config | TrainingConfig | Mapping[str, Any]) -> TrainingConfig:
     if isinstance(config, Config):
         return config.training
@@ -43,17 +57,22 @@ def build_model(training: TrainingConfig) -> Any:
     Raises:
         ConfigError: Unknown model type or a parameter the estimator does not take.
     """
-    cls = MODEL_TYPES.get(training.model_type)
+    cls = _lightgbm_classifier() if training.model_type == LIGHTGBM \
+        else MODEL_TYPES.get(training.model_type)
     if cls is None:
+        known = ", ".join([*MODEL_TYPES, LIGHTGBM])
         raise ConfigError(f"config key 'training.model_type': unknown model type "
-                          f"'{training.model_type}' (use one of {', '.join(MODEL_TYPES)})")
+                          f"'{training.model_type}' (use one of {known})")
     accepted = inspect.signature(cls).parameters
     for key in training.params:
-        if key not in accepted:
+        # LightGBM takes its many booster parameters through **kwargs.
+        if key not in accepted and training.model_type != LIGHTGBM:
             raise ConfigError(f"config key 'training.params.{key}' is not a parameter of "
                               f"{cls.__name__}")
     params = dict(training.params)
     params.setdefault("random_state", training.random_state)
+    if training.model_type == LIGHTGBM:
+        params.setdefault("verbose", -1)
     if training.model_type == "logistic":
         params.setdefault("max_iter", 1000)
         return Pipeline([("scale", StandardScaler()), ("model", cls(**params))])

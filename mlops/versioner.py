@@ -209,6 +209,10 @@ class DataVersioner(VersionedStore[DataManifest]):
                 before that checksum existed are checked by recomputing the content
                 hash. ``False`` skips the check (an explicit, unverified load).
 
+        A partitioned version (made by the Dask engine, ``"kind": "partitioned"``)
+        loads as a lazy ``dask.dataframe.DataFrame`` with one partition per stored
+        partition (needs the ``mlops[dask]`` extra); nothing is read until computed.
+
         Raises:
             InvalidVersionIdError: Unsafe id.
             VersionNotFoundError: No such version, or its object is missing.
@@ -217,6 +221,10 @@ class DataVersioner(VersionedStore[DataManifest]):
                 version; exit code 2).
         """
         manifest = self.get_record(version_id)
+        if manifest.partitioned:
+            from mlops.partitions import load_partitioned
+
+            return load_partitioned(self.store, manifest), manifest.to_dict()
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{version_id}' object")
         if self._last_load is not None and self._last_load[0] == key:
