@@ -181,7 +181,7 @@ def b1_b2_b3(df: pd.DataFrame, work: Path, sizes: Sizes) -> list[Row]:
                      lambda: pd.read_parquet(obj, engine="pyarrow"), sizes.cheap_rounds)
     rows.append(_row("B3", "load(version, verify=False) vs pd.read_parquet", a, b, "<=", 1.1,
                      "an explicit unverified load reads the manifest, then the object "
-                     "through pyarrow's own local filesystem (B11: the verified default)"))
+                     "through pyarrow's own local filesystem (B12: the verified default)"))
     # Noise control: the same call on both sides. Its distance from 1.0 is this run's
     # measurement noise (the machine may be shared); read the other ratios with it.
     read = lambda: pd.read_parquet(obj, engine="pyarrow")  # noqa: E731
@@ -499,9 +499,9 @@ def to_markdown(rows: list[Row], info: dict[str, Any], sizes: Sizes, elapsed: fl
     return "\n".join(lines) + "\n"
 
 
-# --- B11: verified loads --------------------------------------------------------------------
-def b11(df: pd.DataFrame, work: Path, sizes: Sizes) -> list[Row]:
-    """B11: the default (verified) load and an explicit unverified one vs pd.read_parquet."""
+# --- B12: verified loads --------------------------------------------------------------------
+def b12(df: pd.DataFrame, work: Path, sizes: Sizes) -> list[Row]:
+    """B12: the default (verified) load and an explicit unverified one vs pd.read_parquet."""
     store = work / "verify-store"
     _fresh(store)
     versioner = DataVersioner(store)
@@ -509,17 +509,17 @@ def b11(df: pd.DataFrame, work: Path, sizes: Sizes) -> list[Row]:
     obj = store / versioner.get_metadata(vid)["object"]
     read = lambda: pd.read_parquet(obj, engine="pyarrow")  # noqa: E731
     a, b = alternate(lambda: versioner.load(vid), read, sizes.cheap_rounds)
-    rows = [_row("B11", "load(version) (verified: sha256 of the object) vs pd.read_parquet",
+    rows = [_row("B12", "load(version) (verified: sha256 of the object) vs pd.read_parquet",
                  a, b, "<=", 1.3, "reads the object's bytes once; sha256 runs in a thread "
                  "while Parquet decodes the same buffer")]
     a, b = alternate(lambda: versioner.load(vid, verify=False), read, sizes.cheap_rounds)
-    rows.append(_row("B11u", "load(version, verify=False) vs pd.read_parquet", a, b, "<=",
+    rows.append(_row("B12u", "load(version, verify=False) vs pd.read_parquet", a, b, "<=",
                      1.1, "the explicit unverified load, measured in the same run"))
     shutil.rmtree(store, ignore_errors=True)
     return rows
 
 
-ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
+ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B12")
 
 
 def _merge(out: Path, rows: list[Row], only: tuple[str, ...],
@@ -566,7 +566,7 @@ def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
             ("B8", lambda: b8(df(), work, sizes)),
             ("B9", lambda: b9(work, sizes, df())),
             ("B10", lambda: b10(work, sizes)),
-            ("B11", lambda: b11(df(), work, sizes)),
+            ("B12", lambda: b12(df(), work, sizes)),
         ]
         for name, step in steps:
             if name not in only:
