@@ -57,6 +57,8 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False) -> tuple[
         return None, f"corrupt manifest ({err})"
     if manifest is None:
         return None, "corrupt manifest (not a JSON object)"
+    if manifest.partitioned:
+        return manifest, _partitions_problem(store, manifest)
     try:
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{vid}' object")
@@ -72,6 +74,29 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False) -> tuple[
             and store.sha256(key) != manifest.object_sha256:
         return manifest, "object fails its sha256 (register the same data again to repair it)"
     return manifest, None
+
+
+def _partitions_problem(store: Store, manifest: DataManifest) -> str | None:
+    """What is wrong with a partitioned version's partitions (the Dask engine's), or
+    None: each partition and statistics object stays below ``objects/``, exists and
+    has the recorded size (partitions carry no byte checksum to hash)."""
+    for p in manifest.partitions:
+        for field, size_field in (("object", "size_bytes"), ("stats_object", None)):
+            if field == "stats_object" and not p.get(field):
+                continue
+            try:
+                key = confined_key(p.get(field), f"{layout.DATA_OBJECTS}/",
+                                   f"data version '{manifest.id}' partition")
+                size = store.size(key)
+            except IntegrityError as err:
+                return str(err)
+            except FileNotFoundError:
+                return f"partition object {p.get(field)} missing (ingest the source again)"
+            recorded = p.get(size_field) if size_field else None
+            if isinstance(recorded, int) and size != recorded:
+                return (f"partition object {p.get(field)} is {size} bytes, the manifest says "
+                        f"{recorded} (delete it and ingest the source again)")
+    return None
 
 
 def _model_problem(store: Store, vid: str) -> str | None:

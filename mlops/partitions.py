@@ -60,7 +60,7 @@ from mlops.sketches import (
     sketch_columns,
     stats_of,
 )
-from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, crash_point
+from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, confined_key, crash_point
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,11 @@ def load_partitioned(data: Store, manifest: DataManifest) -> Any:
     """
     import dask.dataframe as dd
 
-    keys = [str(p["object"]) for p in manifest.partitions]
+    # Keys read from the manifest stay below objects/ (a tampered manifest must not
+    # point a worker at another file).
+    keys = [confined_key(p.get("object"), f"{layout.DATA_OBJECTS}/",
+                         f"data version '{manifest.id}' partition")
+            for p in manifest.partitions]
     return dd.from_map(_read_partition, keys, data=data,
                        meta=meta_frame(manifest.columns), enforce_metadata=False)
 

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops.check import check_store
 from mlops.config import Config
 from mlops.data import column_stats, generate_synthetic_data
-from mlops.errors import ClusterError, DataValidationError
+from mlops.errors import ClusterError, DataValidationError, IntegrityError
 from mlops.hashing import content_hash
 from mlops.pipeline import ingest, monitor_check, train
 from mlops.registry import PRODUCTION
@@ -184,6 +185,29 @@ def test_retention_keeps_partitions_a_newer_version_shares(client: Any, tmp_path
     assert f"data/{old['partitions'][0]['object']}" in deleted
     assert f"data/{shared}" not in deleted
     assert len(ws.versioner.load(new["id"])[0].compute()) == 800
+
+
+def test_store_check_and_load_know_partitioned_versions(client: Any, tmp_path: Path) -> None:
+    """Issue #13 on the Dask engine: a dask-trained model keeps its reference with its
+    version, ``gc --check`` checks each partition, and a partition key read from a
+    tampered manifest must stay below ``objects/``."""
+    ws, result, manifest = ingest_parts(tmp_path, batches(2))
+    cfg = config(tmp_path, tmp_path / "src")
+    monitor_check(cfg, "run-1", ws)
+    train(cfg, "run-1", ws)
+    assert ws.registry.get_reference("run-1") is not None
+    assert check_store(ws) == []
+
+    ws.versioner.store.delete(manifest["partitions"][1]["object"])
+    problems = check_store(ws)
+    assert len(problems) == 1 and "partition object" in problems[0].problem \
+        and "missing" in problems[0].problem
+
+    manifest["partitions"][0]["object"] = "../../outside.parquet"
+    ws.versioner.store.write_json(ws.versioner.manifest_key(result.data_version), manifest)
+    with pytest.raises(IntegrityError, match="outside 'objects/'"):
+        ws.versioner.load(result.data_version)
+    assert "outside" in check_store(ws)[0].problem
 
 
 # --- 3: statistics and drift from sketches; engines agree -------------------------------------
