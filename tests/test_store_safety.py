@@ -97,6 +97,10 @@ def test_concurrent_trains_never_cross_alias_and_reference(tmp_path: Path) -> No
     # Local only: 20 trials of 4 forked writers must stay fast; on moto or the GCS
     # emulator one trial takes ~30 s here. The order of writes under test is the same.
     ctx = multiprocessing.get_context("fork")
+    # One night in the parent first: the modules a train imports lazily (scikit-learn's
+    # estimators and the rest of the train step) are then loaded once and inherited by
+    # every forked writer instead of imported again by each of the 80 children.
+    run_pipeline(_config(str(tmp_path / "warm-up"), {}), run_id="warm-up")
     for trial in range(RACE_TRIALS):
         config = _config(str(tmp_path / f"t{trial}"), {})
         runs = [f"t{trial}-w{i}" for i in range(WRITERS)]
