@@ -90,8 +90,10 @@ def check_training(training: TrainingConfig) -> None:
         ConfigError: Unknown model type, unknown parameter, or a value the estimator
             refuses; the message names ``training.params.<name>``.
     """
-    build_model(training)  # unknown type or parameter names
-    cls = MODEL_TYPES[training.model_type]
+    model = build_model(training)  # unknown type or parameter names
+    if training.model_type == LIGHTGBM:
+        return  # booster parameters go through **kwargs, checked by LightGBM's own fit
+    cls = type(model.named_steps["model"] if isinstance(model, Pipeline) else model)
     for key, value in {**training.params, "random_state": training.params.get(
             "random_state", training.random_state)}.items():
         validate = getattr(cls(**{key: value}), "_validate_params", None)

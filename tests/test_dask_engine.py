@@ -318,9 +318,10 @@ def test_lightgbm_on_dask_is_saved_as_a_local_model(client: Any, tmp_path: Path)
     info = meta["metadata"]
     assert info["engine"] == "dask"
     assert info["training_sample"]["rows"] == info["train_rows"]
-    # The reference was built from the training split's sketches: psi runs on it.
-    assert "sketch" in next(iter(ws.monitor.get_reference()["distribution"]["features"]
-                                 .values()))
+    # The reference was built from the training split's sketches: psi runs on it. It is
+    # kept with the model version (issue #13).
+    reference = ws.registry.get_reference(summary["model_version"])
+    assert "sketch" in next(iter(reference["distribution"]["features"].values()))
 
 
 def test_sklearn_types_on_dask_train_on_a_bounded_recorded_sample(client: Any,
