@@ -20,19 +20,33 @@ from mlops.catalog import check_version_id, iso, utc_now
 from mlops.config import Config, load_config
 from mlops.data import (
     SYNTHETIC,
+    feature_kinds,
     feature_means,
     generate_synthetic_data,
-    load_source,
+    read_source,
     split_xy,
     validate,
 )
+from mlops.decisions import (
+    REJECTED_BEFORE,
+    SCHEMA_CHANGE,
+    SERVING_BELOW_THRESHOLD,
+    config_fingerprint,
+    gate,
+    lineage,
+    low_score_reason,
+    promotion_decision,
+    rejected_before,
+    schema_of,
+)
 from mlops.drift import DriftSettings
-from mlops.errors import BadInputError, MLOpsError
-from mlops.monitor import ModelMonitor
+from mlops.errors import BadInputError, MLOpsError, SchemaChangeError
+from mlops.monitor import NO_MODEL, ModelMonitor
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.report import require_matplotlib, write_report_to_store
+from mlops.schema import InputSchema, compare
 from mlops.storage import Store, open_store
-from mlops.training import evaluate, split, train_model
+from mlops.training import compute_metrics, meets_threshold, split, train_model
 from mlops.versioner import DataVersioner
 
 log = logging.getLogger(__name__)
@@ -71,6 +85,12 @@ class IngestResult(StepResult):
     rows: int
     source: str
     feature_means: dict[str, float] = field(default_factory=dict)
+    #: ``classification`` or ``regression``: ``data.task``, or what ``auto`` decided.
+    task: str = ""
+    #: Feature name -> ``numeric``, ``bool`` or ``categorical``.
+    feature_kinds: dict[str, str] = field(default_factory=dict)
+    #: The files read (``{"path", "size_bytes"}``); empty for synthetic data.
+    source_files: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,19 @@ class MonitorCheckResult(StepResult):
     n_samples: int
     #: DriftReport.to_dict() of the batch (None without a reference); ``drift`` is its score.
     drift_report: dict[str, Any] | None = None
+    task: str = ""
+    #: The gating metric (``monitoring.metric`` or the task's default) and its limit.
+    metric: str = "accuracy"
+    threshold: float | None = None
+    #: The serving model's value of ``metric`` on the new data (None: no model, or the
+    #: batch's schema does not fit it).
+    score: float | None = None
+    #: Every metric of the serving model on the new data.
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    #: SchemaChange.to_dict() when the batch's columns differ from the serving model's.
+    schema_change: dict[str, Any] | None = None
+    #: Why a wanted retrain was skipped ("" when it was not).
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +134,16 @@ class TrainResult(StepResult):
     promoted: bool = True
     champion_version: str | None = None
     champion_accuracy: float | None = None
+    task: str = ""
+    metric: str = "accuracy"
+    threshold: float | None = None
+    #: The challenger's value of ``metric`` and every metric, on the held-out split.
+    score: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    #: The champion's, on the same held-out split (None without a usable champion).
+    champion_score: float | None = None
+    champion_metrics: dict[str, float | None] | None = None
+    promotion_reason: str = ""
 
 
 @dataclass
@@ -204,66 +247,123 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     d = config.data
+    files: list[dict[str, Any]] = []
     if d.source == SYNTHETIC:
         df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-        validate(df, d.target_column, "synthetic data")
+        task = validate(df, d.target_column, "synthetic data", d.task)
     else:
-        df = load_source(d.source, d.target_column, config.storage.options)
+        df, files = read_source(d.source, config.storage.options)
+        task = validate(df, d.target_column, d.source, d.task)
+    gate(config, task)  # a metric of the other task is a config error, before any write
     version = ws.versioner.register(df)
     result = IngestResult(run_id=run_id, data_version=version, rows=len(df), source=d.source,
-                          feature_means=feature_means(df, d.target_column))
+                          feature_means=feature_means(df, d.target_column), task=task,
+                          feature_kinds=feature_kinds(df, d.target_column),
+                          source_files=files)
     ws.write_result(INGEST, result)
-    log.info("ingest: %d rows from %s -> data version %s", len(df), d.source, version)
+    log.info("ingest: %d rows from %s -> data version %s (%s)", len(df), d.source, version,
+             task)
     return result
 
 
 def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> MonitorCheckResult:
-    """Evaluate the current model on the run's data and decide whether to retrain.
+    """Check the run's data against the serving model and decide whether to retrain.
 
-    When no retrain is needed, the current model's accuracy on the new data is
-    recorded in the history, so the history has a point for every run.
+    The batch is first compared with the serving model's input schema (see
+    :mod:`mlops.schema`); a change fails the step (``monitoring.on_schema_change:
+    fail``, exit 2, nothing written) or asks for a retrain (reason ``schema_change``).
+    The serving model is then scored on the new data with every metric of the task;
+    the gating metric (``monitoring.metric``) below its threshold asks for a retrain
+    (``low_accuracy`` for accuracy, ``low_score`` otherwise), and so does drift. A
+    retrain is skipped when a challenger trained on this data version with the same
+    config was already rejected (reason ``rejected_before``).
+
+    When no retrain is needed, the serving model's score on the new data is recorded
+    in the history, so the history has a point for every run.
 
     Raises:
         BadInputError: The run has no ingest result.
+        SchemaChangeError: The batch's schema changed and the policy is ``fail``.
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
     df, _ = ws.versioner.load(ingested.data_version)
-    x, y = split_xy(df, config.data.target_column)
+    target = config.data.target_column
+    task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
+    metric, threshold = gate(config, task)
+    x, y = split_xy(df, target)
     current = ws.current_model_version()
-    accuracy = None
+    metrics: dict[str, float | None] = {}
+    change = None
     if current is not None:
-        model, _ = ws.registry.load(current)
-        accuracy = evaluate(model, x, y)
-    decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
-                                 no_model_yet=current is None, n_samples=len(df),
-                                 current_frame=x)
+        model, record = ws.registry.load(current)
+        schema = schema_of(record, target)
+        change = compare(schema, df, task)
+        if change.changed and config.monitoring.on_schema_change == "fail":
+            raise SchemaChangeError(
+                f"schema change in data version {ingested.data_version} against serving "
+                f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
+                "set it to retrain to train on the new columns)")
+        if not (change.missing or change.retyped or change.task):
+            metrics = compute_metrics(model, x[schema.names], y, schema.task)
+    score = metrics.get(metric)
+    decision = ws.monitor.decide(None, feature_means(df, target), no_model_yet=current is None,
+                                 n_samples=len(df), current_frame=x)
+    reasons = list(decision.reasons)
+    extra = []
+    if change is not None and change.changed:
+        extra.append(SCHEMA_CHANGE)
+    if current is not None and not extra and not meets_threshold(score, threshold, metric):
+        extra.append(low_score_reason(metric))
+    # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
+    reasons = [r for r in reasons if r == NO_MODEL] + extra + \
+        [r for r in reasons if r != NO_MODEL]
+    retrain = bool(reasons)
+    note = ""
+    if retrain:
+        previous = rejected_before(ws.registry, ingested.data_version,
+                                   config_fingerprint(config, task))
+        if previous is not None:
+            retrain = False
+            note = (f"challenger {previous['id']} was trained on data version "
+                    f"{ingested.data_version} with the same config and not promoted "
+                    f"({previous['metadata'].get('promotion_reason', '')}): not training "
+                    "again")
+            reasons.append(REJECTED_BEFORE)
     report = decision.drift_report
+    accuracy = metrics.get("accuracy")
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
-        retrain=decision.retrain, reasons=list(decision.reasons), accuracy=accuracy,
+        retrain=retrain, reasons=reasons, accuracy=accuracy,
         drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df),
-        drift_report=None if report is None else report.to_dict())
-    if not decision.retrain and accuracy is not None:
-        ws.monitor.record_metrics(accuracy, ingested.data_version, current,
-                                  {"run_id": run_id, "retrained": False, "drift": decision.drift,
-                                   "reasons": []})
+        drift_report=None if report is None else report.to_dict(), task=task, metric=metric,
+        threshold=threshold, score=score, metrics=metrics,
+        schema_change=None if change is None or not change.changed else change.to_dict(),
+        note=note)
+    if not retrain and current is not None:
+        alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+        ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
+            "run_id": run_id, "retrained": False, "drift": decision.drift, "reasons": reasons,
+            "task": task, "metric": metric, "score": score, "metrics": metrics,
+            "serving_score": score, "alerts": alerts, "status": "succeeded"})
     ws.write_result(MONITOR_CHECK, result)
-    log.info("monitor-check: model %s accuracy %s drift %.4f -> retrain=%s %s", current,
-             "n/a" if accuracy is None else f"{accuracy:.4f}", decision.drift,
-             decision.retrain, list(decision.reasons))
+    log.info("monitor-check: model %s %s %s drift %.4f -> retrain=%s %s%s", current, metric,
+             "n/a" if score is None else f"{score:.4f}", decision.drift, retrain, reasons,
+             f"; {note}" if note else "")
     return result
 
 
 def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResult:
     """Fit the challenger, save it, and promote it to ``production`` if it is good enough.
 
-    The challenger is always saved. It becomes the serving model (the ``production``
-    alias moves to it and the drift reference is rebuilt from its training features)
-    when its held-out accuracy is at least the champion's accuracy on the same
-    held-out rows minus ``promotion.tolerance``, or when there is no usable champion.
-    Metrics are recorded for the challenger either way.
+    The challenger is always saved, with its metrics, input schema, config
+    fingerprint and lineage. It becomes the serving model (the ``production`` alias
+    moves to it and the drift reference is rebuilt from its training features) when
+    nothing serves yet; otherwise only when its held-out score meets
+    ``monitoring.metric_threshold`` and is at least as good as the champion's score on
+    the same held-out rows (give or take ``promotion.tolerance``). Metrics are recorded
+    for the challenger either way.
 
     The model version id is the run id, so a retried train step of the same run
     finds its model (and its recorded promotion decision) instead of saving a second one.
@@ -278,88 +378,92 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
     df, _ = ws.versioner.load(ingested.data_version)
     target = config.data.target_column
+    task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
+    metric, threshold = gate(config, task)
+    kinds = ingested.feature_kinds or feature_kinds(df, target)
     x, y = split_xy(df, target)
     x_train, x_test, y_train, y_test = split(x, y, config.data.test_size,
-                                             config.training.random_state)
+                                             config.training.random_state, task)
     fresh = not ws.registry.exists(run_id)
     if fresh:
         champion = ws.current_model_version()
-        model = train_model(x_train, y_train, config)
-        accuracy = evaluate(model, x_test, y_test)
-        champion_accuracy = _champion_accuracy(ws, champion, x_test, y_test)
-        promote, why = promotion_decision(accuracy, champion, champion_accuracy,
-                                          config.promotion.tolerance)
+        model = train_model(x_train, y_train, config, task, kinds)
+        metrics = compute_metrics(model, x_test, y_test, task)
+        champion_metrics = _champion_metrics(ws, champion, x_test, y_test, task)
+        champion_score = None if champion_metrics is None else champion_metrics.get(metric)
+        promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
+                                          config.promotion.tolerance, metric, threshold)
+        schema = InputSchema.from_frame(x_train, target, task, kinds)
         ws.registry.save(model, run_id, {
-            "accuracy": accuracy, "data_version": ingested.data_version,
+            "accuracy": metrics.get("accuracy"), "data_version": ingested.data_version,
             "model_type": config.training.model_type, "params": config.training.params,
             "train_rows": len(x_train), "test_rows": len(x_test), "features": list(x.columns),
             "run_id": run_id, "champion_version": champion,
-            "champion_accuracy": champion_accuracy, "promote": promote,
-            "promotion_reason": why,
+            "champion_accuracy": None if champion_metrics is None
+            else champion_metrics.get("accuracy"),
+            "promote": promote, "promotion_reason": why, "task": task, "metric": metric,
+            "threshold": threshold, "score": metrics.get(metric), "metrics": metrics,
+            "champion_score": champion_score, "champion_metrics": champion_metrics,
+            "schema": schema.to_dict(), "config_fingerprint": config_fingerprint(config, task),
+            "lineage": lineage(ingested.data_version, ingested.source, ingested.source_files),
         })
     else:
         log.info("train: model %s already saved by this run; not training again", run_id)
     meta = ws.registry.get_metadata(run_id).get("metadata", {})
-    accuracy = float(meta["accuracy"])
+    accuracy = meta.get("accuracy")
     promote = bool(meta.get("promote", True))
     champion = meta.get("champion_version")
     champion_accuracy = meta.get("champion_accuracy")
+    metrics = dict(meta.get("metrics") or {"accuracy": accuracy})
+    score = meta.get("score", accuracy)
+    champion_score = meta.get("champion_score", champion_accuracy)
     if promote and not any(e.get("version") == run_id
                            for e in ws.registry.alias_history(PRODUCTION)):
         ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.get("promotion_reason", "")),
                               by=f"pipeline run {run_id}")
-        means = {str(c): float(v) for c, v in x_train.mean().items()}
-        ws.monitor.update_reference_distribution(means, x_train,
+        ws.monitor.update_reference_distribution(feature_means(x_train, target), x_train,
                                                  data_version=ingested.data_version,
                                                  model_version=run_id)
     if fresh:
+        serving_score = score if promote else champion_score
+        alerts = [] if meets_threshold(serving_score, threshold, metric) \
+            else [SERVING_BELOW_THRESHOLD]
         ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
             "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
             "reasons": checked.get("reasons", []), "promoted": promote,
-            "champion_version": champion, "champion_accuracy": champion_accuracy})
+            "champion_version": champion, "champion_accuracy": champion_accuracy,
+            "task": task, "metric": metric, "score": score, "metrics": metrics,
+            "challenger_score": score, "champion_score": champion_score,
+            "serving_score": checked.get("score"), "alerts": alerts, "status": "succeeded"})
     result = TrainResult(run_id=run_id, data_version=ingested.data_version, model_version=run_id,
                          accuracy=accuracy, train_rows=int(meta["train_rows"]),
                          test_rows=int(meta["test_rows"]), promoted=promote,
-                         champion_version=champion, champion_accuracy=champion_accuracy)
+                         champion_version=champion, champion_accuracy=champion_accuracy,
+                         task=task, metric=metric, threshold=threshold, score=score,
+                         metrics=metrics, champion_score=champion_score,
+                         champion_metrics=meta.get("champion_metrics"),
+                         promotion_reason=str(meta.get("promotion_reason", "")))
     ws.write_result(TRAIN, result)
-    log.info("train: %s on %d rows -> model %s, held-out accuracy %.4f; champion %s %s -> "
-             "%s", config.training.model_type, len(x_train), run_id, accuracy, champion,
-             "n/a" if champion_accuracy is None else f"{champion_accuracy:.4f}",
+    log.info("train: %s %s on %d rows -> model %s, held-out %s %s; champion %s %s -> %s",
+             config.training.model_type, task, len(x_train), run_id, metric,
+             "n/a" if score is None else f"{score:.4f}", champion,
+             "n/a" if champion_score is None else f"{champion_score:.4f}",
              "promoted" if promote else "not promoted")
     return result
 
 
-def promotion_decision(challenger_accuracy: float, champion: str | None,
-                       champion_accuracy: float | None, tolerance: float) -> tuple[bool, str]:
-    """Whether the challenger replaces the champion, and why (for the alias history).
-
-    Args:
-        challenger_accuracy: The challenger's accuracy on the held-out split.
-        champion: The serving version (None when no model serves yet).
-        champion_accuracy: The champion's accuracy on the same split (None when it
-            could not be evaluated).
-        tolerance: ``promotion.tolerance``.
-
-    Returns:
-        ``(promote, reason)``.
-    """
-    if champion is None:
-        return True, "first model: nothing serves yet"
-    if champion_accuracy is None:
-        return True, f"champion {champion} cannot be evaluated on this data"
-    promote = challenger_accuracy >= champion_accuracy - tolerance
-    op = ">=" if promote else "<"
-    return promote, (f"challenger accuracy {challenger_accuracy:.4f} {op} champion "
-                     f"{champion} accuracy {champion_accuracy:.4f} - tolerance {tolerance:g} "
-                     "on the same held-out split")
-
-
-def _champion_accuracy(ws: Workspace, champion: str | None, x: Any, y: Any) -> float | None:
+def _champion_metrics(ws: Workspace, champion: str | None, x: Any, y: Any,
+                      task: str) -> dict[str, float | None] | None:
     if champion is None:
         return None
     try:
-        model, _ = ws.registry.load(champion)
-        return evaluate(model, x, y)
+        model, record = ws.registry.load(champion)
+        schema = schema_of(record, ws.config.data.target_column)
+        if schema.task != task or any(c not in x.columns for c in schema.names):
+            log.warning("train: champion %s was trained on other columns or another task; "
+                        "the challenger wins", champion)
+            return None
+        return compute_metrics(model, x[schema.names], y, task)
     except (MLOpsError, ValueError, KeyError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)
@@ -384,10 +488,15 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     accuracy: on the held-out split when the run retrained (the challenger's when it
     was promoted, the champion's otherwise), on the new data when it did not.
 
+    ``score`` is the serving model's value of the gating ``metric`` on the same data
+    as ``accuracy``, ``metrics`` every metric of it there; ``alerts`` holds
+    ``serving_below_threshold`` when that score does not meet ``threshold``.
+
     Returns:
         ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
         drift_report, promoted, challenger_version, challenger_accuracy,
-        champion_accuracy}``.
+        champion_accuracy, task, metric, score, metrics, threshold, alerts, note,
+        schema_change}`` (``accuracy`` is None for a regression).
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -397,10 +506,16 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     promoted = bool(trained is not None and trained.get("promoted", True))
     if trained is None:
         serving, accuracy = checked["model_version"], checked["accuracy"]
+        score, metrics = checked.get("score"), checked.get("metrics") or {}
     elif promoted:
         serving, accuracy = trained["model_version"], trained["accuracy"]
+        score, metrics = trained.get("score"), trained.get("metrics") or {}
     else:
         serving, accuracy = trained.get("champion_version"), trained.get("champion_accuracy")
+        score, metrics = trained.get("champion_score"), trained.get("champion_metrics") or {}
+    metric = checked.get("metric", "accuracy")
+    threshold = checked.get("threshold")
+    below = serving is not None and not meets_threshold(score, threshold, metric)
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],
@@ -414,6 +529,14 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "challenger_version": trained["model_version"] if trained else None,
         "challenger_accuracy": trained["accuracy"] if trained else None,
         "champion_accuracy": trained.get("champion_accuracy") if trained else None,
+        "task": checked.get("task") or ingested.get("task"),
+        "metric": metric,
+        "score": score,
+        "metrics": metrics,
+        "threshold": threshold,
+        "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
+        "note": checked.get("note", ""),
+        "schema_change": checked.get("schema_change"),
     }
 
 
