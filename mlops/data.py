@@ -317,7 +317,7 @@ def feature_means(df: pd.DataFrame, target_column: str) -> dict[str, float]:
 
     Columns with no value at all are left out.
     """
-    x, _ = split_xy(df, target_column)
+    x = df[feature_columns(df, target_column)]
     numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c].dtype)
                and not pd.api.types.is_bool_dtype(x[c].dtype)]
     means = x[numeric].mean() if numeric else pd.Series(dtype=np.float64)

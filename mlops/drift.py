@@ -482,8 +482,9 @@ def _categorical_drift(name: str, ref: Mapping[str, Any], series: pd.Series, sta
                        settings: DriftSettings, missing: float) -> FeatureDrift:
     ref_shares, cur_shares, cur_counts, unseen = category_shares(ref.get("categories", {}),
                                                                  series)
-    common = {"kind": CATEGORICAL, "missing_rate": missing,
-              "reference_missing_rate": ref.get("missing_rate"), "unseen": unseen}
+    common: dict[str, Any] = {"kind": CATEGORICAL, "missing_rate": missing,
+                              "reference_missing_rate": ref.get("missing_rate"),
+                              "unseen": unseen}
     if stat_name == PSI:
         value = psi(ref_shares, cur_shares)
         return FeatureDrift(name, PSI_CATEGORIES, value, settings.psi_threshold,

@@ -459,9 +459,10 @@ def _champion_metrics(ws: Workspace, champion: str | None, x: Any, y: Any,
     try:
         model, record = ws.registry.load(champion)
         schema = schema_of(record, ws.config.data.target_column)
-        if schema.task != task or any(c not in x.columns for c in schema.names):
-            log.warning("train: champion %s was trained on other columns or another task; "
-                        "the challenger wins", champion)
+        change = compare(schema, x, task)
+        if change.missing or change.retyped or change.task:
+            log.warning("train: champion %s cannot score this data (%s); the challenger wins",
+                        champion, change.describe())
             return None
         return compute_metrics(model, x[schema.names], y, task)
     except (MLOpsError, ValueError, KeyError) as err:
