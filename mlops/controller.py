@@ -35,6 +35,7 @@ from mlops.pipeline import (
     Workspace,
     finish_run,
     new_run_id,
+    record_failure,
 )
 from mlops.report import require_matplotlib
 
@@ -170,6 +171,8 @@ class Controller:
                          f"SIGTERM while running step {self.current or '-'}")
             raise
         except MLOpsError as err:
+            if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
+                record_failure(self.ws, self.run_id, self.current, err)
             if not isinstance(err, BadInputError) and err.exit_code != 2:
                 self._record("failed", started, str(err).splitlines()[0] if str(err) else "")
             raise

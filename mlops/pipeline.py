@@ -584,7 +584,30 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
         require_matplotlib()  # fail before the run, not after it
     ws = Workspace.open(config)
     ingest(config, run_id, ws)
-    decision = monitor_check(config, run_id, ws)
-    if decision.retrain:
-        train(config, run_id, ws)
+    step = MONITOR_CHECK
+    try:
+        decision = monitor_check(config, run_id, ws)
+        if decision.retrain:
+            step = TRAIN
+            train(config, run_id, ws)
+    except Exception as err:
+        record_failure(ws, run_id, step, err)
+        raise
     return finish_run(ws, run_id)
+
+
+def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
+    """Add a failed run to the metrics history: the failing step and its one-line error.
+
+    Only failures after ingest registered the data are recorded (a bad source or config
+    leaves the store untouched). Never raises: the real failure must not be hidden.
+    """
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    ingested = ws.read_result(run_id, INGEST) or {}
+    try:
+        ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
+            "run_id": run_id, "status": "failed", "step": step, "error": message,
+            "retrained": False, "reasons": [], "alerts": []})
+    except (MLOpsError, OSError) as err:
+        log.warning("cannot record the failure of run %s in the history: %s", run_id, err)

@@ -91,7 +91,12 @@ def test_added_column_fails_with_exit_2_and_changes_nothing(
                     r"run-1: added 'extra'; missing 'size' \(monitoring.on_schema_change is "
                     "fail", err[1]), err
     after = snapshot(ws)
-    assert [k for k in after if k not in before and not k.startswith(("data/", "runs/"))] == []
+    new = [k for k in after if k not in before and not k.startswith(("data/", "runs/"))]
+    assert len(new) == 1 and new[0].startswith("monitoring/metrics/")
+    failed = ws.monitor.get_history()[-1]  # the failed run is in the history
+    assert (failed["run_id"], failed["status"], failed["step"]) == \
+        ("run-2", "failed", "monitor-check")
+    assert "added 'extra'; missing 'size'" in failed["error"]
     assert ws.registry.get_alias() == "run-1" and not ws.registry.exists("run-2")
     assert {k: v for k, v in after.items() if k.startswith("models/")} == \
         {k: v for k, v in before.items() if k.startswith("models/")}
