@@ -25,7 +25,8 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None = None,
-                  max_bytes: int = 10 * 1024 * 1024, backup_count: int = 5) -> logging.Logger:
+                  max_bytes: int = 10 * 1024 * 1024, backup_count: int = 5, *,
+                  root: bool = False) -> logging.Logger:
     """Configure the ``mlops`` logger: a console handler and, if given, a rotating file.
 
     Calling it again replaces the handlers it added before (no duplicate lines).
@@ -35,11 +36,22 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
         log_file: Optional file; its folder is created.
         max_bytes: Rotate the file at this size.
         backup_count: Rotated files to keep.
+        root: Configure the root logger instead (the application's logging, as the seed's
+            ``_setup_logging`` does): every logger's lines, the user's own included, reach
+            the console and the file; the ``mlops`` logger then passes its lines up to it.
 
     Returns:
-        The configured ``mlops`` logger.
+        The configured logger (``mlops``, or the root logger).
     """
-    logger = logging.getLogger("mlops")
+    if root:
+        package = logging.getLogger("mlops")
+        for h in list(package.handlers):
+            if getattr(h, _HANDLER_TAG, False):
+                package.removeHandler(h)
+                h.close()
+        package.setLevel(logging.NOTSET)
+        package.propagate = True
+    logger = logging.getLogger() if root else logging.getLogger("mlops")
     logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     for h in list(logger.handlers):
         if getattr(h, _HANDLER_TAG, False):
@@ -56,5 +68,6 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
         h.setFormatter(logging.Formatter(FORMAT))
         setattr(h, _HANDLER_TAG, True)
         logger.addHandler(h)
-    logger.propagate = False
+    if not root:
+        logger.propagate = False
     return logger

@@ -380,8 +380,10 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     target = config.data.target_column
     task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
     metric, threshold = gate(config, task)
-    kinds = ingested.feature_kinds or feature_kinds(df, target)
     x, y = split_xy(df, target)
+    # In column order (a result read back from JSON has its keys sorted).
+    known = ingested.feature_kinds or feature_kinds(df, target)
+    kinds = {c: known[c] for c in x.columns}
     x_train, x_test, y_train, y_test = split(x, y, config.data.test_size,
                                              config.training.random_state, task)
     fresh = not ws.registry.exists(run_id)

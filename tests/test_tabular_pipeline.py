@@ -3,6 +3,7 @@ pipeline and the CLI (storage-dependent parts on every backend)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,32 @@ def test_bad_input_exit_2_nothing_changes(make_config: Any, tmp_path: Path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err
     assert snapshot(ws) == before
+
+
+@LOCAL_ONLY
+def test_cli_show_history_json_and_debug_anywhere(make_config: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_config(data={"source": csv_source(tmp_path, mixed_frame(200), "night1")})
+    path = config_file(cfg, tmp_path)
+    assert main(["run", "--run-id", "run-1", "-c", path, "--debug"]) == 0
+    assert main(["--debug", "run", "--run-id", "run-2", "-c", path]) == 0
+    capsys.readouterr()
+    assert main(["show", "model", "run-1", "-c", path]) == 0
+    text = capsys.readouterr().out
+    assert "\n  lineage:\n" in text or "lineage:\n" in text
+    assert re.search(r"^\s+- name=color, categories=blue, green, red, .*kind=categorical",
+                     text, re.M), text
+    assert re.search(r"^\s+scikit_learn: \d", text, re.M)
+    assert main(["show", "model", "run-1", "-c", path, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["metadata"]["schema"]["task"] == "classification"
+    assert main(["history", "-c", path]) == 0
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split()[:6] == ["TIMESTAMP", "RUN_ID", "STATUS", "METRIC", "SERVING",
+                                  "CHALLENGER"]
+    assert first.split()[1:3] == ["run-1", "succeeded"] and second.split()[1] == "run-2"
+    for argv in (["config"], ["storage-check"], ["report", "-o", str(tmp_path / "r")]):
+        if argv[0] == "report":
+            pytest.importorskip("matplotlib")
+        assert main([*argv, "-c", path, "--json"]) == 0, argv
+        assert isinstance(json.loads(capsys.readouterr().out), dict), argv
