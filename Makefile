@@ -25,8 +25,9 @@ dev: $(STAMP) ## Install the package with the dev extras
 run: install ## Run the nightly pipeline once on the embedded default (./mlops-data)
 	$(BIN)/mlops run
 
-lint: $(STAMP) ## Ruff
+lint: $(STAMP) ## Ruff, and the import layers of docs/architecture.md
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy

@@ -35,7 +35,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import fsspec
 
-from mlops.catalog import compact, iso
+from mlops import layout
+from mlops.ids import compact, iso
 from mlops.versioner import DataVersioner
 
 RESULTS = Path(__file__).parent / "results" / "listing.json"
@@ -76,7 +77,8 @@ def version(i: int) -> tuple[str, str, bytes]:
         "id": vid, "created_at": iso(created), "content_hash": uuid.uuid4().hex,
         "hash_algorithm": "sha256", "object": f"objects/{vid}.parquet", "rows": 1,
         "columns": [], "stats": {}, "size_bytes": 1}).encode()
-    return f"index/{compact(created)}~{vid}", f"versions/{vid}.json", manifest
+    return (layout.index_marker_key(layout.DATA_INDEX, compact(created), vid),
+            layout.data_manifest_key(vid), manifest)
 
 
 def _clone(resource: dict[str, object], old: str, new: str) -> dict[str, object]:
@@ -142,7 +144,7 @@ def main() -> None:
         latest = versioner.get_latest_version()
         page = versioner.list_versions(limit=20)
         assert latest == f"v{args.versions - 1:06d}", latest
-        assert [m["id"] for m in page] == [f"v{args.versions - 1 - i:06d}" for i in range(20)]
+        assert page == [f"v{args.versions - 1 - i:06d}" for i in range(20)]
         result = {
             "backend": "gcs (gcp-storage-emulator on disk, 127.0.0.1, via gcsfs)",
             "versions": args.versions,

@@ -37,9 +37,11 @@ import pandas as pd
 from mlops.config import Config
 from mlops.data import generate_synthetic_data, split_xy
 from mlops.hashing import content_hash
-from mlops.pipeline import IngestResult, Workspace, monitor_check, run_pipeline
+from mlops.pipeline import IngestResult, monitor_check
+from mlops.runner import run_pipeline
 from mlops.training import build_model, evaluate, split, train_model
 from mlops.versioner import DataVersioner
+from mlops.workspace import Workspace
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from mlops.data import generate_synthetic_data
     from mlops.drift import DriftReport, DriftSettings
     from mlops.monitor import ModelMonitor, RetrainDecision
-    from mlops.pipeline import run_pipeline
     from mlops.registry import ModelRegistry
+    from mlops.runner import run_pipeline
     from mlops.storage import Store, open_store
     from mlops.training import train_model
     from mlops.versioner import DataVersioner
@@ -39,7 +39,7 @@ _LAZY = {
     "DriftSettings": "mlops.drift",
     "ModelMonitor": "mlops.monitor",
     "RetrainDecision": "mlops.monitor",
-    "run_pipeline": "mlops.pipeline",
+    "run_pipeline": "mlops.runner",
     "ModelRegistry": "mlops.registry",
     "Store": "mlops.storage",
     "open_store": "mlops.storage",

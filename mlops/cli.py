@@ -70,14 +70,14 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _workspace(args: argparse.Namespace) -> Any:
-    from mlops.pipeline import Workspace
+    from mlops.workspace import Workspace
 
     return Workspace.open(_config(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the whole pipeline in this process."""
-    from mlops.pipeline import run_pipeline
+    from mlops.runner import run_pipeline
 
     summary = run_pipeline(_config(args), run_id=args.run_id)
     if not args.json and summary.get("drift_report"):
@@ -99,7 +99,7 @@ def drift_line(report: dict[str, Any]) -> str:
 
 def cmd_step(args: argparse.Namespace) -> int:
     """Run one step."""
-    from mlops.pipeline import run_step
+    from mlops.runner import run_step
 
     cfg = _config(args)
     result = run_step(args.command, cfg, args.run_id)
@@ -128,11 +128,11 @@ def cmd_versions(args: argparse.Namespace) -> int:
     """List data or model versions."""
     ws = _workspace(args)
     if args.kind == "data":
-        rows = ws.versioner.list_versions(limit=args.limit)
+        rows = [m.to_dict() for m in ws.versioner.list_records(limit=args.limit)]
         print_table(rows, ["id", "created_at", "rows", "size_bytes", "hash_algorithm"],
                     args.json, "no data versions yet")
     else:
-        rows = ws.registry.list_versions(limit=args.limit)
+        rows = [r.to_dict() for r in ws.registry.list_records(limit=args.limit)]
         aliases = ws.registry.aliases()
         for r in rows:
             meta = r.get("metadata", {})

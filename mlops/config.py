@@ -23,18 +23,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from mlops.choices import HASH_ALGORITHMS, DriftMethod, MetricName, SchemaPolicy, Task
 from mlops.errors import ConfigError
 
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
                     "hist_gradient_boosting"]
-Task = Literal["auto", "classification", "regression"]
-SchemaPolicy = Literal["fail", "retrain"]
-#: Names of the metrics ``monitoring.metric`` may choose (owned by mlops.training.METRICS).
-MetricName = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss",
-                     "rmse", "mae", "r2"]
-DriftMethod = Literal["mean_l1", "psi", "ks", "wasserstein", "auto"]
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
@@ -102,8 +97,8 @@ class DataConfig:
     test_size: float = _opt(0.2, "Share of rows held out for evaluation when training.",
                             _open_fraction, "between 0 and 1, exclusive")
     hash_algorithm: str = _opt("sha256", "Content hash of data versions: sha256, sha512 or "
-                               "blake2b.", lambda v: v in ("sha256", "sha512", "blake2b"),
-                               "one of sha256, sha512, blake2b")
+                               "blake2b.", lambda v: v in HASH_ALGORITHMS,
+                               f"one of {', '.join(HASH_ALGORITHMS)}")
 
 
 @dataclass(frozen=True)

@@ -25,19 +25,13 @@ from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any, Protocol
 
-from mlops.catalog import check_version_id, iso, utc_now
 from mlops.config import Config
 from mlops.errors import BadInputError, MLOpsError, StepFailedError
-from mlops.pipeline import (
-    INGEST,
-    MONITOR_CHECK,
-    TRAIN,
-    Workspace,
-    finish_run,
-    new_run_id,
-    record_failure,
-)
+from mlops.ids import check_version_id, iso, utc_now
+from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
 from mlops.report import require_matplotlib
+from mlops.runner import finish_run, record_failure
+from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.choices import TASKS as CHOICES_TASKS
 from mlops.errors import DataValidationError
 from mlops.storage import read_table_files
 
@@ -124,7 +125,7 @@ KINDS = (NUMERIC, BOOL, CATEGORICAL)
 AUTO = "auto"
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
-TASKS = (AUTO, CLASSIFICATION, REGRESSION)
+TASKS = CHOICES_TASKS  # ("auto", "classification", "regression"), owned by mlops.choices
 #: Under ``data.task: auto`` an integer-valued numeric target with more distinct values
 #: than this is a regression (a price, a count), whatever ``type_of_target`` says.
 AUTO_MAX_CLASSES = 20

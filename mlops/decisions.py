@@ -22,6 +22,8 @@ from typing import Any
 from mlops.config import Config
 from mlops.data import CLASSIFICATION, NUMERIC
 from mlops.errors import ConfigError
+from mlops.records import ModelRecord
+from mlops.registry import ModelRegistry
 from mlops.schema import ColumnSchema, InputSchema
 from mlops.training import METRICS, at_least_as_good, higher_is_better, meets_threshold, metric_for
 
@@ -113,17 +115,16 @@ def config_fingerprint(config: Config, task: str) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def rejected_before(registry: Any, data_version: str, fingerprint: str) -> dict[str, Any] | None:
+def rejected_before(registry: ModelRegistry, data_version: str,
+                    fingerprint: str) -> ModelRecord | None:
     """The newest model trained on ``data_version`` with config ``fingerprint`` and not
     promoted, or None."""
-    records = registry.list_records() if hasattr(registry, "list_records") \
-        else registry.list_versions()
-    for record in records:
-        meta = record.get("metadata", {}) if isinstance(record, dict) else {}
-        if meta.get("data_version") == data_version \
-                and meta.get("config_fingerprint") == fingerprint \
-                and meta.get("promote") is False:
-            return dict(record)
+    for record in registry.list_records():
+        facts = record.metadata
+        if facts.get("data_version") == data_version \
+                and facts.get("config_fingerprint") == fingerprint \
+                and facts.get("promote") is False:
+            return record
     return None
 
 
@@ -149,12 +150,10 @@ def lineage(data_version: str, source: str,
             source_files: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Where a model came from: its data version and source, and the versions of Python,
     scikit-learn, pandas, NumPy and mlops that trained it."""
-    from mlops import __version__
-
     return {"data_version": data_version, "source": source,
             "source_files": [dict(f) for f in source_files],
             "python": platform.python_version(), "scikit_learn": _version("scikit-learn"),
-            "pandas": _version("pandas"), "numpy": _version("numpy"), "mlops": __version__}
+            "pandas": _version("pandas"), "numpy": _version("numpy"), "mlops": _version("mlops")}
 
 
 __all__ = ["LOW_ACCURACY", "LOW_SCORE", "METRICS", "REJECTED_BEFORE", "SCHEMA_CHANGE",

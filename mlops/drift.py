@@ -37,6 +37,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from mlops.choices import DRIFT_METHODS
 from mlops.data import BOOL, CATEGORICAL, NUMERIC, feature_kind
 from mlops.errors import ConfigError, DataValidationError
 
@@ -45,7 +46,7 @@ PSI = "psi"
 KS = "ks"
 WASSERSTEIN = "wasserstein"
 AUTO = "auto"
-METHODS = (MEAN_L1, PSI, KS, WASSERSTEIN, AUTO)
+METHODS = DRIFT_METHODS
 #: ``auto`` uses KS up to this many reference rows, normalized Wasserstein above.
 AUTO_KS_MAX_ROWS = 1000
 #: Rows of the reference sample kept per feature (deterministic sampling).

@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops.catalog import compact
+from mlops import layout
 from mlops.errors import BadInputError
-from mlops.registry import METADATA
+from mlops.ids import compact
+from mlops.layout import MODEL_METADATA as METADATA
 from mlops.storage import Store
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,12 @@ log = logging.getLogger(__name__)
 #: Default seconds an unreferenced object must have existed before gc removes it.
 DEFAULT_GRACE_SECONDS = 3600.0
 
-DATA = "data"
-MODELS = "models"
-DATA_MANIFESTS = f"{DATA}/versions/"
-DATA_INDEX = f"{DATA}/index/"
-DATA_OBJECTS = f"{DATA}/objects/"
-MODELS_INDEX = f"{MODELS}/_index/"
+DATA = layout.DATA
+MODELS = layout.MODELS
+DATA_MANIFESTS = f"{layout.under(DATA, layout.DATA_VERSIONS)}/"
+DATA_INDEX = f"{layout.under(DATA, layout.DATA_INDEX)}/"
+DATA_OBJECTS = f"{layout.under(DATA, layout.DATA_OBJECTS)}/"
+MODELS_INDEX = f"{layout.under(MODELS, layout.MODEL_INDEX)}/"
 TMP_PREFIX = ".tmp-"
 
 #: Deletion order: commit points first, then markers, then payloads.
@@ -161,9 +162,9 @@ class GcPlan:
 
 
 def _marker_parts(name: str) -> tuple[str, str] | None:
-    if "~" not in name:
+    if layout.INDEX_SEP not in name:
         return None
-    ts, vid = name.split("~", 1)
+    ts, vid = name.split(layout.INDEX_SEP, 1)
     return ts, vid
 
 
@@ -251,7 +252,8 @@ def find_orphans(ctx: GcContext, retired_data: Set[str] = frozenset(),
             if name == METADATA:
                 continue
             record = models.get(vid)
-            if record is None and f"{MODELS}/{vid}/{METADATA}" in ctx.unreadable:
+            if record is None and layout.under(MODELS, layout.model_metadata_key(vid)) \
+                    in ctx.unreadable:
                 continue
             if record is None:
                 out.append(Deletion(key, "model-artifact",
@@ -334,19 +336,19 @@ def _protected(ctx: GcContext, retired_data: Set[str], retired_models: Set[str])
     for vid, m in ctx.data_manifests.items():
         if vid in retired_data:
             continue
-        keys.add(f"{DATA_MANIFESTS}{vid}.json")
-        keys.add(f"{DATA}/{m.get('object')}")
+        keys.add(layout.under(DATA, layout.data_manifest_key(vid)))
+        keys.add(layout.under(DATA, str(m.get("object"))))
         ts = _created_compact(m)
         if ts:
-            keys.add(f"{DATA_INDEX}{ts}~{vid}")
+            keys.add(layout.under(DATA, layout.index_marker_key(layout.DATA_INDEX, ts, vid)))
     for vid, r in ctx.model_records.items():
         if vid in retired_models:
             continue
-        keys.add(f"{MODELS}/{vid}/{METADATA}")
-        keys.add(f"{MODELS}/{r.get('artifact')}")
+        keys.add(layout.under(MODELS, layout.model_metadata_key(vid)))
+        keys.add(layout.under(MODELS, str(r.get("artifact"))))
         ts = _created_compact(r)
         if ts:
-            keys.add(f"{MODELS_INDEX}{ts}~{vid}")
+            keys.add(layout.under(MODELS, layout.index_marker_key(layout.MODEL_INDEX, ts, vid)))
     keys.update(ctx.unreadable)
     return keys
 
@@ -356,13 +358,13 @@ def _parts_of(ctx: GcContext, retired_data: Set[str], retired_models: Set[str]) 
     keys: set[str] = set()
     for vid in retired_data:
         m = ctx.data_manifests.get(vid, {})
-        keys.add(f"{DATA}/{m.get('object')}")
+        keys.add(layout.under(DATA, str(m.get("object"))))
         keys.update(k for k in ctx.objects
-                    if k.startswith(DATA_INDEX) and k.endswith(f"~{vid}"))
+                    if k.startswith(DATA_INDEX) and k.endswith(f"{layout.INDEX_SEP}{vid}"))
     for vid in retired_models:
         keys.update(k for k in ctx.objects if k.startswith(f"{MODELS}/{vid}/"))
         keys.update(k for k in ctx.objects
-                    if k.startswith(MODELS_INDEX) and k.endswith(f"~{vid}"))
+                    if k.startswith(MODELS_INDEX) and k.endswith(f"{layout.INDEX_SEP}{vid}"))
     return keys
 
 

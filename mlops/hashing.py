@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.choices import HASH_ALGORITHMS
 from mlops.errors import ConfigError
 
-SUPPORTED_ALGORITHMS = ("sha256", "sha512", "blake2b")
+SUPPORTED_ALGORITHMS = HASH_ALGORITHMS
 #: Columns at least this large are hashed in parallel threads.
 _PARALLEL_MIN_BYTES = 1 << 20
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.catalog import compact, iso, utc_now
+from mlops import layout
 from mlops.drift import (
     DEFAULT_SAMPLE_SIZE,
     MEAN_L1,
@@ -45,6 +45,7 @@ from mlops.drift import (
     mean_l1_report,
     relative_l1,
 )
+from mlops.ids import compact, iso, utc_now
 from mlops.storage import Store, as_store
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ class ModelMonitor:
 
     Args:
         monitoring_dir: A path, URI or :class:`~mlops.storage.Store`.
-        metrics_file: Name of the metrics history; its stem names the records' folder.
+        metrics_file: Names the folder of the metrics history (one object per record):
+            the seed's ``metrics.json`` and ``metrics`` both name ``metrics/``, since
+            its extension, if any, is dropped.
         drift_file: Name of the reference distribution object.
         accuracy_min_threshold: Retrain below this accuracy.
         drift_threshold: Retrain above this drift score.
@@ -119,9 +122,9 @@ class ModelMonitor:
                  drift: DriftSettings | None = None,
                  reference_sample_size: int = DEFAULT_SAMPLE_SIZE) -> None:
         self.store = as_store(monitoring_dir, storage_options)
-        stem = os.path.splitext(os.path.basename(metrics_file))[0] or "metrics"
+        stem = os.path.splitext(os.path.basename(metrics_file))[0] or layout.METRICS
         self.metrics_prefix = stem
-        self.drift_key = os.path.basename(drift_file) or "reference.json"
+        self.drift_key = os.path.basename(drift_file) or layout.REFERENCE
         self.accuracy_min_threshold = float(accuracy_min_threshold)
         self.drift_threshold = float(drift_threshold)
         self.drift_min_samples = int(drift_min_samples)
@@ -147,13 +150,14 @@ class ModelMonitor:
             "model_version": model_version,
             **dict(extra or {}),
         }
-        key = f"{self.metrics_prefix}/{compact(now)}-{uuid.uuid4().hex[:12]}.json"
+        name = layout.timestamped_name(compact(now), uuid.uuid4().hex[:12])
+        key = f"{self.metrics_prefix}/{name}"
         self.store.write_json(key, record, exclusive=True)
         return record
 
     def get_history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Records oldest first (the last ``limit`` ones when given)."""
-        names = [n for n in self.store.list(self.metrics_prefix) if n.endswith(".json")]
+        names = [n for n in self.store.keys(self.metrics_prefix) if n.endswith(".json")]
         if limit is not None:
             names = names[-limit:] if limit > 0 else []
         return [self.store.read_json(f"{self.metrics_prefix}/{n}") for n in names]

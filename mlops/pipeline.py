@@ -1,23 +1,20 @@
-"""The nightly steps (ingest -> monitor-check -> train) and ``run_pipeline``.
+"""The nightly steps (ingest -> monitor-check -> train) and their results.
 
 Each step is a function with explicit inputs (the config and a run id) and a
 result dataclass, persisted as JSON at ``runs/<run-id>/<step>.json``. Steps
 share nothing in memory: a later step reads the earlier step's result from the
-store, so the same functions run in one process (``mlops run``) or as separate
-Kubernetes Jobs under the controller.
+store, so the same functions run in one process (``mlops run``, see
+:mod:`mlops.runner`) or as separate Kubernetes Jobs under the controller.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
-from mlops.catalog import check_version_id, iso, utc_now
-from mlops.config import Config, load_config
+from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
     feature_kinds,
@@ -39,15 +36,14 @@ from mlops.decisions import (
     rejected_before,
     schema_of,
 )
-from mlops.drift import DriftSettings
-from mlops.errors import BadInputError, MLOpsError, SchemaChangeError
-from mlops.monitor import NO_MODEL, ModelMonitor
-from mlops.registry import PRODUCTION, ModelRegistry
-from mlops.report import require_matplotlib, write_report_to_store
+from mlops.errors import MLOpsError, SchemaChangeError
+from mlops.ids import check_version_id
+from mlops.monitor import NO_MODEL
+from mlops.records import TrainingFacts
+from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, compare
-from mlops.storage import Store, open_store
 from mlops.training import compute_metrics, meets_threshold, split, train_model
-from mlops.versioner import DataVersioner
+from mlops.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +51,6 @@ INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
 TRAIN = "train"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
-SUMMARY = "summary"
 
 R = TypeVar("R", bound="StepResult")
 
@@ -128,7 +123,8 @@ class TrainResult(StepResult):
 
     data_version: str
     model_version: str
-    accuracy: float
+    #: Held-out accuracy (None for a regression; ``score`` is the gating metric).
+    accuracy: float | None
     train_rows: int
     test_rows: int
     promoted: bool = True
@@ -144,93 +140,6 @@ class TrainResult(StepResult):
     champion_score: float | None = None
     champion_metrics: dict[str, float | None] | None = None
     promotion_reason: str = ""
-
-
-@dataclass
-class Workspace:
-    """The store of a config, opened once, with its versioner, registry and monitor."""
-
-    config: Config
-    store: Store
-    versioner: DataVersioner
-    registry: ModelRegistry
-    monitor: ModelMonitor
-
-    @classmethod
-    def open(cls, config: Config) -> Workspace:
-        """Open the store named by ``config.storage``."""
-        store = open_store(config.storage.uri, config.storage.options)
-        return cls(
-            config=config,
-            store=store,
-            versioner=DataVersioner(store.child("data"), config.data.hash_algorithm,
-                                    keep_last_load=True),
-            registry=ModelRegistry(store.child("models")),
-            monitor=monitor_for(config, store.child("monitoring")),
-        )
-
-    # --- step results ------------------------------------------------------------------
-    @staticmethod
-    def result_key(run_id: str, step: str) -> str:
-        """Key of a step's result (``runs/<run-id>/<step>.json``)."""
-        return f"runs/{run_id}/{step}.json"
-
-    def write_result(self, step: str, result: StepResult | Mapping[str, Any]) -> None:
-        """Persist a step's result."""
-        data = result.to_dict() if isinstance(result, StepResult) else dict(result)
-        data = {**data, "step": step, "finished_at": iso(utc_now())}
-        self.store.write_json(self.result_key(data["run_id"], step), data)
-
-    def read_result(self, run_id: str, step: str) -> dict[str, Any] | None:
-        """A step's persisted result, or None when the step has not finished."""
-        try:
-            data = self.store.read_json(self.result_key(run_id, step))
-        except FileNotFoundError:
-            return None
-        return data if isinstance(data, dict) else None
-
-    def require_result(self, run_id: str, step: str, needed_by: str) -> dict[str, Any]:
-        """A step's result, or a BadInputError saying which step must run first."""
-        data = self.read_result(run_id, step)
-        if data is None:
-            raise BadInputError(f"run '{run_id}' has no {step} result at "
-                                f"{self.store.url(self.result_key(run_id, step))}: "
-                                f"run {step} before {needed_by}")
-        return data
-
-    def list_runs(self) -> list[str]:
-        """Run ids that have results, oldest first (run ids sort by time)."""
-        return self.store.list_dirs("runs")
-
-    def current_model_version(self) -> str | None:
-        """The model that serves now: the ``production`` alias.
-
-        A store written before aliases existed has models but no alias: then the
-        newest saved model serves, as it did before.
-        """
-        version = self.registry.get_alias(PRODUCTION)
-        return version if version is not None else self.registry.get_latest_version()
-
-
-def monitor_for(config: Config, store: Store) -> ModelMonitor:
-    """The monitor configured by ``config.monitoring`` on ``store``.
-
-    Raises:
-        ConfigError: A drift setting is out of range (naming the key).
-    """
-    m = config.monitoring
-    settings = DriftSettings(method=m.drift_method, drift_threshold=m.drift_threshold,
-                             drift_share=m.drift_share, psi_threshold=m.psi_threshold,
-                             psi_bins=m.psi_bins, ks_p_value=m.ks_p_value,
-                             wasserstein_threshold=m.wasserstein_threshold)
-    return ModelMonitor(store, "metrics.json", "reference.json", m.accuracy_min_threshold,
-                        m.drift_threshold, m.drift_min_samples, drift=settings,
-                        reference_sample_size=m.reference_sample_size)
-
-
-def new_run_id() -> str:
-    """A fresh, sortable, DNS-safe run id: ``YYYYMMDD-HHMMSS-xxxx``."""
-    return utc_now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
 def _workspace(config: Config, ws: Workspace | None) -> Workspace:
@@ -326,10 +235,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                                    config_fingerprint(config, task))
         if previous is not None:
             retrain = False
-            note = (f"challenger {previous['id']} was trained on data version "
+            note = (f"challenger {previous.id} was trained on data version "
                     f"{ingested.data_version} with the same config and not promoted "
-                    f"({previous['metadata'].get('promotion_reason', '')}): not training "
-                    "again")
+                    f"({previous.training().promotion_reason}): not training again")
             reasons.append(REJECTED_BEFORE)
     report = decision.drift_report
     accuracy = metrics.get("accuracy")
@@ -396,32 +304,32 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
                                           config.promotion.tolerance, metric, threshold)
         schema = InputSchema.from_frame(x_train, target, task, kinds)
-        ws.registry.save(model, run_id, {
-            "accuracy": metrics.get("accuracy"), "data_version": ingested.data_version,
-            "model_type": config.training.model_type, "params": config.training.params,
-            "train_rows": len(x_train), "test_rows": len(x_test), "features": list(x.columns),
-            "run_id": run_id, "champion_version": champion,
-            "champion_accuracy": None if champion_metrics is None
+        facts = TrainingFacts(
+            accuracy=metrics.get("accuracy"), data_version=ingested.data_version,
+            model_type=config.training.model_type, params=config.training.params,
+            train_rows=len(x_train), test_rows=len(x_test), features=list(x.columns),
+            run_id=run_id, champion_version=champion,
+            champion_accuracy=None if champion_metrics is None
             else champion_metrics.get("accuracy"),
-            "promote": promote, "promotion_reason": why, "task": task, "metric": metric,
-            "threshold": threshold, "score": metrics.get(metric), "metrics": metrics,
-            "champion_score": champion_score, "champion_metrics": champion_metrics,
-            "schema": schema.to_dict(), "config_fingerprint": config_fingerprint(config, task),
-            "lineage": lineage(ingested.data_version, ingested.source, ingested.source_files),
-        })
+            promote=promote, promotion_reason=why, task=task, metric=metric,
+            threshold=threshold, score=metrics.get(metric), metrics=metrics,
+            champion_score=champion_score, champion_metrics=champion_metrics,
+            schema=schema.to_dict(), config_fingerprint=config_fingerprint(config, task),
+            lineage=lineage(ingested.data_version, ingested.source, ingested.source_files))
+        ws.registry.save(model, run_id, facts.to_dict())
     else:
         log.info("train: model %s already saved by this run; not training again", run_id)
-    meta = ws.registry.get_metadata(run_id).get("metadata", {})
-    accuracy = meta.get("accuracy")
-    promote = bool(meta.get("promote", True))
-    champion = meta.get("champion_version")
-    champion_accuracy = meta.get("champion_accuracy")
-    metrics = dict(meta.get("metrics") or {"accuracy": accuracy})
-    score = meta.get("score", accuracy)
-    champion_score = meta.get("champion_score", champion_accuracy)
-    if promote and not any(e.get("version") == run_id
-                           for e in ws.registry.alias_history(PRODUCTION)):
-        ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.get("promotion_reason", "")),
+    meta = ws.registry.get_record(run_id).training()
+    accuracy = meta.accuracy
+    promote = bool(meta.promote)
+    champion = meta.champion_version
+    champion_accuracy = meta.champion_accuracy
+    # A model saved before metrics existed: its accuracy is its score.
+    metrics = dict(meta.metrics or {"accuracy": accuracy})
+    score = meta.score if meta.metric else accuracy
+    champion_score = meta.champion_score if meta.metric else champion_accuracy
+    if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
+        ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.promotion_reason),
                               by=f"pipeline run {run_id}")
         ws.monitor.update_reference_distribution(feature_means(x_train, target), x_train,
                                                  data_version=ingested.data_version,
@@ -438,13 +346,13 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             "challenger_score": score, "champion_score": champion_score,
             "serving_score": checked.get("score"), "alerts": alerts, "status": "succeeded"})
     result = TrainResult(run_id=run_id, data_version=ingested.data_version, model_version=run_id,
-                         accuracy=accuracy, train_rows=int(meta["train_rows"]),
-                         test_rows=int(meta["test_rows"]), promoted=promote,
+                         accuracy=accuracy, train_rows=int(meta.train_rows),
+                         test_rows=int(meta.test_rows), promoted=promote,
                          champion_version=champion, champion_accuracy=champion_accuracy,
                          task=task, metric=metric, threshold=threshold, score=score,
                          metrics=metrics, champion_score=champion_score,
-                         champion_metrics=meta.get("champion_metrics"),
-                         promotion_reason=str(meta.get("promotion_reason", "")))
+                         champion_metrics=meta.champion_metrics,
+                         promotion_reason=str(meta.promotion_reason))
     ws.write_result(TRAIN, result)
     log.info("train: %s %s on %d rows -> model %s, held-out %s %s; champion %s %s -> %s",
              config.training.model_type, task, len(x_train), run_id, metric,
@@ -473,143 +381,5 @@ def _champion_metrics(ws: Workspace, champion: str | None, x: Any, y: Any,
         return None
 
 
+#: The steps by name, in order.
 STEP_FUNCTIONS = {INGEST: ingest, MONITOR_CHECK: monitor_check, TRAIN: train}
-
-
-def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None) -> StepResult:
-    """Run one step by name (``ingest``, ``monitor-check`` or ``train``)."""
-    if step not in STEP_FUNCTIONS:
-        raise BadInputError(f"unknown step '{step}': use one of {', '.join(STEPS)}")
-    return STEP_FUNCTIONS[step](config, run_id, ws)
-
-
-# --- the whole run -----------------------------------------------------------------------
-def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
-    """The run's summary from its persisted step results.
-
-    ``model_version`` is the model that serves after the run and ``accuracy`` is its
-    accuracy: on the held-out split when the run retrained (the challenger's when it
-    was promoted, the champion's otherwise), on the new data when it did not.
-
-    ``score`` is the serving model's value of the gating ``metric`` on the same data
-    as ``accuracy``, ``metrics`` every metric of it there; ``alerts`` holds
-    ``serving_below_threshold`` when that score does not meet ``threshold``.
-
-    Returns:
-        ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
-        drift_report, promoted, challenger_version, challenger_accuracy,
-        champion_accuracy, task, metric, score, metrics, threshold, alerts, note,
-        schema_change}`` (``accuracy`` is None for a regression).
-    """
-    ingested = ws.require_result(run_id, INGEST, SUMMARY)
-    checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
-    trained = ws.read_result(run_id, TRAIN) if checked["retrain"] else None
-    if checked["retrain"] and trained is None:
-        raise BadInputError(f"run '{run_id}' asked for a retrain but has no train result")
-    promoted = bool(trained is not None and trained.get("promoted", True))
-    if trained is None:
-        serving, accuracy = checked["model_version"], checked["accuracy"]
-        score, metrics = checked.get("score"), checked.get("metrics") or {}
-    elif promoted:
-        serving, accuracy = trained["model_version"], trained["accuracy"]
-        score, metrics = trained.get("score"), trained.get("metrics") or {}
-    else:
-        serving, accuracy = trained.get("champion_version"), trained.get("champion_accuracy")
-        score, metrics = trained.get("champion_score"), trained.get("champion_metrics") or {}
-    metric = checked.get("metric", "accuracy")
-    threshold = checked.get("threshold")
-    below = serving is not None and not meets_threshold(score, threshold, metric)
-    return {
-        "run_id": run_id,
-        "data_version": ingested["data_version"],
-        "model_version": serving,
-        "retrained": trained is not None,
-        "accuracy": accuracy,
-        "reasons": checked["reasons"],
-        "drift": checked["drift"],
-        "drift_report": checked.get("drift_report"),
-        "promoted": promoted,
-        "challenger_version": trained["model_version"] if trained else None,
-        "challenger_accuracy": trained["accuracy"] if trained else None,
-        "champion_accuracy": trained.get("champion_accuracy") if trained else None,
-        "task": checked.get("task") or ingested.get("task"),
-        "metric": metric,
-        "score": score,
-        "metrics": metrics,
-        "threshold": threshold,
-        "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
-        "note": checked.get("note", ""),
-        "schema_change": checked.get("schema_change"),
-    }
-
-
-def write_summary(ws: Workspace, run_id: str, summary: Mapping[str, Any]) -> None:
-    """Persist ``runs/<run-id>/summary.json``."""
-    ws.write_result(SUMMARY, summary)
-
-
-def finish_run(ws: Workspace, run_id: str) -> dict[str, Any]:
-    """End a run, in one process or under the controller: summarize it, write its report
-    (``runs/<run-id>/report.html``, when ``reporting.enabled``) and ``summary.json``.
-
-    Returns:
-        The summary (see :func:`summarize`), plus ``report`` when one was written.
-    """
-    summary = summarize(ws, run_id)
-    if ws.config.reporting.enabled:
-        summary["report"] = write_report_to_store(ws, run_id)
-    write_summary(ws, run_id, summary)
-    return summary
-
-
-def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
-                 run_id: str | None = None) -> dict[str, Any]:
-    """Run ingest -> monitor-check -> (train) in this process.
-
-    Args:
-        config_path: A YAML file, a :class:`~mlops.config.Config`, or None for the
-            embedded default.
-        run_id: The run id (default: a fresh timestamped one).
-
-    Returns:
-        ``{data_version, model_version, retrained, accuracy}`` plus ``run_id``,
-        ``reasons``, ``drift``, ``drift_report``, ``promoted`` and the challenger's and
-        champion's accuracies (see :func:`summarize`); ``report`` (the key of
-        ``runs/<run-id>/report.html``) when ``reporting.enabled``.
-
-    Raises:
-        ConfigError: ``reporting.enabled`` without matplotlib (before anything runs).
-    """
-    config = config_path if isinstance(config_path, Config) else load_config(config_path)
-    run_id = check_version_id(run_id, "run id") if run_id else new_run_id()
-    if config.reporting.enabled:
-        require_matplotlib()  # fail before the run, not after it
-    ws = Workspace.open(config)
-    ingest(config, run_id, ws)
-    step = MONITOR_CHECK
-    try:
-        decision = monitor_check(config, run_id, ws)
-        if decision.retrain:
-            step = TRAIN
-            train(config, run_id, ws)
-    except Exception as err:
-        record_failure(ws, run_id, step, err)
-        raise
-    return finish_run(ws, run_id)
-
-
-def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
-    """Add a failed run to the metrics history: the failing step and its one-line error.
-
-    Only failures after ingest registered the data are recorded (a bad source or config
-    leaves the store untouched). Never raises: the real failure must not be hidden.
-    """
-    text = str(error).strip().splitlines()
-    message = text[0] if text else type(error).__name__
-    ingested = ws.read_result(run_id, INGEST) or {}
-    try:
-        ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
-            "run_id": run_id, "status": "failed", "step": step, "error": message,
-            "retrained": False, "reasons": [], "alerts": []})
-    except (MLOpsError, OSError) as err:
-        log.warning("cannot record the failure of run %s in the history: %s", run_id, err)

@@ -1,6 +1,6 @@
 """ModelRegistry: immutable, integrity-checked model versions in the store.
 
-Layout below the registry's base:
+Layout below the registry's base (named in :mod:`mlops.layout`):
 
     <version-id>/model-<sha256[:16]>.joblib   the artifact (its name carries its hash,
                                               so two writers never overwrite each other)
@@ -24,21 +24,24 @@ import hashlib
 import io
 import os
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import joblib
 
-from mlops.catalog import VersionIndex, check_version_id, compact, iso, utc_now
+from mlops import layout
 from mlops.errors import (
     BadInputError,
     IntegrityError,
     VersionExistsError,
     VersionNotFoundError,
 )
+from mlops.ids import check_version_id, compact, iso, utc_now
+from mlops.records import AliasEvent, ModelRecord
 from mlops.storage import Store, as_store, crash_point
+from mlops.versioned import VersionedStore
 
-METADATA = "metadata.json"
-ALIASES = "_aliases"
+METADATA = layout.MODEL_METADATA
+ALIASES = layout.ALIASES
 #: The alias the pipeline loads and the promotion rule moves.
 PRODUCTION = "production"
 PROMOTE = "promote"
@@ -53,7 +56,7 @@ def current_user() -> str:
         return "unknown"
 
 
-class ModelRegistry:
+class ModelRegistry(VersionedStore[ModelRecord]):
     """Saves and loads model versions.
 
     Args:
@@ -61,10 +64,13 @@ class ModelRegistry:
         storage_options: fsspec options when ``base_dir`` is a URI.
     """
 
+    kind = "model version"
+    record_type = ModelRecord
+    index_prefix = layout.MODEL_INDEX
+
     def __init__(self, base_dir: str | os.PathLike[str] | Store = "models",
                  storage_options: dict[str, Any] | None = None) -> None:
-        self.store = as_store(base_dir, storage_options)
-        self.index = VersionIndex(self.store, prefix="_index")
+        super().__init__(as_store(base_dir, storage_options))
 
     def save(self, model: Any, version_id: str, metadata: dict[str, Any] | None = None) -> str:
         """Save ``model`` as ``version_id``.
@@ -89,23 +95,18 @@ class ModelRegistry:
         joblib.dump(model, buf)
         payload = buf.getvalue()
         sha = hashlib.sha256(payload).hexdigest()
-        artifact = f"{version_id}/model-{sha[:16]}.joblib"
+        artifact = layout.model_artifact_key(version_id, sha)
         self.store.write_bytes(artifact, payload)
         crash_point("after-payload")
         created = utc_now()
-        record = {
-            "id": version_id,
-            "created_at": iso(created),
-            "artifact": artifact,
-            "sha256": sha,
-            "size_bytes": len(payload),
-            "model_class": type(model).__name__,
-            "metadata": dict(metadata or {}),
-        }
+        record = ModelRecord(id=version_id, created_at=iso(created), artifact=artifact,
+                             sha256=sha, size_bytes=len(payload),
+                             model_class=type(model).__name__, metadata=dict(metadata or {}))
         self.index.add(version_id, created)
         crash_point("after-index")
         try:
-            self.store.write_json(self.metadata_key(version_id), record, exclusive=True)
+            self.store.write_json(self.metadata_key(version_id), record.to_dict(),
+                                  exclusive=True)
         except FileExistsError as err:
             self.store.delete(self.index.marker(version_id, created))
             raise VersionExistsError(f"model version '{version_id}' already exists; "
@@ -121,51 +122,19 @@ class ModelRegistry:
             IntegrityError: The artifact does not match its recorded sha256 (it is not
                 unpickled).
         """
-        record = self.get_metadata(version_id)
+        record = self.get_record(version_id)
         try:
-            payload = self.store.read_bytes(record["artifact"])
+            payload = self.store.read_bytes(record.artifact)
         except FileNotFoundError as err:
             raise VersionNotFoundError(f"model version '{version_id}' is missing its "
-                                       f"artifact {record['artifact']}") from err
+                                       f"artifact {record.artifact}") from err
         found = hashlib.sha256(payload).hexdigest()
-        if found != record["sha256"]:
+        if found != record.sha256:
             raise IntegrityError(
                 f"model artifact of version '{version_id}' failed its integrity check: "
                 f"sha256 {found[:12]}... does not match the recorded "
-                f"{record['sha256'][:12]}...; refusing to load it")
-        return joblib.load(io.BytesIO(payload)), record
-
-    def get_metadata(self, version_id: str) -> dict[str, Any]:
-        """The metadata record of a version.
-
-        Raises:
-            InvalidVersionIdError: Unsafe id.
-            VersionNotFoundError: No such version.
-        """
-        check_version_id(version_id, "model version id")
-        record = self._record_or_none(version_id)
-        if record is None:
-            raise VersionNotFoundError(f"unknown model version '{version_id}' in "
-                                       f"{self.store.uri}")
-        return record
-
-    def exists(self, version_id: str) -> bool:
-        """Whether a committed version has this id."""
-        check_version_id(version_id, "model version id")
-        return self.store.exists(self.metadata_key(version_id))
-
-    def list_versions(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Metadata records of committed versions, newest first.
-
-        Args:
-            limit: Read at most this many records; None for all.
-        """
-        return self.index.committed(self._record_or_none, limit)
-
-    def get_latest_version(self) -> str | None:
-        """The id of the newest committed version, or None."""
-        latest = self.list_versions(limit=1)
-        return latest[0]["id"] if latest else None
+                f"{record.sha256[:12]}...; refusing to load it")
+        return joblib.load(io.BytesIO(payload)), record.to_dict()
 
     # --- aliases -----------------------------------------------------------------------
     def get_alias(self, alias: str = PRODUCTION) -> str | None:
@@ -179,13 +148,13 @@ class ModelRegistry:
             pointer = self.store.read_json(self._pointer_key(alias))
         except FileNotFoundError:
             pointer = None
-        events = self.store.list(self._events_prefix(alias))
+        events = self.store.keys(self._events_prefix(alias))
         if isinstance(pointer, dict) and events and pointer.get("event") == events[-1]:
             return str(pointer["version"]) if pointer.get("version") else None
         if not events:
             return None
         # The pointer is missing or stale (a writer stopped between event and pointer).
-        stack = self._stack(self.alias_history(alias))
+        stack = self._stack(self.alias_events(alias))
         return stack[-1] if stack else None
 
     def alias_history(self, alias: str = PRODUCTION) -> list[dict[str, Any]]:
@@ -194,15 +163,19 @@ class ModelRegistry:
         Returns:
             Events ``{alias, action, version, previous, by, at, reason, event}``.
         """
+        return [e.to_dict() for e in self.alias_events(alias)]
+
+    def alias_events(self, alias: str = PRODUCTION) -> list[AliasEvent]:
+        """Every move of ``alias``, oldest first, typed (see :meth:`alias_history`)."""
         check_version_id(alias, "alias")
         prefix = self._events_prefix(alias)
-        return [{**self.store.read_json(f"{prefix}/{name}"), "event": name}
-                for name in self.store.list(prefix) if name.endswith(".json")]
+        return [AliasEvent.from_dict({**self.store.read_json(f"{prefix}/{name}"),
+                                      "event": name})
+                for name in self.store.keys(prefix) if name.endswith(".json")]
 
     def aliases(self) -> dict[str, str | None]:
         """Every alias and the version it points to."""
-        names = cast("list[str]", self.store.list_dirs(ALIASES))  # Store.list shadows list
-        return {name: self.get_alias(name) for name in names}
+        return {name: self.get_alias(name) for name in self.store.list_dirs(ALIASES)}
 
     def set_alias(self, version_id: str, alias: str = PRODUCTION, *, reason: str = "",
                   by: str | None = None) -> dict[str, Any]:
@@ -239,7 +212,7 @@ class ModelRegistry:
             VersionNotFoundError: The earlier version no longer exists (nothing is written).
         """
         check_version_id(alias, "alias")
-        stack = self._stack(self.alias_history(alias))
+        stack = self._stack(self.alias_events(alias))
         if len(stack) < 2:
             raise BadInputError(f"cannot roll back alias '{alias}': its history has no "
                                 "earlier version" + (f" than '{stack[-1]}'" if stack else ""))
@@ -252,43 +225,39 @@ class ModelRegistry:
     def _append(self, alias: str, action: str, version: str, previous: str | None,
                 reason: str, by: str | None) -> dict[str, Any]:
         now = utc_now()
-        name = f"{compact(now)}-{uuid.uuid4().hex[:12]}.json"
-        event = {"alias": alias, "action": action, "version": version, "previous": previous,
-                 "by": by or current_user(), "at": iso(now), "reason": reason}
-        self.store.write_json(f"{self._events_prefix(alias)}/{name}", event, exclusive=True)
+        name = layout.timestamped_name(compact(now), uuid.uuid4().hex[:12])
+        event = AliasEvent(alias=alias, action=action, version=version, previous=previous,
+                           by=by or current_user(), at=iso(now), reason=reason, event=name)
+        self.store.write_json(f"{self._events_prefix(alias)}/{name}", event.stored(),
+                              exclusive=True)
         self.store.write_json(self._pointer_key(alias),
                               {"alias": alias, "version": version, "event": name, "at": iso(now)})
-        return {**event, "event": name}
+        return event.to_dict()
 
     @staticmethod
-    def _stack(events: list[dict[str, Any]]) -> list[str]:
+    def _stack(events: list[AliasEvent]) -> list[str]:
         stack: list[str] = []
         for e in events:
-            if e.get("action") == ROLLBACK:
+            if e.action == ROLLBACK:
                 if stack:
                     stack.pop()
-                if not stack or stack[-1] != e["version"]:
-                    stack.append(str(e["version"]))
+                if not stack or stack[-1] != e.version:
+                    stack.append(str(e.version))
             else:
-                stack.append(str(e["version"]))
+                stack.append(str(e.version))
         return stack
 
     @staticmethod
     def _events_prefix(alias: str) -> str:
-        return f"{ALIASES}/{alias}/events"
+        return layout.alias_events_prefix(alias)
 
     @staticmethod
     def _pointer_key(alias: str) -> str:
-        return f"{ALIASES}/{alias}/current.json"
+        return layout.alias_pointer_key(alias)
 
     @staticmethod
     def metadata_key(version_id: str) -> str:
         """The key of a version's metadata record."""
-        return f"{version_id}/{METADATA}"
+        return layout.model_metadata_key(version_id)
 
-    def _record_or_none(self, vid: str) -> dict[str, Any] | None:
-        try:
-            data = self.store.read_json(self.metadata_key(vid))
-        except FileNotFoundError:
-            return None
-        return data if isinstance(data, dict) else None
+    commit_key = metadata_key

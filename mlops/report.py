@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops.catalog import iso, utc_now
+from mlops import layout
 from mlops.errors import BadInputError, ConfigError
+from mlops.ids import iso, utc_now
 
 if TYPE_CHECKING:
-    from mlops.pipeline import Workspace
+    from mlops.workspace import Workspace
 
 ACCURACY_PNG = "accuracy.png"
 #: The drift plot names at most this many features (the most drifted); the rest are a band.
@@ -99,8 +100,8 @@ def collect(ws: Workspace) -> ReportData:
     for name, version in aliases.items():
         if version:
             by_version.setdefault(version, []).append(name)
-    models = [{**m, "aliases": sorted(by_version.get(m["id"], []))}
-              for m in ws.registry.list_versions()]
+    models = [{**m.to_dict(), "aliases": sorted(by_version.get(m.id, []))}
+              for m in ws.registry.list_records()]
     return ReportData(store_uri=ws.store.uri, history=history, drift=drift, models=models,
                       aliases=aliases, alias_history=ws.registry.alias_history(),
                       accuracy_threshold=ws.config.monitoring.accuracy_min_threshold,
@@ -410,6 +411,6 @@ def write_report_to_store(ws: Workspace, run_id: str) -> str:
     """
     require_matplotlib()
     data = collect(ws)
-    key = f"runs/{run_id}/{REPORT_HTML}"
+    key = layout.run_key(run_id, REPORT_HTML)
     ws.store.write_bytes(key, render_html(data, render_plots(data)).encode("utf-8"))
     return key

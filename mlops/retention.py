@@ -5,7 +5,7 @@ versions of each kind (0 or null keeps all). Whatever N says, these are never
 deleted (they are *protected*):
 
 * a model version any alias points to (``production`` and others), and the model
-  that serves now (:meth:`~mlops.pipeline.Workspace.current_model_version`, which is
+  that serves now (:meth:`~mlops.workspace.Workspace.current_model_version`, which is
   the newest one on a store without aliases);
 * the model and the data version the drift reference was built from;
 * the data versions the protected models were trained on.
@@ -22,12 +22,13 @@ plan made before someone promoted an old model does not delete it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from mlops import layout
 from mlops.errors import MLOpsError
 
 if TYPE_CHECKING:
-    from mlops.pipeline import Workspace
+    from mlops.workspace import Workspace
 
 DATA = "data"
 MODEL = "model"
@@ -144,14 +145,14 @@ def plan_retention(ws: Workspace, keep_data_versions: int | None = None,
     data: list[Deletion] = []
     models: list[Deletion] = []
     if keep_data is not None:
-        for m in ws.versioner.list_versions()[keep_data:]:
-            if f"{DATA}:{m['id']}" not in protected:
-                data.append(Deletion(DATA, m["id"], f"older than the newest {keep_data} data "
+        for vid in ws.versioner.list_versions()[keep_data:]:
+            if f"{DATA}:{vid}" not in protected:
+                data.append(Deletion(DATA, vid, f"older than the newest {keep_data} data "
                                      "versions (retention.keep_data_versions)"))
     if keep_mod is not None:
-        for m in ws.registry.list_versions()[keep_mod:]:
-            if f"{MODEL}:{m['id']}" not in protected:
-                models.append(Deletion(MODEL, m["id"], f"older than the newest {keep_mod} "
+        for vid in ws.registry.list_versions()[keep_mod:]:
+            if f"{MODEL}:{vid}" not in protected:
+                models.append(Deletion(MODEL, vid, f"older than the newest {keep_mod} "
                                        "model versions (retention.keep_models)"))
     return RetentionPlan(data=tuple(data), models=tuple(models), protected=protected)
 
@@ -196,14 +197,14 @@ def _delete_data(ws: Workspace, vid: str) -> list[str] | None:
     obj = versioner.get_metadata(vid)["object"]
     manifest = versioner.manifest_key(vid)
     versioner.store.delete(manifest)  # the commit point: the version is gone for readers
-    removed = [f"data/{manifest}"]
+    removed = [layout.under(layout.DATA, manifest)]
     for marker, marker_id in versioner.index.entries():
         if marker_id == vid:
             versioner.store.delete(marker)
-            removed.append(f"data/{marker}")
-    if not any(m.get("object") == obj for m in versioner.list_versions()):
+            removed.append(layout.under(layout.DATA, marker))
+    if not any(m.object == obj for m in versioner.list_records()):
         versioner.store.delete(obj)
-        removed.append(f"data/{obj}")
+        removed.append(layout.under(layout.DATA, obj))
     return removed
 
 
@@ -213,12 +214,12 @@ def _delete_model(ws: Workspace, vid: str) -> list[str] | None:
         return None
     meta_key = registry.metadata_key(vid)
     registry.store.delete(meta_key)  # the commit point
-    removed = [f"models/{meta_key}"]
+    removed = [layout.under(layout.MODELS, meta_key)]
     for marker, marker_id in registry.index.entries():
         if marker_id == vid:
             registry.store.delete(marker)
-            removed.append(f"models/{marker}")
-    for key in cast("list[str]", registry.store.walk(vid)):  # Store.list shadows list
+            removed.append(layout.under(layout.MODELS, marker))
+    for key in registry.store.walk(vid):
         registry.store.delete(key)
-        removed.append(f"models/{key}")
+        removed.append(layout.under(layout.MODELS, key))
     return removed

@@ -30,7 +30,6 @@ exits there at once with status 99, as if killed. Only the crash tests set it.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import errno
 import io
@@ -196,7 +195,7 @@ class Store:
         finally:
             f.close()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def keys(self, prefix: str = "") -> list[str]:
         """Names (not paths) of the objects directly below ``prefix``; [] when absent."""
         def op() -> list[str]:
             try:
@@ -207,9 +206,9 @@ class Store:
                           if e.get("type") != "directory")
         return self._call("list", prefix, op)
 
-    def list_dirs(self, prefix: str = "") -> builtins.list[str]:
+    def list_dirs(self, prefix: str = "") -> list[str]:
         """Names of the sub-folders directly below ``prefix``; [] when absent."""
-        def op() -> builtins.list[str]:
+        def op() -> list[str]:
             try:
                 entries = self.fs.ls(self.path(prefix), detail=True)
             except FileNotFoundError:
@@ -219,9 +218,9 @@ class Store:
         self._invalidate()
         return self._call("list", prefix, op)
 
-    def walk(self, prefix: str = "") -> builtins.list[str]:
+    def walk(self, prefix: str = "") -> list[str]:
         """Keys (relative to the root) of every object below ``prefix``."""
-        def op() -> builtins.list[str]:
+        def op() -> list[str]:
             try:
                 found = self.fs.find(self.path(prefix))
             except FileNotFoundError:

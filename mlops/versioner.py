@@ -1,6 +1,6 @@
 """DataVersioner: content-addressed DataFrame versions in the store.
 
-Layout below the versioner's base:
+Layout below the versioner's base (named in :mod:`mlops.layout`):
 
     objects/<ab>/<rest-of-hash>.parquet   the data, addressed by its content hash
     index/<created>~<version-id>          empty marker, gives creation order cheaply
@@ -16,11 +16,14 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs
 
-from mlops.catalog import VersionIndex, check_version_id, iso, utc_now
+from mlops import layout
 from mlops.data import column_stats
 from mlops.errors import VersionExistsError, VersionNotFoundError
 from mlops.hashing import check_algorithm, content_hash
+from mlops.ids import check_version_id, iso, utc_now
+from mlops.records import DataManifest
 from mlops.storage import Store, as_store, crash_point
+from mlops.versioned import VersionedStore
 
 #: Hex digits of the content hash used as the default version id.
 DEFAULT_ID_LENGTH = 16
@@ -41,7 +44,7 @@ def _dictionary_columns(df: pd.DataFrame) -> list[str]:
     return [str(c) for c, t in df.dtypes.items() if getattr(t, "kind", "O") not in "fc"]
 
 
-class DataVersioner:
+class DataVersioner(VersionedStore[DataManifest]):
     """Registers DataFrames as immutable, content-addressed versions.
 
     Args:
@@ -58,13 +61,16 @@ class DataVersioner:
         ConfigError: Unsupported hash algorithm.
     """
 
+    kind = "data version"
+    record_type = DataManifest
+    index_prefix = layout.DATA_INDEX
+
     def __init__(self, base_dir: str | os.PathLike[str] | Store = "data/versions",
                  hash_algorithm: str = "sha256",
                  storage_options: dict[str, Any] | None = None, *,
                  keep_last_load: bool = False) -> None:
         self.hash_algorithm = check_algorithm(hash_algorithm)
-        self.store = as_store(base_dir, storage_options)
-        self.index = VersionIndex(self.store)
+        super().__init__(as_store(base_dir, storage_options))
         self.keep_last_load = keep_last_load and _COPY_ON_WRITE
         self._last_load: tuple[str, pd.DataFrame] | None = None
 
@@ -87,7 +93,7 @@ class DataVersioner:
             check_version_id(version_id, "data version id")
         digest = content_hash(df, self.hash_algorithm)
         vid = version_id or digest[:DEFAULT_ID_LENGTH]
-        existing = self._manifest_or_none(vid)
+        existing = self._record_or_none(vid)
         if existing is not None:
             return self._same_or_conflict(vid, existing, digest)
 
@@ -106,25 +112,19 @@ class DataVersioner:
             column_stats_result = stats.result()
         crash_point("after-payload")
         created = utc_now()
-        manifest = {
-            "id": vid,
-            "created_at": iso(created),
-            "content_hash": digest,
-            "hash_algorithm": self.hash_algorithm,
-            "object": obj_key,
-            "rows": len(df),
-            "columns": [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
-            "stats": column_stats_result,
-            "size_bytes": size,
-        }
+        manifest = DataManifest(
+            id=vid, created_at=iso(created), content_hash=digest,
+            hash_algorithm=self.hash_algorithm, object=obj_key, rows=len(df),
+            columns=[{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
+            stats=column_stats_result, size_bytes=size)
         self.index.add(vid, created)
         crash_point("after-index")
         try:
-            self.store.write_json(self.manifest_key(vid), manifest, exclusive=True)
+            self.store.write_json(self.manifest_key(vid), manifest.to_dict(), exclusive=True)
         except FileExistsError:
             # Another writer committed the same id first: our marker is a duplicate.
             self.store.delete(self.index.marker(vid, created))
-            return self._same_or_conflict(vid, self._manifest(vid), digest)
+            return self._same_or_conflict(vid, self.get_record(vid), digest)
         if reused and not self.store.exists(obj_key):
             # The object was an orphan that `mlops gc` removed while we committed.
             self.store.write_with(obj_key, lambda f: df.to_parquet(f, engine="pyarrow"))
@@ -134,9 +134,8 @@ class DataVersioner:
             self._last_load = (obj_key, df.copy(deep=False))
         return vid
 
-    def _same_or_conflict(self, vid: str, manifest: dict[str, Any], digest: str) -> str:
-        if manifest.get("content_hash") == digest \
-                and manifest.get("hash_algorithm") == self.hash_algorithm:
+    def _same_or_conflict(self, vid: str, manifest: DataManifest, digest: str) -> str:
+        if manifest.content_hash == digest and manifest.hash_algorithm == self.hash_algorithm:
             return vid
         raise VersionExistsError(f"data version '{vid}' already exists with different "
                                  "content; versions are never overwritten")
@@ -149,11 +148,11 @@ class DataVersioner:
             InvalidVersionIdError: Unsafe id.
             VersionNotFoundError: No such version.
         """
-        manifest = self.get_metadata(version_id)
-        key = manifest["object"]
+        manifest = self.get_record(version_id)
+        key = manifest.object
         if self._last_load is not None and self._last_load[0] == key:
             # Same object (content-addressed, immutable): a lazy copy of the kept frame.
-            return self._last_load[1].copy(deep=False), manifest
+            return self._last_load[1].copy(deep=False), manifest.to_dict()
         local = self.store.local_path(key)
         try:
             if local is not None:
@@ -168,56 +167,17 @@ class DataVersioner:
                                        f"{self.store.url(key)}") from err
         if self.keep_last_load:
             self._last_load = (key, df.copy(deep=False))
-        return df, manifest
-
-    def get_metadata(self, version_id: str) -> dict[str, Any]:
-        """The manifest of a version.
-
-        Raises:
-            InvalidVersionIdError: Unsafe id.
-            VersionNotFoundError: No such version.
-        """
-        check_version_id(version_id, "data version id")
-        return self._manifest(version_id)
-
-    def exists(self, version_id: str) -> bool:
-        """Whether a committed version has this id."""
-        check_version_id(version_id, "data version id")
-        return self.store.exists(self.manifest_key(version_id))
-
-    def list_versions(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Manifests of committed versions, newest first.
-
-        Args:
-            limit: Read at most this many manifests (the first page); None for all.
-        """
-        return self.index.committed(self._manifest_or_none, limit)
-
-    def get_latest_version(self) -> str | None:
-        """The id of the newest committed version, or None when there is none."""
-        latest = self.list_versions(limit=1)
-        return latest[0]["id"] if latest else None
+        return df, manifest.to_dict()
 
     # --- keys --------------------------------------------------------------------------
     @staticmethod
     def object_key(digest: str) -> str:
         """The key of the Parquet object of a content hash."""
-        return f"objects/{digest[:2]}/{digest[2:]}.parquet"
+        return layout.data_object_key(digest)
 
     @staticmethod
     def manifest_key(version_id: str) -> str:
         """The key of a version's manifest."""
-        return f"versions/{version_id}.json"
+        return layout.data_manifest_key(version_id)
 
-    def _manifest(self, vid: str) -> dict[str, Any]:
-        manifest = self._manifest_or_none(vid)
-        if manifest is None:
-            raise VersionNotFoundError(f"unknown data version '{vid}' in {self.store.uri}")
-        return manifest
-
-    def _manifest_or_none(self, vid: str) -> dict[str, Any] | None:
-        try:
-            data = self.store.read_json(self.manifest_key(vid))
-        except FileNotFoundError:
-            return None
-        return data if isinstance(data, dict) else None
+    commit_key = manifest_key

@@ -18,8 +18,8 @@ from mlops.data import generate_synthetic_data
 from mlops.errors import MLOpsError
 from mlops.logconf import setup_logging
 from mlops.monitor import ModelMonitor
-from mlops.pipeline import run_pipeline
 from mlops.registry import ModelRegistry
+from mlops.runner import run_pipeline
 from mlops.training import train_model
 from mlops.versioner import DataVersioner
 

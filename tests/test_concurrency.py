@@ -47,7 +47,7 @@ def test_concurrent_writers_lose_nothing(pool: Any, store_uri: str,
     shared = {r["shared"] for r in results}
     assert len(own) == 2 * WRITERS
     assert len(shared) == 1, "the same DataFrame must end as one version"
-    listed = [m["id"] for m in versioner.list_versions()]
+    listed = versioner.list_versions()
     assert sorted(listed) == sorted(own | shared)
     for vid in own | shared:  # every version loads, intact
         df, manifest = versioner.load(vid)
@@ -55,7 +55,7 @@ def test_concurrent_writers_lose_nothing(pool: Any, store_uri: str,
     objects = versioner.store.walk("objects")
     assert len(objects) == 2 * WRITERS + 1, "one object per distinct content"
 
-    models = {m["id"] for m in registry.list_versions()}
+    models = set(registry.list_versions())
     assert models == {f"model-w{i}" for i in range(WRITERS)}
     for i in range(WRITERS):
         model, record = registry.load(f"model-w{i}")

@@ -21,7 +21,8 @@ from mlops.drift import (
 )
 from mlops.errors import ConfigError
 from mlops.monitor import ModelMonitor
-from mlops.pipeline import Workspace, run_pipeline
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 
 N_FEATURES = 4
 

@@ -49,7 +49,7 @@ def test_lost_race_leftovers_are_orphans(store_uri: str,
         ("models/m1/model-0123456789abcdef.joblib", "model-artifact")]
     assert "lost the race" in plan.deletions[0].reason
     run_gc(root, grace_seconds=0)
-    assert versioner.list_versions()[0]["id"] == vid
+    assert versioner.list_versions()[0] == vid
     assert registry.load("m1")[0] == {"m": 1}
 
 
@@ -89,7 +89,7 @@ def test_candidate_sources_retire_versions_and_cannot_touch_others(
     assert plan.to_dict()["refused"] == list(plan.refused)
 
     apply_gc(root, plan)
-    assert [m["id"] for m in versioner.list_versions()] == [new]
+    assert versioner.list_versions() == [new]
     assert versioner.load(new)[0].equals(_workers.frame(2))
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from mlops.data import generate_synthetic_data
 from mlops.errors import BadInputError, DataValidationError
-from mlops.pipeline import Workspace, ingest, monitor_check, run_pipeline, train
+from mlops.pipeline import ingest, monitor_check, train
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 
 N_FEATURES = 6
 

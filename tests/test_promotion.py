@@ -12,8 +12,10 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.data import split_xy
 from mlops.errors import BadInputError, VersionNotFoundError
-from mlops.pipeline import Workspace, run_pipeline, train
+from mlops.pipeline import train
+from mlops.runner import run_pipeline
 from mlops.training import evaluate, split
+from mlops.workspace import Workspace
 
 GOOD: dict[str, Any] = {"n_samples": 600, "n_features": 4}
 #: A logistic regression this regularized predicts (almost) one class: a worse challenger.

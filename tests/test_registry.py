@@ -60,7 +60,7 @@ def test_order_latest_and_unknown(registry: ModelRegistry) -> None:
     assert registry.get_latest_version() is None
     for vid in ["b", "a", "c"]:
         registry.save(fitted(), vid)
-    assert [r["id"] for r in registry.list_versions()] == ["c", "a", "b"]
+    assert registry.list_versions() == ["c", "a", "b"]
     assert registry.get_latest_version() == "c"
     with pytest.raises(VersionNotFoundError, match="unknown model version 'zzz'"):
         registry.load("zzz")

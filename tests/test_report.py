@@ -13,8 +13,9 @@ import yaml
 from mlops.cli import main
 from mlops.config import Config
 from mlops.errors import BadInputError
-from mlops.pipeline import Workspace, run_pipeline
 from mlops.report import collect, write_report
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

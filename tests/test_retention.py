@@ -9,8 +9,9 @@ import pytest
 
 from mlops.config import Config
 from mlops.errors import ConfigError
-from mlops.pipeline import Workspace, run_pipeline
 from mlops.retention import apply_retention, plan_retention
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 
 ALWAYS_RETRAIN = {"accuracy_min_threshold": 1.0}
 
@@ -43,10 +44,10 @@ def test_keep_models_deletes_old_versions_but_never_protected_ones(make_config: 
     assert plan.data == ()  # keep_data_versions is unset: keep all
     result = apply_retention(ws, plan)
     assert [d.version_id for d in result.deleted] == ["run-2", "run-1", "run-0"]
-    assert [m["id"] for m in ws.registry.list_versions()] == ["run-4", "run-3"]
+    assert ws.registry.list_versions() == ["run-4", "run-3"]
     assert not any(k.startswith(("run-0/", "run-1/", "run-2/")) for k in ws.registry.store.walk())
     assert not any(name.endswith(("~run-0", "~run-1", "~run-2"))
-                   for name in ws.registry.store.list("_index"))
+                   for name in ws.registry.store.keys("_index"))
     assert "models/run-0/metadata.json" in result.deleted_keys
     # The serving model still loads and the pipeline still runs.
     ws.registry.load("run-3")
@@ -63,12 +64,12 @@ def test_keep_data_versions_spares_the_reference_and_serving_training_data(
     doomed = {d.version_id for d in plan.data}
     assert doomed == {data_of(ws, f"run-{i}") for i in range(3)}
     assert data_of(ws, "run-3") not in doomed and data_of(ws, "run-4") not in doomed
-    objects = {v["id"]: v["object"] for v in ws.versioner.list_versions()}
+    objects = {v.id: v.object for v in ws.versioner.list_records()}
     apply_retention(ws, plan)
     for vid in doomed:
         assert not ws.versioner.exists(vid)
         assert not ws.versioner.store.exists(objects[vid])
-    assert {v["id"] for v in ws.versioner.list_versions()} == \
+    assert set(ws.versioner.list_versions()) == \
         {data_of(ws, "run-3"), data_of(ws, "run-4")}
     ws.versioner.load(data_of(ws, "run-3"))
 
@@ -151,4 +152,4 @@ def test_mlops_gc_applies_retention_dry_run_changes_nothing(
     assert main(["gc", "--config", str(config_file)]) == 0
     out = capsys.readouterr().out
     assert "deleted model version run-1  (" in out
-    assert [m["id"] for m in ws.registry.list_versions()] == ["run-4", "run-3", "run-2"]
+    assert ws.registry.list_versions() == ["run-4", "run-3", "run-2"]

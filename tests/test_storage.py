@@ -12,20 +12,20 @@ from mlops.storage import open_store
 
 def test_write_read_list_delete(store_uri: str, storage_options: dict) -> None:
     store = open_store(store_uri, storage_options)
-    assert store.list("a") == []
+    assert store.keys("a") == []
     assert not store.exists("a/x.bin")
     store.write_bytes("a/x.bin", b"one")
     store.write_json("a/y.json", {"k": [1, 2]})
     store.write_bytes("a/sub/z.bin", b"deep")
     assert store.read_bytes("a/x.bin") == b"one"
     assert store.read_json("a/y.json") == {"k": [1, 2]}
-    assert store.list("a") == ["x.bin", "y.json"]
+    assert store.keys("a") == ["x.bin", "y.json"]
     assert store.list_dirs("a") == ["sub"]
     assert store.walk("a") == ["a/sub/z.bin", "a/x.bin", "a/y.json"]
     assert store.size("a/x.bin") == 3
     store.delete("a/x.bin")
     store.delete("a/x.bin")  # deleting a missing object is not an error
-    assert store.list("a") == ["y.json"]
+    assert store.keys("a") == ["y.json"]
     with pytest.raises(FileNotFoundError):
         store.read_bytes("a/x.bin")
 

@@ -230,3 +230,10 @@ def test_mean_l1_uses_the_numeric_features_of_a_mixed_frame() -> None:
     report = mean_l1_report(means, {**means, "x1": means["x1"] + 5}, DriftSettings())
     assert [f.feature for f in report.features] == ["x1", "count"]
     assert report.drifted_features == ["x1"]
+
+
+def test_metric_names_have_one_owner() -> None:
+    from mlops.choices import METRIC_NAMES
+    from mlops.training import METRICS
+
+    assert set(METRIC_NAMES) == set(METRICS)

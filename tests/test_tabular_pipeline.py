@@ -15,7 +15,8 @@ from sklearn.datasets import load_diabetes
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.pipeline import Workspace, run_pipeline
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
 from tests.test_tabular import mixed_frame
 
 #: A logistic regression this regularized predicts one class: accuracy about 0.5.

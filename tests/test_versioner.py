@@ -46,15 +46,15 @@ def test_identical_content_same_id_and_nothing_new(versioner: DataVersioner) -> 
     again = versioner.register(df.copy())
     assert again == first
     assert versioner.store.walk() == before
-    assert [v["id"] for v in versioner.list_versions()] == [first]
+    assert versioner.list_versions() == [first]
 
 
 def test_newest_first_and_latest(versioner: DataVersioner) -> None:
     assert versioner.get_latest_version() is None
     assert versioner.list_versions() == []
     ids = [versioner.register(generate_synthetic_data(50, 2, seed)) for seed in range(4)]
-    assert [v["id"] for v in versioner.list_versions()] == ids[::-1]
-    assert [v["id"] for v in versioner.list_versions(limit=2)] == ids[::-1][:2]
+    assert versioner.list_versions() == ids[::-1]
+    assert versioner.list_versions(limit=2) == ids[::-1][:2]
     assert versioner.get_latest_version() == ids[-1]
 
 

@@ -1,0 +1,108 @@
+"""The store's key layout: the one place that names folders and objects.
+
+Every key the suite writes below a store root is built here; the versioner, the
+registry, the monitor, the workspace, gc and retention import these names instead of
+spelling them. The layout is the on-disk format: renaming anything here makes stores
+written by earlier releases unreadable, so the names are those on disk today
+(the data index is ``index``, the model index ``_index``)::
+
+    data/objects/<ab>/<rest-of-hash>.parquet   data, addressed by its content hash
+    data/index/<created>~<version-id>          empty marker: creation order from names
+    data/versions/<version-id>.json            manifest: the commit point
+    models/<version-id>/model-<sha[:16]>.joblib   the artifact
+    models/<version-id>/metadata.json          the record: the commit point
+    models/_index/<created>~<version-id>       empty marker
+    models/_aliases/<alias>/events/<time>-<uuid>.json   one object per alias move
+    models/_aliases/<alias>/current.json       pointer to the latest event
+    monitoring/metrics/<time>-<uuid>.json      one object per metrics record
+    monitoring/reference.json                  the drift reference
+    runs/<run-id>/<step>.json                  step results, summary.json, report.html
+
+Functions named ``*_key`` return keys relative to their folder's store
+(``store.child(DATA)``...); :func:`under` joins a folder and such a key into a key
+relative to the root.
+"""
+
+from __future__ import annotations
+
+# --- top-level folders ---------------------------------------------------------------
+DATA = "data"
+MODELS = "models"
+MONITORING = "monitoring"
+RUNS = "runs"
+
+# --- below data/ ---------------------------------------------------------------------
+DATA_OBJECTS = "objects"
+DATA_INDEX = "index"
+DATA_VERSIONS = "versions"
+
+# --- below models/ -------------------------------------------------------------------
+MODEL_INDEX = "_index"
+MODEL_METADATA = "metadata.json"
+ALIASES = "_aliases"
+ALIAS_EVENTS = "events"
+ALIAS_POINTER = "current.json"
+
+# --- below monitoring/ ---------------------------------------------------------------
+#: The folder of the metrics records (the seed's ``metrics_file`` without ``.json``).
+METRICS = "metrics"
+#: The drift reference document.
+REFERENCE = "reference.json"
+
+#: Separates the creation time from the id in an index marker's name.
+INDEX_SEP = "~"
+
+
+def under(folder: str, key: str) -> str:
+    """``folder/key``: a folder-relative key made relative to the root."""
+    return f"{folder}/{key}"
+
+
+def data_object_key(digest: str) -> str:
+    """The Parquet object of a content hash (below ``data/``)."""
+    return f"{DATA_OBJECTS}/{digest[:2]}/{digest[2:]}.parquet"
+
+
+def data_manifest_key(version_id: str) -> str:
+    """The manifest of a data version (below ``data/``)."""
+    return f"{DATA_VERSIONS}/{version_id}.json"
+
+
+def index_marker_key(index: str, stamp: str, version_id: str) -> str:
+    """The marker of ``version_id`` created at ``stamp`` in the index folder ``index``."""
+    return f"{index}/{stamp}{INDEX_SEP}{version_id}"
+
+
+def model_artifact_key(version_id: str, sha256: str) -> str:
+    """The artifact of a model version (below ``models/``)."""
+    return f"{version_id}/model-{sha256[:16]}.joblib"
+
+
+def model_metadata_key(version_id: str) -> str:
+    """The record of a model version (below ``models/``)."""
+    return f"{version_id}/{MODEL_METADATA}"
+
+
+def alias_events_prefix(alias: str) -> str:
+    """The folder of an alias's events (below ``models/``)."""
+    return f"{ALIASES}/{alias}/{ALIAS_EVENTS}"
+
+
+def alias_pointer_key(alias: str) -> str:
+    """The pointer to an alias's latest event (below ``models/``)."""
+    return f"{ALIASES}/{alias}/{ALIAS_POINTER}"
+
+
+def timestamped_name(stamp: str, token: str) -> str:
+    """``<stamp>-<token>.json``: an alias event or a metrics record, never overwritten."""
+    return f"{stamp}-{token}.json"
+
+
+def run_key(run_id: str, name: str) -> str:
+    """An object of a run (below the root): ``runs/<run-id>/<name>``."""
+    return f"{RUNS}/{run_id}/{name}"
+
+
+def step_result_key(run_id: str, step: str) -> str:
+    """A step's (or the summary's) result: ``runs/<run-id>/<step>.json``."""
+    return run_key(run_id, f"{step}.json")

@@ -1,0 +1,161 @@
+"""The store's documents as frozen dataclasses: data manifests, model records, alias events.
+
+Each record has a JSON round trip. ``from_dict`` reads what earlier releases wrote:
+keys a release did not write yet get their defaults, and keys this release does not
+know (written by a later one) are kept in ``extra`` and written back by ``to_dict``,
+so reading and re-writing a document never drops a fact.
+
+The seed API (``DataVersioner.load``, ``ModelRegistry.load``, ``get_metadata``) keeps
+returning plain dicts (``record.to_dict()``); these records are what the suite uses
+internally and what the newer methods (``list_records``, ``get_record``,
+``alias_events``) return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound="Record")
+
+
+@dataclass(frozen=True)
+class Record:
+    """Base of the records: JSON round trip that keeps unknown keys in ``extra``."""
+
+    #: Keys of the stored document this release does not know (kept, written back).
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the unknown keys read, then every field but ``extra``."""
+        out = dict(self.extra)
+        for f in fields(self):
+            if f.name != "extra":
+                value = getattr(self, f.name)
+                out[f.name] = _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        """Build from a stored document; unknown keys go to ``extra``.
+
+        Raises:
+            TypeError: A required key is missing (the message names it).
+        """
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        return cls(**known, extra=extra)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class VersionRecord(Record):
+    """The commit document of a version: its id and creation time come first."""
+
+    id: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class DataManifest(VersionRecord):
+    """A data version's manifest (``data/versions/<id>.json``), its commit point."""
+
+    content_hash: str
+    hash_algorithm: str
+    object: str
+    rows: int
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelRecord(VersionRecord):
+    """A model version's record (``models/<id>/metadata.json``), its commit point.
+
+    ``metadata`` is what the caller of ``ModelRegistry.save`` passed (free-form, as
+    in the seed); the pipeline's own facts read as :class:`TrainingFacts`.
+    """
+
+    artifact: str
+    sha256: str
+    size_bytes: int | None = None
+    model_class: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def training(self) -> TrainingFacts:
+        """The pipeline's facts in ``metadata`` (a model saved by the train step)."""
+        return TrainingFacts.from_dict(self.metadata)
+
+
+@dataclass(frozen=True)
+class TrainingFacts(Record):
+    """What the train step keeps in a model's ``metadata``."""
+
+    #: Held-out accuracy (None for a regression).
+    accuracy: float | None
+    train_rows: int
+    test_rows: int
+    data_version: str = ""
+    model_type: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
+    run_id: str = ""
+    champion_version: str | None = None
+    champion_accuracy: float | None = None
+    #: Models saved before the promotion rule existed were always promoted.
+    promote: bool = True
+    promotion_reason: str = ""
+    #: ``classification`` or ``regression`` (models saved before tasks: classification).
+    task: str = "classification"
+    #: The gating metric and its limit when the model was trained ("" before metrics).
+    metric: str = ""
+    threshold: float | None = None
+    #: The challenger's ``metric`` and every metric on the held-out split.
+    score: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: The champion's, on the same rows (None without a usable champion).
+    champion_score: float | None = None
+    champion_metrics: dict[str, Any] | None = None
+    #: The input schema (mlops.schema.InputSchema.to_dict()); empty before schemas.
+    schema: dict[str, Any] = field(default_factory=dict)
+    #: Hash of the config that shaped the model and its verdict (mlops.decisions).
+    config_fingerprint: str = ""
+    #: Data version, source files, and the versions of Python and the libraries.
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AliasEvent(Record):
+    """One move of an alias (``models/_aliases/<alias>/events/<name>``).
+
+    ``event`` is the object's name; it is not stored in the object itself.
+    """
+
+    alias: str
+    action: str
+    version: str
+    previous: str | None = None
+    by: str = ""
+    at: str = ""
+    reason: str = ""
+    event: str = ""
+
+    def stored(self) -> dict[str, Any]:
+        """The document written to the store (without the ``event`` name)."""
+        out = self.to_dict()
+        del out["event"]
+        return out
+
+
+__all__ = ["AliasEvent", "DataManifest", "ModelRecord", "Record", "TrainingFacts",
+           "VersionRecord"]

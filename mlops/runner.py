@@ -1,0 +1,175 @@
+"""The run: the steps in sequence, its summary and report (above the steps and the report).
+
+``run_pipeline`` runs ingest -> monitor-check -> (train) in this process;
+:func:`finish_run` ends a run the same way in one process or under the controller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mlops.config import Config, load_config
+from mlops.decisions import SERVING_BELOW_THRESHOLD
+from mlops.errors import BadInputError, MLOpsError
+from mlops.ids import check_version_id
+from mlops.pipeline import (
+    INGEST,
+    MONITOR_CHECK,
+    STEP_FUNCTIONS,
+    STEPS,
+    TRAIN,
+    StepResult,
+    ingest,
+    monitor_check,
+    train,
+)
+from mlops.report import require_matplotlib, write_report_to_store
+from mlops.training import meets_threshold
+from mlops.workspace import Workspace, new_run_id
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "summary"
+
+
+def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None) -> StepResult:
+    """Run one step by name (``ingest``, ``monitor-check`` or ``train``)."""
+    if step not in STEP_FUNCTIONS:
+        raise BadInputError(f"unknown step '{step}': use one of {', '.join(STEPS)}")
+    return STEP_FUNCTIONS[step](config, run_id, ws)
+
+
+# --- the whole run -----------------------------------------------------------------------
+def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """The run's summary from its persisted step results.
+
+    ``model_version`` is the model that serves after the run and ``accuracy`` is its
+    accuracy: on the held-out split when the run retrained (the challenger's when it
+    was promoted, the champion's otherwise), on the new data when it did not.
+
+    ``score`` is the serving model's value of the gating ``metric`` on the same data
+    as ``accuracy``, ``metrics`` every metric of it there; ``alerts`` holds
+    ``serving_below_threshold`` when that score does not meet ``threshold``.
+
+    Returns:
+        ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
+        drift_report, promoted, challenger_version, challenger_accuracy,
+        champion_accuracy, task, metric, score, metrics, threshold, alerts, note,
+        schema_change}`` (``accuracy`` is None for a regression).
+    """
+    ingested = ws.require_result(run_id, INGEST, SUMMARY)
+    checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
+    trained = ws.read_result(run_id, TRAIN) if checked["retrain"] else None
+    if checked["retrain"] and trained is None:
+        raise BadInputError(f"run '{run_id}' asked for a retrain but has no train result")
+    promoted = bool(trained is not None and trained.get("promoted", True))
+    if trained is None:
+        serving, accuracy = checked["model_version"], checked["accuracy"]
+        score, metrics = checked.get("score"), checked.get("metrics") or {}
+    elif promoted:
+        serving, accuracy = trained["model_version"], trained["accuracy"]
+        score, metrics = trained.get("score"), trained.get("metrics") or {}
+    else:
+        serving, accuracy = trained.get("champion_version"), trained.get("champion_accuracy")
+        score, metrics = trained.get("champion_score"), trained.get("champion_metrics") or {}
+    metric = checked.get("metric", "accuracy")
+    threshold = checked.get("threshold")
+    below = serving is not None and not meets_threshold(score, threshold, metric)
+    return {
+        "run_id": run_id,
+        "data_version": ingested["data_version"],
+        "model_version": serving,
+        "retrained": trained is not None,
+        "accuracy": accuracy,
+        "reasons": checked["reasons"],
+        "drift": checked["drift"],
+        "drift_report": checked.get("drift_report"),
+        "promoted": promoted,
+        "challenger_version": trained["model_version"] if trained else None,
+        "challenger_accuracy": trained["accuracy"] if trained else None,
+        "champion_accuracy": trained.get("champion_accuracy") if trained else None,
+        "task": checked.get("task") or ingested.get("task"),
+        "metric": metric,
+        "score": score,
+        "metrics": metrics,
+        "threshold": threshold,
+        "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
+        "note": checked.get("note", ""),
+        "schema_change": checked.get("schema_change"),
+    }
+
+
+def write_summary(ws: Workspace, run_id: str, summary: Mapping[str, Any]) -> None:
+    """Persist ``runs/<run-id>/summary.json``."""
+    ws.write_result(SUMMARY, summary)
+
+
+def finish_run(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """End a run, in one process or under the controller: summarize it, write its report
+    (``runs/<run-id>/report.html``, when ``reporting.enabled``) and ``summary.json``.
+
+    Returns:
+        The summary (see :func:`summarize`), plus ``report`` when one was written.
+    """
+    summary = summarize(ws, run_id)
+    if ws.config.reporting.enabled:
+        summary["report"] = write_report_to_store(ws, run_id)
+    write_summary(ws, run_id, summary)
+    return summary
+
+
+def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
+                 run_id: str | None = None) -> dict[str, Any]:
+    """Run ingest -> monitor-check -> (train) in this process.
+
+    Args:
+        config_path: A YAML file, a :class:`~mlops.config.Config`, or None for the
+            embedded default.
+        run_id: The run id (default: a fresh timestamped one).
+
+    Returns:
+        ``{data_version, model_version, retrained, accuracy}`` plus ``run_id``,
+        ``reasons``, ``drift``, ``drift_report``, ``promoted`` and the challenger's and
+        champion's accuracies (see :func:`summarize`); ``report`` (the key of
+        ``runs/<run-id>/report.html``) when ``reporting.enabled``.
+
+    Raises:
+        ConfigError: ``reporting.enabled`` without matplotlib (before anything runs).
+    """
+    config = config_path if isinstance(config_path, Config) else load_config(config_path)
+    run_id = check_version_id(run_id, "run id") if run_id else new_run_id()
+    if config.reporting.enabled:
+        require_matplotlib()  # fail before the run, not after it
+    ws = Workspace.open(config)
+    ingest(config, run_id, ws)
+    step = MONITOR_CHECK
+    try:
+        decision = monitor_check(config, run_id, ws)
+        if decision.retrain:
+            step = TRAIN
+            train(config, run_id, ws)
+    except Exception as err:
+        record_failure(ws, run_id, step, err)
+        raise
+    return finish_run(ws, run_id)
+
+
+def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
+    """Add a failed run to the metrics history: the failing step and its one-line error.
+
+    Only failures after ingest registered the data are recorded (a bad source or config
+    leaves the store untouched). Never raises: the real failure must not be hidden.
+    """
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    ingested = ws.read_result(run_id, INGEST) or {}
+    try:
+        ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
+            "run_id": run_id, "status": "failed", "step": step, "error": message,
+            "retrained": False, "reasons": [], "alerts": []})
+    except (MLOpsError, OSError) as err:
+        log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
+

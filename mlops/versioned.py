@@ -1,0 +1,155 @@
+"""What the data versioner and the model registry share: the index and the versioned store.
+
+The index makes "newest first" cheap on object stores: next to each commit document
+an empty marker object ``<index>/<created_at>~<id>`` is written. Listing the index
+gives every id in creation order from object *names* alone, without reading a
+document or trusting modification times. The marker is written before the commit
+document; a marker whose document is missing (a crash in between) is skipped by
+readers and removed by ``mlops gc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from mlops import layout
+from mlops.errors import VersionNotFoundError
+from mlops.ids import check_version_id, compact
+from mlops.records import VersionRecord
+from mlops.storage import Store
+
+T = TypeVar("T")
+R = TypeVar("R", bound=VersionRecord)
+
+
+class VersionIndex:
+    """Creation-ordered ids below ``<store>/<prefix>/``."""
+
+    def __init__(self, store: Store, prefix: str = layout.DATA_INDEX) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def marker(self, version_id: str, created: datetime) -> str:
+        """The key of the marker of ``version_id``."""
+        return layout.index_marker_key(self.prefix, compact(created), version_id)
+
+    def add(self, version_id: str, created: datetime) -> None:
+        """Write the marker of ``version_id``."""
+        self.store.write_bytes(self.marker(version_id, created), b"")
+
+    def entries(self) -> list[tuple[str, str]]:
+        """``(marker key, id)`` pairs, newest first."""
+        out = []
+        for name in reversed(self.store.keys(self.prefix)):
+            if layout.INDEX_SEP in name:
+                out.append((f"{self.prefix}/{name}", name.split(layout.INDEX_SEP, 1)[1]))
+        return out
+
+    def committed(self, read: Callable[[str], T | None], limit: int | None = None) -> list[T]:
+        """The commit documents of indexed ids, newest first.
+
+        Args:
+            read: Reads an id's document; None when not committed (skipped).
+            limit: Read at most this many documents (the first page); None for all.
+        """
+        out: list[T] = []
+        for vid in self.ids():
+            if limit is not None and len(out) >= limit:
+                break
+            doc = read(vid)
+            if doc is not None:
+                out.append(doc)
+        return out
+
+    def ids(self) -> list[str]:
+        """Every indexed id, newest first (duplicates removed)."""
+        seen: set[str] = set()
+        ordered = []
+        for _, vid in self.entries():
+            if vid not in seen:
+                seen.add(vid)
+                ordered.append(vid)
+        return ordered
+
+
+class VersionedStore(Generic[R]):
+    """Immutable versions, each committed by one JSON document, listed by an index.
+
+    Subclasses set :attr:`kind` (``data version``/``model version``, for messages),
+    :attr:`record_type` and :attr:`index_prefix`, and implement :meth:`commit_key`.
+
+    Args:
+        store: The folder of the versions.
+    """
+
+    kind: str
+    record_type: type[R]
+    index_prefix: str
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.index = VersionIndex(store, self.index_prefix)
+
+    @staticmethod
+    def commit_key(version_id: str) -> str:
+        """The key of a version's commit document."""
+        raise NotImplementedError
+
+    # --- reading -----------------------------------------------------------------------
+    def get_metadata(self, version_id: str) -> dict[str, Any]:
+        """The commit document of a version, as stored.
+
+        Raises:
+            InvalidVersionIdError: Unsafe id.
+            VersionNotFoundError: No such version.
+        """
+        return self.get_record(version_id).to_dict()
+
+    def get_record(self, version_id: str) -> R:
+        """The commit document of a version, typed.
+
+        Raises:
+            InvalidVersionIdError: Unsafe id.
+            VersionNotFoundError: No such version.
+        """
+        check_version_id(version_id, f"{self.kind} id")
+        record = self._record_or_none(version_id)
+        if record is None:
+            raise VersionNotFoundError(f"unknown {self.kind} '{version_id}' in "
+                                       f"{self.store.uri}")
+        return record
+
+    def exists(self, version_id: str) -> bool:
+        """Whether a committed version has this id."""
+        check_version_id(version_id, f"{self.kind} id")
+        return self.store.exists(self.commit_key(version_id))
+
+    def list_versions(self, limit: int | None = None) -> list[str]:
+        """Ids of committed versions, newest first (as in the seed API).
+
+        Args:
+            limit: At most this many (the first page); None for all.
+        """
+        return [r.id for r in self.list_records(limit)]
+
+    def list_records(self, limit: int | None = None) -> list[R]:
+        """Commit documents of committed versions, newest first.
+
+        Args:
+            limit: Read at most this many documents (the first page); None for all.
+        """
+        return self.index.committed(self._record_or_none, limit)
+
+    def get_latest_version(self) -> str | None:
+        """The id of the newest committed version, or None when there is none."""
+        latest = self.list_versions(limit=1)
+        return latest[0] if latest else None
+
+    def _record_or_none(self, version_id: str) -> R | None:
+        try:
+            data = self.store.read_json(self.commit_key(version_id))
+        except FileNotFoundError:
+            return None
+        return self.record_type.from_dict(data) if isinstance(data, dict) else None
