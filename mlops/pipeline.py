@@ -164,7 +164,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
         df, files = read_source(d.source, config.storage.options)
         task = validate(df, d.target_column, d.source, d.task)
     gate(config, task)  # a metric of the other task is a config error, before any write
-    version = ws.versioner.register(df)
+    version = ws.versioner.register(df, source={"uri": d.source, "files": files})
     result = IngestResult(run_id=run_id, data_version=version, rows=len(df), source=d.source,
                           feature_means=feature_means(df, d.target_column), task=task,
                           feature_kinds=feature_kinds(df, d.target_column),

@@ -67,7 +67,12 @@ class VersionRecord(Record):
 
 @dataclass(frozen=True)
 class DataManifest(VersionRecord):
-    """A data version's manifest (``data/versions/<id>.json``), its commit point."""
+    """A data version's manifest (``data/versions/<id>.json``), its commit point.
+
+    A version registered with a ``source`` (the pipeline's ingest) also keeps it under
+    the key ``source`` (``{"uri", "files": [{"path", "size_bytes"}]}``), in ``extra``
+    so that manifests without one read and write back exactly as before.
+    """
 
     content_hash: str
     hash_algorithm: str

@@ -67,6 +67,8 @@ def test_mixed_csv_end_to_end(make_config: Any, tmp_path: Path) -> None:
     [read] = lineage["source_files"]
     assert read["path"].endswith("night1.csv") and read["size_bytes"] > 0
     assert lineage["scikit_learn"] and lineage["pandas"] and lineage["python"]
+    source = ws.versioner.get_metadata(summary["data_version"])["source"]
+    assert source["uri"].endswith("night1.csv") and source["files"] == [read]
     # The next night's file has its columns in another order: not a schema change.
     again = run_pipeline(make_config(data={"source": csv_source(
         tmp_path, mixed_frame(300, seed=1)[list(reversed(df.columns))], "night2")}))
