@@ -141,9 +141,17 @@ def test_regression_on_diabetes(make_config: Any, tmp_path: Path) -> None:
     assert second["metric"] == "r2" and second["reasons"] == ["low_score"]
     assert second["promoted"] is False  # the challenger does not reach 0.99 either
     assert second["alerts"] == ["serving_below_threshold"]
-    history = Workspace.open(cfg).monitor.get_history()
+    ws = Workspace.open(cfg)
+    history = ws.monitor.get_history()
     assert history[-1]["serving_score"] == pytest.approx(second["metrics"]["r2"], rel=0.5)
     assert history[-1]["alerts"] == ["serving_below_threshold"]
+    # The report plots the gating metric of a regression and lists every night.
+    pytest.importorskip("matplotlib")
+    from mlops.report import write_report
+
+    page = write_report(ws, tmp_path / "report")[0].read_text()
+    assert "<h2>Runs</h2>" in page and "serving_below_threshold" in page
+    assert "<td>r2</td>" in page and "<td>rmse</td>" in page
 
 
 @LOCAL_ONLY
@@ -229,3 +237,15 @@ def test_cli_show_history_json_and_debug_anywhere(make_config: Any, tmp_path: Pa
             pytest.importorskip("matplotlib")
         assert main([*argv, "-c", path, "--json"]) == 0, argv
         assert isinstance(json.loads(capsys.readouterr().out), dict), argv
+
+
+def test_drift_plot_names_the_most_drifted_of_many_features() -> None:
+    from mlops.report import NAMED_FEATURES, _most_drifted
+
+    names = [f"f{i}" for i in range(60)]
+    reports = [(f"run-{r}", {"features": [{"feature": n, "drifted": i % 10 == 0 or
+                                           (r == 1 and n == "f59")} for i, n in
+                                          enumerate(names)]}) for r in range(2)]
+    named, rest = _most_drifted(reports, {n: [0.0, 0.0] for n in names})
+    assert len(named) == NAMED_FEATURES and len(rest) == 60 - NAMED_FEATURES
+    assert named[0] == "f0" and "f59" in named and set(named) | set(rest) == set(names)
