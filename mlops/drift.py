@@ -16,6 +16,13 @@ Methods (``monitoring.drift_method``):
 * ``auto``: Evidently's defaults: ``ks`` when the reference has at most
   :data:`AUTO_KS_MAX_ROWS` rows, else normalized ``wasserstein``.
 
+Categorical and bool features (see :func:`mlops.data.feature_kind`) are compared on
+their category shares: ``psi`` is PSI over the categories, ``ks`` a chi-square
+goodness-of-fit test (its p-value against ``ks_p_value``), ``wasserstein`` and ``auto``
+the Jensen-Shannon distance (against ``wasserstein_threshold``); categories never seen
+in training count in their own bin (``unseen``). Every feature's report carries its
+missing-value rate next to the reference's; ``mean_l1`` uses the numeric features.
+
 For the per-feature methods the dataset drifts when the share of drifted features
 is at least ``drift_share`` (default 0.5), and the report's ``score`` (the ``drift``
 float of step results and summaries) is that share.
