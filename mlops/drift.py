@@ -247,9 +247,18 @@ def _kind(series: pd.Series, name: str) -> str | None:
     return CATEGORICAL if kind == BOOL else kind
 
 
-def category_strings(series: pd.Series) -> pd.Series:
-    """The non-missing values of a categorical (or bool) feature as strings."""
-    return series.dropna().astype(object).map(str)
+def category_counts(series: pd.Series) -> pd.Series:
+    """Rows per category of a categorical (or bool) feature, most frequent first, missing
+    values left out; the index holds the categories as strings.
+
+    Counting runs on the column as it is (Arrow strings stay Arrow strings), and only the
+    distinct values become Python strings: a copy of a million-row column as Python
+    objects would cost more than the count.
+    """
+    counts = series.value_counts(dropna=True, sort=True)
+    counts = counts[counts > 0]  # a category dtype lists unused categories
+    counts.index = pd.Index([str(v) for v in counts.index], dtype=object)
+    return counts.groupby(level=0, sort=False).sum().sort_values(ascending=False, kind="stable")
 
 
 def build_reference(frame: pd.DataFrame, bins: int = 10,
@@ -283,7 +292,7 @@ def build_reference(frame: pd.DataFrame, bins: int = 10,
         n_missing = int(series.isna().sum())
         missing_rate = n_missing / len(series) if len(series) else 0.0
         if kind == CATEGORICAL:
-            counts = category_strings(series).value_counts()
+            counts = category_counts(series)
             total = float(counts.sum()) or 1.0
             kept = counts.iloc[:MAX_REFERENCE_CATEGORIES]
             cats = {str(k): float(v) / total for k, v in kept.items()}
@@ -330,7 +339,7 @@ def category_shares(reference: Mapping[str, float], current: pd.Series,
     A category pooled as ``__other__`` in the reference counts there; one never seen
     counts as ``__unseen__`` (reference share 0).
     """
-    counts = category_strings(current).value_counts()
+    counts = category_counts(current)
     cats = [c for c in reference if c != OTHER]
     known = set(cats)
     ref = np.array([float(reference[c]) for c in cats] + [float(reference.get(OTHER, 0.0)), 0.0])

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from mlops.data import CATEGORICAL, feature_kinds
+from mlops.drift import category_counts
 
 #: At most this many categories per feature are recorded (the most frequent ones).
 MAX_CATEGORIES = 1000
@@ -96,7 +97,7 @@ class InputSchema:
             cats: tuple[str, ...] = ()
             truncated = False
             if kind == CATEGORICAL:
-                counts = s.astype(object).dropna().map(str).value_counts()
+                counts = category_counts(s)
                 truncated = len(counts) > MAX_CATEGORIES
                 cats = tuple(sorted(counts.index[:MAX_CATEGORIES]))
             cols.append(ColumnSchema(name, str(s.dtype), kind, cats, truncated))

@@ -304,6 +304,10 @@ def compute_metrics(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.
     is None.
     """
     truth = np.asarray(y)
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        # Preprocess once for predict and predict_proba (the transform of a million rows
+        # of categories costs about as much as the prediction itself).
+        X, model = model[:-1].transform(X), model[-1]
     predicted = np.asarray(model.predict(X))
     if task == REGRESSION:
         return {"rmse": _safe(lambda a, b: math.sqrt(mean_squared_error(a, b)), truth, predicted),
