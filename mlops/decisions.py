@@ -128,15 +128,18 @@ def rejected_before(registry: ModelRegistry, data_version: str,
     return None
 
 
-def schema_of(record: Mapping[str, Any], target: str) -> InputSchema:
-    """The input schema of a model record (a model saved before schemas were recorded:
-    its numeric ``features``, a classification)."""
+def schema_of(record: Mapping[str, Any], target: str) -> InputSchema | None:
+    """The input schema of a model record; a model saved before schemas were recorded:
+    its numeric ``features`` in a classification, or None when it names none (a model
+    saved through the library API), so nothing can be compared."""
     meta = record.get("metadata", {})
     if meta.get("schema"):
         return InputSchema.from_dict(meta["schema"])
+    if not meta.get("features"):
+        return None
     return InputSchema(target=target, task=str(meta.get("task", CLASSIFICATION)),
                        features=tuple(ColumnSchema(str(f), "float64", NUMERIC)
-                                      for f in meta.get("features", ())))
+                                      for f in meta["features"]))
 
 
 def _version(dist: str) -> str | None:

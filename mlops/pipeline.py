@@ -208,13 +208,16 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     if current is not None:
         model, record = ws.registry.load(current)
         schema = schema_of(record, target)
-        change = compare(schema, df, task)
-        if change.changed and config.monitoring.on_schema_change == "fail":
+        change = compare(schema, df, task) if schema is not None else None
+        if change is not None and change.changed \
+                and config.monitoring.on_schema_change == "fail":
             raise SchemaChangeError(
                 f"schema change in data version {ingested.data_version} against serving "
                 f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
                 "set it to retrain to train on the new columns)")
-        if not (change.missing or change.retyped or change.task):
+        if schema is None:  # a model that recorded no schema scores the batch as it is
+            metrics = compute_metrics(model, x, y, task)
+        elif change is not None and not (change.missing or change.retyped or change.task):
             metrics = compute_metrics(model, x[schema.names], y, schema.task)
     score = metrics.get(metric)
     decision = ws.monitor.decide(None, feature_means(df, target), no_model_yet=current is None,
@@ -369,6 +372,8 @@ def _champion_metrics(ws: Workspace, champion: str | None, x: Any, y: Any,
     try:
         model, record = ws.registry.load(champion)
         schema = schema_of(record, ws.config.data.target_column)
+        if schema is None:
+            return compute_metrics(model, x, y, task)
         change = compare(schema, x, task)
         if change.missing or change.retyped or change.task:
             log.warning("train: champion %s cannot score this data (%s); the challenger wins",
