@@ -4,7 +4,9 @@
 #   docker build -t mlops:0.1.0 .
 #
 # Runs as uid/gid 10001 with a read-only root filesystem: HOME, TMPDIR and every
-# cache live under /tmp (an emptyDir in the chart). Versions are pinned: the base
+# cache live under /tmp (an emptyDir in the chart, writable by any uid). The USER is
+# numeric, so Kubernetes can check runAsNonRoot even when the platform assigns another
+# uid (OpenShift restricted-v2, with the chart's podSecurityContext ids set to null). Versions are pinned: the base
 # image by tag, Python packages by docker/constraints.txt.
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm

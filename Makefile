@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The package alone (make install / make run): reinstalled only when pyproject.toml changes.
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: help install dev run test lint typecheck unit bench clean
 
@@ -13,8 +15,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python ## Create .venv and install the package
+$(RUN_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+install: $(RUN_STAMP) ## Create .venv and install the package (once per pyproject.toml change)
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -22,7 +27,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 dev: $(STAMP) ## Install the package with the dev extras
 
-run: install ## Run the nightly pipeline once on the embedded default (./mlops-data)
+run: $(RUN_STAMP) ## Run the nightly pipeline once on the embedded default (./mlops-data)
 	$(BIN)/mlops run
 
 lint: $(STAMP) ## Ruff, and the import layers of docs/architecture.md

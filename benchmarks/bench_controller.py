@@ -30,7 +30,7 @@ from kubernetes import client, config, watch
 
 from mlops.config import Config
 from mlops.controller import run_controller
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube import FakeKubeAPI
 
 NS = "mlops"
 TARGET_SECONDS = 0.5

@@ -58,6 +58,8 @@ class Sizes:
     b7_features: int = 10
     b9_rows: tuple[int, ...] = (500_000, 2_000_000, 5_000_000)
     d1_rows: int = 1_000_000
+    #: Data and model versions in B10's store.
+    b10_versions: int = 1_000
     rounds: int = 4
     #: Rounds of the measurements that take under ~2 s a call (B2, B3, B4, B7, N0).
     cheap_rounds: int = 8
@@ -65,7 +67,7 @@ class Sizes:
 
 
 QUICK = Sizes(b1_rows=20_000, b6_rows=5_000, b7_rows=20_000, b9_rows=(5_000, 10_000, 20_000),
-              d1_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
+              b10_versions=20, d1_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
 
 
 @dataclass
@@ -456,6 +458,36 @@ def b8(df: pd.DataFrame, work: Path, sizes: Sizes) -> list[Row]:
                  "dvc runs as a CLI subprocess, as users run it (its start-up is included)")]
 
 
+# --- B10: the read-only commands as whole processes --------------------------------------
+#: B10's targets: each command's median at most this many seconds and this many times
+#: the baseline process (python -c "import yaml, fsspec").
+B10_SECONDS = 0.5
+B10_RATIO = 2.0
+
+
+def b10(work: Path, sizes: Sizes) -> list[Row]:
+    """Each read-only ``mlops`` command (a process) vs ``python -c "import yaml, fsspec"``."""
+    from benchmarks import bench_cli
+
+    store = work / "b10-store"
+    _fresh(store)
+    ids = bench_cli.seed_store(store, sizes.b10_versions)
+    baseline = bench_cli.runner(bench_cli.BASELINE, store)
+    rows = []
+    for label, args in bench_cli.read_only_commands(ids).items():
+        a, b = alternate(bench_cli.runner([*bench_cli.mlops_command(), *args], store),
+                         baseline, sizes.cheap_rounds)
+        row = _row(f"B10-{label.replace(' ', '-').lstrip('-')}",
+                   f"mlops {label} ({sizes.b10_versions:,} versions) vs python -c "
+                   "'import yaml, fsspec'", a, b, "<=", B10_RATIO,
+                   f"whole processes; target also median <= {B10_SECONDS} s")
+        row.target = f"<= {B10_RATIO} and <= {B10_SECONDS} s"
+        row.met = bool(row.met) and a <= B10_SECONDS
+        rows.append(row)
+    shutil.rmtree(store, ignore_errors=True)
+    return rows
+
+
 # --- reporting -------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     """The machine and library versions the run used."""
@@ -489,8 +521,9 @@ def _fmt(x: float | None, unit: str = "") -> str:
     return "—" if x is None else f"{x:.3f}{unit}"
 
 
-def to_markdown(rows: list[Row], info: dict[str, Any], sizes: Sizes, elapsed: float) -> str:
-    """The results as a Markdown section (table + machine)."""
+def to_markdown(rows: list[Row], info: dict[str, Any], sizes: Sizes, elapsed: float,
+                merged: str = "") -> str:
+    """The results as a Markdown section (table + machine); ``merged`` notes re-run rows."""
     v = info["versions"]
     lines = [
         "| id | measurement | mlops (s) | baseline (s) | ratio | best-of ratio | target | met "
@@ -512,31 +545,59 @@ def to_markdown(rows: list[Row], info: dict[str, Any], sizes: Sizes, elapsed: fl
         f"rows, {sizes.cheap_rounds} for cheap ones, after a warm-up; whole run "
         f"{elapsed:.0f} s. Ratio = median(mlops) / median(baseline), which the target is "
         "checked on; best-of = min / min, a cross-check robust to other load (B4: "
-        "throughput, mlops / sha256; B5: added peak RSS / DataFrame size; B9: ns/row growth).",
+        "throughput, mlops / sha256; B5: added peak RSS / DataFrame size; B9: ns/row growth)."
+        + merged,
     ]
     return "\n".join(lines) + "\n"
 
 
-ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "D1")
+ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "D1")
+
+
+def _merge(out: Path, rows: list[Row], only: tuple[str, ...],
+           elapsed: float) -> tuple[list[Row], dict[str, Any]] | None:
+    """The rows of ``out/latest.json`` with this run's rows put in (same id: replaced)."""
+    try:
+        previous = json.loads((out / "latest.json").read_text())
+    except FileNotFoundError:
+        return None
+    new = {r.id: r for r in rows}
+    merged = [new.pop(r["id"]) if r["id"] in new else Row(**r) for r in previous["rows"]]
+    merged += new.values()
+    doc = {**previous, "rows": [asdict(r) for r in merged]}
+    doc.setdefault("merged_runs", []).append({"groups": list(only), "elapsed_s": elapsed,
+                                              "machine": machine()})
+    return merged, doc
 
 
 def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
-        workdir: Path | None = None) -> list[Row]:
-    """Run the benchmarks, write ``latest.md``/``latest.json`` into ``out``, return the rows."""
+        workdir: Path | None = None, merge: bool = False) -> list[Row]:
+    """Run the benchmarks, write ``latest.md``/``latest.json`` into ``out``, return the rows.
+
+    With ``merge``, the rows of an existing ``out/latest.json`` are kept and only the
+    rows this run measured are replaced (or added): to re-measure some groups alone.
+    """
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mlops-bench-", dir=workdir) as tmp:
         work = Path(tmp)
-        df = generate_synthetic_data(sizes.b1_rows, sizes.b1_features, 1)
+        frames: dict[str, pd.DataFrame] = {}
+
+        def df() -> pd.DataFrame:  # B1's frame, built once when a group needs it
+            if "b1" not in frames:
+                frames["b1"] = generate_synthetic_data(sizes.b1_rows, sizes.b1_features, 1)
+            return frames["b1"]
+
         steps: list[tuple[str, Callable[[], list[Row]]]] = [
-            ("B1", lambda: b1_b2_b3(df, work, sizes)),
-            ("B4", lambda: b4(df, sizes)),
+            ("B1", lambda: b1_b2_b3(df(), work, sizes)),
+            ("B4", lambda: b4(df(), sizes)),
             ("B5", lambda: b5(work, sizes)),
             ("B6", lambda: b6(work, sizes)),
             ("B7", lambda: b7(work, sizes)),
-            ("B8", lambda: b8(df, work, sizes)),
-            ("B9", lambda: b9(work, sizes, df)),
+            ("B8", lambda: b8(df(), work, sizes)),
+            ("B9", lambda: b9(work, sizes, df())),
+            ("B10", lambda: b10(work, sizes)),
             ("D1", lambda: d1(work, sizes)),
         ]
         for name, step in steps:
@@ -550,11 +611,18 @@ def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
                       f"({time.perf_counter() - s0:.0f} s)", file=sys.stderr, flush=True)
     info = machine()
     elapsed = time.perf_counter() - t0
-    md = to_markdown(rows, info, sizes, elapsed)
-    (out / "latest.md").write_text(md)
-    (out / "latest.json").write_text(json.dumps(
-        {"machine": info, "sizes": asdict(sizes), "elapsed_s": elapsed,
-         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    doc: dict[str, Any] = {"machine": info, "sizes": asdict(sizes), "elapsed_s": elapsed,
+                           "rows": [asdict(r) for r in rows]}
+    table, note = rows, ""
+    merged = _merge(out, rows, only, elapsed) if merge else None
+    if merged is not None:
+        table, doc = merged
+        info, elapsed = doc["machine"], doc["elapsed_s"]
+        sizes = Sizes(**{**doc["sizes"], "b9_rows": tuple(doc["sizes"]["b9_rows"])})
+        note = (f" Re-measured alone afterwards (--only {','.join(only)} --merge, same "
+                f"machine): {', '.join(r.id for r in rows)}.")
+    (out / "latest.md").write_text(to_markdown(table, info, sizes, elapsed, note))
+    (out / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     return rows
 
 
@@ -566,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated groups: " + ",".join(ALL))
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results, "
                         "or a temp folder with --quick)")
+    parser.add_argument("--merge", action="store_true", help="keep the other rows of the "
+                        "results folder's latest.json; replace only the rows measured now")
     parser.add_argument("--workdir", type=Path, help="where the data is written (default: "
                         "the system temp folder)")
     args = parser.parse_args(argv)
@@ -575,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="mlops-bench-results-")) if args.quick
                        else RESULTS_DIR)
     only = tuple(s.strip().upper() for s in args.only.split(",")) if args.only else ALL
-    run(sizes, out, only, args.workdir)
+    run(sizes, out, only, args.workdir, args.merge)
     print((out / "latest.md").read_text())
     return 0
 

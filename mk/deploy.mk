@@ -33,12 +33,14 @@ kind-up: ## Create the kind cluster from k8s/kind-config.yaml (if absent)
 		kind create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) --wait 120s; \
 	fi
 
+# No --wait: the claim binds only for its first pod on kind (WaitForFirstConsumer) and
+# the chart starts no pod at install (helm/helm#10733); see scripts/kind-e2e.sh.
 kind-deploy: image kind-up ## Load the image into kind and helm upgrade --install with values-dev.yaml
 	$(call require,kind helm kubectl)
 	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 	helm upgrade --install $(HELM_RELEASE) $(CHART_DIR) --kube-context kind-$(KIND_CLUSTER) \
 		-n $(K8S_NS) --create-namespace -f $(DEV_VALUES) \
-		--set image.repository=$(IMAGE_NAME) --set image.tag=$(IMAGE_TAG) --wait --timeout 5m
+		--set image.repository=$(IMAGE_NAME) --set image.tag=$(IMAGE_TAG) --timeout 5m
 
 kind-down: ## Delete the kind cluster
 	$(call require,kind)

@@ -29,3 +29,8 @@ SchemaPolicy = Literal["fail", "retrain"]
 MetricName = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss",
                      "rmse", "mae", "r2"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+
+#: Kinds of feature columns (mlops.data.feature_kind decides them).
+NUMERIC = "numeric"
+BOOL = "bool"
+CATEGORICAL = "categorical"

@@ -17,7 +17,7 @@ from typing import Any
 
 from mlops import __version__
 from mlops.config import Config, load_config
-from mlops.errors import EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
+from mlops.errors import EXIT_OK, EXIT_RETRY, MLOpsError
 from mlops.logconf import setup_logging
 
 log = logging.getLogger("mlops.cli")
@@ -275,24 +275,24 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Apply retention (``retention.keep_*``), then remove crash leftovers."""
-    from mlops.gc import run_gc
-    from mlops.retention import apply_retention, plan_retention
+    """Retention (``retention.keep_*``) and crash leftovers: one plan, one executor."""
+    from mlops.gc import apply_gc, check_grace, plan_gc
+    from mlops.retention import plan_retention
 
-    if args.grace_seconds < 0:
-        raise BadInputError(f"grace period must be >= 0 seconds, got {args.grace_seconds}")
+    check_grace(args.grace_seconds)
     ws = _workspace(args)
     retention = plan_retention(ws)
-    if not args.dry_run and not retention.empty:
-        apply_retention(ws, retention)
-    plan = run_gc(ws.store, grace_seconds=args.grace_seconds, dry_run=args.dry_run)
+    everything = plan_gc(ws.store, args.grace_seconds, sources=[retention.source])
+    if not args.dry_run:
+        everything = apply_gc(ws.store, everything)
+    plan = everything.orphans()
     if args.json:
         print(json.dumps({"retention": retention.to_dict(), "orphans": plan.to_dict(),
                           "dry_run": args.dry_run}, indent=2, sort_keys=True))
         return EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
     for r in (*retention.data, *retention.models):
-        print(f"{verb} {r.kind} version {r.version_id}  ({r.reason})")
+        print(f"{verb} {r.version_kind} version {r.version_id}  ({r.reason})")
     for d in plan.deletions:
         print(f"{verb} {d.key}  ({d.reason})")
     for w in plan.warnings:
@@ -317,6 +317,7 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from mlops.gc import DEFAULT_GRACE_SECONDS  # a light module: no store is opened
     parser = argparse.ArgumentParser(
         prog="mlops",
         description="Keep a classifier fresh: ingest -> monitor-check -> train (when needed).",
@@ -439,9 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "never anything a committed version references.")
     _common(p)
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.add_argument("--grace-seconds", type=float, default=3600.0, metavar="N",
+    p.add_argument("--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS, metavar="N",
                    help="keep orphans younger than N seconds: they may be in-flight writes "
-                        "(default: 3600)")
+                        f"(default: {DEFAULT_GRACE_SECONDS:g})")
     p.set_defaults(handler=cmd_gc)
     return parser
 

@@ -217,6 +217,14 @@ class KubernetesConfig:
     step_timeout_seconds: int = _opt(7200, "How long the controller waits for one step Job.",
                                      _positive, "> 0")
     labels: dict[str, str] = _opt({}, "Extra labels of step Jobs and pods.")
+    pod_template: dict[str, Any] = _opt(
+        {}, "The step pod spec (Kubernetes camelCase), rendered by the Helm chart from the "
+        "same pieces as the controller's pod; the controller sets the container's name and "
+        "args and the step's settings. Empty: built from image, service_account, config_map, "
+        "env, credentials_* and pvc_* above.")
+    same_node_as_controller: bool = _opt(
+        False, "Run each step pod on the controller's node (set by the chart when the store "
+        "claim is ReadWriteOnce).")
     steps: StepsConfig = _opt(StepsConfig(), "Per-step pod settings.")
 
 

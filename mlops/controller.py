@@ -142,7 +142,9 @@ class Controller:
 
         Raises:
             StepFailedError: A step Job failed (exit 2 when its pod exited 2, else 1).
-            StepTimeoutError: A step did not finish in ``kubernetes.step_timeout_seconds``.
+            StepTimeoutError: A step did not finish in ``kubernetes.step_timeout_seconds``
+                (never less than its deadline plus grace period, see
+                :func:`mlops.k8s.step_wait_seconds`).
             KubernetesBadRequestError: RBAC, missing namespace, invalid Job (exit 2).
             KubernetesError: The API kept failing (exit 1).
             BadInputError: A Job completed but its result is not in the store (exit 2).
@@ -179,7 +181,7 @@ class Controller:
         Raises:
             See :meth:`run`.
         """
-        from mlops.k8s import JobExistsError, build_job, job_state, step_failure
+        from mlops.k8s import JobExistsError, build_job, job_state, step_failure, step_wait_seconds
 
         self.current = step
         done = self.ws.read_result(self.run_id, step)
@@ -201,7 +203,7 @@ class Controller:
                  self.backend.namespace)
         if not job_state(job):
             rv = (job.get("metadata") or {}).get("resourceVersion")
-            job = self.backend.wait_for_job(name, rv, float(k8s.step_timeout_seconds))
+            job = self.backend.wait_for_job(name, rv, step_wait_seconds(k8s, step))
         if job_state(job) == "Failed":
             code, lines = self.backend.failure_report(name, step)
             err = step_failure(job, step, code, lines)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.choices import BOOL, CATEGORICAL, NUMERIC
 from mlops.choices import TASKS as CHOICES_TASKS
 from mlops.errors import DataValidationError
 from mlops.storage import read_table_files
@@ -117,9 +118,6 @@ def load_source(source: str, target_column: str = "target",
 
 
 #: Kinds of feature columns (see :func:`feature_kind`).
-NUMERIC = "numeric"
-BOOL = "bool"
-CATEGORICAL = "categorical"
 KINDS = (NUMERIC, BOOL, CATEGORICAL)
 #: Learning tasks (``data.task``).
 AUTO = "auto"

@@ -37,16 +37,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
-
-from mlops.choices import DRIFT_METHODS
-from mlops.data import BOOL, CATEGORICAL, NUMERIC, feature_kind
+from mlops.choices import BOOL, CATEGORICAL, DRIFT_METHODS, NUMERIC
 from mlops.errors import ConfigError, DataValidationError
+
+if TYPE_CHECKING:  # numpy, pandas and scipy load with the first drift computation:
+    import numpy as np  # the settings and reports stay cheap for read-only commands
+    import pandas as pd
 
 MEAN_L1 = "mean_l1"
 PSI = "psi"
@@ -220,12 +218,16 @@ def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
     The outer bins are open (``-inf``, ``+inf``), so values outside the reference's
     range land in the first or last bin.
     """
+    import numpy as np
+
     qs = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
     return [float(e) for e in np.unique(qs)]
 
 
 def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
     """Share of ``values`` in each bin ``(-inf, e1), [e1, e2), ..., [ek, inf)``."""
+    import numpy as np
+
     idx = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
     counts = np.bincount(idx, minlength=len(edges) + 1).astype(np.float64)
     return counts / max(len(values), 1)
@@ -233,6 +235,8 @@ def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 def sample_rows(n: int, size: int) -> np.ndarray:
     """Deterministic row positions of a sample of at most ``size`` of ``n`` rows (sorted)."""
+    import numpy as np
+
     if n <= size:
         return np.arange(n)
     rng = np.random.default_rng(_SAMPLE_SEED)
@@ -240,6 +244,8 @@ def sample_rows(n: int, size: int) -> np.ndarray:
 
 
 def _kind(series: pd.Series, name: str) -> str | None:
+    from mlops.data import feature_kind
+
     try:
         kind = feature_kind(series, name)
     except DataValidationError:
@@ -255,6 +261,8 @@ def category_counts(series: pd.Series) -> pd.Series:
     distinct values become Python strings: a copy of a million-row column as Python
     objects would cost more than the count.
     """
+    import pandas as pd
+
     counts = series.value_counts(dropna=True, sort=True)
     counts = counts[counts > 0]  # a category dtype lists unused categories
     counts.index = pd.Index([str(v) for v in counts.index], dtype=object)
@@ -281,6 +289,8 @@ def build_reference(frame: pd.DataFrame, bins: int = 10,
         with ``mean, std, edges, shares, sample`` for numeric features and
         ``categories`` (category -> share of non-missing rows) for categorical ones.
     """
+    import numpy as np
+
     positions = sample_rows(len(frame), sample_size)
     bin_positions = sample_rows(len(frame), BIN_SAMPLE_SIZE)
     features: dict[str, Any] = {}
@@ -325,6 +335,8 @@ def build_reference(frame: pd.DataFrame, bins: int = 10,
 # --- statistics --------------------------------------------------------------------------
 def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
     """Population stability index ``sum((c - r) * ln(c / r))``, shares clipped at 1e-4."""
+    import numpy as np
+
     r = np.clip(np.asarray(reference_shares, dtype=np.float64), PSI_EPSILON, None)
     c = np.clip(np.asarray(current_shares, dtype=np.float64), PSI_EPSILON, None)
     return float(np.sum((c - r) * np.log(c / r)))
@@ -339,6 +351,8 @@ def category_shares(reference: Mapping[str, float], current: pd.Series,
     A category pooled as ``__other__`` in the reference counts there; one never seen
     counts as ``__unseen__`` (reference share 0).
     """
+    import numpy as np
+
     counts = category_counts(current)
     cats = [c for c in reference if c != OTHER]
     known = set(cats)
@@ -359,6 +373,9 @@ def category_shares(reference: Mapping[str, float], current: pd.Series,
 def chi2_p_value(reference_shares: np.ndarray, current_counts: np.ndarray) -> float:
     """p-value of the chi-square goodness-of-fit test of ``current_counts`` against the
     reference shares (clipped at :data:`PSI_EPSILON` so unseen categories count)."""
+    import numpy as np
+    from scipy import stats
+
     n = float(current_counts.sum())
     if n == 0:
         return 1.0
@@ -369,6 +386,8 @@ def chi2_p_value(reference_shares: np.ndarray, current_counts: np.ndarray) -> fl
 
 def js_distance(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) of two share vectors."""
+    from scipy.spatial.distance import jensenshannon
+
     if not current_shares.sum() or not reference_shares.sum():
         return 0.0
     return float(jensenshannon(reference_shares, current_shares, base=2))
@@ -376,6 +395,8 @@ def js_distance(reference_shares: np.ndarray, current_shares: np.ndarray) -> flo
 
 def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
     """p-value of the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``)."""
+    from scipy import stats
+
     return float(stats.ks_2samp(reference, current).pvalue)
 
 
@@ -384,6 +405,8 @@ def normalized_wasserstein(reference: np.ndarray, current: np.ndarray, std: floa
 
     A constant reference (std 0) is compared on the raw distance.
     """
+    from scipy import stats
+
     dist = float(stats.wasserstein_distance(reference, current))
     return dist / std if std > 0 else dist
 
@@ -456,6 +479,8 @@ def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
     Returns:
         The report; features missing from either side are left out.
     """
+    import numpy as np
+
     rows = reference.get("rows")
     stat_name = resolve_method(settings.method, rows)
     feats = []

@@ -1,36 +1,42 @@
-"""Garbage collection: find and remove what no committed version references.
+"""The deletion engine: one planner and one executor for everything that leaves the store.
 
 Writers commit in one order: payload (data object / model artifact) first, then
 the index marker, then the manifest / ``metadata.json`` with exclusive create,
-the commit point. A crash in between leaves only unreferenced objects, which
-readers never see. :func:`plan_gc` finds them from one recursive listing of the
-store plus one (concurrent) read of every manifest; :func:`apply_gc` deletes
-them, commit points first, payloads last, so that a version disappears before
-its parts do.
+the commit point. Deleting goes the other way: :func:`apply_gc` (the executor)
+deletes commit points first, then markers, then payloads, so a version
+disappears for every reader before its parts do, and a crash part-way leaves
+only orphans that the next gc collects.
 
-What is an orphan (below the workspace root):
+:func:`plan_gc` (the planner) lists the store once and reads every committed
+manifest and model record once (:func:`snapshot`), then asks its *candidate
+sources* what to delete. A source is a function ``(GcContext) -> Iterable[Deletion]``:
 
-* ``data/objects/..`` referenced by no committed manifest;
-* ``data/index/<ts>~<id>`` and ``models/_index/<ts>~<id>`` whose manifest is
-  missing, or whose time differs from the manifest's ``created_at`` (the
-  marker of a writer that lost a race for the same id);
-* files in ``models/<id>/`` when there is no ``metadata.json``, or which the
-  ``metadata.json`` does not name as its artifact;
-* ``.tmp-*`` files anywhere (a local write that crashed before its rename).
+* :func:`find_orphans` (on by default): what crashed writers left behind, below
+  the workspace root:
 
-Only orphans older than the grace period are collected, so that an in-flight
-write is never taken for a crash. Markers are aged by the time in their
-name, other objects by their last-modified time; an object whose age is
-unknown is kept. Nothing that a committed version references is ever deleted.
+  * ``data/objects/..`` referenced by no committed manifest;
+  * ``data/index/<ts>~<id>`` and ``models/_index/<ts>~<id>`` whose manifest is
+    missing, or whose time differs from the manifest's ``created_at`` (the
+    marker of a writer that lost a race for the same id);
+  * files in ``models/<id>/`` when there is no ``metadata.json``, or which the
+    ``metadata.json`` does not name as its artifact;
+  * ``.tmp-*`` files anywhere (a local write that crashed before its rename).
 
-Extension point: other policies (e.g. retention, ``retention.keep_*``) plug in
-as *candidate sources*: functions ``(GcContext) -> Iterable[Deletion]`` passed
-to :func:`plan_gc`. A source may retire committed versions by proposing their
-manifest key (``data/versions/<id>.json``) or ``models/<id>/metadata.json``;
-their payloads and markers then become orphans in the same plan (and are
-collected without a grace period, since they were committed). Any other
-proposed key that a committed, non-retired version references is refused and
-reported in ``GcPlan.refused``.
+  These are crash leftovers (``Deletion.grace``): only those older than the
+  grace period are collected, so an in-flight write is never taken for a crash.
+  Markers are aged by the time in their name, other objects by their
+  last-modified time; an object whose age is unknown is kept.
+* retention (:meth:`mlops.retention.RetentionPlan.source`), or any policy: it
+  retires committed versions by proposing their commit point
+  (:func:`Deletion.version`). The planner then adds the retired versions' parts
+  (markers, payloads; a data object only when no remaining version shares it),
+  without a grace period, since they were committed. Any other proposed key
+  that a committed, non-retired version references is refused
+  (``GcPlan.refused``).
+* A source may also only report: what it appends to ``GcContext.warnings``
+  ends up in ``GcPlan.warnings`` (the place for a consistency check).
+
+Nothing that a committed, non-retired version references is ever deleted.
 """
 
 from __future__ import annotations
@@ -38,33 +44,79 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence, Set
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops import layout
 from mlops.errors import BadInputError
 from mlops.ids import compact
-from mlops.layout import MODEL_METADATA as METADATA
-from mlops.storage import Store
+
+if TYPE_CHECKING:
+    from mlops.storage import Store
 
 log = logging.getLogger(__name__)
 
-#: Default seconds an unreferenced object must have existed before gc removes it.
+#: Default seconds a crash leftover must have existed before gc removes it.
 DEFAULT_GRACE_SECONDS = 3600.0
 
-DATA = layout.DATA
-MODELS = layout.MODELS
-DATA_MANIFESTS = f"{layout.under(DATA, layout.DATA_VERSIONS)}/"
-DATA_INDEX = f"{layout.under(DATA, layout.DATA_INDEX)}/"
-DATA_OBJECTS = f"{layout.under(DATA, layout.DATA_OBJECTS)}/"
-MODELS_INDEX = f"{layout.under(MODELS, layout.MODEL_INDEX)}/"
-TMP_PREFIX = ".tmp-"
-
+# Deletion kinds.
+DATA_VERSION = "data-version"
+MODEL_VERSION = "model-version"
+INDEX_MARKER = "index-marker"
+DATA_OBJECT = "data-object"
+MODEL_ARTIFACT = "model-artifact"
+TEMP_FILE = "temp-file"
+#: What a retired version is, for people (``Deletion.version`` takes these).
+DATA = "data"
+MODEL = "model"
+#: The kinds that retire a version (their key is its commit point).
+VERSION_KINDS = (DATA_VERSION, MODEL_VERSION)
 #: Deletion order: commit points first, then markers, then payloads.
-_PHASE = {"data-version": 0, "model-version": 0, "index-marker": 1,
-          "data-object": 2, "model-artifact": 2, "temp-file": 2}
+_PHASE = {DATA_VERSION: 0, MODEL_VERSION: 0, INDEX_MARKER: 1}
+
+TMP_PREFIX = ".tmp-"
+_DATA_MANIFESTS = f"{layout.under(layout.DATA, layout.DATA_VERSIONS)}/"
+_DATA_INDEX = f"{layout.under(layout.DATA, layout.DATA_INDEX)}/"
+_DATA_OBJECTS = f"{layout.under(layout.DATA, layout.DATA_OBJECTS)}/"
+_MODELS = f"{layout.MODELS}/"
+_MODELS_INDEX = f"{layout.under(layout.MODELS, layout.MODEL_INDEX)}/"
+
+
+def check_grace(grace_seconds: float) -> float:
+    """Return ``grace_seconds`` if it is a valid grace period.
+
+    Raises:
+        BadInputError: It is negative (nothing is planned or deleted).
+    """
+    if grace_seconds < 0:
+        raise BadInputError(f"grace period must be >= 0 seconds, got {grace_seconds}")
+    return grace_seconds
+
+
+def data_commit_key(version_id: str) -> str:
+    """The commit point of a data version (its manifest), below the root."""
+    return layout.under(layout.DATA, layout.data_manifest_key(version_id))
+
+
+def model_commit_key(version_id: str) -> str:
+    """The commit point of a model version (its ``metadata.json``), below the root."""
+    return layout.under(layout.MODELS, layout.model_metadata_key(version_id))
+
+
+def _data_id(key: str) -> str | None:
+    rest = key[len(_DATA_MANIFESTS):]
+    if key.startswith(_DATA_MANIFESTS) and rest.endswith(".json") and "/" not in rest:
+        return rest[:-len(".json")]
+    return None
+
+
+def _model_id(key: str) -> str | None:
+    parts = key.split("/")
+    if len(parts) == 3 and key.startswith(_MODELS) and parts[2] == layout.MODEL_METADATA:
+        return parts[1]
+    return None
 
 
 @dataclass(frozen=True)
@@ -74,21 +126,58 @@ class Deletion:
     Attributes:
         key: The object's key below the store root.
         kind: ``data-object``, ``index-marker``, ``model-artifact``, ``temp-file``,
-            or for retired versions ``data-version`` / ``model-version``.
+            or for retired versions ``data-version`` / ``model-version`` (the key is
+            then the version's commit point).
         reason: Why it goes, for people.
         age_seconds: Its age when planned, when known.
+        grace: A crash leftover: collected only once older than the grace period.
+        part_of: For a part of a retired version, the commit point of that version.
     """
 
     key: str
     kind: str
     reason: str
     age_seconds: float | None = None
+    grace: bool = False
+    part_of: str | None = None
+
+    @classmethod
+    def version(cls, kind: str, version_id: str, reason: str) -> Deletion:
+        """Retire a committed version: ``kind`` is ``data`` or ``model``.
+
+        Raises:
+            ValueError: Another kind.
+        """
+        if kind == DATA:
+            return cls(data_commit_key(version_id), DATA_VERSION, reason)
+        if kind == MODEL:
+            return cls(model_commit_key(version_id), MODEL_VERSION, reason)
+        raise ValueError(f"a version is 'data' or 'model', not {kind!r}")
+
+    @property
+    def version_kind(self) -> str | None:
+        """``data`` or ``model`` for a retired version, else None."""
+        return {DATA_VERSION: DATA, MODEL_VERSION: MODEL}.get(self.kind)
+
+    @property
+    def version_id(self) -> str | None:
+        """The id of the retired version, else None."""
+        if self.kind == DATA_VERSION:
+            return _data_id(self.key)
+        if self.kind == MODEL_VERSION:
+            return _model_id(self.key)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"key": self.key, "kind": self.kind, "reason": self.reason,
                 "age_seconds": None if self.age_seconds is None
                 else round(self.age_seconds, 3)}
+
+    def version_dict(self) -> dict[str, Any]:
+        """A retired version as JSON: ``{"kind": "data"|"model", "version_id", "reason"}``."""
+        return {"kind": self.version_kind, "version_id": self.version_id,
+                "reason": self.reason}
 
 
 @dataclass
@@ -98,11 +187,12 @@ class GcContext:
     Attributes:
         store: The workspace root store.
         now: The planning time (epoch seconds).
-        grace_seconds: The grace period of orphans.
+        grace_seconds: The grace period of crash leftovers.
         objects: Every object key below the root with its last-modified time.
         data_manifests: Committed data manifests by version id.
         model_records: Committed model metadata records by version id.
         unreadable: Manifest/metadata keys that exist but could not be parsed.
+        warnings: What made gc more conservative, or what a reporting source found.
     """
 
     store: Store
@@ -112,14 +202,20 @@ class GcContext:
     data_manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_records: dict[str, dict[str, Any]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def age(self, key: str) -> float | None:
         """Seconds since ``key`` was last modified, or None when unknown."""
         mtime = self.objects.get(key)
         return None if mtime is None else max(0.0, self.now - mtime)
 
+    def too_young(self, deletion: Deletion) -> bool:
+        """Whether the grace period keeps ``deletion`` (the one grace check)."""
+        return deletion.grace and (deletion.age_seconds is None
+                                   or deletion.age_seconds < self.grace_seconds)
 
-#: A pluggable source of planned deletions (e.g. retention).
+
+#: A pluggable source of planned deletions (orphans, retention, ...).
 CandidateSource = Callable[[GcContext], Iterable[Deletion]]
 
 
@@ -131,9 +227,10 @@ class GcPlan:
         store: URI of the store.
         grace_seconds: The grace period used.
         deletions: Planned deletions, in deletion order.
-        young: Orphans kept because they are younger than the grace period.
+        young: Crash leftovers kept because they are younger than the grace period.
         refused: Keys a candidate source proposed that committed versions reference.
-        warnings: Things that made gc more conservative (e.g. an unreadable manifest).
+        warnings: Things that made gc more conservative (e.g. an unreadable manifest),
+            and what reporting sources found.
         deleted: Keys actually deleted (empty for a dry run).
         dry_run: Whether this plan was only listed.
     """
@@ -152,20 +249,26 @@ class GcPlan:
         """The keys of the planned deletions, in order."""
         return [d.key for d in self.deletions]
 
+    @property
+    def versions(self) -> tuple[Deletion, ...]:
+        """The retired versions (their commit points)."""
+        return tuple(d for d in self.deletions if d.kind in VERSION_KINDS)
+
+    def orphans(self) -> GcPlan:
+        """This plan restricted to crash leftovers (no retired versions or their parts)."""
+        kept = tuple(d for d in self.deletions
+                     if d.kind not in VERSION_KINDS and d.part_of is None)
+        keys = {d.key for d in kept}
+        return replace(self, deletions=kept, deleted=tuple(k for k in self.deleted
+                                                           if k in keys))
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the ``mlops gc --json`` output)."""
+        """A JSON-ready dict (the ``orphans`` part of ``mlops gc --json``)."""
         return {"store": self.store, "grace_seconds": self.grace_seconds,
                 "dry_run": self.dry_run,
                 "deletions": [d.to_dict() for d in self.deletions],
                 "young": list(self.young), "refused": list(self.refused),
                 "warnings": list(self.warnings), "deleted": list(self.deleted)}
-
-
-def _marker_parts(name: str) -> tuple[str, str] | None:
-    if layout.INDEX_SEP not in name:
-        return None
-    ts, vid = name.split(layout.INDEX_SEP, 1)
-    return ts, vid
 
 
 def _marker_age(ts: str, now: float) -> float | None:
@@ -189,20 +292,17 @@ def snapshot(store: Store, grace_seconds: float, now: float | None = None) -> Gc
 
     Args:
         store: The workspace root store.
-        grace_seconds: The grace period of orphans.
+        grace_seconds: The grace period of crash leftovers.
         now: The planning time (default: now).
 
     Returns:
-        The context candidate sources and the orphan finder work on.
+        The context candidate sources work on.
     """
     objects = store.walk_modified("")
     ctx = GcContext(store, time.time() if now is None else now, grace_seconds, objects)
-    manifest_keys = [k for k in objects
-                     if k.startswith(DATA_MANIFESTS) and k.endswith(".json")
-                     and "/" not in k[len(DATA_MANIFESTS):]]
-    record_keys = [k for k in objects if k.startswith(f"{MODELS}/")
-                   and k.count("/") == 2 and k.endswith(f"/{METADATA}")]
-    for key, data in store.read_many(manifest_keys + record_keys).items():
+    data_keys = {k: vid for k in objects if (vid := _data_id(k)) is not None}
+    model_keys = {k: vid for k in objects if (vid := _model_id(k)) is not None}
+    for key, data in store.read_many([*data_keys, *model_keys]).items():
         if data is None:
             continue  # deleted since the listing
         try:
@@ -211,165 +311,164 @@ def snapshot(store: Store, grace_seconds: float, now: float | None = None) -> Gc
             doc = None
         if not isinstance(doc, dict):
             ctx.unreadable.append(key)
-            continue
-        if key.startswith(DATA_MANIFESTS):
-            ctx.data_manifests[key[len(DATA_MANIFESTS):-len(".json")]] = doc
+        elif key in data_keys:
+            ctx.data_manifests[data_keys[key]] = doc
         else:
-            ctx.model_records[key.split("/")[1]] = doc
+            ctx.model_records[model_keys[key]] = doc
+    ctx.warnings.extend(f"unreadable manifest {k}: data objects are kept"
+                        for k in ctx.unreadable)
     return ctx
 
 
-def find_orphans(ctx: GcContext, retired_data: Set[str] = frozenset(),
-                 retired_models: Set[str] = frozenset()) -> list[Deletion]:
-    """Every unreferenced object of the snapshot, whatever its age.
-
-    Args:
-        ctx: The snapshot.
-        retired_data: Data version ids being deleted in the same plan.
-        retired_models: Model version ids being deleted in the same plan.
+def find_orphans(ctx: GcContext) -> list[Deletion]:
+    """The crash-leftovers source: every object no committed version references.
 
     Returns:
-        Candidate deletions (the caller applies the grace period).
+        Deletions marked ``grace`` (the planner keeps the young ones).
     """
-    data = {v: m for v, m in ctx.data_manifests.items() if v not in retired_data}
-    models = {v: r for v, r in ctx.model_records.items() if v not in retired_models}
-    used_objects = {f"{DATA}/{m.get('object')}" for m in data.values()}
+    used_objects = {layout.under(layout.DATA, str(m.get("object")))
+                    for m in ctx.data_manifests.values()}
     out: list[Deletion] = []
     for key in sorted(ctx.objects):
         name = key.rsplit("/", 1)[-1]
         if name.startswith(TMP_PREFIX):
-            out.append(Deletion(key, "temp-file", "temporary file of an unfinished write",
-                                ctx.age(key)))
-        elif key.startswith(DATA_OBJECTS):
+            out.append(Deletion(key, TEMP_FILE, "temporary file of an unfinished write",
+                                ctx.age(key), grace=True))
+        elif key.startswith(_DATA_OBJECTS):
             if key not in used_objects and not ctx.unreadable:
-                out.append(Deletion(key, "data-object", "data object referenced by no manifest",
-                                    ctx.age(key)))
-        elif key.startswith(DATA_INDEX) or key.startswith(MODELS_INDEX):
-            out.extend(_marker_orphan(ctx, key, name,
-                                      data if key.startswith(DATA_INDEX) else models))
-        elif key.startswith(f"{MODELS}/") and key.count("/") == 2:
-            vid = key.split("/")[1]
-            if name == METADATA:
-                continue
-            record = models.get(vid)
-            if record is None and layout.under(MODELS, layout.model_metadata_key(vid)) \
-                    in ctx.unreadable:
-                continue
-            if record is None:
-                out.append(Deletion(key, "model-artifact",
-                                    f"model file of '{vid}' without {METADATA}", ctx.age(key)))
-            elif f"{MODELS}/{record.get('artifact')}" != key:
-                out.append(Deletion(key, "model-artifact",
-                                    f"model file not named by the {METADATA} of '{vid}'",
-                                    ctx.age(key)))
+                out.append(Deletion(key, DATA_OBJECT, "data object referenced by no manifest",
+                                    ctx.age(key), grace=True))
+        elif key.startswith((_DATA_INDEX, _MODELS_INDEX)):
+            committed = ctx.data_manifests if key.startswith(_DATA_INDEX) \
+                else ctx.model_records
+            out.extend(_marker_orphan(ctx, key, name, committed))
+        elif key.startswith(_MODELS) and key.count("/") == 2 \
+                and name != layout.MODEL_METADATA:
+            out.extend(_model_file_orphan(ctx, key))
     return out
 
 
 def _marker_orphan(ctx: GcContext, key: str, name: str,
                    committed: dict[str, dict[str, Any]]) -> list[Deletion]:
-    parts = _marker_parts(name)
-    if parts is None:
+    if layout.INDEX_SEP not in name:
         return []
-    ts, vid = parts
+    ts, vid = name.split(layout.INDEX_SEP, 1)
     age = _marker_age(ts, ctx.now)
     doc = committed.get(vid)
     if doc is None:
-        return [Deletion(key, "index-marker", f"index marker of '{vid}' without a manifest",
-                         age)]
+        return [Deletion(key, INDEX_MARKER, f"index marker of '{vid}' without a manifest",
+                         age, grace=True)]
     created = _created_compact(doc)
     if created is not None and created != ts:
-        return [Deletion(key, "index-marker",
+        return [Deletion(key, INDEX_MARKER,
                          f"duplicate index marker of '{vid}' (a writer that lost the race)",
-                         age)]
+                         age, grace=True)]
     return []
 
 
+def _model_file_orphan(ctx: GcContext, key: str) -> list[Deletion]:
+    vid = key.split("/")[1]
+    record = ctx.model_records.get(vid)
+    if record is None and model_commit_key(vid) in ctx.unreadable:
+        return []
+    if record is None:
+        why = f"model file of '{vid}' without {layout.MODEL_METADATA}"
+    elif layout.under(layout.MODELS, str(record.get("artifact"))) != key:
+        why = f"model file not named by the {layout.MODEL_METADATA} of '{vid}'"
+    else:
+        return []
+    return [Deletion(key, MODEL_ARTIFACT, why, ctx.age(key), grace=True)]
+
+
 def plan_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS,
-            sources: Sequence[CandidateSource] = (), now: float | None = None) -> GcPlan:
+            sources: Sequence[CandidateSource] = (), now: float | None = None, *,
+            orphans: bool = True) -> GcPlan:
     """Plan a garbage collection of the workspace store (nothing is deleted).
 
     Args:
         store: The workspace root store (holding ``data/`` and ``models/``).
-        grace_seconds: Keep orphans younger than this (protects in-flight writes).
-        sources: Extra candidate sources (e.g. retention); see the module docstring.
+        grace_seconds: Keep crash leftovers younger than this (protects in-flight writes).
+        sources: Candidate sources (e.g. retention); see the module docstring.
         now: The planning time (default: now; for tests).
+        orphans: Also collect crash leftovers (:func:`find_orphans`).
 
     Returns:
         The plan.
-    """
-    ctx = snapshot(store, grace_seconds, now)
-    proposed: list[Deletion] = []
-    for source in sources:
-        proposed.extend(source(ctx))
-    retired_data = {d.key[len(DATA_MANIFESTS):-len(".json")] for d in proposed
-                    if d.key.startswith(DATA_MANIFESTS)}
-    retired_models = {d.key.split("/")[1] for d in proposed
-                      if d.key.startswith(f"{MODELS}/") and d.key.endswith(f"/{METADATA}")}
-    protected = _protected(ctx, retired_data, retired_models)
-    warnings = [f"unreadable manifest {k}: data objects are kept" for k in ctx.unreadable]
 
-    chosen: dict[str, Deletion] = {}
+    Raises:
+        BadInputError: ``grace_seconds`` is negative.
+    """
+    ctx = snapshot(store, check_grace(grace_seconds), now)
+    proposed = [d for source in (*sources, *([find_orphans] if orphans else ()))
+                for d in source(ctx)]
+    retired = {d.key: d for d in proposed if d.version_id is not None and d.key in ctx.objects}
+    protected = _protected(ctx, retired)
+    chosen = {d.key: d for d in _parts_of(ctx, retired) if d.key not in protected}
     refused: list[str] = []
+    young: list[str] = []
     for d in proposed:
+        if d.key in chosen or d.key not in ctx.objects:
+            continue
         if d.key in protected:
             refused.append(d.key)
-        elif d.key in ctx.objects:
-            chosen.setdefault(d.key, d)
-    young: list[str] = []
-    retired_parts = _parts_of(ctx, retired_data, retired_models)
-    for d in find_orphans(ctx, retired_data, retired_models):
-        if d.key in protected or d.key in chosen:
-            continue
-        if d.key not in retired_parts and (d.age_seconds is None
-                                           or d.age_seconds < grace_seconds):
+        elif ctx.too_young(d):
             young.append(d.key)
-            continue
-        chosen[d.key] = d
+        else:
+            chosen[d.key] = d
     ordered = sorted(chosen.values(), key=lambda d: (_PHASE.get(d.kind, 2), d.key))
     return GcPlan(store.uri, grace_seconds, tuple(ordered), tuple(sorted(young)),
-                  tuple(refused), tuple(warnings))
+                  tuple(refused), tuple(ctx.warnings))
 
 
-def _protected(ctx: GcContext, retired_data: Set[str], retired_models: Set[str]) -> set[str]:
+def _protected(ctx: GcContext, retired: dict[str, Deletion]) -> set[str]:
     """Every key a committed, non-retired version references."""
-    keys: set[str] = set()
+    keys: set[str] = set(ctx.unreadable)
     for vid, m in ctx.data_manifests.items():
-        if vid in retired_data:
+        if data_commit_key(vid) in retired:
             continue
-        keys.add(layout.under(DATA, layout.data_manifest_key(vid)))
-        keys.add(layout.under(DATA, str(m.get("object"))))
-        ts = _created_compact(m)
-        if ts:
-            keys.add(layout.under(DATA, layout.index_marker_key(layout.DATA_INDEX, ts, vid)))
+        keys.add(data_commit_key(vid))
+        keys.add(layout.under(layout.DATA, str(m.get("object"))))
+        if ts := _created_compact(m):
+            keys.add(layout.under(layout.DATA,
+                                  layout.index_marker_key(layout.DATA_INDEX, ts, vid)))
     for vid, r in ctx.model_records.items():
-        if vid in retired_models:
+        if model_commit_key(vid) in retired:
             continue
-        keys.add(layout.under(MODELS, layout.model_metadata_key(vid)))
-        keys.add(layout.under(MODELS, str(r.get("artifact"))))
-        ts = _created_compact(r)
-        if ts:
-            keys.add(layout.under(MODELS, layout.index_marker_key(layout.MODEL_INDEX, ts, vid)))
-    keys.update(ctx.unreadable)
+        keys.add(model_commit_key(vid))
+        keys.add(layout.under(layout.MODELS, str(r.get("artifact"))))
+        if ts := _created_compact(r):
+            keys.add(layout.under(layout.MODELS,
+                                  layout.index_marker_key(layout.MODEL_INDEX, ts, vid)))
     return keys
 
 
-def _parts_of(ctx: GcContext, retired_data: Set[str], retired_models: Set[str]) -> set[str]:
-    """Keys that belonged to retired versions (collected without a grace period)."""
-    keys: set[str] = set()
-    for vid in retired_data:
-        m = ctx.data_manifests.get(vid, {})
-        keys.add(layout.under(DATA, str(m.get("object"))))
-        keys.update(k for k in ctx.objects
-                    if k.startswith(DATA_INDEX) and k.endswith(f"{layout.INDEX_SEP}{vid}"))
-    for vid in retired_models:
-        keys.update(k for k in ctx.objects if k.startswith(f"{MODELS}/{vid}/"))
-        keys.update(k for k in ctx.objects
-                    if k.startswith(MODELS_INDEX) and k.endswith(f"{layout.INDEX_SEP}{vid}"))
-    return keys
+def _parts_of(ctx: GcContext, retired: dict[str, Deletion]) -> list[Deletion]:
+    """The retired versions and what belonged to them (no grace period: committed)."""
+    out: list[Deletion] = []
+    for commit, d in retired.items():
+        vid = str(d.version_id)
+        out.append(d)
+        if d.kind == DATA_VERSION:
+            obj = layout.under(layout.DATA, str(ctx.data_manifests.get(vid, {}).get("object")))
+            if obj in ctx.objects:
+                out.append(Deletion(obj, DATA_OBJECT, f"data object of retired version "
+                                    f"'{vid}'", ctx.age(obj), part_of=commit))
+            index, files = _DATA_INDEX, []
+        else:
+            index = _MODELS_INDEX
+            files = [k for k in ctx.objects if k.startswith(f"{_MODELS}{vid}/") and k != commit]
+        out.extend(Deletion(k, TEMP_FILE if k.rsplit("/", 1)[-1].startswith(TMP_PREFIX)
+                            else MODEL_ARTIFACT, f"model file of retired version '{vid}'",
+                            ctx.age(k), part_of=commit) for k in files)
+        out.extend(Deletion(k, INDEX_MARKER, f"index marker of retired version '{vid}'",
+                            ctx.age(k), part_of=commit)
+                   for k in ctx.objects
+                   if k.startswith(index) and k.endswith(f"{layout.INDEX_SEP}{vid}"))
+    return out
 
 
 def apply_gc(store: Store, plan: GcPlan) -> GcPlan:
-    """Delete what ``plan`` lists, in its order (commit points first).
+    """The executor: delete what ``plan`` lists, in its order (commit points first).
 
     Args:
         store: The store the plan was made on.
@@ -387,8 +486,7 @@ def apply_gc(store: Store, plan: GcPlan) -> GcPlan:
         store.delete(d.key)
         deleted.append(d.key)
         log.info("gc deleted %s (%s)", store.url(d.key), d.reason)
-    return GcPlan(plan.store, plan.grace_seconds, plan.deletions, plan.young, plan.refused,
-                  plan.warnings, tuple(deleted), dry_run=False)
+    return replace(plan, deleted=tuple(deleted), dry_run=False)
 
 
 def run_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
@@ -397,7 +495,7 @@ def run_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: 
 
     Args:
         store: The workspace root store.
-        grace_seconds: Keep orphans younger than this.
+        grace_seconds: Keep crash leftovers younger than this.
         dry_run: Only plan.
         sources: Extra candidate sources (e.g. retention).
 
@@ -407,7 +505,5 @@ def run_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: 
     Raises:
         BadInputError: ``grace_seconds`` is negative (nothing is deleted).
     """
-    if grace_seconds < 0:
-        raise BadInputError(f"grace period must be >= 0 seconds, got {grace_seconds}")
     plan = plan_gc(store, grace_seconds, sources)
     return plan if dry_run else apply_gc(store, plan)

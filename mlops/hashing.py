@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops.choices import HASH_ALGORITHMS
 from mlops.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy and pandas load with the first hash: check_algorithm stays cheap
+    import pandas as pd
 
 SUPPORTED_ALGORITHMS = HASH_ALGORITHMS
 #: Columns at least this large are hashed in parallel threads.
@@ -47,6 +47,8 @@ def check_algorithm(name: str) -> str:
 
 def _raw_buffer(values: Any) -> memoryview | None:
     """The value buffer of a plain numpy column, or None when it needs value hashing."""
+    import numpy as np
+
     if not isinstance(values, np.ndarray) or values.dtype.kind not in "biufcmM":
         return None
     if values.dtype.kind in "mM":
@@ -57,6 +59,9 @@ def _raw_buffer(values: Any) -> memoryview | None:
 
 
 def _hash_values(algorithm: str, values: Any) -> bytes:
+    import numpy as np
+    import pandas as pd
+
     h = hashlib.new(algorithm)
     buf = _raw_buffer(values)
     if buf is None:
@@ -69,6 +74,9 @@ def _hash_values(algorithm: str, values: Any) -> bytes:
 
 
 def _column_values(df: pd.DataFrame, i: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
     col = df.iloc[:, i]
     arr = col.array
     if isinstance(arr, pd.arrays.NumpyExtensionArray):
@@ -91,6 +99,9 @@ def content_hash(df: pd.DataFrame, algorithm: str = "sha256", workers: int | Non
     Raises:
         ConfigError: Unsupported algorithm.
     """
+    import numpy as np
+    import pandas as pd
+
     check_algorithm(algorithm)
     header: dict[str, Any] = {
         "format": 1,

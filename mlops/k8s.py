@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -50,8 +51,7 @@ ENV_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
 COMMAND = "mlops"
-TMP_VOLUME = "tmp"
-RUN_AS = 10001
+STEP_CONTAINER = "step"
 LABEL_RUN_ID = "mlops/run-id"
 LABEL_STEP = "mlops/step"
 MAX_NAME = 63
@@ -73,6 +73,16 @@ API_BACKOFF = 0.2
 REQUEST_TIMEOUT = 30.0
 #: Longest single watch request; a watch that ends is re-established until the step timeout.
 WATCH_SECONDS = 300
+#: The pod's terminationGracePeriodSeconds when the template does not set it (the API default).
+DEFAULT_GRACE_SECONDS = 30
+#: Seconds the controller waits beyond a step's deadline and grace period, for the Job
+#: controller to write the Job's terminal condition.
+WAIT_MARGIN_SECONDS = 60
+#: Job conditions that decide the outcome. Since Kubernetes 1.31 the Job controller sets
+#: SuccessCriteriaMet / FailureTarget first and Complete / Failed only once every pod has
+#: terminated (after the pod's grace period).
+_TERMINAL = {"Complete": "Complete", "SuccessCriteriaMet": "Complete",
+             "Failed": "Failed", "FailureTarget": "Failed"}
 
 
 # --- names and labels --------------------------------------------------------------------
@@ -134,16 +144,19 @@ def check_image(image: str) -> str:
 
 
 def job_labels(k8s: KubernetesConfig, run_id: str, step: str) -> dict[str, str]:
-    """The labels of a step Job and its pods (``k8s.labels`` first, ours win)."""
-    return {
-        **k8s.labels,
-        "app.kubernetes.io/name": "mlops",
-        "app.kubernetes.io/instance": label_value(k8s.release),
-        "app.kubernetes.io/component": "step",
-        "app.kubernetes.io/managed-by": "mlops-controller",
-        LABEL_RUN_ID: label_value(run_id),
-        LABEL_STEP: step,
-    }
+    """The labels of a step Job and its pods.
+
+    ``k8s.labels`` (the chart renders its own selector labels there: name, instance,
+    component) are kept as they are; the name and instance labels are only defaulted for a
+    config not rendered by the chart. The manager, run id and step labels are always ours.
+    """
+    labels = {"app.kubernetes.io/name": "mlops",
+              "app.kubernetes.io/instance": label_value(k8s.release),
+              "app.kubernetes.io/component": "step",
+              **k8s.labels}
+    labels.update({"app.kubernetes.io/managed-by": "mlops-controller",
+                   LABEL_RUN_ID: label_value(run_id), LABEL_STEP: step})
+    return labels
 
 
 @dataclass(frozen=True)
@@ -154,42 +167,30 @@ class Owner:
     uid: str
 
     def reference(self) -> dict[str, Any]:
-        """The ownerReference of a step Job."""
+        """The ownerReference of a step Job.
+
+        ``blockOwnerDeletion`` stays: deleting a run with ``--cascade=foreground`` then
+        waits for its step Jobs. Under the OwnerReferencesPermissionEnforcement admission
+        plugin (OpenShift, hardened clusters) setting it needs ``update`` on
+        ``jobs/finalizers``, which the chart's Role grants.
+        """
         return {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": self.uid,
                 "controller": False, "blockOwnerDeletion": True}
 
 
-def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
-              owner: Owner | None = None, extra_env: Mapping[str, str] | None = None) -> Job:
-    """The batch/v1 Job manifest that runs ``mlops <step>`` for ``run_id``.
-
-    Args:
-        k8s: The config's ``kubernetes`` section (the one place for step pod settings).
-        run_id: The run id.
-        step: ``ingest``, ``monitor-check`` or ``train``.
-        namespace: The namespace of the Job.
-        owner: The controller's Job, when the controller runs in one.
-        extra_env: Defaults forwarded from the controller (``$MLOPS_STORAGE_URI``);
-            ``k8s.env``, the chart's one place for step settings, wins over them.
-
-    Returns:
-        The manifest as plain data (camelCase keys, as the API expects).
-
-    Raises:
-        KubernetesBadRequestError: ``kubernetes.image`` is not a valid image reference.
+def default_pod_template(k8s: KubernetesConfig) -> dict[str, Any]:
+    """The step pod spec of a config not rendered by the chart (``kubernetes.pod_template``
+    empty), built from its ``image``, ``service_account``, ``config_map``, ``env``,
+    ``credentials_*`` and ``pvc_*`` keys. No fixed ids: the image's numeric USER keeps
+    ``runAsNonRoot`` true (the chart sets its ids from its values).
     """
-    pod: StepPodConfig = getattr(k8s.steps, _STEP_KEYS[step])
-    name = job_name(k8s.release, run_id, step)
-    labels = job_labels(k8s, run_id, step)
-    config_file = f"{k8s.config_mount_path.rstrip('/')}/config.yaml"
-    env = {**(extra_env or {}), **k8s.env}
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": k8s.config_mount_path, "readOnly": True},
-        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": k8s.config_map}},
-        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
     ]
     if k8s.credentials_secret:
         mounts.append({"name": "credentials", "mountPath": k8s.credentials_mount_path,
@@ -197,36 +198,107 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
         volumes.append({"name": "credentials", "secret": {"secretName": k8s.credentials_secret}})
     if k8s.pvc_claim:
         mounts.append({"name": "data", "mountPath": k8s.pvc_mount_path})
-        volumes.append({"name": "data",
-                        "persistentVolumeClaim": {"claimName": k8s.pvc_claim}})
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": k8s.pvc_claim}})
     container: dict[str, Any] = {
-        "name": step,
-        "image": check_image(k8s.image),
+        "name": STEP_CONTAINER,
+        "image": k8s.image,
         "imagePullPolicy": k8s.image_pull_policy,
         "command": [COMMAND],
-        "args": [step, "--config", config_file, "--run-id", run_id],
-        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
-        "resources": pod.resources,
+        "args": ["--config", f"{k8s.config_mount_path.rstrip('/')}/config.yaml"],
+        "env": [{"name": k, "value": str(v)} for k, v in k8s.env.items()],
         "volumeMounts": mounts,
-        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+        "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
                             "capabilities": {"drop": ["ALL"]}},
     }
     if k8s.env_from_secret:
         container["envFrom"] = [{"secretRef": {"name": k8s.env_from_secret}}]
-    pod_spec: dict[str, Any] = {
+    return {
         "restartPolicy": "Never",
         "serviceAccountName": k8s.service_account,
-        # Steps only touch the bucket: no API token, so they cannot use the controller's Role.
+        # Steps only touch the store: no API token, so they cannot use the controller's Role.
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
     }
+
+
+def _template_container(spec: Mapping[str, Any]) -> dict[str, Any]:
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or len(containers) != 1 \
+            or not isinstance(containers[0], dict):
+        raise KubernetesBadRequestError(
+            "config key 'kubernetes.pod_template.containers' must hold exactly one container")
+    return containers[0]
+
+
+def step_wait_seconds(k8s: KubernetesConfig, step: str) -> float:
+    """How long the controller waits for a step Job.
+
+    ``kubernetes.step_timeout_seconds``, but never less than the step's
+    ``activeDeadlineSeconds`` plus the pod's grace period plus :data:`WAIT_MARGIN_SECONDS`:
+    a Job past its deadline is only marked Failed after its pod has terminated, and the
+    controller must see that (``DeadlineExceeded`` and the pod's log), not its own timeout.
+    """
+    pod: StepPodConfig = getattr(k8s.steps, _STEP_KEYS[step])
+    spec = k8s.pod_template or {}
+    grace = spec.get("terminationGracePeriodSeconds")
+    grace = DEFAULT_GRACE_SECONDS if not isinstance(grace, int) else grace
+    return float(max(k8s.step_timeout_seconds,
+                     pod.active_deadline_seconds + grace + WAIT_MARGIN_SECONDS))
+
+
+def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
+              owner: Owner | None = None, extra_env: Mapping[str, str] | None = None) -> Job:
+    """The batch/v1 Job manifest that runs ``mlops <step>`` for ``run_id``.
+
+    The pod is ``kubernetes.pod_template`` (the chart's, or :func:`default_pod_template`);
+    this sets its container's name (the step) and args (``<step> <template args> --run-id
+    <id>``), the step's resources, nodeSelector and tolerations, and, when
+    ``same_node_as_controller`` is set and the controller runs in a Job, a required pod
+    affinity to the controller's pod (a ReadWriteOnce claim attaches to one node).
+
+    Args:
+        k8s: The config's ``kubernetes`` section.
+        run_id: The run id.
+        step: ``ingest``, ``monitor-check`` or ``train``.
+        namespace: The namespace of the Job.
+        owner: The controller's Job, when the controller runs in one.
+        extra_env: Defaults forwarded from the controller (``$MLOPS_STORAGE_URI``); an env
+            entry of the template of the same name wins over them.
+
+    Returns:
+        The manifest as plain data (camelCase keys, as the API expects).
+
+    Raises:
+        KubernetesBadRequestError: The image is not a valid image reference, or the pod
+            template does not hold exactly one container.
+    """
+    pod: StepPodConfig = getattr(k8s.steps, _STEP_KEYS[step])
+    name = job_name(k8s.release, run_id, step)
+    labels = job_labels(k8s, run_id, step)
+    spec = copy.deepcopy(k8s.pod_template) if k8s.pod_template else default_pod_template(k8s)
+    container = _template_container(spec)
+    check_image(str(container.get("image") or ""))
+    env = [e for e in container.get("env") or [] if isinstance(e, dict)]
+    declared = {e.get("name") for e in env}
+    env += [{"name": k, "value": v} for k, v in (extra_env or {}).items() if k not in declared]
+    container.update(name=step, args=[step, *(container.get("args") or []), "--run-id", run_id],
+                     resources=copy.deepcopy(pod.resources))
+    if env:
+        container["env"] = env
+    spec["restartPolicy"] = "Never"
     if pod.node_selector:
-        pod_spec["nodeSelector"] = pod.node_selector
+        spec["nodeSelector"] = dict(pod.node_selector)
     if pod.tolerations:
-        pod_spec["tolerations"] = pod.tolerations
+        spec["tolerations"] = copy.deepcopy(pod.tolerations)
+    if k8s.same_node_as_controller and owner is not None:
+        spec.setdefault("affinity", {})["podAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": owner.name}},
+            }]}
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
                                 "annotations": {LABEL_RUN_ID: run_id}}
     if owner is not None:
@@ -245,23 +317,28 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
                 {"action": "Ignore",
                  "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
         },
     }
 
 
 def job_state(job: Mapping[str, Any]) -> str | None:
-    """``"Complete"``, ``"Failed"`` or None (still running) from a Job's conditions."""
+    """``"Complete"``, ``"Failed"`` or None (still running) from a Job's conditions.
+
+    ``SuccessCriteriaMet`` counts as Complete and ``FailureTarget`` as Failed: from
+    Kubernetes 1.31 they come first, and Complete/Failed follow only once the pods have
+    terminated (after their grace period).
+    """
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-            return str(cond["type"])
+        if cond.get("status") == "True" and cond.get("type") in _TERMINAL:
+            return _TERMINAL[str(cond["type"])]
     return None
 
 
 def failed_condition(job: Mapping[str, Any]) -> tuple[str, str]:
-    """``(reason, message)`` of a failed Job's Failed condition."""
+    """``(reason, message)`` of a failed Job's Failed (or FailureTarget) condition."""
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
+        if cond.get("type") in ("Failed", "FailureTarget") and cond.get("status") == "True":
             return str(cond.get("reason") or ""), str(cond.get("message") or "")
     return "", ""
 

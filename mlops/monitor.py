@@ -30,9 +30,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops import layout
 from mlops.drift import (
@@ -47,6 +45,9 @@ from mlops.drift import (
 )
 from mlops.ids import compact, iso, utc_now
 from mlops.storage import Store, as_store
+
+if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,8 @@ class ModelMonitor:
         Returns:
             The report, or None when no reference was recorded.
         """
+        import pandas as pd
+
         reference = self.get_reference()
         if reference is None:
             return None

@@ -26,8 +26,6 @@ import os
 import uuid
 from typing import Any
 
-import joblib
-
 from mlops import layout
 from mlops.errors import (
     BadInputError,
@@ -92,6 +90,8 @@ class ModelRegistry(VersionedStore[ModelRecord]):
             raise VersionExistsError(f"model version '{version_id}' already exists; "
                                      "versions are never overwritten")
         buf = io.BytesIO()
+        import joblib  # loads numpy: only saving and loading models need it
+
         joblib.dump(model, buf)
         payload = buf.getvalue()
         sha = hashlib.sha256(payload).hexdigest()
@@ -134,6 +134,8 @@ class ModelRegistry(VersionedStore[ModelRecord]):
                 f"model artifact of version '{version_id}' failed its integrity check: "
                 f"sha256 {found[:12]}... does not match the recorded "
                 f"{record.sha256[:12]}...; refusing to load it")
+        import joblib
+
         return joblib.load(io.BytesIO(payload)), record.to_dict()
 
     # --- aliases -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Retention: which old data and model versions to delete, and deleting them safely.
+"""Retention: which old data and model versions to delete (a candidate source of gc).
 
 ``retention.keep_data_versions`` and ``retention.keep_models`` keep the newest N
 versions of each kind (0 or null keeps all). Whatever N says, these are never
@@ -11,12 +11,15 @@ deleted (they are *protected*):
 * the data versions the protected models were trained on.
 
 :func:`plan_retention` is pure planning (reads only); ``mlops gc --dry-run`` prints
-its plan. :func:`apply_retention` deletes, per version: the manifest (or the model's
-metadata) first, so the version disappears in one step for every reader; then its
-index marker; then the payload (a data object only when no remaining version
-references the same content). A crash part-way leaves at most an orphan marker or
-payload, which ``mlops gc`` cleans. Protection is checked again when applying, so a
-plan made before someone promoted an old model does not delete it.
+its plan. Deleting is the deletion engine's (:mod:`mlops.gc`): the plan is a
+candidate source (:meth:`RetentionPlan.source`) that retires versions by their
+commit points, and gc's planner and executor remove each version's manifest (or
+the model's metadata) first, so the version disappears in one step for every
+reader, then its index marker, then the payload (a data object only when no
+remaining version references the same content). A crash part-way leaves at most
+an orphan marker or payload, which ``mlops gc`` cleans. :func:`apply_retention`
+checks protection again before deleting, so a plan made before someone promoted
+an old model does not delete it.
 """
 
 from __future__ import annotations
@@ -24,42 +27,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlops import layout
 from mlops.errors import MLOpsError
+from mlops.gc import DATA, MODEL, Deletion, GcContext, apply_gc, plan_gc
 
 if TYPE_CHECKING:
     from mlops.workspace import Workspace
-
-DATA = "data"
-MODEL = "model"
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """One version to delete.
-
-    Attributes:
-        kind: ``data`` or ``model``.
-        version_id: The version.
-        reason: Why it goes (names the config key).
-    """
-
-    kind: str
-    version_id: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return {"kind": self.kind, "version_id": self.version_id, "reason": self.reason}
-
 
 @dataclass(frozen=True)
 class RetentionPlan:
     """What retention would delete, and what it keeps on purpose.
 
     Attributes:
-        data: Data versions to delete, newest first.
-        models: Model versions to delete, newest first.
+        data: Data versions to retire (:meth:`Deletion.version`), newest first.
+        models: Model versions to retire, newest first.
         protected: ``"<kind>:<id>" -> why`` of versions kept whatever the limits say.
     """
 
@@ -74,9 +54,13 @@ class RetentionPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (``mlops gc --dry-run --json``)."""
-        return {"data": [d.to_dict() for d in self.data],
-                "models": [d.to_dict() for d in self.models],
+        return {"data": [d.version_dict() for d in self.data],
+                "models": [d.version_dict() for d in self.models],
                 "protected": dict(self.protected)}
+
+    def source(self, ctx: GcContext) -> tuple[Deletion, ...]:
+        """The plan as a candidate source of :func:`mlops.gc.plan_gc`."""
+        return (*self.models, *self.data)
 
 
 @dataclass(frozen=True)
@@ -147,21 +131,21 @@ def plan_retention(ws: Workspace, keep_data_versions: int | None = None,
     if keep_data is not None:
         for vid in ws.versioner.list_versions()[keep_data:]:
             if f"{DATA}:{vid}" not in protected:
-                data.append(Deletion(DATA, vid, f"older than the newest {keep_data} data "
+                data.append(Deletion.version(DATA, vid, f"older than the newest {keep_data} data "
                                      "versions (retention.keep_data_versions)"))
     if keep_mod is not None:
         for vid in ws.registry.list_versions()[keep_mod:]:
             if f"{MODEL}:{vid}" not in protected:
-                models.append(Deletion(MODEL, vid, f"older than the newest {keep_mod} "
+                models.append(Deletion.version(MODEL, vid, f"older than the newest {keep_mod} "
                                        "model versions (retention.keep_models)"))
     return RetentionPlan(data=tuple(data), models=tuple(models), protected=protected)
 
 
 def apply_retention(ws: Workspace, plan: RetentionPlan) -> RetentionResult:
-    """Delete the planned versions: manifest first, then index marker, then payload.
+    """Delete the planned versions through the deletion engine (commit points first).
 
     Versions protected by now (an alias moved to one since the plan was made) and
-    versions already gone are skipped.
+    versions already gone are skipped. Crash leftovers are not touched (``mlops gc``).
 
     Args:
         ws: The workspace the plan was made for.
@@ -171,55 +155,16 @@ def apply_retention(ws: Workspace, plan: RetentionPlan) -> RetentionResult:
         What was deleted and skipped.
     """
     protected = protected_versions(ws)
-    deleted: list[Deletion] = []
     skipped: list[tuple[Deletion, str]] = []
-    keys: list[str] = []
+    todo: list[Deletion] = []
     for d in (*plan.models, *plan.data):
-        why = protected.get(f"{d.kind}:{d.version_id}")
+        why = protected.get(f"{d.version_kind}:{d.version_id}")
         if why:
             skipped.append((d, f"protected: {why}"))
-            continue
-        removed = _delete_model(ws, d.version_id) if d.kind == MODEL \
-            else _delete_data(ws, d.version_id)
-        if removed is None:
-            skipped.append((d, "already gone"))
-            continue
-        deleted.append(d)
-        keys.extend(removed)
-    return RetentionResult(deleted=tuple(deleted), skipped=tuple(skipped),
-                           deleted_keys=tuple(keys))
-
-
-def _delete_data(ws: Workspace, vid: str) -> list[str] | None:
-    versioner = ws.versioner
-    if not versioner.exists(vid):
-        return None
-    obj = versioner.get_metadata(vid)["object"]
-    manifest = versioner.manifest_key(vid)
-    versioner.store.delete(manifest)  # the commit point: the version is gone for readers
-    removed = [layout.under(layout.DATA, manifest)]
-    for marker, marker_id in versioner.index.entries():
-        if marker_id == vid:
-            versioner.store.delete(marker)
-            removed.append(layout.under(layout.DATA, marker))
-    if not any(m.object == obj for m in versioner.list_records()):
-        versioner.store.delete(obj)
-        removed.append(layout.under(layout.DATA, obj))
-    return removed
-
-
-def _delete_model(ws: Workspace, vid: str) -> list[str] | None:
-    registry = ws.registry
-    if not registry.exists(vid):
-        return None
-    meta_key = registry.metadata_key(vid)
-    registry.store.delete(meta_key)  # the commit point
-    removed = [layout.under(layout.MODELS, meta_key)]
-    for marker, marker_id in registry.index.entries():
-        if marker_id == vid:
-            registry.store.delete(marker)
-            removed.append(layout.under(layout.MODELS, marker))
-    for key in registry.store.walk(vid):
-        registry.store.delete(key)
-        removed.append(layout.under(layout.MODELS, key))
-    return removed
+        else:
+            todo.append(d)
+    done = apply_gc(ws.store, plan_gc(ws.store, sources=[lambda _: todo], orphans=False))
+    retired = {d.key for d in done.versions}
+    skipped += [(d, "already gone") for d in todo if d.key not in retired]
+    return RetentionResult(deleted=tuple(d for d in todo if d.key in retired),
+                           skipped=tuple(skipped), deleted_keys=done.deleted)

@@ -12,26 +12,39 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import pandas as pd
-import pyarrow.fs
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from mlops import layout
-from mlops.data import column_stats
 from mlops.errors import VersionExistsError, VersionNotFoundError
-from mlops.hashing import check_algorithm, content_hash
+from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
 from mlops.storage import Store, as_store, crash_point
 from mlops.versioned import VersionedStore
 
+if TYPE_CHECKING:  # pandas and pyarrow load on the first register or load: reading
+    import pandas as pd  # manifests (mlops versions, show) must not pay for them
+    import pyarrow.fs
+
 #: Hex digits of the content hash used as the default version id.
 DEFAULT_ID_LENGTH = 16
 #: Whether shallow copies are independent (pandas >= 3 always copies on write).
-_COPY_ON_WRITE = int(pd.__version__.split(".", 1)[0]) >= 3
-#: pyarrow's own local filesystem, for native reads of a local store's objects.
-_LOCAL_FS = pyarrow.fs.LocalFileSystem()
+
+
+def _copy_on_write() -> bool:
+    """Whether shallow copies are independent (pandas >= 3 always copies on write)."""
+    import pandas as pd
+
+    return int(pd.__version__.split(".", 1)[0]) >= 3
+
+
+@cache
+def _local_fs() -> pyarrow.fs.LocalFileSystem:
+    """pyarrow's own local filesystem, for native reads of a local store's objects."""
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem()
 
 
 def _dictionary_columns(df: pd.DataFrame) -> list[str]:
@@ -72,8 +85,13 @@ class DataVersioner(VersionedStore[DataManifest]):
                  keep_last_load: bool = False) -> None:
         self.hash_algorithm = check_algorithm(hash_algorithm)
         super().__init__(as_store(base_dir, storage_options))
-        self.keep_last_load = keep_last_load and _COPY_ON_WRITE
+        self._keep_last_load = keep_last_load
         self._last_load: tuple[str, pd.DataFrame] | None = None
+
+    @property
+    def keep_last_load(self) -> bool:
+        """Whether the last registered or loaded frame is kept (needs copy-on-write)."""
+        return self._keep_last_load and _copy_on_write()
 
     # --- writing -----------------------------------------------------------------------
     def register(self, df: pd.DataFrame, version_id: str | None = None, *,
@@ -95,6 +113,9 @@ class DataVersioner(VersionedStore[DataManifest]):
         """
         if version_id is not None:
             check_version_id(version_id, "data version id")
+        from mlops.data import column_stats
+        from mlops.hashing import content_hash
+
         digest = content_hash(df, self.hash_algorithm)
         vid = version_id or digest[:DEFAULT_ID_LENGTH]
         existing = self._record_or_none(vid)
@@ -158,12 +179,14 @@ class DataVersioner(VersionedStore[DataManifest]):
         if self._last_load is not None and self._last_load[0] == key:
             # Same object (content-addressed, immutable): a lazy copy of the kept frame.
             return self._last_load[1].copy(deep=False), manifest.to_dict()
+        import pandas as pd
+
         local = self.store.local_path(key)
         try:
             if local is not None:
                 # With a filesystem, pyarrow opens the path natively; without one pandas
                 # reads through a Python file object, which measured ~10-25% slower.
-                df = pd.read_parquet(local, engine="pyarrow", filesystem=_LOCAL_FS)
+                df = pd.read_parquet(local, engine="pyarrow", filesystem=_local_fs())
             else:
                 with self.store.open_read(key) as f:
                     df = pd.read_parquet(f, engine="pyarrow")

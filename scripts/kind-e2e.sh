@@ -5,6 +5,12 @@
 #   -> start a run from the CronJob -> wait for the controller Job (bounded) -> print its
 #   log (the run summary) -> delete the cluster (always, via trap).
 #
+# `helm install` runs without --wait: the chart's only workload is a CronJob, so no pod
+# uses the claim at install time, and kind's default StorageClass binds a claim only for
+# its first pod (WaitForFirstConsumer): --wait would time out (helm/helm#10733). The
+# helm test pod is the claim's first consumer. tests/test_kind_e2e.py checks these
+# commands against the rendered chart.
+#
 # Needs docker, kind, helm and kubectl; exits 2 naming the missing ones otherwise.
 # Environment:
 #   CLUSTER=mlops-e2e        kind cluster name
@@ -72,14 +78,23 @@ kind load docker-image "$IMAGE" --name "$CLUSTER"
 log "helm install $RELEASE ($VALUES)"
 helm install "$RELEASE" "$CHART" --kube-context "$CONTEXT" -n "$NAMESPACE" --create-namespace \
   -f "$VALUES" --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
-  --wait --timeout 5m
+  --timeout 5m
 
 log "helm test: the store is reachable and writable (mlops storage-check)"
+# The test pod is kept after it passes (no hook-succeeded delete policy), so --logs can
+# read it (helm/helm#9098).
 helm test "$RELEASE" --kube-context "$CONTEXT" -n "$NAMESPACE" --logs --timeout 5m
+
+# manual_job_name CRONJOB: <cronjob cut to 45>-manual-<epoch>, at most 63 characters (a
+# CronJob name has up to 52; the suffix takes 18).
+manual_job_name() {
+  local prefix="${1:0:45}"
+  printf '%s-manual-%s\n' "${prefix%-}" "$(date +%s)"
+}
 
 CRONJOB="$("${KUBECTL[@]}" get cronjob -l "app.kubernetes.io/instance=$RELEASE" \
   -o jsonpath='{.items[0].metadata.name}')"
-JOB="${CRONJOB}-manual-$(date +%s)"
+JOB="$(manual_job_name "$CRONJOB")"
 log "starting run $JOB from cronjob/$CRONJOB"
 "${KUBECTL[@]}" create job --from="cronjob/$CRONJOB" "$JOB"
 

@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.run import QUICK, run
+from benchmarks.run import QUICK, Row, _merge, run
 
 EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "D1"}
 
@@ -20,6 +20,7 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
     ids = {r.id for r in rows}
     assert ids >= EXPECTED
     assert {f"B9-{n:,}" for n in QUICK.b9_rows} <= ids
+    assert {"B10-help", "B10-versions-data", "B10-show-model", "B10-config"} <= ids
     has_dvc = importlib.util.find_spec("dvc") is not None
     for r in rows:
         if r.id == "B8" and not has_dvc:
@@ -37,3 +38,20 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results" / "latest.json").read_text())
     assert {r["id"] for r in data["rows"]} == ids
     assert data["machine"]["cores"] >= 1
+
+
+def test_merge_replaces_only_the_rows_measured_again(tmp_path: Path) -> None:
+    old = [Row("B1", "register", 1.0, 2.0, 0.5, "<= 1.2", True),
+           Row("B10-help", "mlops --help", 0.9, 0.1, 9.0, "<= 2.0", False)]
+    (tmp_path / "latest.json").write_text(json.dumps(
+        {"machine": {"cores": 2}, "sizes": {}, "elapsed_s": 100.0,
+         "rows": [r.__dict__ for r in old]}))
+    new = [Row("B10-help", "mlops --help", 0.2, 0.1, 2.0, "<= 2.0", True),
+           Row("B10-config", "mlops config", 0.2, 0.1, 2.0, "<= 2.0", True)]
+    merged = _merge(tmp_path, new, ("B10",), 5.0)
+    assert merged is not None
+    rows, doc = merged
+    assert [(r.id, r.a_seconds) for r in rows] == [("B1", 1.0), ("B10-help", 0.2),
+                                                    ("B10-config", 0.2)]
+    assert doc["elapsed_s"] == 100.0 and doc["merged_runs"][0]["groups"] == ["B10"]
+    assert _merge(tmp_path / "nothing", new, ("B10",), 5.0) is None

@@ -45,11 +45,13 @@ KUBE_VERSION = "1.30.0"
 POD_SECURITY = {
     "runAsNonRoot": True,
     "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "fsGroupChangePolicy": "OnRootMismatch",
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 CONTAINER_SECURITY = {
     "runAsNonRoot": True,
-    "runAsUser": 10001,
     "readOnlyRootFilesystem": True,
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
@@ -90,10 +92,17 @@ def _effective(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pod_specs(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every pod the chart defines: controller, helm test, and the step pod template."""
     specs = [cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
              for cj in by_kind(rendered, "CronJob")]
     specs += [pod["spec"] for pod in by_kind(rendered, "Pod")]
+    specs.append(_step_template(rendered))
     return specs
+
+
+def _step_template(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    template: dict[str, Any] = _config_yaml(rendered)["kubernetes"]["pod_template"]
+    return template
 
 
 def _config_yaml(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -147,7 +156,7 @@ def test_no_cluster_scoped_rbac(rendered: dict[str, list[dict[str, Any]]]) -> No
 def test_security_context_on_every_pod_and_container(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     specs = _pod_specs(rendered)
-    assert len(specs) == 2  # controller + helm test pod
+    assert len(specs) == 3  # controller, helm test pod, step pods
     for spec in specs:
         assert POD_SECURITY.items() <= spec["securityContext"].items()
         containers = spec["containers"] + spec.get("initContainers", [])
@@ -157,12 +166,12 @@ def test_security_context_on_every_pod_and_container(
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert mounts["/tmp"] == "tmp"
             volumes = {v["name"]: v for v in spec["volumes"]}
-            assert "emptyDir" in volumes["tmp"]
+            assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "1Gi"}
 
 
 def test_resource_requests_on_every_container(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
-    for spec in _pod_specs(rendered):
+    for spec in _pod_specs(rendered)[:-1]:  # the step pods' resources are per step, below
         for container in spec["containers"]:
             requests = container["resources"]["requests"]
             assert requests.get("cpu") and requests.get("memory"), container["name"]
@@ -174,7 +183,6 @@ def test_resource_requests_on_every_container(
 def test_images_are_pinned(variant: tuple[str, dict[str, Any]],
                            rendered: dict[str, list[dict[str, Any]]]) -> None:
     images = [c["image"] for spec in _pod_specs(rendered) for c in spec["containers"]]
-    images.append(_config_yaml(rendered)["kubernetes"]["image"])
     for image in images:
         assert image == "mlops:0.1.0"
         assert not image.endswith(":latest")
@@ -182,12 +190,12 @@ def test_images_are_pinned(variant: tuple[str, dict[str, Any]],
 
 def test_image_tag_defaults_to_app_version() -> None:
     rendered = render_chart({"image": {"tag": ""}})
-    assert _config_yaml(rendered)["kubernetes"]["image"] == "mlops:0.1.0"
+    assert _step_template(rendered)["containers"][0]["image"] == "mlops:0.1.0"
     rendered = render_chart({"image": {"repository": "example/mlops", "tag": "1.2.3"}})
     (cronjob,) = by_kind(rendered, "CronJob")
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "example/mlops:1.2.3"
-    assert _config_yaml(rendered)["kubernetes"]["image"] == "example/mlops:1.2.3"
+    assert _step_template(rendered)["containers"][0]["image"] == "example/mlops:1.2.3"
 
 
 @pytest.mark.parametrize("tag", ["latest", "LATEST"])
@@ -203,6 +211,9 @@ def test_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> N
     rules = sorted((r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"])
     assert rules == sorted([
         (["batch"], ["jobs"], ["create", "get", "list", "watch", "delete"]),
+        # blockOwnerDeletion on the step Jobs' owner reference (OwnerReferencesPermission-
+        # Enforcement, e.g. OpenShift): exactly this, nothing else on the finalizers.
+        (["batch"], ["jobs/finalizers"], ["update"]),
         ([""], ["pods"], ["get", "list", "watch"]),
         ([""], ["pods/log"], ["get"]),
     ])
@@ -223,7 +234,7 @@ def test_rbac_and_service_account_can_be_disabled() -> None:
                              "serviceAccount": {"create": False, "name": "existing"}})
     kinds = {d["kind"] for d in all_docs(rendered)}
     assert not kinds & {"Role", "RoleBinding", "ServiceAccount"}
-    assert _config_yaml(rendered)["kubernetes"]["service_account"] == "existing"
+    assert _step_template(rendered)["serviceAccountName"] == "existing"
 
 
 def test_service_account_annotations() -> None:
@@ -250,7 +261,15 @@ def test_cronjob_and_controller_job(variant: tuple[str, dict[str, Any]],
     assert spec["failedJobsHistoryLimit"] == cron["failedJobsHistoryLimit"]
     assert spec["suspend"] is cron["suspend"]
     job = spec["jobTemplate"]["spec"]
-    assert job["backoffLimit"] == 0
+    # A disrupted controller is retried without counting (and resumes the run by its
+    # Job's name); exit 2 is final; other failures retry controller.backoffLimit times.
+    assert job["backoffLimit"] == values["controller"]["backoffLimit"] == 1
+    assert job["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget",
+                                                  "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "controller",
+                                              "operator": "In", "values": [2]}},
+    ]
     assert job["activeDeadlineSeconds"] == values["controller"]["activeDeadlineSeconds"]
     pod = job["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -270,7 +289,7 @@ def test_cronjob_and_controller_job(variant: tuple[str, dict[str, Any]],
     (cm,) = by_kind(rendered, "ConfigMap")
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
     assert config_volume["configMap"]["name"] == cm["metadata"]["name"]
-    assert pod["serviceAccountName"] == _config_yaml(rendered)["kubernetes"]["service_account"]
+    assert pod["serviceAccountName"] == _step_template(rendered)["serviceAccountName"]
 
 
 def test_cronjob_name_leaves_room_for_the_job_suffix() -> None:
@@ -310,13 +329,21 @@ def test_config_yaml_loads_with_the_project_loader(
             backoff_limit=given["backoffLimit"],
         ), step
     assert k8s.namespace == "ns"
-    assert k8s.image_pull_policy == values["image"]["pullPolicy"]
     assert k8s.ttl_seconds_after_finished == values["stepJobs"]["ttlSecondsAfterFinished"]
     assert k8s.step_timeout_seconds == values["stepJobs"]["timeoutSeconds"]
-    assert k8s.env == values["env"]
-    assert k8s.config_mount_path == "/etc/mlops"
-    (cm,) = by_kind(rendered, "ConfigMap")
-    assert k8s.config_map == cm["metadata"]["name"]
+    # The step pod is the chart's: the controller's pod pieces, rendered once.
+    (cronjob,) = by_kind(rendered, "CronJob")
+    controller = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    template = k8s.pod_template
+    for key in ("serviceAccountName", "securityContext", "volumes", "restartPolicy"):
+        assert template[key] == controller[key], key
+    for key in ("image", "imagePullPolicy", "securityContext", "volumeMounts"):
+        assert template["containers"][0][key] == controller["containers"][0][key], key
+    assert template["containers"][0]["imagePullPolicy"] == values["image"]["pullPolicy"]
+    assert template["containers"][0]["args"] == ["--config", "/etc/mlops/config.yaml"]
+    assert template["automountServiceAccountToken"] is False
+    assert template["terminationGracePeriodSeconds"] == \
+        values["stepJobs"]["terminationGracePeriodSeconds"]
     assert k8s.labels["app.kubernetes.io/instance"] == "demo"
     # Step Job names <release>-<run-id>-<step> start with the chart's full name.
     (cronjob,) = by_kind(rendered, "CronJob")
@@ -332,7 +359,9 @@ def test_train_step_values_reach_the_config_map() -> None:
         "activeDeadlineSeconds": 999,
         "backoffLimit": 4,
     }
-    rendered = render_chart({"steps": {"train": train}})
+    # A train pool of its own needs a claim on several nodes (or none).
+    rendered = render_chart({"steps": {"train": train},
+                             "persistence": {"accessModes": ["ReadWriteMany"]}})
     raw = _config_yaml(rendered)["kubernetes"]["steps"]["train"]
     assert raw == {
         "resources": train["resources"],
@@ -351,7 +380,7 @@ def test_prod_train_runs_on_its_node_pool() -> None:
     train = cfg.kubernetes.steps.train
     assert train.node_selector and train.tolerations
     assert cfg.storage.uri.startswith("gs://")
-    assert cfg.kubernetes.pvc_claim == ""
+    assert "data" not in {v["name"] for v in cfg.kubernetes.pod_template["volumes"]}
 
 
 def test_config_is_a_pass_through() -> None:
@@ -387,8 +416,8 @@ def test_persistence_is_the_store_and_mounted_in_the_controller() -> None:
     (pvc,) = by_kind(rendered, "PersistentVolumeClaim")
     cfg = Config.from_dict(_config_yaml(rendered))
     assert cfg.storage.uri == "file:///data"
-    assert cfg.kubernetes.pvc_claim == pvc["metadata"]["name"]
-    assert cfg.kubernetes.pvc_mount_path == "/data"
+    step_volumes = {v["name"]: v for v in cfg.kubernetes.pod_template["volumes"]}
+    assert step_volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     mounts = {m["name"]: m["mountPath"] for m in _controller_container(rendered)["volumeMounts"]}
     assert mounts["data"] == "/data"
     (cronjob,) = by_kind(rendered, "CronJob")
@@ -407,19 +436,17 @@ def test_persistence_options() -> None:
     assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
     rendered = render_chart({"persistence": {"existingClaim": "mine"}})
     assert by_kind(rendered, "PersistentVolumeClaim") == []
-    assert _config_yaml(rendered)["kubernetes"]["pvc_claim"] == "mine"
+    volumes = {v["name"]: v for v in _step_template(rendered)["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "mine"
 
 
 def test_credentials_secret_reaches_controller_and_steps() -> None:
     rendered = render_chart(SECRET_VALUES)
     assert by_kind(rendered, "PersistentVolumeClaim") == []
     assert not any(d["kind"] == "Secret" for d in all_docs(rendered))  # never created
-    k8s = Config.from_dict(_config_yaml(rendered)).kubernetes
-    assert k8s.env_from_secret == "bucket-creds"
-    assert k8s.credentials_secret == "bucket-creds"
-    assert k8s.credentials_mount_path == "/var/secrets/mlops"
-    assert k8s.pvc_claim == ""
-    for spec in _pod_specs(rendered):
+    specs = _pod_specs(rendered)
+    assert len(specs) == 3  # controller, helm test pod, step pods
+    for spec in specs:
         (container,) = spec["containers"]
         assert container["envFrom"] == [{"secretRef": {"name": "bucket-creds"}}]
         mounts = {m["name"]: m for m in container["volumeMounts"]}
@@ -427,7 +454,8 @@ def test_credentials_secret_reaches_controller_and_steps() -> None:
                                          "mountPath": "/var/secrets/mlops", "readOnly": True}
         assert "data" not in mounts
         volumes = {v["name"]: v for v in spec["volumes"]}
-        assert volumes["credentials"]["secret"]["secretName"] == "bucket-creds"
+        assert volumes["credentials"]["secret"] == {"secretName": "bucket-creds",
+                                                    "defaultMode": 0o440}
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/mlops/key.json"
 

@@ -1,4 +1,4 @@
-"""The controller against the fake API server (tests/fakes/kube_api.py) with the real client.
+"""The controller against the fake API server (tests/fakes/kube/) with the real client.
 
 The fake's "kubelet" runs each step Job's container command as a local subprocess:
 ``mlops`` is mapped to a small test-only wrapper (``WRAPPER`` below) that by default just
@@ -11,6 +11,7 @@ controller and the step subprocesses; its ``storage.uri`` is in the ConfigMap's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,8 +29,17 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.controller import resolve_run_id
 from mlops.errors import InvalidVersionIdError, KubernetesBadRequestError
-from mlops.k8s import build_job, job_name, label_value, load_target
-from tests.fakes.kube_api import FakeKubeAPI
+from mlops.k8s import (
+    WAIT_MARGIN_SECONDS,
+    build_job,
+    default_pod_template,
+    job_name,
+    job_state,
+    label_value,
+    load_target,
+    step_wait_seconds,
+)
+from tests.fakes.kube import FakeKubeAPI
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]  # kube_api_factory
 
@@ -55,6 +65,14 @@ elif mode == "block":
         time.sleep(0.05)
 elif mode == "sleep":
     time.sleep(60)
+    sys.exit(1)
+elif mode == "stubborn":  # ignores SIGTERM: stops only at SIGKILL, after the grace period
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: print(f"{step}: SIGTERM ignored", flush=True))
+    print(f"{step}: working past the deadline", flush=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        time.sleep(0.05)
     sys.exit(1)
 elif mode == "noop":
     sys.exit(0)
@@ -202,7 +220,9 @@ def test_job_manifest_is_strictly_valid_and_carries_every_setting() -> None:
     assert c["command"] == ["mlops"]
     assert c["args"] == ["train", "--config", "/etc/mlops/config.yaml", "--run-id", "r1"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert pod["securityContext"]["runAsUser"] == 10001
+    # No fixed ids outside the chart: the image's numeric USER keeps runAsNonRoot true.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in pod["securityContext"]
     assert pod["nodeSelector"] == {"pool": "big"} and pod["restartPolicy"] == "Never"
     assert {"name": "MLOPS_STORAGE_URI", "value": "s3://b"} in c["env"]
     assert c["envFrom"] == [{"secretRef": {"name": "s3-keys"}}]
@@ -348,8 +368,52 @@ def test_active_deadline_exceeded_fails_with_exit_1(
     assert env.result("r-deadline", "controller")["status"] == "failed"
 
 
-def test_step_timeout_of_the_controller(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    env.configure(step_timeout_seconds=1)
+def test_deadline_is_reported_with_the_pod_log_not_as_a_controller_timeout(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """Kubernetes 1.31+: FailureTarget comes at the deadline, Failed only after the grace
+    period; a controller waiting exactly the deadline used to time out in between."""
+    env.api.termination_grace_seconds = 30.0  # the fake's cap: the pod's 3 s apply
+    template = default_pod_template(Config.from_dict({}).kubernetes)
+    template["terminationGracePeriodSeconds"] = 3
+    env.configure(step_timeout_seconds=2, pod_template=template,
+                  steps={"ingest": {"active_deadline_seconds": 2}})
+    env.set_modes(ingest="stubborn")
+    code, _, err = run(env, capsys, "r-grace")
+    assert code == 1, err
+    assert "step ingest failed: Job mlops-r-grace-ingest DeadlineExceeded" in err
+    assert "ingest: working past the deadline" in err  # the pod's log
+    assert "did not finish within" not in err
+    job = env.api.wait_for_job(NS, "mlops-r-grace-ingest", timeout=20)
+    types = [c["type"] for c in job["status"]["conditions"]]
+    assert types.index("FailureTarget") < types.index("Failed")
+
+
+def test_step_wait_covers_the_deadline_and_grace_period() -> None:
+    k8s = Config.from_dict({"kubernetes": {
+        "step_timeout_seconds": 900, "pod_template": {"terminationGracePeriodSeconds": 45},
+        "steps": {"train": {"active_deadline_seconds": 900}}}}).kubernetes
+    assert step_wait_seconds(k8s, "train") == 900 + 45 + WAIT_MARGIN_SECONDS
+    assert step_wait_seconds(k8s, "ingest") == 3600 + 45 + WAIT_MARGIN_SECONDS
+    longer = dataclasses.replace(k8s, step_timeout_seconds=99999)
+    assert step_wait_seconds(longer, "train") == 99999
+
+
+@pytest.mark.parametrize(("conditions", "state"), [
+    ([{"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}], "Failed"),
+    ([{"type": "SuccessCriteriaMet", "status": "True"}], "Complete"),
+    ([{"type": "Complete", "status": "True"}], "Complete"),
+    ([{"type": "Suspended", "status": "True"}], None),
+    ([{"type": "FailureTarget", "status": "False"}], None),
+])
+def test_terminal_conditions_of_1_31(conditions: list[dict[str, str]], state: str | None) -> None:
+    assert job_state({"status": {"conditions": conditions}}) == state
+
+
+def test_step_timeout_of_the_controller(env: Env, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stand-in: a Job that outlives its deadline plus grace period (a stuck Job controller)
+    # cannot happen in the fake, so the controller's wait is cut to 1 s here.
+    monkeypatch.setattr("mlops.k8s.step_wait_seconds", lambda k8s, step: 1.0)
     env.set_modes(ingest="sleep")
     code, _, err = run(env, capsys, "r-timeout")
     assert code == 1
@@ -368,8 +432,8 @@ def test_completed_job_without_result_is_bad_input(
 
 # --- resume, concurrency, SIGTERM ---------------------------------------------------------
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=90)
+    try:  # bounded, with room for a run of three step processes on a loaded 2-core machine
+        return proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -405,7 +469,13 @@ def test_killed_controller_resumes_without_rerunning_ingest(env: Env) -> None:
 
 def test_two_controllers_with_one_run_id_create_one_set_of_jobs(env: Env) -> None:
     procs = [env.spawn("r-twin"), env.spawn("r-twin")]
-    outs = [_stop(p) for p in procs]
+    try:
+        outs = [_stop(p) for p in procs]
+    finally:  # a timeout of the first must not leave the second running
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     assert [p.returncode for p in procs] == [0, 0], outs
     assert env.job_names() == [f"mlops-r-twin-{s}" for s in ("ingest", "monitor-check", "train")]
     for name in env.job_names():
@@ -465,6 +535,32 @@ def test_rbac_forbidden(quiet: Env, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     assert "mlops: error: forbidden by RBAC in namespace 'mlops' (create Job mlops-r1-ingest)" \
         in err
+
+
+def test_owner_reference_needs_finalizers_permission(
+        env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """OwnerReferencesPermissionEnforcement (OpenShift): blockOwnerDeletion needs update on
+    jobs/finalizers, which the chart's Role grants; without it the first Job gets 403."""
+    monkeypatch.setenv("MLOPS_JOB_NAME", "ctl-1")
+    monkeypatch.setenv("MLOPS_JOB_UID", "0c6f3c1e-0000-4000-8000-000000000002")
+    env.api.enforce_owner_references = True
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs"],
+              "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+    env.api.use_role({"metadata": {"namespace": NS}, "rules": rules})
+    env.set_modes(ingest="noop")
+    code, _, err = run(env, capsys, "r-owner")
+    assert code == 2
+    assert ("forbidden by RBAC in namespace 'mlops' (create Job mlops-r-owner-ingest): "
+            "jobs.batch \"mlops-r-owner-ingest\" is forbidden: cannot set blockOwnerDeletion "
+            "if an ownerReference refers to a resource you can't set finalizers on") in err
+    assert env.job_names() == []
+    env.api.use_role({"metadata": {"namespace": NS}, "rules": [*rules, {
+        "apiGroups": ["batch"], "resources": ["jobs/finalizers"], "verbs": ["update"]}]})
+    env.set_modes(ingest="noop", monitor_check="noop")
+    code, _, err = run(env, capsys, "r-owner")
+    assert "mlops-r-owner-ingest" in env.job_names(), err
 
 
 def test_invalid_job_is_a_422(quiet: Env, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube import FakeKubeAPI
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]
 
@@ -310,6 +310,62 @@ def test_active_deadline_exceeded(batch: client.BatchV1Api) -> None:
     assert failed.reason == "DeadlineExceeded"
     assert failed.message == "Job was active longer than specified deadline"
     assert time.monotonic() - started < 10
+
+
+def test_deadline_sets_failure_target_then_failed_after_the_grace_period(
+    kube_api: FakeKubeAPI, batch: client.BatchV1Api
+) -> None:
+    """Kubernetes 1.31+: FailureTarget at the deadline, Failed once the pod has stopped."""
+    kube_api.termination_grace_seconds = 10.0  # the fake's cap; the pod asks for 1 s
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)"
+    body = job_manifest("stubborn", py(stubborn), activeDeadlineSeconds=1)
+    body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    batch.create_namespaced_job(NS, body)
+    seen: dict[str, float] = {}
+    end = time.monotonic() + 15
+    while "Failed" not in seen and time.monotonic() < end:
+        job = kube_api.get_object("jobs", NS, "stubborn") or {}
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            seen.setdefault(cond["type"], time.monotonic())
+        if "FailureTarget" in seen and "Failed" not in seen:
+            (pod,) = kube_api.pods(NS, "stubborn")
+            assert pod["status"]["phase"] == "Running"  # still terminating
+        time.sleep(0.02)
+    assert seen["Failed"] - seen["FailureTarget"] >= 0.8  # the 1 s grace period
+    (pod,) = kube_api.pods(NS, "stubborn")
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+def test_role_and_owner_reference_enforcement(
+    kube_api: FakeKubeAPI, batch: client.BatchV1Api
+) -> None:
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "ctl", "uid": "u-1",
+             "blockOwnerDeletion": True}
+    body = job_manifest("owned", py("pass"))
+    body["metadata"]["ownerReferences"] = [owner]
+    kube_api.enforce_owner_references = True
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "list"]}]
+    kube_api.use_role({"metadata": {"namespace": NS}, "rules": rules})
+    with pytest.raises(ApiException) as info:
+        batch.create_namespaced_job(NS, body)
+    assert info.value.status == 403
+    assert "cannot set an ownerRef on a resource you can't delete" in info.value.body
+    rules[0]["verbs"].append("delete")
+    kube_api.use_role({"metadata": {"namespace": NS}, "rules": rules})
+    with pytest.raises(ApiException) as info:
+        batch.create_namespaced_job(NS, body)
+    assert "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't " \
+        "set finalizers on" in info.value.body
+    with pytest.raises(ApiException) as info:  # not granted by the Role: 403
+        batch.read_namespaced_job("owned", NS)
+    assert info.value.status == 403
+    kube_api.use_role({"metadata": {"namespace": NS}, "rules": [*rules, {
+        "apiGroups": ["batch"], "resources": ["jobs/finalizers"], "verbs": ["update"]}]})
+    batch.create_namespaced_job(NS, body)
+    assert [j["metadata"]["name"] for j in kube_api.jobs(NS)] == ["owned"]
+    with pytest.raises(ApiException) as info:  # a Role grants in its namespace only
+        batch.list_namespaced_job("default")
+    assert info.value.status == 403
 
 
 def test_missing_namespace_is_404(batch: client.BatchV1Api) -> None:

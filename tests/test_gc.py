@@ -11,7 +11,15 @@ import pytest
 
 from mlops import cli
 from mlops.errors import BadInputError
-from mlops.gc import Deletion, GcContext, apply_gc, plan_gc, run_gc
+from mlops.gc import (
+    DEFAULT_GRACE_SECONDS,
+    Deletion,
+    GcContext,
+    apply_gc,
+    check_grace,
+    plan_gc,
+    run_gc,
+)
 from mlops.storage import open_store
 from tests import _workers
 
@@ -122,3 +130,85 @@ def test_gc_text_output(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert out[-1].startswith("would delete 0 data and 0 model version(s) by retention, "
                               "1 orphaned object(s); kept 0 younger than 0s")
     assert root.exists("data/objects/ab/cdef.parquet")
+
+
+# --- one engine: retention and orphans in one plan --------------------------------------
+def test_one_gc_run_retires_versions_and_collects_leftovers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention and crash leftovers in one plan: the retired versions' parts go with
+    them (young as they are) and are not reported as orphans; a young leftover stays."""
+    store = tmp_path / "s"
+    root = open_store(str(store))
+    versioner, registry, _ = _workers.stores(root.uri, {})
+    old, new = versioner.register(_workers.frame(1)), versioner.register(_workers.frame(2))
+    for vid in ("m1", "m2", "m3"):
+        registry.save({"m": vid}, vid)
+    registry.set_alias("m3")
+    old_object = f"data/{versioner.get_metadata(old)['object']}"
+    root.write_bytes("data/objects/ab/cdef.parquet", b"orphan")  # old enough, below
+    old_mtime = time.time() - 7200
+    os.utime(store / "data/objects/ab/cdef.parquet", (old_mtime, old_mtime))
+    root.write_bytes("models/m9/model-0123456789abcdef.joblib", b"young leftover")
+    monkeypatch.setenv("MLOPS_STORAGE_URI", str(store))
+    config = tmp_path / "c.yaml"
+    config.write_text("retention:\n  keep_data_versions: 1\n  keep_models: 1\n")
+
+    assert cli.main(["gc", "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:4] == [
+        f"deleted data version {old}  (older than the newest 1 data versions "
+        "(retention.keep_data_versions))",
+        "deleted model version m2  (older than the newest 1 model versions "
+        "(retention.keep_models))",
+        "deleted model version m1  (older than the newest 1 model versions "
+        "(retention.keep_models))",
+        "deleted data/objects/ab/cdef.parquet  (data object referenced by no manifest)"]
+    assert out[-1].startswith("deleted 1 data and 2 model version(s) by retention, "
+                              "1 orphaned object(s); kept 1 younger than 3600s")
+    assert versioner.list_versions() == [new] and registry.list_versions() == ["m3"]
+    left = set(root.walk())
+    assert old_object not in left and not any(k.startswith(("models/m1/", "models/m2/"))
+                                              for k in left)
+    assert not any(k.endswith(("~m1", "~m2", f"~{old}")) for k in left)
+    assert "models/m9/model-0123456789abcdef.joblib" in left  # young: maybe in flight
+    registry.load("m3")
+    versioner.load(new)
+
+
+def test_retired_version_parts_ignore_the_grace_but_young_leftovers_do_not(
+        tmp_path: Path) -> None:
+    root = open_store(str(tmp_path / "s"))
+    versioner = _workers.stores(root.uri, {})[0]
+    old = versioner.register(_workers.frame(1))
+    versioner.register(_workers.frame(2))
+    root.write_bytes("data/index/29990101T000000.000000Z~ghost", b"")  # a future marker
+    plan = plan_gc(root, sources=[lambda ctx: [Deletion.version("data", old, "test")]])
+    retired = [d for d in plan.deletions if d.part_of == f"data/versions/{old}.json"]
+    assert sorted(d.kind for d in retired) == ["data-object", "index-marker"]
+    assert [d.version_id for d in plan.versions] == [old]
+    assert plan.young == ("data/index/29990101T000000.000000Z~ghost",)
+    assert plan.orphans().deletions == ()
+
+
+def test_a_source_may_only_report(tmp_path: Path) -> None:
+    """The place for a consistency check: a source that proposes nothing, reports."""
+    root = open_store(str(tmp_path / "s"))
+    versioner = _workers.stores(root.uri, {})[0]
+    vid = versioner.register(_workers.frame(1))
+
+    def check(ctx: GcContext) -> list[Deletion]:
+        ctx.warnings.extend(f"checked {v}" for v in ctx.data_manifests)
+        return []
+
+    plan = run_gc(root, grace_seconds=0, sources=[check])
+    assert plan.warnings == (f"checked {vid}",) and plan.deletions == ()
+
+
+def test_grace_check_and_default_are_shared() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["gc"])
+    assert args.grace_seconds == DEFAULT_GRACE_SECONDS
+    assert check_grace(0) == 0
+    with pytest.raises(BadInputError, match=r"got -0\.5"):
+        check_grace(-0.5)

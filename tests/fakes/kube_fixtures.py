@@ -1,4 +1,4 @@
-"""Pytest fixtures around :class:`tests.fakes.kube_api.FakeKubeAPI`.
+"""Pytest fixtures around :class:`tests.fakes.kube.FakeKubeAPI`.
 
 Import them into a test module (``from tests.fakes.kube_fixtures import kube_api, kubeconfig,
 kube_client  # noqa: F401``) or list ``"tests.fakes.kube_fixtures"`` in ``pytest_plugins``.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube import FakeKubeAPI
 
 
 @pytest.fixture

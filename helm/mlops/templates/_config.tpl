@@ -1,0 +1,121 @@
+{{/*
+Config rendering: config.yaml of every mlops process, and the checks of value
+combinations that cannot work (they fail at install time, naming the values).
+*/}}
+
+{{/*
+mlops.storageUri: config.storage.uri, or file://<persistence.mountPath> when it is
+empty and persistence is enabled; fails when there is no store at all.
+*/}}
+{{- define "mlops.storageUri" -}}
+{{- $storage := default dict .Values.config.storage -}}
+{{- $uri := default "" $storage.uri -}}
+{{- if $uri -}}
+{{- $uri -}}
+{{- else if .Values.persistence.enabled -}}
+{{- printf "file://%s" .Values.persistence.mountPath -}}
+{{- else -}}
+{{- fail "config.storage.uri is required (gs://bucket/prefix or s3://bucket/prefix) unless persistence.enabled is true" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlops.credentialsCheck: fails when credentials are half configured.
+*/}}
+{{- define "mlops.credentialsCheck" -}}
+{{- if and .Values.credentials.existingSecret (not (or .Values.credentials.envFrom .Values.credentials.mount)) -}}
+{{- fail "credentials.existingSecret is set: also set credentials.envFrom and/or credentials.mount" -}}
+{{- end -}}
+{{- if and (not .Values.credentials.existingSecret) (or .Values.credentials.envFrom .Values.credentials.mount) -}}
+{{- fail "credentials.envFrom/credentials.mount need credentials.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlops.persistenceCheck: fails on access modes that cannot serve a run. The controller and
+the running step mount the claim at the same time: ReadWriteOncePod refuses the second
+pod even on one node, ReadOnlyMany cannot hold a store. With ReadWriteOnce the steps run
+on the controller's node (mlops.claimOnOneNode), so a step nodeSelector must be one the
+controller's node also satisfies.
+*/}}
+{{- define "mlops.persistenceCheck" -}}
+{{- if .Values.persistence.enabled -}}
+{{- $modes := .Values.persistence.accessModes | default list -}}
+{{- if has "ReadWriteOncePod" $modes -}}
+{{- fail "persistence.accessModes: ReadWriteOncePod admits one pod, but the controller and a step mount the store together; use ReadWriteMany, or ReadWriteOnce (every pod of a run then runs on the controller's node)" -}}
+{{- end -}}
+{{- if not (or (has "ReadWriteOnce" $modes) (has "ReadWriteMany" $modes)) -}}
+{{- fail "persistence.accessModes: the store must be writable: use ReadWriteMany or ReadWriteOnce" -}}
+{{- end -}}
+{{- if include "mlops.claimOnOneNode" . -}}
+{{- $controller := .Values.controller.nodeSelector | default dict -}}
+{{- range $step, $pod := .Values.steps -}}
+{{- range $k, $v := ($pod.nodeSelector | default dict) -}}
+{{- if ne (toString (get $controller $k)) (toString $v) -}}
+{{- fail (printf "steps.%s.nodeSelector %s=%s: with persistence.accessModes ReadWriteOnce every pod of a run runs on the controller's node (the claim attaches to one node); set controller.nodeSelector to match or use ReadWriteMany" $step $k $v) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlops.stepConfig: one step's values (camelCase) as the config.yaml keys (snake_case).
+*/}}
+{{- define "mlops.stepConfig" -}}
+resources:
+  {{- toYaml .resources | nindent 2 }}
+node_selector:
+  {{- toYaml (default dict .nodeSelector) | nindent 2 }}
+tolerations:
+  {{- toYaml (default list .tolerations) | nindent 2 }}
+active_deadline_seconds: {{ int .activeDeadlineSeconds }}
+backoff_limit: {{ int .backoffLimit }}
+{{- end -}}
+
+{{/*
+mlops.kubernetesConfig: the `kubernetes` section of config.yaml, which the controller
+reads to create the step Jobs: the step pod (pod_template, from mlops.stepPodSpec), the
+per-step settings and the Job names and labels.
+*/}}
+{{- define "mlops.kubernetesConfig" -}}
+namespace: {{ .Release.Namespace | quote }}
+release: {{ include "mlops.fullname" . | quote }}
+ttl_seconds_after_finished: {{ int .Values.stepJobs.ttlSecondsAfterFinished }}
+step_timeout_seconds: {{ int .Values.stepJobs.timeoutSeconds }}
+same_node_as_controller: {{ include "mlops.claimOnOneNode" . | eq "true" }}
+labels:
+  {{- include "mlops.selectorLabels" . | nindent 2 }}
+  app.kubernetes.io/component: step
+  {{- with .Values.stepJobs.labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+pod_template:
+  {{- include "mlops.stepPodSpec" . | nindent 2 }}
+steps:
+  ingest:
+    {{- include "mlops.stepConfig" .Values.steps.ingest | nindent 4 }}
+  monitor_check:
+    {{- include "mlops.stepConfig" .Values.steps.monitorCheck | nindent 4 }}
+  train:
+    {{- include "mlops.stepConfig" .Values.steps.train | nindent 4 }}
+{{- end -}}
+
+{{/*
+mlops.configYaml: the whole config.yaml: the pass-through .Values.config with the
+resolved storage.uri and the chart-owned `kubernetes` section.
+*/}}
+{{- define "mlops.configYaml" -}}
+{{- include "mlops.credentialsCheck" . -}}
+{{- include "mlops.persistenceCheck" . -}}
+{{- $cfg := deepCopy (default dict .Values.config) -}}
+{{- if hasKey $cfg "kubernetes" -}}
+{{- fail "config.kubernetes is rendered by the chart; set steps, stepJobs, image, env, credentials and persistence instead" -}}
+{{- end -}}
+{{- $storage := deepCopy (default dict (get $cfg "storage")) -}}
+{{- $_ := set $storage "uri" (include "mlops.storageUri" .) -}}
+{{- $_ := set $cfg "storage" $storage -}}
+{{- $_ := set $cfg "kubernetes" (include "mlops.kubernetesConfig" . | fromYaml) -}}
+{{- toYaml $cfg -}}
+{{- end -}}

@@ -1,0 +1,296 @@
+"""The object store: objects by (resource, namespace, name), resourceVersions and the
+event history that watches replay; create and delete with the API's validation."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import copy
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.kube.model import (
+    JSON,
+    KIND_BY_NAME,
+    KINDS,
+    JobRun,
+    Kind,
+    KubeAPIError,
+    RequestRecord,
+    bad_request_error,
+    invalid_error,
+    namespace_not_found_error,
+    not_found_error,
+    random_suffix,
+    utc_timestamp,
+)
+from tests.fakes.kube.selectors import Selector
+from tests.fakes.kube.validation import (
+    check_labels,
+    check_name,
+    default_job,
+    schema_errors,
+    validate_config,
+    validate_job,
+)
+
+
+class ObjectStore:
+    """Objects by (resource, namespace, name), resourceVersions and the watch event history.
+
+    The state of every part of the server is declared here and set by
+    :class:`~tests.fakes.kube.api.FakeKubeAPI`; one lock (``_cond``'s) guards all of it.
+    """
+
+    # Configuration (see FakeKubeAPI).
+    command_map: dict[str, list[str]]
+    pvc_dirs: dict[str, Path]
+    base_env: dict[str, str] | None
+    user: str
+    retry_backoff: float
+    termination_grace_seconds: float
+    max_job_seconds: float
+    kube_version: str
+    token: str
+    enforce_owner_references: bool
+    kubelet_errors: list[str]
+    # Store.
+    _lock: threading.RLock
+    _cond: threading.Condition
+    _rv: int
+    _objects: dict[tuple[str, str, str], JSON]
+    _events: collections.deque[tuple[int, str, str, str, JSON, JSON | None]]
+    _compacted_rv: int
+    _logs: dict[tuple[str, str], bytearray]
+    # Access, faults, requests (server) and running Jobs (kubelet).
+    _forbidden: set[tuple[str, str, str | None]]
+    _role: JSON | None
+    _faults: list[list[Any]]
+    _requests: collections.deque[RequestRecord]
+    _runs: dict[str, JobRun]
+    _stopping: threading.Event
+
+    def _start_job(self, run: JobRun) -> None:
+        """Start running a created Job (the kubelet's part)."""
+        raise NotImplementedError
+
+    def _check_owner_references(self, kind: Kind, namespace: str, obj: JSON) -> None:
+        """Admission of ownerReferences (the server's part): raise KubeAPIError to refuse."""
+
+    def add_namespace(self, name: str) -> None:
+        """Create a namespace (idempotent)."""
+        with self._lock:
+            if ("namespaces", "", name) in self._objects:
+                return
+            obj = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "uid": str(uuid.uuid4()),
+                    "creationTimestamp": utc_timestamp(),
+                    "labels": {"kubernetes.io/metadata.name": name},
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            }
+            self._put("namespaces", "", obj, "ADDED")
+
+
+    def get_object(self, resource: str, namespace: str, name: str) -> JSON | None:
+        """Return a deep copy of a stored object, or ``None``."""
+        with self._lock:
+            obj = self._objects.get((resource, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def _list(self, resource: str, namespace: str | None, selector: Selector | None) -> list[JSON]:
+        with self._lock:
+            items = [
+                copy.deepcopy(o)
+                for (r, ns, _), o in sorted(self._objects.items())
+                if r == resource and (namespace is None or ns == namespace)
+                and (selector is None or selector.matches(o))
+            ]
+        return items
+
+    def jobs(self, namespace: str) -> list[JSON]:
+        """All Jobs in a namespace."""
+        return self._list("jobs", namespace, None)
+
+    def pods(self, namespace: str, job_name: str | None = None) -> list[JSON]:
+        """All pods in a namespace, optionally only those of one Job (oldest first)."""
+        sel = Selector("pods", f"job-name={job_name}" if job_name else None, None)
+        pods = self._list("pods", namespace, sel)
+        return sorted(pods, key=lambda p: int(p["metadata"]["resourceVersion"]))
+
+    def pod_log(self, namespace: str, pod_name: str) -> str:
+        """The captured stdout+stderr of a pod's container."""
+        with self._lock:
+            return bytes(self._logs.get((namespace, pod_name), b"")).decode(errors="replace")
+
+    def create_object(self, obj: JSON) -> JSON:
+        """Create an object server-side with the same validation as HTTP (raises KubeAPIError)."""
+        kind = KIND_BY_NAME.get(str(obj.get("kind")))
+        if kind is None or kind.resource in ("pods", "namespaces"):
+            raise bad_request_error(f"cannot create kind {obj.get('kind')!r} in the fake")
+        ns = (obj.get("metadata") or {}).get("namespace") or "default"
+        return self._create(kind, ns, copy.deepcopy(obj))
+
+    def delete_object(
+        self, resource: str, namespace: str, name: str, propagation_policy: str = "Background"
+    ) -> None:
+        """Delete an object server-side (raises KubeAPIError)."""
+        self._delete(KINDS[resource], namespace, name, propagation_policy)
+
+    # ------------------------------------------------------------------ store
+
+    def _put(self, resource: str, namespace: str, obj: JSON, event: str) -> JSON:
+        """Store obj with a fresh resourceVersion and record a watch event (lock held)."""
+        with self._cond:
+            key = (resource, namespace, obj["metadata"]["name"])
+            old = self._objects.get(key)
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            if event == "DELETED":
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = obj
+            if len(self._events) == self._events.maxlen:
+                self._compacted_rv = self._events[0][0]
+            self._events.append(
+                (self._rv, resource, namespace, event, copy.deepcopy(obj),
+                 copy.deepcopy(old) if old is not None else None)
+            )
+            self._cond.notify_all()
+            return copy.deepcopy(obj)
+
+    def _require_namespace(self, namespace: str) -> None:
+        if ("namespaces", "", namespace) not in self._objects:
+            raise namespace_not_found_error(namespace)
+
+    def _create(self, kind: Kind, namespace: str, obj: JSON) -> JSON:
+        if not isinstance(obj, dict):
+            raise bad_request_error("the body of the request was in an unknown format")
+        if obj.get("apiVersion") != kind.api_version or obj.get("kind") != kind.kind:
+            raise bad_request_error(
+                f"the API version in the data ({obj.get('apiVersion')}) does not match the "
+                f"expected API version ({kind.api_version})"
+                if obj.get("apiVersion") != kind.api_version
+                else f"the kind in the data ({obj.get('kind')}) does not match the expected "
+                f"kind ({kind.kind})"
+            )
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise bad_request_error("metadata must be an object")
+        if meta.get("namespace") not in (None, "", namespace):
+            raise bad_request_error(
+                "the namespace of the provided object does not match the namespace sent on the "
+                "request"
+            )
+        if meta.get("resourceVersion"):
+            raise KubeAPIError(500, "InternalError",
+                               "resourceVersion should not be set on objects to be created")
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = str(meta["generateName"]) + random_suffix()
+        name = str(meta.get("name") or "")
+        errors = schema_errors(obj, self.kube_version)
+        if not errors:
+            if kind.resource == "jobs":
+                validate_job(obj, errors)
+            else:
+                check_name(meta.get("name"), errors, "metadata.name", 253)
+                validate_config(obj, kind, errors)
+            check_labels(meta.get("labels"), "metadata.labels", errors)
+        if errors:
+            raise invalid_error(kind, name, errors)
+        self._check_owner_references(kind, namespace, obj)
+        with self._lock:
+            self._require_namespace(namespace)
+            if (kind.resource, namespace, name) in self._objects:
+                raise KubeAPIError(
+                    409, "AlreadyExists", f'{kind.qualified} "{name}" already exists',
+                    {"name": name, "group": kind.group, "kind": kind.resource},
+                )
+            uid = str(uuid.uuid4())
+            meta.update(
+                namespace=namespace, uid=uid, creationTimestamp=utc_timestamp(), generation=1
+            )
+            meta.pop("deletionTimestamp", None)
+            if kind.resource == "jobs":
+                default_job(obj, uid)
+            elif kind.resource == "secrets":
+                obj.setdefault("type", "Opaque")
+                data = obj.setdefault("data", {})
+                for k, v in (obj.pop("stringData", None) or {}).items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
+                if not data:
+                    obj.pop("data")
+                meta.pop("generation")
+            else:
+                meta.pop("generation")
+            stored = self._put(kind.resource, namespace, obj, "ADDED")
+            if kind.resource == "jobs" and not self._stopping.is_set():
+                run = JobRun(namespace, name, uid)
+                self._runs[uid] = run
+                self._start_job(run)
+            return stored
+
+    def _delete(self, kind: Kind, namespace: str, name: str, policy: str | None) -> JSON:
+        with self._lock:
+            self._require_namespace(namespace)
+            obj = self._objects.get((kind.resource, namespace, name))
+            if obj is None:
+                raise not_found_error(kind, name)
+            uid = obj["metadata"]["uid"]
+            details = {"name": name, "group": kind.group, "kind": kind.resource, "uid": uid}
+            success: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                             "status": "Success", "details": details}
+            if kind.resource != "jobs":
+                self._put(kind.resource, namespace, copy.deepcopy(obj), "DELETED")
+                return success
+            # batch/v1 Jobs default to orphaning their pods when deleted through the API.
+            policy = policy or "Orphan"
+            if policy not in ("Orphan", "Background"):
+                raise invalid_error(kind, name, [("propagationPolicy",
+                                             f'Unsupported value: "{policy}"')])
+            run = self._runs.get(uid)
+            if policy == "Orphan":
+                for pod in self._list("pods", namespace, Selector("pods", None, None)):
+                    refs = pod["metadata"].get("ownerReferences") or []
+                    if any(r.get("uid") == uid for r in refs):
+                        pod["metadata"]["ownerReferences"] = [
+                            r for r in refs if r.get("uid") != uid
+                        ]
+                        self._put("pods", namespace, pod, "MODIFIED")
+                if run is not None:
+                    run.orphaned = True
+                self._put("jobs", namespace, copy.deepcopy(obj), "DELETED")
+                return success
+            self._put("jobs", namespace, copy.deepcopy(obj), "DELETED")
+        # Kill the container and garbage-collect pods outside the lock.
+        if run is not None:
+            run.cancel.set()
+            if run.thread is not None:
+                run.thread.join(self.termination_grace_seconds + 5)
+        with self._lock:
+            for pod in self._list("pods", namespace, Selector("pods", None, None)):
+                if any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences") or []):
+                    self._put("pods", namespace, pod, "DELETED")
+                    self._logs.pop((namespace, pod["metadata"]["name"]), None)
+            self._runs.pop(uid, None)
+        return success
+
+    def _update(self, resource: str, namespace: str, name: str, uid: str,
+                mutate: Callable[[JSON], None]) -> bool:
+        with self._lock:
+            obj = self._objects.get((resource, namespace, name))
+            if obj is None or obj["metadata"]["uid"] != uid:
+                return False
+            obj = copy.deepcopy(obj)
+            mutate(obj)
+            self._put(resource, namespace, obj, "MODIFIED")
+            return True
+

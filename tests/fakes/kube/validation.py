@@ -1,0 +1,235 @@
+"""Validation and defaulting of created objects (schema first, then the API's own rules)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import kubernetes_validate
+
+from tests.fakes.kube.model import JSON, LABEL_NAME, LABEL_VALUE, Kind
+
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+def _json_path(parts: Iterable[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def schema_errors(obj: JSON, kube_version: str) -> list[tuple[str, str]]:
+    """Errors of strict validation against the Kubernetes OpenAPI schema."""
+    try:
+        kubernetes_validate.validate(obj, kube_version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        path = _json_path(e.path)
+        if e.validator == "additionalProperties":
+            found = re.findall(r"'([^']+)'", str(e.message))
+            fields = [f"{path}.{f}" if path else f for f in found] or [path]
+            return [(f, f'Invalid value: unknown field "{f}"') for f in fields]
+        return [(path, f"Invalid value: {e.message}")]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [("", e.message)]
+    return []
+
+
+def check_name(name: Any, errors: list[tuple[str, str]], field: str, max_len: int) -> None:
+    """Append an error unless ``name`` is a DNS-1123 subdomain of at most ``max_len``."""
+    if not isinstance(name, str) or not name:
+        errors.append((field, "Required value: name or generateName is required"))
+        return
+    if len(name) > max_len:
+        errors.append(
+            (field, f'Invalid value: "{name}": must be no more than {max_len} characters')
+        )
+    if not _DNS1123_SUBDOMAIN.match(name):
+        errors.append(
+            (
+                field,
+                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower '
+                "case alphanumeric characters, '-' or '.', and must start and end with an "
+                "alphanumeric character (e.g. 'example.com', regex used for validation is "
+                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+            )
+        )
+
+
+def check_labels(labels: Any, field: str, errors: list[tuple[str, str]]) -> None:
+    """Append an error for each invalid label key or value."""
+    if not isinstance(labels, dict):
+        return
+    for key, value in labels.items():
+        name = str(key).rsplit("/", 1)[-1]
+        if len(name) > 63 or not LABEL_NAME.match(name):
+            errors.append((f"{field}", f'Invalid value: "{key}": name part must be a valid label'))
+        if value is not None and (
+            not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value)
+        ):
+            errors.append(
+                (f"{field}", f'Invalid value: "{value}": a valid label must be an empty string '
+                 "or consist of at most 63 alphanumeric characters, '-', '_' or '.'")
+            )
+
+
+def _validate_pod_spec(spec: JSON, field: str, errors: list[tuple[str, str]]) -> None:
+    containers = spec.get("containers") or []
+    if not containers:
+        errors.append((f"{field}.containers", "Required value"))
+    volumes = {v.get("name") for v in spec.get("volumes") or []}
+    for i, c in enumerate(containers):
+        cf = f"{field}.containers[{i}]"
+        if not _DNS1123_LABEL.match(str(c.get("name", ""))):
+            errors.append((f"{cf}.name", f'Invalid value: "{c.get("name", "")}": must be a '
+                           "lowercase RFC 1123 label"))
+        if not c.get("image"):
+            errors.append((f"{cf}.image", "Required value"))
+        for j, env in enumerate(c.get("env") or []):
+            if not _ENV_NAME.match(str(env.get("name", ""))):
+                errors.append((f"{cf}.env[{j}].name", f'Invalid value: "{env.get("name")}": a '
+                               "valid environment variable name must consist of alphabetic "
+                               "characters, digits, '_', '-', or '.'"))
+            vf = env.get("valueFrom")
+            if vf is not None and "value" in env and env["value"]:
+                errors.append((f"{cf}.env[{j}].valueFrom", "Invalid value: \"\": may not be "
+                               "specified when `value` is not empty"))
+            if vf is not None and len(vf) != 1:
+                errors.append((f"{cf}.env[{j}].valueFrom", "Invalid value: \"\": may not have "
+                               "more than one field specified at a time"))
+        for j, vm in enumerate(c.get("volumeMounts") or []):
+            if vm.get("name") not in volumes:
+                errors.append((f"{cf}.volumeMounts[{j}].name", f'Not found: "{vm.get("name")}"'))
+            if not str(vm.get("mountPath", "")).startswith("/"):
+                errors.append((f"{cf}.volumeMounts[{j}].mountPath", "Invalid value: must be an "
+                               "absolute path"))
+
+
+def validate_job(job: JSON, errors: list[tuple[str, str]]) -> None:
+    """The Job rules of the API beyond the schema (names, policies, deadlines)."""
+    spec = job.get("spec") or {}
+    check_name(job["metadata"].get("name"), errors, "metadata.name", 63)
+    template = spec.get("template") or {}
+    check_labels((template.get("metadata") or {}).get("labels"), "spec.template.metadata.labels",
+                  errors)
+    pod_spec = template.get("spec") or {}
+    _validate_pod_spec(pod_spec, "spec.template.spec", errors)
+    restart = pod_spec.get("restartPolicy", "Always")
+    if restart not in ("OnFailure", "Never"):
+        errors.append(("spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{restart}": supported values: "OnFailure", "Never"'))
+    for key in ("backoffLimit", "completions", "parallelism"):
+        if isinstance(spec.get(key), int) and spec[key] < 0:
+            errors.append((f"spec.{key}", f"Invalid value: {spec[key]}: must be greater than or "
+                           "equal to 0"))
+    ads = spec.get("activeDeadlineSeconds")
+    if isinstance(ads, int) and ads <= 0:
+        errors.append(("spec.activeDeadlineSeconds",
+                       f"Invalid value: {ads}: must be greater than 0"))
+    if spec.get("selector") is not None and not spec.get("manualSelector"):
+        errors.append(("spec.selector", "Invalid value: selector not auto-generated"))
+    pfp = spec.get("podFailurePolicy")
+    if pfp is not None:
+        if restart != "Never":
+            errors.append(("spec.template.spec.restartPolicy", f'Invalid value: "{restart}": '
+                           'only "Never" is supported when podFailurePolicy is specified'))
+        for i, rule in enumerate(pfp.get("rules") or []):
+            rf = f"spec.podFailurePolicy.rules[{i}]"
+            if rule.get("action") not in ("FailJob", "FailIndex", "Ignore", "Count"):
+                errors.append((f"{rf}.action", f'Unsupported value: "{rule.get("action")}": '
+                               'supported values: "Count", "FailIndex", "FailJob", "Ignore"'))
+            has_codes = rule.get("onExitCodes") is not None
+            has_conds = bool(rule.get("onPodConditions"))
+            if has_codes == has_conds:
+                errors.append((rf, "Invalid value: specifying one of OnExitCodes and "
+                               "OnPodConditions is required"))
+            codes = rule.get("onExitCodes") or {}
+            if codes:
+                if codes.get("operator") not in ("In", "NotIn"):
+                    errors.append((f"{rf}.onExitCodes.operator", f'Unsupported value: '
+                                   f'"{codes.get("operator")}": supported values: "In", "NotIn"'))
+                values = codes.get("values") or []
+                if not values:
+                    errors.append((f"{rf}.onExitCodes.values", "Required value"))
+                if codes.get("operator") == "In" and 0 in values:
+                    errors.append((f"{rf}.onExitCodes.values", "Invalid value: 0: must not be 0 "
+                                   "for the In operator"))
+                if len(set(values)) != len(values) or sorted(values) != list(values):
+                    errors.append((f"{rf}.onExitCodes.values", "Invalid value: must be ordered "
+                                   "and without duplicates"))
+
+
+def validate_config(obj: JSON, kind: Kind, errors: list[tuple[str, str]]) -> None:
+    """The ConfigMap/Secret rules: key names and base64 data."""
+    for section in ("data", "binaryData", "stringData"):
+        for key, value in (obj.get(section) or {}).items():
+            if not _CONFIG_KEY.match(key):
+                errors.append((f"{section}[{key}]", f'Invalid value: "{key}": a valid config key '
+                               "must consist of alphanumeric characters, '-', '_' or '.'"))
+            if (section == "binaryData" or (kind.kind == "Secret" and section == "data")) and (
+                isinstance(value, str)
+            ):
+                try:
+                    base64.b64decode(value, validate=True)
+                except ValueError:
+                    errors.append((f"{section}[{key}]", "Invalid value: illegal base64 data"))
+
+
+def default_job(job: JSON, uid: str) -> None:
+    """Fill in a created Job's defaults, selector and generated labels (SetDefaults_Job)."""
+    spec = job.setdefault("spec", {})
+    name = job["metadata"]["name"]
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("completions", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault(
+        "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+    )
+    template = spec.setdefault("template", {})
+    tmeta = template.setdefault("metadata", {})
+    template_labels_given = bool(tmeta.get("labels"))
+    labels = tmeta.setdefault("labels", {})
+    generated = {
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    }
+    if not spec.get("manualSelector"):
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+        labels.update(generated)
+    # Like SetDefaults_Job: empty Job labels share the template's label map (which then gets
+    # the generated labels too); with no template labels the Job keeps no labels.
+    if not job["metadata"].get("labels") and template_labels_given:
+        job["metadata"]["labels"] = dict(labels)
+    pod_spec = template.setdefault("spec", {})
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    pod_spec.setdefault("schedulerName", "default-scheduler")
+    pod_spec.setdefault("securityContext", {})
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    for c in pod_spec.get("containers") or []:
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
+        c.setdefault("resources", {})
+        image = str(c.get("image", ""))
+        latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
+        c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+        for env in c.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("fieldRef")
+            if ref is not None:
+                ref.setdefault("apiVersion", "v1")
+    for v in pod_spec.get("volumes") or []:
+        for key in ("configMap", "secret"):
+            if key in v:
+                v[key].setdefault("defaultMode", 420)
+    job["status"] = {}
+
+
