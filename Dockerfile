@@ -25,12 +25,13 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install "pip==26.3"
 
 COPY . .
-# Binary wheels only for the dependencies: no compiler is needed (or present).
+# Binary wheels only for the dependencies: no compiler is needed (or present). The dask
+# extra (dask, distributed, lightgbm, datasketches) is the data.engine: dask runtime.
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --only-binary=:all: \
-      "$(ls /wheels/mlops-*.whl)[gcs,s3,k8s,report]" \
+      "$(ls /wheels/mlops-*.whl)[gcs,s3,k8s,report,dask]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools \
- && /opt/venv/bin/python -c "import mlops, mlops.config" \
+ && /opt/venv/bin/python -c "import mlops, mlops.config, dask.dataframe, distributed, lightgbm, datasketches" \
  && test -x /opt/venv/bin/mlops
 
 # ---- final: slim runtime, no build tools, non-root ----
@@ -48,6 +49,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+
+# libgomp1: LightGBM's wheel links the system OpenMP runtime (the mlops[dask] extra:
+# data.engine dask, training.model_type lightgbm).
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 mlops \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -29,7 +30,8 @@ from mlops.errors import ConfigError
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
-                    "hist_gradient_boosting"]
+                    "hist_gradient_boosting", "lightgbm"]
+Engine = Literal["pandas", "dask"]
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
@@ -99,6 +101,9 @@ class DataConfig:
     hash_algorithm: str = _opt("sha256", "Content hash of data versions: sha256, sha512 or "
                                "blake2b.", lambda v: v in HASH_ALGORITHMS,
                                f"one of {', '.join(HASH_ALGORITHMS)}")
+    engine: Engine = _opt("pandas", "pandas (one process holds the data; fastest up to a few "
+                          "GB) or dask (partitioned versions, steps run on a Dask cluster: "
+                          "see docs/scaling.md and the dask section).")
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,9 @@ class TrainingConfig:
 
     model_type: ModelType = _opt(
         "logistic", "logistic or linear (the linear model of the task: logistic regression "
-        "or ridge), random_forest, gradient_boosting or hist_gradient_boosting (native "
-        "categorical and missing-value support).")
+        "or ridge), random_forest, gradient_boosting, hist_gradient_boosting (native "
+        "categorical and missing-value support) or lightgbm (needs the mlops[dask] extra; "
+        "on the dask engine it trains through LightGBM's Dask estimators).")
     params: dict[str, Any] = _opt({}, "Keyword arguments passed to the scikit-learn estimator.")
     random_state: int = _opt(42, "Seed of the estimator and of the train/test split.")
 
@@ -255,6 +261,35 @@ class RetentionConfig:
                                    "all.", _keep, ">= 0 or null")
 
 
+def _memory_limit(v: str) -> bool:
+    return bool(re.fullmatch(r"auto|0|\d+(\.\d+)?\s*([KMGT]i?B|B)?", v.strip(), re.I))
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    """The Dask cluster of ``data.engine: dask`` (see docs/scaling.md)."""
+
+    address: str = _opt("", "Scheduler of an existing cluster (tcp://host:8786); empty starts "
+                        "a local cluster inside the step's own process/pod.")
+    n_workers: int = _opt(2, "Local cluster: worker processes.", _positive, "> 0")
+    threads_per_worker: int = _opt(1, "Local cluster: threads per worker.", _positive, "> 0")
+    memory_limit: str = _opt("auto", "Local cluster: memory limit per worker (e.g. 2GiB; "
+                             "auto splits the machine's memory).", _memory_limit,
+                             "auto, 0 or a size such as 512MiB")
+    processes: bool = _opt(True, "Local cluster: workers in their own processes (memory limits "
+                           "enforced); false runs them as threads of the step.")
+    connect_timeout: float = _opt(30.0, "Seconds to wait for dask.address before the step "
+                                  "fails (exit 1).", _positive, "> 0")
+    max_train_rows: int = _opt(1_000_000, "scikit-learn model types on the dask engine train "
+                               "on a uniform random sample of at most this many rows (recorded "
+                               "in the model's metadata); lightgbm trains on every row.",
+                               _positive, "> 0")
+    sketch_k: int = _opt(2000, "Accuracy parameter k of the KLL quantile sketches kept per "
+                         "partition (larger: more accurate drift statistics, larger manifests; "
+                         "see docs/scaling.md).",
+                         lambda v: 8 <= v <= 65535, "between 8 and 65535")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -268,6 +303,7 @@ class Config:
     promotion: PromotionConfig = _opt(PromotionConfig(), "Champion/challenger promotion.")
     reporting: ReportingConfig = _opt(ReportingConfig(), "Run reports.")
     retention: RetentionConfig = _opt(RetentionConfig(), "Version retention.")
+    dask: DaskConfig = _opt(DaskConfig(), "The Dask cluster (data.engine: dask).")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:

@@ -185,7 +185,7 @@ def _integral(values: np.ndarray) -> bool:
 
 
 def detect_task(target: pd.Series, task: str = AUTO, target_column: str = "target",
-                source: str = "data") -> str:
+                source: str = "data", *, whole: bool = True) -> str:
     """The learning task of ``target`` (the rule of ``data.task: auto`` is in docs/data.md).
 
     ``auto``: a target that is not numeric (strings, categories, booleans) is a
@@ -198,6 +198,8 @@ def detect_task(target: pd.Series, task: str = AUTO, target_column: str = "targe
         task: ``auto``, ``classification`` or ``regression`` (``data.task``).
         target_column: Its name, for messages.
         source: Where the data came from, for messages.
+        whole: False for one partition of a larger data set: fewer than two distinct
+            values are fine there.
 
     Returns:
         ``classification`` or ``regression``.
@@ -227,6 +229,8 @@ def detect_task(target: pd.Series, task: str = AUTO, target_column: str = "targe
             task = CLASSIFICATION if integral and n_unique <= AUTO_MAX_CLASSES else REGRESSION
     elif task == AUTO:
         task = CLASSIFICATION
+    if not whole:
+        return task  # one partition: fewer than two distinct values are fine there
     if task == CLASSIFICATION and n_unique < 2:
         raise DataValidationError(f"target column '{target_column}' has a single class "
                                   f"({target.iloc[0]!r}) in {source}: need at least two")
@@ -237,8 +241,17 @@ def detect_task(target: pd.Series, task: str = AUTO, target_column: str = "targe
 
 
 def validate(df: pd.DataFrame, target_column: str, source: str = "data",
-             task: str = AUTO) -> str:
+             task: str = AUTO, *, whole: bool = True) -> str:
     """Check that ``df`` can be trained on, and decide its task.
+
+    Args:
+        df: The data.
+        target_column: The target column.
+        source: What to name in messages.
+        task: ``data.task``.
+        whole: False for one partition of a larger data set (the Dask engine): an
+            empty partition or one with a single class is fine there (those two are
+            checked on the merged statistics), and the task is the partition's own.
 
     Returns:
         The task: ``classification`` or ``regression`` (see :func:`detect_task`).
@@ -249,7 +262,7 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data",
             that is all missing, of mixed types or of an unsupported dtype; the message
             names the column and the source.
     """
-    if len(df) == 0:
+    if whole and len(df) == 0:
         raise DataValidationError(f"{source} is empty: no rows")
     if target_column not in df.columns:
         cols = ", ".join(map(str, df.columns[:10]))
@@ -266,7 +279,7 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data",
                                   f"'{target_column}'")
     for col in features:
         feature_kind(df[col], col, source)
-    return detect_task(target, task, target_column, source)
+    return detect_task(target, task, target_column, source, whole=whole)
 
 
 def feature_columns(df: pd.DataFrame, target_column: str) -> list[str]:

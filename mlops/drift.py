@@ -513,11 +513,23 @@ def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
             value = normalized_wasserstein(sample, values, float(ref["std"]))
             feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
                                       value >= settings.wasserstein_threshold, **extra))
+    return per_feature_report(feats, settings, rows)
+
+
+def per_feature_report(feats: list[FeatureDrift], settings: DriftSettings,
+                       reference_rows: int | None) -> DriftReport:
+    """The report of per-feature statistics: the score is the share of drifted features.
+
+    Args:
+        feats: One statistic per shared feature.
+        settings: Method and ``drift_share``.
+        reference_rows: Rows the reference was built from (None when unknown).
+    """
     share = sum(f.drifted for f in feats) / len(feats) if feats else 0.0
     return DriftReport(method=settings.method, features=tuple(feats), share_drifted=share,
                        score=share, threshold=settings.drift_share,
                        dataset_drifted=bool(feats) and share >= settings.drift_share,
-                       reference_rows=None if rows is None else int(rows))
+                       reference_rows=None if reference_rows is None else int(reference_rows))
 
 
 def _categorical_drift(name: str, ref: Mapping[str, Any], series: pd.Series, stat_name: str,

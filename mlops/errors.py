@@ -90,3 +90,11 @@ class KubernetesBadRequestError(KubernetesError, BadInputError):
 
 class StepTimeoutError(KubernetesError):
     """A step Job did not finish within ``kubernetes.step_timeout_seconds`` (exit code 1)."""
+
+
+class ClusterError(MLOpsError):
+    """The Dask cluster cannot be reached or lost a worker for good (exit code 1)."""
+
+
+class EngineMissingError(ConfigError):
+    """``data.engine: dask`` or ``lightgbm`` without the ``mlops[dask]`` extra (exit code 2)."""

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import layout
 from mlops.errors import BadInputError
 from mlops.ids import compact
+from mlops.records import manifest_objects
 
 if TYPE_CHECKING:
     from mlops.storage import Store
@@ -326,8 +327,8 @@ def find_orphans(ctx: GcContext) -> list[Deletion]:
     Returns:
         Deletions marked ``grace`` (the planner keeps the young ones).
     """
-    used_objects = {layout.under(layout.DATA, str(m.get("object")))
-                    for m in ctx.data_manifests.values()}
+    used_objects = {layout.under(layout.DATA, key)
+                    for m in ctx.data_manifests.values() for key in manifest_objects(m)}
     out: list[Deletion] = []
     for key in sorted(ctx.objects):
         name = key.rsplit("/", 1)[-1]
@@ -427,7 +428,9 @@ def _protected(ctx: GcContext, retired: dict[str, Deletion]) -> set[str]:
         if data_commit_key(vid) in retired:
             continue
         keys.add(data_commit_key(vid))
-        keys.add(layout.under(layout.DATA, str(m.get("object"))))
+        # Every object the manifest lists: a partition shared with a retired version
+        # stays while any committed version still lists it.
+        keys.update(layout.under(layout.DATA, key) for key in manifest_objects(m))
         if ts := _created_compact(m):
             keys.add(layout.under(layout.DATA,
                                   layout.index_marker_key(layout.DATA_INDEX, ts, vid)))
@@ -449,10 +452,11 @@ def _parts_of(ctx: GcContext, retired: dict[str, Deletion]) -> list[Deletion]:
         vid = str(d.version_id)
         out.append(d)
         if d.kind == DATA_VERSION:
-            obj = layout.under(layout.DATA, str(ctx.data_manifests.get(vid, {}).get("object")))
-            if obj in ctx.objects:
-                out.append(Deletion(obj, DATA_OBJECT, f"data object of retired version "
-                                    f"'{vid}'", ctx.age(obj), part_of=commit))
+            for key in manifest_objects(ctx.data_manifests.get(vid, {})):
+                obj = layout.under(layout.DATA, key)
+                if obj in ctx.objects:
+                    out.append(Deletion(obj, DATA_OBJECT, f"data object of retired version "
+                                        f"'{vid}'", ctx.age(obj), part_of=commit))
             index, files = _DATA_INDEX, []
         else:
             index = _MODELS_INDEX

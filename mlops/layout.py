@@ -7,6 +7,9 @@ written by earlier releases unreadable, so the names are those on disk today
 (the data index is ``index``, the model index ``_index``)::
 
     data/objects/<ab>/<rest-of-hash>.parquet   data, addressed by its content hash
+                                               (a whole version, or one partition)
+    data/objects/<ab>/<rest>.stats-k<k>.json   a partition's moments and sketches
+    data/fingerprints/<ab>/<rest>.json         source-file fingerprint -> partition hash
     data/index/<created>~<version-id>          empty marker: creation order from names
     data/versions/<version-id>.json            manifest: the commit point
     models/<version-id>/model-<sha[:16]>.joblib   the artifact
@@ -35,6 +38,8 @@ RUNS = "runs"
 DATA_OBJECTS = "objects"
 DATA_INDEX = "index"
 DATA_VERSIONS = "versions"
+#: The Dask engine's cache: source-file fingerprints -> partition hashes.
+DATA_FINGERPRINTS = "fingerprints"
 
 # --- below models/ -------------------------------------------------------------------
 MODEL_INDEX = "_index"
@@ -61,6 +66,16 @@ def under(folder: str, key: str) -> str:
 def data_object_key(digest: str) -> str:
     """The Parquet object of a content hash (below ``data/``)."""
     return f"{DATA_OBJECTS}/{digest[:2]}/{digest[2:]}.parquet"
+
+
+def partition_stats_key(digest: str, k: int) -> str:
+    """A partition's statistics and KLL sketches of accuracy ``k`` (below ``data/``)."""
+    return f"{DATA_OBJECTS}/{digest[:2]}/{digest[2:]}.stats-k{k}.json"
+
+
+def fingerprint_key(fingerprint_hash: str) -> str:
+    """The cache entry of a source file's fingerprint hash (below ``data/``)."""
+    return f"{DATA_FINGERPRINTS}/{fingerprint_hash[:2]}/{fingerprint_hash[2:]}.json"
 
 
 def data_manifest_key(version_id: str) -> str:

@@ -173,6 +173,7 @@ class ModelMonitor:
     # --- reference ---------------------------------------------------------------------
     def update_reference_distribution(self, feature_means: Mapping[str, float],
                                       reference_frame: pd.DataFrame | None = None,
+                                      distribution: Mapping[str, Any] | None = None,
                                       **extra: Any) -> None:
         """Replace the reference distribution (after a model is promoted).
 
@@ -181,6 +182,9 @@ class ModelMonitor:
             reference_frame: The training features; when given, the document also
                 keeps what the per-feature methods need (bin edges and shares, std, a
                 bounded sample; see :func:`mlops.drift.build_reference`).
+            distribution: A ready distribution summary instead of ``reference_frame``
+                (the Dask engine's, built from sketches:
+                :func:`mlops.sketches.reference_from_sketches`).
             **extra: Facts kept with it (``data_version``, ``model_version``...).
         """
         doc: dict[str, Any] = {
@@ -190,6 +194,8 @@ class ModelMonitor:
         if reference_frame is not None:
             doc["distribution"] = build_reference(reference_frame, self.drift_settings.psi_bins,
                                                   self.reference_sample_size)
+        elif distribution is not None:
+            doc["distribution"] = dict(distribution)
         self.store.write_json(self.drift_key, doc, compact=True)
 
     def get_reference(self) -> dict[str, Any] | None:
@@ -208,13 +214,19 @@ class ModelMonitor:
         return relative_l1(reference.get("feature_means", {}), feature_means)
 
     def drift_report(self, current: pd.DataFrame | Mapping[str, float],
-                     means: Mapping[str, float] | None = None) -> DriftReport | None:
+                     means: Mapping[str, float] | None = None, *,
+                     sketches: Mapping[str, str] | None = None,
+                     rows: int | None = None) -> DriftReport | None:
         """The configured method's report of ``current`` against the reference.
 
         Args:
             current: The new batch's features (a DataFrame, for every method), or only
                 its feature means (enough for ``mean_l1``; other methods then fall back
-                to ``mean_l1`` and say so in the note).
+                to ``mean_l1`` and say so in the note, unless ``sketches`` are given).
+            sketches: Encoded KLL sketches of the batch's features (the Dask engine's
+                partitioned versions keep them): the per-feature methods are computed
+                from them (:func:`mlops.sketches.sketch_report`) without the data.
+            rows: Rows of the batch (with ``sketches``).
             means: The batch's feature means when the caller has them already (a pass
                 over the data saved); computed from ``current`` otherwise.
 
@@ -237,6 +249,10 @@ class ModelMonitor:
         if settings.method == MEAN_L1:
             return mean_l1_report(ref_means, means, settings)
         dist = reference.get("distribution")
+        if dist is not None and sketches is not None:
+            from mlops.sketches import sketch_report
+
+            return sketch_report(dist, sketches, int(rows or 0), settings)
         if dist is None or not isinstance(current, pd.DataFrame):
             why = ("the reference has no distribution summary (written before "
                    f"'{settings.method}' was configured)" if dist is None
@@ -250,7 +266,8 @@ class ModelMonitor:
     def decide(self, current_accuracy: float | None,
                current_feature_means: Mapping[str, float], no_model_yet: bool,
                n_samples: int | None = None,
-               current_frame: pd.DataFrame | None = None) -> RetrainDecision:
+               current_frame: pd.DataFrame | None = None, *,
+               sketches: Mapping[str, str] | None = None) -> RetrainDecision:
         """The retrain decision with its reasons.
 
         Args:
@@ -260,7 +277,9 @@ class ModelMonitor:
             n_samples: Rows in the new data; drift counts only when None or at least
                 ``drift_min_samples``.
             current_frame: The new data's features, needed by every method but
-                ``mean_l1``.
+                ``mean_l1`` (or ``sketches``).
+            sketches: Encoded quantile sketches of the new data's features (the Dask
+                engine): the per-feature methods use them instead of a frame.
 
         Returns:
             The decision; ``drift`` is the report's score (the relative L1 score for
@@ -272,7 +291,8 @@ class ModelMonitor:
         if current_accuracy is not None and current_accuracy < self.accuracy_min_threshold:
             reasons.append(LOW_ACCURACY)
         report = self.drift_report(current_frame if current_frame is not None
-                                   else current_feature_means, means=current_feature_means)
+                                   else current_feature_means, means=current_feature_means,
+                                   sketches=sketches, rows=n_samples)
         drift = 0.0 if report is None else report.score
         counted = n_samples is None or n_samples >= self.drift_min_samples
         if counted and report is not None and report.dataset_drifted:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mlops.config import Config
 from mlops.data import (
@@ -36,16 +36,19 @@ from mlops.decisions import (
     rejected_before,
     schema_of,
 )
-from mlops.errors import MLOpsError, SchemaChangeError
+from mlops.errors import DataValidationError, MLOpsError, SchemaChangeError
 from mlops.ids import check_version_id
 from mlops.monitor import NO_MODEL
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
-from mlops.schema import InputSchema, compare
+from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.training import compute_metrics, meets_threshold, split, train_model
 from mlops.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+#: ``data.engine`` of the Dask engine (:mod:`mlops.dask_engine`, imported only then).
+DASK = "dask"
 
 INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
@@ -146,6 +149,87 @@ def _workspace(config: Config, ws: Workspace | None) -> Workspace:
     return ws if ws is not None else Workspace.open(config)
 
 
+class _Trainer(Protocol):
+    """The data side of the train step: one per engine (pandas here, Dask in
+    :class:`mlops.dask_engine.DaskTrainer`); a context manager around the step."""
+
+    features: list[str]
+    #: ``classification`` or ``regression``.
+    task: str
+
+    @property
+    def train_rows(self) -> int: ...
+
+    @property
+    def test_rows(self) -> int: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def fit(self) -> tuple[Any, dict[str, Any]]: ...
+
+    def metrics(self, model: Any, names: list[str] | None = None
+                ) -> dict[str, float | None]: ...
+
+    def columns(self) -> Any: ...
+
+    def schema(self) -> InputSchema: ...
+
+    def reference(self) -> dict[str, Any]: ...
+
+
+class _PandasTrainer:
+    """The pandas engine's train data: a split of the loaded frame (stratified for a
+    classification)."""
+
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestResult) -> None:
+        self.config = config
+        df, _ = ws.versioner.load(ingested.data_version)
+        self.target = target = config.data.target_column
+        self.task = ingested.task or validate(df, target, ingested.data_version,
+                                              config.data.task)
+        x, y = split_xy(df, target)
+        # In column order (a result read back from JSON has its keys sorted).
+        known = ingested.feature_kinds or feature_kinds(df, target)
+        self.kinds = {c: known[c] for c in x.columns}
+        self.features = [str(c) for c in x.columns]
+        self.x_train, self.x_test, self.y_train, self.y_test = split(
+            x, y, config.data.test_size, config.training.random_state, self.task)
+
+    def __enter__(self) -> _PandasTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def train_rows(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def test_rows(self) -> int:
+        return len(self.x_test)
+
+    def fit(self) -> tuple[Any, dict[str, Any]]:
+        return train_model(self.x_train, self.y_train, self.config, self.task, self.kinds), {}
+
+    def metrics(self, model: Any, names: list[str] | None = None
+                ) -> dict[str, float | None]:
+        x = self.x_test if names is None else self.x_test[names]
+        return compute_metrics(model, x, self.y_test, self.task)
+
+    def columns(self) -> Any:
+        return self.x_test
+
+    def schema(self) -> InputSchema:
+        return InputSchema.from_frame(self.x_train, self.target, self.task, self.kinds)
+
+    def reference(self) -> dict[str, Any]:
+        return {"feature_means": feature_means(self.x_train, self.target),
+                "reference_frame": self.x_train}
+
+
 # --- steps -------------------------------------------------------------------------------
 def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestResult:
     """Load the configured source, validate it and register it as a data version.
@@ -157,20 +241,28 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     ws = _workspace(config, ws)
     d = config.data
     files: list[dict[str, Any]] = []
-    if d.source == SYNTHETIC:
-        df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-        task = validate(df, d.target_column, "synthetic data", d.task)
+    if d.engine == DASK:
+        from mlops import dask_engine
+
+        # Refuses what the Dask engine cannot do yet (exit 2) before anything is written.
+        version, rows, means, kinds, files = dask_engine.ingest_source(config, ws)
+        task = dask_engine.TASK
     else:
-        df, files = read_source(d.source, config.storage.options)
-        task = validate(df, d.target_column, d.source, d.task)
-    gate(config, task)  # a metric of the other task is a config error, before any write
-    version = ws.versioner.register(df, source={"uri": d.source, "files": files})
-    result = IngestResult(run_id=run_id, data_version=version, rows=len(df), source=d.source,
-                          feature_means=feature_means(df, d.target_column), task=task,
-                          feature_kinds=feature_kinds(df, d.target_column),
+        if d.source == SYNTHETIC:
+            df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
+            task = validate(df, d.target_column, "synthetic data", d.task)
+        else:
+            df, files = read_source(d.source, config.storage.options)
+            task = validate(df, d.target_column, d.source, d.task)
+        gate(config, task)  # a metric of the other task is a config error, before any write
+        version = ws.versioner.register(df, source={"uri": d.source, "files": files})
+        rows, means, kinds = len(df), feature_means(df, d.target_column), \
+            feature_kinds(df, d.target_column)
+    result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
+                          feature_means=means, task=task, feature_kinds=kinds,
                           source_files=files)
     ws.write_result(INGEST, result)
-    log.info("ingest: %d rows from %s -> data version %s (%s)", len(df), d.source, version,
+    log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
     return result
 
@@ -197,31 +289,44 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
-    df, _ = ws.versioner.load(ingested.data_version)
     target = config.data.target_column
-    task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
-    metric, threshold = gate(config, task)
-    x, y = split_xy(df, target)
     current = ws.current_model_version()
+    model, record = ws.registry.load(current) if current is not None else (None, None)
     metrics: dict[str, float | None] = {}
     change = None
-    if current is not None:
-        model, record = ws.registry.load(current)
-        schema = schema_of(record, target)
-        change = compare(schema, df, task) if schema is not None else None
-        if change is not None and change.changed \
-                and config.monitoring.on_schema_change == "fail":
-            raise SchemaChangeError(
-                f"schema change in data version {ingested.data_version} against serving "
-                f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
-                "set it to retrain to train on the new columns)")
-        if schema is None:  # a model that recorded no schema scores the batch as it is
-            metrics = compute_metrics(model, x, y, task)
-        elif change is not None and not (change.missing or change.retyped or change.task):
-            metrics = compute_metrics(model, x[schema.names], y, schema.task)
+    if config.data.engine == DASK:
+        from mlops import dask_engine
+
+        task = ingested.task or dask_engine.TASK
+        metric, threshold = gate(config, task)
+        # Statistics and sketches from the manifest; the data is read only to score.
+        scorable, names = False, None
+        if model is not None:
+            change, scorable, names = _schema_check(
+                config, ingested.data_version, current, record,
+                dask_engine.columns_frame(ws, ingested.data_version), task)
+        batch = dask_engine.check_batch(config, ws, ingested.data_version,
+                                        model if scorable else None, names)
+        if batch.accuracy is not None:
+            metrics = {"accuracy": batch.accuracy}
+        rows = batch.rows
+        decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
+                                     n_samples=rows, sketches=batch.sketches)
+    else:
+        df, _ = ws.versioner.load(ingested.data_version)
+        task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
+        metric, threshold = gate(config, task)
+        x, y = split_xy(df, target)
+        if model is not None:
+            change, scorable, names = _schema_check(config, ingested.data_version, current,
+                                                    record, df, task)
+            if scorable:
+                metrics = compute_metrics(model, x if names is None else x[names], y, task)
+        rows = len(df)
+        decision = ws.monitor.decide(None, feature_means(df, target),
+                                     no_model_yet=current is None, n_samples=rows,
+                                     current_frame=x)
     score = metrics.get(metric)
-    decision = ws.monitor.decide(None, feature_means(df, target), no_model_yet=current is None,
-                                 n_samples=len(df), current_frame=x)
     reasons = list(decision.reasons)
     extra = []
     if change is not None and change.changed:
@@ -247,7 +352,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=retrain, reasons=reasons, accuracy=accuracy,
-        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=len(df),
+        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=rows,
         drift_report=None if report is None else report.to_dict(), task=task, metric=metric,
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
@@ -287,56 +392,62 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
-    df, _ = ws.versioner.load(ingested.data_version)
-    target = config.data.target_column
-    task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
-    metric, threshold = gate(config, task)
-    x, y = split_xy(df, target)
-    # In column order (a result read back from JSON has its keys sorted).
-    known = ingested.feature_kinds or feature_kinds(df, target)
-    kinds = {c: known[c] for c in x.columns}
-    x_train, x_test, y_train, y_test = split(x, y, config.data.test_size,
-                                             config.training.random_state, task)
-    fresh = not ws.registry.exists(run_id)
-    if fresh:
-        champion = ws.current_model_version()
-        model = train_model(x_train, y_train, config, task, kinds)
-        metrics = compute_metrics(model, x_test, y_test, task)
-        champion_metrics = _champion_metrics(ws, champion, x_test, y_test, task)
-        champion_score = None if champion_metrics is None else champion_metrics.get(metric)
-        promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
-                                          config.promotion.tolerance, metric, threshold)
-        schema = InputSchema.from_frame(x_train, target, task, kinds)
-        facts = TrainingFacts(
-            accuracy=metrics.get("accuracy"), data_version=ingested.data_version,
-            model_type=config.training.model_type, params=config.training.params,
-            train_rows=len(x_train), test_rows=len(x_test), features=list(x.columns),
-            run_id=run_id, champion_version=champion,
-            champion_accuracy=None if champion_metrics is None
-            else champion_metrics.get("accuracy"),
-            promote=promote, promotion_reason=why, task=task, metric=metric,
-            threshold=threshold, score=metrics.get(metric), metrics=metrics,
-            champion_score=champion_score, champion_metrics=champion_metrics,
-            schema=schema.to_dict(), config_fingerprint=config_fingerprint(config, task),
-            lineage=lineage(ingested.data_version, ingested.source, ingested.source_files))
-        ws.registry.save(model, run_id, facts.to_dict())
+    trainer: _Trainer
+    if config.data.engine == DASK:
+        from mlops import dask_engine
+
+        trainer = dask_engine.DaskTrainer(config, ws, ingested)
     else:
-        log.info("train: model %s already saved by this run; not training again", run_id)
-    meta = ws.registry.get_record(run_id).training()
-    accuracy = meta.accuracy
-    promote = bool(meta.promote)
-    champion = meta.champion_version
-    champion_accuracy = meta.champion_accuracy
-    # A model saved before metrics existed: its accuracy is its score.
-    metrics = dict(meta.metrics or {"accuracy": accuracy})
-    score = meta.score if meta.metric else accuracy
-    champion_score = meta.champion_score if meta.metric else champion_accuracy
-    if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
-        ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.promotion_reason),
-                              by=f"pipeline run {run_id}")
-        ws.monitor.update_reference_distribution(feature_means(x_train, target), x_train,
-                                                 data_version=ingested.data_version,
-                                                 model_version=run_id)
+        trainer = _PandasTrainer(config, ws, ingested)
+    task = trainer.task
+    metric, threshold = gate(config, task)
+    fresh = not ws.registry.exists(run_id)
+    with trainer:
+        if fresh:
+            if not trainer.test_rows:
+                raise DataValidationError(
+                    f"data version '{ingested.data_version}' leaves no rows for evaluation "
+                    f"at data.test_size {config.data.test_size}")
+            champion = ws.current_model_version()
+            model, extra = trainer.fit()
+            metrics = trainer.metrics(model)
+            champion_metrics = _champion_metrics(ws, champion, trainer)
+            champion_score = None if champion_metrics is None else champion_metrics.get(metric)
+            promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
+                                              config.promotion.tolerance, metric, threshold)
+            facts = TrainingFacts(
+                accuracy=metrics.get("accuracy"), data_version=ingested.data_version,
+                model_type=config.training.model_type, params=config.training.params,
+                train_rows=trainer.train_rows, test_rows=trainer.test_rows,
+                features=list(trainer.features), run_id=run_id, champion_version=champion,
+                champion_accuracy=None if champion_metrics is None
+                else champion_metrics.get("accuracy"),
+                promote=promote, promotion_reason=why, task=task, metric=metric,
+                threshold=threshold, score=metrics.get(metric), metrics=metrics,
+                champion_score=champion_score, champion_metrics=champion_metrics,
+                schema=trainer.schema().to_dict(),
+                config_fingerprint=config_fingerprint(config, task),
+                lineage=lineage(ingested.data_version, ingested.source, ingested.source_files),
+                extra=extra)
+            ws.registry.save(model, run_id, facts.to_dict())
+        else:
+            log.info("train: model %s already saved by this run; not training again", run_id)
+        meta = ws.registry.get_record(run_id).training()
+        accuracy = meta.accuracy
+        promote = bool(meta.promote)
+        champion = meta.champion_version
+        champion_accuracy = meta.champion_accuracy
+        # A model saved before metrics existed: its accuracy is its score.
+        metrics = dict(meta.metrics or {"accuracy": accuracy})
+        score = meta.score if meta.metric else accuracy
+        champion_score = meta.champion_score if meta.metric else champion_accuracy
+        if promote and not any(e.version == run_id
+                               for e in ws.registry.alias_events(PRODUCTION)):
+            ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.promotion_reason),
+                                  by=f"pipeline run {run_id}")
+            ws.monitor.update_reference_distribution(**trainer.reference(),
+                                                     data_version=ingested.data_version,
+                                                     model_version=run_id)
     if fresh:
         serving_score = score if promote else champion_score
         alerts = [] if meets_threshold(serving_score, threshold, metric) \
@@ -358,28 +469,54 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                          promotion_reason=str(meta.promotion_reason))
     ws.write_result(TRAIN, result)
     log.info("train: %s %s on %d rows -> model %s, held-out %s %s; champion %s %s -> %s",
-             config.training.model_type, task, len(x_train), run_id, metric,
+             config.training.model_type, task, int(meta.train_rows), run_id, metric,
              "n/a" if score is None else f"{score:.4f}", champion,
              "n/a" if champion_score is None else f"{champion_score:.4f}",
              "promoted" if promote else "not promoted")
     return result
 
 
-def _champion_metrics(ws: Workspace, champion: str | None, x: Any, y: Any,
-                      task: str) -> dict[str, float | None] | None:
+def _schema_check(config: Config, data_version: str, current: str | None,
+                  record: Mapping[str, Any] | None, frame: Any, task: str
+                  ) -> tuple[SchemaChange | None, bool, list[str] | None]:
+    """Compare a batch (``frame``: its rows, or an empty frame of its columns) with the
+    serving model's input schema.
+
+    Returns:
+        ``(change, scorable, names)``: the change (None when the model recorded no
+        schema), whether the model can score the batch, and the columns to give it, in
+        its own order (None: the batch's features as they are).
+
+    Raises:
+        SchemaChangeError: The schema changed and ``monitoring.on_schema_change`` is fail.
+    """
+    schema = schema_of(record or {}, config.data.target_column)
+    if schema is None:  # a model that recorded no schema scores the batch as it is
+        return None, True, None
+    change = compare(schema, frame, task)
+    if change.changed and config.monitoring.on_schema_change == "fail":
+        raise SchemaChangeError(
+            f"schema change in data version {data_version} against serving "
+            f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
+            "set it to retrain to train on the new columns)")
+    return change, not (change.missing or change.retyped or change.task), schema.names
+
+
+def _champion_metrics(ws: Workspace, champion: str | None,
+                      trainer: _Trainer) -> dict[str, float | None] | None:
     if champion is None:
         return None
     try:
         model, record = ws.registry.load(champion)
         schema = schema_of(record, ws.config.data.target_column)
         if schema is None:
-            return compute_metrics(model, x, y, task)
-        change = compare(schema, x, task)
+            return trainer.metrics(model)
+        change = compare(schema, trainer.columns(), trainer.task)
         if change.missing or change.retyped or change.task:
             log.warning("train: champion %s cannot score this data (%s); the challenger wins",
                         champion, change.describe())
             return None
-        return compute_metrics(model, x[schema.names], y, task)
+        return trainer.metrics(model, schema.names)
     except (MLOpsError, ValueError, KeyError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)

@@ -19,6 +19,27 @@ from typing import Any, TypeVar
 
 R = TypeVar("R", bound="Record")
 
+#: ``DataManifest.kind`` of a version made of partitions (the Dask engine).
+PARTITIONED = "partitioned"
+
+
+def manifest_objects(manifest: Mapping[str, Any]) -> list[str]:
+    """Every object key (below ``data/``) a stored data manifest references.
+
+    One Parquet object for a pandas-engine version; each partition and its statistics
+    object for a partitioned one. A partition shared by several versions is kept
+    until the last manifest listing it is gone.
+    """
+    if manifest.get("kind") == PARTITIONED:
+        keys: list[str] = []
+        for p in manifest.get("partitions", []):
+            keys.append(str(p["object"]))
+            if p.get("stats_object"):
+                keys.append(str(p["stats_object"]))
+        return keys
+    obj = manifest.get("object")
+    return [str(obj)] if obj else []
+
 
 @dataclass(frozen=True)
 class Record:
@@ -76,11 +97,45 @@ class DataManifest(VersionRecord):
 
     content_hash: str
     hash_algorithm: str
-    object: str
     rows: int
+    #: The Parquet object of a single-object version ("" for a partitioned one).
+    object: str = ""
     columns: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     size_bytes: int | None = None
+    #: ``partitioned`` for a version made by the Dask engine (see mlops.partitions);
+    #: "" for one object.
+    kind: str = ""
+    #: Partitioned: ``{digest, object, stats_object, rows, size_bytes, source}`` in order.
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    #: Partitioned: merged per-column moments (mlops.sketches.Moments.to_dict).
+    moments: dict[str, Any] = field(default_factory=dict)
+    #: Partitioned: merged per-column KLL sketches (base64) and their accuracy k.
+    sketches: dict[str, str] = field(default_factory=dict)
+    sketch_k: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON; a single-object version's document has no partition keys
+        (it reads and writes exactly as before partitioned versions existed)."""
+        out = super().to_dict()
+        if not self.partitioned:
+            for name in _PARTITIONED_ONLY:
+                out.pop(name, None)
+        return out
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether this version is a manifest of partitions (the Dask engine's)."""
+        return self.kind == PARTITIONED
+
+    def objects(self) -> list[str]:
+        """Every object key (below ``data/``) the version references; gc and retention
+        keep an object while any committed manifest lists it."""
+        return manifest_objects(self.to_dict())
+
+
+#: DataManifest fields that only partitioned versions write.
+_PARTITIONED_ONLY = ("kind", "partitions", "moments", "sketches", "sketch_k")
 
 
 @dataclass(frozen=True)

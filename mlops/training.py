@@ -91,6 +91,20 @@ METRICS: dict[str, tuple[str, bool]] = {
 DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "rmse"}
 
 
+#: Gradient-boosted trees from LightGBM (the mlops[dask] extra; on the Dask engine it
+#: trains through LightGBM's Dask estimator, here through its scikit-learn one).
+LIGHTGBM = "lightgbm"
+
+
+def _lightgbm_estimator(task: str) -> type:
+    try:
+        from lightgbm import LGBMClassifier, LGBMRegressor
+    except ImportError as err:
+        raise ConfigError("config key 'training.model_type': lightgbm needs the mlops[dask] "
+                          "extra (lightgbm is not installed)") from err
+    return LGBMRegressor if task == REGRESSION else LGBMClassifier
+
+
 def _training_section(config: Config | TrainingConfig | Mapping[str, Any]) -> TrainingConfig:
     if isinstance(config, Config):
         return config.training
@@ -166,18 +180,23 @@ def build_model(training: TrainingConfig, task: str = CLASSIFICATION,
         ConfigError: Unknown model type or a parameter the estimator does not take.
     """
     table = REGRESSION_MODEL_TYPES if task == REGRESSION else MODEL_TYPES
-    cls = table.get(training.model_type)
+    cls = _lightgbm_estimator(task) if training.model_type == LIGHTGBM \
+        else table.get(training.model_type)
     if cls is None:
+        known = ", ".join([*table, LIGHTGBM])
         raise ConfigError(f"config key 'training.model_type': unknown model type "
-                          f"'{training.model_type}' (use one of {', '.join(table)})")
+                          f"'{training.model_type}' (use one of {known})")
     accepted = inspect.signature(cls).parameters
     for key in training.params:
-        if key not in accepted:
+        # LightGBM takes its many booster parameters through **kwargs.
+        if key not in accepted and training.model_type != LIGHTGBM:
             raise ConfigError(f"config key 'training.params.{key}' is not a parameter of "
                               f"{cls.__name__}")
     params = dict(training.params)
-    if "random_state" in accepted:
+    if "random_state" in accepted or training.model_type == LIGHTGBM:
         params.setdefault("random_state", training.random_state)
+    if training.model_type == LIGHTGBM:
+        params.setdefault("verbose", -1)
     if cls is LogisticRegression:
         params.setdefault("max_iter", 1000)
     if training.model_type == _HGB and kinds is not None:

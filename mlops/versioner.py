@@ -170,11 +170,19 @@ class DataVersioner(VersionedStore[DataManifest]):
     def load(self, version_id: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The DataFrame and metadata of a version.
 
+        A partitioned version (made by the Dask engine, ``"kind": "partitioned"``)
+        loads as a lazy ``dask.dataframe.DataFrame`` with one partition per stored
+        partition (needs the ``mlops[dask]`` extra); nothing is read until computed.
+
         Raises:
             InvalidVersionIdError: Unsafe id.
             VersionNotFoundError: No such version.
         """
         manifest = self.get_record(version_id)
+        if manifest.partitioned:
+            from mlops.partitions import load_partitioned
+
+            return load_partitioned(self.store, manifest), manifest.to_dict()
         key = manifest.object
         if self._last_load is not None and self._last_load[0] == key:
             # Same object (content-addressed, immutable): a lazy copy of the kept frame.

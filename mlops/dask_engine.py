@@ -1,0 +1,452 @@
+"""The Dask engine (``data.engine: dask``): where the cluster comes from, and the steps on it.
+
+Where the cluster comes from (:func:`connect`):
+
+* ``dask.address`` set: an existing scheduler (the dask-kubernetes operator's, the
+  Dask Helm chart's, any other). If it cannot be reached within
+  ``dask.connect_timeout`` seconds the step fails with :class:`ClusterError`
+  (exit 1, retryable) naming the address.
+* empty: a ``distributed.LocalCluster`` inside the step's own process/pod with
+  ``dask.n_workers`` workers of ``dask.threads_per_worker`` threads and
+  ``dask.memory_limit`` each (worker processes unless ``dask.processes`` is false).
+* with ``dask.address`` empty, a ``distributed.Client`` already current in this
+  process (a test's, a notebook's) is used as it is.
+
+A worker that dies while running a task: the scheduler runs the task again on
+another worker (up to ``distributed.scheduler.allowed-failures``, 3 by default);
+after that the step fails with :class:`ClusterError` (exit 1) naming the task and
+the worker. Nothing is committed: a version's manifest is written only after every
+partition is stored.
+
+The steps of :mod:`mlops.pipeline` call three things here when ``data.engine`` is
+``dask`` and keep their contracts and results: :func:`ingest_source`,
+:func:`check_batch` and :class:`DaskTrainer`. No step holds more than a partition of
+the data in its own process (scikit-learn model types excepted: they train on a
+bounded sample, ``dask.max_train_rows``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlops.config import Config, DaskConfig
+from mlops.data import NUMERIC
+from mlops.errors import (
+    BadInputError,
+    ClusterError,
+    ConfigError,
+    DataValidationError,
+    EngineMissingError,
+)
+from mlops.partitions import load_partitioned, meta_frame, register_partitioned
+from mlops.records import DataManifest
+from mlops.schema import InputSchema
+from mlops.sketches import (
+    Moments,
+    merge_moments,
+    merge_sketches,
+    numeric_columns,
+    reference_from_sketches,
+    sketch_columns,
+)
+from mlops.storage import list_table_source
+
+if TYPE_CHECKING:
+    from mlops.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+DASK = "dask"
+LIGHTGBM = "lightgbm"
+#: The one task the Dask engine trains and scores for now (regression, categorical and
+#: bool features, and metrics other than accuracy are refused with exit 2: see
+#: docs/scaling.md).
+TASK = "classification"
+
+
+def require_dask() -> None:
+    """Fail early, with the fix, when the ``mlops[dask]`` extra is not installed.
+
+    Raises:
+        EngineMissingError: dask, distributed or datasketches is missing (exit 2).
+    """
+    try:
+        import dask.dataframe  # noqa: F401
+        import datasketches  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError as err:
+        raise EngineMissingError(f"config key 'data.engine': dask needs the mlops[dask] "
+                                 f"extra ({err.name} is not installed)") from err
+
+
+def _memory_limit(value: str) -> str | int:
+    text = value.strip()
+    return 0 if text == "0" else text
+
+
+@contextlib.contextmanager
+def connect(settings: DaskConfig) -> Iterator[Any]:
+    """A ``distributed.Client`` for a step (see the module docstring for which one).
+
+    Raises:
+        ClusterError: ``dask.address`` cannot be reached in time, or a worker died for
+            good while the step used the cluster (exit 1).
+    """
+    require_dask()
+    from distributed import Client, LocalCluster
+
+    current = None if settings.address else _current_client()
+    if current is not None:
+        with translate_cluster_errors("the current cluster"):
+            yield current
+        return
+    cluster = None
+    if settings.address:
+        try:
+            client = Client(settings.address, timeout=settings.connect_timeout,
+                            set_as_default=False)
+        except (OSError, TimeoutError) as err:
+            raise ClusterError(f"dask scheduler {settings.address} (dask.address) cannot be "
+                               f"reached within {settings.connect_timeout:g} s: "
+                               f"{str(err).splitlines()[0][:200]}") from err
+        where = settings.address
+    else:
+        cluster = LocalCluster(n_workers=settings.n_workers,
+                               threads_per_worker=settings.threads_per_worker,
+                               memory_limit=_memory_limit(settings.memory_limit),
+                               processes=settings.processes, dashboard_address=None)
+        client = Client(cluster, set_as_default=False)
+        where = "the local cluster"
+    try:
+        with translate_cluster_errors(where):
+            yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _current_client() -> Any:
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def translate_cluster_errors(where: str) -> Iterator[None]:
+    """Turn a lost worker or scheduler into :class:`ClusterError` naming it.
+
+    Raises:
+        ClusterError: ``KilledWorker`` (the task and its last worker are named) or a
+            lost connection to the scheduler.
+    """
+    from distributed.scheduler import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as err:
+        worker = getattr(getattr(err, "last_worker", None), "address", None) or "unknown"
+        task = getattr(err, "task", "?")
+        raise ClusterError(f"dask worker {worker} died while running task {task} on {where}, "
+                           "after the scheduler's retries; nothing was committed") from err
+    except (OSError, TimeoutError) as err:
+        if isinstance(err, FileNotFoundError | PermissionError):
+            raise
+        raise ClusterError(f"lost the dask cluster at {where}: "
+                           f"{str(err).splitlines()[0][:200]}") from err
+
+
+def per_partition(client: Any, frame: Any, fn: Callable[..., Any], *args: Any) -> list[Any]:
+    """``fn(partition, *args)`` for every partition of a Dask frame, run on the workers."""
+    from dask import delayed
+
+    shipped = [client.scatter(a, broadcast=True) if _is_large(a) else a for a in args]
+    tasks = [delayed(fn)(part, *shipped) for part in frame.to_delayed()]
+    return list(client.gather(client.compute(tasks)))
+
+
+def _is_large(obj: Any) -> bool:
+    # Models go to the workers once (scatter), not inside every task of the graph.
+    return not isinstance(obj, str | int | float | bool | list | tuple | dict | type(None))
+
+
+# --- per-partition work (runs on workers) ----------------------------------------------------
+def _correct(part: pd.DataFrame, model: Any, features: list[str], target: str
+             ) -> tuple[int, int]:
+    if len(part) == 0:
+        return 0, 0
+    predicted = np.asarray(model.predict(part[features]))
+    return int(np.count_nonzero(predicted == part[target].to_numpy())), len(part)
+
+
+def _summary(part: pd.DataFrame, features: list[str], k: int) -> dict[str, Any]:
+    x = part[features]
+    return {"moments": {c: Moments.of(x[c].to_numpy(dtype=np.float64)).to_dict()
+                        for c in numeric_columns(x)},
+            "sketches": sketch_columns(x, numeric_columns(x), k)}
+
+
+def accuracy(client: Any, frame: Any, model: Any, features: list[str], target: str
+             ) -> float | None:
+    """Accuracy of ``model`` over a Dask frame, scored partition by partition."""
+    counts = per_partition(client, frame, _correct, model, features, target)
+    right = sum(c[0] for c in counts)
+    total = sum(c[1] for c in counts)
+    return right / total if total else None
+
+
+def summarize(client: Any, frame: Any, features: list[str], k: int
+              ) -> tuple[dict[str, Moments], dict[str, str]]:
+    """Merged moments and sketches of the features of a Dask frame (one pass)."""
+    parts = per_partition(client, frame, _summary, features, k)
+    moments = merge_moments({c: Moments.from_dict(m) for c, m in p["moments"].items()}
+                            for p in parts)
+    return moments, merge_sketches((p["sketches"] for p in parts), k)
+
+
+def _fit(client: Any, config: Config, train: Any, features: list[str], target: str,
+         train_rows: int) -> tuple[Any, dict[str, Any]]:
+    from mlops.training import train_model
+
+    t = config.training
+    if t.model_type == LIGHTGBM:
+        from lightgbm import DaskLGBMClassifier
+
+        params = {"random_state": t.random_state, "verbose": -1, **t.params}
+        try:
+            est = DaskLGBMClassifier(client=client, **params)
+            with warnings.catch_warnings():
+                # The estimator always passes its own n_jobs, then warns that the Dask
+                # training replaces it with each worker's threads: nothing to act on.
+                warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+                est.fit(train[features], train[target])
+        except (TypeError, ValueError) as err:
+            raise BadInputError(f"training failed with config key 'training.params': "
+                                f"{err}") from err
+        return est.to_local(), {"method": "all rows (LightGBM Dask estimator)",
+                                "rows": train_rows, "of_rows": train_rows}
+    limit = config.dask.max_train_rows
+    frac = min(1.0, limit / train_rows) if train_rows else 1.0
+    sample = train if frac >= 1.0 else train.sample(frac=frac, random_state=t.random_state)
+    local = client.compute(sample).result().iloc[:limit]
+    model = train_model(local[features], local[target], config)
+    return model, {"method": f"uniform random sample of at most dask.max_train_rows={limit} "
+                             "rows, trained in the step's process",
+                   "rows": len(local), "of_rows": train_rows, "fraction": frac,
+                   "random_state": t.random_state}
+
+
+# --- what the steps use -----------------------------------------------------------------------
+def _features(manifest: DataManifest, target: str) -> list[str]:
+    return [c["name"] for c in manifest.columns if c["name"] != target]
+
+
+def _partitioned(ws: Workspace, version: str) -> DataManifest:
+    manifest = ws.versioner.get_record(version)
+    if not manifest.partitioned:
+        raise BadInputError(f"data version '{version}' was made by the pandas engine; "
+                            "data.engine: dask needs a partitioned version (ingest again)")
+    return manifest
+
+
+def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, float]:
+    return {c: float(moments[c]["sum"]) / int(moments[c]["count"]) for c in features
+            if c in moments and int(moments[c]["count"])}
+
+
+def check_supported(config: Config) -> None:
+    """Refuse, before anything is written, what the Dask engine does not do yet.
+
+    Raises:
+        ConfigError: ``data.task`` regression, or a ``monitoring.metric`` other than
+            accuracy (exit 2, naming the key).
+    """
+    from mlops.decisions import gate
+
+    if config.data.task == "regression":
+        raise ConfigError("config key 'data.task': regression is not supported by "
+                          "data.engine dask yet (use data.engine pandas)")
+    metric, _ = gate(config, TASK)
+    if metric != "accuracy":
+        raise ConfigError(f"config key 'monitoring.metric': data.engine dask computes "
+                          f"accuracy only for now, not '{metric}' (use data.engine pandas)")
+
+
+def ingest_source(config: Config, ws: Workspace
+                  ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]]]:
+    """Register ``data.source`` as a partitioned version (the ingest step on Dask).
+
+    Every feature must be numeric and the target a classification's (checked in each
+    partition's task, see :func:`mlops.partitions.ingest_file`).
+
+    Returns:
+        ``(data version, rows, feature means, feature kinds, files read)``; the files
+        are ``{"path", "size_bytes"}`` like the pandas engine's lineage.
+
+    Raises:
+        BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
+        ConfigError: Something the Dask engine does not support (:func:`check_supported`).
+        DataValidationError: Nothing matches the source, or a file is invalid.
+        ClusterError: The cluster cannot be reached or lost a worker (exit 1).
+    """
+    d = config.data
+    if d.source == "synthetic":
+        raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
+                            "files (a directory, glob or prefix), not 'synthetic'")
+    check_supported(config)
+    require_dask()
+    try:
+        source, files = list_table_source(d.source, config.storage.options)
+    except FileNotFoundError as err:
+        raise DataValidationError(f"data source {d.source} not found: no CSV or Parquet "
+                                  "file matches") from err
+    with connect(config.dask) as client:
+        outcome = register_partitioned(client, source, files, ws.versioner.store,
+                                       ws.versioner.index, d.target_column, d.hash_algorithm,
+                                       config.dask.sketch_k)
+    log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
+             outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
+    manifest = DataManifest.from_dict(outcome.manifest)
+    features = _features(manifest, d.target_column)
+    read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
+    return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
+            dict.fromkeys(features, NUMERIC), read)
+
+
+def columns_frame(ws: Workspace, version: str) -> pd.DataFrame:
+    """An empty frame with a partitioned version's columns and dtypes (for schema checks)."""
+    return meta_frame(_partitioned(ws, version).columns)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What monitor-check needs of a partitioned version (read from its manifest).
+
+    Attributes:
+        rows: Rows.
+        means: Exact feature means (merged moments).
+        accuracy: The serving model's accuracy, scored partition by partition (None
+            without a model).
+        sketches: Encoded KLL sketches of the features.
+    """
+
+    rows: int
+    means: dict[str, float]
+    accuracy: float | None
+    sketches: dict[str, str]
+
+
+def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
+                names: list[str] | None = None) -> Batch:
+    """The monitor-check view of a partitioned version: statistics from the manifest;
+    the data is read only to score ``model`` (on ``names``, the model's own features in
+    its order, or every feature of the version)."""
+    manifest = _partitioned(ws, version)
+    target = config.data.target_column
+    features = _features(manifest, target)
+    acc = None
+    if model is not None:
+        frame = load_partitioned(ws.versioner.store, manifest)
+        with connect(config.dask) as client:
+            acc = accuracy(client, frame, model, features if names is None else names, target)
+    return Batch(rows=manifest.rows, means=_means(manifest.moments, features), accuracy=acc,
+                 sketches={c: s for c, s in manifest.sketches.items() if c in features})
+
+
+class DaskTrainer:
+    """The train step's data side on Dask (a context manager holding the cluster).
+
+    The held-out split is ``random_split`` with ``data.test_size`` and
+    ``training.random_state``. ``lightgbm`` trains on every training row through
+    ``lightgbm.DaskLGBMClassifier`` and is saved as its plain local model; the
+    scikit-learn types train on a uniform sample of at most ``dask.max_train_rows``
+    rows. The drift reference comes from the training split's sketches.
+    """
+
+    def __init__(self, config: Config, ws: Workspace, ingested: Any) -> None:
+        # ingested: the run's mlops.pipeline.IngestResult (its data_version and task).
+        check_supported(config)
+        self.config = config
+        manifest = _partitioned(ws, ingested.data_version)
+        self.task = ingested.task or TASK
+        self.target = config.data.target_column
+        self.features = _features(manifest, self.target)
+        self._columns = meta_frame(manifest.columns)
+        frame = load_partitioned(ws.versioner.store, manifest)
+        test_size = config.data.test_size
+        self.train, self.test = frame.random_split([1 - test_size, test_size],
+                                                   random_state=config.training.random_state)
+        self.rows = manifest.rows
+        self._stack = contextlib.ExitStack()
+        self.client: Any = None
+        self.moments: dict[str, Moments] = {}
+        self.sketches: dict[str, str] = {}
+
+    def __enter__(self) -> DaskTrainer:
+        self.client = self._stack.enter_context(connect(self.config.dask))
+        self.moments, self.sketches = summarize(self.client, self.train, self.features,
+                                                self.config.dask.sketch_k)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def train_rows(self) -> int:
+        """Rows of the training split."""
+        return max((m.count for m in self.moments.values()), default=0)
+
+    @property
+    def test_rows(self) -> int:
+        """Rows of the held-out split."""
+        return self.rows - self.train_rows
+
+    def fit(self) -> tuple[Any, dict[str, Any]]:
+        """The fitted model and the facts to keep in its metadata (``engine``,
+        ``training_sample``)."""
+        model, sample = _fit(self.client, self.config, self.train, self.features, self.target,
+                             self.train_rows)
+        return model, {"engine": DASK, "training_sample": sample}
+
+    def accuracy(self, model: Any, names: list[str] | None = None) -> float | None:
+        """Accuracy of ``model`` on the held-out split, scored partition by partition."""
+        return accuracy(self.client, self.test, model,
+                        self.features if names is None else names, self.target)
+
+    def metrics(self, model: Any, names: list[str] | None = None
+                ) -> dict[str, float | None]:
+        """The metrics of ``model`` on the held-out split (accuracy only on Dask)."""
+        return {"accuracy": self.accuracy(model, names)}
+
+    def columns(self) -> pd.DataFrame:
+        """An empty frame of the features (for the champion's schema check)."""
+        return self._columns[self.features]
+
+    def schema(self) -> InputSchema:
+        """The input schema of the model trained here (every feature numeric)."""
+        return InputSchema.from_frame(self._columns, self.target, self.task,
+                                      dict.fromkeys(self.features, NUMERIC))
+
+    def reference(self) -> dict[str, Any]:
+        """Keyword arguments of ``ModelMonitor.update_reference_distribution``."""
+        settings = self.config.monitoring
+        dist = reference_from_sketches(self.sketches, self.moments, settings.psi_bins,
+                                       settings.reference_sample_size)
+        return {"feature_means": {c: m.mean for c, m in self.moments.items()},
+                "distribution": dist}
+
+
+__all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "accuracy", "check_batch",
+           "check_supported", "columns_frame", "connect", "ingest_source", "per_partition",
+           "require_dask", "summarize", "translate_cluster_errors"]

@@ -1,0 +1,393 @@
+"""Partitioned data versions: what the Dask engine registers (``data.engine: dask``).
+
+A partitioned version is a manifest of partitions, one per source file, in the
+same store and index as the pandas engine's versions (below the versioner's base):
+
+    (keys named in :mod:`mlops.layout`)
+    objects/<ab>/<rest>.parquet           a partition, addressed by its content hash
+                                          (:func:`mlops.hashing.content_hash` of the
+                                          partition's frame: today's definition)
+    objects/<ab>/<rest>.stats-k<k>.json   its statistics and quantile sketches (derived
+                                          from the content, so content-addressed too)
+    fingerprints/<ab>/<rest>.json         source-file fingerprint -> partition hash
+    index/<created>~<version-id>          creation-order marker (as pandas versions)
+    versions/<version-id>.json            the manifest, ``"kind": "partitioned"``: LAST
+
+* The version id is the first 16 hex digits of the hash of the schema (column
+  names and dtypes) and the ordered partition hashes; identical partitions are
+  stored once across versions, so a nightly append writes only the new files.
+* The fingerprint of a source file is (its URL, size, and GCS generation, S3 ETag
+  or modification time). A re-ingest looks each one up and skips reading files
+  whose fingerprint it has seen (and whose partition is still stored); a changed
+  file has a new fingerprint and is always read and hashed again (as DVC's
+  state cache does).
+* Each partition is read, validated, hashed, summarized and written by one task on
+  a Dask worker: no process ever holds more than a partition. The driver receives
+  only the statistics. Partitions of a failed ingest are never referenced (no
+  manifest is written); ``mlops gc`` removes them after the grace period.
+* :func:`load_partitioned` returns a lazy ``dask.dataframe.DataFrame`` with one
+  partition per stored partition (``DataVersioner.load`` returns it for these
+  versions).
+
+dask and datasketches are imported lazily (the ``mlops[dask]`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops import layout
+from mlops.data import NUMERIC, REGRESSION, feature_kinds, validate
+from mlops.errors import DataValidationError, VersionExistsError
+from mlops.hashing import content_hash
+from mlops.ids import iso, utc_now
+from mlops.records import PARTITIONED, DataManifest
+from mlops.sketches import (
+    DEFAULT_K,
+    Moments,
+    merge_moments,
+    merge_sketches,
+    numeric_columns,
+    sketch_columns,
+    stats_of,
+)
+from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, crash_point
+
+log = logging.getLogger(__name__)
+
+#: Hex digits of the version id (as pandas versions).
+ID_LENGTH = 16
+
+
+def object_key(digest: str) -> str:
+    """The key of a partition's Parquet object (the pandas engine's object key)."""
+    return layout.data_object_key(digest)
+
+
+def stats_key(digest: str, k: int) -> str:
+    """The key of a partition's statistics and sketches (sketch accuracy ``k``)."""
+    return layout.partition_stats_key(digest, k)
+
+
+def fingerprint_key(source_url: str, f: SourceFile, algorithm: str) -> str:
+    """The cache key of a source file's fingerprint."""
+    ident = json.dumps([source_url.rstrip("/"), f.key, f.size, f.token, algorithm])
+    return layout.fingerprint_key(hashlib.sha256(ident.encode()).hexdigest())
+
+
+# --- one partition (runs on a worker) ----------------------------------------------------------
+#: Test hook: a file path; the first partition task that creates it kills its own worker
+#: (``os._exit``), so a test sees the scheduler run that task again elsewhere.
+KILL_ONCE_ENV = "MLOPS_TEST_KILL_WORKER_ONCE"
+
+
+def _kill_once() -> None:
+    flag = os.environ.get(KILL_ONCE_ENV)
+    if not flag:
+        return
+    try:
+        fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(CRASH_EXIT_CODE)
+
+
+def read_table(store: Store, key: str) -> pd.DataFrame:
+    """Read one CSV or Parquet file of a source store.
+
+    Raises:
+        DataValidationError: The file is empty or cannot be parsed (names it).
+    """
+    try:
+        local = store.local_path(key)
+        lower = key.lower()
+        if lower.endswith((".parquet", ".pq")):
+            if local is not None:
+                return pd.read_parquet(local, engine="pyarrow")
+            with store.open_read(key) as f:
+                return pd.read_parquet(f, engine="pyarrow")
+        if local is not None:
+            return pd.read_csv(local)
+        with store.open_read(key) as f:
+            return pd.read_csv(f)
+    except pd.errors.EmptyDataError as err:
+        raise DataValidationError(f"data file {store.url(key)} is empty") from err
+    except (OSError, DataValidationError):
+        raise
+    except Exception as err:
+        raise DataValidationError(f"data file {store.url(key)} cannot be parsed: "
+                                  f"{str(err).splitlines()[0][:200]}") from err
+
+
+def _schema(df: pd.DataFrame) -> list[dict[str, str]]:
+    return [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()]
+
+
+def summarize_partition(df: pd.DataFrame, algorithm: str, k: int) -> dict[str, Any]:
+    """Hash, schema, moments and sketches of one partition (what its stats object holds)."""
+    moments = {c: m.to_dict() for c, m in _moments(df).items()}
+    return {"digest": content_hash(df, algorithm), "rows": len(df), "columns": _schema(df),
+            "moments": moments, "sketch_k": k,
+            "sketches": sketch_columns(df, numeric_columns(df), k)}
+
+
+def _moments(df: pd.DataFrame) -> dict[str, Moments]:
+    return {c: Moments.of(df[c].to_numpy(dtype=np.float64, na_value=np.nan))
+            for c in numeric_columns(df)}
+
+
+def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorithm: str,
+                k: int, fingerprint: str, expected: list[dict[str, str]] | None
+                ) -> dict[str, Any]:
+    """Read, validate, hash, summarize and store one source file as a partition.
+
+    A Dask task: it returns only the partition's summary. The partition is written
+    (unless stored already) before its stats object, and the fingerprint last, so a
+    fingerprint found later points at a complete partition.
+
+    Raises:
+        DataValidationError: The file is invalid or its schema differs from ``expected``.
+    """
+    crash_point("partition-task")  # tests: the worker dies here, as if OOM-killed
+    _kill_once()
+    name = source.url(f.key)
+    df = read_table(source, f.key)
+    if validate(df, target, name, whole=False) == REGRESSION:
+        raise DataValidationError(
+            f"target column '{target}' in {name} is a regression target (see data.task auto "
+            "in docs/data.md): data.engine dask trains classifications only for now (use "
+            "data.engine pandas)")
+    other = {c: k for c, k in feature_kinds(df, target, name).items() if k != NUMERIC}
+    if other:
+        col, kind = next(iter(other.items()))
+        raise DataValidationError(
+            f"feature column '{col}' in {name} is {kind}: data.engine dask takes numeric "
+            "features only for now (use data.engine pandas, or encode it as numbers)")
+    schema = _schema(df)
+    if expected is not None and schema != expected:
+        raise DataValidationError(
+            f"data file {name} has columns {[(c['name'], c['dtype']) for c in schema]}, "
+            f"expected {[(c['name'], c['dtype']) for c in expected]}")
+    summary = summarize_partition(df, algorithm, k)
+    digest = summary["digest"]
+    obj = object_key(digest)
+    if not data.exists(obj):
+        summary["size_bytes"] = data.write_via_path(
+            obj, lambda out: df.to_parquet(out, engine="pyarrow", index=False))
+    else:
+        summary["size_bytes"] = data.size(obj)
+    skey = stats_key(digest, k)
+    if not data.exists(skey):
+        data.write_json(skey, summary, compact=True)
+    data.write_json(fingerprint, {"digest": digest, "source": name, "size": f.size,
+                                  "token": f.token}, compact=True)
+    return summary
+
+
+# --- the version -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What :func:`register_partitioned` did.
+
+    Attributes:
+        version_id: The committed (or existing) version.
+        rows: Rows in all partitions.
+        partitions: Partitions in the version.
+        hashed: Files read and hashed in this call (the rest came from the fingerprint cache).
+        manifest: The version's manifest.
+    """
+
+    version_id: str
+    rows: int
+    partitions: int
+    hashed: int
+    manifest: dict[str, Any]
+
+
+def version_digest(columns: Sequence[Mapping[str, str]], digests: Sequence[str],
+                   algorithm: str) -> str:
+    """The content hash of a partitioned version: schema plus ordered partition hashes."""
+    doc = {"format": "partitioned-1", "columns": [c["name"] for c in columns],
+           "dtypes": [c["dtype"] for c in columns], "partitions": list(digests)}
+    return hashlib.new(algorithm, json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: int
+            ) -> dict[int, dict[str, Any]]:
+    """Summaries of files whose fingerprint is known and whose partition is stored."""
+    found = data.read_many(list(keys))
+    hits: dict[int, str] = {}
+    for i, key in enumerate(keys):
+        raw = found.get(key)
+        if raw is None:
+            continue
+        try:
+            hits[i] = str(json.loads(raw)["digest"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    stats = data.read_many([stats_key(d, k) for d in hits.values()])
+    out: dict[int, dict[str, Any]] = {}
+    for i, digest in hits.items():
+        raw = stats.get(stats_key(digest, k))
+        if raw is None or not data.exists(object_key(digest)):
+            continue
+        summary = json.loads(raw)
+        summary.setdefault("size_bytes", data.size(object_key(digest)))
+        out[i] = summary
+    return out
+
+
+def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile],
+                         data: Store, index: Any, target: str, algorithm: str = "sha256",
+                         k: int = DEFAULT_K) -> IngestOutcome:
+    """Register the files of a source as one partitioned version, on a Dask cluster.
+
+    Args:
+        client: A ``distributed.Client``.
+        source: The source's store (:func:`mlops.storage.list_table_source`).
+        files: Its files, in partition order.
+        data: The versioner's store.
+        index: The versioner's :class:`~mlops.versioned.VersionIndex`.
+        target: The target column.
+        algorithm: The content hash algorithm.
+        k: Sketch accuracy.
+
+    Returns:
+        The outcome; identical content returns the existing version's id.
+
+    Raises:
+        DataValidationError: A file is invalid, the schemas differ, or the target has a
+            single class (nothing is committed).
+        VersionExistsError: Never for content ids (same id = same content), kept for
+            the contract of ``DataVersioner.register``.
+    """
+    keys = [fingerprint_key(source.uri, f, algorithm) for f in files]
+    summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k)
+    todo = [i for i in range(len(files)) if i not in summaries]
+    hashed = len(todo)
+    expected: list[dict[str, str]] | None = None
+    if summaries:
+        expected = summaries[min(summaries)]["columns"]
+    elif todo:
+        # The first file sets the schema the others are checked against in their tasks.
+        first = todo.pop(0)
+        summaries[first] = client.submit(ingest_file, source, files[first], data, target,
+                                         algorithm, k, keys[first], None, pure=False).result()
+        expected = summaries[first]["columns"]
+    futures = {i: client.submit(ingest_file, source, files[i], data, target, algorithm, k,
+                                keys[i], expected, pure=False) for i in todo}
+    for i, fut in futures.items():
+        summaries[i] = fut.result()
+    ordered = [summaries[i] for i in range(len(files))]
+    for f, s in zip(files, ordered, strict=True):
+        if s["columns"] != ordered[0]["columns"]:
+            raise DataValidationError(f"data file {source.url(f.key)} has columns "
+                                      f"{[c['name'] for c in s['columns']]}, expected "
+                                      f"{[c['name'] for c in ordered[0]['columns']]}")
+    moments = merge_moments({c: Moments.from_dict(m) for c, m in s["moments"].items()}
+                            for s in ordered)
+    rows = sum(int(s["rows"]) for s in ordered)
+    _check_whole(moments, rows, target, source.uri)
+    digests = [str(s["digest"]) for s in ordered]
+    columns = ordered[0]["columns"]
+    digest = version_digest(columns, digests, algorithm)
+    vid = digest[:ID_LENGTH]
+    manifest = {
+        "id": vid, "kind": PARTITIONED, "content_hash": digest, "hash_algorithm": algorithm,
+        "rows": rows, "columns": columns, "stats": stats_of(moments),
+        "moments": {c: m.to_dict() for c, m in moments.items()}, "sketch_k": k,
+        "sketches": merge_sketches((s["sketches"] for s in ordered), k),
+        "partitions": [{"digest": s["digest"], "object": object_key(s["digest"]),
+                        "stats_object": stats_key(s["digest"], k), "rows": int(s["rows"]),
+                        "size_bytes": int(s.get("size_bytes", 0)), "source": f.key}
+                       for f, s in zip(files, ordered, strict=True)],
+        "size_bytes": sum(int(s.get("size_bytes", 0)) for s in ordered),
+    }
+    committed = _commit(data, index, vid, digest, algorithm, manifest)
+    return IngestOutcome(version_id=vid, rows=rows, partitions=len(ordered), hashed=hashed,
+                         manifest=committed)
+
+
+def _check_whole(moments: Mapping[str, Moments], rows: int, target: str, name: str) -> None:
+    if rows == 0:
+        raise DataValidationError(f"{name} is empty: no rows")
+    t = moments.get(target)
+    if t is not None and t.count and t.min == t.max:
+        raise DataValidationError(f"target column '{target}' has a single class "
+                                  f"({t.min:g}) in {name}: need at least two")
+
+
+def _commit(data: Store, index: Any, vid: str, digest: str, algorithm: str,
+            manifest: dict[str, Any]) -> dict[str, Any]:
+    key = layout.data_manifest_key(vid)
+    existing = _read_manifest(data, key)
+    if existing is not None:
+        return _same_or_conflict(vid, existing, digest, algorithm)
+    crash_point("after-payload")
+    created = utc_now()
+    manifest = {**manifest, "created_at": iso(created)}
+    index.add(vid, created)
+    crash_point("after-index")
+    try:
+        data.write_json(key, manifest, exclusive=True)
+    except FileExistsError:
+        data.delete(index.marker(vid, created))
+        other = _read_manifest(data, key)
+        return _same_or_conflict(vid, other or {}, digest, algorithm)
+    return manifest
+
+
+def _read_manifest(data: Store, key: str) -> dict[str, Any] | None:
+    try:
+        doc = data.read_json(key)
+    except FileNotFoundError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _same_or_conflict(vid: str, manifest: Mapping[str, Any], digest: str,
+                      algorithm: str) -> dict[str, Any]:
+    if manifest.get("content_hash") == digest and manifest.get("hash_algorithm") == algorithm:
+        return dict(manifest)
+    raise VersionExistsError(f"data version '{vid}' already exists with different content; "
+                             "versions are never overwritten")
+
+
+# --- reading -----------------------------------------------------------------------------
+def _read_partition(key: str, data: Store) -> pd.DataFrame:
+    local = data.local_path(key)
+    if local is not None:
+        return pd.read_parquet(local, engine="pyarrow")
+    with data.open_read(key) as f:
+        return pd.read_parquet(f, engine="pyarrow")
+
+
+def meta_frame(columns: Iterable[Mapping[str, str]]) -> pd.DataFrame:
+    """An empty frame with a manifest's columns and dtypes (Dask's ``meta``)."""
+    return pd.DataFrame({c["name"]: pd.Series(dtype=c["dtype"]) for c in columns})
+
+
+def load_partitioned(data: Store, manifest: DataManifest) -> Any:
+    """A lazy ``dask.dataframe.DataFrame`` of a partitioned version (one partition each).
+
+    Nothing is read until it is computed; each partition is read by the worker that
+    needs it.
+    """
+    import dask.dataframe as dd
+
+    keys = [str(p["object"]) for p in manifest.partitions]
+    return dd.from_map(_read_partition, keys, data=data,
+                       meta=meta_frame(manifest.columns), enforce_metadata=False)
+
+
+__all__ = ["IngestOutcome", "load_partitioned", "register_partitioned"]

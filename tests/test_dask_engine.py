@@ -1,0 +1,362 @@
+"""The Dask engine: partitioned sources and versions, sketches, training, failures.
+
+Most tests share one in-process ``LocalCluster`` (``processes=False``: ~0.1 s to start,
+the real scheduler and workers, one process). The memory and killed-worker tests in
+``tests/test_dask_cluster.py`` use real worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops.config import Config
+from mlops.data import column_stats, generate_synthetic_data
+from mlops.errors import ClusterError, DataValidationError
+from mlops.hashing import content_hash
+from mlops.pipeline import ingest, monitor_check, train
+from mlops.registry import PRODUCTION
+from mlops.retention import apply_retention, plan_retention
+from mlops.runner import run_pipeline
+from mlops.workspace import Workspace
+from tests.conftest import skip_or_fail
+
+try:
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+except ImportError:  # pragma: no cover - the dev extra installs it
+    skip_or_fail("dask/distributed are not installed (the mlops[dask] extra)")
+
+N_FEATURES = 4
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """One in-process cluster for the module; steps find it as the current client."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def write_parts(folder: Path, frames: list[pd.DataFrame], start: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, df in enumerate(frames, start):
+        df.to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+
+
+def batches(n: int, rows: int = 400, shift: float = 0.0, seed: int = 0) -> list[pd.DataFrame]:
+    return [generate_synthetic_data(rows, N_FEATURES, seed + i, shift=shift) for i in range(n)]
+
+
+def config(tmp_path: Path, source: Path | str, engine: str = "dask", **sections: Any) -> Config:
+    data = {"source": str(source), "engine": engine, **sections.pop("data", {})}
+    return Config.from_dict({"storage": {"uri": str(tmp_path / f"store-{engine}")},
+                             "data": data, **sections})
+
+
+def data_objects(ws: Workspace) -> set[str]:
+    return {k for k in ws.store.walk("data/objects")}
+
+
+def ingest_parts(tmp_path: Path, frames: list[pd.DataFrame]) -> tuple[Workspace, Any, dict]:
+    """Write ``frames`` as a source, ingest it on the Dask engine; the manifest too."""
+    src = tmp_path / "src"
+    write_parts(src, frames)
+    cfg = config(tmp_path, src)
+    ws = Workspace.open(cfg)
+    result = ingest(cfg, "run-1", ws)
+    return ws, result, ws.versioner.get_metadata(result.data_version)
+
+
+# --- 1 + 2: partitioned sources and versions ------------------------------------------------
+def test_ingest_registers_a_manifest_of_content_addressed_partitions(
+        client: Any, tmp_path: Path) -> None:
+    frames = batches(3)
+    ws, result, manifest = ingest_parts(tmp_path, frames)
+    assert manifest["kind"] == "partitioned"
+    assert result.rows == manifest["rows"] == 1200
+    # Each partition is addressed by today's content hash of its own frame.
+    assert [p["digest"] for p in manifest["partitions"]] == [content_hash(f) for f in frames]
+    assert [p["object"] for p in manifest["partitions"]] == \
+        [ws.versioner.object_key(content_hash(f)) for f in frames]
+    loaded, _ = ws.versioner.load(result.data_version)
+    assert isinstance(loaded, dd.DataFrame)
+    assert loaded.npartitions == 3
+    pd.testing.assert_frame_equal(loaded.compute().reset_index(drop=True),
+                                  pd.concat(frames, ignore_index=True))
+    assert ws.versioner.get_latest_version() == result.data_version
+
+
+def test_append_reads_only_the_new_file_and_shares_the_old_partitions(
+        client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "src"
+    write_parts(src, batches(3))
+    cfg = config(tmp_path, src)
+    ws = Workspace.open(cfg)
+    first = ingest(cfg, "run-1", ws).data_version
+    before = data_objects(ws)
+    again = ingest(cfg, "run-2", ws).data_version
+    assert again == first  # identical content: same id, nothing new
+    assert data_objects(ws) == before
+
+    write_parts(src, batches(1, seed=50), start=3)
+    caplog.set_level("INFO", logger="mlops.dask_engine")
+    second = ingest(cfg, "run-3", ws).data_version
+    assert second != first
+    assert "4 partitions, 1 read, 3 from the fingerprint cache" in caplog.text
+    new = data_objects(ws) - before
+    assert len(new) == 2  # one partition and its statistics, nothing else
+    m1 = ws.versioner.get_metadata(first)
+    m2 = ws.versioner.get_metadata(second)
+    assert [p["object"] for p in m2["partitions"][:3]] == [p["object"] for p in
+                                                            m1["partitions"]]
+    # The older version still loads in full.
+    assert len(ws.versioner.load(first)[0].compute()) == 1200
+
+
+def test_changed_file_is_hashed_again(client: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_parts(src, batches(2))
+    cfg = config(tmp_path, src)
+    ws = Workspace.open(cfg)
+    first = ws.versioner.get_metadata(ingest(cfg, "run-1", ws).data_version)
+    changed = generate_synthetic_data(400, N_FEATURES, 99)
+    path = src / "part-001.parquet"
+    stat = path.stat()
+    changed.to_parquet(path, index=False)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    second = ws.versioner.get_metadata(ingest(cfg, "run-2", ws).data_version)
+    assert second["partitions"][0]["digest"] == first["partitions"][0]["digest"]
+    assert second["partitions"][1]["digest"] == content_hash(changed)
+
+
+def test_csv_and_glob_sources(client: Any, tmp_path: Path) -> None:
+    frames = batches(2)
+    src = tmp_path / "csv"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        f.to_csv(src / f"day-{i}.csv", index=False)
+    (src / "notes.txt").write_text("not data")
+    cfg = config(tmp_path, f"{src}/day-*.csv")
+    ws = Workspace.open(cfg)
+    result = ingest(cfg, "run-1", ws)
+    assert result.rows == 800
+    assert ws.versioner.get_metadata(result.data_version)["partitions"][1]["source"] == \
+        "day-1.csv"
+
+
+def test_bad_partition_is_named_and_nothing_is_committed(client: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    frames = batches(3)
+    frames[2] = frames[2].rename(columns={"feature_1": "other"})
+    write_parts(src, frames)
+    cfg = config(tmp_path, src)
+    ws = Workspace.open(cfg)
+    with pytest.raises(DataValidationError, match=r"part-002\.parquet has columns"):
+        ingest(cfg, "run-1", ws)
+    assert ws.versioner.list_versions() == []
+    missing = config(tmp_path, tmp_path / "nothing-here")
+    with pytest.raises(DataValidationError, match="not found"):
+        ingest(missing, "run-1", Workspace.open(missing))
+
+
+def test_retention_keeps_partitions_a_newer_version_shares(client: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_parts(src, batches(2))
+    cfg = config(tmp_path, src)
+    ws = Workspace.open(cfg)
+    old = ws.versioner.get_metadata(ingest(cfg, "run-1", ws).data_version)
+    (src / "part-000.parquet").unlink()
+    write_parts(src, batches(1, seed=70), start=2)
+    new = ws.versioner.get_metadata(ingest(cfg, "run-2", ws).data_version)
+    shared = old["partitions"][1]["object"]
+    assert shared == new["partitions"][0]["object"]
+    result = apply_retention(ws, plan_retention(ws, keep_data_versions=1))
+    deleted = set(result.deleted_keys)
+    assert f"data/{old['partitions'][0]['object']}" in deleted
+    assert f"data/{shared}" not in deleted
+    assert len(ws.versioner.load(new["id"])[0].compute()) == 800
+
+
+# --- 3: statistics and drift from sketches; engines agree -------------------------------------
+def test_partitioned_statistics_equal_pandas_statistics(client: Any, tmp_path: Path) -> None:
+    frames = batches(3)
+    _, result, manifest = ingest_parts(tmp_path, frames)
+    whole = pd.concat(frames, ignore_index=True)
+    for col, stats in column_stats(whole).items():
+        for key, value in stats.items():
+            assert manifest["stats"][col][key] == pytest.approx(value, rel=1e-9, abs=1e-9)
+    for col, mean in whole.drop(columns="target").mean().items():
+        assert result.feature_means[col] == pytest.approx(mean, rel=1e-9)
+
+
+def _night(tmp_path: Path, src: Path, frames: list[pd.DataFrame], store: Path,
+           engine: str, run_id: str, monitoring: dict[str, Any]) -> Any:
+    for f in src.glob("*.parquet"):
+        f.unlink()
+    write_parts(src, frames)
+    cfg = Config.from_dict({"storage": {"uri": str(store)}, "monitoring": monitoring,
+                            "data": {"source": str(src), "engine": engine}})
+    ws = Workspace.open(cfg)
+    ingest(cfg, run_id, ws)
+    return monitor_check(cfg, run_id, ws)
+
+
+@pytest.mark.parametrize(("trained_by", "method"),
+                         [("dask", "mean_l1"), ("pandas", "psi"), ("dask", "psi")])
+def test_engines_reach_the_same_decisions(client: Any, tmp_path: Path, trained_by: str,
+                                          method: str) -> None:
+    """Same store, same serving model and reference: both engines check each night."""
+    src, store = tmp_path / "src", tmp_path / "store"
+    monitoring = {"drift_method": method, "drift_min_samples": 100}
+    first = _night(tmp_path, src, batches(3), store, trained_by, "night-1", monitoring)
+    assert first.reasons == ["no_model"]
+    train(Config.from_dict({"storage": {"uri": str(store)},
+                            "data": {"source": str(src), "engine": trained_by}}),
+          "night-1", None)
+    for night, shift in ((2, 0.0), (3, 1.5)):
+        frames = batches(3, shift=shift, seed=10 * night)
+        checks = {e: _night(tmp_path, src, frames, store, e, f"night-{night}-{e}", monitoring)
+                  for e in ("pandas", "dask")}
+        p, d = checks["pandas"], checks["dask"]
+        assert p.reasons == d.reasons == ([] if shift == 0 else ["drift"])
+        assert d.accuracy == pytest.approx(p.accuracy, rel=1e-9)
+        assert d.n_samples == p.n_samples
+        if method == "mean_l1":
+            assert d.drift == pytest.approx(p.drift, rel=1e-9)
+        else:
+            assert d.drift == p.drift  # the share of drifted features
+
+
+def test_sketch_drift_is_close_to_exact_statistics() -> None:
+    """200,000 rows here; the 2,000,000-row check is a `make bench` row (B-dask-sketch)."""
+    from scipy import stats
+
+    from mlops.drift import DriftSettings, bin_shares, build_reference, psi
+    from mlops.sketches import (
+        column_moments,
+        ks_statistic,
+        reference_from_sketches,
+        sketch_columns,
+        sketch_report,
+        wasserstein,
+    )
+    rng = np.random.default_rng(5)
+    n = 200_000
+    ref = pd.DataFrame({"a": rng.normal(10, 2, n), "b": rng.exponential(3, n)})
+    cur = pd.DataFrame({"a": rng.normal(11.0, 2.4, n), "b": rng.exponential(3.6, n)})
+    # Sketches built in 8 partitions and merged, as ingest does.
+    parts_ref = [sketch_columns(ref.iloc[i::8], ["a", "b"]) for i in range(8)]
+    parts_cur = [sketch_columns(cur.iloc[i::8], ["a", "b"]) for i in range(8)]
+    from mlops.sketches import decode, merge_sketches
+    sk_ref, sk_cur = merge_sketches(parts_ref), merge_sketches(parts_cur)
+    exact_ref = build_reference(ref, bins=10)
+    dist = reference_from_sketches(sk_ref, column_moments(ref), 10, 5000)
+    for col in ("a", "b"):
+        r, c = ref[col].to_numpy(), cur[col].to_numpy()
+        exact_ks = stats.ks_2samp(r, c).statistic
+        assert abs(ks_statistic(decode(sk_ref[col]), decode(sk_cur[col])) - exact_ks) < 0.01
+        exact_w = stats.wasserstein_distance(r, c)
+        assert wasserstein(decode(sk_ref[col]), decode(sk_cur[col])) == \
+            pytest.approx(exact_w, rel=0.02)
+        e = exact_ref["features"][col]
+        exact_psi = psi(np.asarray(e["shares"]), bin_shares(c, e["edges"]))
+        report = sketch_report(dist, sk_cur, n, DriftSettings(method="psi"))
+        by_name = {f.feature: f.statistic for f in report.features}
+        assert abs(by_name[col] - exact_psi) < 0.01
+
+
+# --- 4: training ------------------------------------------------------------------------------
+def test_lightgbm_on_dask_is_saved_as_a_local_model(client: Any, tmp_path: Path) -> None:
+    from lightgbm import LGBMClassifier
+
+    src = tmp_path / "src"
+    frames = batches(4, rows=500)
+    write_parts(src, frames)
+    cfg = config(tmp_path, src, training={"model_type": "lightgbm",
+                                          "params": {"n_estimators": 20}})
+    summary = run_pipeline(cfg)
+    assert summary["retrained"] and summary["accuracy"] > 0.7
+    ws = Workspace.open(cfg)
+    model, meta = ws.registry.load(summary["model_version"])
+    assert isinstance(model, LGBMClassifier)
+    assert ws.registry.get_alias(PRODUCTION) == summary["model_version"]
+    x = frames[0].drop(columns="target")
+    assert set(np.unique(model.predict(x))) <= {0, 1}
+    info = meta["metadata"]
+    assert info["engine"] == "dask"
+    assert info["training_sample"]["rows"] == info["train_rows"]
+    # The reference was built from the training split's sketches: psi runs on it.
+    assert "sketch" in next(iter(ws.monitor.get_reference()["distribution"]["features"]
+                                 .values()))
+
+
+def test_sklearn_types_on_dask_train_on_a_bounded_recorded_sample(client: Any,
+                                                                   tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_parts(src, batches(4, rows=500))
+    cfg = config(tmp_path, src, dask={"max_train_rows": 300})
+    ws = Workspace.open(cfg)
+    ingest(cfg, "run-1", ws)
+    assert monitor_check(cfg, "run-1", ws).retrain
+    result = train(cfg, "run-1", ws)
+    sample = ws.registry.get_metadata(result.model_version)["metadata"]["training_sample"]
+    assert sample["rows"] <= 300 < sample["of_rows"] == result.train_rows
+    assert "max_train_rows=300" in sample["method"]
+    # A retried train step of the same run finds its model instead of training again.
+    assert train(cfg, "run-1", ws).model_version == result.model_version
+
+
+def test_lightgbm_on_the_pandas_engine(tmp_path: Path) -> None:
+    from lightgbm import LGBMClassifier
+
+    src = tmp_path / "src"
+    write_parts(src, batches(2))
+    cfg = config(tmp_path, src, "pandas", training={"model_type": "lightgbm",
+                                                    "params": {"n_estimators": 10}})
+    summary = run_pipeline(cfg)
+    model, _ = Workspace.open(cfg).registry.load(summary["model_version"])
+    assert isinstance(model, LGBMClassifier)
+
+
+# --- 5 + 6: where the cluster comes from, and failures ---------------------------------------
+def test_unreachable_scheduler_fails_fast_naming_the_address(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = tmp_path / "src"
+    write_parts(src, batches(1))
+    address = f"tcp://127.0.0.1:{port}"
+    cfg = config(tmp_path, src, dask={"address": address, "connect_timeout": 1.0})
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=f"dask scheduler {address} .*cannot be reached") \
+            as err:
+        ingest(cfg, "run-1", Workspace.open(cfg))
+    assert time.monotonic() - started < 15
+    assert err.value.exit_code == 1
+    assert Workspace.open(cfg).versioner.list_versions() == []
+
+
+def test_existing_scheduler_by_address(client: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_parts(src, batches(2))
+    cfg = config(tmp_path, src, dask={"address": client.scheduler.address})
+    assert ingest(cfg, "run-1", Workspace.open(cfg)).rows == 800
+
+
+def test_engine_config_is_validated() -> None:
+    from mlops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.engine"):
+        Config.from_dict({"data": {"engine": "spark"}})
+    with pytest.raises(ConfigError, match=r"dask\.memory_limit"):
+        Config.from_dict({"dask": {"memory_limit": "lots"}})
+    assert Config.from_dict({"dask": {"memory_limit": "512MiB"}}).dask.memory_limit == "512MiB"
