@@ -57,7 +57,7 @@ class Sizes:
     b7_rows: int = 10_000_000
     b7_features: int = 10
     b9_rows: tuple[int, ...] = (500_000, 2_000_000, 5_000_000)
-    d1_rows: int = 1_000_000
+    b11_rows: int = 1_000_000
     #: Data and model versions in B10's store.
     b10_versions: int = 1_000
     rounds: int = 4
@@ -67,7 +67,7 @@ class Sizes:
 
 
 QUICK = Sizes(b1_rows=20_000, b6_rows=5_000, b7_rows=20_000, b9_rows=(5_000, 10_000, 20_000),
-              b10_versions=20, d1_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
+              b10_versions=20, b11_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
 
 
 @dataclass
@@ -320,7 +320,7 @@ def b6(work: Path, sizes: Sizes) -> list[Row]:
                  "splits, fits, scores, writes Parquet + joblib")]
 
 
-# --- D1: mlops run on a mixed frame vs a bare script fitting the same Pipeline ---------------
+# --- B11: mlops run on a mixed frame vs a bare script fitting the same Pipeline ---------------
 def mixed_frame(rows: int, seed: int = 0, missing: float = 0.05) -> pd.DataFrame:
     """8 numeric and 4 categorical features (5, 10, 20 and 50 categories), ``missing`` of
     every feature missing, and a binary target that depends on both kinds."""
@@ -352,10 +352,10 @@ def _mixed_bare_script(source: Path, out: Path) -> None:
     joblib.dump(model, out / "model.joblib")
 
 
-def d1(work: Path, sizes: Sizes) -> list[Row]:
+def b11(work: Path, sizes: Sizes) -> list[Row]:
     """`mlops run` on a 1M-row mixed Parquet source (fresh store: it trains) vs bare."""
-    source, store, bare = work / "d1-mixed.parquet", work / "d1-store", work / "d1-bare"
-    mixed_frame(sizes.d1_rows).to_parquet(source)
+    source, store, bare = work / "b11-mixed.parquet", work / "b11-store", work / "b11-bare"
+    mixed_frame(sizes.b11_rows).to_parquet(source)
     config = Config.from_dict({"storage": {"uri": str(store)},
                                "data": {"source": str(source)}})
     a, b = alternate(lambda: run_pipeline(config),
@@ -364,7 +364,7 @@ def d1(work: Path, sizes: Sizes) -> list[Row]:
     for path in (store, bare):
         shutil.rmtree(path, ignore_errors=True)
     source.unlink()
-    return [_row("D1", f"mlops run, {sizes.d1_rows:,} rows mixed (8 numeric, 4 categorical, "
+    return [_row("B11", f"mlops run, {sizes.b11_rows:,} rows mixed (8 numeric, 4 categorical, "
                  "5% missing), logistic, vs bare script", a, b, "<=", 1.3,
                  "fresh store each round; both fit the same Pipeline (median imputation + "
                  "scaling, one-hot); mlops also validates, versions the data, computes every "
@@ -551,7 +551,7 @@ def to_markdown(rows: list[Row], info: dict[str, Any], sizes: Sizes, elapsed: fl
     return "\n".join(lines) + "\n"
 
 
-ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "D1")
+ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
 
 
 def _merge(out: Path, rows: list[Row], only: tuple[str, ...],
@@ -598,7 +598,7 @@ def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
             ("B8", lambda: b8(df(), work, sizes)),
             ("B9", lambda: b9(work, sizes, df())),
             ("B10", lambda: b10(work, sizes)),
-            ("D1", lambda: d1(work, sizes)),
+            ("B11", lambda: b11(work, sizes)),
         ]
         for name, step in steps:
             if name not in only:
