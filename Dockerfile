@@ -29,7 +29,7 @@ COPY . .
 # extra (dask, distributed, lightgbm, datasketches) is the data.engine: dask runtime.
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --only-binary=:all: \
-      "$(ls /wheels/mlops-*.whl)[gcs,s3,k8s,report,dask]" \
+      "$(ls /wheels/mlops-*.whl)[gcs,s3,k8s,report,dask,metrics]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools \
  && /opt/venv/bin/python -c "import mlops, mlops.config, dask.dataframe, distributed, lightgbm, datasketches" \
  && test -x /opt/venv/bin/mlops

@@ -17,8 +17,8 @@ from typing import Any
 
 from mlops import __version__
 from mlops.config import Config, load_config
-from mlops.errors import EXIT_OK, EXIT_RETRY, MLOpsError
-from mlops.logconf import setup_logging
+from mlops.errors import EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
+from mlops.logconf import log_context, setup_logging
 
 log = logging.getLogger("mlops.cli")
 
@@ -65,7 +65,8 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str], as_json: boo
 # --- commands ----------------------------------------------------------------------------
 def _config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
-    setup_logging("DEBUG" if args.debug else cfg.logging.level, cfg.logging.file)
+    setup_logging("DEBUG" if args.debug else cfg.logging.level, cfg.logging.file,
+                  fmt=cfg.logging.format)
     return cfg
 
 
@@ -82,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_pipeline(_config(args), run_id=args.run_id)
     if not args.json and summary.get("drift_report"):
         summary = {**summary, "drift_report": drift_line(summary["drift_report"])}
+    if not args.json and summary.get("notifications"):
+        summary = {**summary, "notifications": [notification_line(n)
+                                                for n in summary["notifications"]]}
     print_mapping(summary, args.json)
     return EXIT_OK
 
@@ -97,12 +101,20 @@ def drift_line(report: dict[str, Any]) -> str:
         f"{verdict}"
 
 
+def notification_line(n: dict[str, Any]) -> str:
+    """One webhook outcome: ``name ok`` or ``name FAILED after N attempt(s): why``."""
+    if n.get("ok"):
+        return f"{n.get('receiver')} ok"
+    return f"{n.get('receiver')} FAILED after {n.get('attempts')} attempt(s): {n.get('error')}"
+
+
 def cmd_step(args: argparse.Namespace) -> int:
     """Run one step."""
     from mlops.runner import run_step
 
     cfg = _config(args)
-    result = run_step(args.command, cfg, args.run_id)
+    with log_context(run_id=args.run_id, step=args.command):  # JSON logs of a step Job
+        result = run_step(args.command, cfg, args.run_id)
     print_mapping(result.to_dict(), args.json)
     return EXIT_OK
 
@@ -226,8 +238,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write the HTML report and its PNG plots to a folder."""
-    from mlops.report import write_report
+    """Write the HTML report and its PNG plots to a folder (and serve it with --serve)."""
+    from mlops.report import serve_report, write_report
 
     files = write_report(_workspace(args), args.output)
     if args.json:
@@ -235,7 +247,31 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_OK
     for path in files:
         print(path)
+    if args.serve:
+        server = serve_report(files[0].parent, args.bind, args.port)
+        print(f"serving http://{args.bind}:{server.server_port}/{files[0].name} (Ctrl-C "
+              "stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """One screen: is it healthy? Exit 0 healthy, 3 unhealthy."""
+    from mlops.status import EXIT_UNHEALTHY, check_health, render
+
+    if args.max_age_hours <= 0:
+        raise BadInputError(f"--max-age-hours must be > 0, got {args.max_age_hours:g}")
+    health = check_health(_config(args), max_age_hours=args.max_age_hours)
+    if args.json:
+        print(json.dumps(health.to_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        print(render(health))
+    return EXIT_OK if health.healthy else EXIT_UNHEALTHY
 
 
 def cmd_storage_check(args: argparse.Namespace) -> int:
@@ -321,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlops",
         description="Keep a classifier fresh: ingest -> monitor-check -> train (when needed).",
-        epilog="Exit codes: 0 success, 1 failure a retry may fix, 2 bad input or config.")
+        epilog="Exit codes: 0 success, 1 failure a retry may fix, 2 bad input or config, "
+               "3 unhealthy (mlops status).")
     parser.add_argument("--version", action="version", version=f"mlops {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging, and a traceback on failure")
@@ -422,7 +459,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--output", "-o", metavar="DIR", default="mlops-report",
                    help="folder to write to (default: ./mlops-report)")
+    p.add_argument("--serve", action="store_true",
+                   help="then serve the folder over HTTP until Ctrl-C and print the URL")
+    p.add_argument("--port", type=int, default=8000,
+                   help="port of --serve (default: 8000; 0 picks a free one)")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address of --serve (default: 127.0.0.1, this machine only)")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser(
+        "status", help="is it healthy? last run, serving model, drift, failures",
+        description="One screen from the store (read-only, quick): the last run and its "
+                    "outcome, the serving model's accuracy against "
+                    "monitoring.accuracy_min_threshold, the last drift, nights since the last "
+                    "retrain, failed runs in the last week and the newest report.",
+        epilog="Exit codes: 0 healthy; 3 unhealthy (the latest finished run failed, no "
+               "successful run within --max-age-hours, or the serving model is below its "
+               "threshold); 1 the store cannot be read (retry may help); 2 bad config.")
+    _common(p)
+    p.add_argument("--max-age-hours", type=float, default=36.0, metavar="H",
+                   help="unhealthy when no run succeeded in the last H hours (default: 36, "
+                        "a nightly schedule plus margin)")
+    p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("storage-check", help="check that the store is reachable and writable",
                        description="Write, read back and delete a probe object (used by the "

@@ -28,6 +28,7 @@ from mlops.choices import HASH_ALGORITHMS, DriftMethod, MetricName, SchemaPolicy
 from mlops.errors import ConfigError
 
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
                     "hist_gradient_boosting", "lightgbm"]
@@ -67,6 +68,10 @@ def _share(v: float) -> bool:
 
 def _bins(v: int) -> bool:
     return 2 <= v <= 1000
+
+
+def _retries(v: int) -> bool:
+    return 0 <= v <= 5
 
 
 def _keep(v: int | None) -> bool:
@@ -170,6 +175,9 @@ class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _opt(
         "INFO", "Log level.")
     file: str | None = _opt(None, "Optional log file (rotating); logs always go to stderr.")
+    format: Literal["text", "json"] = _opt(
+        "text", "text (one readable line per record) or json (one JSON object per line with "
+        "time, level, logger, run_id, step and message, for cluster log collectors).")
 
 
 @dataclass(frozen=True)
@@ -252,6 +260,73 @@ class ReportingConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    """Prometheus metrics (pushed to a Pushgateway) and Kubernetes Events."""
+
+    pushgateway_url: str = _opt("", "Pushgateway to push the run's metrics to at the end of "
+                                "each step and of the run (e.g. http://pushgateway:9091); "
+                                "empty: off. Needs the mlops[metrics] extra.")
+    push_timeout_seconds: float = _opt(5.0, "Timeout of one push; a push that fails logs a "
+                                       "warning and never fails the run.", _positive, "> 0")
+    job: str = _opt("mlops", "The Pushgateway job label of the pushed group (the grouping "
+                    "key adds release and namespace).")
+    kubernetes_events: bool = _opt(True, "The controller writes Kubernetes Events "
+                                   "(events.k8s.io/v1) on its own Job.")
+
+
+#: The events a webhook receiver may subscribe to (``notifications.webhooks[].events``).
+NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_threshold",
+                 "success")
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    """Webhook notifications (Slack-compatible JSON) at the end of a run."""
+
+    webhooks: list[dict[str, Any]] = _opt(
+        [], "Receivers: each a mapping with url (a literal URL) or url_env (the name of an "
+        "environment variable holding the URL, e.g. filled from a Secret), optional name, "
+        "and events (default: failure, drift, promotion, rejection, "
+        "serving_below_threshold; success is opt-in).")
+    timeout_seconds: float = _opt(5.0, "Timeout of one webhook request.", _positive, "> 0")
+    retries: int = _opt(2, "Further attempts of a webhook that fails (5xx, timeout, "
+                        "connection error); a failing webhook never fails the run.",
+                        _retries, "between 0 and 5")
+
+    def __post_init__(self) -> None:
+        for i, hook in enumerate(self.webhooks):
+            _check_webhook(hook, f"notifications.webhooks[{i}]")
+
+
+_WEBHOOK_KEYS = ("name", "url", "url_env", "events")
+
+
+def _check_webhook(hook: Any, key: str) -> None:
+    if not isinstance(hook, Mapping):
+        raise ConfigError(f"config key '{key}' must be a mapping with url or url_env, "
+                          f"got {type(hook).__name__}")
+    for k in hook:
+        if k not in _WEBHOOK_KEYS:
+            raise ConfigError(f"unknown config key '{key}.{k}' (use one of "
+                              f"{', '.join(_WEBHOOK_KEYS)})")
+    if ("url" in hook) == ("url_env" in hook):
+        raise ConfigError(f"config key '{key}' needs exactly one of url or url_env")
+    if "url" in hook and (not isinstance(hook["url"], str)
+                          or not hook["url"].startswith(("http://", "https://"))):
+        raise ConfigError(f"config key '{key}.url' must be an http:// or https:// URL")
+    if "url_env" in hook and not (isinstance(hook["url_env"], str)
+                                  and _ENV_NAME.fullmatch(hook["url_env"])):
+        raise ConfigError(f"config key '{key}.url_env' must be an environment variable name, "
+                          f"got {hook['url_env']!r}")
+    if "name" in hook and not isinstance(hook["name"], str):
+        raise ConfigError(f"config key '{key}.name' must be a string")
+    events = hook.get("events", [])
+    if not isinstance(events, list) or any(e not in NOTIFY_EVENTS for e in events):
+        raise ConfigError(f"config key '{key}.events' must be a list of "
+                          f"{', '.join(NOTIFY_EVENTS)}, got {events!r}")
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     """How many versions to keep (applied by mlops gc); aliased and reference versions stay."""
 
@@ -304,6 +379,8 @@ class Config:
     reporting: ReportingConfig = _opt(ReportingConfig(), "Run reports.")
     retention: RetentionConfig = _opt(RetentionConfig(), "Version retention.")
     dask: DaskConfig = _opt(DaskConfig(), "The Dask cluster (data.engine: dask).")
+    observability: ObservabilityConfig = _opt(ObservabilityConfig(), "Metrics and Events.")
+    notifications: NotificationsConfig = _opt(NotificationsConfig(), "Webhooks.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:

@@ -63,6 +63,8 @@ class JobBackend(Protocol):
     def failure_report(self, name: str, container: str,
                        tail_lines: int = 10) -> tuple[int | None, list[str]]: ...
 
+    def create_event(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
 
 def resolve_run_id(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The run id: ``--run-id``, else ``$MLOPS_RUN_ID``, else ``$MLOPS_JOB_NAME`` (the
@@ -150,27 +152,36 @@ class Controller:
             BadInputError: A Job completed but its result is not in the store (exit 2).
             Terminated: SIGTERM arrived (``controller.json`` says ``terminated``).
         """
+        from mlops.observe import RunObserver
+
         started = iso(utc_now())
         if self.ws.config.reporting.enabled:
             require_matplotlib()  # fail before any Job is created, not at the end
+        observer = RunObserver(self.config, self.run_id, events=self._event,
+                               where=f"{self.config.kubernetes.release}/"
+                                     f"{self.backend.namespace}")
+        observer.check()
+        observer.run_started()
         try:
-            self.step(INGEST)
-            checked = self.step(MONITOR_CHECK)
+            self._observed(observer, INGEST)
+            checked = self._observed(observer, MONITOR_CHECK)
             if checked.get("retrain"):
-                self.step(TRAIN)
+                self._observed(observer, TRAIN)
             else:
                 self.steps[TRAIN] = "not needed"
             self.current = None
-            summary = finish_run(self.ws, self.run_id)
-        except Terminated:
+            summary = finish_run(self.ws, self.run_id, observer)
+        except Terminated as err:
             self._record("terminated", started,
                          f"SIGTERM while running step {self.current or '-'}")
+            observer.run_failed(err)
             raise
         except MLOpsError as err:
             if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
                 record_failure(self.ws, self.run_id, self.current, err)
             if not isinstance(err, BadInputError) and err.exit_code != 2:
                 self._record("failed", started, str(err).splitlines()[0] if str(err) else "")
+            observer.run_failed(err)
             raise
         self._record("succeeded", started, "")
         return summary
@@ -218,6 +229,20 @@ class Controller:
                 "store: do the steps and the controller use the same storage.uri?")
         self.steps[step] = f"{how} Job {name}"
         return result
+
+    def _observed(self, observer: Any, step: str) -> dict[str, Any]:
+        with observer.step(step) as box:
+            box["result"] = self.step(step)
+        return box["result"]
+
+    def _event(self, type_: str, reason: str, action: str, note: str) -> None:
+        """Write a Kubernetes Event on the controller's own Job (none without one)."""
+        from mlops.k8s import build_event
+
+        if self.owner is None:
+            return
+        self.backend.create_event(build_event(
+            self.owner, self.backend.namespace, type_, reason, action, note))
 
     def _record(self, status: str, started: str, message: str) -> None:
         data = {"run_id": self.run_id, "status": status, "started_at": started,

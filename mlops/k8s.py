@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -176,6 +178,44 @@ class Owner:
         """
         return {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": self.uid,
                 "controller": False, "blockOwnerDeletion": True}
+
+
+#: ``reportingController`` of the Events the controller writes (a qualified name).
+EVENT_CONTROLLER = "mlops/controller"
+_EVENT_NOTE_BYTES = 1024  # the API server's limit on an Event's note
+
+
+def build_event(owner: Owner, namespace: str, type_: str, reason: str, action: str,
+                note: str, instance: str | None = None) -> dict[str, Any]:
+    """An ``events.k8s.io/v1`` Event about the controller's own Job (pure).
+
+    Args:
+        owner: The controller's Job (``regarding``).
+        namespace: Its namespace.
+        type_: ``Normal`` or ``Warning``.
+        reason: CamelCase reason, e.g. ``RunStarted``.
+        action: What was done, e.g. ``Run``, ``Step``, ``Promote``.
+        note: One line (cut to the API's 1024 bytes).
+        instance: ``reportingInstance`` (default: the pod's host name).
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    line = note.splitlines()[0] if note else reason
+    text = line.encode("utf-8")[:_EVENT_NOTE_BYTES].decode("utf-8", "ignore")
+    host = instance or os.environ.get("HOSTNAME") or socket.gethostname() or "mlops"
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{owner.name}.", "namespace": namespace},
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "reportingController": EVENT_CONTROLLER,
+        "reportingInstance": host[:128],
+        "action": action,
+        "reason": reason,
+        "type": type_,
+        "note": text,
+        "regarding": {"apiVersion": "batch/v1", "kind": "Job", "name": owner.name,
+                      "namespace": namespace, "uid": owner.uid},
+    }
 
 
 def default_pod_template(k8s: KubernetesConfig) -> dict[str, Any]:
@@ -539,6 +579,18 @@ class KubeClient:
         name = body["metadata"]["name"]
         return self._plain(self._call(
             f"create Job {name}", lambda: self.batch.create_namespaced_job(
+                self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
+
+    def create_event(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an ``events.k8s.io/v1`` Event (see :func:`build_event`).
+
+        Raises:
+            KubernetesBadRequestError: 403 (the Role lacks the events rule), 422 (exit 2).
+            KubernetesError: 5xx or connection errors after the retries (exit 1).
+        """
+        events = client.EventsV1Api(self.api)
+        return self._plain(self._call(
+            f"create Event {body.get('reason')}", lambda: events.create_namespaced_event(
                 self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
 
     def get_job(self, name: str) -> Job:

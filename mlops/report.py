@@ -14,7 +14,9 @@ when plotting.
 from __future__ import annotations
 
 import base64
+import functools
 import html
+import http.server
 import io
 import math
 import warnings
@@ -365,7 +367,9 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
              "img{max-width:100%}")
+    # An empty icon: a served page would otherwise ask for /favicon.ico and log a 404.
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<link rel=\"icon\" href=\"data:,\">"
             f"<title>mlops run report</title><style>{style}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
@@ -414,3 +418,28 @@ def write_report_to_store(ws: Workspace, run_id: str) -> str:
     key = layout.run_key(run_id, REPORT_HTML)
     ws.store.write_bytes(key, render_html(data, render_plots(data)).encode("utf-8"))
     return key
+
+
+def serve_report(folder: str | Path, host: str = "127.0.0.1",
+                 port: int = 8000) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for a report folder (not started: call ``serve_forever``).
+
+    Args:
+        folder: The folder written by :func:`write_report`.
+        host: The address to bind (default: this machine only).
+        port: The port (0 picks a free one; see ``server_address``).
+
+    Raises:
+        BadInputError: The port is taken or the address cannot be bound.
+    """
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    try:
+        return http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as err:
+        raise BadInputError(f"cannot serve the report on {host}:{port}: {err.strerror}") \
+            from err
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

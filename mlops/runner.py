@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops.config import Config, load_config
 from mlops.decisions import SERVING_BELOW_THRESHOLD
@@ -31,6 +31,9 @@ from mlops.training import meets_threshold
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from mlops.observe import RunObserver
 
 SUMMARY = "summary"
 
@@ -107,16 +110,29 @@ def write_summary(ws: Workspace, run_id: str, summary: Mapping[str, Any]) -> Non
     ws.write_result(SUMMARY, summary)
 
 
-def finish_run(ws: Workspace, run_id: str) -> dict[str, Any]:
+def finish_run(ws: Workspace, run_id: str,
+               observer: RunObserver | None = None) -> dict[str, Any]:
     """End a run, in one process or under the controller: summarize it, write its report
     (``runs/<run-id>/report.html``, when ``reporting.enabled``) and ``summary.json``.
 
+    Args:
+        ws: The workspace.
+        run_id: The run.
+        observer: The run's :class:`mlops.observe.RunObserver`: it pushes the run's
+            metrics and sends its notifications before the summary is written.
+
     Returns:
-        The summary (see :func:`summarize`), plus ``report`` when one was written.
+        The summary (see :func:`summarize`), plus ``report`` and ``report_url`` when one
+        was written and ``notifications`` (each webhook's outcome) when any was sent.
     """
     summary = summarize(ws, run_id)
     if ws.config.reporting.enabled:
         summary["report"] = write_report_to_store(ws, run_id)
+        summary["report_url"] = ws.store.url(summary["report"])
+    if observer is not None:
+        notifications = observer.run_succeeded(ws, summary)
+        if notifications:
+            summary["notifications"] = notifications
     write_summary(ws, run_id, summary)
     return summary
 
@@ -134,27 +150,44 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
         ``{data_version, model_version, retrained, accuracy}`` plus ``run_id``,
         ``reasons``, ``drift``, ``drift_report``, ``promoted`` and the challenger's and
         champion's accuracies (see :func:`summarize`); ``report`` (the key of
-        ``runs/<run-id>/report.html``) when ``reporting.enabled``.
+        ``runs/<run-id>/report.html``) and ``report_url`` when ``reporting.enabled``;
+        ``notifications`` when webhooks were sent.
 
     Raises:
-        ConfigError: ``reporting.enabled`` without matplotlib (before anything runs).
+        ConfigError: ``reporting.enabled`` without matplotlib, or
+            ``observability.pushgateway_url`` without prometheus-client (before anything
+            runs).
     """
+    from mlops.observe import RunObserver
+
     config = config_path if isinstance(config_path, Config) else load_config(config_path)
     run_id = check_version_id(run_id, "run id") if run_id else new_run_id()
     if config.reporting.enabled:
         require_matplotlib()  # fail before the run, not after it
+    observer = RunObserver(config, run_id)
+    observer.check()
     ws = Workspace.open(config)
-    ingest(config, run_id, ws)
-    step = MONITOR_CHECK
+    observer.run_started()
+    step: str | None = INGEST
     try:
-        decision = monitor_check(config, run_id, ws)
+        with observer.step(INGEST) as box:
+            box["result"] = ingest(config, run_id, ws).to_dict()
+        step = MONITOR_CHECK
+        with observer.step(MONITOR_CHECK) as box:
+            decision = monitor_check(config, run_id, ws)
+            box["result"] = decision.to_dict()
         if decision.retrain:
             step = TRAIN
-            train(config, run_id, ws)
+            with observer.step(TRAIN) as box:
+                box["result"] = train(config, run_id, ws).to_dict()
+        step = None
+        return finish_run(ws, run_id, observer)
     except Exception as err:
-        record_failure(ws, run_id, step, err)
+        # A bad source or config at ingest leaves the store (and the history) untouched.
+        if step in (MONITOR_CHECK, TRAIN):
+            record_failure(ws, run_id, step, err)
+        observer.run_failed(err)
         raise
-    return finish_run(ws, run_id)
 
 
 def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:

@@ -117,5 +117,6 @@ resolved storage.uri and the chart-owned `kubernetes` section.
 {{- $_ := set $storage "uri" (include "mlops.storageUri" .) -}}
 {{- $_ := set $cfg "storage" $storage -}}
 {{- $_ := set $cfg "kubernetes" (include "mlops.kubernetesConfig" . | fromYaml) -}}
+{{- include "mlops.withNotifications" (dict "cfg" $cfg "root" .) -}}
 {{- toYaml $cfg -}}
 {{- end -}}

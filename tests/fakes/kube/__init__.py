@@ -41,7 +41,8 @@ Configuration (may be changed while running):
 
 Inspection and driving:
     ``requests`` (list of :class:`RequestRecord` ``(method, path, query)``),
-    ``clear_requests()``, ``jobs(namespace)``, ``pods(namespace, job_name=None)``,
+    ``clear_requests()``, ``jobs(namespace)``, ``events(namespace)``,
+    ``pods(namespace, job_name=None)``,
     ``get_object(resource, namespace, name)`` (``None`` if absent),
     ``create_object(obj) -> dict`` (same validation/defaulting as HTTP; raises
     :class:`KubeAPIError`), ``delete_object(resource, namespace, name, propagation_policy)``,
@@ -53,7 +54,8 @@ Inspection and driving:
 Resources: ``batch/v1`` jobs (create, get, ``/status`` get, list, watch, delete with
 ``Orphan`` or ``Background`` propagation), ``v1`` pods (get, list, watch, ``/log`` with
 ``tailLines``), ``v1`` configmaps and secrets (create, get, list, watch, delete), ``v1``
-namespaces (get, list), ``/version``.
+namespaces (get, list), ``events.k8s.io/v1`` events (create, get, list, watch, delete;
+``forbid("create", "events")`` or a Role without the events rule answers 403), ``/version``.
 
 Behaviour of a real cluster it reproduces:
 

@@ -86,7 +86,11 @@ KINDS: dict[str, Kind] = {
     "configmaps": Kind("configmaps", "", "v1", "ConfigMap", True),
     "secrets": Kind("secrets", "", "v1", "Secret", True),
     "namespaces": Kind("namespaces", "", "v1", "Namespace", False),
+    "events": Kind("events", "events.k8s.io", "v1", "Event", True),
 }
+#: URL prefix of each API group served.
+GROUP_PREFIX = {"": "/api/v1", "batch": "/apis/batch/v1",
+                "events.k8s.io": "/apis/events.k8s.io/v1"}
 KIND_BY_NAME = {k.kind: k for k in KINDS.values()}
 FIELDS: dict[str, set[str]] = {
     "jobs": {"metadata.name", "metadata.namespace", "status.successful"},
@@ -104,6 +108,7 @@ FIELDS: dict[str, set[str]] = {
     "configmaps": {"metadata.name", "metadata.namespace"},
     "secrets": {"metadata.name", "metadata.namespace", "type"},
     "namespaces": {"metadata.name", "status.phase"},
+    "events": {"metadata.name", "metadata.namespace", "reason", "type", "regarding.name"},
 }
 
 

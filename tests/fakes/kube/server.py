@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.kube.model import (
+    GROUP_PREFIX,
     JSON,
     KIND_BY_NAME,
     KINDS,
@@ -236,18 +237,18 @@ class Router(ObjectStore):
     def _route(self, handler: Handler, method: str, path: str, query: dict[str, str],
                body: bytes) -> None:
         m = re.fullmatch(
-            r"/(?:api/v1|apis/batch/v1)(?:/namespaces/([^/]+))?/([a-z]+)(?:/([^/]+))?(?:/(\w+))?",
-            path)
+            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1)(?:/namespaces/([^/]+))?/([a-z]+)"
+            r"(?:/([^/]+))?(?:/(\w+))?", path)
         if m is None:
             raise KubeAPIError(404, "NotFound", "the server could not find the requested resource")
         ns, resource, name, sub = m.groups()
-        group_prefix = "/apis/batch/v1" if path.startswith("/apis/") else "/api/v1"
+        group_prefix = "/".join(path.split("/")[:4]) if path.startswith("/apis/") else "/api/v1"
         if resource == "namespaces" and ns is None:
             resource, ns, name = "namespaces", None, name
         elif ns is not None and resource is None:
             raise KubeAPIError(404, "NotFound", "the server could not find the requested resource")
         kind = KINDS.get(resource)
-        prefix = "/apis/batch/v1" if kind is not None and kind.group == "batch" else "/api/v1"
+        prefix = GROUP_PREFIX[kind.group] if kind is not None else "/api/v1"
         if kind is None or prefix != group_prefix or (kind.namespaced and ns is None and name) \
                 or (sub not in (None, "status", "log")) or (sub == "log" and resource != "pods") \
                 or (sub is not None and name is None):
@@ -278,13 +279,13 @@ class Router(ObjectStore):
             if obj is None:
                 raise not_found_error(kind, str(name))
             handler.send_json(200, obj)
-        elif verb == "create" and kind.resource in ("jobs", "configmaps", "secrets"):
+        elif verb == "create" and kind.resource in ("jobs", "configmaps", "secrets", "events"):
             try:
                 doc = json.loads(body or b"null")
             except ValueError as e:
                 raise bad_request_error(f"error decoding request body: {e}") from None
             handler.send_json(201, self._create(kind, str(ns), doc))
-        elif verb == "delete" and kind.resource in ("jobs", "configmaps", "secrets"):
+        elif verb == "delete" and kind.resource in ("jobs", "configmaps", "secrets", "events"):
             policy = query.get("propagationPolicy")
             if body:
                 with contextlib.suppress(ValueError, AttributeError):

@@ -34,6 +34,7 @@ from tests.fakes.kube.validation import (
     default_job,
     schema_errors,
     validate_config,
+    validate_event,
     validate_job,
 )
 
@@ -120,6 +121,11 @@ class ObjectStore:
         """All Jobs in a namespace."""
         return self._list("jobs", namespace, None)
 
+    def events(self, namespace: str) -> list[JSON]:
+        """All events.k8s.io/v1 Events in a namespace, in the order they were created."""
+        return sorted(self._list("events", namespace, None),
+                      key=lambda e: int(e["metadata"]["resourceVersion"]))
+
     def pods(self, namespace: str, job_name: str | None = None) -> list[JSON]:
         """All pods in a namespace, optionally only those of one Job (oldest first)."""
         sel = Selector("pods", f"job-name={job_name}" if job_name else None, None)
@@ -200,6 +206,9 @@ class ObjectStore:
         if not errors:
             if kind.resource == "jobs":
                 validate_job(obj, errors)
+            elif kind.resource == "events":
+                check_name(meta.get("name"), errors, "metadata.name", 253)
+                validate_event(obj, errors)
             else:
                 check_name(meta.get("name"), errors, "metadata.name", 253)
                 validate_config(obj, kind, errors)

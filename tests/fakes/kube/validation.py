@@ -181,6 +181,27 @@ def validate_config(obj: JSON, kind: Kind, errors: list[tuple[str, str]]) -> Non
                     errors.append((f"{section}[{key}]", "Invalid value: illegal base64 data"))
 
 
+def validate_event(obj: JSON, errors: list[tuple[str, str]]) -> None:
+    """What the real server's ValidateEventCreate checks for an events.k8s.io/v1 Event."""
+    for f in ("eventTime", "reportingController", "reportingInstance", "action", "reason"):
+        if not obj.get(f):
+            errors.append((f, "Required value"))
+    for f in ("reportingInstance", "action", "reason"):
+        if len(str(obj.get(f) or "")) > 128:
+            errors.append((f, "Too long: may not be more than 128 bytes"))
+    controller = str(obj.get("reportingController") or "")
+    prefix, _, name = controller.rpartition("/")
+    if controller and (not LABEL_NAME.match(name) or len(name) > 63
+                       or (prefix and not _DNS1123_SUBDOMAIN.match(prefix))):
+        errors.append(("reportingController", f'Invalid value: "{controller}": must be a '
+                       "qualified name"))
+    if obj.get("type") not in ("Normal", "Warning"):
+        errors.append(("type", f'Unsupported value: "{obj.get("type")}": supported values: '
+                       '"Normal", "Warning"'))
+    if len(str(obj.get("note") or "").encode()) > 1024:
+        errors.append(("note", "Too long: may not be more than 1024 bytes"))
+
+
 def default_job(job: JSON, uid: str) -> None:
     """Fill in a created Job's defaults, selector and generated labels (SetDefaults_Job)."""
     spec = job.setdefault("spec", {})

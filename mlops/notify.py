@@ -1,0 +1,220 @@
+"""Webhook notifications at the end of a run (``notifications.webhooks``).
+
+Each receiver has ``url`` (a literal URL) or ``url_env`` (the name of an environment
+variable holding it: webhook URLs are credentials, so in a cluster the chart fills it from
+a Secret), and the events it wants (default :data:`DEFAULT_EVENTS`). A run sends each
+receiver at most one message, when at least one of its events happened, with a
+Slack-compatible body: ``text`` (one line per event), ``attachments`` with structured
+``fields`` (Slack, Mattermost), and the same facts as plain data under ``mlops`` (for
+Microsoft Teams workflows and Alertmanager-style receivers).
+
+Receivers are called in parallel; each gets ``notifications.timeout_seconds`` in all,
+spread over at most ``1 + notifications.retries`` attempts (a 5xx, 429, timeout or
+connection error is retried; a 4xx is not). A failing receiver never fails the run: the
+outcome of every receiver is returned and goes into the run's summary.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mlops.config import Config
+
+log = logging.getLogger(__name__)
+
+FAILURE = "failure"
+DRIFT = "drift"
+PROMOTION = "promotion"
+REJECTION = "rejection"
+SERVING_BELOW_THRESHOLD = "serving_below_threshold"
+SUCCESS = "success"
+#: Events a receiver gets when it names none (``success`` is opt-in: it is every night).
+DEFAULT_EVENTS = (FAILURE, DRIFT, PROMOTION, REJECTION, SERVING_BELOW_THRESHOLD)
+_BACKOFF = 0.2
+_COLORS = {FAILURE: "danger", SERVING_BELOW_THRESHOLD: "danger", REJECTION: "warning",
+           DRIFT: "warning"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing that happened in a run that a receiver may want to hear about."""
+
+    event: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one receiver: delivered or not, after how many attempts, and why."""
+
+    receiver: str
+    ok: bool
+    attempts: int
+    events: tuple[str, ...]
+    status: int | None = None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the run summary."""
+        return {**asdict(self), "events": list(self.events)}
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A configured webhook receiver (the URL is resolved when sending)."""
+
+    name: str
+    url: str | None
+    url_env: str | None
+    events: tuple[str, ...]
+
+    def resolve(self, env: Mapping[str, str]) -> str | None:
+        """The URL: the literal one, or the value of ``url_env`` (None when unset)."""
+        if self.url:
+            return self.url
+        return env.get(self.url_env or "") or None
+
+
+def receivers(config: Config) -> list[Receiver]:
+    """The receivers of ``notifications.webhooks`` (validated by the config)."""
+    out = []
+    for i, hook in enumerate(config.notifications.webhooks):
+        name = hook.get("name") or hook.get("url_env") or f"webhook-{i}"
+        out.append(Receiver(name=str(name), url=hook.get("url"), url_env=hook.get("url_env"),
+                            events=tuple(hook.get("events") or DEFAULT_EVENTS)))
+    return out
+
+
+def missing_urls(config: Config, env: Mapping[str, str] | None = None) -> list[str]:
+    """Receivers whose ``url_env`` is not set (warned about when the run starts)."""
+    env = os.environ if env is None else env
+    return [f"{r.name} (${r.url_env})" for r in receivers(config) if r.resolve(env) is None]
+
+
+def notices_for_summary(summary: Mapping[str, Any], threshold: float) -> list[Notice]:
+    """The notices of a run that ended: drift, promotion or rejection, serving below
+    threshold, and success."""
+    rid = summary.get("run_id")
+    out = []
+    reasons = list(summary.get("reasons") or [])
+    if DRIFT in reasons:
+        report = summary.get("drift_report") or {}
+        drifted = [f["feature"] for f in report.get("features", []) if f.get("drifted")]
+        names = f" ({', '.join(drifted[:5])})" if drifted else ""
+        out.append(Notice(DRIFT, f"drift detected: score {_num(summary.get('drift'))}{names}"))
+    if "low_accuracy" in reasons:
+        out.append(Notice(SERVING_BELOW_THRESHOLD,
+                          f"serving model below threshold on the new data (accuracy < "
+                          f"{threshold:g}): retrained"))
+    if summary.get("retrained"):
+        challenger = summary.get("challenger_version")
+        acc = _num(summary.get("challenger_accuracy"))
+        if summary.get("promoted"):
+            out.append(Notice(PROMOTION, f"model {challenger} promoted to production "
+                                         f"(accuracy {acc})"))
+        else:
+            out.append(Notice(REJECTION, f"challenger {challenger} rejected (accuracy {acc} "
+                                         f"< champion {_num(summary.get('champion_accuracy'))})"))
+    out.append(Notice(SUCCESS, f"run {rid} succeeded: model {summary.get('model_version')} "
+                               f"serves, accuracy {_num(summary.get('accuracy'))}"))
+    return out
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
+
+
+def build_body(run_id: str, status: str, notices: Sequence[Notice], facts: Mapping[str, Any],
+               where: str) -> dict[str, Any]:
+    """The Slack-compatible JSON body of one message."""
+    head = f"mlops {where}: run {run_id} {status}"
+    events = [n.event for n in notices]
+    color = next((_COLORS[e] for e in events if e in _COLORS), "good")
+    fields = [{"title": k, "value": str(v), "short": True} for k, v in facts.items()
+              if v is not None]
+    return {
+        "text": "\n".join([head, *(f"- {n.text}" for n in notices)]),
+        "attachments": [{"fallback": head, "color": color, "title": head, "fields": fields}],
+        "mlops": {"run_id": run_id, "status": status, "where": where, "events": events,
+                  **{k: v for k, v in facts.items()}},
+    }
+
+
+def send(config: Config, run_id: str, status: str, notices: Sequence[Notice],
+         facts: Mapping[str, Any], where: str,
+         env: Mapping[str, str] | None = None) -> list[Delivery]:
+    """Send the message to every receiver that wants one of the notices' events.
+
+    Never raises: every receiver's outcome is returned (and failures logged as warnings).
+    The call returns after at most about ``notifications.timeout_seconds``.
+    """
+    env = os.environ if env is None else env
+    n = config.notifications
+    jobs: list[tuple[Receiver, list[Notice]]] = []
+    for r in receivers(config):
+        wanted = [x for x in notices if x.event in r.events]
+        if wanted:
+            jobs.append((r, wanted))
+    if not jobs:
+        return []
+    budget = float(n.timeout_seconds)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs)),
+                                                 thread_name_prefix="mlops-webhook")
+    futures = {pool.submit(_deliver, r, r.resolve(env),
+                           build_body(run_id, status, wanted, facts, where), budget,
+                           n.retries, tuple(x.event for x in wanted)): r
+               for r, wanted in jobs}
+    done, _ = concurrent.futures.wait(futures, timeout=budget + 1.0)
+    pool.shutdown(wait=False, cancel_futures=True)
+    out = []
+    for fut, r in futures.items():
+        events = tuple(x.event for x in notices if x.event in r.events)
+        d = fut.result() if fut in done else Delivery(r.name, False, 0, events,
+                                                       error="gave up: no answer in time")
+        if not d.ok:
+            log.warning("webhook %s not delivered after %d attempt(s): %s", d.receiver,
+                        d.attempts, d.error)
+        out.append(d)
+    return out
+
+
+def _deliver(r: Receiver, url: str | None, body: dict[str, Any], budget: float, retries: int,
+             events: tuple[str, ...]) -> Delivery:
+    if url is None:
+        return Delivery(r.name, False, 0, events, error=f"${r.url_env} is not set")
+    data = json.dumps(body).encode("utf-8")
+    deadline = time.monotonic() + budget
+    status: int | None = None
+    error = "timed out"
+    attempts = 0
+    while attempts <= retries:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            break
+        attempts += 1
+        req = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=remaining) as resp:
+                return Delivery(r.name, True, attempts, events, status=resp.status)
+        except urllib.error.HTTPError as err:
+            status, error = err.code, f"HTTP {err.code} {err.reason}"
+            if err.code < 500 and err.code != 429:
+                break  # the receiver refuses this message: a retry will not help
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            error = f"{type(reason).__name__}: {reason}".rstrip(": ")
+        pause = _BACKOFF * 2 ** (attempts - 1)
+        if time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause)
+    return Delivery(r.name, False, attempts, events, status=status, error=error)

@@ -1,0 +1,218 @@
+"""What a run tells the outside world: metrics, Kubernetes Events, webhooks, log context.
+
+:class:`RunObserver` is the one set of hooks that ``run_pipeline`` (one process) and the
+controller (step Jobs) call at the start of a run, around each step and at its end. It
+pushes Prometheus metrics (:mod:`mlops.metrics`), sends webhook notifications
+(:mod:`mlops.notify`), writes Kubernetes Events through an event sink that the controller
+passes in, and sets the run id and step of the log records (:func:`log_context`).
+Nothing here ever fails the run: each channel logs its own failure as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from mlops.config import Config
+from mlops.logconf import log_context
+from mlops.metrics import (
+    Pusher,
+    failure_samples,
+    require_prometheus_client,
+    run_samples,
+    schema_changes,
+    step_samples,
+)
+from mlops.notify import FAILURE, Notice, missing_urls, notices_for_summary, send
+
+log = logging.getLogger(__name__)
+
+NORMAL = "Normal"
+WARNING = "Warning"
+#: Kubernetes Event reasons written by the controller, with their type.
+EVENT_TYPES = {
+    "RunStarted": NORMAL, "StepSucceeded": NORMAL, "StepFailed": WARNING,
+    "DriftDetected": WARNING, "RetrainStarted": NORMAL, "ModelPromoted": NORMAL,
+    "PromotionRejected": WARNING, "ServingBelowThreshold": WARNING, "RunSucceeded": NORMAL,
+    "RunFailed": WARNING,
+}
+#: ``(type, reason, action, note)`` -> writes one Kubernetes Event (may raise).
+EventSink = Callable[[str, str, str, str], None]
+
+
+class RunObserver:
+    """Hooks of one run.
+
+    Args:
+        config: The config (``observability``, ``notifications``, ``monitoring``).
+        run_id: The run id.
+        events: Writes a Kubernetes Event (the controller's); None outside Kubernetes.
+        where: Where the run happens, for messages (default ``<release>/<namespace>``).
+        env: Environment (webhook URLs, namespace; default ``os.environ``).
+    """
+
+    def __init__(self, config: Config, run_id: str, *, events: EventSink | None = None,
+                 where: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.env = os.environ if env is None else env
+        self.pusher = Pusher(config, self.env)
+        self.events = events if config.observability.kubernetes_events else None
+        ns = config.kubernetes.namespace or self.env.get("MLOPS_NAMESPACE") or "local"
+        self.where = where or f"{config.kubernetes.release}/{ns}"
+        self.durations: dict[str, float] = {}
+        self.failed_step: str | None = None
+        self.notifications: list[dict[str, Any]] = []
+        self._stack = ExitStack()
+
+    # --- start and steps ---------------------------------------------------------------
+    def check(self) -> None:
+        """Fail before the run starts when a channel cannot work (exit 2), warn otherwise.
+
+        Raises:
+            ConfigError: A Pushgateway is configured without prometheus-client.
+        """
+        require_prometheus_client(self.config)
+        for name in missing_urls(self.config, self.env):
+            log.warning("webhook %s has no URL: its environment variable is not set", name)
+
+    def run_started(self) -> None:
+        """The run begins: log context and the ``RunStarted`` Event."""
+        self._stack.enter_context(log_context(run_id=self.run_id))
+        self.event("RunStarted", "Run", f"run {self.run_id} started")
+
+    @contextmanager
+    def step(self, step: str) -> Iterator[dict[str, Any]]:
+        """Around one step: sets the log context and times it. The caller puts the step's
+        result (a mapping) into the yielded dict under ``result``; on an exception the
+        step counts as failed (``StepFailed``) and the exception goes on."""
+        box: dict[str, Any] = {}
+        start = time.monotonic()
+        with log_context(run_id=self.run_id, step=step):
+            try:
+                yield box
+            except BaseException as err:
+                self.durations[step] = time.monotonic() - start
+                self.failed_step = step
+                self.event("StepFailed", "Step", f"step {step} failed: {_line(err)}")
+                raise  # run_failed pushes the failure with the durations
+        self.durations[step] = time.monotonic() - start
+        self.step_succeeded(step, box.get("result") or {})
+
+    def step_succeeded(self, step: str, result: Mapping[str, Any]) -> None:
+        """A step ended well: push the durations, write its Events."""
+        self.pusher.push(step_samples(self.durations))
+        seconds = self.durations.get(step)
+        took = f" in {seconds:.1f}s" if seconds is not None else ""
+        self.event("StepSucceeded", "Step", f"step {step} succeeded{took}")
+        if step == "monitor-check":
+            reasons = list(result.get("reasons") or [])
+            if "drift" in reasons:
+                self.event("DriftDetected", "Check", f"drift score {_num(result.get('drift'))}"
+                           f" above the threshold{_drifted(result.get('drift_report'))}")
+            if "low_accuracy" in reasons:
+                self.event("ServingBelowThreshold", "Check",
+                           f"serving model {result.get('model_version')} accuracy "
+                           f"{_num(result.get('accuracy'))} below "
+                           f"{self.config.monitoring.accuracy_min_threshold:g}")
+            if result.get("retrain"):
+                self.event("RetrainStarted", "Train", f"retraining: {', '.join(reasons)}")
+        elif step == "train":
+            if result.get("promoted", True):
+                self.event("ModelPromoted", "Promote",
+                           f"model {result.get('model_version')} promoted to production "
+                           f"(accuracy {_num(result.get('accuracy'))})")
+            else:
+                self.event("PromotionRejected", "Promote",
+                           f"challenger {result.get('model_version')} accuracy "
+                           f"{_num(result.get('accuracy'))} < champion "
+                           f"{result.get('champion_version')} "
+                           f"{_num(result.get('champion_accuracy'))}: not promoted")
+
+    # --- end -----------------------------------------------------------------------------
+    def run_succeeded(self, ws: Any, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The run ended well: push its metrics, notify, write ``RunSucceeded``.
+
+        Args:
+            ws: The workspace (history and data versions for the counters).
+            summary: The run summary.
+
+        Returns:
+            The webhook outcomes (for the summary's ``notifications``).
+        """
+        if self.pusher.enabled:
+            try:
+                samples = self._run_samples(ws, summary)
+            except Exception as err:  # the store failing here must not fail the run
+                log.warning("metrics of run %s not computed: %s", self.run_id, _line(err))
+            else:
+                self.pusher.push(samples)
+        notices = notices_for_summary(summary, self.config.monitoring.accuracy_min_threshold)
+        facts = {"model_version": summary.get("model_version"),
+                 "accuracy": summary.get("accuracy"), "drift": summary.get("drift"),
+                 "retrained": summary.get("retrained"), "report": summary.get("report_url")}
+        self.notifications = [d.to_dict() for d in send(
+            self.config, self.run_id, "succeeded", notices, facts, self.where, self.env)]
+        self.event("RunSucceeded", "Run", f"run {self.run_id} succeeded: model "
+                   f"{summary.get('model_version')} serves, accuracy "
+                   f"{_num(summary.get('accuracy'))}")
+        self._stack.close()
+        return self.notifications
+
+    def run_failed(self, err: BaseException) -> list[dict[str, Any]]:
+        """The run failed: push the failure time, notify, write ``RunFailed``.
+
+        Returns:
+            The webhook outcomes.
+        """
+        step = self.failed_step
+        self.pusher.push(failure_samples(step, self.durations))
+        where = f" at step {step}" if step else ""
+        text = f"run {self.run_id} failed{where}: {_line(err)}"
+        self.notifications = [d.to_dict() for d in send(
+            self.config, self.run_id, "failed", [Notice(FAILURE, text)],
+            {"step": step, "error": _line(err)}, self.where, self.env)]
+        self.event("RunFailed", "Run", text)
+        self._stack.close()
+        return self.notifications
+
+    def event(self, reason: str, action: str, note: str) -> None:
+        """Write one Kubernetes Event (when a sink is set); a failure is logged and turns
+        Events off for the rest of the run, never raised."""
+        if self.events is None:
+            return
+        try:
+            self.events(EVENT_TYPES[reason], reason, action, note)
+        except Exception as err:
+            log.warning("Kubernetes Event %s not written (%s); no more Events for run %s",
+                        reason, _line(err), self.run_id)
+            self.events = None
+
+    def _run_samples(self, ws: Any, summary: Mapping[str, Any]) -> list[Any]:
+        ingested = ws.read_result(self.run_id, "ingest") or {}
+        manifests = [{"columns": r.columns}
+                     for r in reversed(ws.versioner.list_records())]  # oldest first
+        return run_samples(self.config, summary, ingested.get("rows"),
+                           ws.monitor.get_history(), schema_changes(manifests),
+                           self.durations)
+
+
+def _line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
+
+
+def _drifted(report: Any) -> str:
+    if not isinstance(report, Mapping):
+        return ""
+    names = [f.get("feature") for f in report.get("features", []) if f.get("drifted")]
+    return f" ({', '.join(map(str, names[:5]))}{', ...' if len(names) > 5 else ''})" \
+        if names else ""
