@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.run import QUICK, Row, _merge, run
 
-EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9"}
+EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B11"}
 
 
 def test_quick_run_produces_every_row(tmp_path: Path) -> None:

@@ -124,7 +124,8 @@ def _source(tmp_path: Path, text: str) -> str:
 
 BAD_DATA = [
     ("missing target column", "a,b\n1,2\n3,4\n", r"target column 'target' not found"),
-    ("non-numeric feature", "a,target\nx,0\ny,1\n", r"feature column 'a' .* is not numeric"),
+    ("all-missing feature", "a,b,target\n1,,0\n2,,1\n",
+     r"feature column 'b' .* has only missing values"),
     ("empty data", "a,target\n", r"is empty: no rows"),
     ("NaN in the target", "a,target\n1,0\n2,\n3,1\n", r"target column 'target' has 1 missing"),
     ("single class", "a,target\n1,1\n2,1\n", r"target column 'target' has a single class"),
@@ -175,10 +176,16 @@ def test_tampered_model_is_refused(write_config: Any, store: Store,
     code, _, err = run_cli(capsys, "run", "--config", cfg)
     assert code == 2
     assert f"model artifact of version '{model}' failed its integrity check" in err
-    # The failed run wrote its ingest result (the run is resumable) but nothing else changed.
+    # The failed run wrote its ingest result (the run is resumable) and a failed point in
+    # the history, nothing else.
     after = snapshot(store)
-    assert {k: v for k, v in after.items() if not k.startswith("runs/")} == \
-        {k: v for k, v in before.items() if not k.startswith("runs/")}
+    kept = ("runs/", "monitoring/metrics/")
+    assert {k: v for k, v in after.items() if not k.startswith(kept)} == \
+        {k: v for k, v in before.items() if not k.startswith(kept)}
+    [failed] = [json.loads(v) for k, v in after.items()
+                if k.startswith("monitoring/metrics/") and k not in before]
+    assert (failed["status"], failed["step"]) == ("failed", "monitor-check")
+    assert "failed its integrity check" in failed["error"]
 
 
 def test_console_script_no_traceback_and_debug(tmp_path: Path) -> None:
