@@ -16,3 +16,21 @@ HASH_ALGORITHMS: tuple[str, ...] = get_args(HashAlgorithm)
 #: Drift methods (``monitoring.drift_method``).
 DriftMethod = Literal["mean_l1", "psi", "ks", "wasserstein", "auto"]
 DRIFT_METHODS: tuple[str, ...] = get_args(DriftMethod)
+
+#: Learning tasks (``data.task``); mlops.data decides ``auto``.
+Task = Literal["auto", "classification", "regression"]
+TASKS: tuple[str, ...] = get_args(Task)
+
+#: What monitor-check does when a batch's columns change (``monitoring.on_schema_change``).
+SchemaPolicy = Literal["fail", "retrain"]
+
+#: Metrics ``monitoring.metric`` may choose; mlops.training.METRICS computes them and says
+#: which task each belongs to and whether higher is better.
+MetricName = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss",
+                     "rmse", "mae", "r2"]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+
+#: Kinds of feature columns (mlops.data.feature_kind decides them).
+NUMERIC = "numeric"
+BOOL = "bool"
+CATEGORICAL = "categorical"

@@ -167,19 +167,63 @@ def cmd_show(args: argparse.Namespace) -> int:
         record = ws.versioner.get_metadata(args.version)
     else:
         record = ws.registry.get_metadata(args.version)
-    print_mapping(record, args.json)
+    if args.json:
+        print_mapping(record, True)
+        return EXIT_OK
+    for line in readable_lines(record):
+        print(line)
     return EXIT_OK
+
+
+def readable_lines(data: Any, indent: str = "") -> list[str]:
+    """Nested mappings and lists as indented ``key: value`` text (``mlops show``).
+
+    A list of scalars stays on one line; a list of mappings (schema columns, source
+    files) gets one line per item.
+    """
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines += readable_lines(value, indent + "  ")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{indent}{key}:")
+            for item in value:
+                first = [k for k in ("name", "path") if k in item]
+                keys = first + [k for k in item if k not in first]
+                lines.append(f"{indent}  - " + ", ".join(f"{k}={_fmt(item[k])}" for k in keys))
+        else:
+            lines.append(f"{indent}{key}: {_fmt(value)}")
+    return lines
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Show the metrics history, oldest first."""
     ws = _workspace(args)
     rows = ws.monitor.get_history(limit=args.limit)
-    if not args.json:  # a drift that could not be measured is not a drift of 0
-        rows = [{**r, "drift": "not measured"} if r.get("drift_error") else r for r in rows]
-    print_table(rows, ["timestamp", "run_id", "accuracy", "retrained", "drift",
-                       "model_version", "data_version"], args.json, "no metrics recorded yet")
+    if not args.json:
+        rows = [history_row(r) for r in rows]
+    print_table(rows, ["timestamp", "run_id", "status", "metric", "serving", "challenger",
+                       "promoted", "reasons", "alerts", "drift", "model_version", "error"],
+                args.json, "no metrics recorded yet")
     return EXIT_OK
+
+
+def history_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One history record as a table row: the serving model's score on the new data and
+    the challenger's held-out score (records from before metrics show their accuracy)."""
+    failed = record.get("status") == "failed"
+    retrained = bool(record.get("retrained"))
+    serving = record.get("serving_score", None if retrained else record.get("accuracy"))
+    return {**record, "status": record.get("status", "succeeded"),
+            "metric": record.get("metric", "accuracy"),
+            "serving": None if failed else serving,
+            "challenger": record.get("challenger_score", record.get("accuracy"))
+            if retrained else None,
+            "promoted": record.get("promoted") if retrained else None,
+            "error": f"{record.get('step')}: {record.get('error')}" if failed else None,
+            # A drift that could not be measured is not a drift of 0.
+            **({"drift": "not measured"} if record.get("drift_error") else {})}
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -211,6 +255,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise BadInputError(f"report --output {args.output}: cannot write "
                                 f"{err.filename or args.output}: {err.strerror}") from err
         raise
+    if args.json:
+        print(json.dumps({"files": [str(p) for p in files]}, indent=2))
+        return EXIT_OK
     for path in files:
         print(path)
     if args.serve:
@@ -253,6 +300,9 @@ def cmd_storage_check(args: argparse.Namespace) -> int:
             raise MLOpsError(f"probe object {ws.store.url(key)} read back different bytes")
     finally:
         ws.store.delete(key)
+    if args.json:
+        print(json.dumps({"store": ws.store.uri, "reachable": True, "writable": True}))
+        return EXIT_OK
     print(f"store {ws.store.uri} is reachable and writable")
     return EXIT_OK
 
@@ -265,6 +315,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     if args.docs:
         print(reference_markdown(), end="")
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(load_config(args.config).to_dict(), indent=2, default=str))
         return EXIT_OK
     print(yaml.safe_dump(load_config(args.config).to_dict(), sort_keys=False), end="")
     return EXIT_OK
@@ -322,6 +375,9 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
                         "store ./mlops-data; MLOPS_STORAGE_URI overrides storage.uri)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    # Also accepted after the subcommand; SUPPRESS keeps a --debug given before it.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging, and a traceback on failure")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the effective config (or --docs: every key)",
                        description="Print the validated config with defaults and environment "
                                    "overrides applied, as YAML.")
-    _common(p, json_flag=False)
+    _common(p)
     p.add_argument("--docs", action="store_true",
                    help="print the reference of every config key as Markdown")
     p.set_defaults(handler=cmd_config)
@@ -429,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the PNG plots side by side in DIR: accuracy per run, drift "
                                    "per feature over time, the latest drift report, the "
                                    "registry with its aliases. Needs mlops[report].")
-    _common(p, json_flag=False)
+    _common(p)
     p.add_argument("--output", "-o", metavar="DIR", default="mlops-report",
                    help="folder to write to (default: ./mlops-report)")
     p.add_argument("--serve", action="store_true",
@@ -458,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("storage-check", help="check that the store is reachable and writable",
                        description="Write, read back and delete a probe object (used by the "
                                    "Helm chart's test hook).")
-    _common(p, json_flag=False)
+    _common(p)
     p.set_defaults(handler=cmd_storage_check)
 
     p = sub.add_parser("gc", help="apply retention and remove what no version references",

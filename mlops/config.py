@@ -25,13 +25,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from mlops.choices import HASH_ALGORITHMS, DriftMethod
+from mlops.choices import HASH_ALGORITHMS, DriftMethod, MetricName, SchemaPolicy, Task
 from mlops.errors import ConfigError
 
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-ModelType = Literal["logistic", "random_forest", "gradient_boosting", "lightgbm"]
+ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
+                    "hist_gradient_boosting", "lightgbm"]
 Engine = Literal["pandas", "dask"]
 
 
@@ -107,7 +108,11 @@ class DataConfig:
     """Where each night's data comes from."""
 
     source: str = _opt("synthetic", "'synthetic', or a path, URI or glob of CSV/Parquet files.")
-    target_column: str = _opt("target", "Name of the binary label column.")
+    target_column: str = _opt("target", "Name of the target (label) column.")
+    task: Task = _opt("auto", "classification, regression, or auto: a non-numeric target "
+                      "is a classification, a numeric one with a non-integer value a "
+                      "regression, an integer one a classification with at most 20 distinct "
+                      "values, else a regression (see docs/data.md).")
     n_samples: int = _opt(1000, "Rows of synthetic data.", _positive, "> 0")
     n_features: int = _opt(10, "Feature columns of synthetic data.", _positive, "> 0")
     random_state: int = _opt(42, "Seed of the synthetic data generator.", _seed,
@@ -126,9 +131,11 @@ class DataConfig:
 class TrainingConfig:
     """How the model is trained."""
 
-    model_type: ModelType = _opt("logistic", "logistic, random_forest, gradient_boosting or "
-                                 "lightgbm (needs the mlops[dask] extra; on the dask engine it "
-                                 "trains through LightGBM's Dask estimators).")
+    model_type: ModelType = _opt(
+        "logistic", "logistic or linear (the linear model of the task: logistic regression "
+        "or ridge), random_forest, gradient_boosting, hist_gradient_boosting (native "
+        "categorical and missing-value support) or lightgbm (needs the mlops[dask] extra; "
+        "on the dask engine it trains through LightGBM's Dask estimators).")
     params: dict[str, Any] = _opt({}, "Keyword arguments passed to the scikit-learn estimator.")
     random_state: int = _opt(42, "Seed of the estimator and of the train/test split.", _seed,
                              f"between 0 and {SEED_MAX}")
@@ -142,7 +149,22 @@ class MonitoringConfig:
     """When a retrain is needed."""
 
     accuracy_min_threshold: float = _opt(0.7, "Retrain when the current model's accuracy on "
-                                         "new data is below this.", _fraction, "between 0 and 1")
+                                         "new data is below this (the threshold of metric "
+                                         "accuracy when metric_threshold is null).",
+                                         _fraction, "between 0 and 1")
+    metric: MetricName | None = _opt(
+        None, "The metric that gates retraining and promotion; null: accuracy for a "
+        "classification, rmse for a regression. Classification: accuracy, "
+        "balanced_accuracy, f1_macro, roc_auc, log_loss; regression: rmse, mae, r2.")
+    metric_threshold: float | None = _opt(
+        None, "Limit of monitoring.metric: a minimum for higher-is-better metrics, a maximum "
+        "for rmse, mae and log_loss. Retrain when the serving model is worse; a challenger "
+        "worse than it is not promoted (unless nothing serves). null: "
+        "accuracy_min_threshold for accuracy, no limit for the others.")
+    on_schema_change: SchemaPolicy = _opt(
+        "fail", "When a batch's columns differ from the serving model's schema (added, "
+        "missing or re-typed): fail (exit 2, nothing changes) or retrain (reason "
+        "schema_change).")
     drift_threshold: float = _opt(0.1, "Retrain when the drift score exceeds this.",
                                   _non_negative, ">= 0")
     drift_min_samples: int = _opt(100, "Drift counts only for batches of at least this many "

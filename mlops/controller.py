@@ -30,7 +30,7 @@ from mlops.errors import BadInputError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
 from mlops.report import require_matplotlib
-from mlops.runner import finish_run
+from mlops.runner import finish_run, record_failure
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,8 @@ class Controller:
             observer.run_failed(err)
             raise
         except MLOpsError as err:
+            if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
+                record_failure(self.ws, self.run_id, self.current, err)
             if not isinstance(err, BadInputError) and err.exit_code != 2:
                 self._record("failed", started, str(err).splitlines()[0] if str(err) else "")
             observer.run_failed(err)

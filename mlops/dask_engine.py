@@ -38,14 +38,17 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import Config, DaskConfig
+from mlops.data import NUMERIC
 from mlops.errors import (
     BadInputError,
     ClusterError,
+    ConfigError,
     DataValidationError,
     EngineMissingError,
 )
-from mlops.partitions import load_partitioned, register_partitioned
+from mlops.partitions import load_partitioned, meta_frame, register_partitioned
 from mlops.records import DataManifest
+from mlops.schema import InputSchema
 from mlops.sketches import (
     Moments,
     merge_moments,
@@ -63,6 +66,10 @@ log = logging.getLogger(__name__)
 
 DASK = "dask"
 LIGHTGBM = "lightgbm"
+#: The one task the Dask engine trains and scores for now (regression, categorical and
+#: bool features, and metrics other than accuracy are refused with exit 2: see
+#: docs/scaling.md).
+TASK = "classification"
 
 
 def require_dask() -> None:
@@ -258,14 +265,38 @@ def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, flo
             if c in moments and int(moments[c]["count"])}
 
 
-def ingest_source(config: Config, ws: Workspace) -> tuple[str, int, dict[str, float]]:
+def check_supported(config: Config) -> None:
+    """Refuse, before anything is written, what the Dask engine does not do yet.
+
+    Raises:
+        ConfigError: ``data.task`` regression, or a ``monitoring.metric`` other than
+            accuracy (exit 2, naming the key).
+    """
+    from mlops.decisions import gate
+
+    if config.data.task == "regression":
+        raise ConfigError("config key 'data.task': regression is not supported by "
+                          "data.engine dask yet (use data.engine pandas)")
+    metric, _ = gate(config, TASK)
+    if metric != "accuracy":
+        raise ConfigError(f"config key 'monitoring.metric': data.engine dask computes "
+                          f"accuracy only for now, not '{metric}' (use data.engine pandas)")
+
+
+def ingest_source(config: Config, ws: Workspace
+                  ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]]]:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
+    Every feature must be numeric and the target a classification's (checked in each
+    partition's task, see :func:`mlops.partitions.ingest_file`).
+
     Returns:
-        ``(data version, rows, feature means)``.
+        ``(data version, rows, feature means, feature kinds, files read)``; the files
+        are ``{"path", "size_bytes"}`` like the pandas engine's lineage.
 
     Raises:
         BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
+        ConfigError: Something the Dask engine does not support (:func:`check_supported`).
         DataValidationError: Nothing matches the source, or a file is invalid.
         ClusterError: The cluster cannot be reached or lost a worker (exit 1).
     """
@@ -273,6 +304,7 @@ def ingest_source(config: Config, ws: Workspace) -> tuple[str, int, dict[str, fl
     if d.source == "synthetic":
         raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
                             "files (a directory, glob or prefix), not 'synthetic'")
+    check_supported(config)
     require_dask()
     try:
         source, files = list_table_source(d.source, config.storage.options)
@@ -287,7 +319,14 @@ def ingest_source(config: Config, ws: Workspace) -> tuple[str, int, dict[str, fl
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
     features = _features(manifest, d.target_column)
-    return outcome.version_id, outcome.rows, _means(manifest.moments, features)
+    read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
+    return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
+            dict.fromkeys(features, NUMERIC), read)
+
+
+def columns_frame(ws: Workspace, version: str) -> pd.DataFrame:
+    """An empty frame with a partitioned version's columns and dtypes (for schema checks)."""
+    return meta_frame(_partitioned(ws, version).columns)
 
 
 @dataclass(frozen=True)
@@ -308,9 +347,11 @@ class Batch:
     sketches: dict[str, str]
 
 
-def check_batch(config: Config, ws: Workspace, version: str, model: Any | None) -> Batch:
+def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
+                names: list[str] | None = None) -> Batch:
     """The monitor-check view of a partitioned version: statistics from the manifest;
-    the data is read only to score ``model``."""
+    the data is read only to score ``model`` (on ``names``, the model's own features in
+    its order, or every feature of the version)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target)
@@ -318,7 +359,7 @@ def check_batch(config: Config, ws: Workspace, version: str, model: Any | None) 
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
-            acc = accuracy(client, frame, model, features, target)
+            acc = accuracy(client, frame, model, features if names is None else names, target)
     return Batch(rows=manifest.rows, means=_means(manifest.moments, features), accuracy=acc,
                  sketches={c: s for c, s in manifest.sketches.items() if c in features})
 
@@ -333,11 +374,15 @@ class DaskTrainer:
     rows. The drift reference comes from the training split's sketches.
     """
 
-    def __init__(self, config: Config, ws: Workspace, version: str) -> None:
+    def __init__(self, config: Config, ws: Workspace, ingested: Any) -> None:
+        # ingested: the run's mlops.pipeline.IngestResult (its data_version and task).
+        check_supported(config)
         self.config = config
-        manifest = _partitioned(ws, version)
+        manifest = _partitioned(ws, ingested.data_version)
+        self.task = ingested.task or TASK
         self.target = config.data.target_column
         self.features = _features(manifest, self.target)
+        self._columns = meta_frame(manifest.columns)
         frame = load_partitioned(ws.versioner.store, manifest)
         test_size = config.data.test_size
         self.train, self.test = frame.random_split([1 - test_size, test_size],
@@ -374,9 +419,24 @@ class DaskTrainer:
                              self.train_rows)
         return model, {"engine": DASK, "training_sample": sample}
 
-    def accuracy(self, model: Any) -> float | None:
+    def accuracy(self, model: Any, names: list[str] | None = None) -> float | None:
         """Accuracy of ``model`` on the held-out split, scored partition by partition."""
-        return accuracy(self.client, self.test, model, self.features, self.target)
+        return accuracy(self.client, self.test, model,
+                        self.features if names is None else names, self.target)
+
+    def metrics(self, model: Any, names: list[str] | None = None
+                ) -> dict[str, float | None]:
+        """The metrics of ``model`` on the held-out split (accuracy only on Dask)."""
+        return {"accuracy": self.accuracy(model, names)}
+
+    def columns(self) -> pd.DataFrame:
+        """An empty frame of the features (for the champion's schema check)."""
+        return self._columns[self.features]
+
+    def schema(self) -> InputSchema:
+        """The input schema of the model trained here (every feature numeric)."""
+        return InputSchema.from_frame(self._columns, self.target, self.task,
+                                      dict.fromkeys(self.features, NUMERIC))
 
     def reference(self) -> dict[str, Any]:
         """Keyword arguments of ``ModelMonitor.update_reference_distribution``."""
@@ -387,6 +447,6 @@ class DaskTrainer:
                 "distribution": dist}
 
 
-__all__ = ["DASK", "LIGHTGBM", "Batch", "DaskTrainer", "accuracy", "check_batch", "connect",
-           "ingest_source", "per_partition", "require_dask", "summarize",
-           "translate_cluster_errors"]
+__all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "accuracy", "check_batch",
+           "check_supported", "columns_frame", "connect", "ingest_source", "per_partition",
+           "require_dask", "summarize", "translate_cluster_errors"]

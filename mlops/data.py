@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.choices import BOOL, CATEGORICAL, NUMERIC
+from mlops.choices import TASKS as CHOICES_TASKS
 from mlops.errors import DataValidationError
 from mlops.storage import read_table_files
 
@@ -73,12 +75,17 @@ def _read_one(name: str, payload: bytes) -> pd.DataFrame:
                                   f"{str(err).splitlines()[0][:200]}") from err
 
 
-def load_source(source: str, target_column: str = "target",
-                storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Load and validate a CSV/Parquet source (a path, URI or glob).
+def read_source(source: str, storage_options: dict[str, Any] | None = None,
+                ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Read a CSV/Parquet source (a path, URI or glob) without validating it.
+
+    Returns:
+        The frame (files concatenated in name order) and the files read, each
+        ``{"path", "size_bytes"}`` (the lineage of the data version).
 
     Raises:
-        DataValidationError: Nothing matches, a file cannot be parsed, or validation fails.
+        DataValidationError: Nothing matches, a file cannot be parsed, or the files'
+            columns differ.
         StorageError: The files cannot be read (retryable).
     """
     try:
@@ -94,27 +101,167 @@ def load_source(source: str, target_column: str = "target",
                 raise DataValidationError(f"data file {name} has columns "
                                           f"{list(frame.columns)}, expected {cols}")
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return df, [{"path": name, "size_bytes": len(payload)} for name, payload in files]
+
+
+def load_source(source: str, target_column: str = "target",
+                storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Load and validate a CSV/Parquet source (a path, URI or glob).
+
+    Raises:
+        DataValidationError: Nothing matches, a file cannot be parsed, or validation fails.
+        StorageError: The files cannot be read (retryable).
+    """
+    df, _ = read_source(source, storage_options)
     validate(df, target_column, source)
     return df
 
 
-def validate(df: pd.DataFrame, target_column: str, source: str = "data", *,
-             whole: bool = True) -> None:
-    """Check that ``df`` can be trained on.
+#: Kinds of feature columns (see :func:`feature_kind`).
+KINDS = (NUMERIC, BOOL, CATEGORICAL)
+#: Learning tasks (``data.task``).
+AUTO = "auto"
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+TASKS = CHOICES_TASKS  # ("auto", "classification", "regression"), owned by mlops.choices
+#: Under ``data.task: auto`` an integer-valued numeric target with more distinct values
+#: than this is a regression (a price, a count), whatever ``type_of_target`` says.
+AUTO_MAX_CLASSES = 20
+_NUMERIC_OBJECTS = ("integer", "floating", "mixed-integer-float", "decimal")
+
+
+def feature_kind(series: pd.Series, name: str, source: str = "data") -> str:
+    """The kind of a feature column: ``numeric``, ``bool`` or ``categorical``.
+
+    Numeric: integer and float dtypes. Bool: ``bool``/``boolean`` dtypes and object
+    columns holding only booleans (and missing values). Categorical: ``category``,
+    ``string`` and object columns of strings. Missing values are allowed in any kind.
+
+    Raises:
+        DataValidationError: The column is entirely missing, holds values of mixed
+            types (strings and numbers...), or has an unsupported dtype (dates, bytes,
+            complex numbers); the message names the column and the source.
+    """
+    dtype = series.dtype
+    if len(series) and series.isna().all():
+        raise DataValidationError(f"feature column '{name}' in {source} has only missing "
+                                  "values: drop it or fill it")
+    if pd.api.types.is_bool_dtype(dtype):
+        return BOOL
+    if isinstance(dtype, pd.CategoricalDtype) or (
+            pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)):
+        return CATEGORICAL
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        return NUMERIC
+    if pd.api.types.is_object_dtype(dtype):
+        inferred = pd.api.types.infer_dtype(series, skipna=True)
+        if inferred == "string":
+            return CATEGORICAL
+        if inferred == "boolean":
+            return BOOL
+        if inferred in _NUMERIC_OBJECTS:
+            return NUMERIC
+        if inferred.startswith("mixed"):
+            types = sorted({type(v).__name__ for v in series.dropna().head(1000)})
+            raise DataValidationError(f"feature column '{name}' in {source} mixes value types "
+                                      f"({', '.join(types)}): make it all strings or all "
+                                      "numbers")
+        raise DataValidationError(f"feature column '{name}' in {source} holds {inferred} "
+                                  "values, which are not supported (use numbers, booleans "
+                                  "or strings)")
+    raise DataValidationError(f"feature column '{name}' in {source} has unsupported dtype "
+                              f"{dtype} (use numbers, booleans or strings)")
+
+
+def feature_kinds(df: pd.DataFrame, target_column: str,
+                  source: str = "data") -> dict[str, str]:
+    """The kind of every feature column, in column order (see :func:`feature_kind`)."""
+    return {col: feature_kind(df[col], col, source)
+            for col in feature_columns(df, target_column)}
+
+
+def _integral(values: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(values)) and np.all(np.mod(values, 1) == 0))
+
+
+def detect_task(target: pd.Series, task: str = AUTO, target_column: str = "target",
+                source: str = "data", *, whole: bool = True) -> str:
+    """The learning task of ``target`` (the rule of ``data.task: auto`` is in docs/data.md).
+
+    ``auto``: a target that is not numeric (strings, categories, booleans) is a
+    classification; a numeric target with a non-integer value is a regression; an
+    integer-valued target is a classification when it has at most
+    :data:`AUTO_MAX_CLASSES` distinct values, else a regression.
+
+    Args:
+        target: The target column (no missing values).
+        task: ``auto``, ``classification`` or ``regression`` (``data.task``).
+        target_column: Its name, for messages.
+        source: Where the data came from, for messages.
+        whole: False for one partition of a larger data set: fewer than two distinct
+            values are fine there.
+
+    Returns:
+        ``classification`` or ``regression``.
+
+    Raises:
+        DataValidationError: ``classification`` asked of a continuous target,
+            ``regression`` of a non-numeric one, fewer than two classes, or a constant
+            regression target; the message names the target column.
+    """
+    if task not in TASKS:
+        raise DataValidationError(f"config key 'data.task': unknown task '{task}' (use one "
+                                  f"of {', '.join(TASKS)})")
+    dtype = target.dtype
+    numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    if task == REGRESSION and not numeric:
+        raise DataValidationError(f"target column '{target_column}' in {source} is not numeric "
+                                  f"(dtype {dtype}): data.task regression needs numbers")
+    n_unique = int(target.nunique())
+    if numeric:
+        values = target.to_numpy(dtype=np.float64)
+        integral = _integral(values)
+        if task == CLASSIFICATION and not integral:
+            raise DataValidationError(
+                f"target column '{target_column}' in {source} is continuous (non-integer "
+                "values) but data.task is classification: set data.task to regression or auto")
+        if task == AUTO:
+            task = CLASSIFICATION if integral and n_unique <= AUTO_MAX_CLASSES else REGRESSION
+    elif task == AUTO:
+        task = CLASSIFICATION
+    if not whole:
+        return task  # one partition: fewer than two distinct values are fine there
+    if task == CLASSIFICATION and n_unique < 2:
+        raise DataValidationError(f"target column '{target_column}' has a single class "
+                                  f"({target.iloc[0]!r}) in {source}: need at least two")
+    if task == REGRESSION and n_unique < 2:
+        raise DataValidationError(f"target column '{target_column}' is constant "
+                                  f"({target.iloc[0]!r}) in {source}: nothing to learn")
+    return task
+
+
+def validate(df: pd.DataFrame, target_column: str, source: str = "data",
+             task: str = AUTO, *, whole: bool = True) -> str:
+    """Check that ``df`` can be trained on, and decide its task.
 
     Args:
         df: The data.
-        target_column: The label column.
+        target_column: The target column.
         source: What to name in messages.
+        task: ``data.task``.
         whole: False for one partition of a larger data set (the Dask engine): an
             empty partition or one with a single class is fine there (those two are
-            checked on the merged statistics).
+            checked on the merged statistics), and the task is the partition's own.
+
+    Returns:
+        The task: ``classification`` or ``regression`` (see :func:`detect_task`).
 
     Raises:
-        DataValidationError: Empty data, missing target column, NaN in the target,
-            a single class, no features, a non-numeric feature, a missing, infinite or
-            too large (> MAX_ABS_FEATURE) feature value; the message names the column
-            and the source.
+        DataValidationError: Empty data, missing target column, a missing value in the
+            target, a target that does not fit ``task``, no features, a feature column
+            that is all missing, of mixed types or of an unsupported dtype, or a numeric
+            feature with an infinite or too large (> MAX_ABS_FEATURE) value; the message
+            names the column and the source.
     """
     if whole and len(df) == 0:
         raise DataValidationError(f"{source} is empty: no rows")
@@ -127,24 +274,14 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data", *,
     if n_missing:
         raise DataValidationError(f"target column '{target_column}' has {n_missing} missing "
                                   f"value(s) in {source}")
-    classes = target.unique()
-    if whole and len(classes) < 2:
-        raise DataValidationError(f"target column '{target_column}' has a single class "
-                                  f"({classes[0]!r}) in {source}: need at least two")
     features = feature_columns(df, target_column)
     if not features:
         raise DataValidationError(f"{source} has no feature columns besides "
                                   f"'{target_column}'")
     for col in features:
-        dtype = df[col].dtype
-        if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
-            raise DataValidationError(f"feature column '{col}' in {source} is not numeric "
-                                      f"(dtype {dtype})")
-        missing = int(df[col].isna().sum())
-        if missing:
-            raise DataValidationError(f"feature column '{col}' has {missing} missing "
-                                      f"value(s) in {source}")
-        _check_finite(df[col], col, source)
+        if feature_kind(df[col], col, source) == NUMERIC:
+            _check_finite(df[col], col, source)
+    return detect_task(target, task, target_column, source, whole=whole)
 
 
 #: Largest magnitude of a feature value: its square (variances, scaling) stays finite.
@@ -152,10 +289,12 @@ MAX_ABS_FEATURE = 1e150
 
 
 def _check_finite(column: pd.Series, name: str, source: str) -> None:
-    """Refuse inf and values so large that statistics of them overflow."""
-    values = column.to_numpy(dtype="float64", copy=False)
+    """Refuse inf and values so large that statistics of them overflow (a missing value
+    is allowed: imputation handles it)."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64",
+                                                             na_value=np.nan)
     with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(values) <= MAX_ABS_FEATURE)
+        bad = np.abs(values) > MAX_ABS_FEATURE  # inf too; NaN compares False
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         first = values[np.flatnonzero(bad)[0]]
@@ -207,12 +346,20 @@ def column_stats(df: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def feature_means(df: pd.DataFrame, target_column: str) -> dict[str, float]:
-    """Mean of each feature column."""
-    x, _ = split_xy(df, target_column)
-    return {str(c): float(v) for c, v in x.mean(numeric_only=True).items()}
+    """Mean of each numeric (non-bool) feature column, missing values skipped.
+
+    Columns with no value at all are left out.
+    """
+    x = df[feature_columns(df, target_column)]
+    numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c].dtype)
+               and not pd.api.types.is_bool_dtype(x[c].dtype)]
+    means = x[numeric].mean() if numeric else pd.Series(dtype=np.float64)
+    return {str(c): float(v) for c, v in means.items() if not pd.isna(v)}
 
 
 __all__ = [
-    "SYNTHETIC", "column_stats", "feature_columns", "feature_means",
-    "generate_synthetic_data", "load_source", "split_xy", "validate",
+    "AUTO", "AUTO_MAX_CLASSES", "BOOL", "CATEGORICAL", "CLASSIFICATION", "KINDS", "NUMERIC",
+    "REGRESSION", "SYNTHETIC", "TASKS", "column_stats", "detect_task", "feature_columns",
+    "feature_kind", "feature_kinds", "feature_means", "generate_synthetic_data",
+    "load_source", "read_source", "split_xy", "validate",
 ]

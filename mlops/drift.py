@@ -16,6 +16,13 @@ Methods (``monitoring.drift_method``):
 * ``auto``: Evidently's defaults: ``ks`` when the reference has at most
   :data:`AUTO_KS_MAX_ROWS` rows, else normalized ``wasserstein``.
 
+Categorical and bool features (see :func:`mlops.data.feature_kind`) are compared on
+their category shares: ``psi`` is PSI over the categories, ``ks`` a chi-square
+goodness-of-fit test (its p-value against ``ks_p_value``), ``wasserstein`` and ``auto``
+the Jensen-Shannon distance (against ``wasserstein_threshold``); categories never seen
+in training count in their own bin (``unseen``). Every feature's report carries its
+missing-value rate next to the reference's; ``mean_l1`` uses the numeric features.
+
 For the per-feature methods the dataset drifts when the share of drifted features
 is at least ``drift_share`` (default 0.5), and the report's ``score`` (the ``drift``
 float of step results and summaries) is that share.
@@ -32,8 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlops.choices import DRIFT_METHODS
-from mlops.errors import ConfigError
+from mlops.choices import BOOL, CATEGORICAL, DRIFT_METHODS, NUMERIC
+from mlops.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:  # numpy, pandas and scipy load with the first drift computation:
     import numpy as np  # the settings and reports stay cheap for read-only commands
@@ -56,6 +63,18 @@ BIN_SAMPLE_SIZE = 200_000
 #: Shares below this are clipped before taking logarithms in PSI (as Evidently does).
 PSI_EPSILON = 1e-4
 _SAMPLE_SEED = 0
+#: Categorical features: the reference keeps the shares of at most this many (most
+#: frequent) categories; the rest are pooled as :data:`OTHER`.
+MAX_REFERENCE_CATEGORIES = 200
+#: The pooled share of categories seen in training beyond the kept ones.
+OTHER = "__other__"
+#: The pooled share of categories never seen in training.
+UNSEEN = "__unseen__"
+#: Statistics of categorical features: chi-square p-value (for ``ks``), Jensen-Shannon
+#: distance (for ``wasserstein``), PSI over categories (for ``psi``).
+CHI2 = "chi2"
+JENSEN_SHANNON = "jensen_shannon"
+PSI_CATEGORIES = "psi"
 
 
 @dataclass(frozen=True)
@@ -109,20 +128,30 @@ class FeatureDrift:
     statistic: float
     threshold: float
     drifted: bool
+    kind: str = "numeric"
+    missing_rate: float | None = None
+    reference_missing_rate: float | None = None
+    unseen: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return {"feature": self.feature, "method": self.method,
                 "statistic": _json_float(self.statistic), "threshold": self.threshold,
-                "drifted": self.drifted}
+                "drifted": self.drifted, "kind": self.kind, "missing_rate": self.missing_rate,
+                "reference_missing_rate": self.reference_missing_rate, "unseen": self.unseen}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureDrift:
         """Inverse of :meth:`to_dict`."""
         stat = data["statistic"]
+        miss, ref_miss = data.get("missing_rate"), data.get("reference_missing_rate")
         return cls(feature=str(data["feature"]), method=str(data["method"]),
                    statistic=math.inf if stat is None else float(stat),
-                   threshold=float(data["threshold"]), drifted=bool(data["drifted"]))
+                   threshold=float(data["threshold"]), drifted=bool(data["drifted"]),
+                   kind=str(data.get("kind", NUMERIC)),
+                   missing_rate=None if miss is None else float(miss),
+                   reference_missing_rate=None if ref_miss is None else float(ref_miss),
+                   unseen=int(data.get("unseen", 0)))
 
 
 @dataclass(frozen=True)
@@ -214,21 +243,51 @@ def sample_rows(n: int, size: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
+def _kind(series: pd.Series, name: str) -> str | None:
+    from mlops.data import feature_kind
+
+    try:
+        kind = feature_kind(series, name)
+    except DataValidationError:
+        return None
+    return CATEGORICAL if kind == BOOL else kind
+
+
+def category_counts(series: pd.Series) -> pd.Series:
+    """Rows per category of a categorical (or bool) feature, most frequent first, missing
+    values left out; the index holds the categories as strings.
+
+    Counting runs on the column as it is (Arrow strings stay Arrow strings), and only the
+    distinct values become Python strings: a copy of a million-row column as Python
+    objects would cost more than the count.
+    """
+    import pandas as pd
+
+    counts = series.value_counts(dropna=True, sort=True)
+    counts = counts[counts > 0]  # a category dtype lists unused categories
+    counts.index = pd.Index([str(v) for v in counts.index], dtype=object)
+    return counts.groupby(level=0, sort=False).sum().sort_values(ascending=False, kind="stable")
+
+
 def build_reference(frame: pd.DataFrame, bins: int = 10,
                     sample_size: int = DEFAULT_SAMPLE_SIZE) -> dict[str, Any]:
     """What the drift methods need of the training features, as plain data.
 
     Args:
-        frame: The training features (numeric columns; the target excluded).
+        frame: The training features (the target excluded); any supported kinds,
+            missing values allowed.
         bins: Quantile bins for PSI.
-        sample_size: At most this many rows are kept per feature.
+        sample_size: At most this many rows are kept per numeric feature.
 
-    Bin edges and shares come from at most :data:`BIN_SAMPLE_SIZE` rows; mean and std
-    from every row.
+    Numeric features: bin edges and shares come from at most :data:`BIN_SAMPLE_SIZE`
+    rows, mean and std from every non-missing row. Categorical and bool features: the
+    share of each category (the :data:`MAX_REFERENCE_CATEGORIES` most frequent ones,
+    the rest pooled). Every feature: its missing-value rate.
 
     Returns:
-        ``{"rows", "bins", "sample_size", "features": {name: {mean, std, edges,
-        shares, sample}}}``.
+        ``{"rows", "bins", "sample_size", "features": {name: {kind, missing_rate, ...}}}``
+        with ``mean, std, edges, shares, sample`` for numeric features and
+        ``categories`` (category -> share of non-missing rows) for categorical ones.
     """
     import numpy as np
 
@@ -236,15 +295,38 @@ def build_reference(frame: pd.DataFrame, bins: int = 10,
     bin_positions = sample_rows(len(frame), BIN_SAMPLE_SIZE)
     features: dict[str, Any] = {}
     for col in frame.columns:
-        values = frame[col].to_numpy(dtype=np.float64)
+        series = frame[col]
+        kind = _kind(series, str(col))
+        if kind is None:
+            continue
+        n_missing = int(series.isna().sum())
+        missing_rate = n_missing / len(series) if len(series) else 0.0
+        if kind == CATEGORICAL:
+            counts = category_counts(series)
+            total = float(counts.sum()) or 1.0
+            kept = counts.iloc[:MAX_REFERENCE_CATEGORIES]
+            cats = {str(k): float(v) / total for k, v in kept.items()}
+            if len(counts) > len(kept):
+                cats[OTHER] = float(counts.iloc[MAX_REFERENCE_CATEGORIES:].sum()) / total
+            features[str(col)] = {"kind": CATEGORICAL, "missing_rate": missing_rate,
+                                  "categories": cats}
+            continue
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         binned = values if len(bin_positions) == len(values) else values[bin_positions]
+        sampled = values[positions]
+        if n_missing:
+            values, binned, sampled = (v[~np.isnan(v)] for v in (values, binned, sampled))
+        if values.size == 0:
+            continue
         edges = quantile_edges(binned, bins)
         features[str(col)] = {
+            "kind": NUMERIC,
+            "missing_rate": missing_rate,
             "mean": float(values.mean()),
             "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             "edges": edges,
             "shares": [float(s) for s in bin_shares(binned, edges)],
-            "sample": [float(v) for v in values[positions]],
+            "sample": [float(v) for v in sampled],
         }
     return {"rows": len(frame), "bins": bins, "sample_size": sample_size,
             "features": features}
@@ -258,6 +340,57 @@ def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
     r = np.clip(np.asarray(reference_shares, dtype=np.float64), PSI_EPSILON, None)
     c = np.clip(np.asarray(current_shares, dtype=np.float64), PSI_EPSILON, None)
     return float(np.sum((c - r) * np.log(c / r)))
+
+
+def category_shares(reference: Mapping[str, float], current: pd.Series,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Reference shares, current shares and current counts over the reference's categories,
+    plus the pooled bins :data:`OTHER` and :data:`UNSEEN`; and the count of current rows
+    whose category was never seen in training.
+
+    A category pooled as ``__other__`` in the reference counts there; one never seen
+    counts as ``__unseen__`` (reference share 0).
+    """
+    import numpy as np
+
+    counts = category_counts(current)
+    cats = [c for c in reference if c != OTHER]
+    known = set(cats)
+    ref = np.array([float(reference[c]) for c in cats] + [float(reference.get(OTHER, 0.0)), 0.0])
+    cur = np.array([float(counts.get(c, 0)) for c in cats] + [0.0, 0.0])
+    extra = counts[[c not in known for c in counts.index]]
+    # Without a pooled bin in the reference every other category is unseen.
+    if OTHER in reference:
+        cur[-2] = float(extra.sum())
+        unseen = 0
+    else:
+        cur[-1] = float(extra.sum())
+        unseen = int(extra.sum())
+    total = cur.sum()
+    return ref, cur / total if total else cur, cur, unseen
+
+
+def chi2_p_value(reference_shares: np.ndarray, current_counts: np.ndarray) -> float:
+    """p-value of the chi-square goodness-of-fit test of ``current_counts`` against the
+    reference shares (clipped at :data:`PSI_EPSILON` so unseen categories count)."""
+    import numpy as np
+    from scipy import stats
+
+    n = float(current_counts.sum())
+    if n == 0:
+        return 1.0
+    expected = np.clip(reference_shares, PSI_EPSILON, None)
+    expected = expected / expected.sum() * n
+    return float(stats.chisquare(current_counts, expected).pvalue)
+
+
+def js_distance(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two share vectors."""
+    from scipy.spatial.distance import jensenshannon
+
+    if not current_shares.sum() or not reference_shares.sum():
+        return 0.0
+    return float(jensenshannon(reference_shares, current_shares, base=2))
 
 
 def ks_p_value(reference: np.ndarray, current: np.ndarray) -> float:
@@ -354,20 +487,32 @@ def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
     for name, ref in reference.get("features", {}).items():
         if name not in current.columns:
             continue
-        values = current[name].to_numpy(dtype=np.float64)
+        series = current[name]
+        missing = float(series.isna().mean()) if len(series) else 0.0
+        ref_missing = ref.get("missing_rate")
+        if ref.get("kind", NUMERIC) == CATEGORICAL:
+            feats.append(_categorical_drift(name, ref, series, stat_name, settings, missing))
+            continue
+        if _kind(series, name) != NUMERIC:
+            continue  # re-typed: a schema change, reported by monitor-check
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            continue
         sample = np.asarray(ref["sample"], dtype=np.float64)
+        extra = {"missing_rate": missing, "reference_missing_rate": ref_missing}
         if stat_name == PSI:
             value = psi(np.asarray(ref["shares"]), bin_shares(values, list(ref["edges"])))
             feats.append(FeatureDrift(name, PSI, value, settings.psi_threshold,
-                                      value >= settings.psi_threshold))
+                                      value >= settings.psi_threshold, **extra))
         elif stat_name == KS:
             value = ks_p_value(sample, values)
             feats.append(FeatureDrift(name, KS, value, settings.ks_p_value,
-                                      value < settings.ks_p_value))
+                                      value < settings.ks_p_value, **extra))
         else:
             value = normalized_wasserstein(sample, values, float(ref["std"]))
             feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
-                                      value >= settings.wasserstein_threshold))
+                                      value >= settings.wasserstein_threshold, **extra))
     return per_feature_report(feats, settings, rows)
 
 
@@ -385,3 +530,23 @@ def per_feature_report(feats: list[FeatureDrift], settings: DriftSettings,
                        score=share, threshold=settings.drift_share,
                        dataset_drifted=bool(feats) and share >= settings.drift_share,
                        reference_rows=None if reference_rows is None else int(reference_rows))
+
+
+def _categorical_drift(name: str, ref: Mapping[str, Any], series: pd.Series, stat_name: str,
+                       settings: DriftSettings, missing: float) -> FeatureDrift:
+    ref_shares, cur_shares, cur_counts, unseen = category_shares(ref.get("categories", {}),
+                                                                 series)
+    common: dict[str, Any] = {"kind": CATEGORICAL, "missing_rate": missing,
+                              "reference_missing_rate": ref.get("missing_rate"),
+                              "unseen": unseen}
+    if stat_name == PSI:
+        value = psi(ref_shares, cur_shares)
+        return FeatureDrift(name, PSI_CATEGORIES, value, settings.psi_threshold,
+                            value >= settings.psi_threshold, **common)
+    if stat_name == KS:
+        value = chi2_p_value(ref_shares, cur_counts)
+        return FeatureDrift(name, CHI2, value, settings.ks_p_value,
+                            value < settings.ks_p_value, **common)
+    value = js_distance(ref_shares, cur_shares)
+    return FeatureDrift(name, JENSEN_SHANNON, value, settings.wasserstein_threshold,
+                        value >= settings.wasserstein_threshold, **common)

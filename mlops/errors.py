@@ -42,6 +42,10 @@ class DataValidationError(BadInputError):
     """Input data failed validation; the message names the column or file."""
 
 
+class SchemaChangeError(DataValidationError):
+    """A batch's columns differ from the serving model's input schema (exit code 2)."""
+
+
 class InvalidVersionIdError(BadInputError):
     """A caller-given version id is not a safe name."""
 

@@ -82,7 +82,7 @@ class _StderrHandler(logging.StreamHandler):
 
 def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None = None,
                   max_bytes: int = 10 * 1024 * 1024, backup_count: int = 5,
-                  fmt: str = "text") -> logging.Logger:
+                  fmt: str = "text", *, root: bool = False) -> logging.Logger:
     """Configure the ``mlops`` logger: a console handler and, if given, a rotating file.
 
     Calling it again replaces the handlers it added before (no duplicate lines).
@@ -93,14 +93,25 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
         max_bytes: Rotate the file at this size.
         backup_count: Rotated files to keep.
         fmt: ``text`` or ``json`` (one JSON object per line, see :class:`JsonFormatter`).
+        root: Configure the root logger instead (the application's logging, as the seed's
+            ``_setup_logging`` does): every logger's lines, the user's own included, reach
+            the console and the file; the ``mlops`` logger then passes its lines up to it.
 
     Returns:
-        The configured ``mlops`` logger.
+        The configured logger (``mlops``, or the root logger).
 
     Raises:
         ConfigError: ``log_file`` cannot be opened for writing (exit code 2).
     """
-    logger = logging.getLogger("mlops")
+    if root:
+        package = logging.getLogger("mlops")
+        for h in list(package.handlers):
+            if getattr(h, _HANDLER_TAG, False):
+                package.removeHandler(h)
+                h.close()
+        package.setLevel(logging.NOTSET)
+        package.propagate = True
+    logger = logging.getLogger() if root else logging.getLogger("mlops")
     logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     for h in list(logger.handlers):
         if getattr(h, _HANDLER_TAG, False):
@@ -122,5 +133,6 @@ def setup_logging(level: str = "INFO", log_file: str | os.PathLike[str] | None =
         h.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(FORMAT))
         setattr(h, _HANDLER_TAG, True)
         logger.addHandler(h)
-    logger.propagate = False
+    if not root:
+        logger.propagate = False
     return logger

@@ -157,7 +157,7 @@ class ModelMonitor:
         self.reference_sample_size = int(reference_sample_size)
 
     # --- history -----------------------------------------------------------------------
-    def record_metrics(self, accuracy: float, data_version: str | None = None,
+    def record_metrics(self, accuracy: float | None, data_version: str | None = None,
                        model_version: str | None = None,
                        extra: Mapping[str, Any] | None = None, *, once: str | None = None,
                        at: str | None = None) -> dict[str, Any]:
@@ -179,7 +179,7 @@ class ModelMonitor:
         now = utc_now() if not at else datetime.fromisoformat(at)
         record = {
             "timestamp": iso(now),
-            "accuracy": float(accuracy),
+            "accuracy": None if accuracy is None else float(accuracy),
             "data_version": data_version,
             "model_version": model_version,
             **dict(extra or {}),
@@ -204,9 +204,11 @@ class ModelMonitor:
         return [self.store.read_json(f"{self.metrics_prefix}/{n}") for n in names]
 
     def get_latest_accuracy(self) -> float | None:
-        """Accuracy of the newest record, or None when the history is empty."""
+        """Accuracy of the newest record, or None when the history is empty (or the
+        newest record has none: a regression or a failed run)."""
         latest = self.get_history(limit=1)
-        return float(latest[0]["accuracy"]) if latest else None
+        value = latest[0].get("accuracy") if latest else None
+        return None if value is None else float(value)
 
     # --- reference ---------------------------------------------------------------------
     def update_reference_distribution(self, feature_means: Mapping[str, float],

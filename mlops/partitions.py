@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from mlops import layout
-from mlops.data import validate
+from mlops.data import NUMERIC, REGRESSION, feature_kinds, validate
 from mlops.errors import DataValidationError, VersionExistsError
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
@@ -162,7 +162,17 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     _kill_once()
     name = source.url(f.key)
     df = read_table(source, f.key)
-    validate(df, target, name, whole=False)
+    if validate(df, target, name, whole=False) == REGRESSION:
+        raise DataValidationError(
+            f"target column '{target}' in {name} is a regression target (see data.task auto "
+            "in docs/data.md): data.engine dask trains classifications only for now (use "
+            "data.engine pandas)")
+    other = {c: k for c, k in feature_kinds(df, target, name).items() if k != NUMERIC}
+    if other:
+        col, kind = next(iter(other.items()))
+        raise DataValidationError(
+            f"feature column '{col}' in {name} is {kind}: data.engine dask takes numeric "
+            "features only for now (use data.engine pandas, or encode it as numbers)")
     schema = _schema(df)
     if expected is not None and schema != expected:
         raise DataValidationError(

@@ -11,24 +11,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
+    feature_kinds,
     feature_means,
     generate_synthetic_data,
-    load_source,
+    read_source,
     split_xy,
     validate,
 )
-from mlops.errors import BadInputError, DataValidationError, MLOpsError
+from mlops.decisions import (
+    REJECTED_BEFORE,
+    SCHEMA_CHANGE,
+    SERVING_BELOW_THRESHOLD,
+    config_fingerprint,
+    gate,
+    lineage,
+    low_score_reason,
+    promotion_decision,
+    rejected_before,
+    schema_of,
+)
+from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
 from mlops.ids import check_version_id
+from mlops.monitor import NO_MODEL
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
+from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.storage import crash_point
-from mlops.training import check_trainable, check_training, evaluate, split, train_model
+from mlops.training import (
+    check_trainable,
+    check_training,
+    compute_metrics,
+    meets_threshold,
+    split,
+    train_model,
+)
 from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
@@ -71,6 +93,12 @@ class IngestResult(StepResult):
     rows: int
     source: str
     feature_means: dict[str, float] = field(default_factory=dict)
+    #: ``classification`` or ``regression``: ``data.task``, or what ``auto`` decided.
+    task: str = ""
+    #: Feature name -> ``numeric``, ``bool`` or ``categorical``.
+    feature_kinds: dict[str, str] = field(default_factory=dict)
+    #: The files read (``{"path", "size_bytes"}``); empty for synthetic data.
+    source_files: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,19 @@ class MonitorCheckResult(StepResult):
     n_samples: int
     #: DriftReport.to_dict() of the batch (None without a reference); ``drift`` is its score.
     drift_report: dict[str, Any] | None = None
+    task: str = ""
+    #: The gating metric (``monitoring.metric`` or the task's default) and its limit.
+    metric: str = "accuracy"
+    threshold: float | None = None
+    #: The serving model's value of ``metric`` on the new data (None: no model, or the
+    #: batch's schema does not fit it).
+    score: float | None = None
+    #: Every metric of the serving model on the new data.
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    #: SchemaChange.to_dict() when the batch's columns differ from the serving model's.
+    schema_change: dict[str, Any] | None = None
+    #: Why a wanted retrain was skipped ("" when it was not).
+    note: str = ""
     #: Why drift could not be measured (reference missing or malformed), else None.
     drift_error: str | None = None
 
@@ -97,12 +138,23 @@ class TrainResult(StepResult):
 
     data_version: str
     model_version: str
-    accuracy: float
+    #: Held-out accuracy (None for a regression; ``score`` is the gating metric).
+    accuracy: float | None
     train_rows: int
     test_rows: int
     promoted: bool = True
     champion_version: str | None = None
     champion_accuracy: float | None = None
+    task: str = ""
+    metric: str = "accuracy"
+    threshold: float | None = None
+    #: The challenger's value of ``metric`` and every metric, on the held-out split.
+    score: float | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    #: The champion's, on the same held-out split (None without a usable champion).
+    champion_score: float | None = None
+    champion_metrics: dict[str, float | None] | None = None
+    promotion_reason: str = ""
 
 
 def _workspace(config: Config, ws: Workspace | None) -> Workspace:
@@ -114,6 +166,8 @@ class _Trainer(Protocol):
     :class:`mlops.dask_engine.DaskTrainer`); a context manager around the step."""
 
     features: list[str]
+    #: ``classification`` or ``regression``.
+    task: str
 
     @property
     def train_rows(self) -> int: ...
@@ -127,21 +181,33 @@ class _Trainer(Protocol):
 
     def fit(self) -> tuple[Any, dict[str, Any]]: ...
 
-    def accuracy(self, model: Any) -> float | None: ...
+    def metrics(self, model: Any, names: list[str] | None = None
+                ) -> dict[str, float | None]: ...
+
+    def columns(self) -> Any: ...
+
+    def schema(self) -> InputSchema: ...
 
     def reference(self) -> dict[str, Any]: ...
 
 
 class _PandasTrainer:
-    """The pandas engine's train data: a stratified split of the loaded frame."""
+    """The pandas engine's train data: a split of the loaded frame (stratified for a
+    classification)."""
 
-    def __init__(self, config: Config, ws: Workspace, version: str) -> None:
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestResult) -> None:
         self.config = config
-        df, _ = ws.versioner.load(version)
-        x, y = split_xy(df, config.data.target_column)
+        df, _ = ws.versioner.load(ingested.data_version)
+        self.target = target = config.data.target_column
+        self.task = ingested.task or validate(df, target, ingested.data_version,
+                                              config.data.task)
+        x, y = split_xy(df, target)
+        # In column order (a result read back from JSON has its keys sorted).
+        known = ingested.feature_kinds or feature_kinds(df, target)
+        self.kinds = {c: known[c] for c in x.columns}
         self.features = [str(c) for c in x.columns]
         self.x_train, self.x_test, self.y_train, self.y_test = split(
-            x, y, config.data.test_size, config.training.random_state)
+            x, y, config.data.test_size, config.training.random_state, self.task)
 
     def __enter__(self) -> _PandasTrainer:
         return self
@@ -158,14 +224,22 @@ class _PandasTrainer:
         return len(self.x_test)
 
     def fit(self) -> tuple[Any, dict[str, Any]]:
-        return train_model(self.x_train, self.y_train, self.config), {}
+        return train_model(self.x_train, self.y_train, self.config, self.task, self.kinds), {}
 
-    def accuracy(self, model: Any) -> float | None:
-        return evaluate(model, self.x_test, self.y_test)
+    def metrics(self, model: Any, names: list[str] | None = None
+                ) -> dict[str, float | None]:
+        x = self.x_test if names is None else self.x_test[names]
+        return compute_metrics(model, x, self.y_test, self.task)
+
+    def columns(self) -> Any:
+        return self.x_test
+
+    def schema(self) -> InputSchema:
+        return InputSchema.from_frame(self.x_train, self.target, self.task, self.kinds)
 
     def reference(self) -> dict[str, Any]:
-        means = {str(c): float(v) for c, v in self.x_train.mean().items()}
-        return {"feature_means": means, "reference_frame": self.x_train}
+        return {"feature_means": feature_means(self.x_train, self.target),
+                "reference_frame": self.x_train}
 
 
 # --- steps -------------------------------------------------------------------------------
@@ -176,110 +250,175 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
         DataValidationError: The source is missing or invalid (names the file or column).
     """
     check_version_id(run_id, "run id")
-    check_training(config.training)  # a bad training.params fails before anything is written
     ws = _workspace(config, ws)
     d = config.data
+    files: list[dict[str, Any]] = []
     if d.engine == DASK:
         from mlops import dask_engine
 
-        version, rows, means = dask_engine.ingest_source(config, ws)
+        # Refuses what the Dask engine cannot do yet (exit 2) before anything is written.
+        version, rows, means, kinds, files = dask_engine.ingest_source(config, ws)
+        task = dask_engine.TASK
     else:
         if d.source == SYNTHETIC:
             df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-            validate(df, d.target_column, "synthetic data")
+            task = validate(df, d.target_column, "synthetic data", d.task)
         else:
-            df = load_source(d.source, d.target_column, config.storage.options)
+            df, files = read_source(d.source, config.storage.options)
+            task = validate(df, d.target_column, d.source, d.task)
+        gate(config, task)  # a metric of the other task is a config error, before any write
+        check_training(config.training, task)  # a bad training.params, before any write
         check_trainable(df[d.target_column], d.test_size,
-                        "synthetic data" if d.source == SYNTHETIC else d.source)
-        version, rows = ws.versioner.register(df), len(df)
-        means = feature_means(df, d.target_column)
+                        "synthetic data" if d.source == SYNTHETIC else d.source, task)
+        version = ws.versioner.register(df, source={"uri": d.source, "files": files})
+        rows, means, kinds = len(df), feature_means(df, d.target_column), \
+            feature_kinds(df, d.target_column)
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
-                          feature_means=means)
+                          feature_means=means, task=task, feature_kinds=kinds,
+                          source_files=files)
     ws.write_result(INGEST, result)
-    log.info("ingest: %d rows from %s -> data version %s", rows, d.source, version)
+    log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
+             task)
     return result
 
 
 def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> MonitorCheckResult:
-    """Evaluate the current model on the run's data and decide whether to retrain.
+    """Check the run's data against the serving model and decide whether to retrain.
 
-    When no retrain is needed, the current model's accuracy on the new data is
-    recorded in the history, so the history has a point for every run.
+    The batch is first compared with the serving model's input schema (see
+    :mod:`mlops.schema`); a change fails the step (``monitoring.on_schema_change:
+    fail``, exit 2, nothing written) or asks for a retrain (reason ``schema_change``).
+    The serving model is then scored on the new data with every metric of the task;
+    the gating metric (``monitoring.metric``) below its threshold asks for a retrain
+    (``low_accuracy`` for accuracy, ``low_score`` otherwise), and so does drift. A
+    retrain is skipped when a challenger trained on this data version with the same
+    config was already rejected (reason ``rejected_before``).
+
+    When no retrain is needed, the serving model's score on the new data is recorded
+    in the history, so the history has a point for every run.
 
     Raises:
         BadInputError: The run has no ingest result.
+        SchemaChangeError: The batch's schema changed and the policy is ``fail``.
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
+    target = config.data.target_column
     current = ws.current_model_version()
     model: Any = None
+    record: Any = None
     unusable = None
     if current is not None:
         try:
-            model, _ = ws.registry.load(current)
+            model, record = ws.registry.load(current)
         except (BadInputError, ValueError, KeyError, AttributeError, TypeError) as err:
             unusable = _unusable(current, err)
     reference, drift_error = serving_reference(ws, current)
+    metrics: dict[str, float | None] = {}
+    change = None
     if config.data.engine == DASK:
         from mlops import dask_engine
 
+        task = ingested.task or dask_engine.TASK
+        metric, threshold = gate(config, task)
         # Statistics and sketches from the manifest; the data is read only to score.
+        scorable, names = False, None
+        if model is not None:
+            change, scorable, names = _schema_check(
+                config, ingested.data_version, current, record,
+                dask_engine.columns_frame(ws, ingested.data_version), task)
         try:
-            batch = dask_engine.check_batch(config, ws, ingested.data_version, model)
+            batch = dask_engine.check_batch(config, ws, ingested.data_version,
+                                            model if scorable else None, names)
         except (ValueError, KeyError, AttributeError, TypeError) as err:
-            if model is None:
+            if model is None or not scorable:
                 raise
             unusable = _unusable(current, err)
-            batch = dask_engine.check_batch(config, ws, ingested.data_version, None)
-        accuracy, rows = batch.accuracy, batch.rows
-        decision = ws.monitor.decide(accuracy, batch.means, no_model_yet=current is None,
+            batch = dask_engine.check_batch(config, ws, ingested.data_version, None, names)
+        if batch.accuracy is not None:
+            metrics = {"accuracy": batch.accuracy}
+        rows = batch.rows
+        decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
                                      n_samples=rows, reference=reference,
                                      drift_error=drift_error, sketches=batch.sketches)
     else:
         df, _ = ws.versioner.load(ingested.data_version)
-        x, y = split_xy(df, config.data.target_column)
-        accuracy = None
+        task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
+        metric, threshold = gate(config, task)
+        x, y = split_xy(df, target)
         if model is not None:
-            try:
-                accuracy = evaluate(model, x, y)
-            except (ValueError, KeyError, AttributeError, TypeError) as err:
-                unusable = _unusable(current, err)
+            change, scorable, names = _schema_check(config, ingested.data_version, current,
+                                                    record, df, task)
+            if scorable:
+                try:
+                    metrics = compute_metrics(model, x if names is None else x[names], y,
+                                              task)
+                except (ValueError, KeyError, AttributeError, TypeError) as err:
+                    unusable = _unusable(current, err)
         rows = len(df)
-        decision = ws.monitor.decide(accuracy, feature_means(df, config.data.target_column),
+        decision = ws.monitor.decide(None, feature_means(df, target),
                                      no_model_yet=current is None, n_samples=rows,
                                      current_frame=x, reference=reference,
                                      drift_error=drift_error)
+    score = metrics.get(metric)
+    reasons = list(decision.reasons)
+    extra = []
+    if change is not None and change.changed:
+        extra.append(SCHEMA_CHANGE)
     if unusable is not None:
-        decision = replace(decision, retrain=True,
-                           reasons=(*decision.reasons, SERVING_MODEL_UNUSABLE))
+        extra.append(SERVING_MODEL_UNUSABLE)
+    if current is not None and not extra and not meets_threshold(score, threshold, metric):
+        extra.append(low_score_reason(metric))
+    # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
+    reasons = [r for r in reasons if r == NO_MODEL] + extra + \
+        [r for r in reasons if r != NO_MODEL]
+    retrain = bool(reasons)
+    note = ""
+    if retrain and unusable is None:  # a broken serving model is replaced regardless
+        previous = rejected_before(ws.registry, ingested.data_version,
+                                   config_fingerprint(config, task))
+        if previous is not None:
+            retrain = False
+            note = (f"challenger {previous.id} was trained on data version "
+                    f"{ingested.data_version} with the same config and not promoted "
+                    f"({previous.training().promotion_reason}): not training again")
+            reasons.append(REJECTED_BEFORE)
     report = decision.drift_report
+    accuracy = metrics.get("accuracy")
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
-        retrain=decision.retrain, reasons=list(decision.reasons), accuracy=accuracy,
+        retrain=retrain, reasons=reasons, accuracy=accuracy,
         drift=decision.drift, drift_counted=decision.drift_counted, n_samples=rows,
-        drift_report=None if report is None else report.to_dict(),
-        drift_error=decision.drift_error)
-    if not decision.retrain and accuracy is not None:
-        ws.monitor.record_metrics(accuracy, ingested.data_version, current,
-                                  {"run_id": run_id, "retrained": False, "drift": decision.drift,
-                                   "drift_error": decision.drift_error, "reasons": []})
+        drift_report=None if report is None else report.to_dict(), task=task, metric=metric,
+        threshold=threshold, score=score, metrics=metrics,
+        schema_change=None if change is None or not change.changed else change.to_dict(),
+        note=note, drift_error=decision.drift_error)
+    if not retrain and current is not None:
+        alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+        ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
+            "run_id": run_id, "retrained": False, "drift": decision.drift,
+            "drift_error": decision.drift_error, "reasons": reasons,
+            "task": task, "metric": metric, "score": score, "metrics": metrics,
+            "serving_score": score, "alerts": alerts, "status": "succeeded"})
     ws.write_result(MONITOR_CHECK, result)
-    log.info("monitor-check: model %s accuracy %s drift %.4f -> retrain=%s %s", current,
-             "n/a" if accuracy is None else f"{accuracy:.4f}", decision.drift,
-             decision.retrain, list(decision.reasons))
+    log.info("monitor-check: model %s %s %s drift %.4f -> retrain=%s %s%s", current, metric,
+             "n/a" if score is None else f"{score:.4f}", decision.drift, retrain, reasons,
+             f"; {note}" if note else "")
     return result
 
 
 def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResult:
     """Fit the challenger, save it, and promote it to ``production`` if it is good enough.
 
-    The challenger is always saved, with its drift reference (built from its training
-    features) and a metrics record. It becomes the serving model (the ``production``
-    alias moves to it, last: the one commit point of a promotion) when its held-out
-    accuracy is at least the champion's accuracy on the same
-    held-out rows minus ``promotion.tolerance``, or when there is no usable champion.
-    Metrics are recorded for the challenger either way.
+    The challenger is always saved, with its metrics, input schema, config
+    fingerprint and lineage, then its drift reference (built from its training
+    features, kept with its version) and a metrics record. It becomes the serving
+    model (the ``production`` alias moves to it, last: the one commit point of a
+    promotion) when nothing serves yet; otherwise only when its held-out score meets
+    ``monitoring.metric_threshold`` and is at least as good as the champion's score on
+    the same held-out rows (give or take ``promotion.tolerance``). Metrics are recorded
+    for the challenger either way.
 
     The model version id is the run id, so a retried train step of the same run
     finds its model (and its recorded promotion decision) instead of saving a second one.
@@ -289,46 +428,61 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         ConfigError: Bad training settings.
     """
     check_version_id(run_id, "run id")
-    check_training(config.training)
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
+    if ingested.task:
+        check_training(config.training, ingested.task)
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
     trainer: _Trainer
     if config.data.engine == DASK:
         from mlops import dask_engine
 
-        trainer = dask_engine.DaskTrainer(config, ws, ingested.data_version)
+        trainer = dask_engine.DaskTrainer(config, ws, ingested)
     else:
-        trainer = _PandasTrainer(config, ws, ingested.data_version)
+        trainer = _PandasTrainer(config, ws, ingested)
+    task = trainer.task
+    metric, threshold = gate(config, task)
     fresh = not ws.registry.exists(run_id)
     with trainer:
         if fresh:
-            champion = ws.current_model_version()
-            model, extra = trainer.fit()
-            accuracy = trainer.accuracy(model)
-            if accuracy is None:
+            if not trainer.test_rows:
                 raise DataValidationError(
                     f"data version '{ingested.data_version}' leaves no rows for evaluation "
                     f"at data.test_size {config.data.test_size}")
-            champion_accuracy = _champion_accuracy(ws, champion, trainer)
-            promote, why = promotion_decision(accuracy, champion, champion_accuracy,
-                                              config.promotion.tolerance)
+            champion = ws.current_model_version()
+            model, extra = trainer.fit()
+            metrics = trainer.metrics(model)
+            champion_metrics = _champion_metrics(ws, champion, trainer)
+            champion_score = None if champion_metrics is None else champion_metrics.get(metric)
+            promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
+                                              config.promotion.tolerance, metric, threshold)
             facts = TrainingFacts(
-                accuracy=accuracy, data_version=ingested.data_version,
+                accuracy=metrics.get("accuracy"), data_version=ingested.data_version,
                 model_type=config.training.model_type, params=config.training.params,
                 train_rows=trainer.train_rows, test_rows=trainer.test_rows,
                 features=list(trainer.features), run_id=run_id, champion_version=champion,
-                champion_accuracy=champion_accuracy, promote=promote, promotion_reason=why,
+                champion_accuracy=None if champion_metrics is None
+                else champion_metrics.get("accuracy"),
+                promote=promote, promotion_reason=why, task=task, metric=metric,
+                threshold=threshold, score=metrics.get(metric), metrics=metrics,
+                champion_score=champion_score, champion_metrics=champion_metrics,
+                schema=trainer.schema().to_dict(),
+                config_fingerprint=config_fingerprint(config, task),
+                lineage=lineage(ingested.data_version, ingested.source, ingested.source_files),
                 extra=extra)
             ws.registry.save(model, run_id, facts.to_dict())
         else:
             log.info("train: model %s already saved by this run; not training again", run_id)
         record = ws.registry.get_record(run_id)
         meta = record.training()
-        accuracy = float(meta.accuracy)
+        accuracy = meta.accuracy
         promote = bool(meta.promote)
         champion = meta.champion_version
         champion_accuracy = meta.champion_accuracy
+        # A model saved before metrics existed: its accuracy is its score.
+        metrics = dict(meta.metrics or {"accuracy": accuracy})
+        score = meta.score if meta.metric else accuracy
+        champion_score = meta.champion_score if meta.metric else champion_accuracy
         # Each part is written once and checked for on a resume, in this order; the alias
         # move comes last, so a promoted model always has its reference and its metrics.
         # The reference is kept with the model version, whichever engine built it.
@@ -337,11 +491,17 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                 **trainer.reference(), data_version=ingested.data_version,
                 model_version=run_id))
     crash_point("after-reference")
+    serving_score = score if promote else champion_score
+    alerts = [] if meets_threshold(serving_score, threshold, metric) \
+        else [SERVING_BELOW_THRESHOLD]
     ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
         "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
         "drift_error": checked.get("drift_error"),
         "reasons": checked.get("reasons", []), "promoted": promote,
-        "champion_version": champion, "champion_accuracy": champion_accuracy},
+        "champion_version": champion, "champion_accuracy": champion_accuracy,
+        "task": task, "metric": metric, "score": score, "metrics": metrics,
+        "challenger_score": score, "champion_score": champion_score,
+        "serving_score": checked.get("score"), "alerts": alerts, "status": "succeeded"},
         once=f"train-{run_id}", at=record.created_at)
     crash_point("after-metrics")
     if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
@@ -351,38 +511,44 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     result = TrainResult(run_id=run_id, data_version=ingested.data_version, model_version=run_id,
                          accuracy=accuracy, train_rows=int(meta.train_rows),
                          test_rows=int(meta.test_rows), promoted=promote,
-                         champion_version=champion, champion_accuracy=champion_accuracy)
+                         champion_version=champion, champion_accuracy=champion_accuracy,
+                         task=task, metric=metric, threshold=threshold, score=score,
+                         metrics=metrics, champion_score=champion_score,
+                         champion_metrics=meta.champion_metrics,
+                         promotion_reason=str(meta.promotion_reason))
     ws.write_result(TRAIN, result)
-    log.info("train: %s on %d rows -> model %s, held-out accuracy %.4f; champion %s %s -> "
-             "%s", config.training.model_type, int(meta.train_rows), run_id, accuracy, champion,
-             "n/a" if champion_accuracy is None else f"{champion_accuracy:.4f}",
+    log.info("train: %s %s on %d rows -> model %s, held-out %s %s; champion %s %s -> %s",
+             config.training.model_type, task, int(meta.train_rows), run_id, metric,
+             "n/a" if score is None else f"{score:.4f}", champion,
+             "n/a" if champion_score is None else f"{champion_score:.4f}",
              "promoted" if promote else "not promoted")
     return result
 
 
-def promotion_decision(challenger_accuracy: float, champion: str | None,
-                       champion_accuracy: float | None, tolerance: float) -> tuple[bool, str]:
-    """Whether the challenger replaces the champion, and why (for the alias history).
-
-    Args:
-        challenger_accuracy: The challenger's accuracy on the held-out split.
-        champion: The serving version (None when no model serves yet).
-        champion_accuracy: The champion's accuracy on the same split (None when it
-            could not be evaluated).
-        tolerance: ``promotion.tolerance``.
+def _schema_check(config: Config, data_version: str, current: str | None,
+                  record: Mapping[str, Any] | None, frame: Any, task: str
+                  ) -> tuple[SchemaChange | None, bool, list[str] | None]:
+    """Compare a batch (``frame``: its rows, or an empty frame of its columns) with the
+    serving model's input schema.
 
     Returns:
-        ``(promote, reason)``.
+        ``(change, scorable, names)``: the change (None when the model recorded no
+        schema), whether the model can score the batch, and the columns to give it, in
+        its own order (None: the batch's features as they are).
+
+    Raises:
+        SchemaChangeError: The schema changed and ``monitoring.on_schema_change`` is fail.
     """
-    if champion is None:
-        return True, "first model: nothing serves yet"
-    if champion_accuracy is None:
-        return True, f"champion {champion} cannot be evaluated on this data"
-    promote = challenger_accuracy >= champion_accuracy - tolerance
-    op = ">=" if promote else "<"
-    return promote, (f"challenger accuracy {challenger_accuracy:.4f} {op} champion "
-                     f"{champion} accuracy {champion_accuracy:.4f} - tolerance {tolerance:g} "
-                     "on the same held-out split")
+    schema = schema_of(record or {}, config.data.target_column)
+    if schema is None:  # a model that recorded no schema scores the batch as it is
+        return None, True, None
+    change = compare(schema, frame, task)
+    if change.changed and config.monitoring.on_schema_change == "fail":
+        raise SchemaChangeError(
+            f"schema change in data version {data_version} against serving "
+            f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
+            "set it to retrain to train on the new columns)")
+    return change, not (change.missing or change.retyped or change.task), schema.names
 
 
 def _unusable(version: str | None, err: Exception) -> str:
@@ -395,12 +561,21 @@ def _unusable(version: str | None, err: Exception) -> str:
     return why
 
 
-def _champion_accuracy(ws: Workspace, champion: str | None, trainer: _Trainer) -> float | None:
+def _champion_metrics(ws: Workspace, champion: str | None,
+                      trainer: _Trainer) -> dict[str, float | None] | None:
     if champion is None:
         return None
     try:
-        model, _ = ws.registry.load(champion)
-        return trainer.accuracy(model)
+        model, record = ws.registry.load(champion)
+        schema = schema_of(record, ws.config.data.target_column)
+        if schema is None:
+            return trainer.metrics(model)
+        change = compare(schema, trainer.columns(), trainer.task)
+        if change.missing or change.retyped or change.task:
+            log.warning("train: champion %s cannot score this data (%s); the challenger wins",
+                        champion, change.describe())
+            return None
+        return trainer.metrics(model, schema.names)
     except (MLOpsError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)

@@ -93,7 +93,12 @@ class VersionRecord(Record):
 
 @dataclass(frozen=True)
 class DataManifest(VersionRecord):
-    """A data version's manifest (``data/versions/<id>.json``), its commit point."""
+    """A data version's manifest (``data/versions/<id>.json``), its commit point.
+
+    A version registered with a ``source`` (the pipeline's ingest) also keeps it under
+    the key ``source`` (``{"uri", "files": [{"path", "size_bytes"}]}``), in ``extra``
+    so that manifests without one read and write back exactly as before.
+    """
 
     content_hash: str
     hash_algorithm: str
@@ -165,7 +170,8 @@ class ModelRecord(VersionRecord):
 class TrainingFacts(Record):
     """What the train step keeps in a model's ``metadata``."""
 
-    accuracy: float
+    #: Held-out accuracy (None for a regression).
+    accuracy: float | None
     train_rows: int
     test_rows: int
     data_version: str = ""
@@ -178,6 +184,23 @@ class TrainingFacts(Record):
     #: Models saved before the promotion rule existed were always promoted.
     promote: bool = True
     promotion_reason: str = ""
+    #: ``classification`` or ``regression`` (models saved before tasks: classification).
+    task: str = "classification"
+    #: The gating metric and its limit when the model was trained ("" before metrics).
+    metric: str = ""
+    threshold: float | None = None
+    #: The challenger's ``metric`` and every metric on the held-out split.
+    score: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: The champion's, on the same rows (None without a usable champion).
+    champion_score: float | None = None
+    champion_metrics: dict[str, Any] | None = None
+    #: The input schema (mlops.schema.InputSchema.to_dict()); empty before schemas.
+    schema: dict[str, Any] = field(default_factory=dict)
+    #: Hash of the config that shaped the model and its verdict (mlops.decisions).
+    config_fingerprint: str = ""
+    #: Data version, source files, and the versions of Python and the libraries.
+    lineage: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,13 @@ import html
 import http.server
 import io
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from mlops import layout
 from mlops.errors import BadInputError, ConfigError
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
     from mlops.workspace import Workspace
 
 ACCURACY_PNG = "accuracy.png"
+#: The drift plot names at most this many features (the most drifted); the rest are a band.
+NAMED_FEATURES = 8
+#: The alert of a serving model below its threshold (see mlops.decisions).
+SERVING_ALERT = "serving_below_threshold"
 DRIFT_PNG = "drift.png"
 REPORT_HTML = "report.html"
 
@@ -125,8 +132,20 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def record_score(record: Mapping[str, Any]) -> float | None:
+    """The serving model's gating score of a history record (its ``accuracy`` in records
+    written before metrics existed), None for a failed run."""
+    if record.get("status") == "failed":
+        return None
+    value = record.get("serving_score", record.get("score", record.get("accuracy")))
+    if record.get("retrained") and "serving_score" not in record:
+        value = record.get("accuracy")
+    return None if value is None else float(value)
+
+
 def plot_accuracy(data: ReportData) -> bytes:
-    """Accuracy per run with the retrain threshold and retrain/promotion markers (PNG)."""
+    """The gating metric per run: the serving model's score on the new data, each
+    challenger's held-out score (promoted or not), the threshold, failed runs (PNG)."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
@@ -135,30 +154,45 @@ def plot_accuracy(data: ReportData) -> bytes:
     recs = data.history
     labels = [str(r.get("run_id") or r.get("timestamp", "?")[:19]) for r in recs]
     xs = list(range(len(recs)))
-    acc = [float(r["accuracy"]) for r in recs]
-    ax.plot(xs, acc, color="tab:blue", marker="o", markersize=3, linewidth=1.5,
-            label="accuracy (held-out split when retrained, new data otherwise)")
-    ax.axhline(data.accuracy_threshold, color="tab:red", linestyle="--", linewidth=1,
-               label=f"retrain threshold ({data.accuracy_threshold:g})")
-    promoted = [(x, a) for x, a, r in zip(xs, acc, recs, strict=True)
-                if r.get("retrained") and r.get("promoted", True)]
-    rejected = [(x, a) for x, a, r in zip(xs, acc, recs, strict=True)
-                if r.get("retrained") and not r.get("promoted", True)]
-    if promoted:
-        ax.scatter([p[0] for p in promoted], [p[1] for p in promoted], marker="^", s=70,
-                   color="tab:green", zorder=3, label="retrained, promoted")
-    if rejected:
-        ax.scatter([p[0] for p in rejected], [p[1] for p in rejected], marker="X", s=70,
-                   color="tab:orange", zorder=3,
-                   label="retrained, not promoted (worse than champion)")
-    low = min([*acc, data.accuracy_threshold])
-    ax.set_ylim(max(0.0, low - 0.05), 1.01)
+    metric = next((str(r["metric"]) for r in reversed(recs) if r.get("metric")), "accuracy")
+    serving = [record_score(r) for r in recs]
+    ax.plot(xs, [math.nan if v is None else v for v in serving], color="tab:blue", marker="o",
+            markersize=3, linewidth=1.5, label=f"serving model's {metric} on the new data")
+    threshold = next((r.get("threshold") for r in reversed(recs) if "threshold" in r),
+                     data.accuracy_threshold if metric == "accuracy" else None)
+    if threshold is not None:
+        ax.axhline(float(threshold), color="tab:red", linestyle="--", linewidth=1,
+                   label=f"threshold ({float(threshold):g})")
+    values = [v for v in serving if v is not None]
+    for promoted, marker, color, text in ((True, "^", "tab:green", "challenger, promoted"),
+                                          (False, "X", "tab:orange",
+                                           "challenger, not promoted")):
+        points = [(x, float(c)) for x, r in zip(xs, recs, strict=True)
+                  if r.get("retrained") and bool(r.get("promoted", True)) is promoted
+                  and (c := r.get("challenger_score", r.get("accuracy"))) is not None]
+        if points:
+            values += [p[1] for p in points]
+            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=70,
+                       color=color, zorder=3, label=f"{text} (held-out split)")
+    failed = [x for x, r in zip(xs, recs, strict=True) if r.get("status") == "failed"]
+    if failed:
+        ax.scatter(failed, [0.0] * len(failed), transform=ax.get_xaxis_transform(),
+                   marker="v", s=70, color="black", zorder=3, clip_on=False,
+                   label="failed run")
+    below = [(x, v) for x, v, r in zip(xs, serving, recs, strict=True)
+             if v is not None and SERVING_ALERT in (r.get("alerts") or [])]
+    if below:
+        ax.scatter([b[0] for b in below], [b[1] for b in below], marker="o", s=90,
+                   facecolors="none", edgecolors="tab:red", zorder=4,
+                   label="serving below threshold")
+    if metric == "accuracy" and values:
+        ax.set_ylim(max(0.0, min([*values, float(threshold or 1.0)]) - 0.05), 1.01)
     _run_ticks(ax, labels)
     ax.set_xlabel("run (oldest to newest)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Accuracy per run ({len(recs)} runs)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per run ({len(recs)} runs)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     return _png(fig)
 
 
@@ -183,7 +217,7 @@ def plot_drift(data: ReportData) -> bytes:
         top.scatter([d[0] for d in drifted], [d[1] for d in drifted], marker="D", s=40,
                     color="tab:red", zorder=3, label="data set drifted")
     top.set_ylabel("score")
-    top.set_title(f"Drift per run (method: {', '.join(methods) or '-'}; score = relative L1 "
+    top.set_title(f"Drift per run, method {', '.join(methods) or '-'} (score = relative L1 "
                   "for mean_l1, share of drifted features otherwise)", fontsize=10)
     top.grid(True, alpha=0.3)
     top.legend(loc="upper left", fontsize=8, framealpha=0.9)
@@ -194,8 +228,20 @@ def plot_drift(data: ReportData) -> bytes:
         for f in rep.get("features", []):
             stat_names.add(str(f["method"]))
             series.setdefault(str(f["feature"]), [math.nan] * len(xs))[i] = _num(f["statistic"])
-    for name, values in series.items():
-        bottom.plot(xs, values, marker=".", linewidth=1.2, label=name)
+    named, rest = _most_drifted(data.drift, series)
+    for name in named:
+        bottom.plot(xs, series[name], marker=".", linewidth=1.2, label=name)
+    if rest:
+        # The other features as one band (min to max) and their median: readable at 60.
+        stacked = np.array([series[name] for name in rest], dtype=np.float64)
+        finite = np.where(np.isfinite(stacked), stacked, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN run
+            low, mid, high = (np.nanmin(finite, axis=0), np.nanmedian(finite, axis=0),
+                              np.nanmax(finite, axis=0))
+        bottom.fill_between(xs, low, high, color="grey", alpha=0.2)
+        bottom.plot(xs, mid, color="grey", linestyle=":", linewidth=1.2,
+                    label=f"{len(rest)} other features (median, band min-max)")
     feature_thresholds = {float(f["threshold"]) for _, rep in data.drift
                           for f in rep.get("features", [])}
     if len(feature_thresholds) == 1:
@@ -204,7 +250,8 @@ def plot_drift(data: ReportData) -> bytes:
     what = ", ".join(sorted(stat_names)) or "-"
     note = " (ks: p-value, drift below the threshold)" if "ks" in stat_names else ""
     bottom.set_ylabel(f"per-feature statistic ({what})")
-    bottom.set_title(f"Per-feature drift statistic{note}", fontsize=10)
+    bottom.set_title(f"Per-feature drift statistic{note}; the {len(named)} most drifted "
+                     "features named", fontsize=10)
     bottom.grid(True, alpha=0.3)
     if series:
         bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
@@ -212,6 +259,21 @@ def plot_drift(data: ReportData) -> bytes:
     _run_ticks(bottom, labels)
     bottom.set_xlabel("run (oldest to newest)")
     return _png(fig)
+
+
+def _most_drifted(drift: Sequence[tuple[str, dict[str, Any]]],
+                  series: Mapping[str, list[float]]) -> tuple[list[str], list[str]]:
+    """The :data:`NAMED_FEATURES` features drifted in most runs (then the latest report's
+    order), and the rest."""
+    if len(series) <= NAMED_FEATURES:
+        return list(series), []
+    counts = {name: 0 for name in series}
+    for _, rep in drift:
+        for f in rep.get("features", []):
+            if f.get("drifted"):
+                counts[str(f["feature"])] = counts.get(str(f["feature"]), 0) + 1
+    order = sorted(series, key=lambda n: -counts.get(n, 0))
+    return order[:NAMED_FEATURES], order[NAMED_FEATURES:]
 
 
 def _num(v: Any) -> float:
@@ -246,16 +308,35 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], css: str) -> st
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+#: Columns of the per-run table (report and ``mlops history``).
+HISTORY_COLUMNS = ["run", "status", "metric", "serving score", "challenger score", "promoted",
+                   "reasons", "alerts", "error"]
+
+
+def _history_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    failed = r.get("status") == "failed"
+    error = f"{r.get('step')}: {r.get('error')}" if failed else None
+    return (r.get("run_id") or r.get("timestamp"), r.get("status", "succeeded"),
+            r.get("metric", "accuracy"), record_score(r),
+            r.get("challenger_score", r.get("accuracy")) if r.get("retrained") else None,
+            r.get("promoted") if r.get("retrained") else None, r.get("reasons"),
+            r.get("alerts"), error)
+
+
 def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
     """One self-contained HTML page (plots embedded as base64 PNG)."""
     parts = [f"<h1>mlops run report</h1><p>Store <code>{html.escape(data.store_uri)}</code>, "
              f"generated {html.escape(data.generated_at)}; {len(data.history)} metrics "
              f"records, {len(data.models)} model versions.</p>"]
-    for name, title in ((ACCURACY_PNG, "Accuracy per run"), (DRIFT_PNG, "Drift over time")):
+    for name, title in ((ACCURACY_PNG, "Score per run"), (DRIFT_PNG, "Drift over time")):
         if name in plots:
             b64 = base64.b64encode(plots[name]).decode("ascii")
             parts.append(f"<h2>{title}</h2><img alt=\"{title}\" "
                          f"src=\"data:image/png;base64,{b64}\">")
+    if data.history:
+        parts.append("<h2>Runs</h2>")
+        parts.append(_table([_history_row(r) for r in reversed(data.history)],
+                            HISTORY_COLUMNS, "runs"))
     parts.append("<h2>Latest drift report</h2>")
     if data.drift:
         run_id, rep = data.drift[-1]
@@ -279,10 +360,13 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
     parts.append("<h2>Model registry</h2>")
     parts.append(_table([(m["id"], m.get("aliases") or None, m.get("created_at"),
                           m.get("metadata", {}).get("model_type"),
-                          m.get("metadata", {}).get("accuracy"),
+                          m.get("metadata", {}).get("metric", "accuracy"),
+                          m.get("metadata", {}).get("score",
+                                                    m.get("metadata", {}).get("accuracy")),
                           m.get("metadata", {}).get("data_version"))
                          for m in data.models],
-                        ["version", "aliases", "created", "model type", "held-out accuracy",
+                        ["version", "aliases", "created", "model type", "metric",
+                         "held-out score",
                          "data version"], "registry"))
     if data.alias_history:
         parts.append("<h2>History of the production alias</h2>")

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import Config, load_config
-from mlops.errors import BadInputError
+from mlops.decisions import SERVING_BELOW_THRESHOLD
+from mlops.errors import BadInputError, MLOpsError
 from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
@@ -25,7 +27,10 @@ from mlops.pipeline import (
     train,
 )
 from mlops.report import require_matplotlib, write_report_to_store
+from mlops.training import meets_threshold
 from mlops.workspace import Workspace, new_run_id
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlops.observe import RunObserver
@@ -48,11 +53,16 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     accuracy: on the held-out split when the run retrained (the challenger's when it
     was promoted, the champion's otherwise), on the new data when it did not.
 
+    ``score`` is the serving model's value of the gating ``metric`` on the same data
+    as ``accuracy``, ``metrics`` every metric of it there; ``alerts`` holds
+    ``serving_below_threshold`` when that score does not meet ``threshold``.
+
     Returns:
         ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
-        champion_accuracy}``; ``drift_error`` says why drift could not be measured (then
-        ``drift`` is 0.0 but unknown).
+        champion_accuracy, task, metric, score, metrics, threshold, alerts, note,
+        schema_change}`` (``accuracy`` is None for a regression); ``drift_error`` says
+        why drift could not be measured (then ``drift`` is 0.0 but unknown).
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -62,10 +72,16 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     promoted = bool(trained is not None and trained.get("promoted", True))
     if trained is None:
         serving, accuracy = checked["model_version"], checked["accuracy"]
+        score, metrics = checked.get("score"), checked.get("metrics") or {}
     elif promoted:
         serving, accuracy = trained["model_version"], trained["accuracy"]
+        score, metrics = trained.get("score"), trained.get("metrics") or {}
     else:
         serving, accuracy = trained.get("champion_version"), trained.get("champion_accuracy")
+        score, metrics = trained.get("champion_score"), trained.get("champion_metrics") or {}
+    metric = checked.get("metric", "accuracy")
+    threshold = checked.get("threshold")
+    below = serving is not None and not meets_threshold(score, threshold, metric)
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],
@@ -80,6 +96,14 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "challenger_version": trained["model_version"] if trained else None,
         "challenger_accuracy": trained["accuracy"] if trained else None,
         "champion_accuracy": trained.get("champion_accuracy") if trained else None,
+        "task": checked.get("task") or ingested.get("task"),
+        "metric": metric,
+        "score": score,
+        "metrics": metrics,
+        "threshold": threshold,
+        "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
+        "note": checked.get("note", ""),
+        "schema_change": checked.get("schema_change"),
     }
 
 
@@ -146,16 +170,41 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
     observer.check()
     ws = Workspace.open(config)
     observer.run_started()
+    step: str | None = INGEST
     try:
         with observer.step(INGEST) as box:
             box["result"] = ingest(config, run_id, ws).to_dict()
+        step = MONITOR_CHECK
         with observer.step(MONITOR_CHECK) as box:
             decision = monitor_check(config, run_id, ws)
             box["result"] = decision.to_dict()
         if decision.retrain:
+            step = TRAIN
             with observer.step(TRAIN) as box:
                 box["result"] = train(config, run_id, ws).to_dict()
+        step = None
         return finish_run(ws, run_id, observer)
     except Exception as err:
+        # A bad source or config at ingest leaves the store (and the history) untouched.
+        if step in (MONITOR_CHECK, TRAIN):
+            record_failure(ws, run_id, step, err)
         observer.run_failed(err)
         raise
+
+
+def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
+    """Add a failed run to the metrics history: the failing step and its one-line error.
+
+    Only failures after ingest registered the data are recorded (a bad source or config
+    leaves the store untouched). Never raises: the real failure must not be hidden.
+    """
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    ingested = ws.read_result(run_id, INGEST) or {}
+    try:
+        ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
+            "run_id": run_id, "status": "failed", "step": step, "error": message,
+            "retrained": False, "reasons": [], "alerts": []})
+    except (MLOpsError, OSError) as err:
+        log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
+

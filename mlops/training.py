@@ -1,4 +1,17 @@
-"""Training and evaluation of the classifier."""
+"""Training and evaluation: one scikit-learn Pipeline with its preprocessing, and metrics.
+
+The saved model is a :class:`~sklearn.pipeline.Pipeline` ``prep -> model``, so
+``model.predict(raw_frame)`` works on a raw frame with missing values and
+categories never seen in training. ``prep`` is a ``ColumnTransformer``:
+
+* numeric features: median imputation (and standardization for the linear models);
+* bool features: as 0/1, most frequent value imputed;
+* categorical features (strings, ``category``): missing values become the category
+  ``__missing__``; one-hot encoded, unseen categories ignored (all zeros). For
+  ``hist_gradient_boosting`` they are ordinal codes used as native categorical
+  features, unseen categories treated as missing, and numeric missing values are
+  left to the model.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +19,78 @@ import inspect
 import math
 import signal
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops.config import Config, TrainingConfig
+from mlops.data import BOOL, CATEGORICAL, CLASSIFICATION, NUMERIC, REGRESSION
 from mlops.errors import ConfigError, DataValidationError, TrainingTimeoutError
 
+#: Classifiers by ``training.model_type`` (``linear`` is the same as ``logistic``).
 MODEL_TYPES: dict[str, type] = {
     "logistic": LogisticRegression,
+    "linear": LogisticRegression,
     "random_forest": RandomForestClassifier,
     "gradient_boosting": GradientBoostingClassifier,
+    "hist_gradient_boosting": HistGradientBoostingClassifier,
 }
+#: Regressors by ``training.model_type`` (``logistic`` is the same as ``linear``: ridge).
+REGRESSION_MODEL_TYPES: dict[str, type] = {
+    "linear": Ridge,
+    "logistic": Ridge,
+    "random_forest": RandomForestRegressor,
+    "gradient_boosting": GradientBoostingRegressor,
+    "hist_gradient_boosting": HistGradientBoostingRegressor,
+}
+_LINEAR = ("logistic", "linear")
+_HGB = "hist_gradient_boosting"
+#: The category that stands for a missing value of a categorical feature.
+MISSING_CATEGORY = "__missing__"
+#: hist_gradient_boosting: a categorical feature keeps at most this many categories (the
+#: rest are grouped as infrequent); the model takes at most 255 bins.
+HGB_MAX_CATEGORIES = 250
+
+#: Every metric: the task it belongs to and whether higher is better.
+METRICS: dict[str, tuple[str, bool]] = {
+    "accuracy": (CLASSIFICATION, True),
+    "balanced_accuracy": (CLASSIFICATION, True),
+    "f1_macro": (CLASSIFICATION, True),
+    "roc_auc": (CLASSIFICATION, True),
+    "log_loss": (CLASSIFICATION, False),
+    "rmse": (REGRESSION, False),
+    "mae": (REGRESSION, False),
+    "r2": (REGRESSION, True),
+}
+#: The gating metric when ``monitoring.metric`` is null.
+DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "rmse"}
 
 
 #: Gradient-boosted trees from LightGBM (the mlops[dask] extra; on the Dask engine it
@@ -33,13 +98,13 @@ MODEL_TYPES: dict[str, type] = {
 LIGHTGBM = "lightgbm"
 
 
-def _lightgbm_classifier() -> type:
+def _lightgbm_estimator(task: str) -> type:
     try:
-        from lightgbm import LGBMClassifier
+        from lightgbm import LGBMClassifier, LGBMRegressor
     except ImportError as err:
         raise ConfigError("config key 'training.model_type': lightgbm needs the mlops[dask] "
                           "extra (lightgbm is not installed)") from err
-    return LGBMClassifier
+    return LGBMRegressor if task == REGRESSION else LGBMClassifier
 
 
 def _training_section(config: Config | TrainingConfig | Mapping[str, Any]) -> TrainingConfig:
@@ -51,16 +116,76 @@ def _training_section(config: Config | TrainingConfig | Mapping[str, Any]) -> Tr
     return Config.from_dict({"training": dict(section)}).training
 
 
-def build_model(training: TrainingConfig) -> Any:
-    """An unfitted estimator for ``training`` (logistic regression is standardized first).
+# --- preprocessing (module-level functions: the pipeline is pickled) ----------------------
+def as_float(x: Any) -> Any:
+    """Bool-like values as floats (True 1.0, False 0.0, missing NaN)."""
+    frame = pd.DataFrame(x).astype(object)
+    return frame.where(frame.notna(), np.nan).to_numpy(dtype=np.float64)
+
+
+def as_strings(x: Any) -> Any:
+    """Category values as strings, a missing value as :data:`MISSING_CATEGORY`."""
+    frame = pd.DataFrame(x).astype(object)
+    return frame.where(frame.notna(), MISSING_CATEGORY).astype(str).to_numpy(dtype=object)
+
+
+def _columns(kinds: Mapping[str, str], kind: str) -> list[str]:
+    return [c for c, k in kinds.items() if k == kind]
+
+
+def build_preprocessor(kinds: Mapping[str, str] | None, model_type: str) -> ColumnTransformer:
+    """The ``ColumnTransformer`` of a model type for features of ``kinds``.
+
+    Args:
+        kinds: Feature name -> ``numeric``/``bool``/``categorical`` (None: every column
+            is numeric, selected by position).
+        model_type: ``training.model_type``.
+    """
+    hgb = model_type == _HGB
+    numeric_steps: list[tuple[str, Any]] = []
+    if not hgb:
+        numeric_steps.append(("impute", SimpleImputer(strategy="median",
+                                                      keep_empty_features=True)))
+    if model_type in _LINEAR:
+        numeric_steps.append(("scale", StandardScaler()))
+    numeric: Any = Pipeline(numeric_steps) if numeric_steps else "passthrough"
+    if kinds is None:
+        return ColumnTransformer([("numeric", numeric, slice(None))])
+    bools = Pipeline([("float", FunctionTransformer(as_float, feature_names_out="one-to-one")),
+                      *([] if hgb else [("impute", SimpleImputer(
+                          strategy="most_frequent", keep_empty_features=True))])])
+    if hgb:
+        encoder: Any = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                      max_categories=HGB_MAX_CATEGORIES)
+    else:
+        encoder = OneHotEncoder(handle_unknown="ignore")
+    categorical = Pipeline([
+        ("strings", FunctionTransformer(as_strings, feature_names_out="one-to-one")),
+        ("encode", encoder)])
+    parts = [(NUMERIC, numeric, _columns(kinds, NUMERIC)),
+             (BOOL, bools, _columns(kinds, BOOL)),
+             (CATEGORICAL, categorical, _columns(kinds, CATEGORICAL))]
+    return ColumnTransformer([p for p in parts if p[2]], sparse_threshold=0.0 if hgb else 0.3)
+
+
+def build_model(training: TrainingConfig, task: str = CLASSIFICATION,
+                kinds: Mapping[str, str] | None = None) -> Pipeline:
+    """An unfitted ``Pipeline([("prep", ColumnTransformer), ("model", estimator)])``.
+
+    Args:
+        training: The training section.
+        task: ``classification`` or ``regression``.
+        kinds: Feature name -> kind (see :func:`mlops.data.feature_kind`); None when
+            every feature is numeric.
 
     Raises:
         ConfigError: Unknown model type or a parameter the estimator does not take.
     """
-    cls = _lightgbm_classifier() if training.model_type == LIGHTGBM \
-        else MODEL_TYPES.get(training.model_type)
+    table = REGRESSION_MODEL_TYPES if task == REGRESSION else MODEL_TYPES
+    cls = _lightgbm_estimator(task) if training.model_type == LIGHTGBM \
+        else table.get(training.model_type)
     if cls is None:
-        known = ", ".join([*MODEL_TYPES, LIGHTGBM])
+        known = ", ".join([*table, LIGHTGBM])
         raise ConfigError(f"config key 'training.model_type': unknown model type "
                           f"'{training.model_type}' (use one of {known})")
     accepted = inspect.signature(cls).parameters
@@ -70,16 +195,30 @@ def build_model(training: TrainingConfig) -> Any:
             raise ConfigError(f"config key 'training.params.{key}' is not a parameter of "
                               f"{cls.__name__}")
     params = dict(training.params)
-    params.setdefault("random_state", training.random_state)
+    if "random_state" in accepted or training.model_type == LIGHTGBM:
+        params.setdefault("random_state", training.random_state)
     if training.model_type == LIGHTGBM:
         params.setdefault("verbose", -1)
-    if training.model_type == "logistic":
+    if cls is LogisticRegression:
         params.setdefault("max_iter", 1000)
-        return Pipeline([("scale", StandardScaler()), ("model", cls(**params))])
-    return cls(**params)
+    if training.model_type == _HGB and kinds is not None:
+        ordered = [*_columns(kinds, NUMERIC), *_columns(kinds, BOOL)]
+        n_cat = len(_columns(kinds, CATEGORICAL))
+        params.setdefault("categorical_features",
+                          [False] * len(ordered) + [True] * n_cat if n_cat else None)
+    return Pipeline([("prep", build_preprocessor(kinds, training.model_type)),
+                     ("model", cls(**params))])
 
 
-def check_training(training: TrainingConfig) -> None:
+def _kinds_of(x: pd.DataFrame | np.ndarray) -> dict[str, str] | None:
+    if not isinstance(x, pd.DataFrame):
+        return None
+    from mlops.data import feature_kind
+
+    return {str(c): feature_kind(x[c], str(c)) for c in x.columns}
+
+
+def check_training(training: TrainingConfig, task: str = CLASSIFICATION) -> None:
     """Validate ``training`` against the estimator before anything is written.
 
     Each of ``training.params`` must be a parameter of the estimator (its signature) with
@@ -90,10 +229,10 @@ def check_training(training: TrainingConfig) -> None:
         ConfigError: Unknown model type, unknown parameter, or a value the estimator
             refuses; the message names ``training.params.<name>``.
     """
-    model = build_model(training)  # unknown type or parameter names
+    model = build_model(training, task)  # unknown type or parameter names
     if training.model_type == LIGHTGBM:
         return  # booster parameters go through **kwargs, checked by LightGBM's own fit
-    cls = type(model.named_steps["model"] if isinstance(model, Pipeline) else model)
+    cls = type(model.named_steps["model"])
     for key, value in {**training.params, "random_state": training.params.get(
             "random_state", training.random_state)}.items():
         validate = getattr(cls(**{key: value}), "_validate_params", None)
@@ -107,19 +246,25 @@ def check_training(training: TrainingConfig) -> None:
             raise ConfigError(f"config key '{where}': {str(err).splitlines()[0]}") from None
 
 
-def check_trainable(y: pd.Series, test_size: float, source: str = "data") -> None:
-    """Refuse labels that the stratified train/test split cannot divide.
+def check_trainable(y: pd.Series, test_size: float, source: str = "data",
+                    task: str = CLASSIFICATION) -> None:
+    """Refuse labels that the train/test split cannot divide.
 
-    The training part needs a row per class, and a stratified split (every class has
-    2 rows) a test row per class, as scikit-learn's split requires; checked before the
-    data is registered.
+    A classification's training part needs a row per class, and a stratified split
+    (every class has 2 rows) a test row per class, as scikit-learn's split requires; a
+    regression needs a row on each side. Checked before the data is registered.
 
     Raises:
         DataValidationError: Too few rows (names the source and the counts).
     """
-    counts = y.value_counts()
     n = len(y)
     n_test = math.ceil(test_size * n)
+    if task == REGRESSION:
+        if n_test < 1 or n - n_test < 2:
+            raise DataValidationError(f"{source} has {n} rows: too few to hold out "
+                                      f"data.test_size={test_size:g} and train on the rest")
+        return
+    counts = y.value_counts()
     stratified = counts.min() >= 2  # as split() decides
     if n_test < (len(counts) if stratified else 1) or n - n_test < len(counts):
         raise DataValidationError(
@@ -161,48 +306,145 @@ class _TimeBox:
 
 
 def train_model(X_train: pd.DataFrame | np.ndarray, y_train: pd.Series | np.ndarray,
-                config: Config | TrainingConfig | Mapping[str, Any]) -> Any:
-    """Fit a classifier.
+                config: Config | TrainingConfig | Mapping[str, Any],
+                task: str = CLASSIFICATION,
+                kinds: Mapping[str, str] | None = None) -> Any:
+    """Fit the model of ``config`` with its preprocessing.
 
     Args:
-        X_train: Features.
-        y_train: Binary labels.
+        X_train: Features (a DataFrame of any supported kinds, or a numeric array).
+        y_train: Labels (classification) or values (regression).
         config: The typed config, its training section, or the dict ``_load_config`` returns.
+        task: ``classification`` or ``regression``.
+        kinds: Feature kinds (default: detected from ``X_train``).
 
     Returns:
-        The fitted scikit-learn classifier (deterministic given ``training.random_state``).
+        The fitted scikit-learn Pipeline (deterministic given ``training.random_state``).
 
     Raises:
-        ConfigError: Unknown model type or parameter.
+        ConfigError: Unknown model type or parameter, or parameters the estimator refuses.
         TrainingTimeoutError: The fit took longer than ``training.max_seconds``.
     """
     training = _training_section(config)
-    model = build_model(training)
+    model = build_model(training, task, kinds if kinds is not None else _kinds_of(X_train))
     try:
         with _TimeBox(training.max_seconds):
             model.fit(X_train, y_train)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"training failed with config key 'training.params': {err}") from err
+        raise ConfigError(f"training failed with config key 'training.params': "
+                          f"{str(err).splitlines()[0] if str(err) else err!r}") from err
     return model
 
 
 def evaluate(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> float:
     """Accuracy of ``model`` on ``(X, y)``."""
-    predicted = model.predict(X)
-    truth = np.asarray(y)
+    return _accuracy(np.asarray(y), np.asarray(model.predict(X)))
+
+
+def _accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
     # Integer (or bool) labels, one per row: accuracy is the share of equal pairs, the
     # exact number accuracy_score returns. Its label checks sort both arrays (np.unique,
     # ~0.9 s at 10M rows, a third of monitor-check); other labels still go through it.
     if truth.ndim == 1 and predicted.ndim == 1 and len(truth) == len(predicted) > 0 \
             and truth.dtype.kind in "biu" and predicted.dtype.kind in "biu":
         return float(np.count_nonzero(truth == predicted) / len(truth))
-    return float(accuracy_score(y, predicted))
+    return float(accuracy_score(truth, predicted))
 
 
-def split(X: pd.DataFrame, y: pd.Series, test_size: float,
-          random_state: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
-    """A stratified train/test split (plain when a class is too small to stratify)."""
-    stratify = y if y.value_counts().min() >= 2 else None
+# --- metrics -----------------------------------------------------------------------------
+def metric_for(task: str, metric: str | None) -> str:
+    """The gating metric of ``task`` (``monitoring.metric``, or the task's default).
+
+    Raises:
+        ConfigError: The metric belongs to the other task (naming ``monitoring.metric``).
+    """
+    if metric is None:
+        return DEFAULT_METRIC[task]
+    if metric not in METRICS:
+        raise ConfigError(f"config key 'monitoring.metric': unknown metric '{metric}' (use "
+                          f"one of {', '.join(METRICS)})")
+    if METRICS[metric][0] != task:
+        names = ", ".join(m for m, (t, _) in METRICS.items() if t == task)
+        raise ConfigError(f"config key 'monitoring.metric': '{metric}' is not a {task} "
+                          f"metric (use one of {names})")
+    return metric
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better."""
+    return METRICS[metric][1]
+
+
+def at_least_as_good(a: float, b: float, metric: str, tolerance: float = 0.0) -> bool:
+    """Whether score ``a`` is at least as good as ``b`` minus ``tolerance`` for ``metric``."""
+    return a >= b - tolerance if higher_is_better(metric) else a <= b + tolerance
+
+
+def meets_threshold(score: float | None, threshold: float | None, metric: str) -> bool:
+    """Whether ``score`` meets ``threshold`` (a minimum, or a maximum for lower-is-better).
+
+    No threshold is always met; no score never is.
+    """
+    if threshold is None:
+        return True
+    if score is None or not math.isfinite(score):
+        return False
+    return score >= threshold if higher_is_better(metric) else score <= threshold
+
+
+def _safe(fn: Any, *args: Any, **kwargs: Any) -> float | None:
+    try:
+        with warnings.catch_warnings():
+            # An undefined metric on a tiny batch (one class, one row) is None, not a warning.
+            warnings.simplefilter("ignore")
+            value = float(fn(*args, **kwargs))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def compute_metrics(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray,
+                    task: str) -> dict[str, float | None]:
+    """Every metric of ``task`` for ``model`` on ``(X, y)``.
+
+    Classification: ``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``roc_auc``
+    (binary, or one-vs-rest macro when there are more classes) and ``log_loss`` (both
+    need ``predict_proba``); regression: ``rmse``, ``mae``, ``r2``. A metric that is
+    undefined on this data (``roc_auc`` with one class present, ``r2`` of one row)
+    is None.
+    """
+    truth = np.asarray(y)
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        # Preprocess once for predict and predict_proba (the transform of a million rows
+        # of categories costs about as much as the prediction itself).
+        X, model = model[:-1].transform(X), model[-1]
+    predicted = np.asarray(model.predict(X))
+    if task == REGRESSION:
+        return {"rmse": _safe(lambda a, b: math.sqrt(mean_squared_error(a, b)), truth, predicted),
+                "mae": _safe(mean_absolute_error, truth, predicted),
+                "r2": _safe(r2_score, truth, predicted) if len(truth) > 1 else None}
+    out: dict[str, float | None] = {
+        "accuracy": _accuracy(truth, predicted),
+        "balanced_accuracy": _safe(balanced_accuracy_score, truth, predicted),
+        "f1_macro": _safe(f1_score, truth, predicted, average="macro", zero_division=0),
+        "roc_auc": None, "log_loss": None}
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))
+        classes = list(model.classes_)
+        if len(classes) == 2:
+            out["roc_auc"] = _safe(roc_auc_score, truth == classes[1], proba[:, 1])
+        else:
+            out["roc_auc"] = _safe(roc_auc_score, truth, proba, multi_class="ovr",
+                                   labels=classes)
+        out["log_loss"] = _safe(log_loss, truth, proba, labels=classes)
+    return out
+
+
+def split(X: pd.DataFrame, y: pd.Series, test_size: float, random_state: int,
+          task: str = CLASSIFICATION) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """A train/test split, stratified for a classification (plain when a class is too
+    small to stratify, and for a regression)."""
+    stratify = y if task == CLASSIFICATION and y.value_counts().min() >= 2 else None
     parts = train_test_split(X, y, test_size=test_size, random_state=random_state,
                              stratify=stratify)
     return parts[0], parts[1], parts[2], parts[3]

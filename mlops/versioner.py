@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import cache
@@ -98,12 +99,15 @@ class DataVersioner(VersionedStore[DataManifest]):
         return self._keep_last_load and _copy_on_write()
 
     # --- writing -----------------------------------------------------------------------
-    def register(self, df: pd.DataFrame, version_id: str | None = None) -> str:
+    def register(self, df: pd.DataFrame, version_id: str | None = None, *,
+                 source: Mapping[str, Any] | None = None) -> str:
         """Store ``df`` as a version; identical content returns the existing id.
 
         Args:
             df: The data.
             version_id: A safe name; by default the first 16 hex digits of the content hash.
+            source: Where the data came from (``{"uri", "files": [{"path", "size_bytes"}]}``),
+                kept in the manifest; the first registration of a content keeps its own.
 
         Returns:
             The version id.
@@ -142,7 +146,8 @@ class DataVersioner(VersionedStore[DataManifest]):
             id=vid, created_at=iso(created), content_hash=digest,
             hash_algorithm=self.hash_algorithm, object=obj_key, rows=len(df),
             columns=[{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
-            stats=column_stats_result, size_bytes=size, object_sha256=object_sha)
+            stats=column_stats_result, size_bytes=size, object_sha256=object_sha,
+            extra={"source": dict(source)} if source else {})
         self.index.add(vid, created)
         crash_point("after-index")
         try:

@@ -50,8 +50,9 @@ def _load_config(config_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _setup_logging(level: str = "INFO",
                    log_file: str | os.PathLike[str] | None = None) -> logging.Logger:
-    """Log to the console and, when ``log_file`` is given, to a rotating file."""
-    return setup_logging(level, log_file)
+    """Configure the application's logging (the root logger): the console and, when
+    ``log_file`` is given, a rotating file; the user's own log lines reach both too."""
+    return setup_logging(level, log_file, root=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from benchmarks.run import QUICK, Row, _merge, run
 
-EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B12", "B12u"}
+EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B11", "B12",
+            "B12u"}
 
 
 def test_quick_run_produces_every_row(tmp_path: Path) -> None:

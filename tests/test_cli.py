@@ -124,7 +124,8 @@ def _source(tmp_path: Path, text: str) -> str:
 
 BAD_DATA = [
     ("missing target column", "a,b\n1,2\n3,4\n", r"target column 'target' not found"),
-    ("non-numeric feature", "a,target\nx,0\ny,1\n", r"feature column 'a' .* is not numeric"),
+    ("all-missing feature", "a,b,target\n1,,0\n2,,1\n",
+     r"feature column 'b' .* has only missing values"),
     ("empty data", "a,target\n", r"is empty: no rows"),
     ("NaN in the target", "a,target\n1,0\n2,\n3,1\n", r"target column 'target' has 1 missing"),
     ("single class", "a,target\n1,1\n2,1\n", r"target column 'target' has a single class"),

@@ -45,7 +45,7 @@ def test_int_is_accepted_for_float_and_round_trips() -> None:
     ({"data": {"n_samples": 0}}, r"config key 'data.n_samples' must be > 0"),
     ({"data": {"test_size": 1.0}}, r"config key 'data.test_size' must be between 0 and 1"),
     ({"training": {"model_type": "svm"}},
-     r"config key 'training.model_type' must be one of 'logistic', 'random_forest'"),
+     r"config key 'training.model_type' must be one of 'logistic', 'linear', 'random_forest'"),
     ({"monitoring": []}, r"monitoring: expected a mapping, got list"),
     ({"kubernetes": {"steps": {"trian": {}}}}, r"unknown config key 'kubernetes.steps.trian'"),
     ({"storage": {"options": "x"}}, r"config key 'storage.options' must be a mapping"),

@@ -254,6 +254,8 @@ def test_engines_reach_the_same_decisions(client: Any, tmp_path: Path, trained_b
         assert p.reasons == d.reasons == ([] if shift == 0 else ["drift"])
         assert d.accuracy == pytest.approx(p.accuracy, rel=1e-9)
         assert d.n_samples == p.n_samples
+        assert (d.task, d.metric) == (p.task, p.metric) == ("classification", "accuracy")
+        assert d.score == pytest.approx(p.score, rel=1e-9)
         if method == "mean_l1":
             assert d.drift == pytest.approx(p.drift, rel=1e-9)
         else:
@@ -349,7 +351,58 @@ def test_lightgbm_on_the_pandas_engine(tmp_path: Path) -> None:
                                                     "params": {"n_estimators": 10}})
     summary = run_pipeline(cfg)
     model, _ = Workspace.open(cfg).registry.load(summary["model_version"])
-    assert isinstance(model, LGBMClassifier)
+    # On the pandas engine every model is a Pipeline with its preprocessing (#10).
+    assert isinstance(model[-1], LGBMClassifier)
+    frame = pd.read_parquet(next(iter(sorted(src.iterdir()))))
+    assert len(model.predict(frame.drop(columns=["target"]))) == len(frame)
+
+
+def test_summary_and_lineage_keys_are_the_same_on_both_engines(client: Any,
+                                                              tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_parts(src, batches(2))
+    summaries = {e: run_pipeline(config(tmp_path, src, e)) for e in ("pandas", "dask")}
+    p, d = summaries["pandas"], summaries["dask"]
+    assert set(p) == set(d)
+    assert p["task"] == d["task"] == "classification"
+    assert p["metric"] == d["metric"] == "accuracy"
+    assert d["metrics"]["accuracy"] == d["accuracy"] == d["score"]
+    ws = Workspace.open(config(tmp_path, src))
+    ingested = ws.read_result(d["run_id"], "ingest")
+    assert ingested is not None
+    assert set(ingested["feature_kinds"].values()) == {"numeric"}
+    assert sorted(Path(f["path"]).name for f in ingested["source_files"]) == \
+        ["part-000.parquet", "part-001.parquet"]
+    meta = ws.registry.get_metadata(d["model_version"])["metadata"]
+    assert [c["name"] for c in meta["schema"]["features"]] == \
+        [f"feature_{i}" for i in range(N_FEATURES)]
+    assert len(meta["lineage"]["source_files"]) == 2
+
+
+def test_dask_refuses_what_it_does_not_support_yet(client: Any, tmp_path: Path) -> None:
+    """Categorical features, regression and other metrics: exit 2 naming the key or
+    column, no version registered (the pandas engine supports all of them)."""
+    from mlops.errors import ConfigError
+
+    frames = batches(2)
+    cases: list[tuple[str, list[pd.DataFrame], dict[str, Any], type, str]] = [
+        ("categorical", [f.assign(city=np.where(f["feature_0"] > 0, "a", "b")) for f in frames],
+         {}, DataValidationError, r"feature column 'city' .*numeric features only"),
+        ("continuous", [f.assign(target=f["feature_0"] * 1.5) for f in frames],
+         {}, DataValidationError, r"target column 'target' .*regression"),
+        ("task", frames, {"data": {"task": "regression"}}, ConfigError, r"'data\.task'"),
+        ("metric", frames, {"monitoring": {"metric": "f1_macro"}}, ConfigError,
+         r"'monitoring\.metric'"),
+    ]
+    for name, parts, sections, error, pattern in cases:
+        src = tmp_path / name
+        write_parts(src, parts)
+        cfg = config(tmp_path / name, src, **sections)
+        ws = Workspace.open(cfg)
+        with pytest.raises(error, match=pattern) as err:
+            ingest(cfg, "run-1", ws)
+        assert err.value.exit_code == 2, name
+        assert ws.versioner.list_versions() == [], name
 
 
 # --- 5 + 6: where the cluster comes from, and failures ---------------------------------------

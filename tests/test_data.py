@@ -51,8 +51,8 @@ def _csv(tmp_path: Path, text: str, name: str = "d.csv") -> str:
     ("a,target\n", r"d\.csv is empty: no rows"),
     ("a,target\n1,0\n2,\n", r"target column 'target' has 1 missing value\(s\) in .*d\.csv"),
     ("a,target\n1,1\n2,1\n", r"target column 'target' has a single class \(.*1.*\)"),
-    ("a,target\nx,0\ny,1\n", r"feature column 'a' in .*d\.csv is not numeric"),
-    ("a,target\n1.0,0\n,1\n", r"feature column 'a' has 1 missing value"),
+    ("a,target\n,0\n,1\n", r"feature column 'a' in .*d\.csv has only missing values"),
+    ("a,b,target\n1,2,x\n2,2,\n", r"target column 'target' has 1 missing value"),
     ("target\n0\n1\n", r"has no feature columns besides 'target'"),
 ])
 def test_validation_names_the_column_and_file(tmp_path: Path, text: str, message: str) -> None:

@@ -20,8 +20,9 @@ from mlops.workspace import Workspace
 GOOD: dict[str, Any] = {"n_samples": 600, "n_features": 4}
 #: A logistic regression this regularized predicts (almost) one class: a worse challenger.
 WORSE = {"params": {"C": 1e-8}}
-#: Every model is below 1.0 on new data, so every run retrains.
-ALWAYS_RETRAIN = {"accuracy_min_threshold": 1.0}
+#: Any move of a feature mean counts as drift, so every run on new data retrains (a
+#: threshold of 1.0 would also keep every challenger from being promoted).
+ALWAYS_RETRAIN = {"drift_threshold": 0.0, "drift_min_samples": 0}
 
 
 def snapshot(ws: Workspace) -> dict[str, bytes]:
@@ -35,10 +36,12 @@ def config_file(cfg: Config, tmp_path: Path) -> str:
     return str(path)
 
 
-def two_runs(make_config: Any, tolerance: float = 0.0) -> tuple[Config, dict[str, Any]]:
+def two_runs(make_config: Any, tolerance: float = 0.0,
+             **monitoring: Any) -> tuple[Config, dict[str, Any]]:
     first = make_config(data=GOOD, monitoring=ALWAYS_RETRAIN)
     run_pipeline(first, run_id="run-1")
-    worse = make_config(data={**GOOD, "random_state": 7}, monitoring=ALWAYS_RETRAIN,
+    worse = make_config(data={**GOOD, "random_state": 7},
+                        monitoring={**ALWAYS_RETRAIN, **monitoring},
                         training=WORSE, promotion={"tolerance": tolerance})
     return worse, run_pipeline(worse, run_id="run-2")
 
@@ -81,13 +84,25 @@ def test_worse_challenger_is_saved_but_not_promoted(make_config: Any) -> None:
     assert record["accuracy"] == summary["challenger_accuracy"]
     reference, why = serving_reference(ws, ws.current_model_version())  # the serving model's
     assert reference is not None and reference["model_version"] == "run-1", why
-    # The next run is checked with the champion.
-    assert run_pipeline(cfg, run_id="run-3")["challenger_version"] == "run-3"
+    # The next run is checked with the champion; a challenger rejected on this data version
+    # with this config is not trained again, and the reason says so.
+    third = run_pipeline(cfg, run_id="run-3")
     assert ws.read_result("run-3", "monitor-check")["model_version"] == "run-1"
+    assert third["retrained"] is False and third["challenger_version"] is None
+    assert third["reasons"] == ["drift", "rejected_before"]
+    assert third["note"].startswith("challenger run-2 was trained on data version "
+                                    f"{summary['data_version']} with the same config and not "
+                                    "promoted")
+    assert not ws.registry.exists("run-3")
+    # Another config (or other data) trains again.
+    other = make_config(data={**GOOD, "random_state": 7}, monitoring=ALWAYS_RETRAIN,
+                        training={"params": {"C": 1e-7}})
+    assert run_pipeline(other, run_id="run-4")["challenger_version"] == "run-4"
 
 
 def test_tolerance_lets_a_slightly_worse_challenger_win(make_config: Any) -> None:
-    cfg, summary = two_runs(make_config, tolerance=1.0)
+    # No accuracy limit: the one-class challenger is below the default 0.7.
+    cfg, summary = two_runs(make_config, tolerance=1.0, accuracy_min_threshold=0.0)
     assert summary["promoted"] is True
     assert summary["model_version"] == "run-2"
     ws = Workspace.open(cfg)

@@ -6,7 +6,9 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,19 +34,52 @@ def test_load_config_returns_a_dict_and_raises_file_not_found(tmp_path: Path) ->
         legacy._load_config(str(tmp_path / "missing.yaml"))
 
 
-def test_setup_logging_console_and_rotating_file(tmp_path: Path) -> None:
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root and ``mlops`` loggers back as they were (the seed API configures root)."""
+    root, package = logging.getLogger(), logging.getLogger("mlops")
+    saved = (root.level, list(root.handlers), package.level, list(package.handlers),
+             package.propagate)
+    yield
+    for h in root.handlers:
+        if h not in saved[1]:
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(saved[0])
+    package.setLevel(saved[2])
+    package.handlers[:] = saved[3]
+    package.propagate = saved[4]
+
+
+def ours(logger: logging.Logger) -> list[str]:
+    return [type(h).__name__ for h in logger.handlers if getattr(h, "_mlops_handler", False)]
+
+
+def test_setup_logging_console_and_rotating_file(tmp_path: Path, restore_logging: Any) -> None:
     log_file = tmp_path / "logs" / "mlops.log"
     logger = legacy._setup_logging("DEBUG", str(log_file))
-    logger.getChild("test").debug("hello file")
-    kinds = {type(h).__name__ for h in logger.handlers}
-    assert {"_StderrHandler", "RotatingFileHandler"} <= kinds
+    logger.getChild("mlops.test").debug("hello file")
+    assert sorted(ours(logger)) == ["RotatingFileHandler", "_StderrHandler"]
     for h in logger.handlers:
         h.flush()
     assert "hello file" in log_file.read_text()
     legacy._setup_logging("INFO")  # replaces, does not duplicate, and closes the file handler
-    ours = [h for h in logger.handlers if type(h).__name__ != "LogCaptureHandler"]
-    assert [type(h).__name__ for h in ours] == ["_StderrHandler"]
+    assert ours(logger) == ["_StderrHandler"]
     assert logger.level == logging.INFO
+
+
+def test_setup_logging_configures_the_application_root_logger(tmp_path: Path,
+                                                              restore_logging: Any) -> None:
+    root = logging.getLogger()
+    log_file = tmp_path / "app.log"
+    assert legacy._setup_logging("INFO", str(log_file)) is root
+    logging.getLogger("my_app").info("a line of the user's own")
+    logging.getLogger("mlops.pipeline").info("a line of mlops")
+    for h in root.handlers:
+        h.flush()
+    text = log_file.read_text()
+    assert "my_app: a line of the user's own" in text
+    assert "mlops.pipeline: a line of mlops" in text
 
 
 def test_python_m_src_main(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def test_params_pass_through_and_dict_config(xy) -> None:  # type: ignore[no-unt
     x, y = xy
     model = train_model(x, y, {"training": {"model_type": "random_forest",
                                             "params": {"n_estimators": 7, "max_depth": 2}}})
-    assert model.n_estimators == 7 and model.max_depth == 2
+    estimator = model.named_steps["model"]  # the Pipeline ends with the estimator
+    assert estimator.n_estimators == 7 and estimator.max_depth == 2
 
 
 def test_unknown_param_names_the_key(xy) -> None:  # type: ignore[no-untyped-def]
