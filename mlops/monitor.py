@@ -108,7 +108,9 @@ def reference_problem(doc: Any) -> str | None:
     if not isinstance(doc, Mapping):
         return f"the reference is a {type(doc).__name__}, not a mapping"
     means = doc.get("feature_means")
-    if not isinstance(means, Mapping) or not means:
+    dist = doc.get("distribution")
+    # Categorical features have a distribution but no mean: one of the two must be there.
+    if not isinstance(means, Mapping) or not (means or (isinstance(dist, Mapping) and dist)):
         return "the reference has no feature means"
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in means.values()):
         return "the reference's feature means are not numbers"

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -144,6 +145,22 @@ def test_missing_or_malformed_reference_is_reported(tmp_path: Path, damage: str,
     cfg_file.write_text(json.dumps(config.to_dict()))
     assert cli.main(["history", "--config", str(cfg_file)]) == 0
     assert "not measured" in capsys.readouterr().out
+
+
+def test_reference_of_categorical_features_only_is_usable(tmp_path: Path) -> None:
+    # Categorical features have a distribution in the reference but no mean (issue #10's
+    # reference contents): such a reference is not "missing", drift is measured on it.
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"color": rng.choice(["r", "g", "b"], 300),
+                       "size": rng.choice(["s", "m", "l"], 300)})
+    df["target"] = (df["color"] == "r").astype(int)
+    df.to_parquet(tmp_path / "src.parquet", index=False)
+    config = _config(str(tmp_path / "s"), {}, data={"source": str(tmp_path / "src.parquet")},
+                     monitoring={"drift_method": "psi"})
+    run_pipeline(config, run_id="r1")
+    assert Workspace.open(config).registry.get_reference("r1")["feature_means"] == {}
+    summary = run_pipeline(config, run_id="r2")
+    assert summary["drift_error"] is None and summary["drift_report"] is not None
 
 
 def test_legacy_reference_is_still_read(tmp_path: Path) -> None:
