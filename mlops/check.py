@@ -12,6 +12,7 @@ monitor-check then asks for (``serving_model_unusable``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,8 @@ class Problem:
         return {"key": self.key, "problem": self.problem}
 
 
-def data_version_status(store: Store, vid: str, *, deep: bool = False) -> tuple[
+def data_version_status(store: Store, vid: str, *, deep: bool = False,
+                        sizes: Mapping[str, int] | None = None) -> tuple[
         DataManifest | None, str | None]:
     """The manifest of a data version and what is wrong with it (None when it is fine).
 
@@ -47,6 +49,8 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False) -> tuple[
         store: The versioner's store (``<root>/data``).
         vid: The version id.
         deep: Also hash the object (reads all of it); otherwise only its size is checked.
+        sizes: The sizes of every object below ``objects/`` from one listing
+            (:meth:`Store.walk_sizes`), instead of one size request per version.
     """
     try:
         doc = store.read_json(layout.data_manifest_key(vid))
@@ -62,7 +66,9 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False) -> tuple[
     try:
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{vid}' object")
-        size = store.size(key)
+        size = store.size(key) if sizes is None else sizes[key]
+    except KeyError:
+        return manifest, "object missing (register the same data again to repair it)"
     except IntegrityError as err:
         return manifest, str(err)
     except FileNotFoundError:
@@ -176,10 +182,12 @@ def data_version_rows(ws: Workspace, limit: int | None = None) -> list[dict[str,
     """Rows for ``mlops versions data``: every indexed version newest first, with a
     ``status`` (``ok``, or what is wrong: corrupt manifest, object missing...)."""
     rows: list[dict[str, Any]] = []
+    store = ws.versioner.store
+    sizes = store.walk_sizes(layout.DATA_OBJECTS) if limit is None else None
     for vid in ws.versioner.index.ids():
         if limit is not None and len(rows) >= limit:
             break
-        manifest, problem = data_version_status(ws.versioner.store, vid)
+        manifest, problem = data_version_status(store, vid, sizes=sizes)
         if manifest is None and problem is None:
             continue
         row = manifest.to_dict() if manifest is not None else {"id": vid}
