@@ -102,6 +102,10 @@ class Env:
             "data": {"n_samples": 300, "n_features": 4},
             "kubernetes": {"namespace": NS, "step_timeout_seconds": 120, **k8s},
         }
+        self.write_config(doc)
+
+    def write_config(self, doc: dict[str, Any]) -> None:
+        """Write ``doc`` as the controller's config file and the mlops-config ConfigMap."""
         text = yaml.safe_dump(doc)
         self.config_file.write_text(text)
         if self.api.get_object("configmaps", NS, "mlops-config") is not None:
@@ -343,12 +347,7 @@ def test_bad_input_fails_fast_and_shows_the_pod_log(
     missing = env.tmp / "no-such-data.csv"
     doc = yaml.safe_load(env.config_file.read_text())
     doc["data"]["source"] = str(missing)
-    text = yaml.safe_dump(doc)
-    env.config_file.write_text(text)
-    env.api.delete_object("configmaps", NS, "mlops-config", None)
-    env.api.create_object({"apiVersion": "v1", "kind": "ConfigMap",
-                           "metadata": {"name": "mlops-config", "namespace": NS},
-                           "data": {"config.yaml": text}})
+    env.write_config(doc)
     code, _, err = run(env, capsys, "r-bad")
     assert code == 2
     line = err.strip().splitlines()[-1]

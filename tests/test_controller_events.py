@@ -11,7 +11,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from mlops.k8s import Owner, build_event
 from tests.test_controller import NS, Env, env, run  # noqa: F401 - env is a fixture
@@ -38,12 +37,7 @@ def configure(e: Env, **sections: Any) -> None:
     doc: dict[str, Any] = {"storage": {"uri": str(e.store)}, "data": GOOD,
                            "kubernetes": {"namespace": NS, "step_timeout_seconds": 120},
                            **sections}
-    text = yaml.safe_dump(doc)
-    e.config_file.write_text(text)
-    e.api.delete_object("configmaps", NS, "mlops-config", None)
-    e.api.create_object({"apiVersion": "v1", "kind": "ConfigMap",
-                         "metadata": {"name": "mlops-config", "namespace": NS},
-                         "data": {"config.yaml": text}})
+    e.write_config(doc)
 
 
 def story(e: Env, since: int = 0) -> list[tuple[str, str]]:
