@@ -241,7 +241,7 @@ def run_samples(config: Config, summary: Mapping[str, Any], rows: int | None,
     """What a successful run pushes.
 
     Args:
-        config: The config (the serving threshold).
+        config: The config.
         summary: The run summary (:func:`mlops.pipeline.summarize`); ``metrics`` and
             ``challenger_metrics`` mappings are used when present, else the accuracies.
         rows: Rows ingested by the run.
@@ -257,7 +257,9 @@ def run_samples(config: Config, summary: Mapping[str, Any], rows: int | None,
     out += _metric_samples(SERVING, serving)
     if summary.get("model_version"):
         out.append(Sample(SERVING_INFO, 1.0, (str(summary["model_version"]),)))
-    out.append(Sample(THRESHOLD, config.monitoring.accuracy_min_threshold, ("accuracy",)))
+    threshold = _finite(summary.get("threshold"))
+    if threshold is not None:  # the gating metric's limit (none: the metric has no limit)
+        out.append(Sample(THRESHOLD, threshold, (str(summary.get("metric") or "accuracy"),)))
     if summary.get("retrained"):
         challenger = summary.get("challenger_metrics") or {
             "accuracy": summary.get("challenger_accuracy")}

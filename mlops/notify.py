@@ -100,9 +100,15 @@ def missing_urls(config: Config, env: Mapping[str, str] | None = None) -> list[s
     return [f"{r.name} (${r.url_env})" for r in receivers(config) if r.resolve(env) is None]
 
 
-def notices_for_summary(summary: Mapping[str, Any], threshold: float) -> list[Notice]:
+def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[Notice]:
     """The notices of a run that ended: drift, promotion or rejection, serving below
-    threshold, and success."""
+    threshold, and success.
+
+    Args:
+        summary: The run summary.
+        below: How the serving model missed its gating metric's threshold (for example
+            ``accuracy 0.61 < 0.7``), or None when it did not.
+    """
     rid = summary.get("run_id")
     out = []
     reasons = list(summary.get("reasons") or [])
@@ -111,10 +117,10 @@ def notices_for_summary(summary: Mapping[str, Any], threshold: float) -> list[No
         drifted = [f["feature"] for f in report.get("features", []) if f.get("drifted")]
         names = f" ({', '.join(drifted[:5])})" if drifted else ""
         out.append(Notice(DRIFT, f"drift detected: score {_num(summary.get('drift'))}{names}"))
-    if "low_accuracy" in reasons:
+    if below is not None:
         out.append(Notice(SERVING_BELOW_THRESHOLD,
-                          f"serving model below threshold on the new data (accuracy < "
-                          f"{threshold:g}): retrained"))
+                          f"serving model below threshold on the new data ({below}): "
+                          "retrained"))
     if summary.get("retrained"):
         challenger = summary.get("challenger_version")
         acc = _num(summary.get("challenger_accuracy"))

@@ -114,11 +114,10 @@ class RunObserver:
             if "drift" in reasons:
                 self.event("DriftDetected", "Check", f"drift score {_num(result.get('drift'))}"
                            f" above the threshold{_drifted(result.get('drift_report'))}")
-            if "low_accuracy" in reasons:
+            below = _below(result)
+            if below is not None:
                 self.event("ServingBelowThreshold", "Check",
-                           f"serving model {result.get('model_version')} accuracy "
-                           f"{_num(result.get('accuracy'))} below "
-                           f"{self.config.monitoring.accuracy_min_threshold:g}")
+                           f"serving model {result.get('model_version')} {below}")
             if result.get("retrain"):
                 self.event("RetrainStarted", "Train", f"retraining: {', '.join(reasons)}")
         elif step == "train":
@@ -151,7 +150,7 @@ class RunObserver:
                 log.warning("metrics of run %s not computed: %s", self.run_id, _line(err))
             else:
                 self.pusher.push(samples)
-        notices = notices_for_summary(summary, self.config.monitoring.accuracy_min_threshold)
+        notices = notices_for_summary(summary, _below(summary))
         facts = {"model_version": summary.get("model_version"),
                  "accuracy": summary.get("accuracy"), "drift": summary.get("drift"),
                  "retrained": summary.get("retrained"), "report": summary.get("report_url")}
@@ -216,3 +215,22 @@ def _drifted(report: Any) -> str:
     names = [f.get("feature") for f in report.get("features", []) if f.get("drifted")]
     return f" ({', '.join(map(str, names[:5]))}{', ...' if len(names) > 5 else ''})" \
         if names else ""
+
+
+def _below(result: Mapping[str, Any]) -> str | None:
+    """How a monitor-check result or run summary says the serving model missed its gating
+    metric's threshold (``accuracy 0.61 below 0.7``), or None when it did not."""
+    reasons = result.get("reasons") or []
+    if not reasons:
+        return None
+    # Imported here: mlops.training loads scikit-learn, which a controller needs only then.
+    from mlops.decisions import low_score_reason
+    from mlops.training import higher_is_better
+
+    metric = str(result.get("metric") or "accuracy")
+    if low_score_reason(metric) not in reasons:
+        return None
+    threshold = result.get("threshold")
+    limit = f"{threshold:g}" if isinstance(threshold, int | float) else "its threshold"
+    side = "below" if higher_is_better(metric) else "above"
+    return f"{metric} {_num(result.get('score'))} {side} {limit}"
