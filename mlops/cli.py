@@ -499,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "status", help="is it healthy? last run, serving model, drift, failures",
         description="One screen from the store (read-only, quick): the last run and its "
-                    "outcome, the serving model's accuracy against "
-                    "monitoring.accuracy_min_threshold, the last drift, nights since the last "
+                    "outcome, the serving model against its threshold (accuracy against "
+                    "monitoring.accuracy_min_threshold, or the gating monitoring.metric "
+                    "against its limit), the last drift, nights since the last "
                     "retrain, failed runs in the last week and the newest report.",
         epilog="Exit codes: 0 healthy; 3 unhealthy (the latest finished run failed, no "
                "successful run within --max-age-hours, or the serving model is below its "

@@ -11,7 +11,8 @@ Unhealthy (exit 3) when any of these holds:
 * no run succeeded in the last ``max_age_hours`` (default 36: a nightly schedule plus
   margin), or none ever;
 * the serving model's accuracy in the latest successful run is below
-  ``monitoring.accuracy_min_threshold``.
+  ``monitoring.accuracy_min_threshold``, or, with another gating metric
+  (``monitoring.metric``), that run flagged ``serving_below_threshold``.
 """
 
 from __future__ import annotations
@@ -157,6 +158,15 @@ def check_health(config: Config, store: Store | None = None,
     if isinstance(accuracy, int | float) and accuracy < threshold:
         problems.append(f"serving model {serving_version} accuracy {accuracy:.4f} is below "
                         f"the threshold {threshold:g}")
+    metric = summary.get("metric")
+    if metric not in (None, "accuracy") and serving_version is not None \
+            and summary.get("model_version") == serving_version \
+            and "serving_below_threshold" in (summary.get("alerts") or []):
+        # Another gating metric (monitoring.metric): the run's own verdict on its limit.
+        score, limit = summary.get("score"), summary.get("threshold")
+        problems.append(f"serving model {serving_version} {metric} "
+                        f"{score if score is None else f'{score:.4f}'} misses its "
+                        f"threshold {limit if limit is None else f'{limit:g}'}")
     if serving_version is None and outcomes:
         problems.append("no model serves (the production alias is not set)")
     drift = None

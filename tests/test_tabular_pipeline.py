@@ -145,6 +145,10 @@ def test_regression_on_diabetes(make_config: Any, tmp_path: Path) -> None:
     history = ws.monitor.get_history()
     assert history[-1]["serving_score"] == pytest.approx(second["metrics"]["r2"], rel=0.5)
     assert history[-1]["alerts"] == ["serving_below_threshold"]
+    # mlops status judges the gating metric, not accuracy (None for a regression).
+    from mlops.status import check_health
+    health = check_health(strict)
+    assert not health.healthy and any(" r2 " in p for p in health.problems), health.problems
     # The report plots the gating metric of a regression and lists every night.
     pytest.importorskip("matplotlib")
     from mlops.report import write_report
