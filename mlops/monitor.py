@@ -307,7 +307,7 @@ class ModelMonitor:
         if dist is not None and sketches is not None:
             from mlops.sketches import sketch_report
 
-            return sketch_report(dist, sketches, int(rows or 0), settings)
+            return sketch_report(dist, sketches, int(rows or 0), settings, means=means)
         if dist is None or not isinstance(current, pd.DataFrame):
             why = ("the reference has no distribution summary (written before "
                    f"'{settings.method}' was configured)" if dist is None

