@@ -94,7 +94,7 @@ def _warm() -> int:
     import lightgbm.dask  # noqa: F401
     import psutil
 
-    import mlops.partitions  # noqa: F401
+    import mlops.partitions
     import mlops.training  # noqa: F401
 
     return int(psutil.Process().memory_info().rss)
