@@ -25,6 +25,12 @@ same store and index as the pandas engine's versions (below the versioner's base
   a Dask worker: no process ever holds more than a partition. The driver receives
   only the statistics. Partitions of a failed ingest are never referenced (no
   manifest is written); ``mlops gc`` removes them after the grace period.
+* A partition's stats object also keeps what the Dask engine's training and
+  categorical drift need (:func:`feature_summary`): its target's summary (the task is
+  decided on the merged summaries, :func:`decide_task`), the feature kinds, and rows
+  per category and missing values of the categorical and bool features. The manifest
+  keeps them merged (``feature_kinds``, ``categories``, ``category_missing``) and the
+  source it was read from (``source``), all in ``DataManifest.extra``.
 * :func:`load_partitioned` returns a lazy ``dask.dataframe.DataFrame`` with one
   partition per stored partition (``DataVersioner.load`` returns it for these
   versions).
