@@ -42,7 +42,8 @@ Configuration (may be changed while running):
 Inspection and driving:
     ``requests`` (list of :class:`RequestRecord` ``(method, path, query)``),
     ``clear_requests()``, ``jobs(namespace)``, ``events(namespace)``,
-    ``pods(namespace, job_name=None)``,
+    ``pods(namespace, job_name=None)``, ``services(namespace)``,
+    ``created(resource, namespace)`` (every object as created, deleted ones too),
     ``get_object(resource, namespace, name)`` (``None`` if absent),
     ``create_object(obj) -> dict`` (same validation/defaulting as HTTP; raises
     :class:`KubeAPIError`), ``delete_object(resource, namespace, name, propagation_policy)``,
