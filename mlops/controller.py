@@ -256,7 +256,7 @@ class EphemeralCluster:
                     dask_selector(self.config.kubernetes, self.run_id))}
             scheduler = m.scheduler["metadata"]["name"]
             # Workers first: they then stop without trying to reach a scheduler that left.
-            for name in sorted(names - {scheduler}) + [scheduler]:
+            for name in [*sorted(names - {scheduler}), scheduler]:
                 self.backend.delete_object("Pod", name)
             self.backend.delete_object("Service", m.service["metadata"]["name"])
             left = self._wait_gone(sorted(names), DELETE_WAIT_SECONDS)

@@ -325,7 +325,7 @@ def test_contradictory_dask_settings_exit_2_naming_the_key(
             ({"dask": {"cluster": "ephemeral"}}, "data.engine is pandas")):
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(doc))
-        with pytest.raises(ConfigError, match="config key 'dask.cluster'"):
+        with pytest.raises(ConfigError, match=r"config key 'dask\.cluster'"):
             load_config(path)
         assert main(["controller", "--config", str(path), "--kubeconfig",
                      str(tmp_path / "none")]) == 2
