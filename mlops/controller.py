@@ -9,6 +9,11 @@ when monitor-check's result says ``retrain``. The run's summary goes to
 controller ended (``succeeded``, ``failed`` for retryable failures, ``terminated`` on
 SIGTERM; a bad-input failure, exit 2, writes nothing).
 
+With ``data.engine: dask`` and ``dask.cluster: ephemeral`` the run gets a Dask cluster of
+its own (:class:`EphemeralCluster`): scheduler and worker pods and a headless Service,
+created before the first step, handed to the steps in ``$MLOPS_DASK_ADDRESS`` and deleted
+when the run ends, fails or is terminated.
+
 The Kubernetes calls live in :mod:`mlops.k8s` (this module does not import ``kubernetes``);
 the backend is passed in, so the orchestration is the same for any backend with the
 :class:`JobBackend` methods.
@@ -125,6 +130,9 @@ def sigterm_raises() -> Iterator[None]:
 
 #: Seconds between two reads of a pod the controller waits for (doubling up to the max).
 POLL_SECONDS, POLL_MAX_SECONDS = 0.2, 2.0
+#: Restarts of the scheduler's container before the controller stops waiting for it (a
+#: scheduler that keeps exiting will not become Ready: a bad image, command or setting).
+CRASH_RESTARTS = 2
 #: How long the controller waits for the cluster's pods to be gone after deleting them.
 DELETE_WAIT_SECONDS = 60.0
 
@@ -219,10 +227,14 @@ class EphemeralCluster:
             if pod_ready(pod):
                 return
             problem = pod_problem(pod)
+            restarts = max([int(cs.get("restartCount") or 0) for cs in
+                            (pod.get("status") or {}).get("containerStatuses") or []] or [0])
             if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded") \
-                    or time.monotonic() >= deadline:
+                    or restarts >= CRASH_RESTARTS or time.monotonic() >= deadline:
                 lines = self.backend.pod_log(name, "scheduler")
                 why = (f"ended ({problem})" if "phase" in problem else
+                       f"keeps exiting ({restarts} restarts: {problem})"
+                       if restarts >= CRASH_RESTARTS else
                        f"was not ready within {timeout} s "
                        "(kubernetes.dask.start_timeout_seconds)"
                        + (f": {problem}" if problem else ""))
@@ -313,7 +325,11 @@ class Controller:
             KubernetesBadRequestError: RBAC, missing namespace, invalid Job (exit 2).
             KubernetesError: The API kept failing (exit 1).
             BadInputError: A Job completed but its result is not in the store (exit 2).
+            ClusterError: The run's ephemeral Dask cluster did not start (exit 1).
             Terminated: SIGTERM arrived (``controller.json`` says ``terminated``).
+
+        With ``dask.cluster: ephemeral`` the run's Dask cluster (:class:`EphemeralCluster`)
+        is started before the first step and removed after the last, whatever the outcome.
         """
         from mlops.observe import RunObserver
 

@@ -136,7 +136,9 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         cluster = LocalCluster(n_workers=settings.n_workers,
                                threads_per_worker=settings.threads_per_worker,
                                memory_limit=_memory_limit(settings.memory_limit),
-                               processes=settings.processes, dashboard_address=None)
+                               processes=settings.processes,
+                               # a free port: two local clusters never collide on 8787
+                               dashboard_address=":0")
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
     try:

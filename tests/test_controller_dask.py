@@ -265,7 +265,7 @@ def test_a_resumed_run_adopts_its_cluster_and_drops_extra_workers(
         assert _dask_pods(api) == [] and api.services(NS) == []
 
 
-def test_a_scheduler_that_exits_fails_the_run_with_exit_1_and_its_log(
+def test_a_scheduler_that_keeps_exiting_fails_the_run_with_exit_1_and_its_log(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
     api, _ = _fake(kube_api_factory, tmp_path, docs)
@@ -273,7 +273,7 @@ def test_a_scheduler_that_exits_fails_the_run_with_exit_1_and_its_log(
     api.command_map["dask"] = [sys.executable, "-c",
                                "import sys; print('no dask here'); sys.exit(3)"]
     base = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])
-    base["kubernetes"]["dask"]["start_timeout_seconds"] = 5
+    base["kubernetes"]["dask"]["start_timeout_seconds"] = 60
     config = Config.from_dict(base)
     with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
         cluster = EphemeralCluster(config, backend, "r-2")
@@ -283,6 +283,8 @@ def test_a_scheduler_that_exits_fails_the_run_with_exit_1_and_its_log(
     message = str(caught.value)
     assert caught.value.exit_code == 1
     assert f"{RELEASE}-mlops-r-2-dask-scheduler" in message and "no dask here" in message
+    # It keeps exiting: the controller stops waiting long before the start timeout.
+    assert "keeps exiting" in message and "scheduler exited 3" in message
     assert _dask_pods(api) == [] and api.services(NS) == []
 
 
@@ -366,3 +368,35 @@ def test_an_unreachable_run_cluster_fails_the_step_with_exit_1_naming_it() -> No
             connect(settings):
         pass
     assert err.value.exit_code == 1 and time.monotonic() - start < 30
+
+
+def test_sigterm_removes_the_cluster_and_exits_143(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    docs = render_chart(_values(_source(tmp_path), nWorkers=1), name=RELEASE, namespace=NS)
+    api, store = _fake(kube_api_factory, tmp_path, docs, WRAP_INGEST="block")
+    config = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])
+    config["storage"]["uri"] = str(store)
+    config_file = tmp_path / "controller.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**api.base_env, "MLOPS_JOB_NAME": "ctl-term", "MLOPS_JOB_UID": "u-1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlops", "controller", "--config",
+                             str(config_file)], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: (tmp_path / "wrap" / "ingest.started").exists(), "ingest to start", 120)
+        assert len(_dask_pods(api)) == 2  # the scheduler and the worker
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        (tmp_path / "wrap" / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "ephemeral cluster of run ctl-term removed" in err
+    assert _dask_pods(api) == [] and api.services(NS) == []
+    assert json.loads((store / "runs" / "ctl-term" / "controller.json").read_text())[
+        "status"] == "terminated"

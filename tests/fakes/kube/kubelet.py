@@ -149,6 +149,8 @@ class Kubelet(ObjectStore):
 
         def running(p: JSON) -> None:
             cs = p["status"]["containerStatuses"][0]
+            if "terminated" in (cs.get("state") or {}):  # a restart: the last run's end
+                cs["lastState"] = {"terminated": cs["state"]["terminated"]}
             cs.update(started=True, ready=probe_port is None, restartCount=restarts,
                       containerID=f"fake://{proc.pid}", state={"running": {"startedAt": started}})
             p["status"]["phase"] = "Running"
@@ -191,7 +193,7 @@ class Kubelet(ObjectStore):
             term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
                     "startedAt": started, "finishedAt": finished,
                     "containerID": cs.get("containerID", "")}
-            cs.update(ready=False, started=False, state={"terminated": term}, lastState={})
+            cs.update(ready=False, started=False, state={"terminated": term})
             _set_ready(p, False)
 
         self._update("pods", ns, name, uid, terminated)
