@@ -179,12 +179,7 @@ class Kubelet(ObjectStore):
                     proc.wait(timeout=0.05)
             code = proc.wait()
         finally:
-            with self._lock:
-                run.proc = None
-                run.pod_name = None
-            reader.join(5)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            self._release(run, proc, reader)
         exit_code = 128 - code if code < 0 else code
         finished = utc_timestamp()
 
@@ -538,12 +533,7 @@ class Kubelet(ObjectStore):
                     proc.wait(timeout=0.02)
             code = proc.wait()
         finally:
-            with self._lock:
-                run.proc = None
-                run.pod_name = None
-            reader.join(5)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            self._release(run, proc, reader)
         exit_code = 128 - code if code < 0 else code
         if reason == "Deleted":
             if run.orphaned:
@@ -551,6 +541,16 @@ class Kubelet(ObjectStore):
             return None
         self._terminate_pod(run, pod_name, pod_uid, exit_code, reason, condition)
         return exit_code, self._pod_or(pod, ns, pod_name), reason
+
+    def _release(self, run: JobRun, proc: subprocess.Popen[bytes],
+                 reader: threading.Thread) -> None:
+        """The container's process has ended: forget it, finish reading its log."""
+        with self._lock:
+            run.proc = None
+            run.pod_name = None
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def _grace_seconds(self, pod: JSON) -> float:
         """The pod's terminationGracePeriodSeconds, at most ``termination_grace_seconds``."""

@@ -222,11 +222,17 @@ def default_pod(pod: JSON) -> None:
     """Fill in a created Pod's defaults and its first status (Pending, not scheduled yet)."""
     spec = pod.setdefault("spec", {})
     spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("serviceAccountName", "default")
+    default_pod_spec(spec)
+    pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+
+
+def default_pod_spec(spec: JSON) -> None:
+    """The defaults of a pod spec (a Pod's, or a Job's pod template)."""
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
     spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("serviceAccountName", "default")
     for c in spec.get("containers") or []:
         c.setdefault("terminationMessagePath", "/dev/termination-log")
         c.setdefault("terminationMessagePolicy", "File")
@@ -249,7 +255,6 @@ def default_pod(pod: JSON) -> None:
         for key in ("configMap", "secret"):
             if key in v:
                 v[key].setdefault("defaultMode", 420)
-    pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
 
 
 def default_service(svc: JSON, cluster_ip: str) -> None:
@@ -335,26 +340,7 @@ def default_job(job: JSON, uid: str) -> None:
     # the generated labels too); with no template labels the Job keeps no labels.
     if not job["metadata"].get("labels") and template_labels_given:
         job["metadata"]["labels"] = dict(labels)
-    pod_spec = template.setdefault("spec", {})
-    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
-    pod_spec.setdefault("schedulerName", "default-scheduler")
-    pod_spec.setdefault("securityContext", {})
-    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
-    for c in pod_spec.get("containers") or []:
-        c.setdefault("terminationMessagePath", "/dev/termination-log")
-        c.setdefault("terminationMessagePolicy", "File")
-        c.setdefault("resources", {})
-        image = str(c.get("image", ""))
-        latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
-        c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
-        for env in c.get("env") or []:
-            ref = (env.get("valueFrom") or {}).get("fieldRef")
-            if ref is not None:
-                ref.setdefault("apiVersion", "v1")
-    for v in pod_spec.get("volumes") or []:
-        for key in ("configMap", "secret"):
-            if key in v:
-                v[key].setdefault("defaultMode", 420)
+    default_pod_spec(template.setdefault("spec", {}))
     job["status"] = {}
 
 
