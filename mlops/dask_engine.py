@@ -137,8 +137,9 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
                                threads_per_worker=settings.threads_per_worker,
                                memory_limit=_memory_limit(settings.memory_limit),
                                processes=settings.processes,
-                               # a free port: two local clusters never collide on 8787
-                               dashboard_address=":0")
+                               # No dashboard; its HTTP server (health, metrics) on a free
+                               # port, so two local clusters never collide on 8787.
+                               dashboard_address=":0", scheduler_kwargs={"dashboard": False})
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
     try:
