@@ -73,7 +73,8 @@ class JobBackend(Protocol):
 
 
 class ClusterBackend(JobBackend, Protocol):
-    """What an ephemeral Dask cluster needs besides (implemented by mlops.k8s.KubeClient)."""
+    """What the run's ephemeral Dask cluster needs on top of the Job calls (implemented by
+    mlops.k8s.KubeClient)."""
 
     def create_object(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
