@@ -265,6 +265,29 @@ def test_a_resumed_run_adopts_its_cluster_and_drops_extra_workers(
         assert _dask_pods(api) == [] and api.services(NS) == []
 
 
+def test_an_ended_pod_of_the_run_is_replaced_not_adopted(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
+    api, _ = _fake(kube_api_factory, tmp_path, docs)
+    config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))
+    # A scheduler pod of this run left by an earlier attempt, which has ended (Failed).
+    stale = copy.deepcopy(build_dask_cluster(config.kubernetes, config.dask, "r-3",
+                                             namespace=NS).scheduler)
+    stale["spec"]["restartPolicy"] = "Never"
+    stale["spec"]["containers"][0]["command"] = [sys.executable, "-c", "raise SystemExit(1)"]
+    old = api.create_object(stale)
+    _wait(lambda: api.get_object("pods", NS, old["metadata"]["name"])["status"].get(
+        "phase") == "Failed", "the stale pod to fail")
+    with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
+        cluster = EphemeralCluster(config, backend, "r-3")
+        cluster.start()
+        now = api.get_object("pods", NS, old["metadata"]["name"])
+        assert now["metadata"]["uid"] != old["metadata"]["uid"]
+        assert now["spec"]["containers"][0]["command"] == ["dask"]
+        cluster.stop()
+    assert _dask_pods(api) == [] and api.services(NS) == []
+
+
 def test_a_scheduler_that_keeps_exiting_fails_the_run_with_exit_1_and_its_log(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
