@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError
 from mlops.partitions import KILL_ONCE_ENV
@@ -39,7 +40,7 @@ def cluster_with_env(request: pytest.FixtureRequest) -> Iterator[Any]:
     env, retries = request.param
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                         memory_limit="600MB", dashboard_address="127.0.0.1:0",
+                         memory_limit="600MB", **NO_DASHBOARD,
                          env=env) as cluster, Client(cluster) as client:
         yield client
 
@@ -145,7 +146,7 @@ def test_lightgbm_trains_on_worker_processes_with_memory_limits_none_killed(
     # pausing is off here, killing at 95% is not.
     with dask.config.set({"distributed.worker.memory.pause": False}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                         memory_limit="500MB", dashboard_address="127.0.0.1:0") as cluster, \
+                         memory_limit="500MB", **NO_DASHBOARD) as cluster, \
             Client(cluster) as client:
         before = client.run(_warm)
         pids = client.run(os.getpid)

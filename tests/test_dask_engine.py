@@ -20,6 +20,7 @@ import pytest
 
 from mlops.check import check_store
 from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import column_stats, generate_synthetic_data
 from mlops.errors import ClusterError, DataValidationError, IntegrityError
 from mlops.hashing import content_hash
@@ -42,10 +43,8 @@ N_FEATURES = 4
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     """One in-process cluster for the module; steps find it as the current client."""
-    # The scheduler's HTTP server binds a free port: with None it tries 8787 and warns
-    # (an error here) when another run on the machine holds that port.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+                      **NO_DASHBOARD) as cluster, Client(cluster) as c:
         yield c
 
 
