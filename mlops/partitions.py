@@ -187,7 +187,8 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     else:
         summary["size_bytes"] = data.size(obj)
     skey = stats_key(digest, k)
-    if not data.exists(skey):
+    if not data.exists(skey) or "target" not in data.read_json(skey):
+        # (A stats object from before the feature summaries is completed once.)
         data.write_json(skey, summary, compact=True)
     data.write_json(fingerprint, {"digest": digest, "source": name, "size": f.size,
                                   "token": f.token}, compact=True)

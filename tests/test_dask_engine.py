@@ -618,6 +618,23 @@ def test_categorical_lightgbm_on_dask_predicts_on_a_raw_pandas_frame(
                                          "city": "categorical", "flag": "bool"}
 
 
+def test_partition_summaries_without_feature_summaries_are_read_again(
+        client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stats object written before partitions kept their target and category summaries
+    is not taken from the fingerprint cache: its file is read again."""
+    ws, _, manifest = ingest_parts(tmp_path, batches(2))
+    key = manifest["partitions"][0]["stats_object"]
+    old = ws.versioner.store.read_json(key)
+    for name in ("target", "feature_kinds", "categories", "category_missing"):
+        old.pop(name)
+    ws.versioner.store.write_json(key, old)
+    caplog.set_level("INFO", logger="mlops.dask_engine")
+    cfg = config(tmp_path, tmp_path / "src")
+    assert ingest(cfg, "run-2", ws).task == "classification"
+    assert "2 partitions, 1 read, 1 from the fingerprint cache" in caplog.text
+    assert "target" in ws.versioner.store.read_json(key)  # completed: cached from now on
+
+
 def test_partitioned_manifest_records_its_source_and_category_counts(
         client: Any, tmp_path: Path) -> None:
     """Lineage (#10) on Dask: the manifest names the source URI and each file it read
