@@ -317,7 +317,7 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
         from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
 
         prep = FrameCodes(kinds, {c: list(v) for c, v in (categories or {}).items()}).fit()
-        meta = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in kinds})
+        meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in kinds})
         x = train[features].map_partitions(_transform, prep, meta=meta)
         params = {"random_state": t.random_state, "verbose": -1, **t.params}
         cls = DaskLGBMRegressor if task == REGRESSION else DaskLGBMClassifier
