@@ -358,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linearity-gb", type=float, default=1.0,
                         help="D4 compares this size with 4x it")
     parser.add_argument("--skip-linearity", action="store_true")
-    parser.add_argument("--train-workers", type=int, default=4, help="D6's cluster")
-    parser.add_argument("--train-memory-limit", default="600MB", help="D6: per worker")
+    parser.add_argument("--train-workers", type=int, default=6, help="D6's cluster")
+    parser.add_argument("--train-memory-limit", default="1GB",
+                        help="D6: per worker (a worker process uses ~400 MB before data)")
     parser.add_argument("--train-factor", type=float, default=1.25,
                         help="D6: data size in memory / one worker's limit")
     parser.add_argument("--skip-train", action="store_true")

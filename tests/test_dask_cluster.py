@@ -118,8 +118,8 @@ def test_lightgbm_trains_on_worker_processes_with_memory_limits_none_killed(
     What this cannot show at a test's size: a worker process with pandas, pyarrow,
     scikit-learn and LightGBM loaded already uses ~250 MB and grows by ~115 MB of fixed
     costs in a step, so data larger than one worker's limit means several hundred MB.
-    That check (data 1.25 x a worker's limit, peak memory of every worker measured) is
-    ``make bench`` row D6 (``benchmarks/bench_dask.py``)."""
+    That check (1.25 GB of data on 6 workers x 1 GB, every worker's peak memory
+    measured) is ``make bench`` row D6 (``benchmarks/bench_dask.py``, docs/scaling.md)."""
     import numpy as np
     import pandas as pd
 
