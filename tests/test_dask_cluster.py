@@ -10,6 +10,8 @@ the worker, and nothing is committed. The data-4x-the-memory-limit check is the
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,9 @@ def _source(tmp_path: Path, n: int = 3) -> Config:
                              "data": {"source": str(src), "engine": "dask"}})
 
 
-FLAG = "/tmp/mlops-test-kill-once-flag"
+#: Unique per test process: another clone's suite running at the same time on this host
+#: must not see (or remove) this run's flag.
+FLAG = os.path.join(tempfile.gettempdir(), f"mlops-test-kill-once-{uuid.uuid4().hex}")
 
 
 @pytest.mark.parametrize("cluster_with_env", [({KILL_ONCE_ENV: FLAG}, 1)], indirect=True)
