@@ -257,9 +257,10 @@ def bench_sketches(rows: int) -> Row:
 
 
 def _worker_peak() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """Peak resident memory of this worker process: VmHWM (ru_maxrss would include the
+    parent's peak, inherited across the spawn's fork and exec)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def write_mixed_source(folder: Path, total_bytes: float, partition_bytes: float) -> int:

@@ -151,7 +151,10 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
     try:
-        with translate_cluster_errors(where):
+        # Current for this step's code: libraries that find the client themselves
+        # (LightGBM's Dask training calls distributed.wait) see this one, which is not
+        # the process-wide default (set_as_default=False).
+        with translate_cluster_errors(where), client.as_current():
             yield client
     finally:
         client.close()

@@ -106,10 +106,11 @@ def _warm() -> int:
 
 
 def _peak() -> int:
-    """The worker's peak resident memory since it started (bytes)."""
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """The worker's peak resident memory since it started (bytes): VmHWM, not ru_maxrss,
+    which a spawned worker inherits from its parent across fork and exec (a large pytest
+    process made every worker report the parent's peak)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def test_lightgbm_trains_on_worker_processes_with_memory_limits_none_killed(
@@ -167,3 +168,29 @@ def test_lightgbm_trains_on_worker_processes_with_memory_limits_none_killed(
     assert max(peaks.values()) < 0.95 * 500e6, peaks
     assert min(peaks[w] - before[w] for w in peaks) > 0
     assert ws.registry.get_alias(PRODUCTION) == result.model_version
+
+
+def test_lightgbm_trains_through_dask_address_without_a_default_client(
+        tmp_path: Path) -> None:
+    """A step's client is not the process-wide default (dask.address, the ephemeral
+    cluster, the local one): LightGBM's Dask training, which looks the client up itself,
+    must still find it (it failed with "No clients found", reported as bad
+    training.params)."""
+    from distributed import default_client
+
+    from mlops.pipeline import train
+
+    cfg = _source(tmp_path, 2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      **NO_DASHBOARD) as cluster:
+        with pytest.raises(ValueError, match="No clients found"):
+            default_client()
+        cfg = Config.from_dict({**cfg.to_dict(), "dask": {"address": cluster.scheduler_address},
+                                "training": {"model_type": "lightgbm",
+                                             "params": {"n_estimators": 5}}})
+        ws = Workspace.open(cfg)
+        ingest(cfg, "run-1", ws)
+        result = train(cfg, "run-1", ws)
+    assert result.promoted and result.train_rows + result.test_rows == 600
+    model, _ = ws.registry.load(result.model_version)
+    assert len(model.predict(generate_synthetic_data(10, 4, 9).drop(columns="target"))) == 10
