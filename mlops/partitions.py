@@ -394,7 +394,11 @@ def _read_checked_partition(key: str, checksum: str | None, name: str, data: Sto
         return _read_partition(key, data)  # explicit unverified load, or written before
     import pyarrow
 
-    buf = data.read_verified(key, checksums.parse(checksum), name)
+    try:
+        recorded = checksums.parse(checksum)
+    except IntegrityError as err:
+        raise IntegrityError(f"{name}: {err}; refusing to load it") from err
+    buf = data.read_verified(key, recorded, name)
     try:
         return pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
     except (pyarrow.ArrowException, OSError) as err:

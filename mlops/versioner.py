@@ -264,7 +264,11 @@ class DataVersioner(VersionedStore[DataManifest]):
         import pandas as pd
         import pyarrow
 
-        recorded = manifest.checksum() if verify else None
+        try:
+            recorded = manifest.checksum() if verify else None
+        except IntegrityError as err:  # e.g. an algorithm of a later release
+            raise IntegrityError(f"data version '{manifest.id}': {err}; refusing to load it "
+                                 "(verify=False reads it unchecked)") from err
         if recorded is not None:
             # One read that hashes each chunk as it arrives, then Parquet decodes the
             # checked buffer in place (docs/reliability.md, bench row B12).
