@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import google_crc32c
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlops import cli
+from mlops import checksums, cli, storage
 from mlops.check import check_store
 from mlops.config import Config
 from mlops.errors import IntegrityError
@@ -204,3 +205,31 @@ def test_corrupt_partition_is_refused_in_its_task_and_reported_by_check(
         ws.versioner.load(vid)[0].compute()
     # The explicit unverified load reads what is there.
     assert len(ws.versioner.load(vid, verify=False)[0].compute()) == 600
+
+
+# --- the checksum itself ------------------------------------------------------------------
+@pytest.mark.parametrize("sizes", [(0, 5), (5, 0), (1, 1), (1000, 777), (3 << 20, 12345)])
+def test_crc32c_combine_matches_the_crc_of_the_concatenation(sizes: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    a, b = (rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes)
+    assert checksums.crc32c_combine(google_crc32c.value(a), google_crc32c.value(b),
+                                    len(b)) == google_crc32c.value(a + b)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4097, (3 << 20) + 5])
+def test_read_hashed_returns_the_bytes_and_their_checksum(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Both local paths (one pass, and two threads over two halves) and a download."""
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    local = open_store(str(tmp_path / "s"))
+    local.write_bytes("o", data)
+    memory = open_store(f"memory://verify-{size}")
+    memory.write_bytes("o", data)
+    expected = {"crc32c": f"{google_crc32c.value(data):08x}",
+                "sha256": hashlib.sha256(data).hexdigest()}
+    for threshold in (storage.PARALLEL_HASH_BYTES, 1000):
+        monkeypatch.setattr(storage, "PARALLEL_HASH_BYTES", threshold)
+        for store in (local, memory):
+            for algorithm, digest in expected.items():
+                buf, found = store.read_hashed("o", algorithm)
+                assert (found, buf.to_pybytes()) == (digest, data)
