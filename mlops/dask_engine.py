@@ -72,6 +72,13 @@ LIGHTGBM = "lightgbm"
 TASK = "classification"
 
 
+#: LocalCluster options: no dashboard, and the scheduler's HTTP server (health and
+#: metrics routes, which it starts even without a dashboard) on a free loopback port,
+#: not 8787 (taken by any other cluster on the host: a warning, so a failure in tests).
+NO_DASHBOARD: dict[str, Any] = {"dashboard_address": None,
+                                "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+
+
 def require_dask() -> None:
     """Fail early, with the fix, when the ``mlops[dask]`` extra is not installed.
 
@@ -122,7 +129,7 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         cluster = LocalCluster(n_workers=settings.n_workers,
                                threads_per_worker=settings.threads_per_worker,
                                memory_limit=_memory_limit(settings.memory_limit),
-                               processes=settings.processes, dashboard_address=None)
+                               processes=settings.processes, **NO_DASHBOARD)
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
     try:
