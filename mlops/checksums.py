@@ -90,22 +90,14 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     """
     if len2 <= 0:
         return crc1
-    odd = [_CRC32C_POLY] + [1 << n for n in range(31)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:  # each pass: square for the next bit of len2 (in bytes: from 8 bits)
-        even = _gf2_square(odd)
+    one_bit = [_CRC32C_POLY] + [1 << n for n in range(31)]  # the CRC of one more zero bit
+    zeros = _gf2_square(_gf2_square(_gf2_square(one_bit)))  # one zero byte
+    while len2:  # square and multiply over the bits of len2
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(zeros, crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
+        if len2:
+            zeros = _gf2_square(zeros)
     return crc1 ^ crc2
 
 
