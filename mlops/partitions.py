@@ -28,6 +28,9 @@ same store and index as the pandas engine's versions (below the versioner's base
 * :func:`load_partitioned` returns a lazy ``dask.dataframe.DataFrame`` with one
   partition per stored partition (``DataVersioner.load`` returns it for these
   versions).
+* Each partition's manifest entry (and stats object) records the CRC32C of its
+  object's bytes (``checksum``); the task that reads a partition checks it
+  (docs/reliability.md).
 
 dask and datasketches are imported lazily (the ``mlops[dask]`` extra).
 """
