@@ -87,8 +87,14 @@ def test_damaged_object_is_refused_naming_the_version(store_uri: str, damage: st
         versioner.load(vid)
     assert info.value.exit_code == 2
     assert versioner.store.read_bytes(key) != data  # nothing was "repaired" by the load
+    ws = Workspace.open(Config.from_dict({"storage": {"uri": store_uri,
+                                                      "options": storage_options}}))
+    found = {p.key: p.problem for p in check_store(ws)}  # what `mlops gc --check` lists
+    assert (f"data version '{vid}': object fails its crc32c checksum" if damage != "truncated"
+            else f"data version '{vid}': object is ") in found[f"data/versions/{vid}.json"]
     assert versioner.register(frame) == vid  # registering the same data repairs it
     pd.testing.assert_frame_equal(versioner.load(vid)[0], frame)
+    assert check_store(ws) == []
 
 
 @pytest.mark.parametrize("backend", ["local"])
