@@ -493,7 +493,7 @@ class Store:
         """
         h = checksums.new(algorithm)
         with self.open_read(key) as f:
-            hashlib_file(f, h, checksums.CHUNK)
+            hashlib_file(f, h)
         return h.hexdigest()
 
     def read_hashed(self, key: str, algorithm: str) -> tuple[Any, str]:
