@@ -2,9 +2,10 @@
 
 Reads every committed version and checks what a load would: each data manifest
 parses, names an object below ``data/objects/`` that exists with the recorded size
-and sha256; each model record parses, names an artifact in its own folder that exists
-with the recorded sha256; every alias points at a committed model; the serving model
-has a usable drift reference. It writes nothing: a broken data object is repaired by
+and checksum (each partition's, for a partitioned version); each model record
+parses, names an artifact in its own folder that exists with the recorded sha256;
+every alias points at a committed model; the serving model has a usable drift
+reference. It writes nothing: a broken data object is repaired by
 registering the same content again, a broken serving model by the retrain that
 monitor-check then asks for (``serving_model_unusable``).
 """
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlops import layout
+from mlops import checksums, layout
 from mlops.errors import IntegrityError
 from mlops.records import DataManifest, ModelRecord
 from mlops.storage import Store, confined_key
@@ -62,7 +63,7 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False,
     if manifest is None:
         return None, "corrupt manifest (not a JSON object)"
     if manifest.partitioned:
-        return manifest, _partitions_problem(store, manifest)
+        return manifest, _partitions_problem(store, manifest, deep=deep)
     try:
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{vid}' object")
@@ -76,17 +77,28 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False,
     if manifest.size_bytes is not None and size != manifest.size_bytes:
         return manifest, (f"object is {size} bytes, the manifest says {manifest.size_bytes} "
                           "(register the same data again to repair it)")
-    if deep and manifest.object_sha256 is not None \
-            and store.sha256(key) != manifest.object_sha256:
-        return manifest, "object fails its sha256 (register the same data again to repair it)"
+    if deep:
+        try:
+            recorded = manifest.checksum()
+        except IntegrityError as err:
+            return manifest, str(err)
+        if recorded is not None and store.checksum(key, recorded[0]) != recorded[1]:
+            return manifest, (f"object fails its {recorded[0]} checksum (register the same "
+                              "data again to repair it)")
     return manifest, None
 
 
-def _partitions_problem(store: Store, manifest: DataManifest) -> str | None:
+def _partitions_problem(store: Store, manifest: DataManifest, *,
+                        deep: bool = False) -> str | None:
     """What is wrong with a partitioned version's partitions (the Dask engine's), or
     None: each partition and statistics object stays below ``objects/``, exists and
-    has the recorded size (partitions carry no byte checksum to hash)."""
-    for p in manifest.partitions:
+    has the recorded size; ``deep`` also hashes each partition that records a checksum
+    (those written before checksums existed have none)."""
+    for i, p in enumerate(manifest.partitions):
+        if deep and p.get("checksum"):
+            problem = _partition_checksum_problem(store, manifest.id, i, p)
+            if problem:
+                return problem
         for field, size_field in (("object", "size_bytes"), ("stats_object", None)):
             if field == "stats_object" and not p.get(field):
                 continue
@@ -103,6 +115,25 @@ def _partitions_problem(store: Store, manifest: DataManifest) -> str | None:
                 return (f"partition object {p.get(field)} is {size} bytes, the manifest says "
                         f"{recorded} (delete it and ingest the source again)")
     return None
+
+
+def _partition_checksum_problem(store: Store, vid: str, i: int,
+                                p: Mapping[str, Any]) -> str | None:
+    """Whether partition ``i``'s object fails its recorded checksum (None: it matches,
+    or it is missing or misplaced, which the size check reports)."""
+    try:
+        key = confined_key(p.get("object"), f"{layout.DATA_OBJECTS}/",
+                           f"data version '{vid}' partition")
+        algorithm, expected = checksums.parse(p["checksum"])
+        found = store.checksum(key, algorithm)
+    except IntegrityError as err:
+        return f"partition {i}: {err}"
+    except FileNotFoundError:
+        return None
+    if found == expected:
+        return None
+    return (f"partition {i} (source {p.get('source')}): object {p.get('object')} fails its "
+            f"{algorithm} checksum (delete it and ingest the source again)")
 
 
 def _model_problem(store: Store, vid: str) -> str | None:

@@ -34,6 +34,9 @@ same store and index as the pandas engine's versions (below the versioner's base
 * :func:`load_partitioned` returns a lazy ``dask.dataframe.DataFrame`` with one
   partition per stored partition (``DataVersioner.load`` returns it for these
   versions).
+* Each partition's manifest entry (and stats object) records the CRC32C of its
+  object's bytes (``checksum``); the task that reads a partition checks it
+  (docs/reliability.md).
 
 dask and datasketches are imported lazily (the ``mlops[dask]`` extra).
 """
@@ -51,9 +54,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops import layout
+from mlops import checksums, layout
 from mlops.data import AUTO, AUTO_MAX_CLASSES, NUMERIC, detect_task, feature_kinds, validate
-from mlops.errors import DataValidationError, VersionExistsError
+from mlops.errors import DataValidationError, IntegrityError, VersionExistsError
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
 from mlops.records import PARTITIONED, DataManifest
@@ -182,10 +185,14 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     digest = summary["digest"]
     obj = object_key(digest)
     if not data.exists(obj):
-        summary["size_bytes"] = data.write_via_path(
-            obj, lambda out: df.to_parquet(out, engine="pyarrow", index=False))
+        summary["size_bytes"], crc = data.write_hashed(
+            obj, lambda out: df.to_parquet(out, engine="pyarrow", index=False),
+            checksums.ALGORITHM)
     else:
         summary["size_bytes"] = data.size(obj)
+        crc = data.checksum(obj, checksums.ALGORITHM)
+    # The stats object carries it too, so a re-ingest that skips this file still has it.
+    summary["checksum"] = checksums.stored(checksums.ALGORITHM, crc)
     skey = stats_key(digest, k)
     if not data.exists(skey) or "target" not in data.read_json(skey):
         # (A stats object from before the feature summaries is completed once.)
@@ -394,7 +401,8 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         "sketches": merge_sketches((s["sketches"] for s in ordered), k),
         "partitions": [{"digest": s["digest"], "object": object_key(s["digest"]),
                         "stats_object": stats_key(s["digest"], k), "rows": int(s["rows"]),
-                        "size_bytes": int(s.get("size_bytes", 0)), "source": f.key}
+                        "size_bytes": int(s.get("size_bytes", 0)), "source": f.key,
+                        **_checksum_of(s)}
                        for f, s in zip(files, ordered, strict=True)],
         "size_bytes": sum(int(s.get("size_bytes", 0)) for s in ordered),
         # Kept in DataManifest.extra: feature kinds, and the categorical and bool
@@ -463,16 +471,47 @@ def _read_partition(key: str, data: Store) -> pd.DataFrame:
         return pd.read_parquet(f, engine="pyarrow")
 
 
+def _checksum_of(summary: Mapping[str, Any]) -> dict[str, str]:
+    """A partition's ``checksum`` entry; none for a stats object written before them."""
+    return {"checksum": str(summary["checksum"])} if summary.get("checksum") else {}
+
+
+def _read_checked_partition(key: str, checksum: str | None, name: str, data: Store,
+                            verify: bool = True) -> pd.DataFrame:
+    """Read one partition in its Dask task, checking its bytes against ``checksum``.
+
+    Raises:
+        IntegrityError: The bytes do not match (``name`` says the version and partition;
+            exit code 2), or they are not readable Parquet.
+    """
+    if not verify or checksum is None:
+        return _read_partition(key, data)  # explicit unverified load, or written before
+    import pyarrow
+
+    try:
+        recorded = checksums.parse(checksum)
+    except IntegrityError as err:
+        raise IntegrityError(f"{name}: {err}; refusing to load it") from err
+    buf = data.read_verified(key, recorded, name)
+    try:
+        return pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
+    except (pyarrow.ArrowException, OSError) as err:
+        raise IntegrityError(f"{name}: object {data.url(key)} is not readable Parquet "
+                             f"({err})") from err
+
+
 def meta_frame(columns: Iterable[Mapping[str, str]]) -> pd.DataFrame:
     """An empty frame with a manifest's columns and dtypes (Dask's ``meta``)."""
     return pd.DataFrame({c["name"]: pd.Series(dtype=c["dtype"]) for c in columns})
 
 
-def load_partitioned(data: Store, manifest: DataManifest) -> Any:
+def load_partitioned(data: Store, manifest: DataManifest, *, verify: bool = True) -> Any:
     """A lazy ``dask.dataframe.DataFrame`` of a partitioned version (one partition each).
 
     Nothing is read until it is computed; each partition is read by the worker that
-    needs it.
+    needs it, which checks its bytes against the partition's recorded checksum (unless
+    ``verify`` is False, or the partition was written before checksums): a mismatch
+    raises :class:`~mlops.errors.IntegrityError` naming the version and the partition.
     """
     import dask
     import dask.dataframe as dd
@@ -482,11 +521,15 @@ def load_partitioned(data: Store, manifest: DataManifest) -> Any:
     keys = [confined_key(p.get("object"), f"{layout.DATA_OBJECTS}/",
                          f"data version '{manifest.id}' partition")
             for p in manifest.partitions]
+    sums = [p.get("checksum") for p in manifest.partitions]
+    names = [f"data version '{manifest.id}' partition {i} (source {p.get('source')})"
+             for i, p in enumerate(manifest.partitions)]
     # Partitions read as they were stored (as the pandas engine reads a version): Dask's
     # default string conversion would turn an object column of booleans into strings.
     with dask.config.set({"dataframe.convert-string": False}):
-        return dd.from_map(_read_partition, keys, data=data,
-                           meta=meta_frame(manifest.columns), enforce_metadata=False)
+        return dd.from_map(_read_checked_partition, keys, sums, names, data=data,
+                           verify=verify, meta=meta_frame(manifest.columns),
+                           enforce_metadata=False)
 
 
 __all__ = ["IngestOutcome", "load_partitioned", "register_partitioned"]

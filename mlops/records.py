@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from mlops import checksums
+
 R = TypeVar("R", bound="Record")
 #: Field metadata: leave the key out of ``to_dict`` while the value is None, so documents
 #: that never had the fact read and write back exactly as before.
@@ -108,18 +110,38 @@ class DataManifest(VersionRecord):
     columns: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     size_bytes: int | None = None
-    #: sha256 of the object's bytes, checked by every verified load (None: written before).
+    #: sha256 of the object's bytes: what manifests written before ``object_checksum``
+    #: record (still checked by their verified loads; None: written before either).
     object_sha256: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
     #: ``partitioned`` for a version made by the Dask engine (see mlops.partitions);
     #: "" for one object.
     kind: str = ""
-    #: Partitioned: ``{digest, object, stats_object, rows, size_bytes, source}`` in order.
+    #: Partitioned: ``{digest, object, stats_object, rows, size_bytes, source}`` in order,
+    #: and ``checksum`` (``"crc32c:<hex>"`` of the partition object's bytes) for the
+    #: partitions written since checksums exist.
     partitions: list[dict[str, Any]] = field(default_factory=list)
     #: Partitioned: merged per-column moments (mlops.sketches.Moments.to_dict).
     moments: dict[str, Any] = field(default_factory=dict)
     #: Partitioned: merged per-column KLL sketches (base64) and their accuracy k.
     sketches: dict[str, str] = field(default_factory=dict)
     sketch_k: int | None = None
+    #: ``"crc32c:<hex>"`` of the object's bytes (mlops.checksums), checked by every
+    #: verified load; written instead of ``object_sha256`` (None: written before).
+    object_checksum: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
+
+    def checksum(self) -> tuple[str, str] | None:
+        """``(algorithm, hex)`` a verified load checks the object's bytes against:
+        ``object_checksum``, else the older ``object_sha256``, else None (a manifest
+        from before both: its load recomputes the content hash).
+
+        Raises:
+            IntegrityError: ``object_checksum`` names an unknown algorithm.
+        """
+        if self.object_checksum is not None:
+            return checksums.parse(self.object_checksum)
+        if self.object_sha256 is not None:
+            return "sha256", self.object_sha256
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON; a single-object version's document has no partition keys

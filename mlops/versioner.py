@@ -9,7 +9,6 @@ Layout below the versioner's base (named in :mod:`mlops.layout`):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from mlops import layout
+from mlops import checksums, layout
 from mlops.errors import IntegrityError, StorageError, VersionExistsError, VersionNotFoundError
 from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
@@ -136,9 +135,11 @@ class DataVersioner(VersionedStore[DataManifest]):
             stats = pool.submit(column_stats, df)
             reused = self.store.exists(obj_key)
             if reused:
-                size, object_sha = self.store.size(obj_key), self.store.sha256(obj_key)
+                size = self.store.size(obj_key)
+                checksum = checksums.stored(checksums.ALGORITHM, self.store.checksum(
+                    obj_key, checksums.ALGORITHM))
             else:
-                size, object_sha = self._write_object(obj_key, df)
+                size, checksum = self._write_object(obj_key, df)
             column_stats_result = stats.result()
         crash_point("after-payload")
         created = utc_now()
@@ -146,7 +147,7 @@ class DataVersioner(VersionedStore[DataManifest]):
             id=vid, created_at=iso(created), content_hash=digest,
             hash_algorithm=self.hash_algorithm, object=obj_key, rows=len(df),
             columns=[{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
-            stats=column_stats_result, size_bytes=size, object_sha256=object_sha,
+            stats=column_stats_result, size_bytes=size, object_checksum=checksum,
             extra={"source": dict(source)} if source else {})
         self.index.add(vid, created)
         crash_point("after-index")
@@ -166,10 +167,12 @@ class DataVersioner(VersionedStore[DataManifest]):
         return vid
 
     def _write_object(self, obj_key: str, df: pd.DataFrame) -> tuple[int, str]:
-        """Write ``df`` as Parquet at ``obj_key``; return its size and sha256."""
-        return self.store.write_hashed(
+        """Write ``df`` as Parquet at ``obj_key``; return its size and stored checksum."""
+        size, digest = self.store.write_hashed(
             obj_key, lambda f: df.to_parquet(f, engine="pyarrow",
-                                             use_dictionary=_dictionary_columns(df)))
+                                             use_dictionary=_dictionary_columns(df)),
+            checksums.ALGORITHM)
+        return size, checksums.stored(checksums.ALGORITHM, digest)
 
     def _repair_object(self, manifest: DataManifest, df: pd.DataFrame) -> None:
         """Rewrite the object of a committed version when it is missing or damaged.
@@ -182,19 +185,23 @@ class DataVersioner(VersionedStore[DataManifest]):
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{vid}' object")
         try:
+            recorded = manifest.checksum()
+        except IntegrityError:
+            recorded = None  # a later release's algorithm: checked by its size only
+        try:
             intact = self.store.size(key) == manifest.size_bytes and (
-                manifest.object_sha256 is None
-                or self.store.sha256(key) == manifest.object_sha256)
+                recorded is None or self.store.checksum(key, recorded[0]) == recorded[1])
         except FileNotFoundError:
             intact = False
         if intact:
             return
         log.warning("data version %s: object %s is missing or damaged; rewriting it from the "
                     "same content", vid, self.store.url(key))
-        size, sha = self._write_object(key, df)
-        if size != manifest.size_bytes or sha != manifest.object_sha256:
-            self.store.write_json(self.manifest_key(vid),
-                                  replace(manifest, size_bytes=size, object_sha256=sha).to_dict())
+        size, checksum = self._write_object(key, df)
+        if size != manifest.size_bytes or checksum != manifest.object_checksum:
+            self.store.write_json(self.manifest_key(vid), replace(
+                manifest, size_bytes=size, object_sha256=None,
+                object_checksum=checksum).to_dict())
 
     def _same_or_conflict(self, vid: str, manifest: DataManifest, digest: str) -> str:
         if manifest.content_hash == digest and manifest.hash_algorithm == self.hash_algorithm:
@@ -209,10 +216,11 @@ class DataVersioner(VersionedStore[DataManifest]):
 
         Args:
             version_id: The version.
-            verify: Check the object's bytes against the sha256 in the manifest (hashed
-                in a thread while Parquet decodes the same buffer); manifests written
-                before that checksum existed are checked by recomputing the content
-                hash. ``False`` skips the check (an explicit, unverified load).
+            verify: Check the object's bytes against the checksum in the manifest
+                (CRC32C, hashed chunk by chunk as the object is read; the sha256 of
+                manifests written before it); manifests written before either are
+                checked by recomputing the content hash. ``False`` skips the check (an
+                explicit, unverified load).
 
         A partitioned version (made by the Dask engine, ``"kind": "partitioned"``)
         loads as a lazy ``dask.dataframe.DataFrame`` with one partition per stored
@@ -229,7 +237,7 @@ class DataVersioner(VersionedStore[DataManifest]):
         if manifest.partitioned:
             from mlops.partitions import load_partitioned
 
-            return load_partitioned(self.store, manifest), manifest.to_dict()
+            return load_partitioned(self.store, manifest, verify=verify), manifest.to_dict()
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{version_id}' object")
         if self._last_load is not None and self._last_load[0] == key:
@@ -256,26 +264,16 @@ class DataVersioner(VersionedStore[DataManifest]):
         import pandas as pd
         import pyarrow
 
-        vid, recorded = manifest.id, manifest.object_sha256
-        if verify and recorded is not None:
-            local = self.store.local_path(key)
-            if local is not None:
-                with pyarrow.OSFile(local) as f:  # one native read, no Python copy
-                    buf = f.read_buffer()
-            else:
-                buf = pyarrow.py_buffer(self.store.read_bytes(key))
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                digest = pool.submit(lambda: hashlib.sha256(memoryview(buf)).hexdigest())
-                try:
-                    df = pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
-                finally:
-                    found = digest.result()
-            if found != recorded:
-                raise IntegrityError(f"data version '{vid}': object {self.store.url(key)} "
-                                     f"failed its integrity check (sha256 {found[:12]}... is "
-                                     f"not the recorded {recorded[:12]}...); refusing "
-                                     "to load it")
-            return df
+        try:
+            recorded = manifest.checksum() if verify else None
+        except IntegrityError as err:  # e.g. an algorithm of a later release
+            raise IntegrityError(f"data version '{manifest.id}': {err}; refusing to load it "
+                                 "(verify=False reads it unchecked)") from err
+        if recorded is not None:
+            # One read that hashes each chunk as it arrives, then Parquet decodes the
+            # checked buffer in place (docs/reliability.md, bench row B12).
+            buf = self.store.read_verified(key, recorded, f"data version '{manifest.id}'")
+            return pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
         df = self._read_unverified(key)
         if verify:
             self._check_content(df, manifest)
