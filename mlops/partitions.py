@@ -25,6 +25,9 @@ same store and index as the pandas engine's versions (below the versioner's base
   a Dask worker: no process ever holds more than a partition. The driver receives
   only the statistics. Partitions of a failed ingest are never referenced (no
   manifest is written); ``mlops gc`` removes them after the grace period.
+* A Parquet source file whose frame has the default index is stored as its own bytes
+  (read into memory once, parsed from there: :func:`read_source`); other files are
+  written with ``to_parquet``. Either way the object reads back to the hashed frame.
 * :func:`load_partitioned` returns a lazy ``dask.dataframe.DataFrame`` with one
   partition per stored partition (``DataVersioner.load`` returns it for these
   versions).
