@@ -150,11 +150,12 @@ def _release_memory() -> None:
 def trim_workers(client: Any) -> None:
     """Between runs (untimed): the workers hand cached allocator memory back.
 
-    Without it, what one side's run leaves cached (pyarrow's pool, malloc's free lists)
-    adds to the next run's, and a worker at 80% of its limit pauses: with 500 MB
-    workers a ``dd.read_parquet(...).to_parquet`` run after an ingest stalled there.
+    Run as a task on each worker, so in the thread that ran the previous tasks
+    (pyarrow's allocator caches per thread): what one side's run leaves cached must
+    not count against the next run.
     """
-    client.run(_release_memory)
+    client.gather([client.submit(_release_memory, workers=[w], allow_other_workers=False,
+                                 pure=False) for w in _worker_pids(client)])
 
 
 def _say(row: Row) -> None:
@@ -357,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows: list[Row] = []
+    # No pausing at 80% of the limit: with 500 MB workers, the allocator memory that
+    # dd.read_parquet(...).to_parquet keeps (~400 MB a worker after a few GB) paused both
+    # workers for good and the baseline never finished. The nanny still restarts a
+    # worker at 95%, and D2 still fails if one was restarted.
+    import dask
+
+    dask.config.set({"distributed.worker.memory.pause": False})
     with tempfile.TemporaryDirectory(prefix="mlops-bench-dask-") as tmp, \
             LocalCluster(n_workers=args.workers, threads_per_worker=1,
                          memory_limit=args.memory_limit, processes=True,
