@@ -48,6 +48,7 @@ import pandas as pd
 
 from benchmarks.run import RESULTS_DIR, Row, _check, alternate, machine
 from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
 from mlops.pipeline import ingest, monitor_check, train
 from mlops.workspace import Workspace
 
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlops-bench-dask-") as tmp, \
             LocalCluster(n_workers=args.workers, threads_per_worker=1,
                          memory_limit=args.memory_limit, processes=True,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         **NO_DASHBOARD) as cluster, Client(cluster) as client:
         work = Path(tmp)
         rows += bench_cluster(work, args.gb, args.partition_mb, args.rounds, memory_check,
                               client, limit_bytes)

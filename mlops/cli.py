@@ -418,10 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "Job, wait with the watch API, launch train only when monitor-check says "
                     "retrain, write runs/<run-id>/summary.json and print the summary. A step "
                     "whose result exists is skipped, so running it again with the same run id "
-                    "resumes the run. Credentials: --kubeconfig, else $KUBECONFIG, else the "
-                    "pod's service account (in cluster), else ~/.kube/config.",
+                    "resumes the run. With dask.cluster: ephemeral it first starts the run's "
+                    "Dask scheduler and worker pods and removes them at the end. Credentials: "
+                    "--kubeconfig, else $KUBECONFIG, else the pod's service account (in "
+                    "cluster), else ~/.kube/config.",
         epilog="Exit codes: 0 success; 1 retry may help (step failed with exit 1, step "
-               "timeout, API 5xx or unreachable); 2 bad input (bad kubeconfig, missing "
+               "timeout, API 5xx or unreachable, the run's Dask scheduler not ready); 2 bad "
+               "input (bad kubeconfig, missing "
                "namespace, RBAC 403, invalid Job 422, step pod exited 2, step result missing); "
                "143 terminated by SIGTERM. See docs/kubernetes.md.")
     _common(p)

@@ -29,11 +29,15 @@ from mlops.choices import HASH_ALGORITHMS, DriftMethod, MetricName, SchemaPolicy
 from mlops.errors import ConfigError
 
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
+#: Set by the controller on the step pods of a ``dask.cluster: ephemeral`` run: the address
+#: of the run's scheduler (``tcp://<service>.<namespace>.svc:8786``).
+ENV_DASK_ADDRESS = "MLOPS_DASK_ADDRESS"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
                     "hist_gradient_boosting", "lightgbm"]
 Engine = Literal["pandas", "dask"]
+ClusterKind = Literal["local", "ephemeral"]
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
@@ -225,6 +229,22 @@ class StepsConfig:
 
 
 @dataclass(frozen=True)
+class DaskPodsConfig:
+    """The pods of a ``dask.cluster: ephemeral`` run (rendered by the Helm chart)."""
+
+    scheduler_resources: dict[str, Any] = _opt(
+        {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "Kubernetes resources of the scheduler container.")
+    worker_resources: dict[str, Any] = _opt(
+        {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        "Kubernetes resources of each worker container (the worker's memory limit follows "
+        "the container's unless dask.memory_limit is set).")
+    start_timeout_seconds: int = _opt(300, "How long the controller waits for the scheduler "
+                                      "pod to accept connections before the run fails "
+                                      "(exit 1).", _positive, "> 0")
+
+
+@dataclass(frozen=True)
 class KubernetesConfig:
     """How the controller launches step Jobs. The Helm chart renders this section."""
 
@@ -260,6 +280,8 @@ class KubernetesConfig:
         False, "Run each step pod on the controller's node (set by the chart when the store "
         "claim is ReadWriteOnce).")
     steps: StepsConfig = _opt(StepsConfig(), "Per-step pod settings.")
+    dask: DaskPodsConfig = _opt(DaskPodsConfig(), "Scheduler and worker pods of a "
+                                "dask.cluster: ephemeral run.")
 
 
 @dataclass(frozen=True)
@@ -375,12 +397,21 @@ def _memory_limit(v: str) -> bool:
 class DaskConfig:
     """The Dask cluster of ``data.engine: dask`` (see docs/scaling.md)."""
 
+    cluster: ClusterKind = _opt(
+        "local", "Where the cluster comes from when dask.address is empty: local (a cluster "
+        "inside each step's own process/pod) or ephemeral (under mlops controller: a "
+        "scheduler and dask.n_workers worker pods started for the run and removed after it; "
+        "mlops run and a step run by hand fall back to a local cluster, with a warning). "
+        "ephemeral needs data.engine: dask and an empty dask.address.")
     address: str = _opt("", "Scheduler of an existing cluster (tcp://host:8786); empty starts "
                         "a local cluster inside the step's own process/pod.")
-    n_workers: int = _opt(2, "Local cluster: worker processes.", _positive, "> 0")
-    threads_per_worker: int = _opt(1, "Local cluster: threads per worker.", _positive, "> 0")
-    memory_limit: str = _opt("auto", "Local cluster: memory limit per worker (e.g. 2GiB; "
-                             "auto splits the machine's memory).", _memory_limit,
+    n_workers: int = _opt(2, "Local cluster: worker processes; ephemeral: worker pods.",
+                          _positive, "> 0")
+    threads_per_worker: int = _opt(1, "Local or ephemeral cluster: threads per worker.",
+                                   _positive, "> 0")
+    memory_limit: str = _opt("auto", "Local or ephemeral cluster: memory limit per worker "
+                             "(e.g. 2GiB; auto splits the machine's memory, or takes the "
+                             "worker container's limit).", _memory_limit,
                              "auto, 0 or a size such as 512MiB")
     processes: bool = _opt(True, "Local cluster: workers in their own processes (memory limits "
                            "enforced); false runs them as threads of the step.")
@@ -427,7 +458,9 @@ class Config:
         Raises:
             ConfigError: Unknown key, wrong type or out-of-range value, naming the key.
         """
-        return _build(cls, {} if data is None else data, "")
+        config: Config = _build(cls, {} if data is None else data, "")
+        check_dask_cluster(config)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (round-trips through ``from_dict``)."""
@@ -457,7 +490,29 @@ def load_config(path: str | os.PathLike[str] | None = None,
     uri = env.get(ENV_STORAGE_URI)
     if uri:
         cfg = cfg.with_storage_uri(uri)
+    address = env.get(ENV_DASK_ADDRESS)
+    if address and cfg.dask.cluster == "ephemeral":
+        cfg = dataclasses.replace(cfg, dask=dataclasses.replace(cfg.dask, address=address))
     return cfg
+
+
+def check_dask_cluster(config: Config) -> None:
+    """Refuse ``dask`` settings that contradict each other (exit 2, naming the key).
+
+    Raises:
+        ConfigError: ``dask.cluster: ephemeral`` with ``dask.address`` set (an existing
+            scheduler and a cluster of the run's own), or with ``data.engine: pandas`` (no
+            step would use the cluster).
+    """
+    if config.dask.cluster != "ephemeral":
+        return
+    if config.dask.address:
+        raise ConfigError("config key 'dask.cluster' is ephemeral but dask.address is set "
+                          f"({config.dask.address}): an existing scheduler and a cluster "
+                          "started for the run exclude each other; set only one")
+    if config.data.engine != "dask":
+        raise ConfigError("config key 'dask.cluster' is ephemeral but data.engine is "
+                          f"{config.data.engine}: only data.engine: dask uses a Dask cluster")
 
 
 def signing_key(config: Config, env: Mapping[str, str] | None = None) -> bytes | None:
@@ -570,7 +625,9 @@ def reference_markdown() -> str:
         "",
         "Generated by `mlops config --docs` from `mlops/config.py`; do not edit by hand.",
         "Unknown keys, wrong types and out-of-range values are errors naming the key",
-        "(exit code 2). `MLOPS_STORAGE_URI` overrides `storage.uri`.",
+        "(exit code 2). `MLOPS_STORAGE_URI` overrides `storage.uri`; `MLOPS_DASK_ADDRESS`",
+        "(set by the controller on the step pods of a `dask.cluster: ephemeral` run) is the",
+        "address of the run's scheduler.",
         "",
         "| key | default | description |",
         "|-----|---------|-------------|",

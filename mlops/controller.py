@@ -9,6 +9,11 @@ when monitor-check's result says ``retrain``. The run's summary goes to
 controller ended (``succeeded``, ``failed`` for retryable failures, ``terminated`` on
 SIGTERM; a bad-input failure, exit 2, writes nothing).
 
+With ``data.engine: dask`` and ``dask.cluster: ephemeral`` the run gets a Dask cluster of
+its own (:class:`EphemeralCluster`): scheduler and worker pods and a headless Service,
+created before the first step, handed to the steps in ``$MLOPS_DASK_ADDRESS`` and deleted
+when the run ends, fails or is terminated.
+
 The Kubernetes calls live in :mod:`mlops.k8s` (this module does not import ``kubernetes``);
 the backend is passed in, so the orchestration is the same for any backend with the
 :class:`JobBackend` methods.
@@ -21,12 +26,13 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any, Protocol
 
-from mlops.config import Config
-from mlops.errors import BadInputError, MLOpsError, StepFailedError
+from mlops.config import ENV_DASK_ADDRESS, Config
+from mlops.errors import BadInputError, ClusterError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
 from mlops.report import require_matplotlib
@@ -64,6 +70,21 @@ class JobBackend(Protocol):
                        tail_lines: int = 10) -> tuple[int | None, list[str]]: ...
 
     def create_event(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class ClusterBackend(JobBackend, Protocol):
+    """What the run's ephemeral Dask cluster needs on top of the Job calls (implemented by
+    mlops.k8s.KubeClient)."""
+
+    def create_object(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get_pod(self, name: str) -> dict[str, Any] | None: ...
+
+    def list_pods(self, label_selector: str) -> list[dict[str, Any]]: ...
+
+    def delete_object(self, kind: str, name: str) -> bool: ...
+
+    def pod_log(self, name: str, container: str, tail_lines: int = 10) -> list[str]: ...
 
 
 def resolve_run_id(flag: str | None, env: Mapping[str, str] | None = None) -> str:
@@ -108,6 +129,161 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Seconds between two reads of a pod the controller waits for (doubling up to the max).
+POLL_SECONDS, POLL_MAX_SECONDS = 0.2, 2.0
+#: Restarts of the scheduler's container before the controller stops waiting for it (a
+#: scheduler that keeps exiting will not become Ready: a bad image, command or setting).
+CRASH_RESTARTS = 2
+#: How long the controller waits for the cluster's pods to be gone after deleting them.
+DELETE_WAIT_SECONDS = 60.0
+
+
+class EphemeralCluster:
+    """The Dask cluster of one run (``dask.cluster: ephemeral``): a scheduler pod, its
+    headless Service and ``dask.n_workers`` worker pods (see
+    :func:`mlops.k8s.build_dask_cluster`).
+
+    The names are deterministic per run id, so a resumed or concurrent controller of the
+    same run adopts the running objects instead of starting a second cluster; pods that
+    have ended are deleted and created again, and worker pods of the run beyond
+    ``dask.n_workers`` are deleted.
+    """
+
+    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
+                 owner: Any = None, extra_env: Mapping[str, str] | None = None) -> None:
+        from mlops.k8s import build_dask_cluster
+
+        self.config = config
+        self.backend = backend
+        self.run_id = run_id
+        self.manifests = build_dask_cluster(config.kubernetes, config.dask, run_id,
+                                            namespace=backend.namespace, owner=owner,
+                                            extra_env=extra_env)
+        self.address = self.manifests.address
+
+    def start(self) -> str:
+        """Create (or adopt) the cluster and wait until the scheduler is Ready.
+
+        Returns:
+            The scheduler's address, ``tcp://<service>.<namespace>.svc:8786``.
+
+        Raises:
+            ClusterError: The scheduler pod ended or was not Ready within
+                ``kubernetes.dask.start_timeout_seconds`` (exit 1).
+            KubernetesBadRequestError: RBAC (pods/services create), invalid pod (exit 2).
+        """
+        from mlops.k8s import DASK_WORKER, JobExistsError, dask_selector
+
+        m = self.manifests
+        self._ensure_pod(m.scheduler)
+        try:
+            self.backend.create_object(m.service)
+        except JobExistsError:  # the run's Service: its selector names this run's scheduler
+            log.info("dask: Service %s of run %s exists, reused",
+                     m.service["metadata"]["name"], self.run_id)
+        self._wait_ready(m.scheduler["metadata"]["name"])
+        for worker in m.workers:
+            self._ensure_pod(worker)
+        wanted = set(m.pod_names)
+        for pod in self.backend.list_pods(dask_selector(self.config.kubernetes, self.run_id,
+                                                        DASK_WORKER)):
+            name = str(pod["metadata"]["name"])
+            if name not in wanted:
+                log.info("dask: worker pod %s is not part of this run's cluster, deleted", name)
+                self.backend.delete_object("Pod", name)
+        log.info("dask: ephemeral cluster of run %s at %s (%d workers)", self.run_id,
+                 self.address, len(m.workers))
+        return self.address
+
+    def _ensure_pod(self, body: dict[str, Any]) -> None:
+        from mlops.k8s import JobExistsError
+
+        name = body["metadata"]["name"]
+        try:
+            self.backend.create_object(body)
+            return
+        except JobExistsError:
+            pod = self.backend.get_pod(name)
+        phase = ((pod or {}).get("status") or {}).get("phase")
+        if pod is not None and phase not in ("Succeeded", "Failed") \
+                and not pod["metadata"].get("deletionTimestamp"):
+            log.info("dask: pod %s of run %s exists, adopted", name, self.run_id)
+            return
+        if pod is not None:
+            self.backend.delete_object("Pod", name)
+        self._wait_gone([name], self.config.kubernetes.dask.start_timeout_seconds)
+        self.backend.create_object(body)
+
+    def _wait_ready(self, name: str) -> None:
+        from mlops.k8s import pod_problem, pod_ready
+
+        timeout = self.config.kubernetes.dask.start_timeout_seconds
+        deadline = time.monotonic() + timeout
+        pause = POLL_SECONDS
+        while True:
+            pod = self.backend.get_pod(name)
+            if pod is None:
+                raise ClusterError(f"dask scheduler pod {name} of run {self.run_id} was "
+                                   "deleted before it was ready")
+            if pod_ready(pod):
+                return
+            problem = pod_problem(pod)
+            restarts = max([int(cs.get("restartCount") or 0) for cs in
+                            (pod.get("status") or {}).get("containerStatuses") or []] or [0])
+            if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded") \
+                    or restarts >= CRASH_RESTARTS or time.monotonic() >= deadline:
+                lines = self.backend.pod_log(name, "scheduler")
+                why = (f"ended ({problem})" if "phase" in problem else
+                       f"keeps exiting ({restarts} restarts: {problem})"
+                       if restarts >= CRASH_RESTARTS else
+                       f"was not ready within {timeout} s "
+                       "(kubernetes.dask.start_timeout_seconds)"
+                       + (f": {problem}" if problem else ""))
+                raise ClusterError(f"dask scheduler pod {name} of run {self.run_id} {why}; "
+                                   f"pod log: {' | '.join(lines) or '(empty)'}")
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX_SECONDS)
+
+    def _wait_gone(self, names: list[str], timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        pause = POLL_SECONDS
+        left = list(names)
+        while left:
+            left = [n for n in left if self.backend.get_pod(n) is not None]
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX_SECONDS)
+        return left
+
+    def stop(self) -> None:
+        """Delete the run's scheduler, workers and Service and wait (bounded) until the pods
+        are gone. Best effort: a failure is logged (the objects are owned by the
+        controller's Job and are garbage-collected with it), never raised."""
+        from mlops.k8s import dask_selector
+
+        m = self.manifests
+        try:
+            names = set(m.pod_names) | {
+                str(p["metadata"]["name"]) for p in self.backend.list_pods(
+                    dask_selector(self.config.kubernetes, self.run_id))}
+            scheduler = m.scheduler["metadata"]["name"]
+            # Workers first: they then stop without trying to reach a scheduler that left.
+            for name in [*sorted(names - {scheduler}), scheduler]:
+                self.backend.delete_object("Pod", name)
+            self.backend.delete_object("Service", m.service["metadata"]["name"])
+            left = self._wait_gone(sorted(names), DELETE_WAIT_SECONDS)
+        except MLOpsError as err:
+            log.warning("dask: cannot delete the ephemeral cluster of run %s: %s (its objects "
+                        "are removed with the controller's Job)", self.run_id, err)
+            return
+        if left:
+            log.warning("dask: pods %s of run %s still terminating after %g s",
+                        ", ".join(left), self.run_id, DELETE_WAIT_SECONDS)
+        else:
+            log.info("dask: ephemeral cluster of run %s removed", self.run_id)
+
+
 class Controller:
     """One run of the pipeline as step Jobs.
 
@@ -150,7 +326,11 @@ class Controller:
             KubernetesBadRequestError: RBAC, missing namespace, invalid Job (exit 2).
             KubernetesError: The API kept failing (exit 1).
             BadInputError: A Job completed but its result is not in the store (exit 2).
+            ClusterError: The run's ephemeral Dask cluster did not start (exit 1).
             Terminated: SIGTERM arrived (``controller.json`` says ``terminated``).
+
+        With ``dask.cluster: ephemeral`` the run's Dask cluster (:class:`EphemeralCluster`)
+        is started before the first step and removed after the last, whatever the outcome.
         """
         from mlops.observe import RunObserver
 
@@ -161,14 +341,21 @@ class Controller:
                                where=f"{self.config.kubernetes.release}/"
                                      f"{self.backend.namespace}")
         observer.check()
+        cluster = self._cluster()
         observer.run_started()
         try:
-            self._observed(observer, INGEST)
-            checked = self._observed(observer, MONITOR_CHECK)
-            if checked.get("retrain"):
-                self._observed(observer, TRAIN)
-            else:
-                self.steps[TRAIN] = "not needed"
+            try:
+                if cluster is not None:
+                    self.extra_env[ENV_DASK_ADDRESS] = cluster.start()
+                self._observed(observer, INGEST)
+                checked = self._observed(observer, MONITOR_CHECK)
+                if checked.get("retrain"):
+                    self._observed(observer, TRAIN)
+                else:
+                    self.steps[TRAIN] = "not needed"
+            finally:
+                if cluster is not None:
+                    cluster.stop()
             self.current = None
             summary = finish_run(self.ws, self.run_id, observer)
         except Terminated as err:
@@ -185,6 +372,16 @@ class Controller:
             raise
         self._record("succeeded", started, "")
         return summary
+
+    def _cluster(self) -> EphemeralCluster | None:
+        """The run's ephemeral Dask cluster (not started yet), or None unless
+        ``dask.cluster`` is ephemeral. Its manifests are built (and checked) here, before
+        anything is created."""
+        if self.config.dask.cluster != "ephemeral":
+            return None
+        backend: Any = self.backend
+        return EphemeralCluster(self.config, backend, self.run_id, owner=self.owner,
+                                extra_env=self.extra_env)
 
     def step(self, step: str) -> dict[str, Any]:
         """Run one step as a Job (or skip it when its result exists) and return its result.

@@ -11,6 +11,11 @@ Where the cluster comes from (:func:`connect`):
   ``dask.memory_limit`` each (worker processes unless ``dask.processes`` is false).
 * with ``dask.address`` empty, a ``distributed.Client`` already current in this
   process (a test's, a notebook's) is used as it is.
+* ``dask.cluster: ephemeral``: under ``mlops controller`` the step pods get the address of
+  the run's own scheduler in ``$MLOPS_DASK_ADDRESS`` (see :class:`mlops.controller.
+  EphemeralCluster`); the step waits up to ``dask.connect_timeout`` seconds for it and for
+  a first worker. Without that variable (``mlops run``, a step run by hand) it falls back
+  to a local cluster, with a warning.
 
 A worker that dies while running a task: the scheduler runs the task again on
 another worker (up to ``distributed.scheduler.allowed-failures``, 3 by default);
@@ -37,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import Config, DaskConfig
+from mlops.config import ENV_DASK_ADDRESS, Config, DaskConfig
 from mlops.data import NUMERIC
 from mlops.errors import (
     BadInputError,
@@ -72,6 +77,13 @@ LIGHTGBM = "lightgbm"
 TASK = "classification"
 
 
+#: LocalCluster options: no dashboard, and the scheduler's HTTP server (health and
+#: metrics routes, which it starts even without a dashboard) on a free loopback port,
+#: not 8787 (taken by any other cluster on the host: a warning, so a failure in tests).
+NO_DASHBOARD: dict[str, Any] = {"dashboard_address": None,
+                                "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+
+
 def require_dask() -> None:
     """Fail early, with the fix, when the ``mlops[dask]`` extra is not installed.
 
@@ -103,6 +115,11 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
     require_dask()
     from distributed import Client, LocalCluster
 
+    ephemeral = settings.cluster == "ephemeral"
+    if ephemeral and not settings.address:
+        log.warning("dask.cluster is ephemeral but no cluster was handed over (%s is unset: "
+                    "not under mlops controller); using a local cluster in this process",
+                    ENV_DASK_ADDRESS)
     current = None if settings.address else _current_client()
     if current is not None:
         with translate_cluster_errors("the current cluster"):
@@ -110,19 +127,23 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         return
     cluster = None
     if settings.address:
+        key = f"${ENV_DASK_ADDRESS}, the run's ephemeral cluster" if ephemeral else \
+            "dask.address"
         try:
             client = Client(settings.address, timeout=settings.connect_timeout,
                             set_as_default=False)
         except (OSError, TimeoutError) as err:
-            raise ClusterError(f"dask scheduler {settings.address} (dask.address) cannot be "
+            raise ClusterError(f"dask scheduler {settings.address} ({key}) cannot be "
                                f"reached within {settings.connect_timeout:g} s: "
                                f"{str(err).splitlines()[0][:200]}") from err
+        if ephemeral:
+            _wait_for_a_worker(client, settings, key)
         where = settings.address
     else:
         cluster = LocalCluster(n_workers=settings.n_workers,
                                threads_per_worker=settings.threads_per_worker,
                                memory_limit=_memory_limit(settings.memory_limit),
-                               processes=settings.processes, dashboard_address=None)
+                               processes=settings.processes, **NO_DASHBOARD)
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
     try:
@@ -132,6 +153,19 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _wait_for_a_worker(client: Any, settings: DaskConfig, key: str) -> None:
+    """The run's own workers start with the scheduler: wait (bounded) for the first."""
+    try:
+        client.wait_for_workers(1, timeout=settings.connect_timeout)
+    except (OSError, TimeoutError) as err:
+        client.close()
+        raise ClusterError(f"no dask worker joined the scheduler {settings.address} ({key}) "
+                           f"within {settings.connect_timeout:g} s") from err
+    workers = client.scheduler_info().get("workers") or {}
+    log.info("dask: connected to %s (%s) with %d worker(s): %s", settings.address, key,
+             len(workers), ", ".join(sorted(str(w.get("name", a)) for a, w in workers.items())))
 
 
 def _current_client() -> Any:

@@ -32,7 +32,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from mlops.config import KubernetesConfig, StepPodConfig
+from mlops.config import DaskConfig, KubernetesConfig, StepPodConfig
 from mlops.errors import (
     KubernetesBadRequestError,
     KubernetesError,
@@ -333,16 +333,8 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
         spec["nodeSelector"] = dict(pod.node_selector)
     if pod.tolerations:
         spec["tolerations"] = copy.deepcopy(pod.tolerations)
-    if k8s.same_node_as_controller and owner is not None:
-        spec.setdefault("affinity", {})["podAffinity"] = {
-            "requiredDuringSchedulingIgnoredDuringExecution": [{
-                "topologyKey": "kubernetes.io/hostname",
-                "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": owner.name}},
-            }]}
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
-                                "annotations": {LABEL_RUN_ID: run_id}}
-    if owner is not None:
-        metadata["ownerReferences"] = [owner.reference()]
+    _pin_to_controller(spec, k8s, owner)
+    metadata = _owned_metadata(name, namespace, labels, run_id, owner)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -360,6 +352,188 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
             "template": {"metadata": {"labels": labels}, "spec": spec},
         },
     }
+
+
+def _pin_to_controller(spec: dict[str, Any], k8s: KubernetesConfig, owner: Owner | None
+                       ) -> None:
+    """A required pod affinity to the controller's pod (a ReadWriteOnce claim attaches to
+    one node), when ``same_node_as_controller`` is set and the controller runs in a Job."""
+    if k8s.same_node_as_controller and owner is not None:
+        spec.setdefault("affinity", {})["podAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"batch.kubernetes.io/job-name": owner.name}},
+            }]}
+
+
+def _owned_metadata(name: str, namespace: str, labels: Mapping[str, str], run_id: str,
+                    owner: Owner | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels),
+                                "annotations": {LABEL_RUN_ID: run_id}}
+    if owner is not None:
+        metadata["ownerReferences"] = [owner.reference()]
+    return metadata
+
+
+# --- the ephemeral Dask cluster of a run (dask.cluster: ephemeral) -------------------------
+#: The scheduler's port (Dask's default) and the name of that container port.
+DASK_PORT = 8786
+DASK_PORT_NAME = "tcp-comm"
+DASK_SCHEDULER = "dask-scheduler"
+DASK_WORKER = "dask-worker"
+#: The pod's IP (downward API): the scheduler and the workers listen on it.
+ENV_POD_IP = "MLOPS_POD_IP"
+#: Seconds a scheduler or worker pod may live beyond the sum of the steps' deadlines and
+#: the start timeout (``activeDeadlineSeconds``: a cluster whose controller was killed and
+#: never resumed stops by itself).
+DASK_POD_MARGIN_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class DaskCluster:
+    """The manifests of a run's ephemeral Dask cluster (see :func:`build_dask_cluster`)."""
+
+    scheduler: Job  # a v1 Pod
+    service: Job  # a v1 Service (headless) in front of the scheduler
+    workers: tuple[Job, ...]  # v1 Pods
+    address: str  # tcp://<service>.<namespace>.svc:8786
+
+    @property
+    def pod_names(self) -> list[str]:
+        """The scheduler's and the workers' pod names."""
+        return [p["metadata"]["name"] for p in (self.scheduler, *self.workers)]
+
+
+def dask_labels(k8s: KubernetesConfig, run_id: str, component: str) -> dict[str, str]:
+    """The labels of a run's scheduler or worker pods and Service (``component`` is
+    ``dask-scheduler`` or ``dask-worker``)."""
+    labels = job_labels(k8s, run_id, component)
+    labels["app.kubernetes.io/component"] = component
+    return labels
+
+
+def dask_selector(k8s: KubernetesConfig, run_id: str, component: str | None = None) -> str:
+    """A label selector of the run's Dask pods (of one component, else both)."""
+    instance = dask_labels(k8s, run_id, DASK_SCHEDULER)["app.kubernetes.io/instance"]
+    which = (f"app.kubernetes.io/component={component}" if component else
+             f"app.kubernetes.io/component in ({DASK_SCHEDULER},{DASK_WORKER})")
+    return (f"app.kubernetes.io/managed-by=mlops-controller,{LABEL_RUN_ID}="
+            f"{label_value(run_id)},app.kubernetes.io/instance={instance},{which}")
+
+
+def _service_name(release: str, run_id: str) -> str:
+    # A Service name is a DNS-1035 label: it must start with a letter.
+    name = job_name(release, run_id, DASK_SCHEDULER)
+    return name if name[0].isalpha() else job_name(f"d{release}", run_id, DASK_SCHEDULER)
+
+
+def _dask_pod(k8s: KubernetesConfig, run_id: str, component: str, name: str, args: list[str],
+              resources: Mapping[str, Any], namespace: str, owner: Owner | None,
+              extra_env: Mapping[str, str]) -> Job:
+    spec = copy.deepcopy(k8s.pod_template) if k8s.pod_template else default_pod_template(k8s)
+    container = _template_container(spec)
+    check_image(str(container.get("image") or ""))
+    env = [e for e in container.get("env") or [] if isinstance(e, dict)
+           and e.get("name") != ENV_POD_IP]
+    declared = {e.get("name") for e in env}
+    env += [{"name": k, "value": v} for k, v in extra_env.items() if k not in declared]
+    env.append({"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    container.update(name=component.removeprefix("dask-"), command=["dask"], args=args,
+                     env=env, resources=copy.deepcopy(dict(resources)))
+    if component == DASK_SCHEDULER:
+        container["ports"] = [{"name": DASK_PORT_NAME, "containerPort": DASK_PORT,
+                               "protocol": "TCP"}]
+        # Ready (and so in the headless Service's DNS) once it accepts connections.
+        container["readinessProbe"] = {"tcpSocket": {"port": DASK_PORT_NAME},
+                                       "periodSeconds": 2, "failureThreshold": 3}
+    # A worker or scheduler that dies is restarted in place for the rest of the run.
+    spec["restartPolicy"] = "Always"
+    steps = k8s.steps
+    spec["activeDeadlineSeconds"] = (
+        steps.ingest.active_deadline_seconds + steps.monitor_check.active_deadline_seconds
+        + steps.train.active_deadline_seconds + k8s.dask.start_timeout_seconds
+        + DASK_POD_MARGIN_SECONDS)
+    _pin_to_controller(spec, k8s, owner)
+    labels = dask_labels(k8s, run_id, component)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
+            "spec": spec}
+
+
+def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
+                       namespace: str, owner: Owner | None = None,
+                       extra_env: Mapping[str, str] | None = None) -> DaskCluster:
+    """The scheduler pod, its headless Service and ``dask.n_workers`` worker pods of a
+    ``dask.cluster: ephemeral`` run (pure).
+
+    The pods are the step pod (``kubernetes.pod_template``: same image, identity, security
+    context, volumes, env) running ``dask scheduler`` / ``dask worker`` instead of
+    ``mlops``, with ``kubernetes.dask`` resources, ``restartPolicy: Always`` and an
+    ``activeDeadlineSeconds`` bound; every object is owned by the controller's Job and
+    labelled with the run id. The Service is headless (``clusterIP: None``): its DNS name
+    answers with the scheduler pod's IP once the pod is Ready (its TCP readiness probe), so
+    no proxy sits between the steps and the scheduler.
+
+    Raises:
+        KubernetesBadRequestError: See :func:`build_job`.
+    """
+    env = dict(extra_env or {})
+    scheduler_name = job_name(k8s.release, run_id, DASK_SCHEDULER)
+    service = _service_name(k8s.release, run_id)
+    address = f"tcp://{service}.{namespace}.svc:{DASK_PORT}"
+    scheduler = _dask_pod(
+        k8s, run_id, DASK_SCHEDULER, scheduler_name,
+        ["scheduler", "--host", f"$({ENV_POD_IP})", "--port", str(DASK_PORT),
+         "--no-dashboard"], k8s.dask.scheduler_resources, namespace, owner, env)
+    workers = tuple(
+        _dask_pod(k8s, run_id, DASK_WORKER, job_name(k8s.release, run_id, f"{DASK_WORKER}-{i}"),
+                  ["worker", address, "--host", f"$({ENV_POD_IP})", "--nworkers", "1",
+                   # The pod is the nanny: the kubelet restarts a worker that died and the
+                   # container's memory limit is enforced by the kernel.
+                   "--no-nanny",
+                   "--nthreads", str(dask.threads_per_worker), "--memory-limit",
+                   dask.memory_limit.strip(), "--local-directory", "/tmp", "--no-dashboard",
+                   "--name", job_name(k8s.release, run_id, f"{DASK_WORKER}-{i}")],
+                  k8s.dask.worker_resources, namespace, owner, env)
+        for i in range(dask.n_workers))
+    labels = dask_labels(k8s, run_id, DASK_SCHEDULER)
+    svc: Job = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _owned_metadata(service, namespace, labels, run_id, owner),
+        "spec": {"clusterIP": "None", "type": "ClusterIP",
+                 "selector": {k: labels[k] for k in ("app.kubernetes.io/instance",
+                                                     "app.kubernetes.io/component",
+                                                     LABEL_RUN_ID)},
+                 "ports": [{"name": DASK_PORT_NAME, "port": DASK_PORT,
+                            "targetPort": DASK_PORT_NAME, "protocol": "TCP"}]},
+    }
+    return DaskCluster(scheduler=scheduler, service=svc, workers=workers, address=address)
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """True when the pod's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pod_problem(pod: Mapping[str, Any]) -> str:
+    """Why a pod is not running, from its phase and container states ("" if nothing)."""
+    status = pod.get("status") or {}
+    parts = []
+    if status.get("phase") in ("Failed", "Succeeded"):
+        parts.append(f"phase {status['phase']}")
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        waiting, term = state.get("waiting"), state.get("terminated")
+        last = (cs.get("lastState") or {}).get("terminated")
+        if waiting and waiting.get("reason") not in (None, "ContainerCreating"):
+            parts.append(f"{cs.get('name')} waiting: {waiting.get('reason')} "
+                         f"{waiting.get('message') or ''}".strip())
+        for t in (term, last):
+            if t:
+                parts.append(f"{cs.get('name')} exited {t.get('exitCode')} "
+                             f"({t.get('reason') or 'Error'})")
+    return "; ".join(parts)
 
 
 def job_state(job: Mapping[str, Any]) -> str | None:
@@ -386,6 +560,10 @@ def failed_condition(job: Mapping[str, Any]) -> tuple[str, str]:
 # --- errors ------------------------------------------------------------------------------
 class JobExistsError(KubernetesError):
     """Creating a Job answered 409 AlreadyExists (the caller adopts the Job)."""
+
+
+class NotFoundError(KubernetesBadRequestError):
+    """The object does not exist (404 in an existing namespace; exit 2 where it matters)."""
 
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -430,7 +608,10 @@ def translate(err: BaseException, what: str, namespace: str) -> MLOpsError:
     if status == 401:
         return KubernetesBadRequestError(f"the Kubernetes API rejected the credentials "
                                          f"({what}): {message}")
-    if status in (400, 404, 422):
+    if status == 404:
+        return NotFoundError(f"the Kubernetes API refused to {what} "
+                             f"(HTTP {status}): {message}")
+    if status in (400, 422):
         return KubernetesBadRequestError(f"the Kubernetes API refused to {what} "
                                          f"(HTTP {status}): {message}")
     return KubernetesError(f"Kubernetes API error ({what}): HTTP {status} {message}")
@@ -660,6 +841,63 @@ class KubeClient:
             if job_state(job):
                 return job
             rv = (job.get("metadata") or {}).get("resourceVersion")
+
+    def create_object(self, body: Job) -> Job:
+        """Create a v1 Pod or Service (the ephemeral Dask cluster's objects).
+
+        Raises:
+            JobExistsError: An object of that name exists already (409).
+            KubernetesBadRequestError: 403, 404 namespace, 422 invalid (exit 2).
+            KubernetesError: 5xx or connection errors after the retries (exit 1).
+        """
+        kind, name = body["kind"], body["metadata"]["name"]
+        create = (self.core.create_namespaced_pod if kind == "Pod"
+                  else self.core.create_namespaced_service)
+        return self._plain(self._call(f"create {kind} {name}", lambda: create(
+            self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
+
+    def get_pod(self, name: str) -> Job | None:
+        """Read a pod; None when it does not exist."""
+        try:
+            return self._plain(self._call(f"get Pod {name}", lambda: self.core.read_namespaced_pod(
+                name, self.namespace, _request_timeout=REQUEST_TIMEOUT)))
+        except NotFoundError:
+            return None
+
+    def list_pods(self, label_selector: str) -> list[Job]:
+        """The pods matching a label selector."""
+        listed = self._plain(self._call(
+            f"list pods {label_selector}", lambda: self.core.list_namespaced_pod(
+                self.namespace, label_selector=label_selector,
+                _request_timeout=REQUEST_TIMEOUT)))
+        return [p for p in listed.get("items") or [] if isinstance(p, dict)]
+
+    def delete_object(self, kind: str, name: str) -> bool:
+        """Delete a Pod or Service (the pod with its grace period); False when it was gone.
+
+        Raises:
+            KubernetesBadRequestError: 403 (exit 2).
+            KubernetesError: 5xx or connection errors after the retries (exit 1).
+        """
+        delete = (self.core.delete_namespaced_pod if kind == "Pod"
+                  else self.core.delete_namespaced_service)
+        try:
+            self._call(f"delete {kind} {name}", lambda: delete(
+                name, self.namespace, _request_timeout=REQUEST_TIMEOUT))
+        except NotFoundError:
+            return False
+        return True
+
+    def pod_log(self, name: str, container: str, tail_lines: int = 10) -> list[str]:
+        """The last log lines of a pod's container (best effort: a line saying why not)."""
+        try:
+            text = self._call(f"read log of pod {name}",
+                              lambda: self.core.read_namespaced_pod_log(
+                                  name, self.namespace, container=container,
+                                  tail_lines=tail_lines, _request_timeout=REQUEST_TIMEOUT))
+        except MLOpsError as err:
+            return [f"(log of pod {name} cannot be read: {err})"]
+        return [ln for ln in str(text or "").splitlines() if ln.strip()][-tail_lines:]
 
     def failure_report(self, name: str, container: str, tail_lines: int = 10
                        ) -> tuple[int | None, list[str]]:

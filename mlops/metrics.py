@@ -235,13 +235,12 @@ def _metric_samples(name: str, metrics: Mapping[str, Any]) -> list[Sample]:
     return out
 
 
-def run_samples(config: Config, summary: Mapping[str, Any], rows: int | None,
+def run_samples(summary: Mapping[str, Any], rows: int | None,
                 history: Sequence[Mapping[str, Any]], schema_changes: int,
                 durations: Mapping[str, float], now: float | None = None) -> list[Sample]:
     """What a successful run pushes.
 
     Args:
-        config: The config.
         summary: The run summary (:func:`mlops.pipeline.summarize`); ``metrics`` and
             ``challenger_metrics`` mappings are used when present, else the accuracies.
         rows: Rows ingested by the run.

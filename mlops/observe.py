@@ -195,7 +195,7 @@ class RunObserver:
         ingested = ws.read_result(self.run_id, "ingest") or {}
         manifests = [{"columns": r.columns}
                      for r in reversed(ws.versioner.list_records())]  # oldest first
-        return run_samples(self.config, summary, ingested.get("rows"),
+        return run_samples(summary, ingested.get("rows"),
                            ws.monitor.get_history(), schema_changes(manifests),
                            self.durations)
 

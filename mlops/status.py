@@ -200,10 +200,27 @@ def check_health(config: Config, store: Store | None = None,
                                             "message": last.message},
         last_success=None if success is None else {"run_id": success.run_id,
                                                    "finished_at": success.finished_at},
-        serving={"model_version": serving_version, "accuracy": accuracy,
-                 "threshold": threshold},
+        serving=_serving(summary, serving_version, accuracy, threshold),
         drift=drift, runs_since_retrain=since, failed_last_week=failed_week,
         report_url=report_url, checked_at=now.isoformat(timespec="seconds"))
+
+
+def _serving(summary: Mapping[str, Any], version: str | None, accuracy: Any,
+             accuracy_threshold: float) -> dict[str, Any]:
+    """The serving model's gating metric, its score and limit (accuracy by default).
+
+    ``accuracy`` and ``threshold`` stay for readers of the first release's JSON; with
+    another ``monitoring.metric`` the run's own ``score`` and ``threshold`` are shown.
+    """
+    metric = summary.get("metric") or "accuracy"
+    own = summary.get("model_version") == version
+    score: Any = accuracy
+    limit: Any = accuracy_threshold
+    if metric != "accuracy":
+        score = summary.get("score") if own else None
+        limit = summary.get("threshold")
+    return {"model_version": version, "metric": metric, "score": score, "limit": limit,
+            "accuracy": accuracy, "threshold": accuracy_threshold}
 
 
 def _production(store: Store) -> str | None:
@@ -229,8 +246,10 @@ def render(h: Health) -> str:
         lines.append(f"last success:  {h.last_success['run_id']} at "
                      f"{h.last_success['finished_at'] or '-'}")
     s = h.serving
-    lines.append(f"serving model: {s['model_version'] or '-'} accuracy {num(s['accuracy'])} "
-                 f"(threshold {s['threshold']:g})")
+    limit = s.get("limit")
+    lines.append(f"serving model: {s['model_version'] or '-'} {s.get('metric') or 'accuracy'} "
+                 f"{num(s.get('score'))} (threshold "
+                 f"{f'{limit:g}' if isinstance(limit, int | float) else '-'})")
     if h.drift is not None:
         feats = ", ".join(h.drift["features"][:5]) or "none"
         lines.append(f"last drift:    score {num(h.drift['score'])} "

@@ -60,6 +60,7 @@ def _clean_memory_fs() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _no_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLOPS_STORAGE_URI", raising=False)
+    monkeypatch.delenv("MLOPS_DASK_ADDRESS", raising=False)
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError
 from mlops.partitions import KILL_ONCE_ENV
@@ -39,7 +40,7 @@ def cluster_with_env(request: pytest.FixtureRequest) -> Iterator[Any]:
     env, retries = request.param
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                         memory_limit="600MB", dashboard_address=None,
+                         memory_limit="600MB", **NO_DASHBOARD,
                          env=env) as cluster, Client(cluster) as client:
         yield client
 

@@ -20,6 +20,7 @@ import pytest
 
 from mlops.check import check_store
 from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import column_stats, generate_synthetic_data
 from mlops.errors import ClusterError, DataValidationError, IntegrityError
 from mlops.hashing import content_hash
@@ -43,7 +44,7 @@ N_FEATURES = 4
 def client() -> Iterator[Any]:
     """One in-process cluster for the module; steps find it as the current client."""
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+                      **NO_DASHBOARD) as cluster, Client(cluster) as c:
         yield c
 
 

@@ -489,3 +489,102 @@ def test_delete_without_policy_orphans_pods_like_batch_v1(
     batch.delete_namespaced_job("orphaner", NS)  # batch/v1 default: Orphan
     pods = core.list_namespaced_pod(NS, label_selector="job-name=orphaner").items
     assert len(pods) == 1 and not pods[0].metadata.owner_references
+
+
+# --- pods and Services created through the API (the ephemeral Dask cluster's objects) ---
+_LISTENER = ("import os, socket, time; s = socket.socket(); "
+             "s.bind((os.environ['POD_IP'], 8786)); s.listen(); time.sleep(60)")
+
+
+def _bare_pod(name: str, script: str, labels: dict[str, str] | None = None,
+              restart: str = "Always") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 1,
+                 "containers": [{
+                     "name": "main", "image": "python:3.11", "command": [sys.executable],
+                     "args": ["-c", script],
+                     "env": [{"name": "POD_IP",
+                              "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                             {"name": "TARGET", "value": f"tcp://sched.{NS}.svc:8786"}],
+                     "ports": [{"name": "comm", "containerPort": 8786}],
+                     "readinessProbe": {"tcpSocket": {"port": "comm"}}}]},
+    }
+
+
+def _until(check: Any, seconds: float = 20) -> Any:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_pods_run_on_own_ips_become_ready_by_probe_and_resolve_headless_services(
+        kube_api: FakeKubeAPI, core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod(NS, _bare_pod("sched", _LISTENER, {"app": "sched"}))
+    core.create_namespaced_service(NS, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "sched"},
+        "spec": {"clusterIP": "None", "selector": {"app": "sched"},
+                 "ports": [{"port": 8786, "targetPort": "comm"}]}})
+    pod = _until(lambda: (lambda p: p if p and any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in p["status"].get("conditions", [])) else None)(
+            kube_api.get_object("pods", NS, "sched")))
+    ip = pod["status"]["podIP"]
+    assert ip.startswith("127.") and ip != "127.0.0.1"
+    svc = kube_api.get_object("services", NS, "sched")
+    assert svc["spec"]["ports"][0]["protocol"] == "TCP" and svc["spec"]["clusterIPs"] == ["None"]
+    # A second pod listening on the same port (its own IP), told the Service's DNS name.
+    core.create_namespaced_pod(NS, _bare_pod(
+        "client", "import os; print(os.environ['TARGET'], flush=True); " + _LISTENER))
+    _until(lambda: kube_api.pod_log(NS, "client").strip())
+    assert kube_api.pod_log(NS, "client").strip() == f"tcp://{ip}:8786"
+
+    # Deleting a running pod is graceful: deletionTimestamp first, gone once it stopped.
+    deleted = core.delete_namespaced_pod("sched", NS)
+    assert deleted.metadata.deletion_timestamp is not None
+    _until(lambda: kube_api.get_object("pods", NS, "sched") is None)
+    core.delete_namespaced_service("sched", NS)
+    assert kube_api.services(NS) == []
+    assert [s["metadata"]["name"] for s in kube_api.created("services", NS)] == ["sched"]
+
+
+def test_pod_restart_policy_and_service_validation(
+        kube_api: FakeKubeAPI, core: client.CoreV1Api, kube_client: client.ApiClient) -> None:
+    core.create_namespaced_pod(NS, _bare_pod("once", "import sys; sys.exit(3)",
+                                             restart="Never"))
+    core.create_namespaced_pod(NS, _bare_pod("again", "import sys; sys.exit(3)"))
+    done = _until(lambda: (lambda p: p if p and p["status"].get("phase") == "Failed" else None)(
+        kube_api.get_object("pods", NS, "once")))
+    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+    _until(lambda: kube_api.get_object("pods", NS, "again")["status"][
+        "containerStatuses"][0]["restartCount"] >= 2)
+    assert kube_api.get_object("pods", NS, "again")["status"]["phase"] == "Running"
+    with pytest.raises(ApiException) as err:  # a Service name must start with a letter
+        raw_request(kube_client, "POST", f"/api/v1/namespaces/{NS}/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "1-sched"},
+            "spec": {"ports": [{"port": 8786}]}})
+    assert err.value.status == 422 and "DNS-1035" in str(err.value.body)
+    # Deleting the owner Job (Background) removes the objects it owns.
+    job = kube_api.create_object({"apiVersion": "batch/v1", "kind": "Job",
+                                  "metadata": {"name": "owner", "namespace": NS},
+                                  "spec": {"template": {"spec": {
+                                      "restartPolicy": "Never", "containers": [{
+                                          "name": "c", "image": "busybox:1",
+                                          "command": [sys.executable, "-c", "pass"]}]}}}})
+    ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "owner",
+           "uid": job["metadata"]["uid"]}
+    owned = _bare_pod("owned", _LISTENER)
+    owned["metadata"]["ownerReferences"] = [ref]
+    core.create_namespaced_pod(NS, owned)
+    core.create_namespaced_service(NS, {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "owned", "ownerReferences": [ref]},
+        "spec": {"clusterIP": "None", "ports": [{"port": 8786}]}})
+    kube_api.delete_object("jobs", NS, "owner", "Background")
+    _until(lambda: kube_api.get_object("pods", NS, "owned") is None)
+    assert kube_api.get_object("services", NS, "owned") is None

@@ -93,6 +93,12 @@ labels:
   {{- end }}
 pod_template:
   {{- include "mlops.stepPodSpec" . | nindent 2 }}
+dask:
+  scheduler_resources:
+    {{- toYaml .Values.dask.scheduler.resources | nindent 4 }}
+  worker_resources:
+    {{- toYaml .Values.dask.worker.resources | nindent 4 }}
+  start_timeout_seconds: {{ int .Values.dask.startTimeoutSeconds }}
 steps:
   ingest:
     {{- include "mlops.stepConfig" .Values.steps.ingest | nindent 4 }}
@@ -100,6 +106,32 @@ steps:
     {{- include "mlops.stepConfig" .Values.steps.monitorCheck | nindent 4 }}
   train:
     {{- include "mlops.stepConfig" .Values.steps.train | nindent 4 }}
+{{- end -}}
+
+{{/*
+mlops.daskConfig: the `dask` section of config.yaml: the pass-through config.dask with
+cluster and n_workers from the dask values (which own them), and the checks of
+combinations that cannot work.
+*/}}
+{{- define "mlops.daskConfig" -}}
+{{- $values := .root.Values.dask -}}
+{{- $dask := deepCopy (default dict (get .cfg "dask")) -}}
+{{- range $key, $value := dict "cluster" "dask.cluster" "n_workers" "dask.nWorkers" -}}
+{{- if hasKey $dask $key -}}
+{{- fail (printf "config.dask.%s is rendered by the chart; set %s instead" $key $value) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $values.cluster "ephemeral" -}}
+{{- if get $dask "address" -}}
+{{- fail "dask.cluster: ephemeral starts a cluster for each run, but config.dask.address names an existing scheduler; set only one" -}}
+{{- end -}}
+{{- if ne (toString (get (default dict (get .cfg "data")) "engine")) "dask" -}}
+{{- fail "dask.cluster: ephemeral needs config.data.engine: dask (no other engine uses a Dask cluster)" -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $dask "cluster" $values.cluster -}}
+{{- $_ := set $dask "n_workers" (int $values.nWorkers) -}}
+{{- toYaml $dask -}}
 {{- end -}}
 
 {{/*
@@ -117,6 +149,7 @@ resolved storage.uri and the chart-owned `kubernetes` section.
 {{- $_ := set $storage "uri" (include "mlops.storageUri" .) -}}
 {{- $_ := set $cfg "storage" $storage -}}
 {{- $_ := set $cfg "kubernetes" (include "mlops.kubernetesConfig" . | fromYaml) -}}
+{{- $_ := set $cfg "dask" (include "mlops.daskConfig" (dict "cfg" $cfg "root" .) | fromYaml) -}}
 {{- include "mlops.withNotifications" (dict "cfg" $cfg "root" .) -}}
 {{- toYaml $cfg -}}
 {{- end -}}

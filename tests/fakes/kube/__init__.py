@@ -42,7 +42,8 @@ Configuration (may be changed while running):
 Inspection and driving:
     ``requests`` (list of :class:`RequestRecord` ``(method, path, query)``),
     ``clear_requests()``, ``jobs(namespace)``, ``events(namespace)``,
-    ``pods(namespace, job_name=None)``,
+    ``pods(namespace, job_name=None)``, ``services(namespace)``,
+    ``created(resource, namespace)`` (every object as created, deleted ones too),
     ``get_object(resource, namespace, name)`` (``None`` if absent),
     ``create_object(obj) -> dict`` (same validation/defaulting as HTTP; raises
     :class:`KubeAPIError`), ``delete_object(resource, namespace, name, propagation_policy)``,
@@ -52,9 +53,11 @@ Inspection and driving:
     ``kubelet_errors`` (problems the kubelet hit, e.g. an unmapped PVC).
 
 Resources: ``batch/v1`` jobs (create, get, ``/status`` get, list, watch, delete with
-``Orphan`` or ``Background`` propagation), ``v1`` pods (get, list, watch, ``/log`` with
-``tailLines``), ``v1`` configmaps and secrets (create, get, list, watch, delete), ``v1``
-namespaces (get, list), ``events.k8s.io/v1`` events (create, get, list, watch, delete;
+``Orphan`` or ``Background`` propagation: the Background garbage collector also removes the
+pods and Services the Job owns), ``v1`` pods (create, get, list, watch, delete, ``/log`` with
+``tailLines``), ``v1`` services (create, get, list, watch, delete), ``v1`` configmaps and
+secrets (create, get, list, watch, delete), ``v1`` namespaces (get, list),
+``events.k8s.io/v1`` events (create, get, list, watch, delete;
 ``forbid("create", "events")`` or a Role without the events rule answers 403), ``/version``.
 
 Behaviour of a real cluster it reproduces:
@@ -69,6 +72,17 @@ Behaviour of a real cluster it reproduces:
   ownerReferences needs ``delete`` on the object, ``blockOwnerDeletion`` needs ``update`` on
   ``<owner>/finalizers``; both answer 403 with the real plugin's wording.
 * Watches with resourceVersions, bookmarks-free resumption and 410 Gone after compaction.
+* Pods created through the API (not a Job's): each gets an IP of its own in 127.0.0.0/8
+  (``status.podIP``, also through the downward API), so two pods listen on one port like on
+  a cluster; the first container runs as a subprocess, restarted per ``restartPolicy``
+  (``restartCount``, ``lastState``); Ready at once, or once its ``tcpSocket`` readiness
+  probe connects; a delete is graceful (``deletionTimestamp``, SIGTERM, grace period,
+  SIGKILL, then the pod is gone).
+* The cluster DNS of headless Services (``clusterIP: None``): a container's env values and
+  args naming ``<service>.<namespace>.svc[.cluster.local]`` are resolved, when the process
+  starts, to the IP of a Ready pod the Service selects, as the DNS answers for a headless
+  Service. A Service with a cluster IP is stored but not routed (no kube-proxy: the name is
+  left as it is and ``kubelet_errors`` says so).
 
 Deliberate differences from a real cluster:
 
@@ -76,7 +90,7 @@ Deliberate differences from a real cluster:
   (a real server answers list with an empty list and get with ``jobs.batch "y" not found``).
 * Unknown fields are rejected with 422 Invalid (a real server's default ``fieldValidation``
   is ``Warn``: it drops them silently).
-* No update/patch (PUT/PATCH answer 405), no pod creation or pod deletion through the API,
+* No update/patch (PUT/PATCH answer 405), no deletion of a Job's pods through the API,
   no eviction API (``evict()`` stands in for a drain), no Foreground deletion, no
   pagination (``limit``/``continue`` are ignored), no ``follow``/``previous`` logs, no API
   discovery beyond ``/version``, no ``dryRun``.
@@ -87,8 +101,12 @@ Deliberate differences from a real cluster:
 * No security admission: ``runAsUser``/``fsGroup`` are not checked against a range (as
   OpenShift's SCCs do) and the process runs as the test's user; no ``fsGroup`` chown.
 * ``ttlSecondsAfterFinished``, ``spec.suspend``, ``parallelism``/``completions`` > 1,
-  Indexed completion mode, resource limits, probes, images and init containers are ignored:
-  each Job runs one pod at a time, the first container of the template only.
+  Indexed completion mode, resource limits, probes (but a bare pod's ``tcpSocket``
+  readiness probe), images and init containers are ignored: each Job runs one pod at a
+  time, the first container of the template only. A bare pod's ``activeDeadlineSeconds``
+  is ignored; the restart back-off is ``retry_backoff`` and restarts stop after 20.
+* A pod's log stays readable through ``pod_log()`` after the pod was deleted (not through
+  the API).
 * Retry back-off is ``retry_backoff`` seconds instead of 10 s, 20 s, 40 s ...; a pod's
   grace period is capped at ``termination_grace_seconds``.
 * A Job whose thread runs longer than ``max_job_seconds`` is failed with

@@ -7,9 +7,11 @@ import contextlib
 import copy
 import functools
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +29,7 @@ from tests.fakes.kube.model import (
     random_suffix,
     utc_timestamp,
 )
+from tests.fakes.kube.selectors import Selector
 from tests.fakes.kube.store import ObjectStore
 
 LOG_LIMIT_BYTES = 1024 * 1024
@@ -34,6 +37,11 @@ DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 _MAX_ATTEMPTS = 200
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _FIELD_REF = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+#: A Service's DNS name in an env value or argument: <service>.<namespace>.svc[.cluster.local].
+_SERVICE_DNS = re.compile(r"(?<![-.a-z0-9])([a-z]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*"
+                          r"[a-z0-9])?)\.svc(\.cluster\.local)?(?![-a-z0-9])")
+#: Restarts of a pod's container (restartPolicy Always/OnFailure) before the fake gives up.
+_MAX_RESTARTS = 20
 
 
 class Kubelet(ObjectStore):
@@ -43,6 +51,148 @@ class Kubelet(ObjectStore):
         run.thread = threading.Thread(target=self._run_job, args=(run,),
                                       name=f"kubelet-{run.name}", daemon=True)
         run.thread.start()
+
+    def _start_pod(self, run: JobRun) -> None:
+        run.thread = threading.Thread(target=self._run_bare_pod, args=(run,),
+                                      name=f"kubelet-pod-{run.name}", daemon=True)
+        run.thread.start()
+
+    def _run_bare_pod(self, run: JobRun) -> None:
+        """Run a pod created through the API: its own IP on the loopback network, its first
+        container as a subprocess restarted per ``restartPolicy``, Ready after its
+        ``tcpSocket`` readiness probe connects (at once without a probe); deleted (the
+        object removed) once the process has stopped after a delete."""
+        ns, name, uid = run.namespace, run.name, run.uid
+        pod = self.get_object("pods", ns, name)
+        if pod is None:
+            return
+        # Each pod gets an address of its own in 127.0.0.0/8 (all of it is the loopback
+        # interface on Linux), so two pods can listen on the same port like on a cluster.
+        ip = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        container = pod["spec"]["containers"][0]
+        cname = container["name"]
+        now = utc_timestamp()
+
+        def scheduled(p: JSON) -> None:
+            p["spec"]["nodeName"] = "fake-node"
+            p["status"].update(
+                hostIP="127.0.0.1", podIP=ip, podIPs=[{"ip": ip}], startTime=now,
+                conditions=[{"type": "PodScheduled", "status": "True",
+                             "lastTransitionTime": now}],
+                containerStatuses=[{
+                    "name": cname, "image": container.get("image", ""), "imageID": "",
+                    "ready": False, "restartCount": 0, "started": False,
+                    "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}])
+
+        self._update("pods", ns, name, uid, scheduled)
+        with self._lock:
+            self._logs[(ns, name)] = bytearray()
+        tmp = Path(tempfile.mkdtemp(prefix=f"fake-kubelet-{name}-"))
+        try:
+            self._bare_pod_loop(run, container, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with self._lock:
+                self._runs.pop(uid, None)
+                current = self._objects.get(("pods", ns, name))
+                if current is not None and current["metadata"]["uid"] == uid and (
+                        current["metadata"].get("deletionTimestamp")
+                        or self._stopping.is_set()):
+                    # The log stays readable through pod_log() (not the API) for tests.
+                    self._put("pods", ns, copy.deepcopy(current), "DELETED")
+
+    def _bare_pod_loop(self, run: JobRun, container: JSON, tmp: Path) -> None:
+        ns, name, uid = run.namespace, run.name, run.uid
+        restarts = 0
+        while not (run.cancel.is_set() or self._stopping.is_set()):
+            pod = self.get_object("pods", ns, name)
+            if pod is None:
+                return
+            try:
+                argv, env, cwd = self._prepare(pod, container, tmp)
+            except PodSetupError as e:
+                self._kubelet_error(name, str(e))
+                waiting = {"reason": e.reason, "message": str(e)}
+                self._update("pods", ns, name, uid,
+                             functools.partial(set_waiting, waiting=waiting))
+                run.cancel.wait(0.2)
+                continue
+            code = self._serve_container(run, pod, container, argv, env, cwd, restarts)
+            if code is None:
+                return
+            policy = pod["spec"].get("restartPolicy", "Always")
+            again = (policy == "Always" or (policy == "OnFailure" and code != 0)) \
+                and restarts < _MAX_RESTARTS
+            if not again:
+                self._update("pods", ns, name, uid, functools.partial(
+                    set_fields_of, path="status",
+                    phase="Succeeded" if code == 0 else "Failed"))
+                return
+            restarts += 1
+            run.cancel.wait(self.retry_backoff)
+
+    def _serve_container(self, run: JobRun, pod: JSON, container: JSON, argv: list[str],
+                         env: dict[str, str], cwd: str | None, restarts: int) -> int | None:
+        """Run the container once; its exit code, or None when the pod is being deleted."""
+        ns, name, uid = run.namespace, run.name, run.uid
+        ip = pod["status"].get("podIP", "127.0.0.1")
+        try:
+            proc = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            with self._lock:
+                self._logs[(ns, name)] += f"exec: {e}\n".encode()
+            return 128
+        started = utc_timestamp()
+        probe_port = _probe_port(container)
+
+        def running(p: JSON) -> None:
+            cs = p["status"]["containerStatuses"][0]
+            if "terminated" in (cs.get("state") or {}):  # a restart: the last run's end
+                cs["lastState"] = {"terminated": cs["state"]["terminated"]}
+            cs.update(started=True, ready=probe_port is None, restartCount=restarts,
+                      containerID=f"fake://{proc.pid}", state={"running": {"startedAt": started}})
+            p["status"]["phase"] = "Running"
+            _set_ready(p, probe_port is None)
+
+        reader = threading.Thread(target=self._pump_log, args=(proc, ns, name),
+                                  name=f"log-{name}", daemon=True)
+        reader.start()
+        with self._lock:
+            run.proc = proc
+            run.pod_name = name
+        deleted = False
+        try:
+            self._update("pods", ns, name, uid, running)
+            ready = probe_port is None
+            while proc.poll() is None:
+                if run.cancel.is_set() or self._stopping.is_set():
+                    deleted = True
+                    self._kill(proc, self._grace_seconds(pod))
+                    break
+                if not ready and probe_port is not None and _connects(ip, probe_port):
+                    ready = True
+                    self._update("pods", ns, name, uid, functools.partial(
+                        _mark_ready, ready=True))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.05)
+            code = proc.wait()
+        finally:
+            self._release(run, proc, reader)
+        exit_code = 128 - code if code < 0 else code
+        finished = utc_timestamp()
+
+        def terminated(p: JSON) -> None:
+            cs = p["status"]["containerStatuses"][0]
+            term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": started, "finishedAt": finished,
+                    "containerID": cs.get("containerID", "")}
+            cs.update(ready=False, started=False, state={"terminated": term})
+            _set_ready(p, False)
+
+        self._update("pods", ns, name, uid, terminated)
+        return None if deleted else exit_code
 
     def wait_for_job(self, namespace: str, name: str, timeout: float = 10.0) -> JSON:
         """Wait (bounded) until a Job has a Complete or Failed condition; return it."""
@@ -383,12 +533,7 @@ class Kubelet(ObjectStore):
                     proc.wait(timeout=0.02)
             code = proc.wait()
         finally:
-            with self._lock:
-                run.proc = None
-                run.pod_name = None
-            reader.join(5)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            self._release(run, proc, reader)
         exit_code = 128 - code if code < 0 else code
         if reason == "Deleted":
             if run.orphaned:
@@ -396,6 +541,16 @@ class Kubelet(ObjectStore):
             return None
         self._terminate_pod(run, pod_name, pod_uid, exit_code, reason, condition)
         return exit_code, self._pod_or(pod, ns, pod_name), reason
+
+    def _release(self, run: JobRun, proc: subprocess.Popen[bytes],
+                 reader: threading.Thread) -> None:
+        """The container's process has ended: forget it, finish reading its log."""
+        with self._lock:
+            run.proc = None
+            run.pod_name = None
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def _grace_seconds(self, pod: JSON) -> float:
         """The pod's terminationGracePeriodSeconds, at most ``termination_grace_seconds``."""
@@ -537,13 +692,38 @@ class Kubelet(ObjectStore):
         expanded = [_VAR_REF.sub(lambda m: cenv.get(m.group(1), m.group(0)), a)
                     for a in command + args]
         head = self.command_map.get(expanded[0], [expanded[0]])
-        argv = list(head) + [rewrite(a) for a in expanded[1:]]
+        argv = list(head) + [self._resolve(rewrite(a), pod) for a in expanded[1:]]
+        for k in cenv:
+            env[k] = self._resolve(env[k], pod)
         cwd: str | None = None
         if container.get("workingDir"):
             mapped = rewrite(container["workingDir"])
             if mapped != container["workingDir"]:
                 cwd = mapped
         return argv, env, cwd
+
+    def _resolve(self, value: str, pod: JSON) -> str:
+        """The cluster DNS, for the names a process is started with: each
+        ``<service>.<namespace>.svc[.cluster.local]`` of a headless Service becomes the IP of
+        a Ready pod its selector matches, which is what the cluster DNS answers for a
+        headless Service. Names of other Services, or with no Ready pod, stay as they are
+        (they do not resolve on this machine, as a name without records would not)."""
+        def answer(m: re.Match[str]) -> str:
+            svc = self.get_object("services", m.group(3), m.group(1))
+            if svc is None:
+                return m.group(0)
+            spec = svc.get("spec") or {}
+            if spec.get("clusterIP") != "None":
+                self._kubelet_error(pod["metadata"]["name"], f"service {m.group(1)} has a "
+                                    "cluster IP: only headless Services resolve in the fake")
+                return m.group(0)
+            selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items())
+            for other in self._list("pods", m.group(3), Selector("pods", selector, None)):
+                if _is_ready(other) and other["status"].get("podIP"):
+                    return str(other["status"]["podIP"])
+            return m.group(0)
+
+        return _SERVICE_DNS.sub(answer, value)
 
     def _env_value(self, pod: JSON, item: JSON) -> str | None:
         if "valueFrom" not in item:
@@ -559,7 +739,7 @@ class Kubelet(ObjectStore):
                 "metadata.uid": meta["uid"],
                 "spec.nodeName": pod["spec"].get("nodeName", ""),
                 "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-                "status.podIP": "127.0.0.1",
+                "status.podIP": str((pod.get("status") or {}).get("podIP") or "127.0.0.1"),
                 "status.hostIP": "127.0.0.1",
             }
             if path in simple:
@@ -576,6 +756,48 @@ class Kubelet(ObjectStore):
                                     bool(ref.get("optional")))
                 return None if data is None else data[ref["key"]]
         raise PodSetupError("CreateContainerConfigError", "unsupported valueFrom in the fake")
+
+
+def _probe_port(container: JSON) -> int | None:
+    """The port of the container's tcpSocket readiness probe (a named port resolved)."""
+    port = ((container.get("readinessProbe") or {}).get("tcpSocket") or {}).get("port")
+    if isinstance(port, str):
+        named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        port = named.get(port)
+    return int(port) if isinstance(port, int) else None
+
+
+def _connects(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _is_ready(pod: JSON) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or []) \
+        and not pod["metadata"].get("deletionTimestamp")
+
+
+def _set_ready(pod: JSON, ready: bool) -> None:
+    now = utc_timestamp()
+    conds = [c for c in pod["status"].get("conditions") or [] if c["type"] == "PodScheduled"]
+    conds.append({"type": "Initialized", "status": "True", "lastTransitionTime": now})
+    conds += [{"type": t, "status": "True" if ready else "False", "lastTransitionTime": now}
+              for t in ("Ready", "ContainersReady")]
+    pod["status"]["conditions"] = conds
+
+
+def _mark_ready(pod: JSON, ready: bool) -> None:
+    pod["status"]["containerStatuses"][0]["ready"] = ready
+    _set_ready(pod, ready)
+
+
+def set_fields_of(obj: JSON, path: str, **fields: Any) -> None:
+    """Set fields of ``obj[path]`` (a status mutation)."""
+    obj.setdefault(path, {}).update(fields)
 
 
 def set_fields(obj: JSON, **fields: Any) -> None:

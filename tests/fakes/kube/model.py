@@ -85,6 +85,7 @@ KINDS: dict[str, Kind] = {
     "pods": Kind("pods", "", "v1", "Pod", True),
     "configmaps": Kind("configmaps", "", "v1", "ConfigMap", True),
     "secrets": Kind("secrets", "", "v1", "Secret", True),
+    "services": Kind("services", "", "v1", "Service", True),
     "namespaces": Kind("namespaces", "", "v1", "Namespace", False),
     "events": Kind("events", "events.k8s.io", "v1", "Event", True),
 }
@@ -107,6 +108,7 @@ FIELDS: dict[str, set[str]] = {
     },
     "configmaps": {"metadata.name", "metadata.namespace"},
     "secrets": {"metadata.name", "metadata.namespace", "type"},
+    "services": {"metadata.name", "metadata.namespace", "spec.clusterIP", "spec.type"},
     "namespaces": {"metadata.name", "status.phase"},
     "events": {"metadata.name", "metadata.namespace", "reason", "type", "regarding.name"},
 }
@@ -182,5 +184,7 @@ class JobRun:
         self.thread: threading.Thread | None = None
         self.orphaned = False
         self.started: float | None = None
+        #: A pod created through the API (not a Job's): its name is ``name``.
+        self.bare = False
 
 

@@ -30,6 +30,8 @@ from tests.fakes.kube.selectors import Selector
 from tests.fakes.kube.store import ObjectStore
 
 _MAX_FAULTS = 1000
+#: Resources that can be created and deleted through the API.
+_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services")
 
 
 class _Fault(NamedTuple):
@@ -279,13 +281,13 @@ class Router(ObjectStore):
             if obj is None:
                 raise not_found_error(kind, str(name))
             handler.send_json(200, obj)
-        elif verb == "create" and kind.resource in ("jobs", "configmaps", "secrets", "events"):
+        elif verb == "create" and sub is None and kind.resource in _WRITABLE:
             try:
                 doc = json.loads(body or b"null")
             except ValueError as e:
                 raise bad_request_error(f"error decoding request body: {e}") from None
             handler.send_json(201, self._create(kind, str(ns), doc))
-        elif verb == "delete" and kind.resource in ("jobs", "configmaps", "secrets", "events"):
+        elif verb == "delete" and sub is None and kind.resource in _WRITABLE:
             policy = query.get("propagationPolicy")
             if body:
                 with contextlib.suppress(ValueError, AttributeError):

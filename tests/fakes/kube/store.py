@@ -32,10 +32,14 @@ from tests.fakes.kube.validation import (
     check_labels,
     check_name,
     default_job,
+    default_pod,
+    default_service,
     schema_errors,
     validate_config,
     validate_event,
     validate_job,
+    validate_pod,
+    validate_service,
 )
 
 
@@ -76,6 +80,10 @@ class ObjectStore:
 
     def _start_job(self, run: JobRun) -> None:
         """Start running a created Job (the kubelet's part)."""
+        raise NotImplementedError
+
+    def _start_pod(self, run: JobRun) -> None:
+        """Start running a pod created through the API (the kubelet's part)."""
         raise NotImplementedError
 
     def _check_owner_references(self, kind: Kind, namespace: str, obj: JSON) -> None:
@@ -132,6 +140,17 @@ class ObjectStore:
         pods = self._list("pods", namespace, sel)
         return sorted(pods, key=lambda p: int(p["metadata"]["resourceVersion"]))
 
+    def services(self, namespace: str) -> list[JSON]:
+        """All Services in a namespace."""
+        return self._list("services", namespace, None)
+
+    def created(self, resource: str, namespace: str) -> list[JSON]:
+        """Every object of ``resource`` created in ``namespace`` as it was when created (from
+        the event history, so deleted ones too), oldest first."""
+        with self._lock:
+            return [copy.deepcopy(obj) for _, r, ns, etype, obj, _ in self._events
+                    if r == resource and ns == namespace and etype == "ADDED"]
+
     def pod_log(self, namespace: str, pod_name: str) -> str:
         """The captured stdout+stderr of a pod's container."""
         with self._lock:
@@ -140,7 +159,7 @@ class ObjectStore:
     def create_object(self, obj: JSON) -> JSON:
         """Create an object server-side with the same validation as HTTP (raises KubeAPIError)."""
         kind = KIND_BY_NAME.get(str(obj.get("kind")))
-        if kind is None or kind.resource in ("pods", "namespaces"):
+        if kind is None or kind.resource == "namespaces":
             raise bad_request_error(f"cannot create kind {obj.get('kind')!r} in the fake")
         ns = (obj.get("metadata") or {}).get("namespace") or "default"
         return self._create(kind, ns, copy.deepcopy(obj))
@@ -209,6 +228,10 @@ class ObjectStore:
             elif kind.resource == "events":
                 check_name(meta.get("name"), errors, "metadata.name", 253)
                 validate_event(obj, errors)
+            elif kind.resource == "pods":
+                validate_pod(obj, errors)
+            elif kind.resource == "services":
+                validate_service(obj, errors)
             else:
                 check_name(meta.get("name"), errors, "metadata.name", 253)
                 validate_config(obj, kind, errors)
@@ -238,13 +261,23 @@ class ObjectStore:
                 if not data:
                     obj.pop("data")
                 meta.pop("generation")
+            elif kind.resource == "pods":
+                meta.pop("generation")
+                default_pod(obj)
+            elif kind.resource == "services":
+                meta.pop("generation")
+                default_service(obj, f"10.96.{self._rv // 250 % 250}.{self._rv % 250 + 1}")
             else:
                 meta.pop("generation")
             stored = self._put(kind.resource, namespace, obj, "ADDED")
-            if kind.resource == "jobs" and not self._stopping.is_set():
+            if kind.resource in ("jobs", "pods") and not self._stopping.is_set():
                 run = JobRun(namespace, name, uid)
                 self._runs[uid] = run
-                self._start_job(run)
+                if kind.resource == "jobs":
+                    self._start_job(run)
+                else:
+                    run.bare = True
+                    self._start_pod(run)
             return stored
 
     def _delete(self, kind: Kind, namespace: str, name: str, policy: str | None) -> JSON:
@@ -257,6 +290,10 @@ class ObjectStore:
             details = {"name": name, "group": kind.group, "kind": kind.resource, "uid": uid}
             success: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {},
                              "status": "Success", "details": details}
+            if kind.resource == "pods":
+                return self._delete_pod(obj)
+            if kind.resource == "services":  # the registry returns the deleted Service
+                return self._put(kind.resource, namespace, copy.deepcopy(obj), "DELETED")
             if kind.resource != "jobs":
                 self._put(kind.resource, namespace, copy.deepcopy(obj), "DELETED")
                 return success
@@ -287,10 +324,45 @@ class ObjectStore:
         with self._lock:
             for pod in self._list("pods", namespace, Selector("pods", None, None)):
                 if any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences") or []):
+                    bare = self._runs.get(pod["metadata"]["uid"])
+                    if bare is not None and bare.bare:  # a pod of its own: stopped gracefully
+                        self._delete_pod(pod)
+                        continue
                     self._put("pods", namespace, pod, "DELETED")
                     self._logs.pop((namespace, pod["metadata"]["name"]), None)
+            # The garbage collector: other dependents of the Job (e.g. Services) go too.
+            for (resource, ons, _), other in list(self._objects.items()):
+                if resource not in ("pods", "jobs", "namespaces") and ons == namespace and any(
+                        r.get("uid") == uid for r in other["metadata"].get("ownerReferences")
+                        or []):
+                    self._put(resource, namespace, copy.deepcopy(other), "DELETED")
             self._runs.pop(uid, None)
         return success
+
+    def _delete_pod(self, pod: JSON) -> JSON:
+        """Delete a pod (lock held). A pod created through the API whose container runs is
+        deleted gracefully like on a real node: the answer is the pod with its
+        ``deletionTimestamp``; the kubelet stops the container (SIGTERM, grace period,
+        SIGKILL) and only then the pod disappears. Other pods go at once; a Job's pod is
+        not deletable through the fake (405)."""
+        meta = pod["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        run = self._runs.get(meta["uid"])
+        if run is None or not run.bare:
+            if "job-name" in (meta.get("labels") or {}):
+                raise KubeAPIError(405, "MethodNotAllowed", "the fake deletes a Job's pods "
+                                   "only with the Job")
+            self._put("pods", ns, copy.deepcopy(pod), "DELETED")
+            self._logs.pop((ns, name), None)
+            return pod
+        if not meta.get("deletionTimestamp"):
+            pod = copy.deepcopy(pod)
+            pod["metadata"]["deletionTimestamp"] = utc_timestamp()
+            pod["metadata"]["deletionGracePeriodSeconds"] = int(
+                pod["spec"].get("terminationGracePeriodSeconds", 30))
+            pod = self._put("pods", ns, pod, "MODIFIED")
+        run.cancel.set()
+        return pod
 
     def _update(self, resource: str, namespace: str, name: str, uid: str,
                 mutate: Callable[[JSON], None]) -> bool:

@@ -15,6 +15,7 @@ _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
@@ -165,6 +166,114 @@ def validate_job(job: JSON, errors: list[tuple[str, str]]) -> None:
                                    "and without duplicates"))
 
 
+def validate_pod(pod: JSON, errors: list[tuple[str, str]]) -> None:
+    """The Pod rules of the API beyond the schema (name, containers, restartPolicy, probes)."""
+    check_name(pod["metadata"].get("name"), errors, "metadata.name", 253)
+    spec = pod.get("spec") or {}
+    _validate_pod_spec(spec, "spec", errors)
+    restart = spec.get("restartPolicy", "Always")
+    if restart not in ("Always", "OnFailure", "Never"):
+        errors.append(("spec.restartPolicy", f'Unsupported value: "{restart}": supported '
+                       'values: "Always", "Never", "OnFailure"'))
+    ads = spec.get("activeDeadlineSeconds")
+    if isinstance(ads, int) and ads <= 0:
+        errors.append(("spec.activeDeadlineSeconds",
+                       f"Invalid value: {ads}: must be greater than 0"))
+    for i, c in enumerate(spec.get("containers") or []):
+        names = {p.get("name") for p in c.get("ports") or [] if p.get("name")}
+        port = ((c.get("readinessProbe") or {}).get("tcpSocket") or {}).get("port")
+        if isinstance(port, str) and port not in names:
+            errors.append((f"spec.containers[{i}].readinessProbe.tcpSocket.port",
+                           f'Invalid value: "{port}": must contain at least one letter and '
+                           "name a container port"))
+
+
+def validate_service(svc: JSON, errors: list[tuple[str, str]]) -> None:
+    """The Service rules: a DNS-1035 name, ports, a headless or ClusterIP type."""
+    name = svc["metadata"].get("name")
+    if not isinstance(name, str) or not _DNS1035_LABEL.match(name) or len(name) > 63:
+        errors.append(("metadata.name", f'Invalid value: "{name}": a DNS-1035 label must '
+                       "consist of lower case alphanumeric characters or '-', start with an "
+                       "alphabetic character, and end with an alphanumeric character"))
+    spec = svc.get("spec") or {}
+    ports = spec.get("ports") or []
+    if not ports and spec.get("clusterIP") != "None":
+        errors.append(("spec.ports", "Required value"))
+    seen: set[str] = set()
+    for i, port in enumerate(ports):
+        pname = port.get("name", "")
+        if len(ports) > 1 and not pname:
+            errors.append((f"spec.ports[{i}].name", "Required value"))
+        if pname in seen:
+            errors.append((f"spec.ports[{i}].name", f'Duplicate value: "{pname}"'))
+        seen.add(pname)
+        if not 1 <= int(port.get("port") or 0) <= 65535:
+            errors.append((f"spec.ports[{i}].port", f"Invalid value: {port.get('port')}: must "
+                           "be between 1 and 65535, inclusive"))
+    if spec.get("type", "ClusterIP") not in ("ClusterIP", "NodePort", "LoadBalancer",
+                                             "ExternalName"):
+        errors.append(("spec.type", f'Unsupported value: "{spec.get("type")}"'))
+    if spec.get("clusterIP") == "None" and spec.get("type", "ClusterIP") != "ClusterIP":
+        errors.append(("spec.clusterIPs[0]", 'Invalid value: "None": may only be set to '
+                       "'None' for ClusterIP services"))
+
+
+def default_pod(pod: JSON) -> None:
+    """Fill in a created Pod's defaults and its first status (Pending, not scheduled yet)."""
+    spec = pod.setdefault("spec", {})
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("serviceAccountName", "default")
+    default_pod_spec(spec)
+    pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+
+
+def default_pod_spec(spec: JSON) -> None:
+    """The defaults of a pod spec (a Pod's, or a Job's pod template)."""
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    for c in spec.get("containers") or []:
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
+        c.setdefault("resources", {})
+        image = str(c.get("image", ""))
+        latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
+        c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
+        for port in c.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+        probe = c.get("readinessProbe")
+        if probe is not None:
+            for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10),
+                               ("successThreshold", 1), ("failureThreshold", 3)):
+                probe.setdefault(key, value)
+        for env in c.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("fieldRef")
+            if ref is not None:
+                ref.setdefault("apiVersion", "v1")
+    for v in spec.get("volumes") or []:
+        for key in ("configMap", "secret"):
+            if key in v:
+                v[key].setdefault("defaultMode", 420)
+
+
+def default_service(svc: JSON, cluster_ip: str) -> None:
+    """Fill in a created Service's defaults (type, protocol, targetPort, its cluster IP)."""
+    spec = svc.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    if spec.get("clusterIP") != "None":
+        spec["clusterIP"] = spec.get("clusterIP") or cluster_ip
+    spec["clusterIPs"] = [spec["clusterIP"]]
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+    svc["status"] = {"loadBalancer": {}}
+
+
 def validate_config(obj: JSON, kind: Kind, errors: list[tuple[str, str]]) -> None:
     """The ConfigMap/Secret rules: key names and base64 data."""
     for section in ("data", "binaryData", "stringData"):
@@ -231,26 +340,7 @@ def default_job(job: JSON, uid: str) -> None:
     # the generated labels too); with no template labels the Job keeps no labels.
     if not job["metadata"].get("labels") and template_labels_given:
         job["metadata"]["labels"] = dict(labels)
-    pod_spec = template.setdefault("spec", {})
-    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
-    pod_spec.setdefault("schedulerName", "default-scheduler")
-    pod_spec.setdefault("securityContext", {})
-    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
-    for c in pod_spec.get("containers") or []:
-        c.setdefault("terminationMessagePath", "/dev/termination-log")
-        c.setdefault("terminationMessagePolicy", "File")
-        c.setdefault("resources", {})
-        image = str(c.get("image", ""))
-        latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
-        c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
-        for env in c.get("env") or []:
-            ref = (env.get("valueFrom") or {}).get("fieldRef")
-            if ref is not None:
-                ref.setdefault("apiVersion", "v1")
-    for v in pod_spec.get("volumes") or []:
-        for key in ("configMap", "secret"):
-            if key in v:
-                v[key].setdefault("defaultMode", 420)
+    default_pod_spec(template.setdefault("spec", {}))
     job["status"] = {}
 
 

@@ -1,0 +1,425 @@
+"""``dask.cluster: ephemeral`` under the controller, end to end on the fake API server.
+
+The chart is rendered with the real Helm engine; its ConfigMap and its CronJob's job
+template are created in the fake API server (tests/fakes/kube/), whose kubelet runs the
+controller container; the controller creates the run's Dask scheduler pod, its headless
+Service and the worker pods over HTTP with the real ``kubernetes`` client, authorized by the
+chart's own Role, with owner-reference permissions enforced. The fake's kubelet runs those
+pods as local processes - the real ``dask scheduler`` / ``dask worker`` CLI, each pod on an
+address of its own in 127.0.0.0/8 - and the step Jobs' ``mlops`` processes connect to the
+address the controller handed them.
+
+What is stood in for, and why:
+
+* the image: the fake maps the ``mlops`` command to the test wrapper of
+  tests/test_controller.py (``python -m mlops`` from this checkout) and ``dask`` to
+  ``python -m dask`` (the image's dask CLI);
+* the cluster DNS: the fake's kubelet resolves ``<service>.<namespace>.svc`` in a
+  container's env and args to the IP of the Ready pod behind the headless Service, which is
+  what a cluster's DNS answers for a headless Service (the name cannot resolve on this
+  machine otherwise);
+* the in-cluster service-account token (a kubeconfig through ``KUBECONFIG``) and the
+  PersistentVolumeClaim (a temp folder), as in tests/test_chart_controller.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops.cli import main
+from mlops.config import Config, load_config
+from mlops.controller import EphemeralCluster
+from mlops.data import generate_synthetic_data
+from mlops.errors import ClusterError, ConfigError
+from mlops.k8s import KubeClient, build_dask_cluster, load_target
+from tests.chart_render import merge_values, render_chart, values_file
+from tests.conftest import skip_or_fail
+from tests.fakes.kube import FakeKubeAPI
+from tests.test_controller import WRAPPER
+
+try:
+    import distributed  # noqa: F401
+except ImportError:  # pragma: no cover - the dev extra installs it
+    skip_or_fail("distributed is not installed (the mlops[dask] extra)")
+
+pytest_plugins = ["tests.fakes.kube_fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "mlops"
+RELEASE = "nightly"
+DASK_CLI = [sys.executable, "-m", "dask"]  # the image's `dask` command
+SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def _source(tmp_path: Path, parts: int = 2) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(parts):
+        generate_synthetic_data(200, 4, i).to_parquet(src / f"part-{i}.parquet", index=False)
+    return src
+
+
+def _values(source: Path, **dask: Any) -> dict[str, Any]:
+    return merge_values(values_file("values-dev.yaml"), {
+        "dask": {"cluster": "ephemeral", "nWorkers": 2, "startTimeoutSeconds": 60,
+                 "scheduler": {"resources": SMALL}, "worker": {"resources": SMALL}, **dask},
+        "stepJobs": {"timeoutSeconds": 120},
+        "config": {"data": {"engine": "dask", "source": str(source)},
+                   "dask": {"threads_per_worker": 1, "memory_limit": "900MiB",
+                            "connect_timeout": 60}},
+        # The store path through the documented override (the fake maps mount paths in env
+        # values and args, not inside config.yaml), as in tests/test_chart_controller.py.
+        "env": {"MLOPS_STORAGE_URI": "/data"},
+        "persistence": {"accessModes": ["ReadWriteMany"]},
+    })
+
+
+def _one(docs: dict[str, list[dict[str, Any]]], kind: str) -> dict[str, Any]:
+    found = [d for ds in docs.values() for d in ds if d.get("kind") == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _wait(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _dask_pods(api: FakeKubeAPI) -> list[dict[str, Any]]:
+    return [p for p in api.pods(NS) if str(p["metadata"].get("labels", {}).get(
+        "app.kubernetes.io/component", "")).startswith("dask-")]
+
+
+def _fake(kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path,
+          docs: dict[str, list[dict[str, Any]]], **env: str) -> tuple[FakeKubeAPI, Path]:
+    """The fake cluster of the chart's objects: the Role enforced, the ConfigMap created."""
+    store = tmp_path / "pvc"
+    store.mkdir()
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    (tmp_path / "wrap").mkdir()
+    api = kube_api_factory(namespaces=("default", NS),
+                           command_map={"mlops": [sys.executable, str(wrapper)],
+                                        "dask": DASK_CLI},
+                           pvc_dirs={_one(docs, "PersistentVolumeClaim")["metadata"]["name"]:
+                                     store},
+                           enforce_owner_references=True, termination_grace_seconds=5.0)
+    api.use_role(_one(docs, "Role"))  # exactly what the chart's Role grants
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+    api.base_env = {**{k: v for k, v in os.environ.items()
+                       if not k.startswith(("MLOPS_", "WRAP_", "DASK_"))},
+                    "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT),
+                    "WRAP_DIR": str(tmp_path / "wrap"), **env}
+    api.create_object(_one(docs, "ConfigMap"))
+    return api, store
+
+
+def _controller_job(docs: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
+    """The CronJob's job template as ``kubectl create job --from=cronjob/...`` makes it."""
+    job = copy.deepcopy(_one(docs, "CronJob")["spec"]["jobTemplate"])
+    job.update({"apiVersion": "batch/v1", "kind": "Job"})
+    job["metadata"] = {**job.get("metadata", {}), "name": name, "namespace": NS}
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container.setdefault("command", ["mlops"])  # the image's ENTRYPOINT
+    return job
+
+
+def _logs(api: FakeKubeAPI, pods: list[dict[str, Any]]) -> str:
+    return "\n".join(f"--- {p['metadata']['name']}\n" + api.pod_log(NS, p["metadata"]["name"])
+                     for p in pods)
+
+
+def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    docs = render_chart(_values(_source(tmp_path)), name=RELEASE, namespace=NS)
+    api, store = _fake(kube_api_factory, tmp_path, docs)
+    run_id = f"{RELEASE}-e2e-1"
+    ctl = api.create_object(_controller_job(docs, run_id))
+
+    done = api.wait_for_job(NS, run_id, timeout=240)
+    pods = api.created("pods", NS)
+    log = _logs(api, pods)
+    assert "Complete" in {c["type"] for c in done["status"]["conditions"]}, log
+    summary = json.loads((store / "runs" / run_id / "summary.json").read_text())
+    assert summary["retrained"] is True
+    assert json.loads((store / "runs" / run_id / "controller.json").read_text())[
+        "status"] == "succeeded"
+
+    # The controller created one scheduler, its Service and dask.nWorkers workers ...
+    prefix = f"{RELEASE}-mlops-{run_id}"
+    scheduler = f"{prefix}-dask-scheduler"
+    workers = [f"{prefix}-dask-worker-{i}" for i in range(2)]
+    dask_pods = {p["metadata"]["name"]: p for p in pods
+                 if p["metadata"]["name"].startswith(f"{prefix}-dask-")}
+    assert sorted(dask_pods) == sorted([scheduler, *workers])
+    (service,) = api.created("services", NS)
+    assert service["metadata"]["name"] == scheduler and service["spec"]["clusterIP"] == "None"
+    # ... from the chart's step pod: same image, identity, hardening, the dask values'
+    # resources, owned by the controller's Job and labelled with the run id.
+    step_pod = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])[
+        "kubernetes"]["pod_template"]
+    for name, pod in dask_pods.items():
+        spec, (container,) = pod["spec"], pod["spec"]["containers"]
+        assert container["image"] == step_pod["containers"][0]["image"]
+        assert container["securityContext"] == step_pod["containers"][0]["securityContext"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["automountServiceAccountToken"] is False
+        assert container["resources"] == SMALL
+        assert container["command"] == ["dask"]
+        assert pod["metadata"]["ownerReferences"] == [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": run_id,
+            "uid": ctl["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True}]
+        assert pod["metadata"]["labels"]["mlops/run-id"] == run_id, name
+    assert service["metadata"]["ownerReferences"][0]["uid"] == ctl["metadata"]["uid"]
+
+    # Every step really ran on that cluster: it connected to the Service's address, where
+    # both workers of the controller were registered, and the scheduler saw one client
+    # per step (not a local cluster of the step's own).
+    address = f"tcp://{scheduler}.{NS}.svc:8786"
+    scheduler_log = api.pod_log(NS, scheduler)
+    found = re.search(r"Scheduler at:\s+(tcp://127\.[0-9.]+:8786)", scheduler_log)
+    assert found, scheduler_log
+    steps = {j["metadata"]["labels"]["mlops/step"]: j["metadata"]["name"]
+             for j in api.jobs(NS) if "mlops/step" in j["metadata"].get("labels", {})}
+    assert sorted(steps) == ["ingest", "monitor-check", "train"]
+    # (monitor-check without a model to score reads only the stored sketches: no cluster)
+    for job in (steps["ingest"], steps["train"]):
+        step_log = _logs(api, api.pods(NS, job))
+        # (the Service's name, resolved to the scheduler pod's IP as the cluster DNS would)
+        assert f"dask: connected to {found.group(1)}" in step_log, step_log
+        assert f"2 worker(s): {workers[0]}, {workers[1]}" in step_log, step_log
+        assert "using a local cluster" not in step_log
+        env = {e["name"]: e.get("value") for e in api.get_object("jobs", NS, job)[
+            "spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["MLOPS_DASK_ADDRESS"] == address
+    assert scheduler_log.count("Receive client connection") >= 2, scheduler_log
+    assert scheduler_log.count("Register worker") >= 2, scheduler_log
+
+    # Afterwards every scheduler and worker pod and the Service are gone.
+    assert _dask_pods(api) == [] and api.services(NS) == []
+
+
+def test_a_failing_step_still_removes_the_cluster(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The controller in this process this time (faster); its step fails with exit 2.
+    docs = render_chart(_values(_source(tmp_path), nWorkers=1), name=RELEASE, namespace=NS)
+    api, store = _fake(kube_api_factory, tmp_path, docs, WRAP_INGEST="sleep")
+    config = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])
+    config["storage"]["uri"] = str(store)
+    config["kubernetes"]["steps"]["ingest"]["active_deadline_seconds"] = 2
+    config_file = tmp_path / "controller.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("MLOPS_JOB_NAME", "ctl-1")
+    monkeypatch.setenv("MLOPS_JOB_UID", "0c6f3c1e-0000-4000-8000-000000000002")
+    code = main(["controller", "--config", str(config_file),
+                 "--kubeconfig", str(tmp_path / "kubeconfig")])
+    _, err = capsys.readouterr()
+    created = [p["metadata"]["name"] for p in api.created("pods", NS)]
+    assert code == 1, err
+    assert "step ingest failed" in err and "DeadlineExceeded" in err
+    assert f"{RELEASE}-mlops-ctl-1-dask-scheduler" in created
+    assert f"{RELEASE}-mlops-ctl-1-dask-worker-0" in created
+    assert _dask_pods(api) == [] and api.services(NS) == []
+    assert json.loads((store / "runs" / "ctl-1" / "controller.json").read_text())[
+        "status"] == "failed"
+
+
+def test_a_resumed_run_adopts_its_cluster_and_drops_extra_workers(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    docs = render_chart(_values(tmp_path), name=RELEASE, namespace=NS)
+    api, _ = _fake(kube_api_factory, tmp_path, docs)
+    config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))
+    fewer = Config.from_dict({**config.to_dict(), "dask": {**config.to_dict()["dask"],
+                                                           "n_workers": 1}})
+    with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
+        first = EphemeralCluster(config, backend, "r-1")
+        address = first.start()
+        uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in _dask_pods(api)}
+        assert len(uids) == 3
+        # A restarted controller of the same run (here with one worker fewer) adopts the
+        # running scheduler and worker 0, deletes worker 1: still one cluster.
+        second = EphemeralCluster(fewer, backend, "r-1")
+        assert second.start() == address
+        _wait(lambda: len(_dask_pods(api)) == 2, "worker 1 to be deleted")
+        assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in _dask_pods(api)} == {
+            k: v for k, v in uids.items() if not k.endswith("worker-1")}
+        assert len(api.services(NS)) == 1
+        second.stop()
+        assert _dask_pods(api) == [] and api.services(NS) == []
+
+
+def test_an_ended_pod_of_the_run_is_replaced_not_adopted(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
+    api, _ = _fake(kube_api_factory, tmp_path, docs)
+    config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))
+    # A scheduler pod of this run left by an earlier attempt, which has ended (Failed).
+    stale = copy.deepcopy(build_dask_cluster(config.kubernetes, config.dask, "r-3",
+                                             namespace=NS).scheduler)
+    stale["spec"]["restartPolicy"] = "Never"
+    stale["spec"]["containers"][0]["command"] = [sys.executable, "-c", "raise SystemExit(1)"]
+    old = api.create_object(stale)
+    _wait(lambda: api.get_object("pods", NS, old["metadata"]["name"])["status"].get(
+        "phase") == "Failed", "the stale pod to fail")
+    with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
+        cluster = EphemeralCluster(config, backend, "r-3")
+        cluster.start()
+        now = api.get_object("pods", NS, old["metadata"]["name"])
+        assert now["metadata"]["uid"] != old["metadata"]["uid"]
+        assert now["spec"]["containers"][0]["command"] == ["dask"]
+        cluster.stop()
+    assert _dask_pods(api) == [] and api.services(NS) == []
+
+
+def test_a_scheduler_that_keeps_exiting_fails_the_run_with_exit_1_and_its_log(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
+    api, _ = _fake(kube_api_factory, tmp_path, docs)
+    # Stand-in for a broken image: its `dask` exits at once, saying why.
+    api.command_map["dask"] = [sys.executable, "-c",
+                               "import sys; print('no dask here'); sys.exit(3)"]
+    base = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])
+    base["kubernetes"]["dask"]["start_timeout_seconds"] = 60
+    config = Config.from_dict(base)
+    with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
+        cluster = EphemeralCluster(config, backend, "r-2")
+        with pytest.raises(ClusterError) as caught:
+            cluster.start()
+        cluster.stop()
+    message = str(caught.value)
+    assert caught.value.exit_code == 1
+    assert f"{RELEASE}-mlops-r-2-dask-scheduler" in message and "no dask here" in message
+    # It keeps exiting: the controller stops waiting long before the start timeout.
+    assert "keeps exiting" in message and "scheduler exited 3" in message
+    assert _dask_pods(api) == [] and api.services(NS) == []
+
+
+# --- the pieces ---------------------------------------------------------------------------
+def test_cluster_manifests_are_strictly_valid_and_hardened() -> None:
+    from kubernetes_validate import validate
+
+    from mlops.k8s import Owner
+
+    docs = render_chart(_values(Path("/src"), nWorkers=3), name=RELEASE, namespace=NS)
+    config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))
+    cluster = build_dask_cluster(config.kubernetes, config.dask, "20261128-000000-abcd",
+                                 namespace=NS, owner=Owner("ctl", "uid-1"),
+                                 extra_env={"MLOPS_STORAGE_URI": "/data"})
+    assert cluster.address == (f"tcp://{RELEASE}-mlops-20261128-000000-abcd-dask-scheduler"
+                               f".{NS}.svc:8786")
+    assert len(cluster.workers) == 3
+    for obj in (cluster.scheduler, cluster.service, *cluster.workers):
+        validate(obj, "1.30.0", strict=True)
+    worker = cluster.workers[0]["spec"]["containers"][0]
+    assert worker["args"][:2] == ["worker", cluster.address]
+    assert worker["args"][worker["args"].index("--memory-limit") + 1] == "900MiB"
+    assert worker["args"][worker["args"].index("--local-directory") + 1] == "/tmp"
+    assert {"name": "MLOPS_STORAGE_URI", "value": "/data"} in worker["env"]
+    # Every pod has a bound on its life (a controller killed and never resumed).
+    steps = config.kubernetes.steps
+    assert cluster.scheduler["spec"]["activeDeadlineSeconds"] >= (
+        steps.ingest.active_deadline_seconds + steps.monitor_check.active_deadline_seconds
+        + steps.train.active_deadline_seconds)
+    assert cluster.service["spec"]["selector"]["app.kubernetes.io/component"] == \
+        "dask-scheduler"
+
+
+def test_contradictory_dask_settings_exit_2_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for doc, words in (
+            ({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral",
+                                                   "address": "tcp://sched:8786"}},
+             "dask.address is set"),
+            ({"dask": {"cluster": "ephemeral"}}, "data.engine is pandas")):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(ConfigError, match=r"config key 'dask\.cluster'"):
+            load_config(path)
+        assert main(["controller", "--config", str(path), "--kubeconfig",
+                     str(tmp_path / "none")]) == 2
+        err = capsys.readouterr().err
+        assert "dask.cluster" in err and words in err
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"engine": "dask"}, "dask": {"cluster": "local"}}))
+    # The controller's address reaches the steps of an ephemeral run only.
+    assert load_config(path, env={"MLOPS_DASK_ADDRESS": "tcp://x:1"}).dask.address == ""
+    path.write_text(yaml.safe_dump({"data": {"engine": "dask"},
+                                    "dask": {"cluster": "ephemeral"}}))
+    assert load_config(path, env={"MLOPS_DASK_ADDRESS": "tcp://x:1"}).dask.address == \
+        "tcp://x:1"
+
+
+def test_outside_the_controller_ephemeral_falls_back_to_a_local_cluster(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from mlops.dask_engine import connect
+
+    settings = Config.from_dict({"data": {"engine": "dask"}, "dask": {
+        "cluster": "ephemeral", "processes": False, "n_workers": 1}}).dask
+    with caplog.at_level(logging.WARNING, "mlops.dask_engine"), connect(settings) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+    assert "no cluster was handed over (MLOPS_DASK_ADDRESS is unset" in caplog.text
+
+
+def test_an_unreachable_run_cluster_fails_the_step_with_exit_1_naming_it() -> None:
+    import dataclasses
+
+    from mlops.dask_engine import connect
+    from tests.conftest import free_port
+
+    settings = dataclasses.replace(Config.from_dict({"data": {"engine": "dask"}, "dask": {
+        "cluster": "ephemeral", "connect_timeout": 1}}).dask,
+        address=f"tcp://127.0.0.1:{free_port()}")
+    start = time.monotonic()
+    with pytest.raises(ClusterError, match=r"MLOPS_DASK_ADDRESS, the run's ephemeral") as err, \
+            connect(settings):
+        pass
+    assert err.value.exit_code == 1 and time.monotonic() - start < 30
+
+
+def test_sigterm_removes_the_cluster_and_exits_143(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    docs = render_chart(_values(_source(tmp_path), nWorkers=1), name=RELEASE, namespace=NS)
+    api, store = _fake(kube_api_factory, tmp_path, docs, WRAP_INGEST="block")
+    config = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])
+    config["storage"]["uri"] = str(store)
+    config_file = tmp_path / "controller.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**api.base_env, "MLOPS_JOB_NAME": "ctl-term", "MLOPS_JOB_UID": "u-1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlops", "controller", "--config",
+                             str(config_file)], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: (tmp_path / "wrap" / "ingest.started").exists(), "ingest to start", 120)
+        assert len(_dask_pods(api)) == 2  # the scheduler and the worker
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        (tmp_path / "wrap" / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "ephemeral cluster of run ctl-term removed" in err
+    assert _dask_pods(api) == [] and api.services(NS) == []
+    assert json.loads((store / "runs" / "ctl-term" / "controller.json").read_text())[
+        "status"] == "terminated"
