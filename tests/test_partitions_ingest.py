@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
 from mlops.hashing import content_hash
 from mlops.pipeline import ingest
 from mlops.workspace import Workspace
@@ -45,10 +46,8 @@ except ImportError:  # pragma: no cover - the dev extra installs them
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    # ":0": no fixed dashboard port (None means the default 8787, which another
-    # cluster on the machine may hold: a warning, so an error here)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
+                      **NO_DASHBOARD) as cluster, Client(cluster) as c:
         yield c
 
 
