@@ -22,6 +22,12 @@ files of ``--partition-mb`` each. Rows:
 * D4: ingest seconds per row at 4x the data / at 1x; <= 1.2 (linear).
 * D5: drift from merged KLL sketches against exact statistics at 2,000,000 rows:
   |PSI - exact|, |KS D - exact| <= 0.01 and Wasserstein within 2%.
+* D6: the train step (``lightgbm``, a regression with a categorical feature) on data
+  ``--train-factor`` (1.25) x larger than one worker's ``--train-memory-limit``, on
+  its own cluster of ``--train-workers`` worker processes (pausing off: a paused worker
+  stalls LightGBM's collective training): the largest worker peak RSS / 95% of the
+  limit (where the nanny kills); met when <= 1, every row trained on and no worker
+  restarted.
 
 Results go to ``benchmarks/results/dask.{md,json}``.
 """
@@ -312,6 +318,73 @@ def bench_sketches(rows: int) -> Row:
                f"{errs['wasserstein_rel']:.2%}", {k: float(v) for k, v in errs.items()})
 
 
+def _worker_peak() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def write_mixed_source(folder: Path, total_bytes: float, partition_bytes: float) -> int:
+    """Regression partitions: FEATURES float64 features, a categorical one, a float
+    target; returns the rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    row_bytes = 8 * (FEATURES + 2)
+    rows_per = max(100, int(partition_bytes // row_bytes))
+    n_parts = max(1, round(total_bytes / (rows_per * row_bytes)))
+    for i in range(n_parts):
+        rng = np.random.default_rng(i)
+        x = rng.normal(size=(rows_per, FEATURES))
+        df = pd.DataFrame(x, columns=[f"feature_{j}" for j in range(FEATURES)])
+        df["shop"] = rng.choice(["a", "b", "c", "d"], rows_per)
+        df["target"] = x[:, 0] * 2 - x[:, 1] + (df["shop"] == "d") * 3 + \
+            rng.normal(0, 0.3, rows_per)
+        df.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    return rows_per * n_parts
+
+
+def bench_train(work: Path, workers: int, memory_limit: str, factor: float,
+                partition_mb: float) -> Row:
+    """D6: train on data larger than one worker's memory limit (see the module doc)."""
+    import dask
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
+
+    limit = int(parse_bytes(memory_limit))
+    src, store = work / "train-src", work / "train-store"
+    n_rows = write_mixed_source(src, factor * limit, partition_mb * 1e6)
+    data_bytes = n_rows * 8 * (FEATURES + 2)
+    cfg = Config.from_dict({"storage": {"uri": str(store)},
+                            "data": {"source": str(src), "engine": "dask"},
+                            "training": {"model_type": "lightgbm",
+                                         "params": {"n_estimators": 20}}})
+    with dask.config.set({"distributed.worker.memory.pause": False}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit,
+                         processes=True, **NO_DASHBOARD) as cluster, \
+            Client(cluster) as client:
+        pids = _worker_pids(client)
+        ws = Workspace.open(cfg)
+        t0 = time.perf_counter()
+        ingest(cfg, "bench-train", ws)
+        result = train(cfg, "bench-train", ws)
+        seconds = time.perf_counter() - t0
+        peaks = dict(client.run(_worker_peak))
+        same = _worker_pids(client) == pids
+    sample = ws.registry.get_metadata(result.model_version)["metadata"]["training_sample"]
+    ratio = max(peaks.values()) / (0.95 * limit)
+    all_rows = sample["rows"] == result.train_rows
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
+    return Row("D6", f"train (lightgbm regression, Dask) on {data_bytes / 1e6:.0f} MB = "
+               f"{data_bytes / limit:.2f} x one worker's limit: largest worker peak RSS / "
+               "95% of the limit", seconds, None, ratio, "<= 1",
+               bool(ratio <= 1 and same and all_rows and data_bytes > limit),
+               f"{workers} workers x {memory_limit}; worker peaks "
+               f"{sorted(round(v / 1e6) for v in peaks.values())} MB; {result.train_rows:,} "
+               f"training rows, all used: {'yes' if all_rows else 'NO'}; r2 "
+               f"{result.metrics.get('r2') or float('nan'):.3f}; workers restarted: "
+               f"{'no' if same else 'YES'}")
+
+
 def to_markdown(rows: list[Row], info: dict[str, Any], args: argparse.Namespace,
                 elapsed: float) -> str:
     """The table of the rows and the set-up."""
@@ -347,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linearity-gb", type=float, default=1.0,
                         help="D4 compares this size with 4x it")
     parser.add_argument("--skip-linearity", action="store_true")
+    parser.add_argument("--train-workers", type=int, default=6, help="D6's cluster")
+    parser.add_argument("--train-memory-limit", default="1GB",
+                        help="D6: per worker (a worker process uses ~400 MB before data)")
+    parser.add_argument("--train-factor", type=float, default=1.25,
+                        help="D6: data size in memory / one worker's limit")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--only-train", action="store_true", help="run D6 alone")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -363,14 +443,20 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows: list[Row] = []
+    if args.only_train:
+        with tempfile.TemporaryDirectory(prefix="mlops-bench-dask-") as tmp:
+            row = bench_train(Path(tmp), args.train_workers, args.train_memory_limit,
+                              args.train_factor, args.partition_mb)
+        print(to_markdown([row], machine(), args, time.perf_counter() - t0))
+        return 0
     # No pausing at 80% of the limit: with 500 MB workers, the allocator memory that
     # dd.read_parquet(...).to_parquet keeps (~400 MB a worker after a few GB) paused both
     # workers for good and the baseline never finished. The nanny still restarts a
     # worker at 95%, and D2 still fails if one was restarted.
     import dask
 
-    dask.config.set({"distributed.worker.memory.pause": False})
-    with tempfile.TemporaryDirectory(prefix="mlops-bench-dask-") as tmp, \
+    with dask.config.set({"distributed.worker.memory.pause": False}), \
+            tempfile.TemporaryDirectory(prefix="mlops-bench-dask-") as tmp, \
             LocalCluster(n_workers=args.workers, threads_per_worker=1,
                          memory_limit=args.memory_limit, processes=True,
                          **NO_DASHBOARD) as cluster, Client(cluster) as client:
@@ -385,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(bench_linearity(work, args.linearity_gb, args.partition_mb, client))
             _say(rows[-1])
     rows.append(bench_sketches(args.sketch_rows))
+    if not args.skip_train:
+        with tempfile.TemporaryDirectory(prefix="mlops-bench-dask-") as tmp:
+            rows.append(bench_train(Path(tmp), args.train_workers, args.train_memory_limit,
+                                    args.train_factor, args.partition_mb))
+        print(f"{rows[-1].id}  ratio {rows[-1].ratio:.3f}  {rows[-1].note}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
     info = machine()
     (out / "dask.md").write_text(to_markdown(rows, info, args, elapsed))

@@ -25,7 +25,9 @@ partition is stored.
 
 The steps of :mod:`mlops.pipeline` call three things here when ``data.engine`` is
 ``dask`` and keep their contracts and results: :func:`ingest_source`,
-:func:`check_batch` and :class:`DaskTrainer`. No step holds more than a partition of
+:func:`check_batch` and :class:`DaskTrainer`. Metrics are computed from mergeable
+per-partition parts (:func:`score`): the same values as the pandas engine's
+:func:`mlops.training.compute_metrics` on the same rows. No step holds more than a partition of
 the data in its own process (scikit-learn model types excepted: they train on a
 bounded sample, ``dask.max_train_rows``).
 """
@@ -36,26 +38,29 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlops.config import ENV_DASK_ADDRESS, Config, DaskConfig
-from mlops.data import NUMERIC
+from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
 from mlops.errors import (
     BadInputError,
     ClusterError,
-    ConfigError,
     DataValidationError,
     EngineMissingError,
 )
 from mlops.partitions import load_partitioned, meta_frame, register_partitioned
 from mlops.records import DataManifest
-from mlops.schema import InputSchema
+from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
 from mlops.sketches import (
     Moments,
+    categorical_reference,
+    category_summary,
+    merge_categories,
+    merge_counts,
     merge_moments,
     merge_sketches,
     numeric_columns,
@@ -71,9 +76,8 @@ log = logging.getLogger(__name__)
 
 DASK = "dask"
 LIGHTGBM = "lightgbm"
-#: The one task the Dask engine trains and scores for now (regression, categorical and
-#: bool features, and metrics other than accuracy are refused with exit 2: see
-#: docs/scaling.md).
+#: The task of a version ingested before the Dask engine decided tasks (all were
+#: classifications); newer versions carry the task ingest decided (``data.task``).
 TASK = "classification"
 
 
@@ -216,65 +220,128 @@ def _is_large(obj: Any) -> bool:
 
 
 # --- per-partition work (runs on workers) ----------------------------------------------------
-def _correct(part: pd.DataFrame, model: Any, features: list[str], target: str
-             ) -> tuple[int, int]:
-    if len(part) == 0:
-        return 0, 0
-    predicted = np.asarray(model.predict(part[features]))
-    return int(np.count_nonzero(predicted == part[target].to_numpy())), len(part)
+def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: str,
+                  task: str) -> dict[str, Any]:
+    from mlops.training import metric_parts
+
+    return metric_parts(model, part[features], part[target], task)
 
 
-def _summary(part: pd.DataFrame, features: list[str], k: int) -> dict[str, Any]:
+def _summary(part: pd.DataFrame, features: list[str], k: int,
+             kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
     x = part[features]
-    return {"moments": {c: Moments.of(x[c].to_numpy(dtype=np.float64)).to_dict()
-                        for c in numeric_columns(x)},
-            "sketches": sketch_columns(x, numeric_columns(x), k)}
+    numeric = [c for c in numeric_columns(x) if kinds is None or kinds.get(c) == NUMERIC]
+    other = [c for c in features if kinds is not None and kinds.get(c, NUMERIC) != NUMERIC]
+    counts, missing = category_summary(x, other)
+    return {"rows": len(part),
+            "moments": {c: Moments.of(x[c].to_numpy(dtype=np.float64, na_value=np.nan)
+                                      ).to_dict() for c in numeric},
+            "sketches": sketch_columns(x, numeric, k), "categories": counts,
+            "category_missing": missing}
+
+
+def _transform(part: pd.DataFrame, prep: Any) -> pd.DataFrame:
+    return prep.transform(part)
+
+
+def score(client: Any, frame: Any, model: Any, features: list[str], target: str,
+          task: str = TASK) -> dict[str, float | None]:
+    """Every metric of ``task`` (the keys of :func:`mlops.training.compute_metrics`) for
+    ``model`` over a Dask frame: each partition's task returns the mergeable parts of
+    the metrics (:func:`mlops.training.metric_parts`), merged here as they arrive."""
+    from dask import delayed
+    from distributed import as_completed
+
+    from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
+
+    shipped = client.scatter(model, broadcast=True)
+    tasks = [delayed(_metric_parts)(part, shipped, features, target, task)
+             for part in frame.to_delayed()]
+    merger = MetricMerger(task)
+    for future in as_completed(client.compute(tasks)):
+        merger.add(future.result())
+    if merger.rounded:
+        log.warning("roc_auc: more than %d distinct predicted scores; rounded to %d decimals",
+                    ROC_AUC_MAX_POINTS, ROC_AUC_DECIMALS)
+    return merger.metrics()
 
 
 def accuracy(client: Any, frame: Any, model: Any, features: list[str], target: str
              ) -> float | None:
     """Accuracy of ``model`` over a Dask frame, scored partition by partition."""
-    counts = per_partition(client, frame, _correct, model, features, target)
-    right = sum(c[0] for c in counts)
-    total = sum(c[1] for c in counts)
-    return right / total if total else None
+    return score(client, frame, model, features, target)["accuracy"]
 
 
-def summarize(client: Any, frame: Any, features: list[str], k: int
-              ) -> tuple[dict[str, Moments], dict[str, str]]:
-    """Merged moments and sketches of the features of a Dask frame (one pass)."""
-    parts = per_partition(client, frame, _summary, features, k)
+@dataclass(frozen=True)
+class Summary:
+    """Merged per-partition summaries of a Dask frame's features (one pass).
+
+    Attributes:
+        rows: Rows.
+        moments: Numeric features' moments.
+        sketches: Numeric features' encoded KLL sketches.
+        categories: Categorical and bool features' rows per category.
+        category_missing: Their missing values.
+    """
+
+    rows: int
+    moments: dict[str, Moments]
+    sketches: dict[str, str]
+    categories: dict[str, dict[str, int]]
+    category_missing: dict[str, int]
+
+
+def summarize(client: Any, frame: Any, features: list[str], k: int,
+              kinds: Mapping[str, str] | None = None) -> Summary:
+    """The merged summaries of the features of a Dask frame (``kinds``: which are
+    categorical or bool; None: the numeric columns only)."""
+    parts = per_partition(client, frame, _summary, features, k, dict(kinds or {}) or None)
     moments = merge_moments({c: Moments.from_dict(m) for c, m in p["moments"].items()}
                             for p in parts)
-    return moments, merge_sketches((p["sketches"] for p in parts), k)
+    return Summary(rows=sum(int(p["rows"]) for p in parts), moments=moments,
+                   sketches=merge_sketches((p["sketches"] for p in parts), k),
+                   categories=merge_categories(p["categories"] for p in parts),
+                   category_missing=merge_counts(p["category_missing"] for p in parts))
 
 
 def _fit(client: Any, config: Config, train: Any, features: list[str], target: str,
-         train_rows: int) -> tuple[Any, dict[str, Any]]:
-    from mlops.training import train_model
+         train_rows: int, task: str = TASK, kinds: Mapping[str, str] | None = None,
+         categories: Mapping[str, list[str]] | None = None) -> tuple[Any, dict[str, Any]]:
+    from sklearn.pipeline import Pipeline
+
+    from mlops.training import FrameCodes, train_model
 
     t = config.training
+    kinds = dict(kinds) if kinds is not None else dict.fromkeys(features, NUMERIC)
     if t.model_type == LIGHTGBM:
-        from lightgbm import DaskLGBMClassifier
+        from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
 
+        prep = FrameCodes(kinds, {c: list(v) for c, v in (categories or {}).items()}).fit()
+        meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in kinds})
+        x = train[features].map_partitions(_transform, prep, meta=meta)
         params = {"random_state": t.random_state, "verbose": -1, **t.params}
+        cls = DaskLGBMRegressor if task == REGRESSION else DaskLGBMClassifier
+        fit_args: dict[str, Any] = {}
+        if prep.categorical_features():
+            fit_args["categorical_feature"] = prep.categorical_features()
         try:
-            est = DaskLGBMClassifier(client=client, **params)
+            est = cls(client=client, **params)
             with warnings.catch_warnings():
                 # The estimator always passes its own n_jobs, then warns that the Dask
                 # training replaces it with each worker's threads: nothing to act on.
                 warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-                est.fit(train[features], train[target])
+                est.fit(x, train[target], **fit_args)
         except (TypeError, ValueError) as err:
             raise BadInputError(f"training failed with config key 'training.params': "
                                 f"{err}") from err
-        return est.to_local(), {"method": "all rows (LightGBM Dask estimator)",
-                                "rows": train_rows, "of_rows": train_rows}
+        model = Pipeline([("prep", prep), ("model", est.to_local())])
+        return model, {"method": f"all rows (LightGBM Dask estimator {cls.__name__})",
+                       "rows": train_rows, "of_rows": train_rows}
     limit = config.dask.max_train_rows
     frac = min(1.0, limit / train_rows) if train_rows else 1.0
     sample = train if frac >= 1.0 else train.sample(frac=frac, random_state=t.random_state)
     local = client.compute(sample).result().iloc[:limit]
-    model = train_model(local[features], local[target], config)
+    model = train_model(local[features], local[target], config, task, kinds)
     return model, {"method": f"uniform random sample of at most dask.max_train_rows={limit} "
                              "rows, trained in the step's process",
                    "rows": len(local), "of_rows": train_rows, "fraction": frac,
@@ -284,6 +351,12 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
 # --- what the steps use -----------------------------------------------------------------------
 def _features(manifest: DataManifest, target: str) -> list[str]:
     return [c["name"] for c in manifest.columns if c["name"] != target]
+
+
+def _kinds(manifest: DataManifest, target: str) -> dict[str, str]:
+    """Feature kinds in column order (a version ingested before kinds were kept: numeric)."""
+    known = manifest.extra.get("feature_kinds") or {}
+    return {c: str(known.get(c, NUMERIC)) for c in _features(manifest, target)}
 
 
 def _partitioned(ws: Workspace, version: str) -> DataManifest:
@@ -299,38 +372,42 @@ def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, flo
             if c in moments and int(moments[c]["count"])}
 
 
-def check_supported(config: Config) -> None:
-    """Refuse, before anything is written, what the Dask engine does not do yet.
+def check_supported(config: Config, task: str | None = None) -> None:
+    """Validate, before anything is written, what needs the task: the gating metric
+    (``monitoring.metric`` of the task) and ``training.params`` (``task``: the decided
+    task; None: ``data.task`` when it is not ``auto``).
 
     Raises:
-        ConfigError: ``data.task`` regression, or a ``monitoring.metric`` other than
-            accuracy (exit 2, naming the key).
+        ConfigError: A metric of the other task, or bad training settings (exit 2,
+            naming the key).
     """
     from mlops.decisions import gate
+    from mlops.training import check_training
 
-    if config.data.task == "regression":
-        raise ConfigError("config key 'data.task': regression is not supported by "
-                          "data.engine dask yet (use data.engine pandas)")
-    metric, _ = gate(config, TASK)
-    if metric != "accuracy":
-        raise ConfigError(f"config key 'monitoring.metric': data.engine dask computes "
-                          f"accuracy only for now, not '{metric}' (use data.engine pandas)")
+    task = task or (config.data.task if config.data.task != "auto" else None)
+    if task is None:
+        return
+    gate(config, task)
+    check_training(config.training, task)
 
 
 def ingest_source(config: Config, ws: Workspace
-                  ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]]]:
+                  ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]],
+                             str]:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
-    Every feature must be numeric and the target a classification's (checked in each
-    partition's task, see :func:`mlops.partitions.ingest_file`).
+    Each partition is validated in its own task (:func:`mlops.partitions.ingest_file`);
+    the task (``data.task``, decided as on the pandas engine) and the feature kinds are
+    decided on the merged summaries, and the metric and training settings are checked
+    against the task, before the manifest is committed.
 
     Returns:
-        ``(data version, rows, feature means, feature kinds, files read)``; the files
-        are ``{"path", "size_bytes"}`` like the pandas engine's lineage.
+        ``(data version, rows, feature means, feature kinds, files read, task)``; the
+        files are ``{"path", "size_bytes"}`` like the pandas engine's lineage.
 
     Raises:
         BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
-        ConfigError: Something the Dask engine does not support (:func:`check_supported`).
+        ConfigError: A metric or training setting that does not fit the task.
         DataValidationError: Nothing matches the source, or a file is invalid.
         ClusterError: The cluster cannot be reached or lost a worker (exit 1).
     """
@@ -346,21 +423,34 @@ def ingest_source(config: Config, ws: Workspace
         raise DataValidationError(f"data source {d.source} not found: no CSV or Parquet "
                                   "file matches") from err
     with connect(config.dask) as client:
-        outcome = register_partitioned(client, source, files, ws.versioner.store,
-                                       ws.versioner.index, d.target_column, d.hash_algorithm,
-                                       config.dask.sketch_k)
+        outcome = register_partitioned(
+            client, source, files, ws.versioner.store, ws.versioner.index, d.target_column,
+            d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
+            before_commit=lambda task: check_supported(config, task))
     log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
     features = _features(manifest, d.target_column)
     read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
     return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
-            dict.fromkeys(features, NUMERIC), read)
+            _kinds(manifest, d.target_column), read, outcome.task)
+
+
+def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
+                ) -> pd.DataFrame:
+    # An empty object column has no inferable kind: categorical ones become strings and
+    # bool ones (object when a file had missing values) nullable booleans.
+    frame = meta_frame(columns)
+    for col, kind in kinds.items():
+        if pd.api.types.is_object_dtype(frame[col].dtype):
+            frame[col] = frame[col].astype("string" if kind == CATEGORICAL else "boolean")
+    return frame
 
 
 def columns_frame(ws: Workspace, version: str) -> pd.DataFrame:
     """An empty frame with a partitioned version's columns and dtypes (for schema checks)."""
-    return meta_frame(_partitioned(ws, version).columns)
+    manifest = _partitioned(ws, version)
+    return _kind_frame(manifest.columns, _kinds(manifest, ws.config.data.target_column))
 
 
 @dataclass(frozen=True)
@@ -371,31 +461,49 @@ class Batch:
         rows: Rows.
         means: Exact feature means (merged moments).
         accuracy: The serving model's accuracy, scored partition by partition (None
-            without a model).
-        sketches: Encoded KLL sketches of the features.
+            without a model, or for a regression).
+        sketches: Encoded KLL sketches of the numeric features.
+        metrics: Every metric of the task for the serving model (empty without one).
+        categories: Rows per category of the categorical and bool features.
+        missing: Missing-value rate of each feature.
     """
 
     rows: int
     means: dict[str, float]
     accuracy: float | None
     sketches: dict[str, str]
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    missing: dict[str, float] = field(default_factory=dict)
+
+
+def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str, float]:
+    rows = manifest.rows
+    numeric = {c: int(m.get("missing", 0)) for c, m in manifest.moments.items()}
+    other = manifest.extra.get("category_missing") or {}
+    return {c: (numeric.get(c, 0) + int(other.get(c, 0))) / rows if rows else 0.0
+            for c in features}
 
 
 def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
-                names: list[str] | None = None) -> Batch:
+                names: list[str] | None = None, task: str = TASK) -> Batch:
     """The monitor-check view of a partitioned version: statistics from the manifest;
     the data is read only to score ``model`` (on ``names``, the model's own features in
-    its order, or every feature of the version)."""
+    its order, or every feature of the version) with every metric of ``task``."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target)
-    acc = None
+    metrics: dict[str, float | None] = {}
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
-            acc = accuracy(client, frame, model, features if names is None else names, target)
-    return Batch(rows=manifest.rows, means=_means(manifest.moments, features), accuracy=acc,
-                 sketches={c: s for c, s in manifest.sketches.items() if c in features})
+            metrics = score(client, frame, model, features if names is None else names,
+                            target, task)
+    return Batch(rows=manifest.rows, means=_means(manifest.moments, features),
+                 accuracy=metrics.get("accuracy"),
+                 sketches={c: s for c, s in manifest.sketches.items() if c in features},
+                 metrics=metrics, categories=dict(manifest.extra.get("categories") or {}),
+                 missing=_missing_rates(manifest, features))
 
 
 class DaskTrainer:
@@ -403,20 +511,23 @@ class DaskTrainer:
 
     The held-out split is ``random_split`` with ``data.test_size`` and
     ``training.random_state``. ``lightgbm`` trains on every training row through
-    ``lightgbm.DaskLGBMClassifier`` and is saved as its plain local model; the
-    scikit-learn types train on a uniform sample of at most ``dask.max_train_rows``
-    rows. The drift reference comes from the training split's sketches.
+    ``lightgbm.DaskLGBMClassifier`` or ``DaskLGBMRegressor`` and is saved as a
+    ``Pipeline`` of :class:`mlops.training.FrameCodes` (fitted from the training split's
+    category counts) and the plain local LightGBM model; the scikit-learn types train
+    their usual Pipeline on a uniform sample of at most ``dask.max_train_rows`` rows.
+    The drift reference comes from the training split's sketches and category counts.
     """
 
     def __init__(self, config: Config, ws: Workspace, ingested: Any) -> None:
         # ingested: the run's mlops.pipeline.IngestResult (its data_version and task).
-        check_supported(config)
+        self.task = ingested.task or (config.data.task if config.data.task != "auto" else TASK)
+        check_supported(config, self.task)
         self.config = config
         manifest = _partitioned(ws, ingested.data_version)
-        self.task = ingested.task or TASK
         self.target = config.data.target_column
         self.features = _features(manifest, self.target)
-        self._columns = meta_frame(manifest.columns)
+        self.kinds = _kinds(manifest, self.target)
+        self._columns = _kind_frame(manifest.columns, self.kinds)
         frame = load_partitioned(ws.versioner.store, manifest)
         test_size = config.data.test_size
         self.train, self.test = frame.random_split([1 - test_size, test_size],
@@ -424,22 +535,31 @@ class DaskTrainer:
         self.rows = manifest.rows
         self._stack = contextlib.ExitStack()
         self.client: Any = None
-        self.moments: dict[str, Moments] = {}
-        self.sketches: dict[str, str] = {}
+        self.summary = Summary(0, {}, {}, {}, {})
 
     def __enter__(self) -> DaskTrainer:
         self.client = self._stack.enter_context(connect(self.config.dask))
-        self.moments, self.sketches = summarize(self.client, self.train, self.features,
-                                                self.config.dask.sketch_k)
+        self.summary = summarize(self.client, self.train, self.features,
+                                 self.config.dask.sketch_k, self.kinds)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
     @property
+    def moments(self) -> dict[str, Moments]:
+        """The training split's numeric feature moments."""
+        return self.summary.moments
+
+    @property
+    def sketches(self) -> dict[str, str]:
+        """The training split's numeric feature sketches."""
+        return self.summary.sketches
+
+    @property
     def train_rows(self) -> int:
         """Rows of the training split."""
-        return max((m.count for m in self.moments.values()), default=0)
+        return self.summary.rows
 
     @property
     def test_rows(self) -> int:
@@ -449,38 +569,56 @@ class DaskTrainer:
     def fit(self) -> tuple[Any, dict[str, Any]]:
         """The fitted model and the facts to keep in its metadata (``engine``,
         ``training_sample``)."""
+        categories = {c: list(v) for c, v in self.summary.categories.items()}
         model, sample = _fit(self.client, self.config, self.train, self.features, self.target,
-                             self.train_rows)
+                             self.train_rows, self.task, self.kinds, categories)
         return model, {"engine": DASK, "training_sample": sample}
 
     def accuracy(self, model: Any, names: list[str] | None = None) -> float | None:
         """Accuracy of ``model`` on the held-out split, scored partition by partition."""
-        return accuracy(self.client, self.test, model,
-                        self.features if names is None else names, self.target)
+        return self.metrics(model, names).get("accuracy")
 
     def metrics(self, model: Any, names: list[str] | None = None
                 ) -> dict[str, float | None]:
-        """The metrics of ``model`` on the held-out split (accuracy only on Dask)."""
-        return {"accuracy": self.accuracy(model, names)}
+        """Every metric of the task for ``model`` on the held-out split (see :func:`score`)."""
+        return score(self.client, self.test, model,
+                     self.features if names is None else names, self.target, self.task)
 
     def columns(self) -> pd.DataFrame:
         """An empty frame of the features (for the champion's schema check)."""
         return self._columns[self.features]
 
     def schema(self) -> InputSchema:
-        """The input schema of the model trained here (every feature numeric)."""
-        return InputSchema.from_frame(self._columns, self.target, self.task,
-                                      dict.fromkeys(self.features, NUMERIC))
+        """The input schema of the model trained here; a categorical feature's categories
+        are the most frequent ones of the training split (as the pandas engine keeps)."""
+        cols = []
+        for name in self.features:
+            kind = self.kinds[name]
+            cats: tuple[str, ...] = ()
+            truncated = False
+            if kind == CATEGORICAL:
+                seen = list(self.summary.categories.get(name, {}))
+                truncated = len(seen) > MAX_CATEGORIES
+                cats = tuple(sorted(seen[:MAX_CATEGORIES]))
+            cols.append(ColumnSchema(name, str(self._columns[name].dtype), kind, cats,
+                                     truncated))
+        return InputSchema(target=self.target, task=self.task, features=tuple(cols))
 
     def reference(self) -> dict[str, Any]:
         """Keyword arguments of ``ModelMonitor.update_reference_distribution``."""
         settings = self.config.monitoring
         dist = reference_from_sketches(self.sketches, self.moments, settings.psi_bins,
                                        settings.reference_sample_size)
-        return {"feature_means": {c: m.mean for c, m in self.moments.items()},
+        found = dict(dist["features"])
+        for col, counts in self.summary.categories.items():
+            found[col] = categorical_reference(counts,
+                                               self.summary.category_missing.get(col, 0))
+        dist["features"] = {c: found[c] for c in self.features if c in found}
+        dist["rows"] = self.train_rows
+        return {"feature_means": {c: m.mean for c, m in self.moments.items() if m.count},
                 "distribution": dist}
 
 
-__all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "accuracy", "check_batch",
-           "check_supported", "columns_frame", "connect", "ingest_source", "per_partition",
-           "require_dask", "summarize", "translate_cluster_errors"]
+__all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "Summary", "accuracy",
+           "check_batch", "check_supported", "columns_frame", "connect", "ingest_source",
+           "per_partition", "require_dask", "score", "summarize", "translate_cluster_errors"]

@@ -351,21 +351,27 @@ def category_shares(reference: Mapping[str, float], current: pd.Series,
     A category pooled as ``__other__`` in the reference counts there; one never seen
     counts as ``__unseen__`` (reference share 0).
     """
+    return shares_of_counts(reference, category_counts(current))
+
+
+def shares_of_counts(reference: Mapping[str, float], counts: Mapping[str, int] | pd.Series,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`category_shares` of a batch given as its rows per category (strings, as
+    :func:`category_counts` gives them; the Dask engine merges them over partitions)."""
     import numpy as np
 
-    counts = category_counts(current)
     cats = [c for c in reference if c != OTHER]
     known = set(cats)
     ref = np.array([float(reference[c]) for c in cats] + [float(reference.get(OTHER, 0.0)), 0.0])
     cur = np.array([float(counts.get(c, 0)) for c in cats] + [0.0, 0.0])
-    extra = counts[[c not in known for c in counts.index]]
+    extra = sum(int(v) for k, v in counts.items() if k not in known)
     # Without a pooled bin in the reference every other category is unseen.
     if OTHER in reference:
-        cur[-2] = float(extra.sum())
+        cur[-2] = float(extra)
         unseen = 0
     else:
-        cur[-1] = float(extra.sum())
-        unseen = int(extra.sum())
+        cur[-1] = float(extra)
+        unseen = extra
     total = cur.sum()
     return ref, cur / total if total else cur, cur, unseen
 
@@ -534,8 +540,15 @@ def per_feature_report(feats: list[FeatureDrift], settings: DriftSettings,
 
 def _categorical_drift(name: str, ref: Mapping[str, Any], series: pd.Series, stat_name: str,
                        settings: DriftSettings, missing: float) -> FeatureDrift:
-    ref_shares, cur_shares, cur_counts, unseen = category_shares(ref.get("categories", {}),
-                                                                 series)
+    return categorical_drift(name, ref, category_counts(series), stat_name, settings, missing)
+
+
+def categorical_drift(name: str, ref: Mapping[str, Any], counts: Mapping[str, int] | pd.Series,
+                      stat_name: str, settings: DriftSettings, missing: float) -> FeatureDrift:
+    """A categorical feature's drift from the batch's rows per category (``counts``) and
+    its missing-value rate; ``stat_name`` is the resolved method (see the module doc)."""
+    ref_shares, cur_shares, cur_counts, unseen = shares_of_counts(ref.get("categories", {}),
+                                                                  counts)
     common: dict[str, Any] = {"kind": CATEGORICAL, "missing_rate": missing,
                               "reference_missing_rate": ref.get("missing_rate"),
                               "unseen": unseen}

@@ -268,7 +268,9 @@ class ModelMonitor:
                      means: Mapping[str, float] | None = None,
                      reference: Any = _DEFAULT_REFERENCE, *,
                      sketches: Mapping[str, str] | None = None,
-                     rows: int | None = None) -> DriftReport | None:
+                     rows: int | None = None,
+                     categories: Mapping[str, Mapping[str, int]] | None = None,
+                     missing: Mapping[str, float] | None = None) -> DriftReport | None:
         """The configured method's report of ``current`` against the reference.
 
         Args:
@@ -279,6 +281,9 @@ class ModelMonitor:
                 partitioned versions keep them): the per-feature methods are computed
                 from them (:func:`mlops.sketches.sketch_report`) without the data.
             rows: Rows of the batch (with ``sketches``).
+            categories: Rows per category of the batch's categorical features (with
+                ``sketches``: the Dask engine's merged counts).
+            missing: Missing-value rate of each feature of the batch (with ``sketches``).
             means: The batch's feature means when the caller has them already (a pass
                 over the data saved); computed from ``current`` otherwise.
             reference: The reference document to compare with (the serving model's);
@@ -307,7 +312,8 @@ class ModelMonitor:
         if dist is not None and sketches is not None:
             from mlops.sketches import sketch_report
 
-            return sketch_report(dist, sketches, int(rows or 0), settings, means=means)
+            return sketch_report(dist, sketches, int(rows or 0), settings, means=means,
+                                 categories=categories, missing=missing)
         if dist is None or not isinstance(current, pd.DataFrame):
             why = ("the reference has no distribution summary (written before "
                    f"'{settings.method}' was configured)" if dist is None
@@ -324,7 +330,9 @@ class ModelMonitor:
                current_frame: pd.DataFrame | None = None,
                reference: Any = _DEFAULT_REFERENCE,
                drift_error: str | None = None, *,
-               sketches: Mapping[str, str] | None = None) -> RetrainDecision:
+               sketches: Mapping[str, str] | None = None,
+               categories: Mapping[str, Mapping[str, int]] | None = None,
+               missing: Mapping[str, float] | None = None) -> RetrainDecision:
         """The retrain decision with its reasons.
 
         Args:
@@ -340,6 +348,8 @@ class ModelMonitor:
             drift_error: Why there is no usable reference, when the caller knows.
             sketches: Encoded quantile sketches of the new data's features (the Dask
                 engine): the per-feature methods use them instead of a frame.
+            categories: With ``sketches``: rows per category of the categorical features.
+            missing: With ``sketches``: the missing-value rate of each feature.
 
         Returns:
             The decision; ``drift`` is the report's score (the relative L1 score for
@@ -352,7 +362,8 @@ class ModelMonitor:
             reasons.append(LOW_ACCURACY)
         report = self.drift_report(current_frame if current_frame is not None
                                    else current_feature_means, means=current_feature_means,
-                                   reference=reference, sketches=sketches, rows=n_samples)
+                                   reference=reference, sketches=sketches, rows=n_samples,
+                                   categories=categories, missing=missing)
         if report is not None and not report.features and drift_error is None:
             drift_error = "the data shares no feature with the reference"
         if drift_error is not None:

@@ -28,6 +28,12 @@ same store and index as the pandas engine's versions (below the versioner's base
 * A Parquet source file whose frame has the default index is stored as its own bytes
   (read into memory once, parsed from there: :func:`read_source`); other files are
   written with ``to_parquet``. Either way the object reads back to the hashed frame.
+* A partition's stats object also keeps what the Dask engine's training and
+  categorical drift need (:func:`feature_summary`): its target's summary (the task is
+  decided on the merged summaries, :func:`decide_task`), the feature kinds, and rows
+  per category and missing values of the categorical and bool features. The manifest
+  keeps them merged (``feature_kinds``, ``categories``, ``category_missing``) and the
+  source it was read from (``source``), all in ``DataManifest.extra``.
 * :func:`load_partitioned` returns a lazy ``dask.dataframe.DataFrame`` with one
   partition per stored partition (``DataVersioner.load`` returns it for these
   versions).
@@ -41,14 +47,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops import layout
-from mlops.data import NUMERIC, REGRESSION, feature_kinds, validate
+from mlops.data import AUTO, AUTO_MAX_CLASSES, NUMERIC, detect_task, feature_kinds, validate
 from mlops.errors import DataValidationError, VersionExistsError
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
@@ -57,6 +64,9 @@ from mlops.sketches import (
     DEFAULT_K,
     Moments,
     SketchMerger,
+    category_summary,
+    merge_categories,
+    merge_counts,
     merge_moments,
     numeric_columns,
     stats_of,
@@ -189,23 +199,14 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     _kill_once()
     name = source.url(f.key)
     df, raw = read_source(source, f.key)
-    if validate(df, target, name, whole=False) == REGRESSION:
-        raise DataValidationError(
-            f"target column '{target}' in {name} is a regression target (see data.task auto "
-            "in docs/data.md): data.engine dask trains classifications only for now (use "
-            "data.engine pandas)")
-    other = {c: k for c, k in feature_kinds(df, target, name).items() if k != NUMERIC}
-    if other:
-        col, kind = next(iter(other.items()))
-        raise DataValidationError(
-            f"feature column '{col}' in {name} is {kind}: data.engine dask takes numeric "
-            "features only for now (use data.engine pandas, or encode it as numbers)")
+    validate(df, target, name, whole=False)  # the task is decided on the merged summaries
     schema = _schema(df)
     if expected is not None and schema != expected:
         raise DataValidationError(
             f"data file {name} has columns {[(c['name'], c['dtype']) for c in schema]}, "
             f"expected {[(c['name'], c['dtype']) for c in expected]}")
     summary = summarize_partition(df, algorithm, k)
+    summary.update(feature_summary(df, target, name))
     digest = summary["digest"]
     obj = object_key(digest)
     if not data.exists(obj) and raw is not None:
@@ -217,7 +218,8 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     else:
         summary["size_bytes"] = data.size(obj)
     skey = stats_key(digest, k)
-    if not data.exists(skey):
+    if not data.exists(skey) or "target" not in data.read_json(skey):
+        # (A stats object from before the feature summaries is completed once.)
         data.write_json(skey, summary, compact=True)
     data.write_json(fingerprint, {"digest": digest, "source": name, "size": f.size,
                                   "token": f.token}, compact=True)
@@ -235,6 +237,75 @@ def _release_arrow_memory() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+
+
+def target_summary(y: pd.Series) -> dict[str, Any]:
+    """What ``data.task: auto`` needs of a partition's target, mergeable: whether it is
+    numeric, whether every value is an integer, and up to ``AUTO_MAX_CLASSES + 1`` of its
+    distinct values (a non-integer one first when there is one)."""
+    numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+    distinct = pd.unique(y.dropna())
+    integral = True
+    if numeric:
+        values = np.asarray(distinct, dtype=np.float64)
+        fractional = values[~(np.isfinite(values) & (np.mod(values, 1) == 0))]
+        integral = fractional.size == 0
+        if not integral:
+            distinct = np.concatenate([fractional[:1], distinct])
+    kept = [v.item() if hasattr(v, "item") else v for v in distinct[:AUTO_MAX_CLASSES + 1]]
+    return {"numeric": bool(numeric), "integral": bool(integral),
+            "distinct": [float(v) for v in kept] if numeric else kept}
+
+
+def feature_summary(df: pd.DataFrame, target: str, name: str) -> dict[str, Any]:
+    """The per-partition summaries the Dask engine's training and categorical drift
+    need (kept in the partition's stats object): the target's (:func:`target_summary`),
+    the feature kinds, and rows per category and missing values of the categorical and
+    bool features (:func:`mlops.sketches.category_summary`)."""
+    kinds = feature_kinds(df, target, name)
+    counts, missing = category_summary(df, [c for c, kind in kinds.items() if kind != NUMERIC])
+    return {"target": target_summary(df[target]), "feature_kinds": kinds,
+            "categories": counts, "category_missing": missing}
+
+
+def decide_task(parts: Sequence[Mapping[str, Any]], task: str, target: str,
+                name: str) -> str:
+    """The task of a partitioned version from its partitions' target summaries: the
+    same rule and messages as :func:`mlops.data.detect_task` on the whole target.
+
+    Raises:
+        DataValidationError: As :func:`mlops.data.detect_task` (a single class, a
+            constant regression target, a continuous target for classification...).
+    """
+    numeric = all(p["numeric"] for p in parts)
+    seen: dict[Any, None] = {}
+    for p in parts:
+        seen.update(dict.fromkeys(p["distinct"]))
+    # A partition with a non-integer target lists one first, so the union has it.
+    values = list(seen)
+    if numeric:
+        series = pd.Series(values, dtype=np.float64)
+    elif values and all(isinstance(v, bool) for v in values):
+        series = pd.Series(values, dtype=bool)
+    else:
+        series = pd.Series(values, dtype=object)
+    return detect_task(series, task, target, name)
+
+
+def merge_kinds(parts: Sequence[Mapping[str, Any]], files: Sequence[str]) -> dict[str, str]:
+    """The feature kinds of a partitioned version; a feature whose kind differs between
+    files is refused.
+
+    Raises:
+        DataValidationError: Names the column and the file where its kind changes.
+    """
+    kinds: dict[str, str] = dict(parts[0]["feature_kinds"]) if parts else {}
+    for part, file in zip(parts, files, strict=True):
+        for col, kind in part["feature_kinds"].items():
+            if kinds.get(col, kind) != kind:
+                raise DataValidationError(f"feature column '{col}' is {kind} in {file} but "
+                                          f"{kinds[col]} in {files[0]}")
+    return kinds
 
 
 # --- the version -----------------------------------------------------------------------------
@@ -255,6 +326,8 @@ class IngestOutcome:
     partitions: int
     hashed: int
     manifest: dict[str, Any]
+    #: The task decided on the merged target summaries (see :func:`decide_task`).
+    task: str = "classification"
 
 
 def version_digest(columns: Sequence[Mapping[str, str]], digests: Sequence[str],
@@ -285,6 +358,8 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
         if raw is None or not data.exists(object_key(digest)):
             continue
         summary = json.loads(raw)
+        if "target" not in summary:
+            continue  # summarized before the Dask engine kept feature summaries: read again
         summary.setdefault("size_bytes", data.size(object_key(digest)))
         out[i] = summary
     return out
@@ -292,7 +367,8 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
 
 def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile],
                          data: Store, index: Any, target: str, algorithm: str = "sha256",
-                         k: int = DEFAULT_K) -> IngestOutcome:
+                         k: int = DEFAULT_K, *, task: str = AUTO, source_uri: str | None = None,
+                         before_commit: Callable[[str], None] | None = None) -> IngestOutcome:
     """Register the files of a source as one partitioned version, on a Dask cluster.
 
     Args:
@@ -304,6 +380,12 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         target: The target column.
         algorithm: The content hash algorithm.
         k: Sketch accuracy.
+        task: ``data.task`` (decided on the merged target summaries).
+        source_uri: ``data.source`` as configured; the manifest then records it and the
+            files read (``source``: ``{"uri", "files": [{"path", "size_bytes",
+            "partition"}]}``), as the pandas engine's lineage.
+        before_commit: Called with the decided task before anything is committed (a
+            config check that needs the task); its error commits nothing.
 
     Returns:
         The outcome; identical content returns the existing version's id.
@@ -352,6 +434,10 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
                             for s in ordered)
     rows = sum(int(s["rows"]) for s in ordered)
     _check_whole(moments, rows, target, source.uri)
+    decided = decide_task([s["target"] for s in ordered], task, target, source.uri)
+    kinds = merge_kinds(ordered, [source.url(f.key) for f in files])
+    if before_commit is not None:
+        before_commit(decided)
     digests = [str(s["digest"]) for s in ordered]
     columns = ordered[0]["columns"]
     digest = version_digest(columns, digests, algorithm)
@@ -366,19 +452,25 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
                         "size_bytes": int(s.get("size_bytes", 0)), "source": f.key}
                        for f, s in zip(files, ordered, strict=True)],
         "size_bytes": sum(int(s.get("size_bytes", 0)) for s in ordered),
+        # Kept in DataManifest.extra: feature kinds, and the categorical and bool
+        # features' merged rows per category and missing values (mlops.dask_engine).
+        "feature_kinds": kinds,
+        "categories": merge_categories(s["categories"] for s in ordered),
+        "category_missing": merge_counts(s["category_missing"] for s in ordered),
     }
+    if source_uri is not None:
+        manifest["source"] = {"uri": source_uri, "files": [
+            {"path": source.url(f.key), "size_bytes": f.size, "partition": s["digest"]}
+            for f, s in zip(files, ordered, strict=True)]}
     committed = _commit(data, index, vid, digest, algorithm, manifest)
     return IngestOutcome(version_id=vid, rows=rows, partitions=len(ordered), hashed=hashed,
-                         manifest=committed)
+                         manifest=committed, task=decided)
 
 
 def _check_whole(moments: Mapping[str, Moments], rows: int, target: str, name: str) -> None:
+    # A single class or a constant target: decide_task, on the target summaries.
     if rows == 0:
         raise DataValidationError(f"{name} is empty: no rows")
-    t = moments.get(target)
-    if t is not None and t.count and t.min == t.max:
-        raise DataValidationError(f"target column '{target}' has a single class "
-                                  f"({t.min:g}) in {name}: need at least two")
 
 
 def _commit(data: Store, index: Any, vid: str, digest: str, algorithm: str,
@@ -437,6 +529,7 @@ def load_partitioned(data: Store, manifest: DataManifest) -> Any:
     Nothing is read until it is computed; each partition is read by the worker that
     needs it.
     """
+    import dask
     import dask.dataframe as dd
 
     # Keys read from the manifest stay below objects/ (a tampered manifest must not
@@ -444,8 +537,11 @@ def load_partitioned(data: Store, manifest: DataManifest) -> Any:
     keys = [confined_key(p.get("object"), f"{layout.DATA_OBJECTS}/",
                          f"data version '{manifest.id}' partition")
             for p in manifest.partitions]
-    return dd.from_map(_read_partition, keys, data=data,
-                       meta=meta_frame(manifest.columns), enforce_metadata=False)
+    # Partitions read as they were stored (as the pandas engine reads a version): Dask's
+    # default string conversion would turn an object column of booleans into strings.
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_map(_read_partition, keys, data=data,
+                           meta=meta_frame(manifest.columns), enforce_metadata=False)
 
 
 __all__ = ["IngestOutcome", "load_partitioned", "register_partitioned"]

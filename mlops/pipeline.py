@@ -256,9 +256,9 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     if d.engine == DASK:
         from mlops import dask_engine
 
-        # Refuses what the Dask engine cannot do yet (exit 2) before anything is written.
-        version, rows, means, kinds, files = dask_engine.ingest_source(config, ws)
-        task = dask_engine.TASK
+        # Checks the metric and training settings against the decided task before the
+        # version is committed (exit 2).
+        version, rows, means, kinds, files, task = dask_engine.ingest_source(config, ws)
     else:
         if d.source == SYNTHETIC:
             df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
@@ -330,18 +330,19 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                 dask_engine.columns_frame(ws, ingested.data_version), task)
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,
-                                            model if scorable else None, names)
+                                            model if scorable else None, names, task)
         except (ValueError, KeyError, AttributeError, TypeError) as err:
             if model is None or not scorable:
                 raise
             unusable = _unusable(current, err)
-            batch = dask_engine.check_batch(config, ws, ingested.data_version, None, names)
-        if batch.accuracy is not None:
-            metrics = {"accuracy": batch.accuracy}
+            batch = dask_engine.check_batch(config, ws, ingested.data_version, None, names,
+                                            task)
+        metrics = dict(batch.metrics)
         rows = batch.rows
         decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
                                      n_samples=rows, reference=reference,
-                                     drift_error=drift_error, sketches=batch.sketches)
+                                     drift_error=drift_error, sketches=batch.sketches,
+                                     categories=batch.categories, missing=batch.missing)
     else:
         df, _ = ws.versioner.load(ingested.data_version)
         task = ingested.task or validate(df, target, ingested.data_version, config.data.task)

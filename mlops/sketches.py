@@ -323,14 +323,16 @@ def reference_from_sketches(sketches: Mapping[str, str], moments: Mapping[str, M
     for col, text in sketches.items():
         sk = decode(text)
         m = moments[col]
-        rows = max(rows, m.count)
+        rows = max(rows, m.count + m.missing)
         if sk.is_empty():
             continue
         ranks = np.linspace(0, 1, bins + 1)[1:-1]
         edges = [float(e) for e in np.unique(np.asarray(sk.get_quantiles(ranks.tolist())))]
         n = min(m.count, sample_size)
         sample = sk.get_quantiles(((np.arange(n) + 0.5) / n).tolist()) if n else []
-        features[col] = {"mean": m.mean, "std": m.std, "edges": edges,
+        total = m.count + m.missing
+        features[col] = {"kind": "numeric", "missing_rate": m.missing / total if total else 0.0,
+                         "mean": m.mean, "std": m.std, "edges": edges,
                          "shares": [float(s) for s in bin_shares_of(sk, edges)],
                          "sample": [float(v) for v in sample], "sketch": text}
     return {"rows": rows, "bins": bins, "sample_size": sample_size, "features": features,
@@ -339,7 +341,9 @@ def reference_from_sketches(sketches: Mapping[str, str], moments: Mapping[str, M
 
 def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows: int,
                   settings: DriftSettings, k: int = DEFAULT_K,
-                  means: Mapping[str, float] | None = None) -> DriftReport:
+                  means: Mapping[str, float] | None = None,
+                  categories: Mapping[str, Mapping[str, int]] | None = None,
+                  missing: Mapping[str, float] | None = None) -> DriftReport:
     """The per-feature report (``psi``, ``ks``, ``wasserstein``, ``auto``) from sketches.
 
     Args:
@@ -352,16 +356,22 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
         k: Sketch accuracy for references without sketches.
         means: Exact feature means of the new batch; with the reference's means they
             make ``wasserstein`` more precise (see :func:`wasserstein`).
+        categories: Rows per category of the batch's categorical and bool features
+            (merged counts): those features are compared as the pandas engine compares
+            them (:func:`mlops.drift.categorical_drift`), from the counts.
+        missing: Missing-value rate of each feature of the batch (for the report).
 
     Returns:
         The report; features missing on either side are left out.
     """
     # Imported here: drift needs scipy, which Dask workers (that only sketch) never load.
+    from mlops.choices import CATEGORICAL
     from mlops.drift import (
         KS,
         PSI,
         WASSERSTEIN,
         FeatureDrift,
+        categorical_drift,
         per_feature_report,
         psi,
         resolve_method,
@@ -371,14 +381,22 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
     stat_name = resolve_method(settings.method, ref_rows)
     sample_size = int(reference.get("sample_size") or 0)
     feats = []
+    rates = missing or {}
     for name, ref in reference.get("features", {}).items():
+        if ref.get("kind") == CATEGORICAL:
+            if categories is not None and name in categories:
+                feats.append(categorical_drift(name, ref, categories[name], stat_name,
+                                               settings, float(rates.get(name, 0.0))))
+            continue
         if name not in current:
             continue
         cur = decode(current[name])
+        extra = {"missing_rate": rates.get(name),
+                 "reference_missing_rate": ref.get("missing_rate")}
         if stat_name == PSI:
             value = psi(np.asarray(ref["shares"]), bin_shares_of(cur, list(ref["edges"])))
             feats.append(FeatureDrift(name, PSI, value, settings.psi_threshold,
-                                      value >= settings.psi_threshold))
+                                      value >= settings.psi_threshold, **extra))
             continue
         ref_sketch = decode(ref["sketch"]) if "sketch" in ref else \
             sketch_of_values(np.asarray(ref["sample"]), k)
@@ -386,7 +404,7 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
             n_ref = len(ref.get("sample", ())) or min(int(ref_rows or 0), sample_size)
             value = ks_p_value_of(ks_statistic(ref_sketch, cur), n_ref, rows)
             feats.append(FeatureDrift(name, KS, value, settings.ks_p_value,
-                                      value < settings.ks_p_value))
+                                      value < settings.ks_p_value, **extra))
         else:
             std = float(ref["std"])
             pair = (float(ref["mean"]), float(means[name])) \
@@ -394,5 +412,70 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
             dist = wasserstein(ref_sketch, cur, pair)
             value = dist / std if std > 0 else dist
             feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
-                                      value >= settings.wasserstein_threshold))
+                                      value >= settings.wasserstein_threshold, **extra))
     return per_feature_report(feats, settings, ref_rows)
+
+
+# --- categorical and bool features: mergeable category counts -------------------------------
+#: A partition keeps the counts of at most this many categories per feature (the most
+#: frequent); the rest are pooled under ``mlops.drift.OTHER``, and drift on that feature is
+#: then approximate. Below it the merged counts are exact.
+MAX_PARTITION_CATEGORIES = 10_000
+
+
+def category_summary(df: pd.DataFrame, columns: Iterable[str]
+                     ) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Rows per category (as :func:`mlops.drift.category_counts` counts them: strings,
+    missing values left out) and missing values of each of ``columns`` of ``df``."""
+    from mlops.drift import OTHER, category_counts
+
+    counts: dict[str, dict[str, int]] = {}
+    missing: dict[str, int] = {}
+    for col in columns:
+        c = category_counts(df[col])
+        kept = {str(k): int(v) for k, v in c.iloc[:MAX_PARTITION_CATEGORIES].items()}
+        if len(c) > MAX_PARTITION_CATEGORIES:
+            kept[OTHER] = kept.get(OTHER, 0) + int(c.iloc[MAX_PARTITION_CATEGORIES:].sum())
+        counts[col] = kept
+        missing[col] = int(df[col].isna().sum())
+    return counts, missing
+
+
+def merge_categories(parts: Iterable[Mapping[str, Mapping[str, int]]]
+                     ) -> dict[str, dict[str, int]]:
+    """Column-wise sum of per-partition category counts, most frequent first (ties in
+    order of first appearance)."""
+    merged: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for col, counts in part.items():
+            into = merged.setdefault(col, {})
+            for cat, n in counts.items():
+                into[cat] = into.get(cat, 0) + int(n)
+    return {col: dict(sorted(c.items(), key=lambda kv: -kv[1])) for col, c in merged.items()}
+
+
+def merge_counts(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Column-wise sum of per-partition counts (e.g. missing values)."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for col, n in part.items():
+            out[col] = out.get(col, 0) + int(n)
+    return out
+
+
+def categorical_reference(counts: Mapping[str, int], missing: int) -> dict[str, Any]:
+    """A categorical feature's drift reference from merged counts (the shape
+    :func:`mlops.drift.build_reference` gives it: the shares of the most frequent
+    categories, the rest pooled, and the missing-value rate)."""
+    from mlops.choices import CATEGORICAL
+    from mlops.drift import MAX_REFERENCE_CATEGORIES, OTHER
+
+    items = list(counts.items())
+    seen = sum(n for _, n in items)
+    rows = seen + missing
+    total = float(seen) or 1.0
+    cats = {k: float(v) / total for k, v in items[:MAX_REFERENCE_CATEGORIES]}
+    if len(items) > MAX_REFERENCE_CATEGORIES:
+        cats[OTHER] = float(sum(n for _, n in items[MAX_REFERENCE_CATEGORIES:])) / total
+    return {"kind": CATEGORICAL, "missing_rate": missing / rows if rows else 0.0,
+            "categories": cats}

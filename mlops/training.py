@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     GradientBoostingClassifier,
@@ -448,3 +449,230 @@ def split(X: pd.DataFrame, y: pd.Series, test_size: float, random_state: int,
     parts = train_test_split(X, y, test_size=test_size, random_state=random_state,
                              stratify=stratify)
     return parts[0], parts[1], parts[2], parts[3]
+
+
+# --- the Dask engine's preprocessing: fitted from statistics, not rows ---------------------
+class FrameCodes(TransformerMixin, BaseEstimator):
+    """Raw features as float columns for LightGBM, fitted from merged statistics.
+
+    The Dask engine cannot fit a ``ColumnTransformer`` on rows spread over workers, so
+    its LightGBM models are ``Pipeline([("prep", FrameCodes), ("model", LightGBM)])``
+    with this first step, built from what ingest counted: numeric features pass as
+    float32 (LightGBM bins them into at most 255 bins anyway, and its Dask workers hold
+    and concatenate their share of the rows: half the memory of float64; missing values
+    stay NaN: LightGBM's own missing-value handling), bool
+    features become 0/1 (missing NaN), and categorical features become the index of
+    their value in ``categories`` (the categories seen in training, as strings), used
+    by LightGBM as native categorical features; a missing or unseen category is NaN.
+
+    Args:
+        kinds: Feature name -> ``numeric``/``bool``/``categorical``, in input order.
+        categories: Categorical feature -> its categories (strings), in code order.
+    """
+
+    def __init__(self, kinds: Mapping[str, str] | None = None,
+                 categories: Mapping[str, list[str]] | None = None) -> None:
+        self.kinds = kinds
+        self.categories = categories
+
+    def fit(self, X: Any = None, y: Any = None) -> FrameCodes:
+        """Nothing to learn from rows (the statistics were given)."""
+        self.n_features_in_ = len(self.kinds or {})
+        self.feature_names_in_ = np.asarray(list(self.kinds or {}), dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The float32 frame LightGBM trains and predicts on (columns in ``kinds`` order)."""
+        kinds = self.kinds or {}
+        out: dict[str, np.ndarray] = {}
+        for col, kind in kinds.items():
+            s = X[col]
+            if kind == CATEGORICAL:
+                out[col] = self._codes(s, list((self.categories or {}).get(col, [])))
+            elif kind == BOOL:
+                out[col] = as_float(s)[:, 0]
+            else:
+                out[col] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64,
+                                                                      na_value=np.nan)
+        return pd.DataFrame({c: v.astype(np.float32) for c, v in out.items()}, index=X.index,
+                            columns=list(kinds))
+
+    @staticmethod
+    def _codes(s: pd.Series, categories: list[str]) -> np.ndarray:
+        cat = pd.Categorical(s)
+        lookup = pd.Index(categories, dtype=object).get_indexer(
+            pd.Index([str(c) for c in cat.categories], dtype=object))
+        codes = np.where(cat.codes >= 0, lookup[np.maximum(cat.codes, 0)], -1) \
+            if len(lookup) else np.full(len(s), -1)
+        return np.where(codes >= 0, codes, np.nan).astype(np.float64)
+
+    def categorical_features(self) -> list[str]:
+        """The output columns LightGBM treats as categorical."""
+        return [c for c, k in (self.kinds or {}).items() if k == CATEGORICAL]
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output column names (the input names)."""
+        return np.asarray(list(self.kinds or {}), dtype=object)
+
+
+# --- metrics from mergeable parts (the Dask engine scores partition by partition) ---------
+#: ``roc_auc`` from merged parts is exact while the held-out predictions have at most this
+#: many distinct scores; beyond, scores are rounded to :data:`ROC_AUC_DECIMALS` decimals
+#: (ties within 1e-9 then count half), which bounds the step's memory.
+ROC_AUC_MAX_POINTS = 2_000_000
+ROC_AUC_DECIMALS = 9
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _score_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, ...]:
+    values, inverse = np.unique(scores, return_inverse=True)
+    total = np.bincount(inverse, minlength=len(values)).astype(np.float64)
+    pos = np.bincount(inverse, weights=positive.astype(np.float64), minlength=len(values))
+    return values, pos, total - pos
+
+
+def metric_parts(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray,
+                 task: str) -> dict[str, Any]:
+    """Mergeable parts of every metric of ``task`` on one partition (plain data).
+
+    Regression: rows, sums of squared and absolute errors, and the target's count, mean
+    and sum of squared deviations. Classification: the confusion counts ``(true,
+    predicted) -> rows``, the summed log-loss over the model's classes, and per class the
+    distinct predicted probabilities with their positive and negative rows (for
+    ``roc_auc``). :func:`merge_metric_parts` turns a list of them into the metrics of
+    :func:`compute_metrics`, equal to it on the concatenated rows (to rounding).
+    """
+    truth = np.asarray(y)
+    if not len(truth):  # an empty partition (a split can leave one)
+        return {"n": 0}
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        X, model = model[:-1].transform(X), model[-1]
+    predicted = np.asarray(model.predict(X))
+    if task == REGRESSION:
+        t = truth.astype(np.float64)
+        err = t - predicted.astype(np.float64)
+        mean = float(t.mean()) if len(t) else 0.0
+        return {"n": len(t), "sse": float(np.dot(err, err)), "sae": float(np.abs(err).sum()),
+                "mean": mean, "m2": float(np.square(t - mean).sum())}
+    pairs = pd.DataFrame({"t": truth, "p": predicted}).value_counts(sort=False)
+    confusion: dict[tuple[Any, Any], int] = {}
+    for key, n in pairs.items():
+        pair: tuple[Any, Any] = key  # type: ignore[assignment]  # a MultiIndex (true, predicted)
+        confusion[(_py(pair[0]), _py(pair[1]))] = int(n)
+    parts: dict[str, Any] = {"n": len(truth), "confusion": confusion}
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))
+        classes = list(model.classes_)
+        parts["classes"] = [_py(c) for c in classes]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parts["log_loss_sum"] = float(log_loss(truth, proba, labels=classes,
+                                                       normalize=False))
+        except ValueError:
+            parts["log_loss_sum"] = None
+        columns = [1] if len(classes) == 2 else range(len(classes))
+        parts["roc"] = {i: _score_points(proba[:, i], truth == classes[i]) for i in columns}
+    return parts
+
+
+class MetricMerger:
+    """Merges :func:`metric_parts` of partitions as they arrive (bounded memory)."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.n = 0
+        self.sse = self.sae = self.mean = self.m2 = 0.0
+        self.confusion: dict[tuple[Any, Any], int] = {}
+        self.log_loss_sum: float | None = 0.0
+        self.classes: list[Any] | None = None
+        self.roc: dict[int, tuple[np.ndarray, ...]] = {}
+        self.proba = True
+        self.rounded = False
+
+    def add(self, parts: Mapping[str, Any]) -> None:
+        """Merge one partition's parts."""
+        n = int(parts["n"])
+        if n == 0:
+            return
+        if self.task == REGRESSION:
+            total = self.n + n
+            delta = parts["mean"] - self.mean
+            self.m2 += parts["m2"] + delta * delta * self.n * n / total
+            self.mean += delta * n / total
+            self.sse += parts["sse"]
+            self.sae += parts["sae"]
+            self.n = total
+            return
+        self.n += n
+        for key, count in parts["confusion"].items():
+            self.confusion[key] = self.confusion.get(key, 0) + count
+        if "roc" not in parts:
+            self.proba = False
+            return
+        if self.classes is None:
+            self.classes = list(parts["classes"])
+        ll = parts.get("log_loss_sum")
+        self.log_loss_sum = None if ll is None or self.log_loss_sum is None \
+            else self.log_loss_sum + ll
+        for i, points in parts["roc"].items():
+            self.roc[i] = points if i not in self.roc else self._merge(self.roc[i], points)
+
+    def _merge(self, a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]
+               ) -> tuple[np.ndarray, ...]:
+        values = np.concatenate([a[0], b[0]])
+        if len(values) > ROC_AUC_MAX_POINTS:
+            values = np.round(values, ROC_AUC_DECIMALS)
+            self.rounded = True
+        merged, inverse = np.unique(values, return_inverse=True)
+        pos = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(merged))
+        neg = np.bincount(inverse, weights=np.concatenate([a[2], b[2]]), minlength=len(merged))
+        return merged, pos, neg
+
+    @staticmethod
+    def _auc(points: tuple[np.ndarray, ...]) -> float | None:
+        _, pos, neg = points
+        n_pos, n_neg = float(pos.sum()), float(neg.sum())
+        if n_pos == 0 or n_neg == 0:
+            return None  # as roc_auc_score: one class present
+        below = np.cumsum(neg) - neg  # negatives with a strictly lower score
+        return float(np.dot(pos, below + 0.5 * neg) / (n_pos * n_neg))
+
+    def metrics(self) -> dict[str, float | None]:
+        """The metrics of every part added (the keys of :func:`compute_metrics`)."""
+        if self.task == REGRESSION:
+            if not self.n:
+                return {"rmse": None, "mae": None, "r2": None}
+            r2: float | None = None
+            if self.n > 1:  # r2_score's force_finite rule for a constant target
+                r2 = 1.0 - self.sse / self.m2 if self.m2 > 0 else \
+                    (1.0 if self.sse == 0 else 0.0)
+            return {"rmse": math.sqrt(self.sse / self.n), "mae": self.sae / self.n, "r2": r2}
+        out: dict[str, float | None] = {"accuracy": None, "balanced_accuracy": None,
+                                        "f1_macro": None, "roc_auc": None, "log_loss": None}
+        if not self.n:
+            return out
+        labels = sorted({t for t, _ in self.confusion} | {p for _, p in self.confusion})
+        rows = dict.fromkeys(labels, 0)
+        cols = dict.fromkeys(labels, 0)
+        diag = dict.fromkeys(labels, 0)
+        for (t, p), count in self.confusion.items():
+            rows[t] += count
+            cols[p] += count
+            if t == p:
+                diag[t] += count
+        out["accuracy"] = sum(diag.values()) / self.n
+        recalls = [diag[c] / rows[c] for c in labels if rows[c]]
+        out["balanced_accuracy"] = float(np.mean(recalls)) if recalls else None
+        f1 = [2 * diag[c] / (rows[c] + cols[c]) if rows[c] + cols[c] else 0.0 for c in labels]
+        out["f1_macro"] = float(np.mean(f1))
+        if self.proba and self.classes is not None:
+            if self.log_loss_sum is not None and math.isfinite(self.log_loss_sum):
+                out["log_loss"] = self.log_loss_sum / self.n
+            aucs = [self._auc(points) for _, points in sorted(self.roc.items())]
+            if aucs and all(a is not None for a in aucs):
+                out["roc_auc"] = float(np.mean([a for a in aucs if a is not None]))
+        return out

@@ -322,7 +322,8 @@ def test_lightgbm_on_dask_is_saved_as_a_local_model(client: Any, tmp_path: Path)
     assert summary["retrained"] and summary["accuracy"] > 0.7
     ws = Workspace.open(cfg)
     model, meta = ws.registry.load(summary["model_version"])
-    assert isinstance(model, LGBMClassifier)
+    # A Pipeline with its preprocessing, as on the pandas engine (#10).
+    assert isinstance(model[-1], LGBMClassifier)
     assert ws.registry.get_alias(PRODUCTION) == summary["model_version"]
     x = frames[0].drop(columns="target")
     assert set(np.unique(model.predict(x))) <= {0, 1}
@@ -388,20 +389,25 @@ def test_summary_and_lineage_keys_are_the_same_on_both_engines(client: Any,
     assert len(meta["lineage"]["source_files"]) == 2
 
 
-def test_dask_refuses_what_it_does_not_support_yet(client: Any, tmp_path: Path) -> None:
-    """Categorical features, regression and other metrics: exit 2 naming the key or
-    column, no version registered (the pandas engine supports all of them)."""
+def test_bad_input_on_dask_is_refused_before_a_version_is_committed(
+        client: Any, tmp_path: Path) -> None:
+    """Bad targets, a metric of the other task, a feature whose kind changes between
+    files: exit 2 naming the key or column, no version registered (as on pandas)."""
     from mlops.errors import ConfigError
 
     frames = batches(2)
+    flipped = [frames[0].assign(city="a"), frames[1].assign(city=1.0)]
+    flipped[1]["city"] = flipped[1]["city"].astype(object)
     cases: list[tuple[str, list[pd.DataFrame], dict[str, Any], type, str]] = [
-        ("categorical", [f.assign(city=np.where(f["feature_0"] > 0, "a", "b")) for f in frames],
-         {}, DataValidationError, r"feature column 'city' .*numeric features only"),
         ("continuous", [f.assign(target=f["feature_0"] * 1.5) for f in frames],
-         {}, DataValidationError, r"target column 'target' .*regression"),
-        ("task", frames, {"data": {"task": "regression"}}, ConfigError, r"'data\.task'"),
-        ("metric", frames, {"monitoring": {"metric": "f1_macro"}}, ConfigError,
-         r"'monitoring\.metric'"),
+         {"data": {"task": "classification"}}, DataValidationError,
+         r"target column 'target' .*continuous"),
+        ("metric", [f.assign(target=f["feature_0"] * 1.5) for f in frames],
+         {"monitoring": {"metric": "f1_macro"}}, ConfigError,
+         r"'monitoring\.metric': 'f1_macro' is not a regression metric"),
+        ("constant", [f.assign(target=1) for f in frames], {}, DataValidationError,
+         r"target column 'target' has a single class"),
+        ("kind", flipped, {}, DataValidationError, r"part-001\.parquet has columns .*'city'"),
     ]
     for name, parts, sections, error, pattern in cases:
         src = tmp_path / name
@@ -412,6 +418,244 @@ def test_dask_refuses_what_it_does_not_support_yet(client: Any, tmp_path: Path) 
             ingest(cfg, "run-1", ws)
         assert err.value.exit_code == 2, name
         assert ws.versioner.list_versions() == [], name
+
+
+# --- #10 on the Dask engine: regression, every metric, categorical features --------------------
+def mixed(n: int = 400, rows: int = 300, seed: int = 0, shift: float = 0.0,
+          regression: bool = False) -> list[pd.DataFrame]:
+    """Frames with numeric (some missing), categorical (strings, some missing) and bool
+    (object, some missing) features; ``shift`` moves the numeric means and the shares
+    of the categories."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(seed + i)
+        x0 = rng.normal(5 + shift, 2, rows)
+        x1 = rng.normal(0, 1, rows)
+        p = np.array([0.5, 0.3, 0.2]) if not shift else np.array([0.2, 0.3, 0.5])
+        city = rng.choice(["north", "south", "east"], rows, p=p).astype(object)
+        flag = (rng.random(rows) < 0.4).astype(object)
+        y = x0 * 0.8 - 2 * x1 + np.where(city == "east", 3.0, 0.0) + \
+            np.where(flag.astype(bool), 1.5, 0.0) + rng.normal(0, 0.5, rows)
+        x0[rng.random(rows) < 0.05] = np.nan
+        city[rng.random(rows) < 0.05] = None
+        flag[0] = None
+        frame = pd.DataFrame({"x0": x0, "x1": x1, "city": city, "flag": flag})
+        frame["target"] = y if regression else (y > np.median(y)).astype(np.int64)
+        out.append(frame)
+    return out
+
+
+def test_metrics_from_partition_parts_equal_compute_metrics() -> None:
+    """Every metric from per-partition parts equals scikit-learn's on all rows (scikit-learn
+    data sets: binary, multi-class, regression; with and without predict_proba)."""
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+
+    from mlops.training import MetricMerger, compute_metrics, metric_parts, train_model
+
+    cases = [(load_breast_cancer, "classification", "logistic"),
+             (load_wine, "classification", "lightgbm"),
+             (load_wine, "classification", "random_forest"),
+             (load_diabetes, "regression", "linear"),
+             (load_diabetes, "regression", "lightgbm")]
+    for loader, task, model_type in cases:
+        x, y = loader(return_X_y=True, as_frame=True)
+        model = train_model(x.iloc[::2], y.iloc[::2],
+                            Config.from_dict({"training": {"model_type": model_type,
+                                                           "params": {}}}), task)
+        xt, yt = x.iloc[1::2], y.iloc[1::2]
+        exact = compute_metrics(model, xt, yt, task)
+        merger = MetricMerger(task)
+        for i in range(4):  # uneven partitions, one empty
+            rows = slice(i * 60, (i + 1) * 60) if i < 3 else slice(0, 0)
+            merger.add(metric_parts(model, xt.iloc[rows] if i < 3 else xt.iloc[:0],
+                                    yt.iloc[rows] if i < 3 else yt.iloc[:0], task))
+        merger.add(metric_parts(model, xt.iloc[180:], yt.iloc[180:], task))
+        merged = merger.metrics()
+        assert set(merged) == set(exact), model_type
+        for key, value in exact.items():
+            assert value is not None, (model_type, key)
+            assert merged[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (model_type, key)
+    # roc_auc undefined with one class present (None, as compute_metrics says).
+    merger = MetricMerger("classification")
+    one = (model_for_one_class(), pd.DataFrame({"a": [1.0, 2.0]}), pd.Series([1, 1]))
+    merger.add(metric_parts(*one, "classification"))
+    assert merger.metrics()["roc_auc"] is None
+    assert merger.metrics() == pytest.approx(compute_metrics(*one, "classification"))
+
+
+def model_for_one_class() -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression().fit(pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]}), [0, 0, 1, 1])
+
+
+def test_roc_auc_rounds_beyond_its_point_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond ROC_AUC_MAX_POINTS distinct scores the merge rounds them (bounded memory)
+    and stays within 1e-6 of the exact value."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlops import training
+
+    rng = np.random.default_rng(1)
+    scores, truth = rng.random(3000), rng.random(3000) < 0.3
+    monkeypatch.setattr(training, "ROC_AUC_MAX_POINTS", 1000)
+    monkeypatch.setattr(training, "ROC_AUC_DECIMALS", 3)
+    merger = training.MetricMerger("classification")
+    for i in range(3):
+        part = slice(i * 1000, (i + 1) * 1000)
+        merger.add({"n": 1000, "confusion": {(1, 1): 1000}, "classes": [False, True],
+                    "log_loss_sum": 0.0,
+                    "roc": {1: training._score_points(scores[part], truth[part])}})
+    assert merger.rounded
+    assert merger.metrics()["roc_auc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-3)
+
+
+def _run_night(src: Path, frames: list[pd.DataFrame], store: Path, engine: str, run_id: str,
+               sections: dict[str, Any]) -> Any:
+    for f in src.glob("*.parquet"):
+        f.unlink()
+    write_parts(src, frames)
+    cfg = Config.from_dict({"storage": {"uri": str(store)}, **sections,
+                            "data": {"source": str(src), "engine": engine}})
+    ws = Workspace.open(cfg)
+    ingest(cfg, run_id, ws)
+    return monitor_check(cfg, run_id, ws)
+
+
+@pytest.mark.parametrize(("kind", "trained_by", "model_type", "method", "metric"), [
+    ("regression", "dask", "lightgbm", "psi", "mae"),
+    ("regression", "pandas", "linear", "mean_l1", "r2"),
+    ("classification", "dask", "lightgbm", "psi", "roc_auc"),
+    ("classification", "pandas", "hist_gradient_boosting", "ks", "f1_macro"),
+    ("classification", "dask", "random_forest", "wasserstein", "log_loss"),
+])
+def test_engines_agree_on_mixed_data_regression_and_every_metric(
+        client: Any, tmp_path: Path, kind: str, trained_by: str, model_type: str,
+        method: str, metric: str) -> None:
+    """Same store, same serving model (with categorical, bool and missing features):
+    both engines reach the same decision with the same metrics and per-feature drift
+    statistics (categorical ones from merged counts) to 1e-9."""
+    regression = kind == "regression"
+    src, store = tmp_path / "src", tmp_path / "store"
+    sections: dict[str, Any] = {
+        "monitoring": {"drift_method": method, "drift_min_samples": 100, "metric": metric},
+        "training": {"model_type": model_type, "params": {"n_estimators": 15}
+                     if model_type in ("lightgbm", "random_forest") else {}}}
+    first = _run_night(src, mixed(3, regression=regression), store, trained_by, "night-1",
+                       sections)
+    assert first.reasons == ["no_model"]
+    assert first.task == kind
+    trained = train(Config.from_dict({"storage": {"uri": str(store)}, **sections,
+                                      "data": {"source": str(src), "engine": trained_by}}),
+                    "night-1", None)
+    assert trained.metric == metric and trained.score is not None
+    for night, shift in ((2, 0.0), (3, 1.5)):
+        frames = mixed(3, seed=10 * night, shift=shift, regression=regression)
+        checks = {e: _run_night(src, frames, store, e, f"night-{night}-{e}", sections)
+                  for e in ("pandas", "dask")}
+        p, d = checks["pandas"], checks["dask"]
+        assert p.task == d.task == kind
+        assert d.reasons == p.reasons
+        assert "drift" in p.reasons if shift else "drift" not in p.reasons
+        assert set(d.metrics) == set(p.metrics) and p.metrics
+        for key, value in p.metrics.items():
+            assert value is not None, key
+            assert d.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        assert d.score == pytest.approx(p.score, rel=1e-9)
+        assert d.drift == pytest.approx(p.drift, rel=1e-9)
+        pf = {f["feature"]: f for f in p.drift_report["features"]}
+        df = {f["feature"]: f for f in d.drift_report["features"]}
+        # mean_l1 compares the numeric features' means.
+        assert set(pf) == set(df) == ({"x0", "x1"} if method == "mean_l1"
+                                      else {"x0", "x1", "city", "flag"})
+        for name in ("city", "flag") if method != "mean_l1" else ():
+            assert df[name]["method"] == pf[name]["method"]
+            assert df[name]["statistic"] == pytest.approx(pf[name]["statistic"], rel=1e-9)
+            assert df[name]["missing_rate"] == pytest.approx(pf[name]["missing_rate"],
+                                                             rel=1e-9)
+            assert df[name]["unseen"] == pf[name]["unseen"]
+
+
+def test_categorical_lightgbm_on_dask_predicts_on_a_raw_pandas_frame(
+        client: Any, tmp_path: Path) -> None:
+    """The saved model is a plain local Pipeline (FrameCodes + LGBMRegressor) that takes
+    raw frames: missing values and categories never seen in training included."""
+    from lightgbm import LGBMRegressor
+
+    from mlops.training import FrameCodes
+
+    src = tmp_path / "src"
+    frames = mixed(3, regression=True)
+    write_parts(src, frames)
+    cfg = config(tmp_path, src, training={"model_type": "lightgbm",
+                                          "params": {"n_estimators": 30}})
+    summary = run_pipeline(cfg)
+    assert summary["task"] == "regression" and summary["metric"] == "rmse"
+    assert summary["accuracy"] is None and set(summary["metrics"]) == {"rmse", "mae", "r2"}
+    assert summary["metrics"]["r2"] > 0.5
+    ws = Workspace.open(cfg)
+    model, meta = ws.registry.load(summary["model_version"])
+    assert isinstance(model[0], FrameCodes) and isinstance(model[-1], LGBMRegressor)
+    raw = pd.read_parquet(src / "part-000.parquet").drop(columns="target")
+    raw.loc[0, "city"] = "never-seen"
+    raw.loc[1, ["x1", "flag", "city"]] = [np.nan, None, None]
+    predicted = model.predict(raw[["flag", "city", "x1", "x0"]])  # another column order
+    assert predicted.shape == (len(raw),) and np.isfinite(predicted).all()
+    # The east category matters in the concept (+3): the model learned it natively.
+    east = model.predict(raw.assign(city="east")).mean()
+    north = model.predict(raw.assign(city="north")).mean()
+    assert east - north > 1.5
+    info = meta["metadata"]
+    kinds = {c["name"]: (c["kind"], c.get("categories")) for c in info["schema"]["features"]}
+    assert kinds["city"] == ("categorical", ["east", "north", "south"])
+    assert kinds["flag"][0] == "bool" and kinds["x0"][0] == "numeric"
+    reference = ws.registry.get_reference(summary["model_version"])["distribution"]
+    assert set(reference["features"]) == {"x0", "x1", "city", "flag"}
+    assert reference["features"]["city"]["kind"] == "categorical"
+    assert reference["rows"] == info["train_rows"]
+    ingested = ws.read_result(summary["run_id"], "ingest")
+    assert ingested["feature_kinds"] == {"x0": "numeric", "x1": "numeric",
+                                         "city": "categorical", "flag": "bool"}
+
+
+def test_partition_summaries_without_feature_summaries_are_read_again(
+        client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stats object written before partitions kept their target and category summaries
+    is not taken from the fingerprint cache: its file is read again."""
+    ws, _, manifest = ingest_parts(tmp_path, batches(2))
+    key = manifest["partitions"][0]["stats_object"]
+    old = ws.versioner.store.read_json(key)
+    for name in ("target", "feature_kinds", "categories", "category_missing"):
+        old.pop(name)
+    ws.versioner.store.write_json(key, old)
+    caplog.set_level("INFO", logger="mlops.dask_engine")
+    cfg = config(tmp_path, tmp_path / "src")
+    assert ingest(cfg, "run-2", ws).task == "classification"
+    assert "2 partitions, 1 read, 1 from the fingerprint cache" in caplog.text
+    assert "target" in ws.versioner.store.read_json(key)  # completed: cached from now on
+
+
+def test_partitioned_manifest_records_its_source_and_category_counts(
+        client: Any, tmp_path: Path) -> None:
+    """Lineage (#10) on Dask: the manifest names the source URI and each file it read
+    with its size and partition; category counts are exact merged counts."""
+    frames = mixed(2)
+    ws, result, manifest = ingest_parts(tmp_path, frames)
+    src = tmp_path / "src"
+    assert manifest["source"]["uri"] == str(src)
+    files = manifest["source"]["files"]
+    assert [Path(f["path"]).name for f in files] == ["part-000.parquet", "part-001.parquet"]
+    assert [f["size_bytes"] for f in files] == \
+        [(src / Path(f["path"]).name).stat().st_size for f in files]
+    assert [f["partition"] for f in files] == [p["digest"] for p in manifest["partitions"]]
+    whole = pd.concat(frames, ignore_index=True)
+    assert manifest["categories"]["city"] == \
+        {str(k): int(v) for k, v in whole["city"].value_counts().items()}
+    assert manifest["category_missing"]["city"] == int(whole["city"].isna().sum())
+    assert manifest["categories"]["flag"] == \
+        {str(k): int(v) for k, v in whole["flag"].value_counts().items()}
+    assert result.task == "classification"
+    assert ws.versioner.get_record(result.data_version).extra["source"]["uri"] == str(src)
 
 
 # --- 5 + 6: where the cluster comes from, and failures ---------------------------------------
