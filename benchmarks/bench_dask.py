@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -82,7 +83,9 @@ def write_source(folder: Path, total_bytes: float, partition_bytes: float, seed:
 
     folder.mkdir(parents=True, exist_ok=True)
     row_bytes = 8 * (FEATURES + 1)
-    rows_per = max(100, int(partition_bytes // row_bytes))
+    # Rounded up: 250 partitions of "16 MB" make at least 4 GB (D2 checks the data is
+    # at least 4x the workers' limits; rounded down it was 4 KB short).
+    rows_per = max(100, math.ceil(partition_bytes / row_bytes))
     n_parts = max(1, round(total_bytes / (rows_per * row_bytes)))
     parts = range(start, start + n_parts)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
