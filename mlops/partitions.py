@@ -25,6 +25,9 @@ same store and index as the pandas engine's versions (below the versioner's base
   a Dask worker: no process ever holds more than a partition. The driver receives
   only the statistics. Partitions of a failed ingest are never referenced (no
   manifest is written); ``mlops gc`` removes them after the grace period.
+* A Parquet source file whose frame has the default index is stored as its own bytes
+  (read into memory once, parsed from there: :func:`read_source`); other files are
+  written with ``to_parquet``. Either way the object reads back to the hashed frame.
 * A partition's stats object also keeps what the Dask engine's training and
   categorical drift need (:func:`feature_summary`): its target's summary (the task is
   decided on the merged summaries, :func:`decide_task`), the feature kinds, and rows
@@ -63,14 +66,14 @@ from mlops.records import PARTITIONED, DataManifest
 from mlops.sketches import (
     DEFAULT_K,
     Moments,
+    SketchMerger,
     category_summary,
     merge_categories,
     merge_counts,
     merge_moments,
-    merge_sketches,
     numeric_columns,
-    sketch_columns,
     stats_of,
+    summarize_columns,
 )
 from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, confined_key, crash_point
 
@@ -141,21 +144,46 @@ def read_table(store: Store, key: str) -> pd.DataFrame:
                                   f"{str(err).splitlines()[0][:200]}") from err
 
 
+def read_source(source: Store, key: str) -> tuple[pd.DataFrame, bytes | None]:
+    """Read one source file for ingest: its frame, and its bytes when they can be stored as is.
+
+    A Parquet file is read into memory once and parsed from there: when the frame has
+    the default index (``RangeIndex(0, n)``, what a re-read of the stored object must
+    give), those very bytes are the partition's object, so ingest copies them instead of
+    encoding the frame again (the costliest part of a partition's task), and the object
+    holds exactly the content that was hashed even if the source changes meanwhile.
+    A CSV file, or a Parquet file whose frame has another index, gives ``None`` (the
+    partition is written with ``to_parquet``, as before).
+
+    Raises:
+        DataValidationError: The file is empty or cannot be parsed (names it).
+    """
+    if not key.lower().endswith((".parquet", ".pq")):
+        return read_table(source, key), None
+    import pyarrow as pa
+
+    raw = source.read_bytes(key)
+    try:
+        df = pd.read_parquet(pa.BufferReader(raw), engine="pyarrow")
+    except Exception as err:
+        raise DataValidationError(f"data file {source.url(key)} cannot be parsed: "
+                                  f"{str(err).splitlines()[0][:200]}") from err
+    plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and \
+        df.index.step == 1 and df.index.name is None
+    return df, (raw if plain else None)
+
+
 def _schema(df: pd.DataFrame) -> list[dict[str, str]]:
     return [{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()]
 
 
 def summarize_partition(df: pd.DataFrame, algorithm: str, k: int) -> dict[str, Any]:
     """Hash, schema, moments and sketches of one partition (what its stats object holds)."""
-    moments = {c: m.to_dict() for c, m in _moments(df).items()}
+    # One pass over each column's values gives both its moments and its sketch.
+    moments, sketches = summarize_columns(df, numeric_columns(df), k)
     return {"digest": content_hash(df, algorithm), "rows": len(df), "columns": _schema(df),
-            "moments": moments, "sketch_k": k,
-            "sketches": sketch_columns(df, numeric_columns(df), k)}
-
-
-def _moments(df: pd.DataFrame) -> dict[str, Moments]:
-    return {c: Moments.of(df[c].to_numpy(dtype=np.float64, na_value=np.nan))
-            for c in numeric_columns(df)}
+            "moments": {c: m.to_dict() for c, m in moments.items()}, "sketch_k": k,
+            "sketches": sketches}
 
 
 def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorithm: str,
@@ -173,7 +201,7 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     crash_point("partition-task")  # tests: the worker dies here, as if OOM-killed
     _kill_once()
     name = source.url(f.key)
-    df = read_table(source, f.key)
+    df, raw = read_source(source, f.key)
     validate(df, target, name, whole=False)  # the task is decided on the merged summaries
     schema = _schema(df)
     if expected is not None and schema != expected:
@@ -184,7 +212,11 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     summary.update(feature_summary(df, target, name))
     digest = summary["digest"]
     obj = object_key(digest)
-    if not data.exists(obj):
+    if not data.exists(obj) and raw is not None:
+        data.write_bytes(obj, raw)  # the source's own Parquet bytes: see read_source
+        summary["size_bytes"] = len(raw)
+        crc = checksums.of_bytes(raw, checksums.ALGORITHM)
+    elif not data.exists(obj):
         summary["size_bytes"], crc = data.write_hashed(
             obj, lambda out: df.to_parquet(out, engine="pyarrow", index=False),
             checksums.ALGORITHM)
@@ -199,7 +231,20 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
         data.write_json(skey, summary, compact=True)
     data.write_json(fingerprint, {"digest": digest, "source": name, "size": f.size,
                                   "token": f.token}, compact=True)
+    _release_arrow_memory()
     return summary
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory pyarrow's pool keeps cached back to the system.
+
+    Its allocator keeps the partition's freed buffers (tens of MB) for reuse, so a
+    worker's RSS would stay a partition or two above what it holds between tasks;
+    releasing costs about a millisecond.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def target_summary(y: pd.Series) -> dict[str, Any]:
@@ -372,10 +417,21 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         summaries[first] = client.submit(ingest_file, source, files[first], data, target,
                                          algorithm, k, keys[first], None, pure=False).result()
         expected = summaries[first]["columns"]
-    futures = {i: client.submit(ingest_file, source, files[i], data, target, algorithm, k,
-                                keys[i], expected, pure=False) for i in todo}
-    for i, fut in futures.items():
+    # The sketches (about 45 KB a column each) are merged as each task completes and
+    # dropped, and each finished future is released: neither this process nor the
+    # workers keep a partition's sketches after they are merged.
+    merger = SketchMerger(k)
+    for summary in summaries.values():
+        merger.add(summary.pop("sketches"))
+    futures = {client.submit(ingest_file, source, files[i], data, target, algorithm, k,
+                             keys[i], expected, pure=False): i for i in todo}
+    from distributed import as_completed
+
+    for fut in as_completed(futures):
+        i = futures.pop(fut)
         summaries[i] = fut.result()
+        merger.add(summaries[i].pop("sketches"))
+        fut.release()
     ordered = [summaries[i] for i in range(len(files))]
     for f, s in zip(files, ordered, strict=True):
         if s["columns"] != ordered[0]["columns"]:
@@ -398,7 +454,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         "id": vid, "kind": PARTITIONED, "content_hash": digest, "hash_algorithm": algorithm,
         "rows": rows, "columns": columns, "stats": stats_of(moments),
         "moments": {c: m.to_dict() for c, m in moments.items()}, "sketch_k": k,
-        "sketches": merge_sketches((s["sketches"] for s in ordered), k),
+        "sketches": merger.encoded(),
         "partitions": [{"digest": s["digest"], "object": object_key(s["digest"]),
                         "stats_object": stats_key(s["digest"], k), "rows": int(s["rows"]),
                         "size_bytes": int(s.get("size_bytes", 0)), "source": f.key,
