@@ -927,15 +927,8 @@ class KubeClient:
             term = (cs.get("state") or {}).get("terminated")
             if cs.get("name") == container and term:
                 code = term.get("exitCode")
-        try:
-            text = self._call(f"read log of pod {pod_name}",
-                              lambda: self.core.read_namespaced_pod_log(
-                                  pod_name, self.namespace, container=container,
-                                  tail_lines=tail_lines, _request_timeout=REQUEST_TIMEOUT))
-        except MLOpsError as err:
-            return code, [f"(log of pod {pod_name} cannot be read: {err})"]
-        lines = [ln for ln in str(text or "").splitlines() if ln.strip()]
-        return code, lines[-tail_lines:] or [f"(pod {pod_name} logged nothing)"]
+        return code, self.pod_log(pod_name, container, tail_lines) or [
+            f"(pod {pod_name} logged nothing)"]
 
 
 def _short(err: BaseException) -> str:
