@@ -34,3 +34,9 @@ METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 NUMERIC = "numeric"
 BOOL = "bool"
 CATEGORICAL = "categorical"
+
+#: Serving export formats (``mlops export --format``; mlops.serving writes them).
+ServingFormat = Literal["kserve", "mlflow"]
+SERVING_FORMATS: tuple[str, ...] = get_args(ServingFormat)
+KSERVE = "kserve"
+MLFLOW = "mlflow"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlops import __version__
+from mlops.choices import SERVING_FORMATS
 from mlops.config import Config, load_config
 from mlops.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
 from mlops.logconf import log_context, setup_logging
@@ -227,10 +228,37 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    """Point an alias (default ``production``) at a model version."""
+    """Point an alias (default ``production``) at a model version (its serving exports
+    written first, as the pipeline's promotion does)."""
     ws = _workspace(args)
+    if args.alias == "production":
+        from mlops.serving import export_for_serving
+
+        export_for_serving(ws.store, ws.registry, args.version)
     event = ws.registry.set_alias(args.version, args.alias, reason=args.reason)
     print_mapping(event, args.json)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a model version's serving export (kserve or mlflow) into a new folder."""
+    from pathlib import Path
+
+    from mlops import serving
+
+    output = Path(args.output)
+    serving.check_output_dir(output)  # before anything is read or written
+    ws = _workspace(args)
+    version = ws.registry.get_alias(args.version) if args.version == "production" \
+        else args.version
+    if version is None:
+        raise BadInputError("mlops export production: no model serves yet (the production "
+                            "alias is unset); name a model version instead")
+    model, _ = ws.registry.load(version)
+    export = serving.build_export(model, ws.registry.get_record(version), args.format)
+    files = serving.write_to_dir(export, output)
+    print_mapping({"model_version": version, "format": args.format, "output": str(output),
+                   "files": ", ".join(str(f.relative_to(output)) for f in files)}, args.json)
     return EXIT_OK
 
 
@@ -473,6 +501,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "production, the model the pipeline serves)")
     p.add_argument("--reason", default="", help="why, kept in the alias history")
     p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser(
+        "export", help="write a model version in a format model servers load",
+        description="Write VERSION (or the model production serves) into the new folder "
+                    "--output: kserve (model.joblib, the whole Pipeline, for KServe's "
+                    "sklearn server; LightGBM models also lightgbm/model.bst) or mlflow (an "
+                    "MLflow model directory for mlflow.pyfunc and MLServer). The pickle holds "
+                    "only scikit-learn/LightGBM objects: it loads without mlops. Each "
+                    "promotion writes both under the store's serving/<version>/<format>/.")
+    p.add_argument("version", help="a model version, or production")
+    _common(p)
+    p.add_argument("--format", required=True, choices=SERVING_FORMATS,
+                   help="the layout to write")
+    p.add_argument("--output", "-o", required=True, metavar="DIR",
+                   help="the folder to create (must not exist, or be empty)")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("rollback", help="move an alias back to its previous version",
                        description="Undo the latest promotion of the alias: it points again at "

@@ -102,3 +102,8 @@ class ClusterError(MLOpsError):
 
 class EngineMissingError(ConfigError):
     """``data.engine: dask`` or ``lightgbm`` without the ``mlops[dask]`` extra (exit code 2)."""
+
+
+class ExportError(BadInputError):
+    """A model version cannot be exported for serving (it holds objects a model server
+    does not have); a retry will not help (exit code 2)."""

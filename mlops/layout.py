@@ -25,6 +25,9 @@ written by earlier releases unreadable, so the names are those on disk today
                                                before references moved to model folders
                                                (read as a fallback, no longer written)
     runs/<run-id>/<step>.json                  step results, summary.json, report.html
+    serving/<version-id>/<format>/...          a promoted version's serving export
+                                               (kserve, mlflow; see mlops.serving),
+                                               immutable once its commit file exists
 
 Functions named ``*_key`` return keys relative to their folder's store
 (``store.child(DATA)``...); :func:`under` joins a folder and such a key into a key
@@ -38,6 +41,8 @@ DATA = "data"
 MODELS = "models"
 MONITORING = "monitoring"
 RUNS = "runs"
+#: Serving exports of promoted model versions (one folder per version and format).
+SERVING = "serving"
 
 # --- below data/ ---------------------------------------------------------------------
 DATA_OBJECTS = "objects"
@@ -133,3 +138,8 @@ def run_key(run_id: str, name: str) -> str:
 def step_result_key(run_id: str, step: str) -> str:
     """A step's (or the summary's) result: ``runs/<run-id>/<step>.json``."""
     return run_key(run_id, f"{step}.json")
+
+
+def serving_key(version_id: str, fmt: str) -> str:
+    """The folder of a model version's serving export (below the root)."""
+    return f"{SERVING}/{version_id}/{fmt}"

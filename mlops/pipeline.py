@@ -42,6 +42,7 @@ from mlops.monitor import NO_MODEL
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
+from mlops.serving import export_for_serving
 from mlops.storage import crash_point
 from mlops.training import (
     check_trainable,
@@ -506,6 +507,10 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         once=f"train-{run_id}", at=record.created_at)
     crash_point("after-metrics")
     if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
+        # The serving exports come before the alias move: production never names a
+        # version without them (a complete export is never rewritten on a resume).
+        export_for_serving(ws.store, ws.registry, run_id)
+        crash_point("after-export")
         ws.registry.set_alias(run_id, PRODUCTION, reason=str(meta.promotion_reason),
                               by=f"pipeline run {run_id}")
         crash_point("after-alias")

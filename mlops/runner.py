@@ -27,6 +27,7 @@ from mlops.pipeline import (
     train,
 )
 from mlops.report import require_matplotlib, write_report_to_store
+from mlops.serving import serving_uri
 from mlops.training import meets_threshold
 from mlops.workspace import Workspace, new_run_id
 
@@ -61,8 +62,10 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         champion_accuracy, task, metric, score, metrics, threshold, alerts, note,
-        schema_change}`` (``accuracy`` is None for a regression); ``drift_error`` says
-        why drift could not be measured (then ``drift`` is 0.0 but unknown).
+        schema_change, serving_uri}`` (``accuracy`` is None for a regression); ``drift_error``
+        says why drift could not be measured (then ``drift`` is 0.0 but unknown);
+        ``serving_uri`` is the serving model's export folder (``serving/<version>``, one
+        subfolder per format), None when it has none.
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -104,6 +107,7 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
         "note": checked.get("note", ""),
         "schema_change": checked.get("schema_change"),
+        "serving_uri": serving_uri(ws.store, serving),
     }
 
 
