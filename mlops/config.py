@@ -327,6 +327,30 @@ class ObservabilityConfig:
                                    "(events.k8s.io/v1) on its own Job.")
 
 
+def _object_name(v: str) -> bool:
+    return v == "" or bool(re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", v))
+
+
+@dataclass(frozen=True)
+class KServeConfig:
+    """The hand-off of each promoted model to a KServe InferenceService."""
+
+    inference_service: str = _opt(
+        "", "Name of an InferenceService in the release's namespace: after each promotion "
+        "the controller patches its predictor's storageUri to the new version's export "
+        "(serving/<version>/kserve, or .../mlflow for an mlflow model format) and writes an "
+        "Event; a failed patch is an alert (serving_handoff_failed), not a failed run. The "
+        "chart's Role may get/patch inferenceservices only when this is set. Empty: off.",
+        _object_name, "a Kubernetes object name (lowercase, digits, '-') or empty")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Model servers fed by each promotion (exports are written on every promotion)."""
+
+    kserve: KServeConfig = _opt(KServeConfig(), "KServe InferenceService hand-off.")
+
+
 #: The events a webhook receiver may subscribe to (``notifications.webhooks[].events``).
 NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_threshold",
                  "success")
@@ -444,6 +468,7 @@ class Config:
     dask: DaskConfig = _opt(DaskConfig(), "The Dask cluster (data.engine: dask).")
     observability: ObservabilityConfig = _opt(ObservabilityConfig(), "Metrics and Events.")
     notifications: NotificationsConfig = _opt(NotificationsConfig(), "Webhooks.")
+    serving: ServingConfig = _opt(ServingConfig(), "Serving hand-off after promotions.")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:

@@ -357,6 +357,7 @@ class Controller:
                 if cluster is not None:
                     cluster.stop()
             self.current = None
+            self._hand_off()
             summary = finish_run(self.ws, self.run_id, observer)
         except Terminated as err:
             self._record("terminated", started,
@@ -440,6 +441,46 @@ class Controller:
             return
         self.backend.create_event(build_event(
             self.owner, self.backend.namespace, type_, reason, action, note))
+
+    def _hand_off(self) -> None:
+        """After a promotion, point ``serving.kserve.inference_service`` at the new version's
+        export (a JSON merge patch of its storageUri) and write an Event. A failure is an
+        alert of the run (``serving-handoff.json``, read by the summary), not a failure:
+        the promotion stands and the next promotion patches again."""
+        from mlops.serving import HANDOFF, inference_service_patch
+
+        name = self.config.serving.kserve.inference_service
+        trained = self.ws.read_result(self.run_id, TRAIN)
+        if not name or not trained or not trained.get("promoted"):
+            return
+        version = str(trained["model_version"])
+        if self.ws.registry.get_alias() != version:  # a resumed run no longer serves
+            return
+        backend: Any = self.backend
+        record: dict[str, Any] = {"run_id": self.run_id, "inference_service": name,
+                                  "model_version": version}
+        try:
+            isvc = backend.get_inference_service(name)
+            patch, uri = inference_service_patch(isvc, self.ws.store, version)
+            backend.patch_inference_service(name, patch)
+        except MLOpsError as err:
+            why = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.warning("serving hand-off: InferenceService %s not updated to model %s: %s",
+                        name, version, why)
+            self.ws.write_result(HANDOFF, {**record, "status": "failed", "error": why})
+            self._safe_event("Warning", "ServingUpdateFailed", f"InferenceService {name} "
+                             f"not updated to model {version}: {why}")
+            return
+        log.info("serving hand-off: InferenceService %s storageUri -> %s", name, uri)
+        self.ws.write_result(HANDOFF, {**record, "status": "patched", "storage_uri": uri})
+        self._safe_event("Normal", "ServingUpdated",
+                         f"InferenceService {name} storageUri set to {uri} (model {version})")
+
+    def _safe_event(self, type_: str, reason: str, note: str) -> None:
+        try:
+            self._event(type_, reason, "PatchInferenceService", note)
+        except MLOpsError as err:
+            log.warning("cannot write Event %s: %s", reason, err)
 
     def _record(self, status: str, started: str, message: str) -> None:
         data = {"run_id": self.run_id, "status": status, "started_at": started,

@@ -699,6 +699,10 @@ def load_target(*, kubeconfig: str | None = None, context: str | None = None,
 
 
 # --- the client --------------------------------------------------------------------------
+#: KServe's API group and version.
+_ISVC = ("serving.kserve.io", "v1beta1")
+
+
 class KubeClient:
     """Step Jobs in one namespace: create or adopt, watch, read the failing pod's log.
 
@@ -773,6 +777,31 @@ class KubeClient:
         return self._plain(self._call(
             f"create Event {body.get('reason')}", lambda: events.create_namespaced_event(
                 self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
+
+    def get_inference_service(self, name: str) -> dict[str, Any]:
+        """KServe's InferenceService ``name`` (``serving.kserve.io/v1beta1``).
+
+        Raises:
+            KubernetesBadRequestError: 403 (no Role rule), 404 (exit 2).
+            KubernetesError: 5xx or connection errors after the retries (exit 1).
+        """
+        api = client.CustomObjectsApi(self.api)
+        return cast(dict[str, Any], self._call(
+            f"get InferenceService {name}", lambda: api.get_namespaced_custom_object(
+                *_ISVC, self.namespace, "inferenceservices", name,
+                _request_timeout=REQUEST_TIMEOUT)))
+
+    def patch_inference_service(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch to the InferenceService ``name``.
+
+        Raises:
+            See :meth:`get_inference_service` (422: the patch is invalid).
+        """
+        api = client.CustomObjectsApi(self.api)
+        return cast(dict[str, Any], self._call(
+            f"patch InferenceService {name}", lambda: api.patch_namespaced_custom_object(
+                *_ISVC, self.namespace, "inferenceservices", name, patch,
+                _request_timeout=REQUEST_TIMEOUT)))
 
     def get_job(self, name: str) -> Job:
         """Read a Job (see :meth:`create_job` for the errors)."""

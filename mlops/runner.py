@@ -27,7 +27,7 @@ from mlops.pipeline import (
     train,
 )
 from mlops.report import require_matplotlib, write_report_to_store
-from mlops.serving import serving_uri
+from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
 from mlops.training import meets_threshold
 from mlops.workspace import Workspace, new_run_id
 
@@ -65,7 +65,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         schema_change, serving_uri}`` (``accuracy`` is None for a regression); ``drift_error``
         says why drift could not be measured (then ``drift`` is 0.0 but unknown);
         ``serving_uri`` is the serving model's export folder (``serving/<version>``, one
-        subfolder per format), None when it has none.
+        subfolder per format), None when it has none; ``serving_handoff`` (only when the
+        controller patched or failed to patch a KServe InferenceService) says how it went,
+        and a failure adds the alert ``serving_handoff_failed``.
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -85,6 +87,7 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     metric = checked.get("metric", "accuracy")
     threshold = checked.get("threshold")
     below = serving is not None and not meets_threshold(score, threshold, metric)
+    handoff = ws.read_result(run_id, HANDOFF)  # the controller's KServe patch, if any
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],
@@ -104,10 +107,13 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "score": score,
         "metrics": metrics,
         "threshold": threshold,
-        "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
+        "alerts": [SERVING_BELOW_THRESHOLD] * below + [HANDOFF_FAILED] * bool(
+            handoff and handoff.get("status") == "failed"),
         "note": checked.get("note", ""),
         "schema_change": checked.get("schema_change"),
         "serving_uri": serving_uri(ws.store, serving),
+        **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
+            "run_id", "step", "finished_at")}} if handoff else {}),
     }
 
 

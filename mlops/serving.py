@@ -412,3 +412,52 @@ def formats(names: Iterable[str]) -> list[str]:
             raise BadInputError(f"unknown serving format {name!r} (use one of "
                                 f"{', '.join(SERVING_FORMATS)})")
     return out
+
+
+# --- the KServe hand-off (pure: the controller does the API calls) -------------------------
+#: The run's record of the hand-off (``runs/<run-id>/serving-handoff.json``).
+HANDOFF = "serving-handoff"
+#: The summary's alert when the InferenceService could not be patched.
+HANDOFF_FAILED = "serving_handoff_failed"
+#: Predictor keys of an InferenceService that name a storage location, and the export
+#: folder (below ``serving/<version>/``) each loads.
+_PREDICTOR_FOLDERS = {"sklearn": KSERVE, "lightgbm": f"{KSERVE}/lightgbm", "mlflow": MLFLOW}
+
+
+def inference_service_patch(isvc: dict[str, Any], store: Store, version_id: str
+                            ) -> tuple[dict[str, Any], str]:
+    """The JSON merge patch pointing ``isvc``'s predictor at ``version_id``'s export.
+
+    The predictor is ``spec.predictor.model`` (its ``modelFormat.name``: sklearn, lightgbm
+    or mlflow chooses the folder) or a framework key (``sklearn``, ``lightgbm``). The URI
+    names the version's immutable folder, never a moving alias.
+
+    Returns:
+        ``(patch, storage_uri)``.
+
+    Raises:
+        ExportError: No usable predictor, a model format without an export, or the
+            version's export is not complete in the store.
+    """
+    name = (isvc.get("metadata") or {}).get("name", "?")
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    if isinstance(predictor.get("model"), dict):
+        key = "model"
+        fmt = str((predictor["model"].get("modelFormat") or {}).get("name") or "").lower()
+    else:
+        key = next((k for k in _PREDICTOR_FOLDERS if isinstance(predictor.get(k), dict)), "")
+        fmt = key
+    if fmt not in _PREDICTOR_FOLDERS:
+        raise ExportError(f"InferenceService {name}: predictor {key or '(none)'} with model "
+                          f"format {fmt or '(none)'}; mlops exports sklearn, lightgbm and "
+                          "mlflow")
+    folder = _PREDICTOR_FOLDERS[fmt]
+    if not exported(store, version_id, folder.split("/")[0]):
+        raise ExportError(f"model version {version_id} has no complete "
+                          f"{folder.split('/')[0]} export in the store")
+    if folder == f"{KSERVE}/lightgbm" and not store.exists(
+            f"{serving_folder(version_id)}/{KSERVE}/{LIGHTGBM_MODEL}"):
+        raise ExportError(f"InferenceService {name} serves lightgbm but model version "
+                          f"{version_id} is not a LightGBM model")
+    uri = store.url(f"{serving_folder(version_id)}/{folder}")
+    return {"spec": {"predictor": {key: {"storageUri": uri}}}}, uri

@@ -151,5 +151,19 @@ resolved storage.uri and the chart-owned `kubernetes` section.
 {{- $_ := set $cfg "kubernetes" (include "mlops.kubernetesConfig" . | fromYaml) -}}
 {{- $_ := set $cfg "dask" (include "mlops.daskConfig" (dict "cfg" $cfg "root" .) | fromYaml) -}}
 {{- include "mlops.withNotifications" (dict "cfg" $cfg "root" .) -}}
+{{- $isvc := dig "serving" "kserve" "inference_service" "" $cfg -}}
+{{- if and $isvc (not .Values.serving.kserve.inferenceService) -}}
+{{- fail "config.serving.kserve.inference_service is set: set serving.kserve.inferenceService instead (it also grants the Role get/patch on that InferenceService)" -}}
+{{- end -}}
+{{- with .Values.serving.kserve.inferenceService -}}
+{{- $serving := deepCopy (default dict (get $cfg "serving")) -}}
+{{- $kserve := deepCopy (default dict (get $serving "kserve")) -}}
+{{- if and (get $kserve "inference_service") (ne (get $kserve "inference_service") .) -}}
+{{- fail "config.serving.kserve.inference_service and serving.kserve.inferenceService differ; set serving.kserve.inferenceService only (it also grants the Role)" -}}
+{{- end -}}
+{{- $_ := set $kserve "inference_service" . -}}
+{{- $_ := set $serving "kserve" $kserve -}}
+{{- $_ := set $cfg "serving" $serving -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}

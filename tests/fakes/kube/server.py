@@ -31,7 +31,8 @@ from tests.fakes.kube.store import ObjectStore
 
 _MAX_FAULTS = 1000
 #: Resources that can be created and deleted through the API.
-_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services")
+_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services",
+             "inferenceservices")
 
 
 class _Fault(NamedTuple):
@@ -239,7 +240,8 @@ class Router(ObjectStore):
     def _route(self, handler: Handler, method: str, path: str, query: dict[str, str],
                body: bytes) -> None:
         m = re.fullmatch(
-            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1)(?:/namespaces/([^/]+))?/([a-z]+)"
+            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1|apis/serving\.kserve\.io/v1beta1)"
+            r"(?:/namespaces/([^/]+))?/([a-z]+)"
             r"(?:/([^/]+))?(?:/(\w+))?", path)
         if m is None:
             raise KubeAPIError(404, "NotFound", "the server could not find the requested resource")
@@ -287,6 +289,19 @@ class Router(ObjectStore):
             except ValueError as e:
                 raise bad_request_error(f"error decoding request body: {e}") from None
             handler.send_json(201, self._create(kind, str(ns), doc))
+        elif verb == "patch" and sub is None and kind.resource == "inferenceservices":
+            # Custom resources take JSON merge patches (no strategic merge patch).
+            ctype = (handler.headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype != "application/merge-patch+json":
+                raise KubeAPIError(415, "UnsupportedMediaType",
+                                   f"the body of the request was in an unknown format - "
+                                   f"accepted media types include: application/merge-patch+json"
+                                   f" (got {ctype or 'none'})")
+            try:
+                doc = json.loads(body or b"null")
+            except ValueError as e:
+                raise bad_request_error(f"error decoding request body: {e}") from None
+            handler.send_json(200, self._merge_patch(kind, str(ns), str(name), doc))
         elif verb == "delete" and sub is None and kind.resource in _WRITABLE:
             policy = query.get("propagationPolicy")
             if body:

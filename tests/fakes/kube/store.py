@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.fakes.kube import kserve
 from tests.fakes.kube.model import (
     JSON,
     KIND_BY_NAME,
@@ -221,8 +222,11 @@ class ObjectStore:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = str(meta["generateName"]) + random_suffix()
         name = str(meta.get("name") or "")
-        errors = schema_errors(obj, self.kube_version)
-        if not errors:
+        errors = kserve.schema_errors(obj) if kind.resource == "inferenceservices" \
+            else schema_errors(obj, self.kube_version)
+        if not errors and kind.resource == "inferenceservices":
+            check_name(meta.get("name"), errors, "metadata.name", 253)
+        elif not errors:
             if kind.resource == "jobs":
                 validate_job(obj, errors)
             elif kind.resource == "events":
@@ -363,6 +367,24 @@ class ObjectStore:
             pod = self._put("pods", ns, pod, "MODIFIED")
         run.cancel.set()
         return pod
+
+    def _merge_patch(self, kind: Kind, namespace: str, name: str, patch: Any) -> JSON:
+        """A JSON merge patch of an InferenceService, validated as a create is."""
+        if not isinstance(patch, dict):
+            raise bad_request_error("the body of the request was in an unknown format")
+        with self._lock:
+            obj = self._objects.get((kind.resource, namespace, name))
+            if obj is None:
+                raise not_found_error(kind, name)
+            merged = kserve.merge_patch(copy.deepcopy(obj), patch)
+            errors = kserve.schema_errors(merged)
+            if errors:
+                raise invalid_error(kind, name, errors)
+            for key in ("uid", "name", "namespace", "creationTimestamp"):
+                merged["metadata"][key] = obj["metadata"][key]
+            if merged.get("spec") != obj.get("spec"):
+                merged["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
+            return self._put(kind.resource, namespace, merged, "MODIFIED")
 
     def _update(self, resource: str, namespace: str, name: str, uid: str,
                 mutate: Callable[[JSON], None]) -> bool:
