@@ -184,9 +184,16 @@ def portable(model: Any) -> Any:
     return model
 
 
+class _Sink:
+    """A file that keeps nothing (the recorder needs the pickling, not the bytes)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
 class _Recorder(pickle.Pickler):
     def __init__(self) -> None:
-        super().__init__(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL)
+        super().__init__(_Sink(), protocol=pickle.HIGHEST_PROTOCOL)
         self.modules: set[str] = set()
 
     def reducer_override(self, obj: Any) -> Any:

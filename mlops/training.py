@@ -118,6 +118,10 @@ def _training_section(config: Config | TrainingConfig | Mapping[str, Any]) -> Tr
 
 
 # --- preprocessing (module-level functions: the pipeline is pickled) ----------------------
+# Saved models refer to as_float, as_strings and FrameCodes by their import path
+# (mlops.training.<name>): keep them importable from here, whatever moves, or stores
+# written so far stop loading (tests/data/store-0.2, tests/test_store_compat_0_2.py).
+# Serving exports replace them with scikit-learn transformers (mlops.serving).
 def as_float(x: Any) -> Any:
     """Bool-like values as floats (True 1.0, False 0.0, missing NaN)."""
     frame = pd.DataFrame(x).astype(object)

@@ -10,6 +10,7 @@ environment's versions (a pickle loads with the versions it was written with), a
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -50,10 +51,16 @@ def ensure_env() -> Path:
     python = home / "bin" / "python"
     if (home / "ready.json").exists():
         return python
-    venv.EnvBuilder(with_pip=True, clear=True).create(home)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    *reqs], check=True, timeout=INSTALL_TIMEOUT)
-    (home / "ready.json").write_text(json.dumps({"requirements": reqs}))
+    home.parent.mkdir(parents=True, exist_ok=True)
+    # Two sessions at once (two checkouts, CI jobs on one runner) build it once.
+    with open(home.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "ready.json").exists():
+            venv.EnvBuilder(with_pip=True, clear=True).create(home)
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                            "--disable-pip-version-check", *reqs], check=True,
+                           timeout=INSTALL_TIMEOUT)
+            (home / "ready.json").write_text(json.dumps({"requirements": reqs}))
     return python
 
 

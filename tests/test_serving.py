@@ -10,12 +10,15 @@ type (scikit-learn Pipelines on pandas, LightGBM with FrameCodes on Dask).
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -207,9 +210,7 @@ def test_models_of_the_0_2_store_export_with_the_same_predictions(version: str) 
     model, _ = ws.registry.load(version)
     frame = pd.read_parquet(DATA / f"store-0.2.inputs-{FIXTURE_INPUTS[version]}.parquet")
     export = build_export(model, ws.registry.get_record(version), "kserve")
-    import joblib
-
-    served = joblib.load(__import__("io").BytesIO(dict(export.files)["model.joblib"]))
+    served = joblib.load(io.BytesIO(dict(export.files)["model.joblib"]))
     assert not [m for m in pickled_modules(served) if m.startswith("mlops")]
     np.testing.assert_array_equal(served.predict(frame), model.predict(frame))
     if hasattr(model, "predict_proba"):
@@ -265,8 +266,6 @@ def test_an_unfinished_export_is_written_again(tmp_path: Path) -> None:
 def test_cli_export_writes_each_format_of_production(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
-    import shutil
-
     shutil.copytree(FIXTURE, store)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"storage": {"uri": str(store)}}))
@@ -299,8 +298,6 @@ def test_cli_export_writes_each_format_of_production(
 
 def test_cli_promote_writes_the_exports_before_the_alias_moves(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    import shutil
-
     shutil.copytree(FIXTURE, store)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"storage": {"uri": str(store)}}))
