@@ -45,6 +45,8 @@ from tests.test_crash import crash
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "store-0.2"
 FIXTURE_INPUTS = {"mixed-rf": "mixed", "mixed-hgb": "mixed", "dask-lgbm": "dask"}
+#: The promoted models that are LightGBM's (a native model.bst in the kserve export).
+LIGHTGBM = {"pandas-lightgbm-classifier", "dask-classifier", "dask-regressor"}
 #: Seconds the clean environment may take to load and predict every export.
 PREDICT_TIMEOUT = 300
 
@@ -103,13 +105,16 @@ def dask_client() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def promoted(tmp_path_factory: pytest.TempPathFactory, dask_client: Any
              ) -> dict[str, tuple[Workspace, dict[str, Any]]]:
-    """A mixed-type classifier and regressor of each engine, promoted by a run."""
+    """A mixed-type classifier and regressor of each engine, promoted by a run (and the
+    pandas engine's LightGBM, whose preprocessing is the ColumnTransformer's)."""
     tmp = tmp_path_factory.mktemp("serving")
     return {
         "pandas-classifier": train(tmp, "pc", "pandas", "random_forest", False,
                                    {"n_estimators": 20}),
         "pandas-regressor": train(tmp, "pr", "pandas", "hist_gradient_boosting", True,
                                   {"max_iter": 20}),
+        "pandas-lightgbm-classifier": train(tmp, "pl", "pandas", "lightgbm", False,
+                                            {"n_estimators": 20}),
         "dask-classifier": train(tmp, "dc", "dask", "lightgbm", False, {"n_estimators": 20}),
         "dask-regressor": train(tmp, "dr", "dask", "lightgbm", True, {"n_estimators": 20}),
     }
@@ -129,7 +134,7 @@ def test_promotion_writes_both_exports_and_names_them_in_the_summary(
         assert summary["serving_uri"] == ws.store.url(f"serving/{version}")
         root = Path(ws.store.uri.removeprefix("file://")) / "serving" / version
         kserve = files_under(root / "kserve")
-        lightgbm = name.startswith("dask")
+        lightgbm = name in LIGHTGBM
         assert set(kserve) == {"model.joblib", "libraries.json",
                                *(["lightgbm/model.bst"] if lightgbm else [])}, name
         # KServe's sklearn server refuses a folder with several model files.
@@ -195,7 +200,7 @@ def test_exports_load_without_mlops_and_predict_as_the_registry_model(
         if "proba" in want:
             proba = got[[c for c in got.columns if c.startswith("proba_")]].to_numpy()
             np.testing.assert_array_equal(proba, want["proba"], where)
-        if job["name"].startswith("dask") and job["format"] == "kserve":
+        if job["name"] in LIGHTGBM and job["format"] == "kserve":
             # The native model takes the preprocessed matrix: the raw score of class 1
             # (classifier) or the prediction (regressor).
             booster = got["booster_0"].to_numpy()
