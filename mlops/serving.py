@@ -164,12 +164,66 @@ def frame_codes_pipeline(codes: FrameCodes) -> Pipeline:
     return pipe.fit(pd.DataFrame(sample, columns=list(kinds)))
 
 
-def portable(model: Any) -> Any:
+def probe_frame(schema: dict[str, Any] | None) -> pd.DataFrame | None:
+    """Raw rows of every feature kind from a model's input schema: each training
+    category, a missing value and one never seen; numbers, bools and missing ones."""
+    features = (schema or {}).get("features") or []
+    if not features:
+        return None
+    columns: dict[str, list[Any]] = {}
+    for f in features:
+        kind = str(f.get("kind"))
+        if kind == CATEGORICAL:
+            columns[str(f["name"])] = [*map(str, f.get("categories") or []), None,
+                                       "\x00unseen"]
+        elif kind == BOOL:
+            columns[str(f["name"])] = [True, False, None]
+        else:
+            columns[str(f["name"])] = [0.0, 1.5, -3.25, None]
+    n = max(len(v) for v in columns.values())
+    frame = pd.DataFrame({c: pd.Series([v[i % len(v)] for i in range(n)], dtype=object)
+                          for c, v in columns.items()})
+    for f in features:
+        if str(f.get("kind")) not in (CATEGORICAL, BOOL):
+            frame[str(f["name"])] = frame[str(f["name"])].astype("float64")
+    return frame
+
+
+def _check_same(model: Any, served: Any, probe: pd.DataFrame | None) -> None:
+    if probe is None:
+        return
+    try:
+        want = [np.asarray(model.predict(probe))]
+        if hasattr(model, "predict_proba"):
+            want.append(np.asarray(model.predict_proba(probe)))
+    except Exception:  # the probe does not suit this model: nothing to compare
+        return
+    try:
+        got = [np.asarray(served.predict(probe))]
+        if hasattr(model, "predict_proba"):
+            got.append(np.asarray(served.predict_proba(probe)))
+    except Exception as err:
+        raise ExportError(f"the portable copy of the model cannot predict probe rows the "
+                          f"registry's model predicts ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); not exporting "
+                          "it") from err
+    if not all(np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+               for a, b in zip(want, got, strict=True)):
+        raise ExportError("the portable copy of the model predicts differently from the "
+                          "registry's model on probe rows; not exporting it")
+
+
+def portable(model: Any, schema: dict[str, Any] | None = None) -> Any:
     """A copy of ``model`` whose pickle refers only to :data:`PORTABLE_MODULES`.
 
+    With the model's input ``schema`` (its record's), the copy must predict exactly as
+    ``model`` on :func:`probe_frame` rows.
+
     Raises:
-        ExportError: The model holds an object of another package (named).
+        ExportError: The model holds an object of another package (named), or the copy
+            predicts differently.
     """
+    original = model
     model = copy.deepcopy(model)
     if isinstance(model, Pipeline):
         model.steps = [(name, frame_codes_pipeline(step) if isinstance(step, FrameCodes)
@@ -181,6 +235,7 @@ def portable(model: Any) -> Any:
     if foreign:
         raise ExportError(f"model of type {type(model).__name__} refers to "
                           f"{', '.join(foreign)}, which a model server does not have")
+    _check_same(original, model, probe_frame(schema))
     return model
 
 
@@ -272,7 +327,7 @@ def build_export(model: Any, record: ModelRecord, fmt: str) -> Export:
     if fmt not in SERVING_FORMATS:
         raise BadInputError(f"unknown export format {fmt!r} (use one of "
                             f"{', '.join(SERVING_FORMATS)})")
-    model = portable(model)
+    model = portable(model, record.training().schema)
     libraries = _libraries(model)
     python = platform.python_version()
     files: list[tuple[str, bytes]] = []

@@ -27,6 +27,7 @@ import yaml
 from mlops import cli, layout
 from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
+from mlops.errors import ExportError
 from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline
 from mlops.serving import (
@@ -220,6 +221,26 @@ def test_models_of_the_0_2_store_export_with_the_same_predictions(version: str) 
     np.testing.assert_array_equal(served.predict(frame), model.predict(frame))
     if hasattr(model, "predict_proba"):
         np.testing.assert_array_equal(served.predict_proba(frame), model.predict_proba(frame))
+
+
+def test_a_portable_copy_that_predicts_differently_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export compares the copy with the registry's model on probe rows made from the
+    input schema (categories, unseen and missing values), so a replacement transformer
+    that drifts from mlops.training's helper (a pandas change...) stops the export."""
+    import operator
+
+    from mlops import serving
+
+    ws = Workspace.open(Config.from_dict({"storage": {"uri": str(FIXTURE)}}))
+    model, _ = ws.registry.load("mixed-rf")
+    schema = ws.registry.get_record("mixed-rf").training().schema
+    portable(model, schema)  # the real replacements pass
+    monkeypatch.setattr(serving, "bool_floats", lambda: serving._calls(  # True 0, False 1
+        operator.methodcaller("astype", "Float64"), operator.methodcaller("__rsub__", 1),
+        operator.methodcaller("to_numpy", dtype="float64", na_value=np.nan)))
+    with pytest.raises(ExportError, match="predicts differently"):
+        portable(model, schema)
 
 
 # --- crash safety and immutability ----------------------------------------------------------
