@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import reprlib
@@ -61,6 +62,10 @@ def _non_negative(v: float) -> bool:
 
 def _fraction(v: float) -> bool:
     return 0 <= v <= 1
+
+
+def _degradation(v: float | None) -> bool:
+    return v is None or (math.isfinite(v) and v > 0)
 
 
 def _open_fraction(v: float) -> bool:
@@ -165,6 +170,14 @@ class MonitoringConfig:
         "for rmse, mae and log_loss. Retrain when the serving model is worse; a challenger "
         "worse than it is not promoted (unless nothing serves). null: "
         "accuracy_min_threshold for accuracy, no limit for the others.")
+    max_degradation: float | None = _opt(
+        0.2, "Retrain (reason degraded) when the serving model's gating metric on new data "
+        "is more than this much worse than its own held-out score at training, relative to "
+        "that score (0.2: 20% worse; every metric and task, so a regression without "
+        "metric_threshold has a limit too). A challenger that also falls this far below the "
+        "champion's held-out score at training is not promoted (the data, not the model, "
+        "looks broken): the run alerts degraded and mlops status is unhealthy. null: no "
+        "limit.", _degradation, "> 0 and finite, or null")
     on_schema_change: SchemaPolicy = _opt(
         "fail", "When a batch's columns differ from the serving model's schema (added, "
         "missing or re-typed): fail (exit 2, nothing changes) or retrain (reason "
