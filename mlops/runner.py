@@ -267,6 +267,7 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     try:
         ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
             "run_id": run_id, "status": "failed", "step": step, "error": message,
+            "task": ingested.get("task"),
             "retrained": False, "reasons": [], "alerts": []})
     except (MLOpsError, OSError) as err:
         log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
