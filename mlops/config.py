@@ -187,15 +187,20 @@ class MonitoringConfig:
     drift_min_samples: int = _opt(100, "Drift counts only for batches of at least this many "
                                   "rows (every drift method).", _non_negative, ">= 0")
     drift_method: DriftMethod = _opt(
-        "mean_l1", "mean_l1 (relative L1 of feature means, compared with drift_threshold), "
-        "psi, ks, wasserstein, or auto (ks up to 1000 reference rows, else wasserstein). For "
-        "all but mean_l1 the drift score is the share of drifted features.")
-    drift_share: float = _opt(0.5, "Per-feature methods: the data set drifts when at least "
-                              "this share of features drifted.", _share, "in (0, 1]")
+        "ks", "ks (default: two-sample Kolmogorov-Smirnov per feature), mean_l1 (relative L1 "
+        "of feature means, compared with drift_threshold; the seed's rule), psi, "
+        "wasserstein, or auto (ks up to 1000 reference rows, else wasserstein). For all but "
+        "mean_l1 the drift score is the share of drifted features. Defaults chosen by "
+        "measurement: docs/decisions.md.")
+    drift_share: float = _opt(0.01, "Per-feature methods: the data set drifts when at least "
+                              "this share of features drifted (0.01: any one feature of up "
+                              "to 100).", _share, "in (0, 1]")
     psi_threshold: float = _opt(0.2, "psi: a feature drifts at PSI >= this.", _positive, "> 0")
     psi_bins: int = _opt(10, "psi: quantile bins of the reference.", _bins,
                          "between 2 and 1000")
-    ks_p_value: float = _opt(0.05, "ks: a feature drifts at a KS p-value below this.",
+    ks_p_value: float = _opt(0.001, "ks: a feature drifts at a KS p-value below this "
+                             "(0.001: a strict test per feature, since any one feature "
+                             "counts).",
                              _open_fraction, "between 0 and 1, exclusive")
     wasserstein_threshold: float = _opt(0.1, "wasserstein: a feature drifts when the "
                                         "Wasserstein distance / reference std is >= this.",

@@ -22,7 +22,7 @@ GOOD: dict[str, Any] = {"n_samples": 600, "n_features": 4}
 WORSE = {"params": {"C": 1e-8}}
 #: Any move of a feature mean counts as drift, so every run on new data retrains (a
 #: threshold of 1.0 would also keep every challenger from being promoted).
-ALWAYS_RETRAIN = {"drift_threshold": 0.0, "drift_min_samples": 0}
+ALWAYS_RETRAIN = {"drift_method": "mean_l1", "drift_threshold": 0.0, "drift_min_samples": 0}
 
 
 def snapshot(ws: Workspace) -> dict[str, bytes]:

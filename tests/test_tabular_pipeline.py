@@ -22,7 +22,7 @@ from tests.test_tabular import mixed_frame
 #: A logistic regression this regularized predicts one class: accuracy about 0.5.
 ONE_CLASS = {"params": {"C": 1e-8}}
 #: Any move of a feature mean is drift, so each run on new data retrains.
-ALWAYS_DRIFT = {"drift_threshold": 0.0, "drift_min_samples": 0}
+ALWAYS_DRIFT = {"drift_method": "mean_l1", "drift_threshold": 0.0, "drift_min_samples": 0}
 #: Tests whose storage part is the same as another test's run on the local store only.
 LOCAL_ONLY = pytest.mark.parametrize("backend", ["local"])
 
@@ -259,5 +259,8 @@ def test_drift_plot_names_the_most_drifted_of_many_features() -> None:
                                            (r == 1 and n == "f59")} for i, n in
                                           enumerate(names)]}) for r in range(2)]
     named, rest = _most_drifted(reports, {n: [0.0, 0.0] for n in names})
-    assert len(named) == NAMED_FEATURES and len(rest) == 60 - NAMED_FEATURES
+    # Only features that drifted are named (7 here, fewer than NAMED_FEATURES).
+    drifted = {n for i, n in enumerate(names) if i % 10 == 0} | {"f59"}
+    assert set(named) == drifted and len(named) <= NAMED_FEATURES
+    assert len(rest) == 60 - len(named)
     assert named[0] == "f0" and "f59" in named and set(named) | set(rest) == set(names)
