@@ -298,3 +298,21 @@ def test_check_health_reads_the_gate_from_the_config(tmp_path: Path) -> None:
     health = check_health(cfg)
     assert health.healthy and health.serving["metric"] == "accuracy"
     assert health.serving["baseline"] == pytest.approx(health.serving["score"])
+
+
+def test_the_drift_defaults_are_a_measured_setting() -> None:
+    """The config's drift defaults are one of the settings benchmarks/drift_defaults.py
+    measures (docs/decisions.md has the table), and its harness runs (one split, wine)."""
+    from benchmarks.drift_defaults import measure, settings_grid
+
+    m = Config().monitoring
+    assert (m.drift_method, m.ks_p_value, m.drift_share) == ("ks", 0.001, 0.01)
+    assert any(s.settings.method == m.drift_method and s.settings.ks_p_value == m.ks_p_value
+               and s.settings.drift_share == m.drift_share for s in settings_grid())
+    result = measure(1, only=["wine"])
+    row = next(r for r in result["rows"]
+               if r["setting"] == "ks ks_p_value=0.001 drift_share=0.01")
+    assert result["null_batches"] == 1 and result["shifted_batches"] == 4
+    assert 0.0 <= row["false_retrains"] <= 1.0 and 0.0 <= row["misses"] <= 1.0
+    decisions = (Path(__file__).resolve().parents[1] / "docs" / "decisions.md").read_text()
+    assert "| ks ks_p_value=0.001 drift_share=0.01 |" in decisions
