@@ -534,7 +534,11 @@ def test_missing_namespace(quiet: Env, capsys: pytest.CaptureFixture[str]) -> No
     code, _, err = run(quiet, capsys, "r1", "--namespace", "nowhere")
     assert code == 2
     assert "mlops: error: namespace 'nowhere' does not exist" in err
-    assert not [p for p in quiet.store.rglob("*") if p.is_file()]  # the store is unchanged
+    # The store is unchanged but for the record of the failure, which status reads.
+    assert [p.relative_to(quiet.store).as_posix() for p in quiet.store.rglob("*")
+            if p.is_file()] == ["runs/r1/controller.json"]
+    record = quiet.result("r1", "controller")
+    assert record is not None and record["status"] == "failed" and record["exit_code"] == 2
 
 
 def test_rbac_forbidden(quiet: Env, capsys: pytest.CaptureFixture[str]) -> None:
