@@ -610,7 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else contextlib.nullcontext()
     try:
         with quiet:
-            return handler(args)
+            code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
     except BrokenPipeError:
         # The reader stopped early (`mlops versions data | head`): not a failure. Point
         # stdout at devnull so the interpreter's final flush does not raise again.
