@@ -316,7 +316,9 @@ def render(h: Health) -> str:
     limit = s.get("limit")
     lines.append(f"serving model: {s['model_version'] or '-'} {s.get('metric') or 'accuracy'} "
                  f"{num(s.get('score'))} (threshold "
-                 f"{f'{limit:g}' if isinstance(limit, int | float) else '-'})")
+                 f"{f'{limit:g}' if isinstance(limit, int | float) else '-'}"
+                 + (f"; held-out {num(s['baseline'])} at training"
+                    if s.get("baseline") is not None else "") + ")")
     if h.drift is not None:
         feats = ", ".join(h.drift["features"][:5]) or "none"
         lines.append(f"last drift:    score {num(h.drift['score'])} "
