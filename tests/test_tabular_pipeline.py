@@ -154,8 +154,8 @@ def test_regression_on_diabetes(make_config: Any, tmp_path: Path) -> None:
     from mlops.status import render
     assert (health.serving["metric"], health.serving["limit"]) == ("r2", 0.99)
     assert health.serving["score"] == pytest.approx(second["score"])
-    assert re.search(r"serving model: run-1 r2 0\.\d{4} \(threshold 0\.99\)",
-                     render(health)), render(health)
+    assert re.search(r"serving model: run-1 r2 0\.\d{4} \(threshold 0\.99; held-out "
+                     r"0\.\d{4} at training\)", render(health)), render(health)
     # The report plots the gating metric of a regression and lists every night.
     pytest.importorskip("matplotlib")
     from mlops.report import write_report
