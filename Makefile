@@ -53,6 +53,7 @@ bench: $(BENCH_STAMP) ## Benchmarks with targets (~10 min): writes benchmarks/re
 	$(BIN)/python -m benchmarks.bench_controller
 	$(BIN)/python -m benchmarks.bench_listing
 	$(BIN)/python -m benchmarks.bench_dask
+	$(BIN)/python -m benchmarks.drift_defaults
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,9 @@ DRIFT_METHODS: tuple[str, ...] = get_args(DriftMethod)
 
 #: Learning tasks (``data.task``); mlops.data decides ``auto``.
 Task = Literal["auto", "classification", "regression"]
+#: The two learning tasks a model can have (what ``auto`` decides between).
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
 TASKS: tuple[str, ...] = get_args(Task)
 
 #: What monitor-check does when a batch's columns change (``monitoring.on_schema_change``).

@@ -8,12 +8,15 @@ traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TextIO
 
 from mlops import __version__
 from mlops.choices import SERVING_FORMATS
@@ -27,6 +30,43 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 # --- output ------------------------------------------------------------------------------
+#: Where the command's own output goes while library chatter is kept off stdout (--json).
+_OUT: TextIO | None = None
+
+
+def _echo(*values: Any, end: str = "\n", flush: bool = False) -> None:
+    """Print the command's output (the only writer of stdout; see :func:`_json_stdout`)."""
+    print(*values, end=end, file=_OUT if _OUT is not None else sys.stdout, flush=flush)
+
+
+@contextlib.contextmanager
+def _json_stdout() -> Iterator[None]:
+    """While a ``--json`` command runs, stdout carries nothing but its one JSON document:
+    what libraries print there (LightGBM's ``[LightGBM] [Info]`` lines, from Python or
+    from native code on file descriptor 1; Dask's messages) goes to stderr, and the
+    command's output is written to stdout when it ends."""
+    global _OUT
+    buffer = io.StringIO()
+    real = sys.stdout
+    real.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no file descriptors (an embedded interpreter): Python level only
+        saved = -1
+    _OUT, sys.stdout = buffer, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout, _OUT = real, None
+        if saved >= 0:
+            os.dup2(saved, 1)
+            os.close(saved)
+        real.write(buffer.getvalue())
+        real.flush()
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -40,27 +80,27 @@ def _fmt(value: Any) -> str:
 def print_mapping(data: dict[str, Any], as_json: bool) -> None:
     """Print ``key: value`` lines, or JSON."""
     if as_json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        _echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():
-        print(f"{key + ':':<{width + 1}} {_fmt(value)}")
+        _echo(f"{key + ':':<{width + 1}} {_fmt(value)}")
 
 
 def print_table(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool,
                 empty: str) -> None:
     """Print rows as an aligned table, or JSON."""
     if as_json:
-        print(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        _echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
         return
     if not rows:
-        print(empty)
+        _echo(empty)
         return
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    _echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        _echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -172,7 +212,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_mapping(record, True)
         return EXIT_OK
     for line in readable_lines(record):
-        print(line)
+        _echo(line)
     return EXIT_OK
 
 
@@ -201,13 +241,25 @@ def readable_lines(data: Any, indent: str = "") -> list[str]:
 def cmd_history(args: argparse.Namespace) -> int:
     """Show the metrics history, oldest first."""
     ws = _workspace(args)
-    rows = ws.monitor.get_history(limit=args.limit)
+    rows = [without_accuracy(r) for r in ws.monitor.get_history(limit=args.limit)]
     if not args.json:
         rows = [history_row(r) for r in rows]
     print_table(rows, ["timestamp", "run_id", "status", "metric", "serving", "challenger",
                        "promoted", "reasons", "alerts", "drift", "model_version", "error"],
                 args.json, "no metrics recorded yet")
     return EXIT_OK
+
+
+#: Keys of a history record that only a classification has.
+_ACCURACY_KEYS = ("accuracy", "challenger_accuracy", "champion_accuracy")
+
+
+def without_accuracy(record: dict[str, Any]) -> dict[str, Any]:
+    """A regression's history record without the (always null) accuracy keys: the history
+    of a regression never speaks of accuracy."""
+    if record.get("task") != "regression":
+        return record
+    return {k: v for k, v in record.items() if k not in _ACCURACY_KEYS}
 
 
 def history_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +269,9 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
     retrained = bool(record.get("retrained"))
     serving = record.get("serving_score", None if retrained else record.get("accuracy"))
     return {**record, "status": record.get("status", "succeeded"),
-            "metric": record.get("metric", "accuracy"),
+            # A failed run scored nothing; a record of the first release is an accuracy.
+            "metric": None if failed else record.get(
+                "metric", "accuracy" if record.get("accuracy") is not None else None),
             "serving": None if failed else serving,
             "challenger": record.get("challenger_score", record.get("accuracy"))
             if retrained else None,
@@ -284,13 +338,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                                 f"{err.filename or args.output}: {err.strerror}") from err
         raise
     if args.json:
-        print(json.dumps({"files": [str(p) for p in files]}, indent=2))
+        _echo(json.dumps({"files": [str(p) for p in files]}, indent=2))
         return EXIT_OK
     for path in files:
-        print(path)
+        _echo(path)
     if args.serve:
         server = serve_report(files[0].parent, args.bind, args.port)
-        print(f"serving http://{args.bind}:{server.server_port}/{files[0].name} (Ctrl-C "
+        _echo(f"serving http://{args.bind}:{server.server_port}/{files[0].name} (Ctrl-C "
               "stops)", flush=True)
         try:
             server.serve_forever()
@@ -309,9 +363,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise BadInputError(f"--max-age-hours must be > 0, got {args.max_age_hours:g}")
     health = check_health(_config(args), max_age_hours=args.max_age_hours)
     if args.json:
-        print(json.dumps(health.to_dict(), indent=2, sort_keys=True, default=str))
+        _echo(json.dumps(health.to_dict(), indent=2, sort_keys=True, default=str))
     else:
-        print(render(health))
+        _echo(render(health))
     return EXIT_OK if health.healthy else EXIT_UNHEALTHY
 
 
@@ -329,9 +383,9 @@ def cmd_storage_check(args: argparse.Namespace) -> int:
     finally:
         ws.store.delete(key)
     if args.json:
-        print(json.dumps({"store": ws.store.uri, "reachable": True, "writable": True}))
+        _echo(json.dumps({"store": ws.store.uri, "reachable": True, "writable": True}))
         return EXIT_OK
-    print(f"store {ws.store.uri} is reachable and writable")
+    _echo(f"store {ws.store.uri} is reachable and writable")
     return EXIT_OK
 
 
@@ -342,12 +396,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     from mlops.config import reference_markdown
 
     if args.docs:
-        print(reference_markdown(), end="")
+        _echo(reference_markdown(), end="")
         return EXIT_OK
     if args.json:
-        print(json.dumps(load_config(args.config).to_dict(), indent=2, default=str))
+        _echo(json.dumps(load_config(args.config).to_dict(), indent=2, default=str))
         return EXIT_OK
-    print(yaml.safe_dump(load_config(args.config).to_dict(), sort_keys=False), end="")
+    _echo(yaml.safe_dump(load_config(args.config).to_dict(), sort_keys=False), end="")
     return EXIT_OK
 
 
@@ -366,17 +420,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
         everything = apply_gc(ws.store, everything)
     plan = everything.orphans()
     if args.json:
-        print(json.dumps({"retention": retention.to_dict(), "orphans": plan.to_dict(),
+        _echo(json.dumps({"retention": retention.to_dict(), "orphans": plan.to_dict(),
                           "dry_run": args.dry_run}, indent=2, sort_keys=True))
         return EXIT_OK
     verb = "would delete" if args.dry_run else "deleted"
     for r in (*retention.data, *retention.models):
-        print(f"{verb} {r.version_kind} version {r.version_id}  ({r.reason})")
+        _echo(f"{verb} {r.version_kind} version {r.version_id}  ({r.reason})")
     for d in plan.deletions:
-        print(f"{verb} {d.key}  ({d.reason})")
+        _echo(f"{verb} {d.key}  ({d.reason})")
     for w in plan.warnings:
-        print(f"warning: {w}")
-    print(f"{verb} {len(retention.data)} data and {len(retention.models)} model version(s) "
+        _echo(f"warning: {w}")
+    _echo(f"{verb} {len(retention.data)} data and {len(retention.models)} model version(s) "
           f"by retention, {len(plan.deletions)} orphaned object(s); kept {len(plan.young)} "
           f"younger than {plan.grace_seconds:g}s; store {plan.store}")
     return EXIT_OK
@@ -388,11 +442,11 @@ def _gc_check(args: argparse.Namespace) -> int:
 
     problems = check_store(_workspace(args))
     if args.json:
-        print(json.dumps({"problems": [p.to_dict() for p in problems]}, indent=2))
+        _echo(json.dumps({"problems": [p.to_dict() for p in problems]}, indent=2))
     else:
         for p in problems:
-            print(f"{p.key}: {p.problem}")
-        print(f"{len(problems)} problem(s)" if problems else "store is consistent")
+            _echo(f"{p.key}: {p.problem}")
+        _echo(f"{len(problems)} problem(s)" if problems else "store is consistent")
     return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
@@ -413,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mlops.gc import DEFAULT_GRACE_SECONDS  # a light module: no store is opened
     parser = argparse.ArgumentParser(
         prog="mlops",
-        description="Keep a classifier fresh: ingest -> monitor-check -> train (when needed).",
+        description="Keep a classifier or regressor fresh: ingest -> monitor-check -> train "
+                    "(when needed).",
         epilog="Exit codes: 0 success, 1 failure a retry may fix, 2 bad input or config, "
                "3 unhealthy (mlops status).")
     parser.add_argument("--version", action="version", version=f"mlops {__version__}")
@@ -595,8 +650,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    quiet = _json_stdout() if getattr(args, "json", False) and not getattr(args, "serve", False) \
+        else contextlib.nullcontext()
     try:
-        return handler(args)
+        with quiet:
+            code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        # The reader stopped early (`mlops versions data | head`): not a failure. Point
+        # stdout at devnull so the interpreter's final flush does not raise again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except MLOpsError as err:
         return _fail(args, err, err.exit_code)
     except KeyboardInterrupt:

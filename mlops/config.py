@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import reprlib
@@ -61,6 +62,10 @@ def _non_negative(v: float) -> bool:
 
 def _fraction(v: float) -> bool:
     return 0 <= v <= 1
+
+
+def _degradation(v: float | None) -> bool:
+    return v is None or (math.isfinite(v) and v > 0)
 
 
 def _open_fraction(v: float) -> bool:
@@ -165,6 +170,14 @@ class MonitoringConfig:
         "for rmse, mae and log_loss. Retrain when the serving model is worse; a challenger "
         "worse than it is not promoted (unless nothing serves). null: "
         "accuracy_min_threshold for accuracy, no limit for the others.")
+    max_degradation: float | None = _opt(
+        0.2, "Retrain (reason degraded) when the serving model's gating metric on new data "
+        "is more than this much worse than its own held-out score at training, relative to "
+        "that score (0.2: 20% worse; every metric and task, so a regression without "
+        "metric_threshold has a limit too). A challenger that also falls this far below the "
+        "champion's held-out score at training is not promoted (the data, not the model, "
+        "looks broken): the run alerts degraded and mlops status is unhealthy. null: no "
+        "limit.", _degradation, "> 0 and finite, or null")
     on_schema_change: SchemaPolicy = _opt(
         "fail", "When a batch's columns differ from the serving model's schema (added, "
         "missing or re-typed): fail (exit 2, nothing changes) or retrain (reason "
@@ -174,15 +187,20 @@ class MonitoringConfig:
     drift_min_samples: int = _opt(100, "Drift counts only for batches of at least this many "
                                   "rows (every drift method).", _non_negative, ">= 0")
     drift_method: DriftMethod = _opt(
-        "mean_l1", "mean_l1 (relative L1 of feature means, compared with drift_threshold), "
-        "psi, ks, wasserstein, or auto (ks up to 1000 reference rows, else wasserstein). For "
-        "all but mean_l1 the drift score is the share of drifted features.")
-    drift_share: float = _opt(0.5, "Per-feature methods: the data set drifts when at least "
-                              "this share of features drifted.", _share, "in (0, 1]")
+        "ks", "ks (default: two-sample Kolmogorov-Smirnov per feature), mean_l1 (relative L1 "
+        "of feature means, compared with drift_threshold; the seed's rule), psi, "
+        "wasserstein, or auto (ks up to 1000 reference rows, else wasserstein). For all but "
+        "mean_l1 the drift score is the share of drifted features. Defaults chosen by "
+        "measurement: docs/decisions.md.")
+    drift_share: float = _opt(0.01, "Per-feature methods: the data set drifts when at least "
+                              "this share of features drifted (0.01: any one feature of up "
+                              "to 100).", _share, "in (0, 1]")
     psi_threshold: float = _opt(0.2, "psi: a feature drifts at PSI >= this.", _positive, "> 0")
     psi_bins: int = _opt(10, "psi: quantile bins of the reference.", _bins,
                          "between 2 and 1000")
-    ks_p_value: float = _opt(0.05, "ks: a feature drifts at a KS p-value below this.",
+    ks_p_value: float = _opt(0.001, "ks: a feature drifts at a KS p-value below this "
+                             "(0.001: a strict test per feature, since any one feature "
+                             "counts).",
                              _open_fraction, "between 0 and 1, exclusive")
     wasserstein_threshold: float = _opt(0.1, "wasserstein: a feature drifts when the "
                                         "Wasserstein distance / reference std is >= this.",

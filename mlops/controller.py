@@ -6,8 +6,8 @@ Job of the same deterministic name exists (a restarted or concurrent controller)
 waits with the watch API. A Complete Job's result is read from the store; train runs only
 when monitor-check's result says ``retrain``. The run's summary goes to
 ``runs/<run-id>/summary.json`` and ``runs/<run-id>/controller.json`` records how the
-controller ended (``succeeded``, ``failed`` for retryable failures, ``terminated`` on
-SIGTERM; a bad-input failure, exit 2, writes nothing).
+controller ended (``succeeded``, ``failed`` with the exit code of any failure, exit 2
+included, ``terminated`` on SIGTERM).
 
 With ``data.engine: dask`` and ``dask.cluster: ephemeral`` the run gets a Dask cluster of
 its own (:class:`EphemeralCluster`): scheduler and worker pods and a headless Service,
@@ -36,7 +36,7 @@ from mlops.errors import BadInputError, ClusterError, MLOpsError, StepFailedErro
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
 from mlops.report import require_matplotlib
-from mlops.runner import finish_run, record_failure
+from mlops.runner import finish_run, record_failure, record_outcome
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
@@ -361,17 +361,17 @@ class Controller:
             summary = finish_run(self.ws, self.run_id, observer)
         except Terminated as err:
             self._record("terminated", started,
-                         f"SIGTERM while running step {self.current or '-'}")
+                         f"SIGTERM while running step {self.current or '-'}", EXIT_TERMINATED)
             observer.run_failed(err)
             raise
-        except MLOpsError as err:
+        except Exception as err:
             if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
                 record_failure(self.ws, self.run_id, self.current, err)
-            if not isinstance(err, BadInputError) and err.exit_code != 2:
-                self._record("failed", started, str(err).splitlines()[0] if str(err) else "")
+            # Every failure, exit 2 too: `mlops status` reads this record.
+            self._record("failed", started, err)
             observer.run_failed(err)
             raise
-        self._record("succeeded", started, "")
+        self._record("succeeded", started, None)
         return summary
 
     def _cluster(self) -> EphemeralCluster | None:
@@ -482,14 +482,11 @@ class Controller:
         except MLOpsError as err:
             log.warning("cannot write Event %s: %s", reason, err)
 
-    def _record(self, status: str, started: str, message: str) -> None:
-        data = {"run_id": self.run_id, "status": status, "started_at": started,
-                "namespace": self.backend.namespace, "steps": dict(self.steps),
-                "message": message}
-        try:
-            self.ws.write_result(CONTROLLER, data)
-        except (MLOpsError, OSError) as err:  # never hide the real outcome behind this
-            log.warning("cannot record controller status %s: %s", status, err)
+    def _record(self, status: str, started: str, error: BaseException | str | None,
+                exit_code: int | None = None) -> None:
+        record_outcome(self.ws, self.run_id, CONTROLLER, status, error=error,
+                       step=self.current, started_at=started, exit_code=exit_code,
+                       namespace=self.backend.namespace, steps=dict(self.steps))
 
 
 def run_controller(config: Config, *, run_id: str | None = None, namespace: str | None = None,

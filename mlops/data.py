@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.choices import BOOL, CATEGORICAL, NUMERIC
+from mlops.choices import BOOL, CATEGORICAL, CLASSIFICATION, NUMERIC, REGRESSION
 from mlops.choices import TASKS as CHOICES_TASKS
 from mlops.errors import DataValidationError
 from mlops.storage import read_table_files
@@ -121,8 +121,6 @@ def load_source(source: str, target_column: str = "target",
 KINDS = (NUMERIC, BOOL, CATEGORICAL)
 #: Learning tasks (``data.task``).
 AUTO = "auto"
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
 TASKS = CHOICES_TASKS  # ("auto", "classification", "regression"), owned by mlops.choices
 #: Under ``data.task: auto`` an integer-valued numeric target with more distinct values
 #: than this is a regression (a price, a count), whatever ``type_of_target`` says.

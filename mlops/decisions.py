@@ -21,45 +21,23 @@ from typing import Any
 
 from mlops.config import Config
 from mlops.data import CLASSIFICATION, NUMERIC
-from mlops.errors import ConfigError
+from mlops.gating import (
+    METRICS,
+    SERVING_BELOW_THRESHOLD,
+    at_least_as_good,
+    gate,
+    higher_is_better,
+    meets_threshold,
+)
 from mlops.records import ModelRecord
 from mlops.registry import ModelRegistry
 from mlops.schema import ColumnSchema, InputSchema
-from mlops.training import METRICS, at_least_as_good, higher_is_better, meets_threshold, metric_for
 
 #: Retrain reasons added by this module (``no_model`` and ``drift`` are the monitor's).
 LOW_ACCURACY = "low_accuracy"
 LOW_SCORE = "low_score"
 SCHEMA_CHANGE = "schema_change"
 REJECTED_BEFORE = "rejected_before"
-#: The alert of a serving model whose score does not meet the limit.
-SERVING_BELOW_THRESHOLD = "serving_below_threshold"
-#: Metrics whose values lie in [0, 1].
-_UNIT_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
-
-
-def gate(config: Config, task: str) -> tuple[str, float | None]:
-    """The gating metric of ``task`` and its limit (None: no limit).
-
-    Raises:
-        ConfigError: ``monitoring.metric`` belongs to the other task, or
-            ``monitoring.metric_threshold`` is out of the metric's range.
-    """
-    m = config.monitoring
-    metric = metric_for(task, m.metric)
-    threshold = m.metric_threshold
-    if threshold is None:
-        return metric, m.accuracy_min_threshold if metric == "accuracy" else None
-    if metric in _UNIT_METRICS and not 0 <= threshold <= 1:
-        raise ConfigError(f"config key 'monitoring.metric_threshold' must be between 0 and 1 "
-                          f"for {metric}, got {threshold!r}")
-    if metric in ("rmse", "mae", "log_loss") and threshold < 0:
-        raise ConfigError(f"config key 'monitoring.metric_threshold' must be >= 0 for "
-                          f"{metric}, got {threshold!r}")
-    if metric == "r2" and threshold > 1:
-        raise ConfigError(f"config key 'monitoring.metric_threshold' must be <= 1 for r2, "
-                          f"got {threshold!r}")
-    return metric, threshold
 
 
 def low_score_reason(metric: str) -> str:

@@ -37,8 +37,9 @@ from mlops.decisions import (
     schema_of,
 )
 from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
+from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
 from mlops.ids import check_version_id
-from mlops.monitor import NO_MODEL
+from mlops.monitor import DRIFT, NO_MODEL
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
@@ -63,8 +64,6 @@ INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
 TRAIN = "train"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
-#: Retrain reason: the serving model cannot be loaded or cannot score the new data.
-SERVING_MODEL_UNUSABLE = "serving_model_unusable"
 
 R = TypeVar("R", bound="StepResult")
 
@@ -131,6 +130,11 @@ class MonitorCheckResult(StepResult):
     note: str = ""
     #: Why drift could not be measured (reference missing or malformed), else None.
     drift_error: str | None = None
+    #: The serving model's ``metric`` on its own held-out split at training (what
+    #: ``monitoring.max_degradation`` is relative to), None when unknown.
+    baseline_score: float | None = None
+    #: Why the serving model could not be loaded or used ("" when it could).
+    serving_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,9 @@ class TrainResult(StepResult):
     champion_score: float | None = None
     champion_metrics: dict[str, float | None] | None = None
     promotion_reason: str = ""
+    #: The serving model's ``metric`` on its held-out split at training: the challenger's
+    #: ``score`` when promoted, else the champion's own (None when unknown).
+    baseline_score: float | None = None
 
 
 def _workspace(config: Config, ws: Workspace | None) -> Workspace:
@@ -364,7 +371,18 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                                      current_frame=x, reference=reference,
                                      drift_error=drift_error)
     score = metrics.get(metric)
+    baseline = None if record is None else _baseline(record.get("metadata"), metric)
     reasons = list(decision.reasons)
+    drift_counted = decision.drift_counted
+    trained_on = {None if record is None else (record.get("metadata") or {}).get(
+        "data_version"), None if not isinstance(reference, Mapping)
+        else reference.get("data_version")} - {None}
+    if ingested.data_version in trained_on:
+        # The serving model's own data version: never drift, whatever the method (its
+        # reference is the training split, so a statistic of the whole version against it
+        # measures the split, not a change of the data).
+        reasons = [r for r in reasons if r != DRIFT]
+        drift_counted = False
     extra = []
     if change is not None and change.changed:
         extra.append(SCHEMA_CHANGE)
@@ -372,6 +390,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         extra.append(SERVING_MODEL_UNUSABLE)
     if current is not None and not extra and not meets_threshold(score, threshold, metric):
         extra.append(low_score_reason(metric))
+    limit = config.monitoring.max_degradation
+    if current is not None and not extra and degraded(score, baseline, metric, limit):
+        extra.append(DEGRADED)  # within the gate's limit, but far below its own baseline
     # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
     reasons = [r for r in reasons if r == NO_MODEL] + extra + \
         [r for r in reasons if r != NO_MODEL]
@@ -391,18 +412,20 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=retrain, reasons=reasons, accuracy=accuracy,
-        drift=decision.drift, drift_counted=decision.drift_counted, n_samples=rows,
+        drift=decision.drift, drift_counted=drift_counted, n_samples=rows,
         drift_report=None if report is None else report.to_dict(), task=task, metric=metric,
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
-        note=note, drift_error=decision.drift_error)
+        note=note, drift_error=decision.drift_error, baseline_score=baseline,
+        serving_error=unusable or "")
     if not retrain and current is not None:
-        alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+        alerts = serving_alerts(score, threshold, metric, baseline, limit)
         ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
             "run_id": run_id, "retrained": False, "drift": decision.drift,
             "drift_error": decision.drift_error, "reasons": reasons,
             "task": task, "metric": metric, "score": score, "metrics": metrics,
-            "serving_score": score, "alerts": alerts, "status": "succeeded"})
+            "serving_score": score, "baseline_score": baseline, "alerts": alerts,
+            "note": note, "status": "succeeded"})
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s drift %.4f -> retrain=%s %s%s", current, metric,
              "n/a" if score is None else f"{score:.4f}", decision.drift, retrain, reasons,
@@ -458,6 +481,17 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             champion_score = None if champion_metrics is None else champion_metrics.get(metric)
             promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
                                               config.promotion.tolerance, metric, threshold)
+            champion_baseline = _champion_baseline(ws, champion, metric)
+            limit = config.monitoring.max_degradation
+            if promote and champion is not None and champion_score is not None \
+                    and degraded(metrics.get(metric), champion_baseline, metric, limit):
+                # The challenger cannot reach what the champion reached at training: the
+                # data (labels), not the model, looks broken. Keep the champion and alert.
+                promote = False
+                why = (f"challenger {metric} {_fmt(metrics.get(metric))} is more than "
+                       f"monitoring.max_degradation {limit:g} worse than champion {champion}'s "
+                       f"held-out {metric} {_fmt(champion_baseline)} at training: the new data "
+                       "looks broken; champion keeps serving (alert degraded)")
             facts = TrainingFacts(
                 accuracy=metrics.get("accuracy"), data_version=ingested.data_version,
                 model_type=config.training.model_type, params=config.training.params,
@@ -485,6 +519,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
         metrics = dict(meta.metrics or {"accuracy": accuracy})
         score = meta.score if meta.metric else accuracy
         champion_score = meta.champion_score if meta.metric else champion_accuracy
+        baseline = score if promote else _champion_baseline(ws, champion, metric)
         # Each part is written once and checked for on a resume, in this order; the alias
         # move comes last, so a promoted model always has its reference and its metrics.
         # The reference is kept with the model version, whichever engine built it.
@@ -494,16 +529,25 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                 model_version=run_id))
     crash_point("after-reference")
     serving_score = score if promote else champion_score
-    alerts = [] if meets_threshold(serving_score, threshold, metric) \
-        else [SERVING_BELOW_THRESHOLD]
-    ws.monitor.record_metrics(accuracy, ingested.data_version, run_id, {
+    alerts = serving_alerts(serving_score, threshold, metric, baseline,
+                            config.monitoring.max_degradation)
+    # The record names the model that serves after the run and its score, as the run's
+    # summary does; the challenger's are under challenger_* whether or not it won.
+    serving = run_id if promote else champion
+    serving_metrics = metrics if promote else (meta.champion_metrics or {})
+    ws.monitor.record_metrics(accuracy if promote else champion_accuracy,
+                              ingested.data_version, serving, {
         "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
         "drift_error": checked.get("drift_error"),
         "reasons": checked.get("reasons", []), "promoted": promote,
         "champion_version": champion, "champion_accuracy": champion_accuracy,
-        "task": task, "metric": metric, "score": score, "metrics": metrics,
+        "challenger_version": run_id, "challenger_accuracy": accuracy,
+        "challenger_metrics": metrics,
+        "task": task, "metric": metric, "score": serving_score, "metrics": serving_metrics,
         "challenger_score": score, "champion_score": champion_score,
-        "serving_score": checked.get("score"), "alerts": alerts, "status": "succeeded"},
+        "serving_score": serving_score, "baseline_score": baseline,
+        "note": "" if promote else str(meta.promotion_reason),
+        "alerts": alerts, "status": "succeeded"},
         once=f"train-{run_id}", at=record.created_at)
     crash_point("after-metrics")
     if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
@@ -521,7 +565,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                          task=task, metric=metric, threshold=threshold, score=score,
                          metrics=metrics, champion_score=champion_score,
                          champion_metrics=meta.champion_metrics,
-                         promotion_reason=str(meta.promotion_reason))
+                         promotion_reason=str(meta.promotion_reason), baseline_score=baseline)
     ws.write_result(TRAIN, result)
     log.info("train: %s %s on %d rows -> model %s, held-out %s %s; champion %s %s -> %s",
              config.training.model_type, task, int(meta.train_rows), run_id, metric,
@@ -555,6 +599,44 @@ def _schema_check(config: Config, data_version: str, current: str | None,
             f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
             "set it to retrain to train on the new columns)")
     return change, not (change.missing or change.retyped or change.task), schema.names
+
+
+def serving_alerts(score: float | None, threshold: float | None, metric: str,
+                   baseline: float | None, max_degradation: float | None) -> list[str]:
+    """The alerts of the model that serves after a run: ``serving_below_threshold``
+    when its score misses the gate's limit, ``degraded`` when it fell more than
+    ``monitoring.max_degradation`` below its own held-out score at training."""
+    alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+    if degraded(score, baseline, metric, max_degradation):
+        alerts.append(DEGRADED)
+    return alerts
+
+
+def _baseline(meta: Any, metric: str) -> float | None:
+    """A model's ``metric`` on its own held-out split at training, from its record's
+    metadata (None when it recorded none)."""
+    if not isinstance(meta, Mapping):
+        return None
+    metrics = meta.get("metrics")
+    value = metrics.get(metric) if isinstance(metrics, Mapping) else None
+    if value is None and meta.get("metric", "accuracy") == metric:
+        value = meta.get("score", meta.get("accuracy"))
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+def _champion_baseline(ws: Workspace, champion: str | None, metric: str) -> float | None:
+    if champion is None:
+        return None
+    try:
+        return _baseline(ws.registry.get_record(champion).to_dict().get("metadata"), metric)
+    except (MLOpsError, ValueError, KeyError, TypeError) as err:
+        log.warning("train: no held-out score of champion %s (%s)", champion, err)
+        return None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _unusable(version: str | None, err: Exception) -> str:

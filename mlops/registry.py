@@ -164,6 +164,24 @@ class ModelRegistry(VersionedStore[ModelRecord]):
                 leaves the version's folder, or (with a signing key) the record is unsigned
                 or mis-signed; it is not unpickled.
         """
+        record, payload = self._verified(version_id)
+        import joblib
+
+        return joblib.load(io.BytesIO(payload)), record.to_dict()
+
+    def verify(self, version_id: str) -> ModelRecord:
+        """Every check :meth:`load` makes (record, signature, artifact and its sha256),
+        without unpickling the artifact: what ``mlops status`` asks of the serving model.
+
+        Returns:
+            The version's record.
+
+        Raises:
+            See :meth:`load`.
+        """
+        return self._verified(version_id)[0]
+
+    def _verified(self, version_id: str) -> tuple[ModelRecord, bytes]:
         record = self.get_record(version_id)
         artifact = confined_key(record.artifact, f"{version_id}/",
                                 f"model version '{version_id}' artifact")
@@ -183,9 +201,7 @@ class ModelRegistry(VersionedStore[ModelRecord]):
                 f"model artifact of version '{version_id}' failed its integrity check: "
                 f"sha256 {found[:12]}... does not match the recorded "
                 f"{record.sha256[:12]}...; refusing to load it")
-        import joblib
-
-        return joblib.load(io.BytesIO(payload)), record.to_dict()
+        return record, payload
 
     # --- drift references ---------------------------------------------------------------
     @staticmethod

@@ -29,6 +29,7 @@ import numpy as np
 
 from mlops import layout
 from mlops.errors import BadInputError, ConfigError
+from mlops.gating import higher_is_better
 from mlops.ids import iso, utc_now
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class ReportData:
         generated_at: When the data was read (ISO 8601).
         drift_errors: ``(run_id, why)`` of each run whose drift could not be measured
             (its serving model's reference missing or malformed), oldest first.
+        max_degradation: ``monitoring.max_degradation`` (None: no limit).
     """
 
     store_uri: str
@@ -69,6 +71,7 @@ class ReportData:
     accuracy_threshold: float
     generated_at: str
     drift_errors: list[tuple[str, str]] = field(default_factory=list)
+    max_degradation: float | None = None
 
 
 def require_matplotlib() -> None:
@@ -113,7 +116,8 @@ def collect(ws: Workspace) -> ReportData:
     return ReportData(store_uri=ws.store.uri, history=history, drift=drift, models=models,
                       aliases=aliases, alias_history=ws.registry.alias_history(),
                       accuracy_threshold=ws.config.monitoring.accuracy_min_threshold,
-                      generated_at=iso(utc_now()), drift_errors=drift_errors)
+                      generated_at=iso(utc_now()), drift_errors=drift_errors,
+                      max_degradation=ws.config.monitoring.max_degradation)
 
 
 # --- plots -------------------------------------------------------------------------------
@@ -143,26 +147,70 @@ def record_score(record: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def plot_accuracy(data: ReportData) -> bytes:
-    """The gating metric per run: the serving model's score on the new data, each
-    challenger's held-out score (promoted or not), the threshold, failed runs (PNG)."""
+def record_metric(record: Mapping[str, Any]) -> str | None:
+    """The gating metric a history record's scores are in (None for a failed run)."""
+    if record.get("status") == "failed":
+        return None
+    return str(record.get("metric") or "accuracy")
+
+
+def history_metrics(data: ReportData) -> list[str]:
+    """The gating metrics of the history, the latest first (one plot each)."""
+    seen: list[str] = []
+    for r in reversed(data.history):
+        m = record_metric(r)
+        if m is not None and m not in seen:
+            seen.append(m)
+    return seen or ["accuracy"]
+
+
+def score_png(metric: str, latest: str) -> str:
+    """The plot's file name: ``accuracy.png`` for the latest metric (whatever it is), else
+    ``score-<metric>.png``."""
+    return ACCURACY_PNG if metric == latest else f"score-{metric}.png"
+
+
+def score_records(data: ReportData, metric: str) -> list[dict[str, Any]]:
+    """The history records drawn on ``metric``'s plot: those scored with it, and failed
+    runs on the latest metric's plot."""
+    latest = history_metrics(data)[0]
+    return [r for r in data.history if record_metric(r) == metric
+            or (metric == latest and record_metric(r) is None)]
+
+
+def plot_accuracy(data: ReportData, metric: str | None = None) -> bytes:
+    """One gating metric per run (default: the latest one): the serving model's score,
+    each challenger's held-out score (promoted or not), the metric's limit (its threshold,
+    else the ``max_degradation`` limit below the serving model's held-out score at
+    training), failed runs (PNG). Runs scored with another metric (before a switch of
+    ``monitoring.metric``) are not drawn on its axis: they have their own plot."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
+    latest = history_metrics(data)[0]
+    metric = metric or latest
     fig = Figure(figsize=(11, 4.5))
     ax = fig.add_subplot()
-    recs = data.history
+    recs = score_records(data, metric)
+    others = len(data.history) - len(recs)
     labels = [str(r.get("run_id") or r.get("timestamp", "?")[:19]) for r in recs]
     xs = list(range(len(recs)))
-    metric = next((str(r["metric"]) for r in reversed(recs) if r.get("metric")), "accuracy")
     serving = [record_score(r) for r in recs]
     ax.plot(xs, [math.nan if v is None else v for v in serving], color="tab:blue", marker="o",
-            markersize=3, linewidth=1.5, label=f"serving model's {metric} on the new data")
+            markersize=3, linewidth=1.5, label=f"serving model's {metric}")
     threshold = next((r.get("threshold") for r in reversed(recs) if "threshold" in r),
                      data.accuracy_threshold if metric == "accuracy" else None)
     if threshold is not None:
         ax.axhline(float(threshold), color="tab:red", linestyle="--", linewidth=1,
                    label=f"threshold ({float(threshold):g})")
+    baseline = next((r.get("baseline_score") for r in reversed(recs)
+                     if r.get("baseline_score") is not None), None)
+    if baseline is not None and data.max_degradation is not None:
+        drop = data.max_degradation * max(abs(float(baseline)), 0.05)
+        limit = float(baseline) + (-drop if higher_is_better(metric) else drop)
+        ax.axhline(limit, color="tab:brown", linestyle=":", linewidth=1,
+                   label=f"degradation limit ({limit:.4g}: max_degradation "
+                         f"{data.max_degradation:g} from held-out {float(baseline):.4g})")
     values = [v for v in serving if v is not None]
     for promoted, marker, color, text in ((True, "^", "tab:green", "challenger, promoted"),
                                           (False, "X", "tab:orange",
@@ -190,7 +238,9 @@ def plot_accuracy(data: ReportData) -> bytes:
     _run_ticks(ax, labels)
     ax.set_xlabel("run (oldest to newest)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per run ({len(recs)} runs)")
+    note = f"; {others} runs scored with another metric are in their own plot" if others \
+        else ""
+    ax.set_title(f"{metric} per run ({len(recs)} runs{note})")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     return _png(fig)
@@ -250,8 +300,9 @@ def plot_drift(data: ReportData) -> bytes:
     what = ", ".join(sorted(stat_names)) or "-"
     note = " (ks: p-value, drift below the threshold)" if "ks" in stat_names else ""
     bottom.set_ylabel(f"per-feature statistic ({what})")
-    bottom.set_title(f"Per-feature drift statistic{note}; the {len(named)} most drifted "
-                     "features named", fontsize=10)
+    bottom.set_title(f"Per-feature drift statistic{note}; " + (
+        f"the {len(named)} most drifted features named" if named
+        else "no feature drifted"), fontsize=10)
     bottom.grid(True, alpha=0.3)
     if series:
         bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
@@ -263,17 +314,17 @@ def plot_drift(data: ReportData) -> bytes:
 
 def _most_drifted(drift: Sequence[tuple[str, dict[str, Any]]],
                   series: Mapping[str, list[float]]) -> tuple[list[str], list[str]]:
-    """The :data:`NAMED_FEATURES` features drifted in most runs (then the latest report's
-    order), and the rest."""
-    if len(series) <= NAMED_FEATURES:
-        return list(series), []
+    """The features that drifted in at least one run, at most :data:`NAMED_FEATURES` of
+    them (drifted in most runs first, then the latest report's order), and the rest: a
+    feature that never drifted is never named as one of the most drifted."""
     counts = {name: 0 for name in series}
     for _, rep in drift:
         for f in rep.get("features", []):
             if f.get("drifted"):
                 counts[str(f["feature"])] = counts.get(str(f["feature"]), 0) + 1
-    order = sorted(series, key=lambda n: -counts.get(n, 0))
-    return order[:NAMED_FEATURES], order[NAMED_FEATURES:]
+    order = [n for n in sorted(series, key=lambda n: -counts.get(n, 0)) if counts[n] > 0]
+    named = order[:NAMED_FEATURES]
+    return named, [n for n in series if n not in named]
 
 
 def _num(v: Any) -> float:
@@ -282,7 +333,11 @@ def _num(v: Any) -> float:
 
 def render_plots(data: ReportData) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` of the plots (drift only when a run has a report)."""
-    plots = {ACCURACY_PNG: plot_accuracy(data)} if data.history else {}
+    plots = {}
+    if data.history:
+        metrics = history_metrics(data)
+        for metric in metrics:
+            plots[score_png(metric, metrics[0])] = plot_accuracy(data, metric)
     if data.drift:
         plots[DRIFT_PNG] = plot_drift(data)
     return plots
@@ -328,7 +383,9 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
     parts = [f"<h1>mlops run report</h1><p>Store <code>{html.escape(data.store_uri)}</code>, "
              f"generated {html.escape(data.generated_at)}; {len(data.history)} metrics "
              f"records, {len(data.models)} model versions.</p>"]
-    for name, title in ((ACCURACY_PNG, "Score per run"), (DRIFT_PNG, "Drift over time")):
+    metrics = history_metrics(data)
+    titles = [(score_png(m, metrics[0]), f"{m} per run") for m in metrics]
+    for name, title in (*titles, (DRIFT_PNG, "Drift over time")):
         if name in plots:
             b64 = base64.b64encode(plots[name]).decode("ascii")
             parts.append(f"<h2>{title}</h2><img alt=\"{title}\" "

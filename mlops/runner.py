@@ -12,23 +12,23 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import Config, load_config
-from mlops.decisions import SERVING_BELOW_THRESHOLD
 from mlops.errors import BadInputError, MLOpsError
 from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
+    SERVING_MODEL_UNUSABLE,
     STEP_FUNCTIONS,
     STEPS,
     TRAIN,
     StepResult,
     ingest,
     monitor_check,
+    serving_alerts,
     train,
 )
 from mlops.report import require_matplotlib, write_report_to_store
 from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
-from mlops.training import meets_threshold
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from mlops.observe import RunObserver
 
 SUMMARY = "summary"
+#: ``runs/<run-id>/run.json``: how a run of ``mlops run`` ended when it failed
+#: (``runs/<run-id>/controller.json`` is the controller's record of the same facts).
+RUN = "run"
+FAILED = "failed"
 
 
 def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None) -> StepResult:
@@ -55,19 +59,26 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     was promoted, the champion's otherwise), on the new data when it did not.
 
     ``score`` is the serving model's value of the gating ``metric`` on the same data
-    as ``accuracy``, ``metrics`` every metric of it there; ``alerts`` holds
-    ``serving_below_threshold`` when that score does not meet ``threshold``.
+    as ``accuracy``, ``metrics`` every metric of it there (the history's record of the
+    run names the same model and score); ``baseline_score`` is its ``metric`` on its own
+    held-out split at training. ``alerts`` holds ``serving_below_threshold`` when that
+    score does not meet ``threshold``, ``degraded`` when it fell more than
+    ``monitoring.max_degradation`` below ``baseline_score``, and
+    ``serving_model_unusable`` when the run replaced a serving model it could not load
+    or use (``serving_error`` says why). A rejected challenger's results are under
+    ``challenger_*``, and ``note`` says why it lost.
 
     Returns:
         ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
-        champion_accuracy, task, metric, score, metrics, threshold, alerts, note,
-        schema_change, serving_uri}`` (``accuracy`` is None for a regression); ``drift_error``
-        says why drift could not be measured (then ``drift`` is 0.0 but unknown);
-        ``serving_uri`` is the serving model's export folder (``serving/<version>``, one
-        subfolder per format), None when it has none; ``serving_handoff`` (only when the
-        controller patched or failed to patch a KServe InferenceService) says how it went,
-        and a failure adds the alert ``serving_handoff_failed``.
+        challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
+        metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
+        serving_uri}`` (``accuracy`` is None for a regression); ``drift_error`` says why
+        drift could not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
+        the serving model's export folder (``serving/<version>``, one subfolder per format),
+        None when it has none; ``serving_handoff`` (only when the controller patched or
+        failed to patch a KServe InferenceService) says how it went, and a failure adds the
+        alert ``serving_handoff_failed``.
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -86,8 +97,18 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         score, metrics = trained.get("champion_score"), trained.get("champion_metrics") or {}
     metric = checked.get("metric", "accuracy")
     threshold = checked.get("threshold")
-    below = serving is not None and not meets_threshold(score, threshold, metric)
     handoff = ws.read_result(run_id, HANDOFF)  # the controller's KServe patch, if any
+    baseline = checked.get("baseline_score") if trained is None \
+        else trained.get("baseline_score")
+    alerts = serving_alerts(score, threshold, metric, baseline,
+                            ws.config.monitoring.max_degradation) if serving is not None else []
+    if SERVING_MODEL_UNUSABLE in checked["reasons"]:
+        alerts.append(SERVING_MODEL_UNUSABLE)
+    note = checked.get("note", "")
+    if trained is not None and not promoted:  # why the challenger lost
+        note = "; ".join(n for n in (note, str(trained.get("promotion_reason") or "")) if n)
+    if handoff and handoff.get("status") == "failed":
+        alerts.append(HANDOFF_FAILED)
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],
@@ -101,15 +122,18 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "promoted": promoted,
         "challenger_version": trained["model_version"] if trained else None,
         "challenger_accuracy": trained["accuracy"] if trained else None,
+        "challenger_score": trained.get("score") if trained else None,
+        "challenger_metrics": trained.get("metrics") if trained else None,
         "champion_accuracy": trained.get("champion_accuracy") if trained else None,
         "task": checked.get("task") or ingested.get("task"),
         "metric": metric,
         "score": score,
         "metrics": metrics,
         "threshold": threshold,
-        "alerts": [SERVING_BELOW_THRESHOLD] * below + [HANDOFF_FAILED] * bool(
-            handoff and handoff.get("status") == "failed"),
-        "note": checked.get("note", ""),
+        "baseline_score": baseline,
+        "alerts": alerts,
+        "note": note,
+        "serving_error": checked.get("serving_error", ""),
         "schema_change": checked.get("schema_change"),
         "serving_uri": serving_uri(ws.store, serving),
         **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
@@ -195,11 +219,51 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
         step = None
         return finish_run(ws, run_id, observer)
     except Exception as err:
-        # A bad source or config at ingest leaves the store (and the history) untouched.
+        # A bad source or config at ingest leaves the data, models and history untouched;
+        # only the run's own record says it failed (what `mlops status` reads).
         if step in (MONITOR_CHECK, TRAIN):
             record_failure(ws, run_id, step, err)
+        record_outcome(ws, run_id, RUN, FAILED, error=err, step=step)
         observer.run_failed(err)
         raise
+
+
+def record_outcome(ws: Workspace, run_id: str, record: str, status: str, *,
+                   error: BaseException | str | None = None, step: str | None = None,
+                   started_at: str | None = None, exit_code: int | None = None,
+                   **extra: Any) -> None:
+    """Write how a run ended to ``runs/<run-id>/<record>.json`` (``run`` for ``mlops run``,
+    ``controller`` for the controller): ``{run_id, status, failed_step, message, exit_code,
+    started_at, finished_at}``, whatever the exit code, so ``mlops status`` sees a failed
+    run at once. Never raises: the real failure must not be hidden.
+
+    Args:
+        ws: The workspace.
+        run_id: The run.
+        record: The record's name (``run`` or ``controller``).
+        status: ``failed``, ``terminated`` or ``succeeded``.
+        error: The failure (its first line is the message).
+        step: The step that failed, if one did.
+        started_at: When the run started.
+        exit_code: The process's exit code (default: the error's, 0 without one).
+        **extra: More facts (the controller's steps, namespace).
+    """
+    message = ""
+    code = 0
+    if error is not None:
+        text = str(error).strip().splitlines()
+        message = text[0] if text else type(error).__name__
+        if isinstance(error, BaseException) and not isinstance(error, MLOpsError):
+            message = f"{type(error).__name__}: {message}"
+        code = error.exit_code if isinstance(error, MLOpsError) else 1
+    if exit_code is not None:
+        code = exit_code
+    data = {"run_id": run_id, "status": status, "failed_step": step, "message": message,
+            "exit_code": code, "started_at": started_at, **extra}
+    try:
+        ws.write_result(record, data)
+    except (MLOpsError, OSError) as err:
+        log.warning("cannot record that run %s %s: %s", run_id, status, err)
 
 
 def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
@@ -214,6 +278,7 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     try:
         ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
             "run_id": run_id, "status": "failed", "step": step, "error": message,
+            "task": ingested.get("task"),
             "retrained": False, "reasons": [], "alerts": []})
     except (MLOpsError, OSError) as err:
         log.warning("cannot record the failure of run %s in the history: %s", run_id, err)

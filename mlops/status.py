@@ -6,13 +6,20 @@ so it answers in well under a second on a local store.
 
 Unhealthy (exit 3) when any of these holds:
 
-* the latest finished run failed (``runs/<id>/controller.json`` says failed or terminated,
-  or a run has step results but no summary and a newer run exists);
+* the latest finished run failed, whatever its exit code (``runs/<id>/run.json`` of
+  ``mlops run`` or ``runs/<id>/controller.json`` says failed or terminated, or a run has
+  step results but no summary and a newer run exists), or its summary is damaged (not a
+  JSON object: the run is reported as ``damaged``, the others are still judged);
 * no run succeeded in the last ``max_age_hours`` (default 36: a nightly schedule plus
   margin), or none ever;
-* the serving model's accuracy in the latest successful run is below
-  ``monitoring.accuracy_min_threshold``, or, with another gating metric
-  (``monitoring.metric``), that run flagged ``serving_below_threshold``.
+* the serving model (the ``production`` alias) is missing, its artifact fails its
+  integrity check or its record its signature (the registry's own verification, without
+  unpickling);
+* in the latest successful run, the serving model misses the gate: the gating metric
+  (``monitoring.metric``, see :func:`mlops.gating.gate`) against its limit, or it fell
+  more than ``monitoring.max_degradation`` below its own held-out score at training
+  (alert ``degraded``); or that run replaced a serving model it could not use (alert
+  ``serving_model_unusable``: a tampered or truncated artifact someone must look at).
 """
 
 from __future__ import annotations
@@ -23,7 +30,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlops import layout
-from mlops.config import Config
+from mlops.config import Config, signing_key
+from mlops.errors import BadInputError, IntegrityError
+from mlops.gating import (
+    DEGRADED,
+    SERVING_MODEL_UNUSABLE,
+    degraded,
+    gate,
+    higher_is_better,
+    meets_threshold,
+)
 from mlops.storage import Store, open_store
 
 #: How many of the newest runs are read (bounds the time of a status call).
@@ -31,11 +47,18 @@ MAX_RUNS = 60
 WEEK = datetime.timedelta(days=7)
 DEFAULT_MAX_AGE_HOURS = 36.0
 EXIT_UNHEALTHY = 3
+#: The outcome of a run whose summary cannot be read (truncated, not a JSON object).
+DAMAGED = "damaged"
+#: The run records that say how a run ended: ``mlops run``'s and the controller's.
+_RECORDS = ("run", "controller")
+#: The serving model's alias (mlops.registry.PRODUCTION; the registry loads on demand).
+PRODUCTION = "production"
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How one run ended: ``succeeded``, ``failed``, ``terminated`` or ``incomplete``."""
+    """How one run ended: ``succeeded``, ``failed``, ``terminated``, ``incomplete`` or
+    ``damaged`` (its summary cannot be read)."""
 
     run_id: str
     outcome: str
@@ -61,6 +84,7 @@ class Health:
             none retrained among the runs read).
         failed_last_week: Runs that failed in the last 7 days.
         report_url: The newest run report (``reporting.enabled``), if any.
+        damaged_runs: Runs among those read whose summary is damaged.
     """
 
     healthy: bool
@@ -73,6 +97,7 @@ class Health:
     failed_last_week: int
     report_url: str | None = None
     checked_at: str = field(default="")
+    damaged_runs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -88,21 +113,35 @@ def _when(value: Any) -> datetime.datetime | None:
 
 
 def read_outcome(store: Store, run_id: str) -> RunOutcome:
-    """How ``run_id`` ended, from its summary or the controller's record."""
+    """How ``run_id`` ended, from its summary or its failure record (``mlops run``'s or the
+    controller's); ``damaged`` when the summary exists but cannot be read."""
     def read(name: str) -> dict[str, Any] | None:
         try:
             data = store.read_json(layout.step_result_key(run_id, name))
-        except FileNotFoundError:
+        except (FileNotFoundError, IntegrityError):
             return None
         return data if isinstance(data, dict) else None
 
-    summary = read("summary")
+    key = layout.step_result_key(run_id, "summary")
+    try:
+        summary: Any = store.read_json(key)
+    except FileNotFoundError:
+        summary = None
+    except IntegrityError as err:  # truncated or not JSON: this run is damaged, not the config
+        return RunOutcome(run_id, DAMAGED, None, message=f"{store.url(key)}: {err}")
+    if summary is not None and not isinstance(summary, dict):
+        return RunOutcome(run_id, DAMAGED, None, message=f"{store.url(key)} is a "
+                          f"{type(summary).__name__}, not a JSON object")
     if summary is not None:
         return RunOutcome(run_id, "succeeded", summary.get("finished_at"), summary)
-    controller = read("controller")
-    if controller is not None and controller.get("status") in ("failed", "terminated"):
-        return RunOutcome(run_id, str(controller["status"]), controller.get("finished_at"),
-                          message=str(controller.get("message") or ""))
+    for name in _RECORDS:
+        record = read(name)
+        if record is not None and record.get("status") in ("failed", "terminated"):
+            step = f"step {record['failed_step']}: " if record.get("failed_step") else ""
+            code = record.get("exit_code")
+            exit_ = f" (exit {code})" if isinstance(code, int) and code else ""
+            return RunOutcome(run_id, str(record["status"]), record.get("finished_at"),
+                              message=f"{step}{record.get('message') or ''}{exit_}".strip())
     latest = None
     for step in ("train", "monitor-check", "ingest"):
         data = read(step)
@@ -129,7 +168,6 @@ def check_health(config: Config, store: Store | None = None,
     store = store if store is not None else open_store(config.storage.uri,
                                                        config.storage.options)
     now = now or datetime.datetime.now(datetime.UTC)
-    threshold = config.monitoring.accuracy_min_threshold
     run_ids = store.list_dirs(layout.RUNS)[-MAX_RUNS:]
     outcomes = [read_outcome(store, r) for r in reversed(run_ids)]  # newest first
     problems: list[str] = []
@@ -152,21 +190,38 @@ def check_health(config: Config, store: Store | None = None,
                         f"ended {success.finished_at})")
 
     summary: Mapping[str, Any] = (success.summary or {}) if success else {}
-    serving_version = _production(store) or summary.get("model_version")
-    accuracy = summary.get("accuracy") if summary.get("model_version") == serving_version \
-        else None
-    if isinstance(accuracy, int | float) and accuracy < threshold:
-        problems.append(f"serving model {serving_version} accuracy {accuracy:.4f} is below "
+    registry = _registry(store, config)
+    try:
+        alias = registry.get_alias(PRODUCTION)
+    except (BadInputError, TypeError, KeyError, ValueError) as err:
+        alias = None
+        problems.append(f"the production alias cannot be read: {err}")
+    serving_version = alias or summary.get("model_version")
+    if alias is not None:
+        problem = _unusable(registry, alias)
+        if problem:
+            problems.append(problem)
+    own = summary.get("model_version") == serving_version
+    task = str(summary.get("task") or "classification")
+    metric, threshold = gate(config, task)
+    score = _score(summary, metric) if own else None
+    accuracy = _score(summary, "accuracy") if own else None
+    if isinstance(score, int | float) and not meets_threshold(score, threshold, metric):
+        side = "below" if higher_is_better(metric) else "above"
+        problems.append(f"serving model {serving_version} {metric} {score:.4f} is {side} "
                         f"the threshold {threshold:g}")
-    metric = summary.get("metric")
-    if metric not in (None, "accuracy") and serving_version is not None \
-            and summary.get("model_version") == serving_version \
-            and "serving_below_threshold" in (summary.get("alerts") or []):
-        # Another gating metric (monitoring.metric): the run's own verdict on its limit.
-        score, limit = summary.get("score"), summary.get("threshold")
+    baseline = summary.get("baseline_score") if summary.get("metric") == metric else None
+    limit = config.monitoring.max_degradation
+    if own and limit is not None and (degraded(score, baseline, metric, limit) or (
+            baseline is None and DEGRADED in (summary.get("alerts") or []))):
         problems.append(f"serving model {serving_version} {metric} "
-                        f"{score if score is None else f'{score:.4f}'} misses its "
-                        f"threshold {limit if limit is None else f'{limit:g}'}")
+                        f"{_num(score)} fell more than monitoring.max_degradation "
+                        f"{limit:g} below its held-out "
+                        f"{_num(baseline)} at training (alert degraded)")
+    if success is not None and SERVING_MODEL_UNUSABLE in (summary.get("alerts") or []):
+        why = summary.get("serving_error") or "see the run's log"
+        problems.append(f"run {success.run_id} replaced a serving model it could not use "
+                        f"({why}): check the store (mlops gc --check)")
     if serving_version is None and outcomes:
         problems.append("no model serves (the production alias is not set)")
     drift = None
@@ -193,6 +248,7 @@ def check_health(config: Config, store: Store | None = None,
                       and (_when(o.finished_at) or now) >= week_ago)
     report_url = next((store.url(str(o.summary["report"])) for o in outcomes
                        if o.summary and o.summary.get("report")), None)
+    damaged = [o.run_id for o in outcomes if o.outcome == DAMAGED]
     return Health(
         healthy=not problems, problems=problems,
         last_run=None if last is None else {"run_id": last.run_id, "outcome": last.outcome,
@@ -200,33 +256,44 @@ def check_health(config: Config, store: Store | None = None,
                                             "message": last.message},
         last_success=None if success is None else {"run_id": success.run_id,
                                                    "finished_at": success.finished_at},
-        serving=_serving(summary, serving_version, accuracy, threshold),
+        serving={"model_version": serving_version, "metric": metric, "score": score,
+                 "limit": threshold, "baseline": baseline, "accuracy": accuracy,
+                 "threshold": threshold if metric == "accuracy"
+                 else config.monitoring.accuracy_min_threshold},
         drift=drift, runs_since_retrain=since, failed_last_week=failed_week,
-        report_url=report_url, checked_at=now.isoformat(timespec="seconds"))
+        report_url=report_url, checked_at=now.isoformat(timespec="seconds"),
+        damaged_runs=damaged)
 
 
-def _serving(summary: Mapping[str, Any], version: str | None, accuracy: Any,
-             accuracy_threshold: float) -> dict[str, Any]:
-    """The serving model's gating metric, its score and limit (accuracy by default).
-
-    ``accuracy`` and ``threshold`` stay for readers of the first release's JSON; with
-    another ``monitoring.metric`` the run's own ``score`` and ``threshold`` are shown.
-    """
-    metric = summary.get("metric") or "accuracy"
-    own = summary.get("model_version") == version
-    score: Any = accuracy
-    limit: Any = accuracy_threshold
-    if metric != "accuracy":
-        score = summary.get("score") if own else None
-        limit = summary.get("threshold")
-    return {"model_version": version, "metric": metric, "score": score, "limit": limit,
-            "accuracy": accuracy, "threshold": accuracy_threshold}
+def _num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
 
 
-def _production(store: Store) -> str | None:
-    from mlops.registry import PRODUCTION, ModelRegistry
+def _score(summary: Mapping[str, Any], metric: str) -> Any:
+    """The serving model's ``metric`` in a run summary: from ``metrics`` (every metric),
+    else ``score`` when the run gated on ``metric``, else ``accuracy`` (first release)."""
+    metrics = summary.get("metrics")
+    if isinstance(metrics, Mapping) and metrics.get(metric) is not None:
+        return metrics[metric]
+    if (summary.get("metric") or "accuracy") == metric and summary.get("score") is not None:
+        return summary.get("score")
+    return summary.get("accuracy") if metric == "accuracy" else None
 
-    return ModelRegistry(store.child("models")).get_alias(PRODUCTION)
+
+def _registry(store: Store, config: Config) -> Any:
+    from mlops.registry import ModelRegistry
+
+    return ModelRegistry(store.child(layout.MODELS), signing_key=signing_key(config))
+
+
+def _unusable(registry: Any, version: str) -> str | None:
+    """Why the serving model cannot be loaded (the registry's own checks: record,
+    signature, artifact sha256; nothing is unpickled), or None."""
+    try:
+        registry.verify(version)
+    except (BadInputError, TypeError, KeyError, ValueError) as err:
+        return f"serving model {version} (the production alias) is unusable: {err}"
+    return None
 
 
 def render(h: Health) -> str:
@@ -249,7 +316,9 @@ def render(h: Health) -> str:
     limit = s.get("limit")
     lines.append(f"serving model: {s['model_version'] or '-'} {s.get('metric') or 'accuracy'} "
                  f"{num(s.get('score'))} (threshold "
-                 f"{f'{limit:g}' if isinstance(limit, int | float) else '-'})")
+                 f"{f'{limit:g}' if isinstance(limit, int | float) else '-'}"
+                 + (f"; held-out {num(s['baseline'])} at training"
+                    if s.get("baseline") is not None else "") + ")")
     if h.drift is not None:
         feats = ", ".join(h.drift["features"][:5]) or "none"
         lines.append(f"last drift:    score {num(h.drift['score'])} "
@@ -259,6 +328,8 @@ def render(h: Health) -> str:
     since = "-" if h.runs_since_retrain is None else str(h.runs_since_retrain)
     lines.append(f"nights since last retrain: {since}")
     lines.append(f"failed runs in the last week: {h.failed_last_week}")
+    if h.damaged_runs:
+        lines.append(f"damaged runs:  {', '.join(h.damaged_runs)} (summary unreadable)")
     if h.report_url:
         lines.append(f"report:        {h.report_url}")
     return "\n".join(lines)

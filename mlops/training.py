@@ -55,6 +55,15 @@ from mlops.config import Config, TrainingConfig
 from mlops.data import BOOL, CATEGORICAL, CLASSIFICATION, NUMERIC, REGRESSION
 from mlops.errors import ConfigError, DataValidationError, TrainingTimeoutError
 
+# The gate lives in mlops.gating (no scikit-learn there, so `mlops status` can use it);
+# re-exported here for the callers that know it from this module.
+from mlops.gating import DEFAULT_METRIC as DEFAULT_METRIC
+from mlops.gating import METRICS as METRICS
+from mlops.gating import at_least_as_good as at_least_as_good
+from mlops.gating import higher_is_better as higher_is_better
+from mlops.gating import meets_threshold as meets_threshold
+from mlops.gating import metric_for as metric_for
+
 #: Classifiers by ``training.model_type`` (``linear`` is the same as ``logistic``).
 MODEL_TYPES: dict[str, type] = {
     "logistic": LogisticRegression,
@@ -78,21 +87,6 @@ MISSING_CATEGORY = "__missing__"
 #: hist_gradient_boosting: a categorical feature keeps at most this many categories (the
 #: rest are grouped as infrequent); the model takes at most 255 bins.
 HGB_MAX_CATEGORIES = 250
-
-#: Every metric: the task it belongs to and whether higher is better.
-METRICS: dict[str, tuple[str, bool]] = {
-    "accuracy": (CLASSIFICATION, True),
-    "balanced_accuracy": (CLASSIFICATION, True),
-    "f1_macro": (CLASSIFICATION, True),
-    "roc_auc": (CLASSIFICATION, True),
-    "log_loss": (CLASSIFICATION, False),
-    "rmse": (REGRESSION, False),
-    "mae": (REGRESSION, False),
-    "r2": (REGRESSION, True),
-}
-#: The gating metric when ``monitoring.metric`` is null.
-DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "rmse"}
-
 
 #: Gradient-boosted trees from LightGBM (the mlops[dask] extra; on the Dask engine it
 #: trains through LightGBM's Dask estimator, here through its scikit-learn one).
@@ -357,46 +351,6 @@ def _accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 
 # --- metrics -----------------------------------------------------------------------------
-def metric_for(task: str, metric: str | None) -> str:
-    """The gating metric of ``task`` (``monitoring.metric``, or the task's default).
-
-    Raises:
-        ConfigError: The metric belongs to the other task (naming ``monitoring.metric``).
-    """
-    if metric is None:
-        return DEFAULT_METRIC[task]
-    if metric not in METRICS:
-        raise ConfigError(f"config key 'monitoring.metric': unknown metric '{metric}' (use "
-                          f"one of {', '.join(METRICS)})")
-    if METRICS[metric][0] != task:
-        names = ", ".join(m for m, (t, _) in METRICS.items() if t == task)
-        raise ConfigError(f"config key 'monitoring.metric': '{metric}' is not a {task} "
-                          f"metric (use one of {names})")
-    return metric
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better."""
-    return METRICS[metric][1]
-
-
-def at_least_as_good(a: float, b: float, metric: str, tolerance: float = 0.0) -> bool:
-    """Whether score ``a`` is at least as good as ``b`` minus ``tolerance`` for ``metric``."""
-    return a >= b - tolerance if higher_is_better(metric) else a <= b + tolerance
-
-
-def meets_threshold(score: float | None, threshold: float | None, metric: str) -> bool:
-    """Whether ``score`` meets ``threshold`` (a minimum, or a maximum for lower-is-better).
-
-    No threshold is always met; no score never is.
-    """
-    if threshold is None:
-        return True
-    if score is None or not math.isfinite(score):
-        return False
-    return score >= threshold if higher_is_better(metric) else score <= threshold
-
-
 def _safe(fn: Any, *args: Any, **kwargs: Any) -> float | None:
     try:
         with warnings.catch_warnings():

@@ -354,7 +354,16 @@ def test_bad_input_fails_fast_and_shows_the_pod_log(
     assert line.startswith("mlops: error: step ingest failed: Job mlops-r-bad-ingest")
     assert "exit code 2" in line and "pod log:" in line and "no-such-data.csv" in line
     assert len(env.api.pods(NS, "mlops-r-bad-ingest")) == 1  # FailJob: never retried
-    assert not (env.store / "runs" / "r-bad").exists()  # bad input: the store is unchanged
+    # Bad input: nothing is stored but the controller's record of the failure (exit 2
+    # too), which `mlops status` reads: unhealthy at once, naming the run and the error.
+    assert sorted(p.name for p in (env.store / "runs" / "r-bad").iterdir()) == \
+        ["controller.json"]
+    record = env.result("r-bad", "controller")
+    assert record["status"] == "failed" and record["exit_code"] == 2
+    assert record["failed_step"] == "ingest" and "no-such-data.csv" in record["message"]
+    assert main(["status", "-c", str(env.config_file)]) == 3
+    assert "the latest finished run r-bad failed: step ingest: step ingest failed" in \
+        capsys.readouterr().out
 
 
 def test_active_deadline_exceeded_fails_with_exit_1(
@@ -525,7 +534,11 @@ def test_missing_namespace(quiet: Env, capsys: pytest.CaptureFixture[str]) -> No
     code, _, err = run(quiet, capsys, "r1", "--namespace", "nowhere")
     assert code == 2
     assert "mlops: error: namespace 'nowhere' does not exist" in err
-    assert not [p for p in quiet.store.rglob("*") if p.is_file()]  # the store is unchanged
+    # The store is unchanged but for the record of the failure, which status reads.
+    assert [p.relative_to(quiet.store).as_posix() for p in quiet.store.rglob("*")
+            if p.is_file()] == ["runs/r1/controller.json"]
+    record = quiet.result("r1", "controller")
+    assert record is not None and record["status"] == "failed" and record["exit_code"] == 2
 
 
 def test_rbac_forbidden(quiet: Env, capsys: pytest.CaptureFixture[str]) -> None:

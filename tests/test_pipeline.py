@@ -122,5 +122,12 @@ def test_bad_source_changes_nothing(make_config: Any, tmp_path: Path) -> None:
     before = {k: ws.store.read_bytes(k) for k in ws.store.walk()}
     bad = generate_synthetic_data(50, 3, 1).drop(columns=["target"])
     with pytest.raises(DataValidationError, match="target column 'target' not found"):
-        run_pipeline(make_config(data={"source": source_file(tmp_path, bad, "bad")}))
-    assert {k: ws.store.read_bytes(k) for k in ws.store.walk()} == before
+        run_pipeline(make_config(data={"source": source_file(tmp_path, bad, "bad")}),
+                     run_id="bad-1")
+    after = {k: ws.store.read_bytes(k) for k in ws.store.walk()}
+    # Only the run's own failure record is new (what `mlops status` reads).
+    assert {k: v for k, v in after.items() if k != "runs/bad-1/run.json"} == before
+    record = ws.read_result("bad-1", "run")
+    assert record is not None and record["status"] == "failed" and record["exit_code"] == 2
+    assert record["failed_step"] == "ingest"
+    assert "target column 'target' not found" in record["message"]

@@ -22,7 +22,7 @@ GOOD: dict[str, Any] = {"n_samples": 600, "n_features": 4}
 WORSE = {"params": {"C": 1e-8}}
 #: Any move of a feature mean counts as drift, so every run on new data retrains (a
 #: threshold of 1.0 would also keep every challenger from being promoted).
-ALWAYS_RETRAIN = {"drift_threshold": 0.0, "drift_min_samples": 0}
+ALWAYS_RETRAIN = {"drift_method": "mean_l1", "drift_threshold": 0.0, "drift_min_samples": 0}
 
 
 def snapshot(ws: Workspace) -> dict[str, bytes]:
@@ -78,10 +78,18 @@ def test_worse_challenger_is_saved_but_not_promoted(make_config: Any) -> None:
     assert summary["champion_accuracy"] == pytest.approx(evaluate(champion, x_test, y_test))
     assert summary["accuracy"] == summary["champion_accuracy"]
     assert summary["challenger_accuracy"] < summary["champion_accuracy"]
-    # Metrics are recorded for the challenger, and the reference stays the champion's.
+    # The history names the model that serves and its score, as the summary does; the
+    # challenger's are under challenger_*, and the note says why it lost.
     record = ws.monitor.get_history()[-1]
-    assert record["model_version"] == "run-2" and record["promoted"] is False
-    assert record["accuracy"] == summary["challenger_accuracy"]
+    assert record["model_version"] == summary["model_version"] == "run-1"
+    assert record["promoted"] is False
+    assert record["accuracy"] == summary["accuracy"]
+    assert record["score"] == summary["score"]
+    assert record["challenger_version"] == "run-2"
+    assert record["challenger_accuracy"] == summary["challenger_accuracy"]
+    assert record["challenger_score"] == summary["challenger_score"]
+    assert summary["note"] == record["note"] != ""
+    assert summary["note"].startswith("challenger accuracy ")
     reference, why = serving_reference(ws, ws.current_model_version())  # the serving model's
     assert reference is not None and reference["model_version"] == "run-1", why
     # The next run is checked with the champion; a challenger rejected on this data version
@@ -101,8 +109,10 @@ def test_worse_challenger_is_saved_but_not_promoted(make_config: Any) -> None:
 
 
 def test_tolerance_lets_a_slightly_worse_challenger_win(make_config: Any) -> None:
-    # No accuracy limit: the one-class challenger is below the default 0.7.
-    cfg, summary = two_runs(make_config, tolerance=1.0, accuracy_min_threshold=0.0)
+    # No accuracy limit: the one-class challenger is below the default 0.7; and no limit
+    # on its fall below the champion's held-out score (max_degradation) either.
+    cfg, summary = two_runs(make_config, tolerance=1.0, accuracy_min_threshold=0.0,
+                            max_degradation=None)
     assert summary["promoted"] is True
     assert summary["model_version"] == "run-2"
     ws = Workspace.open(cfg)

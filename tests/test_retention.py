@@ -16,7 +16,7 @@ from mlops.workspace import Workspace
 
 #: Any move of a feature mean is drift, so each run on new data retrains (an accuracy
 #: minimum of 1.0 would also keep every challenger from being promoted).
-ALWAYS_RETRAIN = {"drift_threshold": 0.0, "drift_min_samples": 0}
+ALWAYS_RETRAIN = {"drift_method": "mean_l1", "drift_threshold": 0.0, "drift_min_samples": 0}
 
 
 def five_runs(make_config: Any, **retention: Any) -> Config:
