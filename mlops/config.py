@@ -32,6 +32,9 @@ ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 #: Set by the controller on the step pods of a ``dask.cluster: ephemeral`` run: the address
 #: of the run's scheduler (``tcp://<service>.<namespace>.svc:8786``).
 ENV_DASK_ADDRESS = "MLOPS_DASK_ADDRESS"
+#: The container's memory limit in bytes (the downward API's ``limits.memory``), which a
+#: worker's ``dask.memory_limit: auto`` is derived from when no cgroup file tells it.
+ENV_MEMORY_LIMIT = "MLOPS_MEMORY_LIMIT"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
@@ -237,8 +240,8 @@ class DaskPodsConfig:
         "Kubernetes resources of the scheduler container.")
     worker_resources: dict[str, Any] = _opt(
         {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-        "Kubernetes resources of each worker container (the worker's memory limit follows "
-        "the container's unless dask.memory_limit is set).")
+        "Kubernetes resources of each worker container (with dask.memory_limit: auto the "
+        "worker's memory limit is the container's limits.memory, in bytes).")
     start_timeout_seconds: int = _opt(300, "How long the controller waits for the scheduler "
                                       "pod to accept connections before the run fails "
                                       "(exit 1).", _positive, "> 0")
@@ -410,8 +413,11 @@ class DaskConfig:
     threads_per_worker: int = _opt(1, "Local or ephemeral cluster: threads per worker.",
                                    _positive, "> 0")
     memory_limit: str = _opt("auto", "Local or ephemeral cluster: memory limit per worker "
-                             "(e.g. 2GiB; auto splits the machine's memory, or takes the "
-                             "worker container's limit).", _memory_limit,
+                             "(e.g. 2GiB). auto: the container's memory limit (cgroup "
+                             "memory.max, else the pod's limit, else the machine's memory) "
+                             "divided by the worker processes in it, passed to Dask in bytes "
+                             "(never Dask's own auto, which divides by the node's CPU count).",
+                             _memory_limit,
                              "auto, 0 or a size such as 512MiB")
     processes: bool = _opt(True, "Local cluster: workers in their own processes (memory limits "
                            "enforced); false runs them as threads of the step.")

@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mlops.config import ENV_DASK_ADDRESS, Config, DaskConfig
+from mlops.config import ENV_DASK_ADDRESS, ENV_MEMORY_LIMIT, Config, DaskConfig
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
 from mlops.errors import (
     BadInputError,
@@ -103,9 +105,57 @@ def require_dask() -> None:
                                  f"extra ({err.name} is not installed)") from err
 
 
-def _memory_limit(value: str) -> str | int:
-    text = value.strip()
-    return 0 if text == "0" else text
+#: Where a container's cgroup files are mounted (v2: ``memory.max``; v1:
+#: ``memory/memory.limit_in_bytes``).
+CGROUP_ROOT = "/sys/fs/cgroup"
+#: cgroup v1 reports "no limit" as a page-rounded 2**63 - 1: anything this large is none.
+_UNLIMITED = 2**60
+
+
+def container_memory_limit(root: str | None = None, env: Mapping[str, str] | None = None
+                           ) -> int | None:
+    """The memory limit of the container this process runs in, in bytes, or None.
+
+    cgroup v2 ``memory.max``, else cgroup v1 ``memory.limit_in_bytes``, else the pod's
+    configured limit handed over in ``$MLOPS_MEMORY_LIMIT`` (the downward API's
+    ``limits.memory``, set by the controller on Dask pods).
+    """
+    base = Path(CGROUP_ROOT if root is None else root)
+    for path in (base / "memory.max", base / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.isdigit() and 0 < int(text) < _UNLIMITED:
+            return int(text)
+        if text == "max" or text.isdigit():
+            break  # a cgroup without a limit: the pod's limit (if any) decides
+    value = (os.environ if env is None else env).get(ENV_MEMORY_LIMIT, "").strip()
+    if value.isdigit() and 0 < int(value) < _UNLIMITED:
+        return int(value)
+    return None
+
+
+def worker_memory_limit(setting: str, processes: int, *, root: str | None = None,
+                        env: Mapping[str, str] | None = None) -> int:
+    """``dask.memory_limit`` as the bytes one worker gets (0: no limit).
+
+    ``auto`` is the container's memory limit (:func:`container_memory_limit`, else the
+    machine's memory) divided by the ``processes`` workers sharing it. Dask's own ``auto``
+    is never passed on: distributed computes it as memory x threads / CPU count, and
+    without a CPU limit the CPU count is the node's cores, so a 2 GiB worker on a 16-core
+    node would get 128 MiB.
+    """
+    from dask.utils import parse_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    text = setting.strip()
+    if text == "0":
+        return 0
+    if text.lower() != "auto":
+        return int(parse_bytes(text))
+    total = container_memory_limit(root, env) or int(MEMORY_LIMIT)
+    return max(1, total // max(1, processes))
 
 
 @contextlib.contextmanager
@@ -146,7 +196,8 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
     else:
         cluster = LocalCluster(n_workers=settings.n_workers,
                                threads_per_worker=settings.threads_per_worker,
-                               memory_limit=_memory_limit(settings.memory_limit),
+                               memory_limit=worker_memory_limit(settings.memory_limit,
+                                                                settings.n_workers),
                                processes=settings.processes, **NO_DASHBOARD)
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
@@ -623,5 +674,6 @@ class DaskTrainer:
 
 
 __all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "Summary", "accuracy",
-           "check_batch", "check_supported", "columns_frame", "connect", "ingest_source",
-           "per_partition", "require_dask", "score", "summarize", "translate_cluster_errors"]
+           "check_batch", "check_supported", "columns_frame", "connect",
+           "container_memory_limit", "ingest_source", "per_partition", "require_dask", "score",
+           "summarize", "translate_cluster_errors", "worker_memory_limit"]

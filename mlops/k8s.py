@@ -32,7 +32,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from mlops.config import DaskConfig, KubernetesConfig, StepPodConfig
+from mlops.config import ENV_MEMORY_LIMIT, DaskConfig, KubernetesConfig, StepPodConfig
 from mlops.errors import (
     KubernetesBadRequestError,
     KubernetesError,
@@ -438,6 +438,12 @@ def _dask_pod(k8s: KubernetesConfig, run_id: str, component: str, name: str, arg
     declared = {e.get("name") for e in env}
     env += [{"name": k, "value": v} for k, v in extra_env.items() if k not in declared]
     env.append({"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    if component == DASK_WORKER:
+        env = [e for e in env if e.get("name") != ENV_MEMORY_LIMIT]
+        # The container's memory limit in bytes: dask.memory_limit auto is derived from it
+        # (never distributed's auto, which divides by the node's CPU count).
+        env.append({"name": ENV_MEMORY_LIMIT, "valueFrom": {"resourceFieldRef": {
+            "containerName": "worker", "resource": "limits.memory"}}})
     container.update(name=component.removeprefix("dask-"), command=["dask"], args=args,
                      env=env, resources=copy.deepcopy(dict(resources)))
     if component == DASK_SCHEDULER:
@@ -458,6 +464,15 @@ def _dask_pod(k8s: KubernetesConfig, run_id: str, component: str, name: str, arg
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
             "spec": spec}
+
+
+def worker_memory_arg(dask: DaskConfig) -> str:
+    """``--memory-limit`` of a worker pod (one worker process per pod): the configured size,
+    or for ``auto`` the container's ``limits.memory`` in bytes (``$(MLOPS_MEMORY_LIMIT)``,
+    from the downward API; the node's allocatable memory when no limit is set). Dask's own
+    ``auto`` is never passed: it is memory x threads / the node's CPU count."""
+    text = dask.memory_limit.strip()
+    return f"$({ENV_MEMORY_LIMIT})" if text.lower() == "auto" else text
 
 
 def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
@@ -492,7 +507,7 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
                    # container's memory limit is enforced by the kernel.
                    "--no-nanny",
                    "--nthreads", str(dask.threads_per_worker), "--memory-limit",
-                   dask.memory_limit.strip(), "--local-directory", "/tmp", "--no-dashboard",
+                   worker_memory_arg(dask), "--local-directory", "/tmp", "--no-dashboard",
                    "--name", job_name(k8s.release, run_id, f"{DASK_WORKER}-{i}")],
                   k8s.dask.worker_resources, namespace, owner, env)
         for i in range(dask.n_workers))

@@ -13,7 +13,8 @@ What is stood in for, and why:
 
 * the image: the fake maps the ``mlops`` command to the test wrapper of
   tests/test_controller.py (``python -m mlops`` from this checkout) and ``dask`` to
-  ``python -m dask`` (the image's dask CLI);
+  ``python -m tests.fakes.kube.node dask`` (the image's dask CLI, seeing the fake node's 16
+  CPUs instead of this machine's 2);
 * the cluster DNS: the fake's kubelet resolves ``<service>.<namespace>.svc`` in a
   container's env and args to the IP of the Ready pod behind the headless Service, which is
   what a cluster's DNS answers for a headless Service (the name cannot resolve on this
@@ -59,7 +60,8 @@ pytest_plugins = ["tests.fakes.kube_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
 NS = "mlops"
 RELEASE = "nightly"
-DASK_CLI = [sys.executable, "-m", "dask"]  # the image's `dask` command
+# The image's `dask` command, on a fake node of FakeKubeAPI.node_cpus (16) CPUs.
+DASK_CLI = [sys.executable, "-m", "tests.fakes.kube.node", "dask"]
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 

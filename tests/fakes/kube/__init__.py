@@ -22,7 +22,8 @@ Public API
 
 ``FakeKubeAPI(namespaces=("default",), command_map=None, pvc_dirs=None, base_env=None,
 user=DEFAULT_USER, retry_backoff=0.1, termination_grace_seconds=2.0, event_history=1000,
-max_job_seconds=600.0, kube_version="1.30.0", enforce_owner_references=False)``
+max_job_seconds=600.0, kube_version="1.30.0", enforce_owner_references=False,
+node_cpus=16, node_memory=64 * 2**30)``
 
 Lifecycle and connection:
     ``start()`` / ``stop()`` (kills every process, joins threads, bounded), context manager;
@@ -83,6 +84,13 @@ Behaviour of a real cluster it reproduces:
   starts, to the IP of a Ready pod the Service selects, as the DNS answers for a headless
   Service. A Service with a cluster IP is stored but not routed (no kube-proxy: the name is
   left as it is and ``kubelet_errors`` says so).
+
+* A node with more CPUs than this machine: ``node_cpus`` (16) and ``node_memory`` (64 GiB)
+  are the node's allocatable resources. A ``resourceFieldRef`` env value answers the
+  container's limit or request (the node's allocatable for a limit not set), and every
+  container gets ``$FAKE_NODE_CPUS``: a process started through ``tests.fakes.kube.node``
+  (e.g. ``command_map={"dask": [python, "-m", "tests.fakes.kube.node", "dask"]}``) sees that
+  many CPUs, as a worker on a 16-core node without a CPU limit does.
 
 Deliberate differences from a real cluster:
 

@@ -33,6 +33,8 @@ class FakeKubeAPI(Kubelet, Router):
         max_job_seconds: float = 600.0,
         kube_version: str = "1.30.0",
         enforce_owner_references: bool = False,
+        node_cpus: int = 16,
+        node_memory: int = 64 * 2**30,
     ) -> None:
         self.command_map: dict[str, list[str]] = {
             k: list(v) for k, v in (command_map or {}).items()
@@ -44,6 +46,11 @@ class FakeKubeAPI(Kubelet, Router):
         self.termination_grace_seconds = termination_grace_seconds
         self.max_job_seconds = max_job_seconds
         self.kube_version = kube_version
+        #: The fake node's allocatable CPUs and memory (bytes): what a resourceFieldRef of a
+        #: limit that is not set answers, and the CPU count a process started through
+        #: tests.fakes.kube.node sees. Real nodes have more cores than this machine.
+        self.node_cpus = node_cpus
+        self.node_memory = node_memory
         self.token = secrets.token_hex(16)
         self.kubelet_errors: list[str] = []
         self._lock = threading.RLock()

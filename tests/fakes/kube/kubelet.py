@@ -36,6 +36,8 @@ LOG_LIMIT_BYTES = 1024 * 1024
 DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 _MAX_ATTEMPTS = 200
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+#: What a process on the fake node reads as its CPU count (see tests.fakes.kube.node).
+NODE_CPUS_ENV = "FAKE_NODE_CPUS"
 _FIELD_REF = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 #: A Service's DNS name in an env value or argument: <service>.<namespace>.svc[.cluster.local].
 _SERVICE_DNS = re.compile(r"(?<![-.a-z0-9])([a-z]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*"
@@ -680,6 +682,7 @@ class Kubelet(ObjectStore):
                 cenv[item["name"]] = _VAR_REF.sub(lambda m: cenv.get(m.group(1), m.group(0)),
                                                   value)
         env: dict[str, str] = dict(self.base_env if self.base_env is not None else os.environ)
+        env[NODE_CPUS_ENV] = str(self.node_cpus)  # read by tests.fakes.kube.node
         env.update({k: rewrite(v) for k, v in cenv.items()})
         for mount_path, local_dir in mounts:
             if mount_path == "/tmp":
@@ -701,6 +704,31 @@ class Kubelet(ObjectStore):
             if mapped != container["workingDir"]:
                 cwd = mapped
         return argv, env, cwd
+
+    def _resource_field(self, pod: JSON, ref: JSON) -> int:
+        """A ``resourceFieldRef`` as the kubelet answers it: the container's limit (or
+        request), and the node's allocatable CPUs or memory for a limit that is not set;
+        divided by ``divisor`` and rounded up."""
+        containers = pod["spec"].get("containers") or []
+        name = ref.get("containerName")
+        container = next((c for c in containers if c.get("name") == name),
+                         containers[0] if containers and not name else None)
+        if container is None:
+            raise PodSetupError("CreateContainerConfigError",
+                                 f"resourceFieldRef: container {name!r} not found")
+        what = str(ref.get("resource", ""))
+        kind, _, resource = what.partition(".")
+        if kind not in ("limits", "requests") or resource not in ("cpu", "memory"):
+            raise PodSetupError("CreateContainerConfigError",
+                                 f"unsupported resourceFieldRef resource {what!r}")
+        resources = container.get("resources") or {}
+        given = (resources.get(kind) or {}).get(resource)
+        if given is None and kind == "requests":
+            given = (resources.get("limits") or {}).get(resource)
+        node = float(self.node_cpus if resource == "cpu" else self.node_memory)
+        amount = quantity(given) if given is not None else node
+        divisor = quantity(ref.get("divisor") or "1")
+        return max(1, int(-(-amount // divisor)))
 
     def _resolve(self, value: str, pod: JSON) -> str:
         """The cluster DNS, for the names a process is started with: each
@@ -749,6 +777,8 @@ class Kubelet(ObjectStore):
                 return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
             raise PodSetupError("CreateContainerConfigError",
                                  f"unsupported fieldRef fieldPath {path!r}")
+        if "resourceFieldRef" in src:
+            return str(self._resource_field(pod, src["resourceFieldRef"]))
         for key, resource in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
             if key in src:
                 ref = src[key]
@@ -756,6 +786,20 @@ class Kubelet(ObjectStore):
                                     bool(ref.get("optional")))
                 return None if data is None else data[ref["key"]]
         raise PodSetupError("CreateContainerConfigError", "unsupported valueFrom in the fake")
+
+
+_QUANTITY = re.compile(r"^([0-9.]+)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_SUFFIX = {"": 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+           "Ei": 2**60}
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity (``2Gi``, ``500m``, ``1e3`` not supported) as a number."""
+    m = _QUANTITY.match(str(value).strip())
+    if not m:
+        raise PodSetupError("CreateContainerConfigError", f"unsupported quantity {value!r}")
+    return float(m.group(1)) * _SUFFIX[m.group(2) or ""]
 
 
 def _probe_port(container: JSON) -> int | None:

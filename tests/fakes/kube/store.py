@@ -56,6 +56,8 @@ class ObjectStore:
     base_env: dict[str, str] | None
     user: str
     retry_backoff: float
+    node_cpus: int
+    node_memory: int
     termination_grace_seconds: float
     max_job_seconds: float
     kube_version: str
