@@ -58,7 +58,8 @@ Resources: ``batch/v1`` jobs (create, get, ``/status`` get, list, watch, delete 
 pods and Services the Job owns), ``v1`` pods (create, get, list, watch, delete, ``/log`` with
 ``tailLines``), ``v1`` services (create, get, list, watch, delete), ``v1`` configmaps and
 secrets (create, get, list, watch, delete), ``v1`` namespaces (get, list),
-``events.k8s.io/v1`` events (create, get, list, watch, delete;
+``apps/v1`` replicasets and ``kubernetes.dask.org/v1`` daskclusters (create, get, list,
+watch, delete), ``events.k8s.io/v1`` events (create, get, list, watch, delete;
 ``forbid("create", "events")`` or a Role without the events rule answers 403), ``/version``.
 
 Behaviour of a real cluster it reproduces:
@@ -91,6 +92,14 @@ Behaviour of a real cluster it reproduces:
   container gets ``$FAKE_NODE_CPUS``: a process started through ``tests.fakes.kube.node``
   (e.g. ``command_map={"dask": [python, "-m", "tests.fakes.kube.node", "dask"]}``) sees that
   many CPUs, as a worker on a 16-core node without a CPU limit does.
+
+* Workload controllers (``workloads``): ``apps/v1`` ReplicaSets keep their replicas,
+  replacing deleted, evicted or ended pods; ``evict_pod(namespace, name)`` is the Eviction
+  API (``DisruptionTarget``, graceful delete); ``drain(namespace=None, force=False)`` is
+  ``kubectl drain``, refusing pods without a controller owner (``DrainRefused``); the Dask
+  operator's ``kubernetes.dask.org/v1`` DaskCluster gets its scheduler Service and
+  workloads and ``status.phase: Running`` once its scheduler pod is Ready; the garbage
+  collector removes objects whose owners were all deleted.
 
 Deliberate differences from a real cluster:
 

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.kube.kubelet import Kubelet
 from tests.fakes.kube.model import DEFAULT_USER, JSON, JobRun, RequestRecord
 from tests.fakes.kube.server import Handler, Router, Server
+from tests.fakes.kube.workloads import Workloads
 
 
-class FakeKubeAPI(Kubelet, Router):
+class FakeKubeAPI(Workloads, Router):
     """In-process Kubernetes API server with a subprocess-based kubelet (see the package doc)."""
 
     def __init__(
@@ -87,6 +87,7 @@ class FakeKubeAPI(Kubelet, Router):
             name="fake-kube-api", daemon=True,
         )
         self._serve_thread.start()
+        self._start_controllers()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -96,6 +97,9 @@ class FakeKubeAPI(Kubelet, Router):
         with self._cond:
             runs = list(self._runs.values())
             self._cond.notify_all()
+        self._join_controllers(max(0.1, deadline - time.monotonic()))
+        with self._cond:
+            runs = list(self._runs.values())
         for run in runs:
             run.cancel.set()
         for run in runs:

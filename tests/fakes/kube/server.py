@@ -31,7 +31,8 @@ from tests.fakes.kube.store import ObjectStore
 
 _MAX_FAULTS = 1000
 #: Resources that can be created and deleted through the API.
-_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services")
+_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services", "replicasets",
+             "daskclusters")
 
 
 class _Fault(NamedTuple):
@@ -239,7 +240,8 @@ class Router(ObjectStore):
     def _route(self, handler: Handler, method: str, path: str, query: dict[str, str],
                body: bytes) -> None:
         m = re.fullmatch(
-            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1)(?:/namespaces/([^/]+))?/([a-z]+)"
+            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1|apis/apps/v1|"
+            r"apis/kubernetes\.dask\.org/v1)(?:/namespaces/([^/]+))?/([a-z]+)"
             r"(?:/([^/]+))?(?:/(\w+))?", path)
         if m is None:
             raise KubeAPIError(404, "NotFound", "the server could not find the requested resource")
