@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import ENV_DASK_ADDRESS, ENV_MEMORY_LIMIT, Config, DaskConfig
+from mlops.config import ENV_DASK_ADDRESS, ENV_MEMORY_LIMIT, RUN_CLUSTERS, Config, DaskConfig
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
 from mlops.errors import (
     BadInputError,
@@ -169,11 +169,11 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
     require_dask()
     from distributed import Client, LocalCluster
 
-    ephemeral = settings.cluster == "ephemeral"
+    ephemeral = settings.cluster in RUN_CLUSTERS
     if ephemeral and not settings.address:
-        log.warning("dask.cluster is ephemeral but no cluster was handed over (%s is unset: "
+        log.warning("dask.cluster is %s but no cluster was handed over (%s is unset: "
                     "not under mlops controller); using a local cluster in this process",
-                    ENV_DASK_ADDRESS)
+                    settings.cluster, ENV_DASK_ADDRESS)
     current = None if settings.address else _current_client()
     if current is not None:
         with translate_cluster_errors("the current cluster"):
@@ -181,8 +181,8 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         return
     cluster = None
     if settings.address:
-        key = f"${ENV_DASK_ADDRESS}, the run's ephemeral cluster" if ephemeral else \
-            "dask.address"
+        key = f"${ENV_DASK_ADDRESS}, the run's {settings.cluster} cluster" if ephemeral \
+            else "dask.address"
         try:
             client = Client(settings.address, timeout=settings.connect_timeout,
                             set_as_default=False)
@@ -191,7 +191,7 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
                                f"reached within {settings.connect_timeout:g} s: "
                                f"{str(err).splitlines()[0][:200]}") from err
         if ephemeral:
-            _wait_for_a_worker(client, settings, key)
+            _wait_for_workers(client, settings, key)
         where = settings.address
     else:
         cluster = LocalCluster(n_workers=settings.n_workers,
@@ -213,14 +213,20 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
             cluster.close()
 
 
-def _wait_for_a_worker(client: Any, settings: DaskConfig, key: str) -> None:
-    """The run's own workers start with the scheduler: wait (bounded) for the first."""
+def _wait_for_workers(client: Any, settings: DaskConfig, key: str) -> None:
+    """The run's own workers start with the scheduler (new nodes, image pulls): wait, at
+    most ``dask.workers_timeout`` seconds, for ``dask.min_workers`` of them (0: all
+    ``dask.n_workers``)."""
+    wanted = min(settings.min_workers or settings.n_workers, settings.n_workers)
     try:
-        client.wait_for_workers(1, timeout=settings.connect_timeout)
+        client.wait_for_workers(wanted, timeout=settings.workers_timeout)
     except (OSError, TimeoutError) as err:
+        joined = len(client.scheduler_info().get("workers") or {})
         client.close()
-        raise ClusterError(f"no dask worker joined the scheduler {settings.address} ({key}) "
-                           f"within {settings.connect_timeout:g} s") from err
+        raise ClusterError(f"{joined} of the {wanted} dask workers asked for (dask.min_workers,"
+                           f" else dask.n_workers) joined the scheduler {settings.address} "
+                           f"({key}) within {settings.workers_timeout:g} s "
+                           "(dask.workers_timeout)") from err
     workers = client.scheduler_info().get("workers") or {}
     log.info("dask: connected to %s (%s) with %d worker(s): %s", settings.address, key,
              len(workers), ", ".join(sorted(str(w.get("name", a)) for a, w in workers.items())))

@@ -124,13 +124,13 @@ def test_the_worker_pod_is_handed_its_limit_never_dasks_auto() -> None:
 
     config = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"}})
     cluster = build_dask_cluster(config.kubernetes, config.dask, "r-1", namespace="ns")
-    (worker,) = cluster.workers[0]["spec"]["containers"]
+    (worker,) = cluster.workers["spec"]["template"]["spec"]["containers"]
     value = worker["args"][worker["args"].index("--memory-limit") + 1]
     assert value == "$(MLOPS_MEMORY_LIMIT)"
     assert {"name": "MLOPS_MEMORY_LIMIT", "valueFrom": {"resourceFieldRef": {
         "containerName": "worker", "resource": "limits.memory"}}} in worker["env"]
-    validate(cluster.workers[0], "1.30.0", strict=True)
+    validate(cluster.workers, "1.30.0", strict=True)
     fixed = dataclasses.replace(config.dask, memory_limit="900MiB")
     cluster = build_dask_cluster(config.kubernetes, fixed, "r-1", namespace="ns")
-    args = cluster.workers[0]["spec"]["containers"][0]["args"]
+    args = cluster.workers["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--memory-limit") + 1] == "900MiB"

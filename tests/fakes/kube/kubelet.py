@@ -683,6 +683,7 @@ class Kubelet(ObjectStore):
                                                   value)
         env: dict[str, str] = dict(self.base_env if self.base_env is not None else os.environ)
         env[NODE_CPUS_ENV] = str(self.node_cpus)  # read by tests.fakes.kube.node
+        env["HOSTNAME"] = str(pod["metadata"]["name"])  # as the kubelet sets it
         env.update({k: rewrite(v) for k, v in cenv.items()})
         for mount_path, local_dir in mounts:
             if mount_path == "/tmp":

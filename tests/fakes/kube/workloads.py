@@ -105,6 +105,8 @@ class Workloads(Kubelet):
                     self._delete_pod(pod)
         want = int(spec.get("replicas", 1))
         for _ in range(want - len(active)):
+            if not self._exists("replicasets", ns, meta["name"], uid):
+                return  # deleted since it was listed: nothing to replace
             template = copy.deepcopy(spec["template"])
             pod = {"apiVersion": "v1", "kind": "Pod",
                    "metadata": {**template.get("metadata", {}),
@@ -126,6 +128,12 @@ class Workloads(Kubelet):
             self._update("replicasets", ns, meta["name"], uid,
                          lambda o: o.__setitem__("status", status))
 
+    def _exists(self, resource: str, ns: str, name: str, uid: str) -> bool:
+        with self._lock:
+            current = self._objects.get((resource, ns, name))
+            return current is not None and current["metadata"]["uid"] == uid \
+                and not current["metadata"].get("deletionTimestamp")
+
     # --------------------------------------------------------------- DaskCluster
     def _reconcile_dask_cluster(self, cluster: JSON) -> None:
         meta, spec = cluster["metadata"], cluster["spec"]
@@ -135,6 +143,8 @@ class Workloads(Kubelet):
         service = f"{name}-scheduler"
         address = f"tcp://{service}.{ns}.svc.cluster.local:{DASK_PORT}"
         labels = {"dask.org/cluster-name": name}
+        if not self._exists("daskclusters", ns, name, uid):
+            return
         if self.get_object("services", ns, service) is None:
             svc_spec = copy.deepcopy(spec["scheduler"].get("service") or {})
             svc_spec.setdefault("selector", {**labels, "dask.org/component": "scheduler"})
@@ -176,7 +186,7 @@ class Workloads(Kubelet):
 
     # --------------------------------------------------------------- garbage collector
     def _collect_garbage(self) -> None:
-        gone = getattr(self, "_gone_uids", set())
+        gone: set[str] = getattr(self, "_gone_uids", set())
         if not gone:
             return
         for resource in _COLLECTED:
