@@ -141,6 +141,9 @@ CRASH_RESTARTS = 2
 #: How long the controller waits for the cluster's pods to be gone after deleting them.
 DELETE_WAIT_SECONDS = 60.0
 
+#: Events at most while waiting for the workers (one per new reason they are pending for).
+PENDING_EVENTS = 3
+
 EventSink = Callable[[str, str, str, str], None]
 
 
@@ -272,6 +275,7 @@ class RunCluster:
         deadline = time.monotonic() + dask.workers_timeout
         pause = POLL_SECONDS
         told = ""
+        events_left = PENDING_EVENTS
         while True:
             pods = self._pods("worker")
             ready = [p for p in pods if pod_ready(p)]
@@ -292,10 +296,12 @@ class RunCluster:
                 raise ClusterError(f"only {len(ready)} of the {wanted} dask workers asked for "
                                    f"ran within {dask.workers_timeout:g} s "
                                    f"(dask.workers_timeout): {pending}")
-            if not told and pending != told:
+            reasons = _reasons(pending)
+            if reasons != told and events_left > 0:  # a new reason: say it (a few times)
                 self.events("Warning" if "Unschedulable" in pending else "Normal",
                             "DaskWorkersPending", "Dask", note)
-                told = pending
+                told = reasons
+                events_left -= 1
                 log.info("dask: %s", note)
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX_SECONDS)
@@ -331,6 +337,11 @@ class RunCluster:
         """Leave the cluster running for the retried controller (a disruption)."""
         log.warning("dask: controller disrupted; the %s cluster of run %s is left for the "
                     "retried controller, which adopts it", self.kind, self.run_id)
+
+
+def _reasons(pending: str) -> str:
+    """The reasons of :func:`describe_pending`'s line without the pod names."""
+    return "; ".join(sorted({p.split(" ", 1)[-1] for p in pending.split("; ")}))
 
 
 def _restarts(pod: dict[str, Any]) -> int:

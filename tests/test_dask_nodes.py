@@ -9,8 +9,10 @@ in this process (a LocalCluster's nannies) and in the fake API server's pods.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -134,3 +136,151 @@ def test_the_worker_pod_is_handed_its_limit_never_dasks_auto() -> None:
     cluster = build_dask_cluster(config.kubernetes, fixed, "r-1", namespace="ns")
     args = cluster.workers["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--memory-limit") + 1] == "900MiB"
+
+
+# --- whole nights under the chart's Role ------------------------------------------------------
+def _night(kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path, cluster: str,
+           **env: str) -> tuple[FakeKubeAPI, Path, dict[str, Any], str]:
+    """The chart (dask.cluster ``cluster``) in the fake API server under its own Role; the
+    controller's Job created as the CronJob would; returns (api, store, job, run id)."""
+    from tests.chart_render import render_chart
+    from tests.test_controller_dask import NS, RELEASE, _controller_job, _fake, _source, _values
+
+    values = _values(_source(tmp_path), cluster=cluster)
+    values["config"]["dask"]["memory_limit"] = "auto"
+    docs = render_chart(values, name=RELEASE, namespace=NS)
+    api, store = _fake(kube_api_factory, tmp_path, docs, **env)
+    run_id = f"{RELEASE}-{cluster}-1"
+    job = api.create_object(_controller_job(docs, run_id))
+    return api, store, job, run_id
+
+
+def _done(api: FakeKubeAPI, store: Path, run_id: str) -> None:
+    import json
+
+    from tests.test_controller_dask import NS, _logs
+
+    done = api.wait_for_job(NS, run_id, timeout=240)
+    log = _logs(api, api.created("pods", NS))
+    assert "Complete" in {c["type"] for c in done["status"]["conditions"]}, log
+    assert json.loads((store / "runs" / run_id / "controller.json").read_text())[
+        "status"] == "succeeded", log
+    assert json.loads((store / "runs" / run_id / "summary.json").read_text())["retrained"]
+
+
+def _wait_for(check: Callable[[], Any], what: str, seconds: float = 120) -> Any:
+    end = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_night_with_a_worker_evicted_mid_step(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    from tests.test_controller_dask import NS, _dask_pods, _replica_sets
+
+    api, store, _, run_id = _night(kube_api_factory, tmp_path, "ephemeral",
+                                   WRAP_INGEST="block")
+    _wait_for(lambda: (tmp_path / "wrap" / "ingest.started").exists(), "ingest to start")
+    workers = [p for p in _dask_pods(api) if "-dask-worker-" in p["metadata"]["name"]]
+    assert len(workers) == 2
+    victim = workers[0]["metadata"]["name"]
+    api.evict_pod(NS, victim)  # a drain or a preemption takes one worker mid-step
+    _wait_for(lambda: len([p for p in _dask_pods(api) if "-dask-worker-" in p["metadata"][
+        "name"] and p["metadata"]["name"] != victim
+        and p["status"].get("phase") == "Running"]) == 2, "the replacement worker")
+    (tmp_path / "wrap" / "release").touch()
+    _done(api, store, run_id)  # the steps find all the workers asked for
+    assert _dask_pods(api) == [] and _replica_sets(api) == [] and api.services(NS) == []
+
+
+def test_a_night_with_the_controller_disrupted_mid_step_keeps_its_cluster(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    import json
+
+    from tests.test_controller_dask import NS, _dask_pods, _logs, _replica_sets
+
+    api, store, _, run_id = _night(kube_api_factory, tmp_path, "ephemeral",
+                                   WRAP_INGEST="block")
+    _wait_for(lambda: (tmp_path / "wrap" / "ingest.started").exists(), "ingest to start")
+    before = {r["metadata"]["name"]: r["metadata"]["uid"]
+              for r in api.created("replicasets", NS)}
+    pods_before = {p["metadata"]["uid"] for p in _dask_pods(api)}
+    first = api.evict(NS, run_id)  # the node is drained: the controller's pod is evicted
+    _wait_for(lambda: (api.get_object("pods", NS, first) or {}).get("status", {}).get(
+        "phase") == "Failed" or api.get_object("pods", NS, first) is None,
+        "the controller pod to stop")
+    log = api.pod_log(NS, first)
+    assert "left for the retried controller" in log, log
+    # The cluster is still there: the same ReplicaSets and pods, not a second cluster.
+    assert {r["metadata"]["name"]: r["metadata"]["uid"]
+            for r in api.created("replicasets", NS)} == before
+    assert {p["metadata"]["uid"] for p in _dask_pods(api)} == pods_before
+    (tmp_path / "wrap" / "release").touch()
+    _done(api, store, run_id)
+    log = _logs(api, api.pods(NS, run_id))
+    assert "adopted" in log, log
+    assert sorted(r["metadata"]["name"] for r in api.created("replicasets", NS)) == \
+        sorted(before)  # adopted, never created again
+    assert _dask_pods(api) == [] and _replica_sets(api) == []
+    assert json.loads((store / "runs" / run_id / "ingest.json").read_text())
+
+
+def test_a_night_on_a_dask_operator_cluster(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    from tests.test_controller_dask import NS, _logs
+
+    api, store, job, run_id = _night(kube_api_factory, tmp_path, "operator")
+    _done(api, store, run_id)
+    (cluster,) = api.created("daskclusters", NS)
+    assert cluster["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert cluster["spec"]["worker"]["replicas"] == 2
+    assert cluster["spec"]["idleTimeout"] == 1800
+    name = cluster["metadata"]["name"]
+    log = _logs(api, api.created("pods", NS))
+    assert f"DaskCluster {name} of run {run_id} Running" in log, log
+    assert "2 worker(s)" in log, log
+    # Deleted at the end: the cluster and, through the operator's ownership, its pods.
+    assert api.get_object("daskclusters", NS, name) is None
+    _wait_for(lambda: not [p for p in api.pods(NS) if p["metadata"]["name"].startswith(
+        name)], "the operator's pods to be collected", 30)
+
+
+def test_workers_that_cannot_be_scheduled_are_named_in_an_event_and_fail_the_run_in_time(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    from mlops.controller import EphemeralCluster
+    from mlops.errors import ClusterError
+    from mlops.k8s import KubeClient, load_target
+    from tests.chart_render import render_chart
+    from tests.test_controller_dask import NS, RELEASE, _fake, _one, _values
+
+    # Workers that ask for more CPUs than any node has (and no autoscaler adds one).
+    docs = render_chart(_values(tmp_path, worker={"resources": {
+        "requests": {"cpu": "32", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}),
+        name=RELEASE, namespace=NS)
+    _fake(kube_api_factory, tmp_path, docs)
+    base = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])
+    base["dask"]["workers_timeout"] = 3
+    config = Config.from_dict(base)
+    events: list[tuple[str, str, str]] = []
+    with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
+        cluster = EphemeralCluster(config, backend, "r-pend",
+                                   events=lambda t, r, a, n: events.append((t, r, n)))
+        start = time.monotonic()
+        with pytest.raises(ClusterError) as caught:
+            cluster.start()
+        elapsed = time.monotonic() - start
+        cluster.stop()
+    message = str(caught.value)
+    assert caught.value.exit_code == 1 and elapsed < 30
+    assert "only 0 of the 2 dask workers asked for ran within 3 s (dask.workers_timeout)" \
+        in message
+    assert "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu" in message
+    assert 1 <= len(events) <= 3 and {r for _, r, _ in events} == {"DaskWorkersPending"}
+    (note,) = [n for t, _, n in events if t == "Warning"]
+    assert "waiting for 2 more dask worker(s) of run r-pend" in note
+    assert "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu" in note
+    assert "-dask-worker-" in note

@@ -74,6 +74,22 @@ class Kubelet(ObjectStore):
         container = pod["spec"]["containers"][0]
         cname = container["name"]
         now = utc_timestamp()
+        short = self._insufficient(pod)
+        if short:
+            # The scheduler cannot place it and no autoscaler adds a node: Pending for good.
+            lacking = ", ".join(f"1 Insufficient {r}" for r in short)
+            message = (f"0/1 nodes are available: {lacking}. preemption: 0/1 nodes are "
+                       "available: 1 No preemption victims found for incoming pod.")
+            self._update("pods", ns, name, uid, lambda p: p["status"].update(conditions=[{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": message, "lastTransitionTime": now}]))
+            run.cancel.wait()
+            with self._lock:
+                self._runs.pop(uid, None)
+                current = self._objects.get(("pods", ns, name))
+                if current is not None and current["metadata"]["uid"] == uid:
+                    self._put("pods", ns, copy.deepcopy(current), "DELETED")
+            return
 
         def scheduled(p: JSON) -> None:
             p["spec"]["nodeName"] = "fake-node"
@@ -705,6 +721,22 @@ class Kubelet(ObjectStore):
             if mapped != container["workingDir"]:
                 cwd = mapped
         return argv, env, cwd
+
+    def _insufficient(self, pod: JSON) -> list[str]:
+        """The resources the pod requests beyond the node's allocatable (``cpu``,
+        ``memory``): such a pod is never scheduled."""
+        short = []
+        for resource, node in (("cpu", self.node_cpus), ("memory", self.node_memory)):
+            total = 0.0
+            for c in pod["spec"].get("containers") or []:
+                res = c.get("resources") or {}
+                value = (res.get("requests") or {}).get(resource, (res.get("limits") or {})
+                                                        .get(resource))
+                if value is not None:
+                    total += quantity(value)
+            if total > node:
+                short.append(resource)
+        return short
 
     def _resource_field(self, pod: JSON, ref: JSON) -> int:
         """A ``resourceFieldRef`` as the kubelet answers it: the container's limit (or

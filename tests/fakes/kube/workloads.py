@@ -153,11 +153,18 @@ class Workloads(Kubelet):
                 "metadata": {"name": service, "namespace": ns, "ownerReferences": [owner],
                              "labels": {**labels, "dask.org/component": "scheduler"}},
                 "spec": svc_spec}, admit=False)
+        scheduler_ready = any(
+            _is_ready(p) for p in self._list("pods", ns, Selector(
+                "pods", f"dask.org/cluster-name={name},dask.org/component=scheduler", None)))
         for component, rs_name, replicas, pod_spec in (
                 ("scheduler", f"{name}-scheduler", 1, spec["scheduler"]["spec"]),
                 ("worker", f"{name}-default-worker", int(spec["worker"].get("replicas", 1)),
                  spec["worker"]["spec"])):
             if self.get_object("replicasets", ns, rs_name) is not None:
+                continue
+            if component == "worker" and not scheduler_ready:
+                # The operator creates them at once and they retry until the scheduler's
+                # name resolves; the fake's DNS resolves once, when a process starts.
                 continue
             pod_labels = {**labels, "dask.org/component": component}
             if component == "worker":
@@ -176,9 +183,6 @@ class Workloads(Kubelet):
                 "spec": {"replicas": replicas, "selector": {"matchLabels": pod_labels},
                          "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}},
             }, admit=False)
-        scheduler_ready = any(
-            _is_ready(p) for p in self._list("pods", ns, Selector(
-                "pods", f"dask.org/cluster-name={name},dask.org/component=scheduler", None)))
         phase = "Running" if scheduler_ready else "Created"
         if (cluster.get("status") or {}).get("phase") != phase:
             self._update("daskclusters", ns, name, uid,
