@@ -124,6 +124,14 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from mlops.controller import EXIT_TERMINATED, Terminated, run_controller
 
     cfg = _config(args)
+    if args.dry_run:
+        import yaml
+
+        from mlops.controller import plan_run, resolve_run_id
+
+        objects = plan_run(cfg, resolve_run_id(args.run_id), namespace=args.namespace)
+        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+        return EXIT_OK
     try:
         summary = run_controller(cfg, run_id=args.run_id, namespace=args.namespace,
                                  kubeconfig=args.kubeconfig, context=args.context)
@@ -437,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cluster (default: $KUBECONFIG, else in-cluster service account when "
                    "$KUBERNETES_SERVICE_HOST is set, else ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print, as a YAML stream, every object the controller would create "
+                        "for the run (the Dask cluster's objects, then the step Jobs) and "
+                        "exit, without contacting an API server")
     p.set_defaults(handler=cmd_controller)
 
     p = sub.add_parser("versions", help="list stored data or model versions, newest first")

@@ -678,6 +678,51 @@ class Controller:
             log.warning("cannot record controller status %s: %s", status, err)
 
 
+def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
+             env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every object the controller would create for ``run_id`` (pure: no API server):
+    the run's Dask objects (ephemeral: the scheduler ReplicaSet, its Service, the worker
+    ReplicaSet; operator: the DaskCluster), then the ingest, monitor-check and train Jobs
+    (train is created only when monitor-check says retrain).
+
+    Args:
+        config: The config.
+        run_id: The run id.
+        namespace: ``--namespace``, else ``kubernetes.namespace``, else
+            ``$MLOPS_NAMESPACE``, else ``default``.
+        env: The environment (``$MLOPS_JOB_NAME``/``$MLOPS_JOB_UID``: the owner,
+            ``$MLOPS_STORAGE_URI``: forwarded to the steps).
+
+    Raises:
+        KubernetesBadRequestError: An invalid image or pod template (exit 2).
+    """
+    from mlops.k8s import ENV_NAMESPACE, build_dask_cluster, build_job, build_operator_cluster
+
+    env = os.environ if env is None else env
+    rid = check_version_id(run_id, "run id (--run-id)")
+    ns = namespace or config.kubernetes.namespace or env.get(ENV_NAMESPACE) or "default"
+    owner = owner_from_env(env)
+    uri = env.get(ENV_STORAGE_URI)
+    extra = {ENV_STORAGE_URI: uri} if uri else {}
+    objects: list[dict[str, Any]] = []
+    if config.dask.cluster == "ephemeral":
+        cluster = build_dask_cluster(config.kubernetes, config.dask, rid, namespace=ns,
+                                     owner=owner, extra_env=extra)
+        objects += cluster.objects
+        extra[ENV_DASK_ADDRESS] = cluster.address
+    elif config.dask.cluster == "operator":
+        from mlops.k8s import operator_address
+
+        body = build_operator_cluster(config.kubernetes, config.dask, rid, namespace=ns,
+                                      owner=owner, extra_env=extra)
+        objects.append(body)
+        extra[ENV_DASK_ADDRESS] = operator_address(body["metadata"]["name"], ns)
+    for step in (INGEST, MONITOR_CHECK, TRAIN):
+        objects.append(build_job(config.kubernetes, rid, step, namespace=ns, owner=owner,
+                                 extra_env=extra))
+    return objects
+
+
 def run_controller(config: Config, *, run_id: str | None = None, namespace: str | None = None,
                    kubeconfig: str | None = None, context: str | None = None,
                    env: Mapping[str, str] | None = None) -> dict[str, Any]:

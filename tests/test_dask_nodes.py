@@ -284,3 +284,47 @@ def test_workers_that_cannot_be_scheduled_are_named_in_an_event_and_fail_the_run
     assert "waiting for 2 more dask worker(s) of run r-pend" in note
     assert "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu" in note
     assert "-dask-worker-" in note
+
+
+@pytest.mark.parametrize("cluster", ["local", "ephemeral", "operator"])
+def test_controller_dry_run_prints_every_object_of_the_run_without_an_api_server(
+        cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes_validate import validate
+
+    from mlops.cli import main
+    from tests.chart_render import render_chart
+    from tests.test_controller_dask import NS, RELEASE, _one, _values
+
+    docs = render_chart(_values(Path("/src"), cluster=cluster), name=RELEASE, namespace=NS)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(_one(docs, "ConfigMap")["data"]["config.yaml"])
+    monkeypatch.setenv("MLOPS_JOB_NAME", "ctl-7")
+    monkeypatch.setenv("MLOPS_JOB_UID", "0c6f3c1e-0000-4000-8000-000000000007")
+    # No API server: a kubeconfig that points nowhere is never read.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    code = main(["controller", "--dry-run", "--run-id", "r-7", "--config", str(config_file),
+                 "--namespace", NS])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    objects = list(yaml.safe_load_all(out))
+    kinds = [o["kind"] for o in objects]
+    expected = {"local": [], "ephemeral": ["ReplicaSet", "Service", "ReplicaSet"],
+                "operator": ["DaskCluster"]}[cluster]
+    assert kinds == [*expected, "Job", "Job", "Job"]
+    steps = [o["metadata"]["labels"]["mlops/step"] for o in objects if o["kind"] == "Job"]
+    assert steps == ["ingest", "monitor-check", "train"]
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == NS
+        assert obj["metadata"]["ownerReferences"][0]["name"] == "ctl-7"
+        if obj["kind"] == "DaskCluster":  # a custom resource: its pod specs as Pods
+            for part in ("scheduler", "worker"):
+                validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+                          "spec": obj["spec"][part]["spec"]}, "1.30.0", strict=True)
+        else:
+            validate(obj, "1.30.0", strict=True)
+    if cluster != "local":
+        env = {e["name"]: e.get("value") for e in objects[-1]["spec"]["template"]["spec"][
+            "containers"][0]["env"]}
+        assert env["MLOPS_DASK_ADDRESS"].startswith("tcp://") and \
+            env["MLOPS_DASK_ADDRESS"].endswith(f".{NS}.svc:8786")
