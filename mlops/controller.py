@@ -10,9 +10,13 @@ controller ended (``succeeded``, ``failed`` for retryable failures, ``terminated
 SIGTERM; a bad-input failure, exit 2, writes nothing).
 
 With ``data.engine: dask`` and ``dask.cluster: ephemeral`` the run gets a Dask cluster of
-its own (:class:`EphemeralCluster`): scheduler and worker pods and a headless Service,
-created before the first step, handed to the steps in ``$MLOPS_DASK_ADDRESS`` and deleted
-when the run ends, fails or is terminated.
+its own (:class:`EphemeralCluster`): scheduler and worker ReplicaSets and a headless
+Service; with ``operator`` one DaskCluster of the dask-kubernetes operator
+(:class:`OperatorCluster`). It is created before the first step, waited for (the workers
+asked for, an Event naming pending pods), handed to the steps in ``$MLOPS_DASK_ADDRESS``
+and deleted when the run ends, fails or is terminated - except when the controller's own
+pod is disrupted (``DisruptionTarget``): the retried controller adopts it.
+:func:`plan_run` lists every object of a run without an API server (``--dry-run``).
 
 The Kubernetes calls live in :mod:`mlops.k8s` (this module does not import ``kubernetes``);
 the backend is passed in, so the orchestration is the same for any backend with the
