@@ -446,6 +446,12 @@ class DaskConfig:
         600.0, "Ephemeral or operator cluster: seconds the controller and each step wait for "
         "dask.min_workers workers (new nodes, image pulls); the controller's Event says which "
         "pods are pending and why; past it the run fails with exit 1.", _positive, "> 0")
+    oversize: Literal["sample", "fail"] = _opt(
+        "sample", "lightgbm on the dask engine when the training split needs more worker "
+        "memory than the cluster has free (about 3x its float32 size, against the workers' "
+        "limits below their pause threshold): sample trains on a stratified sample that "
+        "fits (at most dask.max_train_rows rows) with a warning naming both sizes; fail "
+        "exits 2 saying how much memory it needs. Never a hang at the workers' limit.")
     max_train_rows: int = _opt(1_000_000, "scikit-learn model types on the dask engine train "
                                "on a uniform random sample of at most this many rows (recorded "
                                "in the model's metadata); lightgbm trains on every row.",

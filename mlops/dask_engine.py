@@ -364,6 +364,92 @@ def summarize(client: Any, frame: Any, features: list[str], k: int,
                    category_missing=merge_counts(p["category_missing"] for p in parts))
 
 
+#: Worker memory LightGBM's Dask training takes per byte of the float32 training matrix:
+#: the partitions a worker holds, their concatenation and LightGBM's own Dataset.
+LIGHTGBM_MEMORY_FACTOR = 3.0
+#: Share of the free memory a sample is sized to (headroom for the model and the rest).
+SAMPLE_HEADROOM = 0.5
+#: What a worker process holds before any data once LightGBM, scikit-learn and pandas are
+#: loaded (measured: 230-270 MB): counted when the process holds less so far.
+WORKER_BASELINE_BYTES = 256 * 2**20
+#: A sample smaller than this is no model: exit 2 instead.
+MIN_SAMPLE_ROWS = 1000
+
+
+def _size(n: float) -> str:
+    from dask.utils import format_bytes
+
+    return str(format_bytes(int(n)))
+
+
+def free_cluster_memory(client: Any) -> int | None:
+    """Bytes the workers can still take before they pause (their ``memory_limit`` x
+    ``distributed.worker.memory.pause`` minus what each process holds now, at least
+    :data:`WORKER_BASELINE_BYTES`); None when a
+    worker has no memory limit (nothing to compare against)."""
+    import dask.config
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    total = 0
+    workers = (client.scheduler_info().get("workers") or {}).values()
+    for w in workers:
+        limit = int(w.get("memory_limit") or 0)
+        if not limit:
+            return None
+        used = max(int((w.get("metrics") or {}).get("memory") or 0), WORKER_BASELINE_BYTES)
+        total += max(0, int(limit * float(pause)) - used)
+    return total if workers else None
+
+
+def _stratified(part: pd.DataFrame, target: str, frac: float, seed: int) -> pd.DataFrame:
+    return part.groupby(target, group_keys=False, observed=True, dropna=False).sample(
+        frac=frac, random_state=seed)
+
+
+def _within_memory(client: Any, config: Config, train: Any, features: list[str],
+                   target: str, train_rows: int, task: str) -> tuple[Any, dict[str, Any]]:
+    """The training split LightGBM can hold: all of it when it fits in the workers' free
+    memory, else (``dask.oversize: sample``) a stratified sample (classification; uniform
+    for regression) sized to fit and bounded by ``dask.max_train_rows``.
+
+    Raises:
+        BadInputError: It does not fit and ``dask.oversize`` is ``fail`` (exit 2).
+    """
+    data = train_rows * (4 * len(features) + 8)  # float32 features and the label
+    needed = LIGHTGBM_MEMORY_FACTOR * data
+    available = free_cluster_memory(client)
+    if available is None or needed <= available:
+        return train, {}
+    workers = len(client.scheduler_info().get("workers") or {})
+    sizes = (f"the training split ({train_rows} rows x {len(features)} features, "
+             f"{_size(data)} as float32) needs about {_size(needed)} of worker memory for "
+             f"LightGBM, the cluster has {_size(available)} free ({workers} worker(s) below "
+             "their pause threshold)")
+    frac = min(1.0, SAMPLE_HEADROOM * available / needed,
+               config.dask.max_train_rows / max(1, train_rows))
+    if config.dask.oversize == "fail" or frac * train_rows < MIN_SAMPLE_ROWS:
+        raise BadInputError(f"{sizes}: raise dask.memory_limit or dask.n_workers (at least "
+                            f"{_size(needed - available)} more)"
+                            + ("" if config.dask.oversize == "fail" else
+                               f"; a sample that fits would have fewer than "
+                               f"{MIN_SAMPLE_ROWS} rows")
+                            + (", or set dask.oversize: sample"
+                               if config.dask.oversize == "fail" else ""))
+    seed = config.training.random_state
+    if task == REGRESSION:
+        sample = train.sample(frac=frac, random_state=seed)
+        how = "uniform"
+    else:
+        sample = train.map_partitions(_stratified, target, frac, seed, meta=train._meta)
+        how = "stratified (by class)"
+    log.warning("dask: %s: training on a %s sample of %.1f%% of the rows (dask.oversize: "
+                "sample)", sizes, how, 100 * frac)
+    return sample, {"method": f"{how} sample of {frac:.2%} of the training split: {sizes} "
+                              "(dask.oversize: sample)",
+                    "fraction": frac, "needed_bytes": int(needed),
+                    "available_bytes": int(available)}
+
+
 def _fit(client: Any, config: Config, train: Any, features: list[str], target: str,
          train_rows: int, task: str = TASK, kinds: Mapping[str, str] | None = None,
          categories: Mapping[str, list[str]] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -377,6 +463,8 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
         from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
 
         prep = FrameCodes(kinds, {c: list(v) for c, v in (categories or {}).items()}).fit()
+        train, sampled = _within_memory(client, config, train, features, target, train_rows,
+                                        task)
         meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in kinds})
         x = train[features].map_partitions(_transform, prep, meta=meta)
         params = {"random_state": t.random_state, "verbose": -1, **t.params}
@@ -395,6 +483,12 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
             raise BadInputError(f"training failed with config key 'training.params': "
                                 f"{err}") from err
         model = Pipeline([("prep", prep), ("model", est.to_local())])
+        if sampled:
+            rows = int(client.compute(train.map_partitions(len).sum()).result())
+            return model, {**sampled, "method": f"{sampled['method']}, LightGBM Dask "
+                                                f"estimator {cls.__name__}",
+                           "rows": rows, "of_rows": train_rows,
+                           "random_state": t.random_state}
         return model, {"method": f"all rows (LightGBM Dask estimator {cls.__name__})",
                        "rows": train_rows, "of_rows": train_rows}
     limit = config.dask.max_train_rows

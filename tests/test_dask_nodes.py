@@ -328,3 +328,60 @@ def test_controller_dry_run_prints_every_object_of_the_run_without_an_api_server
             "containers"][0]["env"]}
         assert env["MLOPS_DASK_ADDRESS"].startswith("tcp://") and \
             env["MLOPS_DASK_ADDRESS"].endswith(f".{NS}.svc:8786")
+
+
+# --- training data larger than the cluster's memory ------------------------------------------
+def _rows(i: int, rows: int, features: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(i)
+    x = rng.normal(size=(rows, features))
+    frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(features)])
+    frame["target"] = (x[:, 0] + 0.1 * rng.normal(size=rows) > 0.8).astype("int64")
+    return frame
+
+
+def test_lightgbm_on_data_larger_than_the_workers_memory_samples_or_exits_2(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import dask.dataframe as dd
+    import numpy as np
+    from distributed import Client, LocalCluster
+
+    from mlops.dask_engine import NO_DASHBOARD, _fit
+    from mlops.errors import BadInputError
+
+    parts, rows, features = 20, 50_000, 20  # 1M rows: ~264 MB for LightGBM, generated lazily
+    train = dd.from_map(_rows, list(range(parts)), rows=rows, features=features)
+    names = [f"f{j}" for j in range(features)]
+    base = {"data": {"engine": "dask"}, "training": {"model_type": "lightgbm",
+                                                     "params": {"n_estimators": 5}},
+            "dask": {"max_train_rows": 20_000}}
+    sample = Config.from_dict(base)
+    fail = Config.from_dict({**base, "dask": {**base["dask"], "oversize": "fail"}})
+    # A real worker process limited to 500 MiB (it pauses at 80%, 400 MiB; ~256 MiB of it
+    # are the libraries): 1M rows do not fit, a 20k-row sample does.
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      memory_limit="500MiB", **NO_DASHBOARD) as cluster, \
+            Client(cluster, set_as_default=False) as client, client.as_current():
+        with pytest.raises(BadInputError) as caught:
+            _fit(client, fail, train, names, "target", parts * rows)
+        message = str(caught.value)
+        assert caught.value.exit_code == 2
+        assert "1000000 rows x 20 features" in message and "needs about" in message
+        assert "the cluster has" in message and "dask.oversize: sample" in message
+        with caplog.at_level(logging.WARNING, "mlops.dask_engine"):
+            model, info = _fit(client, sample, train, names, "target", parts * rows)
+        # Trained on a bounded stratified sample, with a warning naming both sizes.
+        assert info["of_rows"] == parts * rows and 0 < info["rows"] <= 20_000 * 1.05
+        assert info["method"].startswith("stratified (by class) sample of")
+        assert info["needed_bytes"] > info["available_bytes"]
+        assert "needs about" in caplog.text and "the cluster has" in caplog.text
+        probe = _rows(99, 1000, features)
+        assert set(np.unique(model.predict(probe[names]))) <= {0, 1}
+        # A training split that fits trains on every row, as before.
+        small = dd.from_map(_rows, [0, 1], rows=2000, features=features)
+        _, info = _fit(client, sample, small, names, "target", 4000)
+        assert info["rows"] == 4000 and info["method"].startswith("all rows")
