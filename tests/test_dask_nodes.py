@@ -178,26 +178,7 @@ def _wait_for(check: Callable[[], Any], what: str, seconds: float = 120) -> Any:
         time.sleep(0.1)
 
 
-def test_a_night_with_a_worker_evicted_mid_step(
-        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
-    from tests.test_controller_dask import NS, _dask_pods, _replica_sets
-
-    api, store, _, run_id = _night(kube_api_factory, tmp_path, "ephemeral",
-                                   WRAP_INGEST="block")
-    _wait_for(lambda: (tmp_path / "wrap" / "ingest.started").exists(), "ingest to start")
-    workers = [p for p in _dask_pods(api) if "-dask-worker-" in p["metadata"]["name"]]
-    assert len(workers) == 2
-    victim = workers[0]["metadata"]["name"]
-    api.evict_pod(NS, victim)  # a drain or a preemption takes one worker mid-step
-    _wait_for(lambda: len([p for p in _dask_pods(api) if "-dask-worker-" in p["metadata"][
-        "name"] and p["metadata"]["name"] != victim
-        and p["status"].get("phase") == "Running"]) == 2, "the replacement worker")
-    (tmp_path / "wrap" / "release").touch()
-    _done(api, store, run_id)  # the steps find all the workers asked for
-    assert _dask_pods(api) == [] and _replica_sets(api) == [] and api.services(NS) == []
-
-
-def test_a_night_with_the_controller_disrupted_mid_step_keeps_its_cluster(
+def test_a_night_with_a_worker_evicted_and_the_controller_disrupted_mid_step(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     import json
 
@@ -206,10 +187,20 @@ def test_a_night_with_the_controller_disrupted_mid_step_keeps_its_cluster(
     api, store, _, run_id = _night(kube_api_factory, tmp_path, "ephemeral",
                                    WRAP_INGEST="block")
     _wait_for(lambda: (tmp_path / "wrap" / "ingest.started").exists(), "ingest to start")
+    # Mid-step, a drain or a preemption takes one worker: its ReplicaSet replaces it.
+    workers = [p for p in _dask_pods(api) if "-dask-worker-" in p["metadata"]["name"]]
+    assert len(workers) == 2
+    victim = workers[0]["metadata"]["name"]
+    api.evict_pod(NS, victim)
+    _wait_for(lambda: len([p for p in _dask_pods(api) if "-dask-worker-" in p["metadata"][
+        "name"] and p["metadata"]["name"] != victim
+        and p["status"].get("phase") == "Running"]) == 2, "the replacement worker")
     before = {r["metadata"]["name"]: r["metadata"]["uid"]
               for r in api.created("replicasets", NS)}
-    pods_before = {p["metadata"]["uid"] for p in _dask_pods(api)}
-    first = api.evict(NS, run_id)  # the node is drained: the controller's pod is evicted
+    pods_before = {p["metadata"]["uid"] for p in _dask_pods(api)
+                   if not p["metadata"].get("deletionTimestamp")}
+    # Then the node of the controller is drained: its pod is evicted (DisruptionTarget).
+    first = api.evict(NS, run_id)
     _wait_for(lambda: (api.get_object("pods", NS, first) or {}).get("status", {}).get(
         "phase") == "Failed" or api.get_object("pods", NS, first) is None,
         "the controller pod to stop")
@@ -218,9 +209,10 @@ def test_a_night_with_the_controller_disrupted_mid_step_keeps_its_cluster(
     # The cluster is still there: the same ReplicaSets and pods, not a second cluster.
     assert {r["metadata"]["name"]: r["metadata"]["uid"]
             for r in api.created("replicasets", NS)} == before
-    assert {p["metadata"]["uid"] for p in _dask_pods(api)} == pods_before
+    assert {p["metadata"]["uid"] for p in _dask_pods(api)
+            if not p["metadata"].get("deletionTimestamp")} == pods_before
     (tmp_path / "wrap" / "release").touch()
-    _done(api, store, run_id)
+    _done(api, store, run_id)  # the steps find all the workers asked for
     log = _logs(api, api.pods(NS, run_id))
     assert "adopted" in log, log
     assert sorted(r["metadata"]["name"] for r in api.created("replicasets", NS)) == \
@@ -385,3 +377,25 @@ def test_lightgbm_on_data_larger_than_the_workers_memory_samples_or_exits_2(
         small = dd.from_map(_rows, [0, 1], rows=2000, features=features)
         _, info = _fit(client, sample, small, names, "target", 4000)
         assert info["rows"] == 4000 and info["method"].startswith("all rows")
+
+
+def test_a_step_waits_for_the_workers_asked_for_and_says_how_many_joined() -> None:
+    from distributed import Client, LocalCluster
+
+    from mlops.dask_engine import NO_DASHBOARD, connect
+    from mlops.errors import ClusterError
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      **NO_DASHBOARD) as cluster:
+        base = Config.from_dict({"data": {"engine": "dask"}, "dask": {
+            "cluster": "ephemeral", "n_workers": 2, "workers_timeout": 1}}).dask
+        settings = dataclasses.replace(base, address=cluster.scheduler_address)
+        # All of dask.n_workers by default: one of two joins, the step fails in time.
+        with pytest.raises(ClusterError, match=r"1 of the 2 dask workers asked for .* "
+                                               r"within 1 s \(dask.workers_timeout\)"), \
+                connect(settings):
+            pass
+        # dask.min_workers 1: it goes on with the one that joined.
+        with connect(dataclasses.replace(settings, min_workers=1)) as client:
+            assert isinstance(client, Client)
+            assert len(client.scheduler_info()["workers"]) == 1
