@@ -103,6 +103,15 @@ Behaviour of a real cluster it reproduces:
 
 Deliberate differences from a real cluster:
 
+* Workload controllers: ReplicaSets only (no Deployments, rollouts or pod-deletion cost);
+  no PodDisruptionBudgets (every eviction is allowed); ``drain`` does not skip DaemonSet
+  pods or refuse emptyDir data (as ``--ignore-daemonsets --delete-emptydir-data``). The
+  DaskCluster's workloads are ReplicaSets (the operator makes Deployments) and its workers
+  are created once the scheduler pod is Ready (the operator creates them at once; they
+  retry until the scheduler's name resolves, which the fake's start-time DNS cannot).
+  A pod requesting more CPU or memory than the node has stays Pending (``Unschedulable``,
+  the scheduler's wording) for good: there is no Cluster Autoscaler.
+
 * Any request naming a namespace that does not exist gets 404 ``namespaces "x" not found``
   (a real server answers list with an empty list and get with ``jobs.batch "y" not found``).
 * Unknown fields are rejected with 422 Invalid (a real server's default ``fieldValidation``
