@@ -165,6 +165,14 @@ def cmd_controller(args: argparse.Namespace) -> int:
     from mlops.controller import EXIT_TERMINATED, Terminated, run_controller
 
     cfg = _config(args)
+    if args.dry_run:
+        import yaml
+
+        from mlops.controller import plan_run, resolve_run_id
+
+        objects = plan_run(cfg, resolve_run_id(args.run_id), namespace=args.namespace)
+        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+        return EXIT_OK
     try:
         summary = run_controller(cfg, run_id=args.run_id, namespace=args.namespace,
                                  kubeconfig=args.kubeconfig, context=args.context)
@@ -501,12 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "Job, wait with the watch API, launch train only when monitor-check says "
                     "retrain, write runs/<run-id>/summary.json and print the summary. A step "
                     "whose result exists is skipped, so running it again with the same run id "
-                    "resumes the run. With dask.cluster: ephemeral it first starts the run's "
-                    "Dask scheduler and worker pods and removes them at the end. Credentials: "
+                    "resumes the run. With dask.cluster: ephemeral (or operator) it first "
+                    "starts the run's Dask scheduler and workers (or DaskCluster), waits for "
+                    "the workers asked for and removes them at the end (not when its own pod "
+                    "is disrupted: the retried controller adopts them). --dry-run prints "
+                    "every object of the run instead. Credentials: "
                     "--kubeconfig, else $KUBECONFIG, else the pod's service account (in "
                     "cluster), else ~/.kube/config.",
         epilog="Exit codes: 0 success; 1 retry may help (step failed with exit 1, step "
-               "timeout, API 5xx or unreachable, the run's Dask scheduler not ready); 2 bad "
+               "timeout, API 5xx or unreachable, the run's Dask scheduler not ready or too few "
+               "workers in dask.workers_timeout); 2 bad "
                "input (bad kubeconfig, missing "
                "namespace, RBAC 403, invalid Job 422, step pod exited 2, step result missing); "
                "143 terminated by SIGTERM. See docs/kubernetes.md.")
@@ -520,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cluster (default: $KUBECONFIG, else in-cluster service account when "
                    "$KUBERNETES_SERVICE_HOST is set, else ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print, as a YAML stream, every object the controller would create "
+                        "for the run (the Dask cluster's objects, then the step Jobs) and "
+                        "exit, without contacting an API server")
     p.set_defaults(handler=cmd_controller)
 
     p = sub.add_parser("versions", help="list stored data or model versions, newest first")

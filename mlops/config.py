@@ -33,12 +33,17 @@ ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
 #: Set by the controller on the step pods of a ``dask.cluster: ephemeral`` run: the address
 #: of the run's scheduler (``tcp://<service>.<namespace>.svc:8786``).
 ENV_DASK_ADDRESS = "MLOPS_DASK_ADDRESS"
+#: The container's memory limit in bytes (the downward API's ``limits.memory``), which a
+#: worker's ``dask.memory_limit: auto`` is derived from when no cgroup file tells it.
+ENV_MEMORY_LIMIT = "MLOPS_MEMORY_LIMIT"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
                     "hist_gradient_boosting", "lightgbm"]
 Engine = Literal["pandas", "dask"]
-ClusterKind = Literal["local", "ephemeral"]
+ClusterKind = Literal["local", "ephemeral", "operator"]
+#: The cluster kinds started by the controller for each run.
+RUN_CLUSTERS = ("ephemeral", "operator")
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None,
@@ -255,11 +260,23 @@ class DaskPodsConfig:
         "Kubernetes resources of the scheduler container.")
     worker_resources: dict[str, Any] = _opt(
         {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-        "Kubernetes resources of each worker container (the worker's memory limit follows "
-        "the container's unless dask.memory_limit is set).")
+        "Kubernetes resources of each worker container (with dask.memory_limit: auto the "
+        "worker's memory limit is the container's limits.memory, in bytes).")
     start_timeout_seconds: int = _opt(300, "How long the controller waits for the scheduler "
                                       "pod to accept connections before the run fails "
                                       "(exit 1).", _positive, "> 0")
+    idle_timeout_seconds: int = _opt(
+        1800, "The scheduler closes after this long without work (dask scheduler "
+        "--idle-timeout; operator mode: the DaskCluster's idleTimeout): a backstop for a "
+        "cluster whose controller is gone. Longer than any gap between two steps' use.",
+        _positive, "> 0")
+    death_timeout_seconds: int = _opt(
+        300, "A worker that cannot reach its scheduler this long exits (dask worker "
+        "--death-timeout).", _positive, "> 0")
+    no_workers_timeout_seconds: int = _opt(
+        600, "A task that waits this long with no worker in the cluster fails (the "
+        "scheduler's distributed.scheduler.no-workers-timeout), so a step whose workers are "
+        "all lost fails with exit 1 instead of waiting for its deadline.", _positive, "> 0")
 
 
 @dataclass(frozen=True)
@@ -441,10 +458,12 @@ class DaskConfig:
 
     cluster: ClusterKind = _opt(
         "local", "Where the cluster comes from when dask.address is empty: local (a cluster "
-        "inside each step's own process/pod) or ephemeral (under mlops controller: a "
-        "scheduler and dask.n_workers worker pods started for the run and removed after it; "
-        "mlops run and a step run by hand fall back to a local cluster, with a warning). "
-        "ephemeral needs data.engine: dask and an empty dask.address.")
+        "inside each step's own process/pod), ephemeral (under mlops controller: a "
+        "scheduler and dask.n_workers worker pods, each under a ReplicaSet, started for the "
+        "run and removed after it) or operator (under mlops controller: one DaskCluster of "
+        "the dask-kubernetes operator per run). mlops run and a step run by hand fall back "
+        "to a local cluster, with a warning. ephemeral and operator need data.engine: dask "
+        "and an empty dask.address.")
     address: str = _opt("", "Scheduler of an existing cluster (tcp://host:8786); empty starts "
                         "a local cluster inside the step's own process/pod.")
     n_workers: int = _opt(2, "Local cluster: worker processes; ephemeral: worker pods.",
@@ -452,13 +471,29 @@ class DaskConfig:
     threads_per_worker: int = _opt(1, "Local or ephemeral cluster: threads per worker.",
                                    _positive, "> 0")
     memory_limit: str = _opt("auto", "Local or ephemeral cluster: memory limit per worker "
-                             "(e.g. 2GiB; auto splits the machine's memory, or takes the "
-                             "worker container's limit).", _memory_limit,
+                             "(e.g. 2GiB). auto: the container's memory limit (cgroup "
+                             "memory.max, else the pod's limit, else the machine's memory) "
+                             "divided by the worker processes in it, passed to Dask in bytes "
+                             "(never Dask's own auto, which divides by the node's CPU count).",
+                             _memory_limit,
                              "auto, 0 or a size such as 512MiB")
     processes: bool = _opt(True, "Local cluster: workers in their own processes (memory limits "
                            "enforced); false runs them as threads of the step.")
     connect_timeout: float = _opt(30.0, "Seconds to wait for dask.address before the step "
                                   "fails (exit 1).", _positive, "> 0")
+    min_workers: int = _opt(0, "Ephemeral or operator cluster: workers the controller and each "
+                            "step wait for before going on (0: all dask.n_workers).",
+                            _non_negative, ">= 0")
+    workers_timeout: float = _opt(
+        600.0, "Ephemeral or operator cluster: seconds the controller and each step wait for "
+        "dask.min_workers workers (new nodes, image pulls); the controller's Event says which "
+        "pods are pending and why; past it the run fails with exit 1.", _positive, "> 0")
+    oversize: Literal["sample", "fail"] = _opt(
+        "sample", "lightgbm on the dask engine when the training split needs more worker "
+        "memory than the cluster has free (about 3x its float32 size, against the workers' "
+        "limits below their pause threshold): sample trains on a stratified sample that "
+        "fits (at most dask.max_train_rows rows) with a warning naming both sizes; fail "
+        "exits 2 saying how much memory it needs. Never a hang at the workers' limit.")
     max_train_rows: int = _opt(1_000_000, "scikit-learn model types on the dask engine train "
                                "on a uniform random sample of at most this many rows (recorded "
                                "in the model's metadata); lightgbm trains on every row.",
@@ -534,7 +569,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if uri:
         cfg = cfg.with_storage_uri(uri)
     address = env.get(ENV_DASK_ADDRESS)
-    if address and cfg.dask.cluster == "ephemeral":
+    if address and cfg.dask.cluster in RUN_CLUSTERS:
         cfg = dataclasses.replace(cfg, dask=dataclasses.replace(cfg.dask, address=address))
     return cfg
 
@@ -547,14 +582,15 @@ def check_dask_cluster(config: Config) -> None:
             scheduler and a cluster of the run's own), or with ``data.engine: pandas`` (no
             step would use the cluster).
     """
-    if config.dask.cluster != "ephemeral":
+    kind = config.dask.cluster
+    if kind not in RUN_CLUSTERS:
         return
     if config.dask.address:
-        raise ConfigError("config key 'dask.cluster' is ephemeral but dask.address is set "
+        raise ConfigError(f"config key 'dask.cluster' is {kind} but dask.address is set "
                           f"({config.dask.address}): an existing scheduler and a cluster "
                           "started for the run exclude each other; set only one")
     if config.data.engine != "dask":
-        raise ConfigError("config key 'dask.cluster' is ephemeral but data.engine is "
+        raise ConfigError(f"config key 'dask.cluster' is {kind} but data.engine is "
                           f"{config.data.engine}: only data.engine: dask uses a Dask cluster")
 
 

@@ -10,9 +10,13 @@ controller ended (``succeeded``, ``failed`` with the exit code of any failure, e
 included, ``terminated`` on SIGTERM).
 
 With ``data.engine: dask`` and ``dask.cluster: ephemeral`` the run gets a Dask cluster of
-its own (:class:`EphemeralCluster`): scheduler and worker pods and a headless Service,
-created before the first step, handed to the steps in ``$MLOPS_DASK_ADDRESS`` and deleted
-when the run ends, fails or is terminated.
+its own (:class:`EphemeralCluster`): scheduler and worker ReplicaSets and a headless
+Service; with ``operator`` one DaskCluster of the dask-kubernetes operator
+(:class:`OperatorCluster`). It is created before the first step, waited for (the workers
+asked for, an Event naming pending pods), handed to the steps in ``$MLOPS_DASK_ADDRESS``
+and deleted when the run ends, fails or is terminated - except when the controller's own
+pod is disrupted (``DisruptionTarget``): the retried controller adopts it.
+:func:`plan_run` lists every object of a run without an API server (``--dry-run``).
 
 The Kubernetes calls live in :mod:`mlops.k8s` (this module does not import ``kubernetes``);
 the backend is passed in, so the orchestration is the same for any backend with the
@@ -27,7 +31,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any, Protocol
 
@@ -45,6 +49,8 @@ ENV_RUN_ID = "MLOPS_RUN_ID"
 ENV_JOB_NAME = "MLOPS_JOB_NAME"
 ENV_JOB_UID = "MLOPS_JOB_UID"
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
+#: The controller's own pod (the chart's downward API; else ``$HOSTNAME``, the pod's name).
+ENV_POD_NAME = "MLOPS_POD_NAME"
 CONTROLLER = "controller"
 #: Exit code after SIGTERM (128 + 15, as a shell reports a process killed by SIGTERM).
 EXIT_TERMINATED = 143
@@ -73,10 +79,12 @@ class JobBackend(Protocol):
 
 
 class ClusterBackend(JobBackend, Protocol):
-    """What the run's ephemeral Dask cluster needs on top of the Job calls (implemented by
+    """What the run's Dask cluster needs on top of the Job calls (implemented by
     mlops.k8s.KubeClient)."""
 
     def create_object(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get_object(self, kind: str, name: str) -> dict[str, Any] | None: ...
 
     def get_pod(self, name: str) -> dict[str, Any] | None: ...
 
@@ -137,104 +145,119 @@ CRASH_RESTARTS = 2
 #: How long the controller waits for the cluster's pods to be gone after deleting them.
 DELETE_WAIT_SECONDS = 60.0
 
+#: Events at most while waiting for the workers (one per new reason they are pending for).
+PENDING_EVENTS = 3
 
-class EphemeralCluster:
-    """The Dask cluster of one run (``dask.cluster: ephemeral``): a scheduler pod, its
-    headless Service and ``dask.n_workers`` worker pods (see
-    :func:`mlops.k8s.build_dask_cluster`).
+EventSink = Callable[[str, str, str, str], None]
 
-    The names are deterministic per run id, so a resumed or concurrent controller of the
-    same run adopts the running objects instead of starting a second cluster; pods that
-    have ended are deleted and created again, and worker pods of the run beyond
-    ``dask.n_workers`` are deleted.
+
+def _no_events(type_: str, reason: str, action: str, note: str) -> None:
+    return None
+
+
+class RunCluster:
+    """The Dask cluster of one run, started by the controller (``dask.cluster:
+    ephemeral`` or ``operator``): create or adopt, wait for the scheduler and the workers,
+    remove. Subclasses say what the objects are and how their pods are selected.
+
+    Names are deterministic per run id, so a resumed or concurrent controller of the same
+    run (a retried controller pod after a disruption) adopts the running cluster instead of
+    starting a second one.
     """
 
-    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
-                 owner: Any = None, extra_env: Mapping[str, str] | None = None) -> None:
-        from mlops.k8s import build_dask_cluster
+    kind = ""
 
+    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
+                 owner: Any = None, extra_env: Mapping[str, str] | None = None,
+                 events: EventSink | None = None) -> None:
         self.config = config
         self.backend = backend
         self.run_id = run_id
-        self.manifests = build_dask_cluster(config.kubernetes, config.dask, run_id,
-                                            namespace=backend.namespace, owner=owner,
-                                            extra_env=extra_env)
-        self.address = self.manifests.address
+        self.owner = owner
+        self.events = events or _no_events
+        self.address = ""
 
+    # What a subclass provides.
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object of the cluster, in creation order."""
+        raise NotImplementedError
+
+    def selector(self, component: str) -> str:
+        """Label selector of the scheduler (``scheduler``) or worker (``worker``) pods."""
+        raise NotImplementedError
+
+    def _create_all(self) -> None:
+        raise NotImplementedError
+
+    # Shared.
     def start(self) -> str:
-        """Create (or adopt) the cluster and wait until the scheduler is Ready.
+        """Create (or adopt) the cluster, wait until the scheduler is Ready and the workers
+        asked for are running.
 
         Returns:
-            The scheduler's address, ``tcp://<service>.<namespace>.svc:8786``.
+            The scheduler's address.
 
         Raises:
-            ClusterError: The scheduler pod ended or was not Ready within
-                ``kubernetes.dask.start_timeout_seconds`` (exit 1).
-            KubernetesBadRequestError: RBAC (pods/services create), invalid pod (exit 2).
+            ClusterError: The scheduler pod did not become Ready within
+                ``kubernetes.dask.start_timeout_seconds``, or fewer than
+                ``dask.min_workers`` workers ran within ``dask.workers_timeout`` (exit 1).
+            KubernetesBadRequestError: RBAC, an invalid object (exit 2).
         """
-        from mlops.k8s import DASK_WORKER, JobExistsError, dask_selector
-
-        m = self.manifests
-        self._ensure_pod(m.scheduler)
-        try:
-            self.backend.create_object(m.service)
-        except JobExistsError:  # the run's Service: its selector names this run's scheduler
-            log.info("dask: Service %s of run %s exists, reused",
-                     m.service["metadata"]["name"], self.run_id)
-        self._wait_ready(m.scheduler["metadata"]["name"])
-        for worker in m.workers:
-            self._ensure_pod(worker)
-        wanted = set(m.pod_names)
-        for pod in self.backend.list_pods(dask_selector(self.config.kubernetes, self.run_id,
-                                                        DASK_WORKER)):
-            name = str(pod["metadata"]["name"])
-            if name not in wanted:
-                log.info("dask: worker pod %s is not part of this run's cluster, deleted", name)
-                self.backend.delete_object("Pod", name)
-        log.info("dask: ephemeral cluster of run %s at %s (%d workers)", self.run_id,
-                 self.address, len(m.workers))
+        self._create_all()
+        self.wait_workers()
         return self.address
 
-    def _ensure_pod(self, body: dict[str, Any]) -> None:
+    def _ensure(self, body: dict[str, Any], same: Callable[[dict[str, Any]], bool]) -> None:
+        """Create ``body``, or adopt the object of that name when ``same(existing)``; an
+        object that differs or is being deleted is deleted and created again."""
         from mlops.k8s import JobExistsError
 
-        name = body["metadata"]["name"]
+        kind, name = body["kind"], body["metadata"]["name"]
         try:
             self.backend.create_object(body)
             return
         except JobExistsError:
-            pod = self.backend.get_pod(name)
-        phase = ((pod or {}).get("status") or {}).get("phase")
-        if pod is not None and phase not in ("Succeeded", "Failed") \
-                and not pod["metadata"].get("deletionTimestamp"):
-            log.info("dask: pod %s of run %s exists, adopted", name, self.run_id)
+            found = self.backend.get_object(kind, name)
+        if found is not None and not found["metadata"].get("deletionTimestamp") \
+                and same(found):
+            log.info("dask: %s %s of run %s exists, adopted", kind, name, self.run_id)
             return
-        if pod is not None:
-            self.backend.delete_object("Pod", name)
-        self._wait_gone([name], self.config.kubernetes.dask.start_timeout_seconds)
+        if found is not None:
+            log.info("dask: %s %s of run %s differs from this run's, replaced", kind, name,
+                     self.run_id)
+            self.backend.delete_object(kind, name)
+        deadline = time.monotonic() + self.config.kubernetes.dask.start_timeout_seconds
+        pause = POLL_SECONDS
+        while self.backend.get_object(kind, name) is not None:
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"dask: {kind} {name} of run {self.run_id} was not deleted "
+                                   "within kubernetes.dask.start_timeout_seconds")
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX_SECONDS)
         self.backend.create_object(body)
 
-    def _wait_ready(self, name: str) -> None:
+    def _pods(self, component: str) -> list[dict[str, Any]]:
+        return [p for p in self.backend.list_pods(self.selector(component))
+                if not p["metadata"].get("deletionTimestamp")]
+
+    def wait_scheduler(self) -> None:
+        """Wait until a scheduler pod is Ready (bounded; a crash loop ends it early)."""
         from mlops.k8s import pod_problem, pod_ready
 
         timeout = self.config.kubernetes.dask.start_timeout_seconds
         deadline = time.monotonic() + timeout
         pause = POLL_SECONDS
         while True:
-            pod = self.backend.get_pod(name)
-            if pod is None:
-                raise ClusterError(f"dask scheduler pod {name} of run {self.run_id} was "
-                                   "deleted before it was ready")
-            if pod_ready(pod):
+            pods = self._pods("scheduler")
+            if any(pod_ready(p) for p in pods):
                 return
-            problem = pod_problem(pod)
-            restarts = max([int(cs.get("restartCount") or 0) for cs in
-                            (pod.get("status") or {}).get("containerStatuses") or []] or [0])
-            if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded") \
-                    or restarts >= CRASH_RESTARTS or time.monotonic() >= deadline:
-                lines = self.backend.pod_log(name, "scheduler")
-                why = (f"ended ({problem})" if "phase" in problem else
-                       f"keeps exiting ({restarts} restarts: {problem})"
+            worst = max(pods, key=_restarts, default=None)
+            restarts = _restarts(worst) if worst is not None else 0
+            if restarts >= CRASH_RESTARTS or time.monotonic() >= deadline:
+                name = str(worst["metadata"]["name"]) if worst is not None else "(none)"
+                problem = pod_problem(worst) if worst is not None else "no pod was created"
+                lines = self.backend.pod_log(name, "scheduler") if worst is not None else []
+                why = (f"keeps exiting ({restarts} restarts: {problem})"
                        if restarts >= CRASH_RESTARTS else
                        f"was not ready within {timeout} s "
                        "(kubernetes.dask.start_timeout_seconds)"
@@ -244,44 +267,230 @@ class EphemeralCluster:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX_SECONDS)
 
-    def _wait_gone(self, names: list[str], timeout: float) -> list[str]:
-        deadline = time.monotonic() + timeout
+    def wait_workers(self) -> None:
+        """Wait (``dask.workers_timeout``) until ``dask.min_workers`` (0: all
+        ``dask.n_workers``) worker pods are running and Ready. While some are pending, one
+        Event on the controller's Job says which pods and why (unschedulable, pulling the
+        image, ...), and the timeout's error says the same."""
+        from mlops.k8s import pod_ready
+
+        dask = self.config.dask
+        wanted = min(dask.min_workers or dask.n_workers, dask.n_workers)
+        deadline = time.monotonic() + dask.workers_timeout
         pause = POLL_SECONDS
-        left = list(names)
-        while left:
-            left = [n for n in left if self.backend.get_pod(n) is not None]
-            if not left or time.monotonic() >= deadline:
-                break
+        told = ""
+        events_left = PENDING_EVENTS
+        while True:
+            pods = self._pods("worker")
+            ready = [p for p in pods if pod_ready(p)]
+            if len(ready) >= wanted:
+                if told:
+                    self.events("Normal", "DaskWorkersReady", "Dask",
+                                f"{len(ready)} of {dask.n_workers} dask workers of run "
+                                f"{self.run_id} are running")
+                log.info("dask: %d of %d workers of run %s running", len(ready),
+                         dask.n_workers, self.run_id)
+                return
+            pending = describe_pending([p for p in pods if not pod_ready(p)],
+                                       dask.n_workers - len(pods))
+            note = (f"waiting for {wanted - len(ready)} more dask worker(s) of run "
+                    f"{self.run_id} ({len(ready)} of {dask.n_workers} running, "
+                    f"dask.min_workers {wanted}): {pending}")
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"only {len(ready)} of the {wanted} dask workers asked for "
+                                   f"ran within {dask.workers_timeout:g} s "
+                                   f"(dask.workers_timeout): {pending}")
+            reasons = _reasons(pending)
+            if reasons != told and events_left > 0:  # a new reason: say it (a few times)
+                self.events("Warning" if "Unschedulable" in pending else "Normal",
+                            "DaskWorkersPending", "Dask", note)
+                told = reasons
+                events_left -= 1
+                log.info("dask: %s", note)
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX_SECONDS)
-        return left
 
     def stop(self) -> None:
-        """Delete the run's scheduler, workers and Service and wait (bounded) until the pods
+        """Delete the cluster's objects (workers first) and wait (bounded) until its pods
         are gone. Best effort: a failure is logged (the objects are owned by the
         controller's Job and are garbage-collected with it), never raised."""
-        from mlops.k8s import dask_selector
-
-        m = self.manifests
         try:
-            names = set(m.pod_names) | {
-                str(p["metadata"]["name"]) for p in self.backend.list_pods(
-                    dask_selector(self.config.kubernetes, self.run_id))}
-            scheduler = m.scheduler["metadata"]["name"]
-            # Workers first: they then stop without trying to reach a scheduler that left.
-            for name in [*sorted(names - {scheduler}), scheduler]:
-                self.backend.delete_object("Pod", name)
-            self.backend.delete_object("Service", m.service["metadata"]["name"])
-            left = self._wait_gone(sorted(names), DELETE_WAIT_SECONDS)
+            for obj in reversed(self.objects()):
+                self.backend.delete_object(obj["kind"], obj["metadata"]["name"])
+            deadline = time.monotonic() + DELETE_WAIT_SECONDS
+            pause = POLL_SECONDS
+            while True:  # pods that are terminating count: wait until they are gone
+                left = (self.backend.list_pods(self.selector("scheduler"))
+                        + self.backend.list_pods(self.selector("worker")))
+                if not left or time.monotonic() >= deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, POLL_MAX_SECONDS)
         except MLOpsError as err:
-            log.warning("dask: cannot delete the ephemeral cluster of run %s: %s (its objects "
-                        "are removed with the controller's Job)", self.run_id, err)
+            log.warning("dask: cannot delete the %s cluster of run %s: %s (its objects are "
+                        "removed with the controller's Job)", self.kind, self.run_id, err)
             return
         if left:
             log.warning("dask: pods %s of run %s still terminating after %g s",
-                        ", ".join(left), self.run_id, DELETE_WAIT_SECONDS)
+                        ", ".join(str(p["metadata"]["name"]) for p in left), self.run_id,
+                        DELETE_WAIT_SECONDS)
         else:
-            log.info("dask: ephemeral cluster of run %s removed", self.run_id)
+            log.info("dask: %s cluster of run %s removed", self.kind, self.run_id)
+
+    def leave(self) -> None:
+        """Leave the cluster running for the retried controller (a disruption)."""
+        log.warning("dask: controller disrupted; the %s cluster of run %s is left for the "
+                    "retried controller, which adopts it", self.kind, self.run_id)
+
+
+def _reasons(pending: str) -> str:
+    """The reasons of :func:`describe_pending`'s line without the pod names."""
+    return "; ".join(sorted({p.split(" ", 1)[-1] for p in pending.split("; ")}))
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return max([int(cs.get("restartCount") or 0) for cs in
+                (pod.get("status") or {}).get("containerStatuses") or []] or [0])
+
+
+def describe_pending(pods: list[dict[str, Any]], missing: int = 0) -> str:
+    """Which pods are not running yet and why, in one line: the scheduler's reason
+    (``Unschedulable: 0/3 nodes are available ...``), a container's waiting reason
+    (``ContainerCreating``, ``ErrImagePull``) or the phase."""
+    from mlops.k8s import pod_problem
+
+    parts = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        why = ""
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                why = f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}"
+        if not why:
+            for cs in status.get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting")
+                if waiting:
+                    why = str(waiting.get("reason") or "Waiting")
+            why = pod_problem(pod) or why or str(status.get("phase") or "Pending")
+        parts.append(f"{pod['metadata']['name']} {why.strip()}")
+    if missing > 0:
+        parts.append(f"{missing} pod(s) not created yet")
+    return "; ".join(parts) or "no worker pod yet"
+
+
+class EphemeralCluster(RunCluster):
+    """``dask.cluster: ephemeral``: a scheduler ReplicaSet, its headless Service and a
+    worker ReplicaSet of ``dask.n_workers`` pods (see :func:`mlops.k8s.build_dask_cluster`).
+    A ReplicaSet of the run that exists is adopted when its replicas are the ones asked
+    for, else replaced."""
+
+    kind = "ephemeral"
+
+    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
+                 owner: Any = None, extra_env: Mapping[str, str] | None = None,
+                 events: EventSink | None = None) -> None:
+        from mlops.k8s import build_dask_cluster
+
+        super().__init__(config, backend, run_id, owner=owner, extra_env=extra_env,
+                         events=events)
+        self.manifests = build_dask_cluster(config.kubernetes, config.dask, run_id,
+                                            namespace=backend.namespace, owner=owner,
+                                            extra_env=extra_env)
+        self.address = self.manifests.address
+
+    def objects(self) -> list[dict[str, Any]]:
+        return self.manifests.objects
+
+    def selector(self, component: str) -> str:
+        from mlops.k8s import DASK_SCHEDULER, DASK_WORKER, dask_selector
+
+        return dask_selector(self.config.kubernetes, self.run_id,
+                             DASK_SCHEDULER if component == "scheduler" else DASK_WORKER)
+
+    def _create_all(self) -> None:
+        from mlops.k8s import JobExistsError
+
+        m = self.manifests
+
+        def same(found: dict[str, Any], body: dict[str, Any]) -> bool:
+            return (found.get("spec") or {}).get("replicas") == body["spec"]["replicas"]
+
+        self._ensure(m.scheduler, lambda f: same(f, m.scheduler))
+        try:
+            self.backend.create_object(m.service)
+        except JobExistsError:  # the run's Service: its selector names this run's scheduler
+            log.info("dask: Service %s of run %s exists, reused",
+                     m.service["metadata"]["name"], self.run_id)
+        self.wait_scheduler()
+        self._ensure(m.workers, lambda f: same(f, m.workers))
+        log.info("dask: ephemeral cluster of run %s at %s (%d workers asked for)",
+                 self.run_id, self.address, self.config.dask.n_workers)
+
+
+class OperatorCluster(RunCluster):
+    """``dask.cluster: operator``: one ``kubernetes.dask.org/v1`` DaskCluster per run,
+    made by the dask-kubernetes operator (see :func:`mlops.k8s.build_operator_cluster`);
+    started when its phase is Running and the workers asked for run."""
+
+    kind = "operator"
+
+    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
+                 owner: Any = None, extra_env: Mapping[str, str] | None = None,
+                 events: EventSink | None = None) -> None:
+        from mlops.k8s import build_operator_cluster, operator_address
+
+        super().__init__(config, backend, run_id, owner=owner, extra_env=extra_env,
+                         events=events)
+        self.body = build_operator_cluster(config.kubernetes, config.dask, run_id,
+                                           namespace=backend.namespace, owner=owner,
+                                           extra_env=extra_env)
+        self.name = str(self.body["metadata"]["name"])
+        self.address = operator_address(self.name, backend.namespace)
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [self.body]
+
+    def selector(self, component: str) -> str:
+        from mlops.k8s import operator_selector
+
+        return operator_selector(self.name, component)
+
+    def _create_all(self) -> None:
+        want = self.config.dask.n_workers
+        self._ensure(self.body, lambda f: (f.get("spec") or {}).get("worker", {}).get(
+            "replicas") == want)
+        self.wait_scheduler()
+        timeout = self.config.kubernetes.dask.start_timeout_seconds
+        deadline = time.monotonic() + timeout
+        pause = POLL_SECONDS
+        while True:
+            found = self.backend.get_object("DaskCluster", self.name)
+            phase = ((found or {}).get("status") or {}).get("phase")
+            if phase == "Running":
+                break
+            if found is None or time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"DaskCluster {self.name} of run {self.run_id} "
+                    + ("was deleted" if found is None else
+                       f"is in phase {phase or '(none)'} after {timeout} s "
+                       "(kubernetes.dask.start_timeout_seconds); is the dask-kubernetes "
+                       "operator running?"))
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX_SECONDS)
+        log.info("dask: DaskCluster %s of run %s Running at %s", self.name, self.run_id,
+                 self.address)
+
+
+def run_cluster(config: Config, backend: Any, run_id: str, *, owner: Any = None,
+                extra_env: Mapping[str, str] | None = None,
+                events: EventSink | None = None) -> RunCluster | None:
+    """The run's Dask cluster (not started), or None unless ``dask.cluster`` is
+    ``ephemeral`` or ``operator``. Its manifests are built (and checked) here."""
+    kinds = {"ephemeral": EphemeralCluster, "operator": OperatorCluster}
+    cls = kinds.get(config.dask.cluster)
+    if cls is None:
+        return None
+    return cls(config, backend, run_id, owner=owner, extra_env=extra_env, events=events)
 
 
 class Controller:
@@ -305,6 +514,7 @@ class Controller:
         self.owner = owner
         self.ws = ws if ws is not None else Workspace.open(config)
         env = os.environ if env is None else env
+        self.env = env
         # The steps read the same ConfigMap as the controller; a storage override given to
         # the controller is passed on so that both see the same store.
         uri = env.get(ENV_STORAGE_URI)
@@ -343,6 +553,7 @@ class Controller:
         observer.check()
         cluster = self._cluster()
         observer.run_started()
+        disrupted = False
         try:
             try:
                 if cluster is not None:
@@ -353,15 +564,22 @@ class Controller:
                     self._observed(observer, TRAIN)
                 else:
                     self.steps[TRAIN] = "not needed"
+            except Terminated:
+                disrupted = cluster is not None and self._disrupted()
+                raise
             finally:
-                if cluster is not None:
+                if cluster is not None and disrupted:
+                    cluster.leave()
+                elif cluster is not None:
                     cluster.stop()
             self.current = None
             self._hand_off()
             summary = finish_run(self.ws, self.run_id, observer)
         except Terminated as err:
             self._record("terminated", started,
-                         f"SIGTERM while running step {self.current or '-'}", EXIT_TERMINATED)
+                         f"SIGTERM while running step {self.current or '-'}"
+                         + ("; disrupted (DisruptionTarget): the Dask cluster is left for "
+                            "the retried controller" if disrupted else ""), EXIT_TERMINATED)
             observer.run_failed(err)
             raise
         except Exception as err:
@@ -374,15 +592,28 @@ class Controller:
         self._record("succeeded", started, None)
         return summary
 
-    def _cluster(self) -> EphemeralCluster | None:
-        """The run's ephemeral Dask cluster (not started yet), or None unless
-        ``dask.cluster`` is ephemeral. Its manifests are built (and checked) here, before
-        anything is created."""
-        if self.config.dask.cluster != "ephemeral":
-            return None
-        backend: Any = self.backend
-        return EphemeralCluster(self.config, backend, self.run_id, owner=self.owner,
-                                extra_env=self.extra_env)
+    def _cluster(self) -> RunCluster | None:
+        """The run's Dask cluster (not started yet), or None unless ``dask.cluster`` is
+        ephemeral or operator. Its manifests are built (and checked) here, before anything
+        is created."""
+        return run_cluster(self.config, self.backend, self.run_id, owner=self.owner,
+                           extra_env=self.extra_env, events=self._event)
+
+    def _disrupted(self) -> bool:
+        """True when the controller's own pod carries ``DisruptionTarget`` (drain,
+        preemption, eviction): its Job retries it, and the retried controller adopts the
+        run and its Dask cluster. Best effort: False when the pod cannot be read."""
+        name = self.env.get(ENV_POD_NAME) or self.env.get("HOSTNAME") or ""
+        get_pod = getattr(self.backend, "get_pod", None)
+        if not name or get_pod is None or self.owner is None:
+            return False
+        try:
+            pod = get_pod(name)
+        except MLOpsError as err:
+            log.warning("cannot read the controller's pod %s: %s", name, err)
+            return False
+        return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+                   for c in ((pod or {}).get("status") or {}).get("conditions") or [])
 
     def step(self, step: str) -> dict[str, Any]:
         """Run one step as a Job (or skip it when its result exists) and return its result.
@@ -487,6 +718,51 @@ class Controller:
         record_outcome(self.ws, self.run_id, CONTROLLER, status, error=error,
                        step=self.current, started_at=started, exit_code=exit_code,
                        namespace=self.backend.namespace, steps=dict(self.steps))
+
+
+def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
+             env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every object the controller would create for ``run_id`` (pure: no API server):
+    the run's Dask objects (ephemeral: the scheduler ReplicaSet, its Service, the worker
+    ReplicaSet; operator: the DaskCluster), then the ingest, monitor-check and train Jobs
+    (train is created only when monitor-check says retrain).
+
+    Args:
+        config: The config.
+        run_id: The run id.
+        namespace: ``--namespace``, else ``kubernetes.namespace``, else
+            ``$MLOPS_NAMESPACE``, else ``default``.
+        env: The environment (``$MLOPS_JOB_NAME``/``$MLOPS_JOB_UID``: the owner,
+            ``$MLOPS_STORAGE_URI``: forwarded to the steps).
+
+    Raises:
+        KubernetesBadRequestError: An invalid image or pod template (exit 2).
+    """
+    from mlops.k8s import ENV_NAMESPACE, build_dask_cluster, build_job, build_operator_cluster
+
+    env = os.environ if env is None else env
+    rid = check_version_id(run_id, "run id (--run-id)")
+    ns = namespace or config.kubernetes.namespace or env.get(ENV_NAMESPACE) or "default"
+    owner = owner_from_env(env)
+    uri = env.get(ENV_STORAGE_URI)
+    extra = {ENV_STORAGE_URI: uri} if uri else {}
+    objects: list[dict[str, Any]] = []
+    if config.dask.cluster == "ephemeral":
+        cluster = build_dask_cluster(config.kubernetes, config.dask, rid, namespace=ns,
+                                     owner=owner, extra_env=extra)
+        objects += cluster.objects
+        extra[ENV_DASK_ADDRESS] = cluster.address
+    elif config.dask.cluster == "operator":
+        from mlops.k8s import operator_address
+
+        body = build_operator_cluster(config.kubernetes, config.dask, rid, namespace=ns,
+                                      owner=owner, extra_env=extra)
+        objects.append(body)
+        extra[ENV_DASK_ADDRESS] = operator_address(body["metadata"]["name"], ns)
+    for step in (INGEST, MONITOR_CHECK, TRAIN):
+        objects.append(build_job(config.kubernetes, rid, step, namespace=ns, owner=owner,
+                                 extra_env=extra))
+    return objects
 
 
 def run_controller(config: Config, *, run_id: str | None = None, namespace: str | None = None,

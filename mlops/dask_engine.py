@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mlops.config import ENV_DASK_ADDRESS, Config, DaskConfig
+from mlops.config import ENV_DASK_ADDRESS, ENV_MEMORY_LIMIT, RUN_CLUSTERS, Config, DaskConfig
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
 from mlops.errors import (
     BadInputError,
@@ -103,9 +105,57 @@ def require_dask() -> None:
                                  f"extra ({err.name} is not installed)") from err
 
 
-def _memory_limit(value: str) -> str | int:
-    text = value.strip()
-    return 0 if text == "0" else text
+#: Where a container's cgroup files are mounted (v2: ``memory.max``; v1:
+#: ``memory/memory.limit_in_bytes``).
+CGROUP_ROOT = "/sys/fs/cgroup"
+#: cgroup v1 reports "no limit" as a page-rounded 2**63 - 1: anything this large is none.
+_UNLIMITED = 2**60
+
+
+def container_memory_limit(root: str | None = None, env: Mapping[str, str] | None = None
+                           ) -> int | None:
+    """The memory limit of the container this process runs in, in bytes, or None.
+
+    cgroup v2 ``memory.max``, else cgroup v1 ``memory.limit_in_bytes``, else the pod's
+    configured limit handed over in ``$MLOPS_MEMORY_LIMIT`` (the downward API's
+    ``limits.memory``, set by the controller on Dask pods).
+    """
+    base = Path(CGROUP_ROOT if root is None else root)
+    for path in (base / "memory.max", base / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.isdigit() and 0 < int(text) < _UNLIMITED:
+            return int(text)
+        if text == "max" or text.isdigit():
+            break  # a cgroup without a limit: the pod's limit (if any) decides
+    value = (os.environ if env is None else env).get(ENV_MEMORY_LIMIT, "").strip()
+    if value.isdigit() and 0 < int(value) < _UNLIMITED:
+        return int(value)
+    return None
+
+
+def worker_memory_limit(setting: str, processes: int, *, root: str | None = None,
+                        env: Mapping[str, str] | None = None) -> int:
+    """``dask.memory_limit`` as the bytes one worker gets (0: no limit).
+
+    ``auto`` is the container's memory limit (:func:`container_memory_limit`, else the
+    machine's memory) divided by the ``processes`` workers sharing it. Dask's own ``auto``
+    is never passed on: distributed computes it as memory x threads / CPU count, and
+    without a CPU limit the CPU count is the node's cores, so a 2 GiB worker on a 16-core
+    node would get 128 MiB.
+    """
+    from dask.utils import parse_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    text = setting.strip()
+    if text == "0":
+        return 0
+    if text.lower() != "auto":
+        return int(parse_bytes(text))
+    total = container_memory_limit(root, env) or int(MEMORY_LIMIT)
+    return max(1, total // max(1, processes))
 
 
 @contextlib.contextmanager
@@ -119,11 +169,11 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
     require_dask()
     from distributed import Client, LocalCluster
 
-    ephemeral = settings.cluster == "ephemeral"
+    ephemeral = settings.cluster in RUN_CLUSTERS
     if ephemeral and not settings.address:
-        log.warning("dask.cluster is ephemeral but no cluster was handed over (%s is unset: "
+        log.warning("dask.cluster is %s but no cluster was handed over (%s is unset: "
                     "not under mlops controller); using a local cluster in this process",
-                    ENV_DASK_ADDRESS)
+                    settings.cluster, ENV_DASK_ADDRESS)
     current = None if settings.address else _current_client()
     if current is not None:
         with translate_cluster_errors("the current cluster"):
@@ -131,8 +181,8 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
         return
     cluster = None
     if settings.address:
-        key = f"${ENV_DASK_ADDRESS}, the run's ephemeral cluster" if ephemeral else \
-            "dask.address"
+        key = f"${ENV_DASK_ADDRESS}, the run's {settings.cluster} cluster" if ephemeral \
+            else "dask.address"
         try:
             client = Client(settings.address, timeout=settings.connect_timeout,
                             set_as_default=False)
@@ -141,12 +191,13 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
                                f"reached within {settings.connect_timeout:g} s: "
                                f"{str(err).splitlines()[0][:200]}") from err
         if ephemeral:
-            _wait_for_a_worker(client, settings, key)
+            _wait_for_workers(client, settings, key)
         where = settings.address
     else:
         cluster = LocalCluster(n_workers=settings.n_workers,
                                threads_per_worker=settings.threads_per_worker,
-                               memory_limit=_memory_limit(settings.memory_limit),
+                               memory_limit=worker_memory_limit(settings.memory_limit,
+                                                                settings.n_workers),
                                processes=settings.processes, **NO_DASHBOARD)
         client = Client(cluster, set_as_default=False)
         where = "the local cluster"
@@ -162,14 +213,20 @@ def connect(settings: DaskConfig) -> Iterator[Any]:
             cluster.close()
 
 
-def _wait_for_a_worker(client: Any, settings: DaskConfig, key: str) -> None:
-    """The run's own workers start with the scheduler: wait (bounded) for the first."""
+def _wait_for_workers(client: Any, settings: DaskConfig, key: str) -> None:
+    """The run's own workers start with the scheduler (new nodes, image pulls): wait, at
+    most ``dask.workers_timeout`` seconds, for ``dask.min_workers`` of them (0: all
+    ``dask.n_workers``)."""
+    wanted = min(settings.min_workers or settings.n_workers, settings.n_workers)
     try:
-        client.wait_for_workers(1, timeout=settings.connect_timeout)
+        client.wait_for_workers(wanted, timeout=settings.workers_timeout)
     except (OSError, TimeoutError) as err:
+        joined = len(client.scheduler_info().get("workers") or {})
         client.close()
-        raise ClusterError(f"no dask worker joined the scheduler {settings.address} ({key}) "
-                           f"within {settings.connect_timeout:g} s") from err
+        raise ClusterError(f"{joined} of the {wanted} dask workers asked for (dask.min_workers,"
+                           f" else dask.n_workers) joined the scheduler {settings.address} "
+                           f"({key}) within {settings.workers_timeout:g} s "
+                           "(dask.workers_timeout)") from err
     workers = client.scheduler_info().get("workers") or {}
     log.info("dask: connected to %s (%s) with %d worker(s): %s", settings.address, key,
              len(workers), ", ".join(sorted(str(w.get("name", a)) for a, w in workers.items())))
@@ -307,6 +364,92 @@ def summarize(client: Any, frame: Any, features: list[str], k: int,
                    category_missing=merge_counts(p["category_missing"] for p in parts))
 
 
+#: Worker memory LightGBM's Dask training takes per byte of the float32 training matrix:
+#: the partitions a worker holds, their concatenation and LightGBM's own Dataset.
+LIGHTGBM_MEMORY_FACTOR = 3.0
+#: Share of the free memory a sample is sized to (headroom for the model and the rest).
+SAMPLE_HEADROOM = 0.5
+#: What a worker process holds before any data once LightGBM, scikit-learn and pandas are
+#: loaded (measured: 230-270 MB): counted when the process holds less so far.
+WORKER_BASELINE_BYTES = 256 * 2**20
+#: A sample smaller than this is no model: exit 2 instead.
+MIN_SAMPLE_ROWS = 1000
+
+
+def _size(n: float) -> str:
+    from dask.utils import format_bytes
+
+    return str(format_bytes(int(n)))
+
+
+def free_cluster_memory(client: Any) -> int | None:
+    """Bytes the workers can still take before they pause (their ``memory_limit`` x
+    ``distributed.worker.memory.pause`` minus what each process holds now, at least
+    :data:`WORKER_BASELINE_BYTES`); None when a
+    worker has no memory limit (nothing to compare against)."""
+    import dask.config
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8) or 1.0
+    total = 0
+    workers = (client.scheduler_info().get("workers") or {}).values()
+    for w in workers:
+        limit = int(w.get("memory_limit") or 0)
+        if not limit:
+            return None
+        used = max(int((w.get("metrics") or {}).get("memory") or 0), WORKER_BASELINE_BYTES)
+        total += max(0, int(limit * float(pause)) - used)
+    return total if workers else None
+
+
+def _stratified(part: pd.DataFrame, target: str, frac: float, seed: int) -> pd.DataFrame:
+    return part.groupby(target, group_keys=False, observed=True, dropna=False).sample(
+        frac=frac, random_state=seed)
+
+
+def _within_memory(client: Any, config: Config, train: Any, features: list[str],
+                   target: str, train_rows: int, task: str) -> tuple[Any, dict[str, Any]]:
+    """The training split LightGBM can hold: all of it when it fits in the workers' free
+    memory, else (``dask.oversize: sample``) a stratified sample (classification; uniform
+    for regression) sized to fit and bounded by ``dask.max_train_rows``.
+
+    Raises:
+        BadInputError: It does not fit and ``dask.oversize`` is ``fail`` (exit 2).
+    """
+    data = train_rows * (4 * len(features) + 8)  # float32 features and the label
+    needed = LIGHTGBM_MEMORY_FACTOR * data
+    available = free_cluster_memory(client)
+    if available is None or needed <= available:
+        return train, {}
+    workers = len(client.scheduler_info().get("workers") or {})
+    sizes = (f"the training split ({train_rows} rows x {len(features)} features, "
+             f"{_size(data)} as float32) needs about {_size(needed)} of worker memory for "
+             f"LightGBM, the cluster has {_size(available)} free ({workers} worker(s) below "
+             "their pause threshold)")
+    frac = min(1.0, SAMPLE_HEADROOM * available / needed,
+               config.dask.max_train_rows / max(1, train_rows))
+    if config.dask.oversize == "fail" or frac * train_rows < MIN_SAMPLE_ROWS:
+        raise BadInputError(f"{sizes}: raise dask.memory_limit or dask.n_workers (at least "
+                            f"{_size(needed - available)} more)"
+                            + ("" if config.dask.oversize == "fail" else
+                               f"; a sample that fits would have fewer than "
+                               f"{MIN_SAMPLE_ROWS} rows")
+                            + (", or set dask.oversize: sample"
+                               if config.dask.oversize == "fail" else ""))
+    seed = config.training.random_state
+    if task == REGRESSION:
+        sample = train.sample(frac=frac, random_state=seed)
+        how = "uniform"
+    else:
+        sample = train.map_partitions(_stratified, target, frac, seed, meta=train._meta)
+        how = "stratified (by class)"
+    log.warning("dask: %s: training on a %s sample of %.1f%% of the rows (dask.oversize: "
+                "sample)", sizes, how, 100 * frac)
+    return sample, {"method": f"{how} sample of {frac:.2%} of the training split: {sizes} "
+                              "(dask.oversize: sample)",
+                    "fraction": frac, "needed_bytes": int(needed),
+                    "available_bytes": int(available)}
+
+
 def _fit(client: Any, config: Config, train: Any, features: list[str], target: str,
          train_rows: int, task: str = TASK, kinds: Mapping[str, str] | None = None,
          categories: Mapping[str, list[str]] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -320,6 +463,8 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
         from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
 
         prep = FrameCodes(kinds, {c: list(v) for c, v in (categories or {}).items()}).fit()
+        train, sampled = _within_memory(client, config, train, features, target, train_rows,
+                                        task)
         meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in kinds})
         x = train[features].map_partitions(_transform, prep, meta=meta)
         params = {"random_state": t.random_state, "verbose": -1, **t.params}
@@ -338,6 +483,12 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
             raise BadInputError(f"training failed with config key 'training.params': "
                                 f"{err}") from err
         model = Pipeline([("prep", prep), ("model", est.to_local())])
+        if sampled:
+            rows = int(client.compute(train.map_partitions(len).sum()).result())
+            return model, {**sampled, "method": f"{sampled['method']}, LightGBM Dask "
+                                                f"estimator {cls.__name__}",
+                           "rows": rows, "of_rows": train_rows,
+                           "random_state": t.random_state}
         return model, {"method": f"all rows (LightGBM Dask estimator {cls.__name__})",
                        "rows": train_rows, "of_rows": train_rows}
     limit = config.dask.max_train_rows
@@ -623,5 +774,6 @@ class DaskTrainer:
 
 
 __all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "Summary", "accuracy",
-           "check_batch", "check_supported", "columns_frame", "connect", "ingest_source",
-           "per_partition", "require_dask", "score", "summarize", "translate_cluster_errors"]
+           "check_batch", "check_supported", "columns_frame", "connect",
+           "container_memory_limit", "ingest_source", "per_partition", "require_dask", "score",
+           "summarize", "translate_cluster_errors", "worker_memory_limit"]

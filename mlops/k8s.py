@@ -32,7 +32,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from mlops.config import DaskConfig, KubernetesConfig, StepPodConfig
+from mlops.config import ENV_MEMORY_LIMIT, DaskConfig, KubernetesConfig, StepPodConfig
 from mlops.errors import (
     KubernetesBadRequestError,
     KubernetesError,
@@ -375,33 +375,40 @@ def _owned_metadata(name: str, namespace: str, labels: Mapping[str, str], run_id
     return metadata
 
 
-# --- the ephemeral Dask cluster of a run (dask.cluster: ephemeral) -------------------------
+# --- the Dask cluster of a run (dask.cluster: ephemeral or operator) ------------------------
 #: The scheduler's port (Dask's default) and the name of that container port.
 DASK_PORT = 8786
 DASK_PORT_NAME = "tcp-comm"
 DASK_SCHEDULER = "dask-scheduler"
 DASK_WORKER = "dask-worker"
-#: The pod's IP (downward API): the scheduler and the workers listen on it.
+#: The pod's IP and name (downward API): the scheduler and the workers listen on the IP,
+#: a worker is named after its pod.
 ENV_POD_IP = "MLOPS_POD_IP"
-#: Seconds a scheduler or worker pod may live beyond the sum of the steps' deadlines and
-#: the start timeout (``activeDeadlineSeconds``: a cluster whose controller was killed and
-#: never resumed stops by itself).
-DASK_POD_MARGIN_SECONDS = 600
+ENV_POD_NAME = "MLOPS_POD_NAME"
+#: ``(group, version, plural)`` of the dask-kubernetes operator's DaskCluster.
+DASK_CLUSTER_API = ("kubernetes.dask.org", "v1", "daskclusters")
+#: The scheduler's ``distributed.scheduler.no-workers-timeout`` (dask's env config form).
+ENV_NO_WORKERS_TIMEOUT = "DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT"
 
 
 @dataclass(frozen=True)
 class DaskCluster:
     """The manifests of a run's ephemeral Dask cluster (see :func:`build_dask_cluster`)."""
 
-    scheduler: Job  # a v1 Pod
+    scheduler: Job  # an apps/v1 ReplicaSet of one scheduler pod
     service: Job  # a v1 Service (headless) in front of the scheduler
-    workers: tuple[Job, ...]  # v1 Pods
+    workers: Job  # an apps/v1 ReplicaSet of dask.n_workers worker pods
     address: str  # tcp://<service>.<namespace>.svc:8786
 
     @property
-    def pod_names(self) -> list[str]:
-        """The scheduler's and the workers' pod names."""
-        return [p["metadata"]["name"] for p in (self.scheduler, *self.workers)]
+    def workloads(self) -> list[Job]:
+        """The scheduler's and the workers' ReplicaSets."""
+        return [self.scheduler, self.workers]
+
+    @property
+    def objects(self) -> list[Job]:
+        """Every object, in the order they are created."""
+        return [self.scheduler, self.service, self.workers]
 
 
 def dask_labels(k8s: KubernetesConfig, run_id: str, component: str) -> dict[str, str]:
@@ -427,76 +434,123 @@ def _service_name(release: str, run_id: str) -> str:
     return name if name[0].isalpha() else job_name(f"d{release}", run_id, DASK_SCHEDULER)
 
 
-def _dask_pod(k8s: KubernetesConfig, run_id: str, component: str, name: str, args: list[str],
-              resources: Mapping[str, Any], namespace: str, owner: Owner | None,
-              extra_env: Mapping[str, str]) -> Job:
+def _dask_pod_spec(k8s: KubernetesConfig, component: str, args: list[str],
+                   resources: Mapping[str, Any], extra_env: Mapping[str, str],
+                   owner: Owner | None) -> dict[str, Any]:
+    """The step pod (``kubernetes.pod_template``) running ``dask <component>``."""
     spec = copy.deepcopy(k8s.pod_template) if k8s.pod_template else default_pod_template(k8s)
     container = _template_container(spec)
     check_image(str(container.get("image") or ""))
+    ours = {ENV_POD_IP, ENV_POD_NAME, ENV_MEMORY_LIMIT, ENV_NO_WORKERS_TIMEOUT}
     env = [e for e in container.get("env") or [] if isinstance(e, dict)
-           and e.get("name") != ENV_POD_IP]
+           and e.get("name") not in ours]
     declared = {e.get("name") for e in env}
     env += [{"name": k, "value": v} for k, v in extra_env.items() if k not in declared]
     env.append({"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-    container.update(name=component.removeprefix("dask-"), command=["dask"], args=args,
-                     env=env, resources=copy.deepcopy(dict(resources)))
+    env.append({"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.name"}}})
+    name = component.removeprefix("dask-")
+    if component == DASK_WORKER:
+        # The container's memory limit in bytes: dask.memory_limit auto is derived from it
+        # (never distributed's auto, which divides by the node's CPU count).
+        env.append({"name": ENV_MEMORY_LIMIT, "valueFrom": {"resourceFieldRef": {
+            "containerName": name, "resource": "limits.memory"}}})
+    else:
+        # A task that waits this long with no worker fails (the step exits 1) instead of
+        # waiting for the step's deadline when every worker is lost.
+        env.append({"name": ENV_NO_WORKERS_TIMEOUT,
+                    "value": f"{k8s.dask.no_workers_timeout_seconds}s"})
+    container.update(name=name, command=["dask"], args=args, env=env,
+                     resources=copy.deepcopy(dict(resources)))
     if component == DASK_SCHEDULER:
         container["ports"] = [{"name": DASK_PORT_NAME, "containerPort": DASK_PORT,
                                "protocol": "TCP"}]
         # Ready (and so in the headless Service's DNS) once it accepts connections.
         container["readinessProbe"] = {"tcpSocket": {"port": DASK_PORT_NAME},
                                        "periodSeconds": 2, "failureThreshold": 3}
-    # A worker or scheduler that dies is restarted in place for the rest of the run.
+    # Run by a ReplicaSet: a container that dies is restarted in place, a pod that is
+    # evicted, preempted or lost is replaced; drain and the autoscaler may move it.
     spec["restartPolicy"] = "Always"
-    steps = k8s.steps
-    spec["activeDeadlineSeconds"] = (
-        steps.ingest.active_deadline_seconds + steps.monitor_check.active_deadline_seconds
-        + steps.train.active_deadline_seconds + k8s.dask.start_timeout_seconds
-        + DASK_POD_MARGIN_SECONDS)
+    spec.pop("activeDeadlineSeconds", None)
     _pin_to_controller(spec, k8s, owner)
-    labels = dask_labels(k8s, run_id, component)
-    return {"apiVersion": "v1", "kind": "Pod",
+    return spec
+
+
+def _replica_set(name: str, replicas: int, labels: Mapping[str, str], spec: dict[str, Any],
+                 namespace: str, run_id: str, owner: Owner | None) -> Job:
+    selector = {k: labels[k] for k in ("app.kubernetes.io/instance",
+                                       "app.kubernetes.io/component", LABEL_RUN_ID)}
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
-            "spec": spec}
+            "spec": {"replicas": replicas, "selector": {"matchLabels": selector},
+                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}
+
+
+def worker_memory_arg(dask: DaskConfig) -> str:
+    """``--memory-limit`` of a worker pod (one worker process per pod): the configured size,
+    or for ``auto`` the container's ``limits.memory`` in bytes (``$(MLOPS_MEMORY_LIMIT)``,
+    from the downward API; the node's allocatable memory when no limit is set). Dask's own
+    ``auto`` is never passed: it is memory x threads / the node's CPU count."""
+    text = dask.memory_limit.strip()
+    return f"$({ENV_MEMORY_LIMIT})" if text.lower() == "auto" else text
+
+
+def scheduler_args(k8s: KubernetesConfig) -> list[str]:
+    """``dask scheduler`` arguments: on the pod's IP, no dashboard, and closing after
+    ``kubernetes.dask.idle_timeout_seconds`` without work (a backstop for a cluster whose
+    controller is gone)."""
+    return ["scheduler", "--host", f"$({ENV_POD_IP})", "--port", str(DASK_PORT),
+            "--no-dashboard", "--idle-timeout", f"{k8s.dask.idle_timeout_seconds}s"]
+
+
+def worker_args(k8s: KubernetesConfig, dask: DaskConfig, address: str | None) -> list[str]:
+    """``dask worker`` arguments (``address`` None: from ``$DASK_SCHEDULER_ADDRESS``, which
+    the Dask operator sets)."""
+    return ["worker", *([address] if address else []), "--host", f"$({ENV_POD_IP})",
+            "--nworkers", "1",
+            # The pod is the nanny: the kubelet restarts a worker that died and the
+            # container's memory limit is enforced by the kernel.
+            "--no-nanny",
+            "--nthreads", str(dask.threads_per_worker), "--memory-limit",
+            worker_memory_arg(dask), "--local-directory", "/tmp", "--no-dashboard",
+            # A worker whose scheduler is gone that long exits (no orphaned workers).
+            "--death-timeout", str(k8s.dask.death_timeout_seconds),
+            "--name", f"$({ENV_POD_NAME})"]
 
 
 def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
                        namespace: str, owner: Owner | None = None,
                        extra_env: Mapping[str, str] | None = None) -> DaskCluster:
-    """The scheduler pod, its headless Service and ``dask.n_workers`` worker pods of a
-    ``dask.cluster: ephemeral`` run (pure).
+    """The scheduler ReplicaSet, its headless Service and the worker ReplicaSet of
+    ``dask.n_workers`` pods of a ``dask.cluster: ephemeral`` run (pure).
 
     The pods are the step pod (``kubernetes.pod_template``: same image, identity, security
     context, volumes, env) running ``dask scheduler`` / ``dask worker`` instead of
-    ``mlops``, with ``kubernetes.dask`` resources, ``restartPolicy: Always`` and an
-    ``activeDeadlineSeconds`` bound; every object is owned by the controller's Job and
-    labelled with the run id. The Service is headless (``clusterIP: None``): its DNS name
-    answers with the scheduler pod's IP once the pod is Ready (its TCP readiness probe), so
-    no proxy sits between the steps and the scheduler.
+    ``mlops``, with ``kubernetes.dask`` resources and ``restartPolicy: Always``, under a
+    ReplicaSet that replaces a pod that is evicted, preempted or lost (and lets ``kubectl
+    drain`` and the Cluster Autoscaler move it). Every object is owned by the controller's
+    Job and labelled with the run id. The Service is headless (``clusterIP: None``): its
+    DNS name answers with the scheduler pod's IP once the pod is Ready (its TCP readiness
+    probe), so no proxy sits between the steps and the scheduler.
 
     Raises:
         KubernetesBadRequestError: See :func:`build_job`.
     """
     env = dict(extra_env or {})
-    scheduler_name = job_name(k8s.release, run_id, DASK_SCHEDULER)
     service = _service_name(k8s.release, run_id)
     address = f"tcp://{service}.{namespace}.svc:{DASK_PORT}"
-    scheduler = _dask_pod(
-        k8s, run_id, DASK_SCHEDULER, scheduler_name,
-        ["scheduler", "--host", f"$({ENV_POD_IP})", "--port", str(DASK_PORT),
-         "--no-dashboard"], k8s.dask.scheduler_resources, namespace, owner, env)
-    workers = tuple(
-        _dask_pod(k8s, run_id, DASK_WORKER, job_name(k8s.release, run_id, f"{DASK_WORKER}-{i}"),
-                  ["worker", address, "--host", f"$({ENV_POD_IP})", "--nworkers", "1",
-                   # The pod is the nanny: the kubelet restarts a worker that died and the
-                   # container's memory limit is enforced by the kernel.
-                   "--no-nanny",
-                   "--nthreads", str(dask.threads_per_worker), "--memory-limit",
-                   dask.memory_limit.strip(), "--local-directory", "/tmp", "--no-dashboard",
-                   "--name", job_name(k8s.release, run_id, f"{DASK_WORKER}-{i}")],
-                  k8s.dask.worker_resources, namespace, owner, env)
-        for i in range(dask.n_workers))
     labels = dask_labels(k8s, run_id, DASK_SCHEDULER)
+    scheduler = _replica_set(
+        job_name(k8s.release, run_id, DASK_SCHEDULER), 1, labels,
+        _dask_pod_spec(k8s, DASK_SCHEDULER, scheduler_args(k8s),
+                       k8s.dask.scheduler_resources, env, owner),
+        namespace, run_id, owner)
+    workers = _replica_set(
+        job_name(k8s.release, run_id, DASK_WORKER), dask.n_workers,
+        dask_labels(k8s, run_id, DASK_WORKER),
+        _dask_pod_spec(k8s, DASK_WORKER, worker_args(k8s, dask, address),
+                       k8s.dask.worker_resources, env, owner),
+        namespace, run_id, owner)
     svc: Job = {
         "apiVersion": "v1", "kind": "Service",
         "metadata": _owned_metadata(service, namespace, labels, run_id, owner),
@@ -508,6 +562,63 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
                             "targetPort": DASK_PORT_NAME, "protocol": "TCP"}]},
     }
     return DaskCluster(scheduler=scheduler, service=svc, workers=workers, address=address)
+
+
+def operator_cluster_name(release: str, run_id: str) -> str:
+    """The DaskCluster's name: its scheduler Service is ``<name>-scheduler``, a DNS-1035
+    label of at most 63 characters."""
+    name = job_name(release, run_id, "dask")[:MAX_NAME - len("-scheduler")].rstrip("-")
+    return name if name[0].isalpha() else operator_cluster_name(f"d{release}", run_id)
+
+
+def build_operator_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
+                           namespace: str, owner: Owner | None = None,
+                           extra_env: Mapping[str, str] | None = None) -> Job:
+    """The ``kubernetes.dask.org/v1`` DaskCluster of a ``dask.cluster: operator`` run (pure).
+
+    The dask-kubernetes operator turns it into a scheduler, its Service
+    (``<name>-scheduler``) and ``dask.n_workers`` workers. The pods are the same as the
+    ephemeral mode's (the chart's step pod running ``dask scheduler`` / ``dask worker``);
+    the workers find the scheduler in ``$DASK_SCHEDULER_ADDRESS``, which the operator sets.
+    The Service is headless, like the ephemeral one. ``spec.idleTimeout`` is
+    ``kubernetes.dask.idle_timeout_seconds``: the operator deletes a cluster idle that long
+    (a backstop for a controller that is gone). Owned by the controller's Job.
+    """
+    env = dict(extra_env or {})
+    name = operator_cluster_name(k8s.release, run_id)
+    labels = dask_labels(k8s, run_id, "dask-cluster")
+    return {
+        "apiVersion": "/".join(DASK_CLUSTER_API[:2]), "kind": "DaskCluster",
+        "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
+        "spec": {
+            "idleTimeout": k8s.dask.idle_timeout_seconds,
+            "scheduler": {
+                "spec": _dask_pod_spec(k8s, DASK_SCHEDULER, scheduler_args(k8s),
+                                       k8s.dask.scheduler_resources, env, owner),
+                "service": {"type": "ClusterIP", "clusterIP": "None",
+                            "selector": {"dask.org/cluster-name": name,
+                                         "dask.org/component": "scheduler"},
+                            "ports": [{"name": DASK_PORT_NAME, "port": DASK_PORT,
+                                       "targetPort": DASK_PORT_NAME, "protocol": "TCP"}]},
+            },
+            "worker": {
+                "replicas": dask.n_workers,
+                "spec": _dask_pod_spec(k8s, DASK_WORKER, worker_args(k8s, dask, None),
+                                       k8s.dask.worker_resources, env, owner),
+            },
+        },
+    }
+
+
+def operator_address(name: str, namespace: str) -> str:
+    """The scheduler address of a DaskCluster (its ``<name>-scheduler`` Service)."""
+    return f"tcp://{name}-scheduler.{namespace}.svc:{DASK_PORT}"
+
+
+def operator_selector(name: str, component: str) -> str:
+    """A label selector of a DaskCluster's scheduler or worker pods (the operator's labels;
+    ``component`` is ``scheduler`` or ``worker``)."""
+    return f"dask.org/cluster-name={name},dask.org/component={component}"
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -871,8 +982,39 @@ class KubeClient:
                 return job
             rv = (job.get("metadata") or {}).get("resourceVersion")
 
+    def _kind_calls(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any],
+                                                Callable[..., Any]]:
+        """``(create, read, delete)`` of a namespaced kind, called as the client's are:
+        ``create(namespace, body)``, ``read(name, namespace)``, ``delete(name, namespace)``."""
+        if kind == "DaskCluster":
+            custom = client.CustomObjectsApi(self.api)
+            group, version, plural = DASK_CLUSTER_API
+
+            def create(ns: str, body: Any, **kw: Any) -> Any:
+                return custom.create_namespaced_custom_object(group, version, ns, plural, body,
+                                                              **kw)
+
+            def read(name: str, ns: str, **kw: Any) -> Any:
+                return custom.get_namespaced_custom_object(group, version, ns, plural, name,
+                                                           **kw)
+
+            def delete(name: str, ns: str, **kw: Any) -> Any:
+                return custom.delete_namespaced_custom_object(group, version, ns, plural, name,
+                                                              **kw)
+
+            return create, read, delete
+        if kind == "ReplicaSet":
+            apps = client.AppsV1Api(self.api)
+            return (apps.create_namespaced_replica_set, apps.read_namespaced_replica_set,
+                    apps.delete_namespaced_replica_set)
+        if kind == "Service":
+            return (self.core.create_namespaced_service, self.core.read_namespaced_service,
+                    self.core.delete_namespaced_service)
+        return (self.core.create_namespaced_pod, self.core.read_namespaced_pod,
+                self.core.delete_namespaced_pod)
+
     def create_object(self, body: Job) -> Job:
-        """Create a v1 Pod or Service (the ephemeral Dask cluster's objects).
+        """Create a Pod, Service, ReplicaSet or DaskCluster (a run's Dask cluster).
 
         Raises:
             JobExistsError: An object of that name exists already (409).
@@ -880,10 +1022,18 @@ class KubeClient:
             KubernetesError: 5xx or connection errors after the retries (exit 1).
         """
         kind, name = body["kind"], body["metadata"]["name"]
-        create = (self.core.create_namespaced_pod if kind == "Pod"
-                  else self.core.create_namespaced_service)
+        create = self._kind_calls(kind)[0]
         return self._plain(self._call(f"create {kind} {name}", lambda: create(
             self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
+
+    def get_object(self, kind: str, name: str) -> Job | None:
+        """Read a Pod, Service, ReplicaSet or DaskCluster; None when it does not exist."""
+        read = self._kind_calls(kind)[1]
+        try:
+            return self._plain(self._call(f"get {kind} {name}", lambda: read(
+                name, self.namespace, _request_timeout=REQUEST_TIMEOUT)))
+        except NotFoundError:
+            return None
 
     def get_pod(self, name: str) -> Job | None:
         """Read a pod; None when it does not exist."""
@@ -902,17 +1052,19 @@ class KubeClient:
         return [p for p in listed.get("items") or [] if isinstance(p, dict)]
 
     def delete_object(self, kind: str, name: str) -> bool:
-        """Delete a Pod or Service (the pod with its grace period); False when it was gone.
+        """Delete a Pod, Service, ReplicaSet or DaskCluster (a pod with its grace period, the
+        others with their pods); False when it was gone.
 
         Raises:
             KubernetesBadRequestError: 403 (exit 2).
             KubernetesError: 5xx or connection errors after the retries (exit 1).
         """
-        delete = (self.core.delete_namespaced_pod if kind == "Pod"
-                  else self.core.delete_namespaced_service)
+        delete = self._kind_calls(kind)[2]
+        # Background: the garbage collector removes a ReplicaSet's or DaskCluster's pods.
+        extra = {} if kind in ("Pod", "Service") else {"propagation_policy": "Background"}
         try:
             self._call(f"delete {kind} {name}", lambda: delete(
-                name, self.namespace, _request_timeout=REQUEST_TIMEOUT))
+                name, self.namespace, _request_timeout=REQUEST_TIMEOUT, **extra))
         except NotFoundError:
             return False
         return True

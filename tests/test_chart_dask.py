@@ -37,15 +37,23 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     return dict(yaml.safe_load(_kind(render_chart(values), "ConfigMap")["data"]["config.yaml"]))
 
 
-def test_the_role_grants_pod_and_service_writes_only_for_an_ephemeral_cluster() -> None:
-    assert _rules({}) == sorted([*BASE_RULES, ([""], ["pods"], ["get", "list", "watch"])])
+def test_the_role_grants_workload_writes_only_for_a_cluster_of_the_run() -> None:
+    pods = ([""], ["pods"], ["get", "list", "watch"])
+    assert _rules({}) == sorted([*BASE_RULES, pods])
     assert _rules(EPHEMERAL) == sorted([
-        *BASE_RULES,
-        # the run's scheduler and worker pods: created, read and waited for, deleted
-        ([""], ["pods"], ["get", "list", "watch", "create", "delete"]),
+        *BASE_RULES, pods,
+        # the run's scheduler and worker ReplicaSets (no bare pods: drain and replacement)
+        (["apps"], ["replicasets"], ["create", "get", "delete"]),
         # the headless Service in front of the scheduler: no get, list or update needed
         ([""], ["services"], ["create", "delete"]),
     ])
+    operator = merge_values(EPHEMERAL, {"dask": {"cluster": "operator"}})
+    assert _rules(operator) == sorted([
+        *BASE_RULES, pods,
+        # the run's DaskCluster only: the operator makes its pods and Service
+        (["kubernetes.dask.org"], ["daskclusters"], ["create", "get", "delete"]),
+    ])
+    assert _config(operator)["dask"] == {"cluster": "operator", "n_workers": 3}
 
 
 def test_values_reach_config_yaml_and_load() -> None:
@@ -90,6 +98,7 @@ def test_the_schema_is_strict(bad: dict[str, Any]) -> None:
     (merge_values(EPHEMERAL, {"config": {"dask": {"address": "tcp://dask:8786"}}}),
      "config.dask.address names an existing scheduler"),
     ({"dask": {"cluster": "ephemeral"}}, "dask.cluster: ephemeral needs config.data.engine"),
+    ({"dask": {"cluster": "operator"}}, "dask.cluster: operator needs config.data.engine"),
 ])
 def test_combinations_that_cannot_work_fail_the_install(values: dict[str, Any],
                                                         words: str) -> None:

@@ -13,7 +13,8 @@ What is stood in for, and why:
 
 * the image: the fake maps the ``mlops`` command to the test wrapper of
   tests/test_controller.py (``python -m mlops`` from this checkout) and ``dask`` to
-  ``python -m dask`` (the image's dask CLI);
+  ``python -m tests.fakes.kube.node dask`` (the image's dask CLI, seeing the fake node's 16
+  CPUs instead of this machine's 2);
 * the cluster DNS: the fake's kubelet resolves ``<service>.<namespace>.svc`` in a
   container's env and args to the IP of the Ready pod behind the headless Service, which is
   what a cluster's DNS answers for a headless Service (the name cannot resolve on this
@@ -59,7 +60,8 @@ pytest_plugins = ["tests.fakes.kube_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
 NS = "mlops"
 RELEASE = "nightly"
-DASK_CLI = [sys.executable, "-m", "dask"]  # the image's `dask` command
+# The image's `dask` command, on a fake node of FakeKubeAPI.node_cpus (16) CPUs.
+DASK_CLI = [sys.executable, "-m", "tests.fakes.kube.node", "dask"]
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
@@ -128,6 +130,11 @@ def _fake(kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path,
     return api, store
 
 
+def _replica_sets(api: FakeKubeAPI) -> list[str]:
+    return [r["metadata"]["name"] for r in api.created("replicasets", NS)
+            if api.get_object("replicasets", NS, r["metadata"]["name"]) is not None]
+
+
 def _controller_job(docs: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
     """The CronJob's job template as ``kubectl create job --from=cronjob/...`` makes it."""
     job = copy.deepcopy(_one(docs, "CronJob")["spec"]["jobTemplate"])
@@ -159,17 +166,23 @@ def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
     assert json.loads((store / "runs" / run_id / "controller.json").read_text())[
         "status"] == "succeeded"
 
-    # The controller created one scheduler, its Service and dask.nWorkers workers ...
+    # The controller created a scheduler ReplicaSet, its Service and a worker ReplicaSet of
+    # dask.nWorkers pods ...
     prefix = f"{RELEASE}-mlops-{run_id}"
     scheduler = f"{prefix}-dask-scheduler"
-    workers = [f"{prefix}-dask-worker-{i}" for i in range(2)]
+    (sched_rs, worker_rs) = [api.get_object("replicasets", NS, n) or {"gone": n}
+                             for n in (scheduler, f"{prefix}-dask-worker")]
+    created_rs = {r["metadata"]["name"]: r for r in api.created("replicasets", NS)}
+    assert sorted(created_rs) == [scheduler, f"{prefix}-dask-worker"], (sched_rs, worker_rs)
+    assert created_rs[f"{prefix}-dask-worker"]["spec"]["replicas"] == 2
     dask_pods = {p["metadata"]["name"]: p for p in pods
                  if p["metadata"]["name"].startswith(f"{prefix}-dask-")}
-    assert sorted(dask_pods) == sorted([scheduler, *workers])
+    workers = sorted(n for n in dask_pods if n.startswith(f"{prefix}-dask-worker-"))
+    assert len(workers) == 2 and len(dask_pods) == 3, sorted(dask_pods)
     (service,) = api.created("services", NS)
     assert service["metadata"]["name"] == scheduler and service["spec"]["clusterIP"] == "None"
     # ... from the chart's step pod: same image, identity, hardening, the dask values'
-    # resources, owned by the controller's Job and labelled with the run id.
+    # resources; the ReplicaSets owned by the controller's Job, their pods by them.
     step_pod = yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"])[
         "kubernetes"]["pod_template"]
     for name, pod in dask_pods.items():
@@ -182,17 +195,21 @@ def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
         assert spec["automountServiceAccountToken"] is False
         assert container["resources"] == SMALL
         assert container["command"] == ["dask"]
-        assert pod["metadata"]["ownerReferences"] == [{
+        (ref,) = pod["metadata"]["ownerReferences"]
+        assert ref["kind"] == "ReplicaSet" and ref["controller"] is True
+        assert pod["metadata"]["labels"]["mlops/run-id"] == run_id, name
+    for rs in created_rs.values():
+        assert rs["metadata"]["ownerReferences"] == [{
             "apiVersion": "batch/v1", "kind": "Job", "name": run_id,
             "uid": ctl["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True}]
-        assert pod["metadata"]["labels"]["mlops/run-id"] == run_id, name
     assert service["metadata"]["ownerReferences"][0]["uid"] == ctl["metadata"]["uid"]
 
     # Every step really ran on that cluster: it connected to the Service's address, where
     # both workers of the controller were registered, and the scheduler saw one client
     # per step (not a local cluster of the step's own).
     address = f"tcp://{scheduler}.{NS}.svc:8786"
-    scheduler_log = api.pod_log(NS, scheduler)
+    (scheduler_pod,) = [n for n in dask_pods if n.startswith(f"{scheduler}-")]
+    scheduler_log = api.pod_log(NS, scheduler_pod)
     found = re.search(r"Scheduler at:\s+(tcp://127\.[0-9.]+:8786)", scheduler_log)
     assert found, scheduler_log
     steps = {j["metadata"]["labels"]["mlops/step"]: j["metadata"]["name"]
@@ -211,8 +228,9 @@ def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
     assert scheduler_log.count("Receive client connection") >= 2, scheduler_log
     assert scheduler_log.count("Register worker") >= 2, scheduler_log
 
-    # Afterwards every scheduler and worker pod and the Service are gone.
+    # Afterwards every scheduler and worker pod, the ReplicaSets and the Service are gone.
     assert _dask_pods(api) == [] and api.services(NS) == []
+    assert _replica_sets(api) == []
 
 
 def test_a_failing_step_still_removes_the_cluster(
@@ -234,14 +252,14 @@ def test_a_failing_step_still_removes_the_cluster(
     created = [p["metadata"]["name"] for p in api.created("pods", NS)]
     assert code == 1, err
     assert "step ingest failed" in err and "DeadlineExceeded" in err
-    assert f"{RELEASE}-mlops-ctl-1-dask-scheduler" in created
-    assert f"{RELEASE}-mlops-ctl-1-dask-worker-0" in created
-    assert _dask_pods(api) == [] and api.services(NS) == []
+    assert any(n.startswith(f"{RELEASE}-mlops-ctl-1-dask-scheduler-") for n in created)
+    assert any(n.startswith(f"{RELEASE}-mlops-ctl-1-dask-worker-") for n in created)
+    assert _dask_pods(api) == [] and api.services(NS) == [] and _replica_sets(api) == [], err
     assert json.loads((store / "runs" / "ctl-1" / "controller.json").read_text())[
         "status"] == "failed"
 
 
-def test_a_resumed_run_adopts_its_cluster_and_drops_extra_workers(
+def test_a_resumed_run_adopts_its_cluster_and_replaces_a_different_worker_set(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     docs = render_chart(_values(tmp_path), name=RELEASE, namespace=NS)
     api, _ = _fake(kube_api_factory, tmp_path, docs)
@@ -253,39 +271,41 @@ def test_a_resumed_run_adopts_its_cluster_and_drops_extra_workers(
         address = first.start()
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in _dask_pods(api)}
         assert len(uids) == 3
-        # A restarted controller of the same run (here with one worker fewer) adopts the
-        # running scheduler and worker 0, deletes worker 1: still one cluster.
+        # The same run again (a retried controller): everything adopted, nothing new.
+        assert EphemeralCluster(config, backend, "r-1").start() == address
+        assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in _dask_pods(api)} == uids
+        # A restarted controller of the same run with one worker fewer keeps the scheduler
+        # and replaces the worker set: still one cluster.
         second = EphemeralCluster(fewer, backend, "r-1")
         assert second.start() == address
-        _wait(lambda: len(_dask_pods(api)) == 2, "worker 1 to be deleted")
-        assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in _dask_pods(api)} == {
-            k: v for k, v in uids.items() if not k.endswith("worker-1")}
+        _wait(lambda: len(_dask_pods(api)) == 2, "one worker fewer")
+        scheduler = [n for n in uids if "-dask-scheduler-" in n]
+        assert [p["metadata"]["uid"] for p in _dask_pods(api)
+                if "-dask-scheduler-" in p["metadata"]["name"]] == [uids[scheduler[0]]]
         assert len(api.services(NS)) == 1
         second.stop()
-        assert _dask_pods(api) == [] and api.services(NS) == []
+        assert _dask_pods(api) == [] and api.services(NS) == [] and _replica_sets(api) == []
 
 
-def test_an_ended_pod_of_the_run_is_replaced_not_adopted(
+def test_evicted_workers_are_replaced_and_a_drain_is_not_refused(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
-    docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
+    docs = render_chart(_values(tmp_path), name=RELEASE, namespace=NS)
     api, _ = _fake(kube_api_factory, tmp_path, docs)
     config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))
-    # A scheduler pod of this run left by an earlier attempt, which has ended (Failed).
-    stale = copy.deepcopy(build_dask_cluster(config.kubernetes, config.dask, "r-3",
-                                             namespace=NS).scheduler)
-    stale["spec"]["restartPolicy"] = "Never"
-    stale["spec"]["containers"][0]["command"] = [sys.executable, "-c", "raise SystemExit(1)"]
-    old = api.create_object(stale)
-    _wait(lambda: api.get_object("pods", NS, old["metadata"]["name"])["status"].get(
-        "phase") == "Failed", "the stale pod to fail")
     with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
-        cluster = EphemeralCluster(config, backend, "r-3")
+        cluster = EphemeralCluster(config, backend, "r-4")
         cluster.start()
-        now = api.get_object("pods", NS, old["metadata"]["name"])
-        assert now["metadata"]["uid"] != old["metadata"]["uid"]
-        assert now["spec"]["containers"][0]["command"] == ["dask"]
+        before = {p["metadata"]["name"] for p in _dask_pods(api)}
+        # kubectl drain of the node: every pod of the run has a controller, so nothing is
+        # refused (bare pods were: "cannot delete Pods that declare no controller").
+        evicted = api.drain(NS)
+        assert sorted(evicted) == sorted(f"{NS}/{n}" for n in before)
+        # The ReplicaSets bring the scheduler and both workers back.
+        _wait(lambda: len([p for p in _dask_pods(api) if p["metadata"]["name"] not in before
+                           and p["status"].get("phase") == "Running"]) == 3,
+              "the replacements", 60)
         cluster.stop()
-    assert _dask_pods(api) == [] and api.services(NS) == []
+    assert _dask_pods(api) == [] and _replica_sets(api) == []
 
 
 def test_a_scheduler_that_keeps_exiting_fails_the_run_with_exit_1_and_its_log(
@@ -324,19 +344,30 @@ def test_cluster_manifests_are_strictly_valid_and_hardened() -> None:
                                  extra_env={"MLOPS_STORAGE_URI": "/data"})
     assert cluster.address == (f"tcp://{RELEASE}-mlops-20261128-000000-abcd-dask-scheduler"
                                f".{NS}.svc:8786")
-    assert len(cluster.workers) == 3
-    for obj in (cluster.scheduler, cluster.service, *cluster.workers):
+    assert cluster.workers["spec"]["replicas"] == 3
+    assert cluster.scheduler["spec"]["replicas"] == 1
+    for obj in cluster.objects:
         validate(obj, "1.30.0", strict=True)
-    worker = cluster.workers[0]["spec"]["containers"][0]
+    for rs in cluster.workloads:
+        assert rs["kind"] == "ReplicaSet"
+        template = rs["spec"]["template"]
+        assert all(template["metadata"]["labels"][k] == v
+                   for k, v in rs["spec"]["selector"]["matchLabels"].items())
+        assert template["spec"]["restartPolicy"] == "Always"
+        assert "activeDeadlineSeconds" not in template["spec"]  # refused in a ReplicaSet
+    worker = cluster.workers["spec"]["template"]["spec"]["containers"][0]
     assert worker["args"][:2] == ["worker", cluster.address]
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == "900MiB"
     assert worker["args"][worker["args"].index("--local-directory") + 1] == "/tmp"
+    # A worker whose scheduler is gone exits; the scheduler closes when idle and fails
+    # tasks that wait with no worker (a killed controller never leaks a busy cluster).
+    assert worker["args"][worker["args"].index("--death-timeout") + 1] == "300"
+    assert worker["args"][worker["args"].index("--name") + 1] == "$(MLOPS_POD_NAME)"
     assert {"name": "MLOPS_STORAGE_URI", "value": "/data"} in worker["env"]
-    # Every pod has a bound on its life (a controller killed and never resumed).
-    steps = config.kubernetes.steps
-    assert cluster.scheduler["spec"]["activeDeadlineSeconds"] >= (
-        steps.ingest.active_deadline_seconds + steps.monitor_check.active_deadline_seconds
-        + steps.train.active_deadline_seconds)
+    scheduler = cluster.scheduler["spec"]["template"]["spec"]["containers"][0]
+    assert scheduler["args"][scheduler["args"].index("--idle-timeout") + 1] == "1800s"
+    assert {"name": "DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT",
+            "value": "600s"} in scheduler["env"]
     assert cluster.service["spec"]["selector"]["app.kubernetes.io/component"] == \
         "dask-scheduler"
 
@@ -420,6 +451,6 @@ def test_sigterm_removes_the_cluster_and_exits_143(
             proc.communicate()
     assert proc.returncode == 143, err
     assert "ephemeral cluster of run ctl-term removed" in err
-    assert _dask_pods(api) == [] and api.services(NS) == []
+    assert _dask_pods(api) == [] and api.services(NS) == [] and _replica_sets(api) == []
     assert json.loads((store / "runs" / "ctl-term" / "controller.json").read_text())[
         "status"] == "terminated"

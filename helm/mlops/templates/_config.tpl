@@ -121,12 +121,12 @@ combinations that cannot work.
 {{- fail (printf "config.dask.%s is rendered by the chart; set %s instead" $key $value) -}}
 {{- end -}}
 {{- end -}}
-{{- if eq $values.cluster "ephemeral" -}}
+{{- if has $values.cluster (list "ephemeral" "operator") -}}
 {{- if get $dask "address" -}}
-{{- fail "dask.cluster: ephemeral starts a cluster for each run, but config.dask.address names an existing scheduler; set only one" -}}
+{{- fail (printf "dask.cluster: %s starts a cluster for each run, but config.dask.address names an existing scheduler; set only one" $values.cluster) -}}
 {{- end -}}
 {{- if ne (toString (get (default dict (get .cfg "data")) "engine")) "dask" -}}
-{{- fail "dask.cluster: ephemeral needs config.data.engine: dask (no other engine uses a Dask cluster)" -}}
+{{- fail (printf "dask.cluster: %s needs config.data.engine: dask (no other engine uses a Dask cluster)" $values.cluster) -}}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $dask "cluster" $values.cluster -}}

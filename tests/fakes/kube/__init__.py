@@ -22,7 +22,8 @@ Public API
 
 ``FakeKubeAPI(namespaces=("default",), command_map=None, pvc_dirs=None, base_env=None,
 user=DEFAULT_USER, retry_backoff=0.1, termination_grace_seconds=2.0, event_history=1000,
-max_job_seconds=600.0, kube_version="1.30.0", enforce_owner_references=False)``
+max_job_seconds=600.0, kube_version="1.30.0", enforce_owner_references=False,
+node_cpus=16, node_memory=64 * 2**30)``
 
 Lifecycle and connection:
     ``start()`` / ``stop()`` (kills every process, joins threads, bounded), context manager;
@@ -57,7 +58,8 @@ Resources: ``batch/v1`` jobs (create, get, ``/status`` get, list, watch, delete 
 pods and Services the Job owns), ``v1`` pods (create, get, list, watch, delete, ``/log`` with
 ``tailLines``), ``v1`` services (create, get, list, watch, delete), ``v1`` configmaps and
 secrets (create, get, list, watch, delete), ``v1`` namespaces (get, list),
-``events.k8s.io/v1`` events (create, get, list, watch, delete;
+``apps/v1`` replicasets and ``kubernetes.dask.org/v1`` daskclusters (create, get, list,
+watch, delete), ``events.k8s.io/v1`` events (create, get, list, watch, delete;
 ``forbid("create", "events")`` or a Role without the events rule answers 403), ``/version``.
 
 Behaviour of a real cluster it reproduces:
@@ -84,7 +86,31 @@ Behaviour of a real cluster it reproduces:
   Service. A Service with a cluster IP is stored but not routed (no kube-proxy: the name is
   left as it is and ``kubelet_errors`` says so).
 
+* A node with more CPUs than this machine: ``node_cpus`` (16) and ``node_memory`` (64 GiB)
+  are the node's allocatable resources. A ``resourceFieldRef`` env value answers the
+  container's limit or request (the node's allocatable for a limit not set), and every
+  container gets ``$FAKE_NODE_CPUS``: a process started through ``tests.fakes.kube.node``
+  (e.g. ``command_map={"dask": [python, "-m", "tests.fakes.kube.node", "dask"]}``) sees that
+  many CPUs, as a worker on a 16-core node without a CPU limit does.
+
+* Workload controllers (``workloads``): ``apps/v1`` ReplicaSets keep their replicas,
+  replacing deleted, evicted or ended pods; ``evict_pod(namespace, name)`` is the Eviction
+  API (``DisruptionTarget``, graceful delete); ``drain(namespace=None, force=False)`` is
+  ``kubectl drain``, refusing pods without a controller owner (``DrainRefused``); the Dask
+  operator's ``kubernetes.dask.org/v1`` DaskCluster gets its scheduler Service and
+  workloads and ``status.phase: Running`` once its scheduler pod is Ready; the garbage
+  collector removes objects whose owners were all deleted.
+
 Deliberate differences from a real cluster:
+
+* Workload controllers: ReplicaSets only (no Deployments, rollouts or pod-deletion cost);
+  no PodDisruptionBudgets (every eviction is allowed); ``drain`` does not skip DaemonSet
+  pods or refuse emptyDir data (as ``--ignore-daemonsets --delete-emptydir-data``). The
+  DaskCluster's workloads are ReplicaSets (the operator makes Deployments) and its workers
+  are created once the scheduler pod is Ready (the operator creates them at once; they
+  retry until the scheduler's name resolves, which the fake's start-time DNS cannot).
+  A pod requesting more CPU or memory than the node has stays Pending (``Unschedulable``,
+  the scheduler's wording) for good: there is no Cluster Autoscaler.
 
 * Any request naming a namespace that does not exist gets 404 ``namespaces "x" not found``
   (a real server answers list with an empty list and get with ``jobs.batch "y" not found``).

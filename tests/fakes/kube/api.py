@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.kube.kubelet import Kubelet
 from tests.fakes.kube.model import DEFAULT_USER, JSON, JobRun, RequestRecord
 from tests.fakes.kube.server import Handler, Router, Server
+from tests.fakes.kube.workloads import Workloads
 
 
-class FakeKubeAPI(Kubelet, Router):
+class FakeKubeAPI(Workloads, Router):
     """In-process Kubernetes API server with a subprocess-based kubelet (see the package doc)."""
 
     def __init__(
@@ -33,6 +33,8 @@ class FakeKubeAPI(Kubelet, Router):
         max_job_seconds: float = 600.0,
         kube_version: str = "1.30.0",
         enforce_owner_references: bool = False,
+        node_cpus: int = 16,
+        node_memory: int = 64 * 2**30,
     ) -> None:
         self.command_map: dict[str, list[str]] = {
             k: list(v) for k, v in (command_map or {}).items()
@@ -44,6 +46,11 @@ class FakeKubeAPI(Kubelet, Router):
         self.termination_grace_seconds = termination_grace_seconds
         self.max_job_seconds = max_job_seconds
         self.kube_version = kube_version
+        #: The fake node's allocatable CPUs and memory (bytes): what a resourceFieldRef of a
+        #: limit that is not set answers, and the CPU count a process started through
+        #: tests.fakes.kube.node sees. Real nodes have more cores than this machine.
+        self.node_cpus = node_cpus
+        self.node_memory = node_memory
         self.token = secrets.token_hex(16)
         self.kubelet_errors: list[str] = []
         self._lock = threading.RLock()
@@ -80,6 +87,7 @@ class FakeKubeAPI(Kubelet, Router):
             name="fake-kube-api", daemon=True,
         )
         self._serve_thread.start()
+        self._start_controllers()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -89,6 +97,9 @@ class FakeKubeAPI(Kubelet, Router):
         with self._cond:
             runs = list(self._runs.values())
             self._cond.notify_all()
+        self._join_controllers(max(0.1, deadline - time.monotonic()))
+        with self._cond:
+            runs = list(self._runs.values())
         for run in runs:
             run.cancel.set()
         for run in runs:

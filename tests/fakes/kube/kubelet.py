@@ -36,6 +36,8 @@ LOG_LIMIT_BYTES = 1024 * 1024
 DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 _MAX_ATTEMPTS = 200
 _VAR_REF = re.compile(r"\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+#: What a process on the fake node reads as its CPU count (see tests.fakes.kube.node).
+NODE_CPUS_ENV = "FAKE_NODE_CPUS"
 _FIELD_REF = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 #: A Service's DNS name in an env value or argument: <service>.<namespace>.svc[.cluster.local].
 _SERVICE_DNS = re.compile(r"(?<![-.a-z0-9])([a-z]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*"
@@ -72,6 +74,22 @@ class Kubelet(ObjectStore):
         container = pod["spec"]["containers"][0]
         cname = container["name"]
         now = utc_timestamp()
+        short = self._insufficient(pod)
+        if short:
+            # The scheduler cannot place it and no autoscaler adds a node: Pending for good.
+            lacking = ", ".join(f"1 Insufficient {r}" for r in short)
+            message = (f"0/1 nodes are available: {lacking}. preemption: 0/1 nodes are "
+                       "available: 1 No preemption victims found for incoming pod.")
+            self._update("pods", ns, name, uid, lambda p: p["status"].update(conditions=[{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": message, "lastTransitionTime": now}]))
+            run.cancel.wait()
+            with self._lock:
+                self._runs.pop(uid, None)
+                current = self._objects.get(("pods", ns, name))
+                if current is not None and current["metadata"]["uid"] == uid:
+                    self._put("pods", ns, copy.deepcopy(current), "DELETED")
+            return
 
         def scheduled(p: JSON) -> None:
             p["spec"]["nodeName"] = "fake-node"
@@ -680,6 +698,8 @@ class Kubelet(ObjectStore):
                 cenv[item["name"]] = _VAR_REF.sub(lambda m: cenv.get(m.group(1), m.group(0)),
                                                   value)
         env: dict[str, str] = dict(self.base_env if self.base_env is not None else os.environ)
+        env[NODE_CPUS_ENV] = str(self.node_cpus)  # read by tests.fakes.kube.node
+        env["HOSTNAME"] = str(pod["metadata"]["name"])  # as the kubelet sets it
         env.update({k: rewrite(v) for k, v in cenv.items()})
         for mount_path, local_dir in mounts:
             if mount_path == "/tmp":
@@ -701,6 +721,47 @@ class Kubelet(ObjectStore):
             if mapped != container["workingDir"]:
                 cwd = mapped
         return argv, env, cwd
+
+    def _insufficient(self, pod: JSON) -> list[str]:
+        """The resources the pod requests beyond the node's allocatable (``cpu``,
+        ``memory``): such a pod is never scheduled."""
+        short = []
+        for resource, node in (("cpu", self.node_cpus), ("memory", self.node_memory)):
+            total = 0.0
+            for c in pod["spec"].get("containers") or []:
+                res = c.get("resources") or {}
+                value = (res.get("requests") or {}).get(resource, (res.get("limits") or {})
+                                                        .get(resource))
+                if value is not None:
+                    total += quantity(value)
+            if total > node:
+                short.append(resource)
+        return short
+
+    def _resource_field(self, pod: JSON, ref: JSON) -> int:
+        """A ``resourceFieldRef`` as the kubelet answers it: the container's limit (or
+        request), and the node's allocatable CPUs or memory for a limit that is not set;
+        divided by ``divisor`` and rounded up."""
+        containers = pod["spec"].get("containers") or []
+        name = ref.get("containerName")
+        container = next((c for c in containers if c.get("name") == name),
+                         containers[0] if containers and not name else None)
+        if container is None:
+            raise PodSetupError("CreateContainerConfigError",
+                                 f"resourceFieldRef: container {name!r} not found")
+        what = str(ref.get("resource", ""))
+        kind, _, resource = what.partition(".")
+        if kind not in ("limits", "requests") or resource not in ("cpu", "memory"):
+            raise PodSetupError("CreateContainerConfigError",
+                                 f"unsupported resourceFieldRef resource {what!r}")
+        resources = container.get("resources") or {}
+        given = (resources.get(kind) or {}).get(resource)
+        if given is None and kind == "requests":
+            given = (resources.get("limits") or {}).get(resource)
+        node = float(self.node_cpus if resource == "cpu" else self.node_memory)
+        amount = quantity(given) if given is not None else node
+        divisor = quantity(ref.get("divisor") or "1")
+        return max(1, int(-(-amount // divisor)))
 
     def _resolve(self, value: str, pod: JSON) -> str:
         """The cluster DNS, for the names a process is started with: each
@@ -749,6 +810,8 @@ class Kubelet(ObjectStore):
                 return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
             raise PodSetupError("CreateContainerConfigError",
                                  f"unsupported fieldRef fieldPath {path!r}")
+        if "resourceFieldRef" in src:
+            return str(self._resource_field(pod, src["resourceFieldRef"]))
         for key, resource in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
             if key in src:
                 ref = src[key]
@@ -756,6 +819,20 @@ class Kubelet(ObjectStore):
                                     bool(ref.get("optional")))
                 return None if data is None else data[ref["key"]]
         raise PodSetupError("CreateContainerConfigError", "unsupported valueFrom in the fake")
+
+
+_QUANTITY = re.compile(r"^([0-9.]+)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_SUFFIX = {"": 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+           "Ei": 2**60}
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity (``2Gi``, ``500m``, ``1e3`` not supported) as a number."""
+    m = _QUANTITY.match(str(value).strip())
+    if not m:
+        raise PodSetupError("CreateContainerConfigError", f"unsupported quantity {value!r}")
+    return float(m.group(1)) * _SUFFIX[m.group(2) or ""]
 
 
 def _probe_port(container: JSON) -> int | None:

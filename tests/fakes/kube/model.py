@@ -88,12 +88,15 @@ KINDS: dict[str, Kind] = {
     "services": Kind("services", "", "v1", "Service", True),
     "namespaces": Kind("namespaces", "", "v1", "Namespace", False),
     "events": Kind("events", "events.k8s.io", "v1", "Event", True),
+    "replicasets": Kind("replicasets", "apps", "v1", "ReplicaSet", True),
+    "daskclusters": Kind("daskclusters", "kubernetes.dask.org", "v1", "DaskCluster", True),
     "inferenceservices": Kind("inferenceservices", "serving.kserve.io", "v1beta1",
                               "InferenceService", True),
 }
 #: URL prefix of each API group served.
 GROUP_PREFIX = {"": "/api/v1", "batch": "/apis/batch/v1",
-                "events.k8s.io": "/apis/events.k8s.io/v1",
+                "events.k8s.io": "/apis/events.k8s.io/v1", "apps": "/apis/apps/v1",
+                "kubernetes.dask.org": "/apis/kubernetes.dask.org/v1",
                 "serving.kserve.io": "/apis/serving.kserve.io/v1beta1"}
 KIND_BY_NAME = {k.kind: k for k in KINDS.values()}
 FIELDS: dict[str, set[str]] = {
@@ -114,6 +117,8 @@ FIELDS: dict[str, set[str]] = {
     "services": {"metadata.name", "metadata.namespace", "spec.clusterIP", "spec.type"},
     "namespaces": {"metadata.name", "status.phase"},
     "events": {"metadata.name", "metadata.namespace", "reason", "type", "regarding.name"},
+    "replicasets": {"metadata.name", "metadata.namespace", "status.replicas"},
+    "daskclusters": {"metadata.name", "metadata.namespace"},
     "inferenceservices": {"metadata.name", "metadata.namespace"},
 }
 

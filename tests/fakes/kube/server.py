@@ -31,8 +31,8 @@ from tests.fakes.kube.store import ObjectStore
 
 _MAX_FAULTS = 1000
 #: Resources that can be created and deleted through the API.
-_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services",
-             "inferenceservices")
+_WRITABLE = ("jobs", "configmaps", "secrets", "events", "pods", "services", "replicasets",
+             "daskclusters", "inferenceservices")
 
 
 class _Fault(NamedTuple):
@@ -240,7 +240,8 @@ class Router(ObjectStore):
     def _route(self, handler: Handler, method: str, path: str, query: dict[str, str],
                body: bytes) -> None:
         m = re.fullmatch(
-            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1|apis/serving\.kserve\.io/v1beta1)"
+            r"/(?:api/v1|apis/batch/v1|apis/events\.k8s\.io/v1|apis/apps/v1|"
+            r"apis/kubernetes\.dask\.org/v1|apis/serving\.kserve\.io/v1beta1)"
             r"(?:/namespaces/([^/]+))?/([a-z]+)"
             r"(?:/([^/]+))?(?:/(\w+))?", path)
         if m is None:

@@ -34,12 +34,15 @@ from tests.fakes.kube.validation import (
     check_name,
     default_job,
     default_pod,
+    default_pod_spec,
     default_service,
     schema_errors,
     validate_config,
+    validate_dask_cluster,
     validate_event,
     validate_job,
     validate_pod,
+    validate_replica_set,
     validate_service,
 )
 
@@ -57,6 +60,8 @@ class ObjectStore:
     base_env: dict[str, str] | None
     user: str
     retry_backoff: float
+    node_cpus: int
+    node_memory: int
     termination_grace_seconds: float
     max_job_seconds: float
     kube_version: str
@@ -197,7 +202,9 @@ class ObjectStore:
         if ("namespaces", "", namespace) not in self._objects:
             raise namespace_not_found_error(namespace)
 
-    def _create(self, kind: Kind, namespace: str, obj: JSON) -> JSON:
+    def _create(self, kind: Kind, namespace: str, obj: JSON, admit: bool = True) -> JSON:
+        """Validate, default and store a new object; ``admit=False`` for the cluster's own
+        controllers (no admission of their ownerReferences)."""
         if not isinstance(obj, dict):
             raise bad_request_error("the body of the request was in an unknown format")
         if obj.get("apiVersion") != kind.api_version or obj.get("kind") != kind.kind:
@@ -222,8 +229,14 @@ class ObjectStore:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = str(meta["generateName"]) + random_suffix()
         name = str(meta.get("name") or "")
-        errors = kserve.schema_errors(obj) if kind.resource == "inferenceservices" \
-            else schema_errors(obj, self.kube_version)
+        # A DaskCluster (a custom resource) has no bundled schema: its CRD's rules are
+        # checked below; an InferenceService's minimal CRD schema is kserve.schema_errors.
+        if kind.resource == "inferenceservices":
+            errors = kserve.schema_errors(obj)
+        elif kind.resource == "daskclusters":
+            errors = []
+        else:
+            errors = schema_errors(obj, self.kube_version)
         if not errors and kind.resource == "inferenceservices":
             check_name(meta.get("name"), errors, "metadata.name", 253)
         elif not errors:
@@ -236,13 +249,18 @@ class ObjectStore:
                 validate_pod(obj, errors)
             elif kind.resource == "services":
                 validate_service(obj, errors)
+            elif kind.resource == "replicasets":
+                validate_replica_set(obj, errors)
+            elif kind.resource == "daskclusters":
+                validate_dask_cluster(obj, self.kube_version, errors)
             else:
                 check_name(meta.get("name"), errors, "metadata.name", 253)
                 validate_config(obj, kind, errors)
             check_labels(meta.get("labels"), "metadata.labels", errors)
         if errors:
             raise invalid_error(kind, name, errors)
-        self._check_owner_references(kind, namespace, obj)
+        if admit:
+            self._check_owner_references(kind, namespace, obj)
         with self._lock:
             self._require_namespace(namespace)
             if (kind.resource, namespace, name) in self._objects:
@@ -268,6 +286,12 @@ class ObjectStore:
             elif kind.resource == "pods":
                 meta.pop("generation")
                 default_pod(obj)
+            elif kind.resource == "replicasets":
+                obj["spec"].setdefault("replicas", 1)
+                default_pod_spec(obj["spec"]["template"]["spec"])
+                obj["status"] = {"replicas": 0}
+            elif kind.resource == "daskclusters":
+                obj["status"] = {"phase": "Created"}
             elif kind.resource == "services":
                 meta.pop("generation")
                 default_service(obj, f"10.96.{self._rv // 250 % 250}.{self._rv % 250 + 1}")

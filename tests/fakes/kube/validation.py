@@ -344,3 +344,69 @@ def default_job(job: JSON, uid: str) -> None:
     job["status"] = {}
 
 
+
+
+def validate_replica_set(rs: JSON, errors: list[tuple[str, str]]) -> None:
+    """The apps/v1 ReplicaSet rules beyond the schema: the selector selects the template's
+    labels, ``restartPolicy: Always``, no ``activeDeadlineSeconds``."""
+    check_name(rs["metadata"].get("name"), errors, "metadata.name", 253)
+    spec = rs.get("spec") or {}
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    check_labels(labels, "spec.template.metadata.labels", errors)
+    match = (spec.get("selector") or {}).get("matchLabels") or {}
+    if not match:
+        errors.append(("spec.selector", "Invalid value: empty selector is invalid for "
+                       "deployment"))
+    elif any(labels.get(k) != v for k, v in match.items()):
+        errors.append(("spec.template.metadata.labels", "Invalid value: `selector` does not "
+                       "match template `labels`"))
+    pod_spec = template.get("spec") or {}
+    _validate_pod_spec(pod_spec, "spec.template.spec", errors)
+    restart = pod_spec.get("restartPolicy", "Always")
+    if restart != "Always":
+        errors.append(("spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{restart}": supported values: "Always"'))
+    if pod_spec.get("activeDeadlineSeconds") is not None:
+        errors.append(("spec.template.spec.activeDeadlineSeconds",
+                       "Forbidden: activeDeadlineSeconds in ReplicaSet is not Supported"))
+    replicas = spec.get("replicas", 1)
+    if isinstance(replicas, int) and replicas < 0:
+        errors.append(("spec.replicas", f"Invalid value: {replicas}: must be greater than or "
+                       "equal to 0"))
+
+
+def validate_dask_cluster(obj: JSON, kube_version: str, errors: list[tuple[str, str]]) -> None:
+    """The ``kubernetes.dask.org/v1`` DaskCluster CRD's schema (the operator's
+    daskcluster.yaml, in short): ``spec.scheduler.spec`` and ``spec.worker.spec`` are
+    PodSpecs (validated as such), ``spec.scheduler.service`` a ServiceSpec,
+    ``spec.worker.replicas`` an integer, ``spec.idleTimeout`` an integer."""
+    check_name(obj["metadata"].get("name"), errors, "metadata.name", 253)
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.append(("spec", "Required value"))
+        return
+    for key in spec:
+        if key not in ("scheduler", "worker", "idleTimeout"):
+            errors.append((f"spec.{key}", f'Invalid value: unknown field "spec.{key}"'))
+    if "idleTimeout" in spec and not isinstance(spec["idleTimeout"], int):
+        errors.append(("spec.idleTimeout", "Invalid value: must be an integer"))
+    for part in ("scheduler", "worker"):
+        sub = spec.get(part)
+        if not isinstance(sub, dict) or not isinstance(sub.get("spec"), dict):
+            errors.append((f"spec.{part}.spec", "Required value"))
+            continue
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+               "spec": sub["spec"]}
+        for path, message in schema_errors(pod, kube_version):
+            errors.append((f"spec.{part}.{path}", message))
+        _validate_pod_spec(sub["spec"], f"spec.{part}.spec", errors)
+    worker = spec.get("worker") or {}
+    if not isinstance(worker.get("replicas", 1), int):
+        errors.append(("spec.worker.replicas", "Invalid value: must be an integer"))
+    service = (spec.get("scheduler") or {}).get("service")
+    if service is not None:
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+               "spec": service}
+        for path, message in schema_errors(svc, kube_version):
+            errors.append((f"spec.scheduler.service.{path}", message))

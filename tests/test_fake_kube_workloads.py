@@ -1,0 +1,154 @@
+"""The fake API server's workload controllers behave like a real cluster's: ReplicaSets
+replace deleted and evicted pods, ``kubectl drain`` refuses pods without a controller
+owner, the Dask operator's ``DaskCluster`` reports phase Running once its scheduler pod is
+Ready, and dependents of a deleted owner are garbage-collected. Driven over HTTP with the
+real ``kubernetes`` client where the controller uses it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.fakes.kube import FakeKubeAPI
+from tests.fakes.kube.workloads import DrainRefused
+
+pytest_plugins = ["tests.fakes.kube_fixtures"]
+
+NS = "mlops"
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def _pod_spec() -> dict[str, Any]:
+    return {"restartPolicy": "Always", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "busybox:1.36", "command": SLEEP}]}
+
+
+def _rs(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": _pod_spec()}}}
+
+
+def _wait(check: Callable[[], Any], what: str, seconds: float = 20) -> Any:
+    end = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _running(api: FakeKubeAPI, prefix: str) -> list[dict[str, Any]]:
+    return [p for p in api.pods(NS) if p["metadata"]["name"].startswith(prefix)
+            and p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.fixture
+def api(kube_api_factory: Callable[..., FakeKubeAPI]) -> FakeKubeAPI:
+    return kube_api_factory(namespaces=("default", NS), termination_grace_seconds=1.0)
+
+
+def test_a_replica_set_replaces_deleted_and_evicted_pods(api: FakeKubeAPI,
+                                                        tmp_path: Path) -> None:
+    config = client.Configuration()
+    config.host = api.url
+    config.api_key = {"authorization": f"Bearer {api.token}"}
+    with client.ApiClient(config) as http:
+        apps = client.AppsV1Api(http)
+        apps.create_namespaced_replica_set(NS, _rs("w", 2))
+        first = _wait(lambda: len(_running(api, "w-")) == 2 and _running(api, "w-"), "2 pods")
+        for pod in first:
+            (ref,) = pod["metadata"]["ownerReferences"]
+            assert ref["kind"] == "ReplicaSet" and ref["controller"] is True
+        # Deleted: replaced.
+        client.CoreV1Api(http).delete_namespaced_pod(first[0]["metadata"]["name"], NS)
+        # Evicted: marked DisruptionTarget, stopped, replaced.
+        evicted = api.evict_pod(NS, first[1]["metadata"]["name"])
+        assert any(c["type"] == "DisruptionTarget" for c in evicted["status"]["conditions"])
+        old = {p["metadata"]["name"] for p in first}
+        _wait(lambda: len([p for p in _running(api, "w-")
+                           if p["metadata"]["name"] not in old]) == 2, "2 replacements")
+        rs = apps.read_namespaced_replica_set("w", NS)
+        _wait(lambda: api.get_object("replicasets", NS, "w")["status"].get(
+            "readyReplicas") == 2, "status")
+        assert rs.spec.replicas == 2
+        # Deleting the ReplicaSet removes its pods (garbage collector).
+        apps.delete_namespaced_replica_set("w", NS)
+        _wait(lambda: not [p for p in api.pods(NS) if p["metadata"]["name"].startswith("w-")],
+              "the pods to be collected")
+
+
+def test_a_replica_set_refuses_what_the_api_refuses(api: FakeKubeAPI) -> None:
+    from tests.fakes.kube import KubeAPIError
+
+    bad = _rs("bad", 1)
+    bad["spec"]["template"]["spec"]["activeDeadlineSeconds"] = 60
+    with pytest.raises(KubeAPIError, match="activeDeadlineSeconds in ReplicaSet"):
+        api.create_object(bad)
+    bad = _rs("bad", 1)
+    bad["spec"]["selector"]["matchLabels"] = {"app": "other"}
+    with pytest.raises(KubeAPIError, match="does not match template"):
+        api.create_object(bad)
+
+
+def test_drain_refuses_pods_without_a_controller_owner(api: FakeKubeAPI) -> None:
+    api.create_object(_rs("managed", 1))
+    api.create_object({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "bare", "namespace": NS}, "spec": _pod_spec()})
+    _wait(lambda: len(_running(api, "managed-")) == 1 and _running(api, "bare"), "pods")
+    with pytest.raises(DrainRefused, match=r"declare no controller.*mlops/bare"):
+        api.drain(NS)
+    assert _running(api, "bare") and _running(api, "managed-")  # nothing evicted
+    api.delete_object("pods", NS, "bare")
+    _wait(lambda: api.get_object("pods", NS, "bare") is None, "bare pod gone")
+    (before,) = _running(api, "managed-")
+    evicted = api.drain(NS)
+    assert evicted == [f"{NS}/{before['metadata']['name']}"]
+    # The ReplicaSet brings its pod back (on another node, on a real cluster).
+    _wait(lambda: [p for p in _running(api, "managed-")
+                   if p["metadata"]["name"] != before["metadata"]["name"]], "a replacement")
+
+
+def test_a_dask_cluster_is_running_once_its_scheduler_pod_is_ready(api: FakeKubeAPI) -> None:
+    ready = [sys.executable, "-c", "import socket, time, os; s = socket.socket(); "
+             "s.bind((os.environ['IP'], 8786)); s.listen(); time.sleep(60)"]
+    scheduler = _pod_spec()
+    scheduler["containers"][0].update(
+        command=ready, env=[{"name": "IP", "valueFrom": {"fieldRef": {
+            "fieldPath": "status.podIP"}}}],
+        readinessProbe={"tcpSocket": {"port": 8786}, "periodSeconds": 1})
+    api.create_object({
+        "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+        "metadata": {"name": "dc", "namespace": NS},
+        "spec": {"idleTimeout": 600, "worker": {"replicas": 2, "spec": _pod_spec()},
+                 "scheduler": {"spec": scheduler, "service": {
+                     "type": "ClusterIP", "ports": [{"name": "tcp-comm", "port": 8786,
+                                                     "targetPort": 8786}]}}}})
+    _wait(lambda: api.get_object("daskclusters", NS, "dc").get("status", {}).get(
+        "phase") == "Running", "phase Running", 30)
+    workers = _wait(lambda: len(_running(api, "dc-default-worker-")) == 2
+                    and _running(api, "dc-default-worker-"), "2 workers")
+    env = {e["name"]: e for e in workers[0]["spec"]["containers"][0]["env"]}
+    assert env["DASK_SCHEDULER_ADDRESS"]["value"] == \
+        f"tcp://dc-scheduler.{NS}.svc.cluster.local:8786"
+    assert api.get_object("services", NS, "dc-scheduler") is not None
+    # Deleting the DaskCluster removes the Service, the workloads and their pods.
+    api.delete_object("daskclusters", NS, "dc")
+    _wait(lambda: not [p for p in api.pods(NS) if p["metadata"]["name"].startswith("dc-")]
+          and api.services(NS) == [], "everything collected")
+    from tests.fakes.kube import KubeAPIError
+
+    with pytest.raises(KubeAPIError, match=r"spec\.worker\.spec"):
+        api.create_object({"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+                           "metadata": {"name": "x", "namespace": NS},
+                           "spec": {"scheduler": {"spec": _pod_spec()}, "worker": {}}})
