@@ -6,9 +6,12 @@ every pod from this one file.
 
 {{/*
 mlops.image: <repository>:<tag>, the tag defaulting to .Chart.AppVersion; refuses `latest`.
+A numeric tag (an all-digit commit hash from skaffold's gitCommit tagger) is kept as digits.
 */}}
 {{- define "mlops.image" -}}
-{{- $tag := toString (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $raw := default .Chart.AppVersion .Values.image.tag -}}
+{{- /* A number (--set image.tag=1234567; a values file gives a float) is printed whole. */ -}}
+{{- $tag := ternary (printf "%.0f" $raw) (toString $raw) (kindIs "float64" $raw) -}}
 {{- if eq (lower $tag) "latest" -}}
 {{- fail "image.tag: 'latest' is not allowed; pin a version (default: the chart's appVersion)" -}}
 {{- end -}}
