@@ -36,7 +36,8 @@ mlops.persistenceCheck: fails on access modes that cannot serve a run. The contr
 the running step mount the claim at the same time: ReadWriteOncePod refuses the second
 pod even on one node, ReadOnlyMany cannot hold a store. With ReadWriteOnce the steps run
 on the controller's node (mlops.claimOnOneNode), so a step nodeSelector must be one the
-controller's node also satisfies.
+controller's node also satisfies, and an ephemeral Dask cluster (whose point is to spread
+over nodes) is refused.
 */}}
 {{- define "mlops.persistenceCheck" -}}
 {{- if .Values.persistence.enabled -}}
@@ -46,6 +47,9 @@ controller's node also satisfies.
 {{- end -}}
 {{- if not (or (has "ReadWriteOnce" $modes) (has "ReadWriteMany" $modes)) -}}
 {{- fail "persistence.accessModes: the store must be writable: use ReadWriteMany or ReadWriteOnce" -}}
+{{- end -}}
+{{- if and (include "mlops.claimOnOneNode" .) (eq .Values.dask.cluster "ephemeral") -}}
+{{- fail "dask.cluster: ephemeral with persistence.accessModes ReadWriteOnce would pin the scheduler and every worker to the controller's node (the claim attaches to one node); use persistence.accessModes [ReadWriteMany], or a bucket (config.storage.uri gs:// or s3:// with persistence.enabled false)" -}}
 {{- end -}}
 {{- if include "mlops.claimOnOneNode" . -}}
 {{- $controller := .Values.controller.nodeSelector | default dict -}}
