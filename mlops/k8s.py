@@ -32,7 +32,15 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from mlops.config import DaskConfig, KubernetesConfig, StepPodConfig
+from mlops.config import (
+    DASK_SCHEDULER_PORT,
+    DASK_WORKER_PORT,
+    DaskConfig,
+    DaskPlacementConfig,
+    DaskSpillConfig,
+    KubernetesConfig,
+    StepPodConfig,
+)
 from mlops.errors import (
     KubernetesBadRequestError,
     KubernetesError,
@@ -376,9 +384,14 @@ def _owned_metadata(name: str, namespace: str, labels: Mapping[str, str], run_id
 
 
 # --- the ephemeral Dask cluster of a run (dask.cluster: ephemeral) -------------------------
-#: The scheduler's port (Dask's default) and the name of that container port.
-DASK_PORT = 8786
+#: The scheduler's port (Dask's default) and the name of that container port; a worker's
+#: fixed port (a NetworkPolicy names them, see mlops.config).
+DASK_PORT = DASK_SCHEDULER_PORT
 DASK_PORT_NAME = "tcp-comm"
+WORKER_PORT_NAME = "tcp-worker"
+#: Where a worker spills (its --local-directory): the spill volume (kubernetes.dask.worker_spill).
+DASK_SPILL_DIR = "/dask-spill"
+DASK_SPILL_VOLUME = "dask-spill"
 DASK_SCHEDULER = "dask-scheduler"
 DASK_WORKER = "dask-worker"
 #: The pod's IP (downward API): the scheduler and the workers listen on it.
@@ -453,11 +466,62 @@ def _dask_pod(k8s: KubernetesConfig, run_id: str, component: str, name: str, arg
         steps.ingest.active_deadline_seconds + steps.monitor_check.active_deadline_seconds
         + steps.train.active_deadline_seconds + k8s.dask.start_timeout_seconds
         + DASK_POD_MARGIN_SECONDS)
-    _pin_to_controller(spec, k8s, owner)
     labels = dask_labels(k8s, run_id, component)
+    if component == DASK_WORKER:
+        container["ports"] = [{"name": WORKER_PORT_NAME, "containerPort": DASK_WORKER_PORT,
+                               "protocol": "TCP"}]
+        _add_spill_volume(spec, container, k8s.dask.worker_spill, labels)
+    place_dask_pod(spec, k8s.dask.scheduler if component == DASK_SCHEDULER else k8s.dask.worker,
+                   {k: labels[k] for k in ("app.kubernetes.io/instance",
+                                           "app.kubernetes.io/component", LABEL_RUN_ID)})
+    _pin_to_controller(spec, k8s, owner)
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
             "spec": spec}
+
+
+def place_dask_pod(spec: dict[str, Any], placement: DaskPlacementConfig,
+                   own_labels: Mapping[str, str]) -> None:
+    """Put ``kubernetes.dask.scheduler`` / ``.worker`` placement into a Dask pod spec:
+    nodeSelector and tolerations (added to the template's), affinity,
+    topologySpreadConstraints (one without labelSelector gets ``own_labels``: it spreads
+    the run's own pods of this kind) and priorityClassName (else the template's, the
+    run's). Works on the pod spec alone, so it holds wherever the pod is wrapped."""
+    if placement.node_selector:
+        spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **placement.node_selector}
+    if placement.tolerations:
+        spec["tolerations"] = [*(spec.get("tolerations") or []),
+                               *copy.deepcopy(placement.tolerations)]
+    if placement.affinity:
+        spec["affinity"] = copy.deepcopy(placement.affinity)
+    if placement.topology_spread_constraints:
+        spec["topologySpreadConstraints"] = [
+            {**c, "labelSelector": c.get("labelSelector") or {"matchLabels": dict(own_labels)}}
+            for c in copy.deepcopy(placement.topology_spread_constraints)]
+    if placement.priority_class_name:
+        spec["priorityClassName"] = placement.priority_class_name
+
+
+def _add_spill_volume(spec: dict[str, Any], container: dict[str, Any],
+                      spill: DaskSpillConfig, labels: Mapping[str, str]) -> None:
+    """The worker's spill volume at :data:`DASK_SPILL_DIR`: an emptyDir limited to the
+    size, with an ephemeral-storage request of it (so the pod lands on a node with that
+    much disk and is not evicted for using it), or a generic ephemeral volume (a claim of
+    the size, created and deleted with the pod)."""
+    if spill.volume == "ephemeral":
+        claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                 "resources": {"requests": {"storage": spill.size}}}
+        if spill.storage_class:
+            claim["storageClassName"] = spill.storage_class
+        volume: dict[str, Any] = {"name": DASK_SPILL_VOLUME, "ephemeral": {
+            "volumeClaimTemplate": {"metadata": {"labels": dict(labels)}, "spec": claim}}}
+    else:
+        volume = {"name": DASK_SPILL_VOLUME, "emptyDir": {"sizeLimit": spill.size}}
+        requests = container.setdefault("resources", {}).setdefault("requests", {})
+        requests.setdefault("ephemeral-storage", spill.size)
+    spec["volumes"] = [*(spec.get("volumes") or []), volume]
+    container["volumeMounts"] = [*(container.get("volumeMounts") or []),
+                                 {"name": DASK_SPILL_VOLUME, "mountPath": DASK_SPILL_DIR}]
 
 
 def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
@@ -492,7 +556,8 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
                    # container's memory limit is enforced by the kernel.
                    "--no-nanny",
                    "--nthreads", str(dask.threads_per_worker), "--memory-limit",
-                   dask.memory_limit.strip(), "--local-directory", "/tmp", "--no-dashboard",
+                   dask.memory_limit.strip(), "--local-directory", DASK_SPILL_DIR,
+                   "--worker-port", str(DASK_WORKER_PORT), "--no-dashboard",
                    "--name", job_name(k8s.release, run_id, f"{DASK_WORKER}-{i}")],
                   k8s.dask.worker_resources, namespace, owner, env)
         for i in range(dask.n_workers))

@@ -180,7 +180,10 @@ def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
-        assert container["resources"] == SMALL
+        # Workers also ask for the disk of their spill volume (dask.worker.spill.size).
+        disk = {} if "scheduler" in name else {"ephemeral-storage": "10Gi"}
+        assert container["resources"] == {**SMALL,
+                                          "requests": {**SMALL["requests"], **disk}}
         assert container["command"] == ["dask"]
         assert pod["metadata"]["ownerReferences"] == [{
             "apiVersion": "batch/v1", "kind": "Job", "name": run_id,
@@ -330,7 +333,8 @@ def test_cluster_manifests_are_strictly_valid_and_hardened() -> None:
     worker = cluster.workers[0]["spec"]["containers"][0]
     assert worker["args"][:2] == ["worker", cluster.address]
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == "900MiB"
-    assert worker["args"][worker["args"].index("--local-directory") + 1] == "/tmp"
+    # Spill to the spill volume (dask.worker.spill), not to the 1Gi /tmp.
+    assert worker["args"][worker["args"].index("--local-directory") + 1] == "/dask-spill"
     assert {"name": "MLOPS_STORAGE_URI", "value": "/data"} in worker["env"]
     # Every pod has a bound on its life (a controller killed and never resumed).
     steps = config.kubernetes.steps

@@ -79,6 +79,22 @@ backoff_limit: {{ int .backoffLimit }}
 {{- end -}}
 
 {{/*
+mlops.daskPlacement: the placement of the scheduler or worker pods (dask.scheduler /
+dask.worker values, camelCase) as the config.yaml keys (snake_case).
+*/}}
+{{- define "mlops.daskPlacement" -}}
+node_selector:
+  {{- toYaml (default dict .nodeSelector) | nindent 2 }}
+tolerations:
+  {{- toYaml (default list .tolerations) | nindent 2 }}
+affinity:
+  {{- toYaml (default dict .affinity) | nindent 2 }}
+topology_spread_constraints:
+  {{- toYaml (default list .topologySpreadConstraints) | nindent 2 }}
+priority_class_name: {{ default "" .priorityClassName | quote }}
+{{- end -}}
+
+{{/*
 mlops.kubernetesConfig: the `kubernetes` section of config.yaml, which the controller
 reads to create the step Jobs: the step pod (pod_template, from mlops.stepPodSpec), the
 per-step settings and the Job names and labels.
@@ -103,6 +119,14 @@ dask:
   worker_resources:
     {{- toYaml .Values.dask.worker.resources | nindent 4 }}
   start_timeout_seconds: {{ int .Values.dask.startTimeoutSeconds }}
+  scheduler:
+    {{- include "mlops.daskPlacement" .Values.dask.scheduler | nindent 4 }}
+  worker:
+    {{- include "mlops.daskPlacement" .Values.dask.worker | nindent 4 }}
+  worker_spill:
+    volume: {{ .Values.dask.worker.spill.volume | quote }}
+    size: {{ .Values.dask.worker.spill.size | quote }}
+    storage_class: {{ .Values.dask.worker.spill.storageClass | quote }}
 steps:
   ingest:
     {{- include "mlops.stepConfig" .Values.steps.ingest | nindent 4 }}

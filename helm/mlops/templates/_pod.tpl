@@ -188,6 +188,10 @@ one-node claim; everything else comes from here.
 # Steps only touch the store: no API token, so they cannot use the controller's Role.
 automountServiceAccountToken: false
 terminationGracePeriodSeconds: {{ int .Values.stepJobs.terminationGracePeriodSeconds }}
+{{- with .Values.priorityClassName }}
+# The run's priority (also the controller's and, unless dask.*.priorityClassName, the Dask pods').
+priorityClassName: {{ . | quote }}
+{{- end }}
 containers:
   - name: step
     {{- include "mlops.containerCommon" . | nindent 4 }}
