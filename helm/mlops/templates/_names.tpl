@@ -112,3 +112,19 @@ mlops.serviceAccountName: the ServiceAccount of every pod (created or existing).
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+mlops.runPorts: the fixed ports the pods of a run talk to each other on (NetworkPolicy):
+the Dask scheduler, a worker, a worker's nanny (mlops.config DASK_*_PORT) and LightGBM's
+listen port (LIGHTGBM_PORT).
+*/}}
+{{- define "mlops.runPorts" -}}
+- port: 8786
+  protocol: TCP
+- port: 8788
+  protocol: TCP
+- port: 8789
+  protocol: TCP
+- port: 12400
+  protocol: TCP
+{{- end -}}
