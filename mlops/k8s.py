@@ -61,6 +61,10 @@ ENV_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
 COMMAND = "mlops"
+#: The image's init (tini, see the Dockerfile), in front of every command a pod runs: it
+#: reaps the zombies of worker processes and passes SIGTERM on to mlops or dask, which
+#: handle it (exit 143) instead of waiting, as PID 1 without a handler, for SIGKILL.
+INIT = ("tini", "--")
 STEP_CONTAINER = "step"
 LABEL_RUN_ID = "mlops/run-id"
 LABEL_STEP = "mlops/step"
@@ -251,7 +255,7 @@ def default_pod_template(k8s: KubernetesConfig) -> dict[str, Any]:
         "name": STEP_CONTAINER,
         "image": k8s.image,
         "imagePullPolicy": k8s.image_pull_policy,
-        "command": [COMMAND],
+        "command": [*INIT, COMMAND],
         "args": ["--config", f"{k8s.config_mount_path.rstrip('/')}/config.yaml"],
         "env": [{"name": k, "value": str(v)} for k, v in k8s.env.items()],
         "volumeMounts": mounts,
@@ -451,7 +455,7 @@ def _dask_pod(k8s: KubernetesConfig, run_id: str, component: str, name: str, arg
     declared = {e.get("name") for e in env}
     env += [{"name": k, "value": v} for k, v in extra_env.items() if k not in declared]
     env.append({"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-    container.update(name=component.removeprefix("dask-"), command=["dask"], args=args,
+    container.update(name=component.removeprefix("dask-"), command=[*INIT, "dask"], args=args,
                      env=env, resources=copy.deepcopy(dict(resources)))
     if component == DASK_SCHEDULER:
         container["ports"] = [{"name": DASK_PORT_NAME, "containerPort": DASK_PORT,

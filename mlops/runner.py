@@ -192,8 +192,10 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
         raise
 
 
-def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
-    """Add a failed run to the metrics history: the failing step and its one-line error.
+def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str,
+                   **extra: Any) -> None:
+    """Add a failed run to the metrics history: the failing step and its one-line error
+    (``extra``: further fields, e.g. ``terminated=True`` for a step stopped by SIGTERM).
 
     Only failures after ingest registered the data are recorded (a bad source or config
     leaves the store untouched). Never raises: the real failure must not be hidden.
@@ -204,7 +206,7 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     try:
         ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
             "run_id": run_id, "status": "failed", "step": step, "error": message,
-            "retrained": False, "reasons": [], "alerts": []})
+            "retrained": False, "reasons": [], "alerts": [], **extra})
     except (MLOpsError, OSError) as err:
         log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
 

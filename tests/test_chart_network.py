@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import kubernetes_validate
 import pytest
 import yaml
@@ -25,7 +26,7 @@ from mlops.config import (
     load_config,
 )
 from mlops.k8s import Owner, build_dask_cluster, build_job
-from tests.chart_render import by_kind, merge_values, render_chart
+from tests.chart_render import CHART_DIR, by_kind, merge_values, render_chart
 
 EPHEMERAL = {"persistence": {"enabled": False}, "dask": {"cluster": "ephemeral"},
              "config": {"storage": {"uri": "s3://bucket/store"},
@@ -182,3 +183,15 @@ def test_lightgbm_listens_on_the_fixed_port_on_the_runs_cluster(workers: int,
         # A port or the machines in training.params win.
         assert _lightgbm_network(client, run, {"local_listen_port": 13000}) == {}
         assert _lightgbm_network(client, run, {"machines": "a:1,b:1"}) == {}
+
+
+def test_lint_with_every_new_option_on() -> None:
+    values = merge_values(EPHEMERAL, ON, {
+        "priorityClassName": "nightly",
+        "dask": {"worker": {"topologySpreadConstraints": [{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway"}], "spill": {"volume": "ephemeral"}}}})
+    report = helm_python.lint(CHART_DIR, values, strict=True, namespace="ns",
+                              kube_version="v1.30.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []

@@ -184,7 +184,7 @@ def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
         disk = {} if "scheduler" in name else {"ephemeral-storage": "10Gi"}
         assert container["resources"] == {**SMALL,
                                           "requests": {**SMALL["requests"], **disk}}
-        assert container["command"] == ["dask"]
+        assert container["command"] == ["tini", "--", "dask"]
         assert pod["metadata"]["ownerReferences"] == [{
             "apiVersion": "batch/v1", "kind": "Job", "name": run_id,
             "uid": ctl["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True}]
@@ -286,7 +286,7 @@ def test_an_ended_pod_of_the_run_is_replaced_not_adopted(
         cluster.start()
         now = api.get_object("pods", NS, old["metadata"]["name"])
         assert now["metadata"]["uid"] != old["metadata"]["uid"]
-        assert now["spec"]["containers"][0]["command"] == ["dask"]
+        assert now["spec"]["containers"][0]["command"] == ["tini", "--", "dask"]
         cluster.stop()
     assert _dask_pods(api) == [] and api.services(NS) == []
 

@@ -195,7 +195,8 @@ priorityClassName: {{ . | quote }}
 containers:
   - name: step
     {{- include "mlops.containerCommon" . | nindent 4 }}
-    command: ["mlops"]
+    # tini (the image's init, as in its ENTRYPOINT) passes SIGTERM on and reaps zombies.
+    command: ["tini", "--", "mlops"]
     args: ["--config", {{ include "mlops.configFile" . | quote }}]
     {{- with (include "mlops.extraEnv" . | trim) }}
     env:
