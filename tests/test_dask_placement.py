@@ -14,7 +14,7 @@ import yaml
 
 from mlops.config import DASK_WORKER_PORT, Config
 from mlops.k8s import DASK_SPILL_DIR, Owner, build_dask_cluster, build_job
-from tests.chart_render import by_kind, merge_values, render_chart, render_raw
+from tests.chart_render import by_kind, merge_values, render_chart, render_raw, values_file
 
 KUBE_VERSION = "1.30.0"
 BUCKET = {"persistence": {"enabled": False},
@@ -130,3 +130,21 @@ def test_workers_listen_on_a_fixed_port() -> None:
 def test_bad_placement_values_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(helm_python.HelmValuesError):
         render_raw(merge_values(EPHEMERAL, bad))
+
+
+def test_prod_workers_go_to_the_train_pool() -> None:
+    """values-prod.yaml pins train to its pool; with an ephemeral cluster the workers
+    (where LightGBM trains) follow it instead of landing anywhere."""
+    prod = values_file("values-prod.yaml")
+    _, cluster = _cluster(merge_values(prod, {"dask": {"cluster": "ephemeral"},
+                                              "config": {"data": {"engine": "dask"}}}))
+    train = prod["steps"]["train"]
+    for worker in cluster.workers:
+        spec = worker["spec"]
+        assert spec["nodeSelector"] == train["nodeSelector"]
+        assert spec["tolerations"] == train["tolerations"]
+        assert spec["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+        _, volume = _spill(worker)
+        assert volume["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"] == {
+            "requests": {"storage": "50Gi"}}
+    assert "nodeSelector" not in cluster.scheduler["spec"]
