@@ -148,3 +148,17 @@ def test_prod_workers_go_to_the_train_pool() -> None:
         assert volume["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"] == {
             "requests": {"storage": "50Gi"}}
     assert "nodeSelector" not in cluster.scheduler["spec"]
+
+
+def test_the_tmp_size_of_every_pod_comes_from_the_values() -> None:
+    """A step's local Dask cluster spills to /tmp: its size is a value, not a fixed 1Gi."""
+    rendered = render_chart(merge_values(BUCKET, {"tmpSizeLimit": "8Gi"}))
+    (cm,) = by_kind(rendered, "ConfigMap")
+    step = yaml.safe_load(cm["data"]["config.yaml"])["kubernetes"]["pod_template"]
+    (cronjob,) = by_kind(rendered, "CronJob")
+    controller = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    for spec in (step, controller):
+        (tmp,) = [v for v in spec["volumes"] if v["name"] == "tmp"]
+        assert tmp["emptyDir"] == {"sizeLimit": "8Gi"}
+    with pytest.raises(helm_python.HelmValuesError):
+        render_raw(merge_values(BUCKET, {"tmpSizeLimit": "big"}))

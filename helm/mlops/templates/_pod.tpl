@@ -100,7 +100,7 @@ mlops.volumes: the volumes behind mlops.volumeMounts.
     name: {{ include "mlops.configMapName" . }}
 - name: tmp
   emptyDir:
-    sizeLimit: 1Gi
+    sizeLimit: {{ .Values.tmpSizeLimit | quote }}
 {{- if and .Values.credentials.existingSecret .Values.credentials.mount }}
 - name: credentials
   secret:
