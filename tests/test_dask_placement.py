@@ -162,3 +162,8 @@ def test_the_tmp_size_of_every_pod_comes_from_the_values() -> None:
         assert tmp["emptyDir"] == {"sizeLimit": "8Gi"}
     with pytest.raises(helm_python.HelmValuesError):
         render_raw(merge_values(BUCKET, {"tmpSizeLimit": "big"}))
+
+
+def test_a_mount_on_the_spill_directory_is_refused() -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=r"persistence\.mountPath"):
+        render_raw({"persistence": {"mountPath": DASK_SPILL_DIR}})
