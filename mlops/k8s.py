@@ -536,7 +536,9 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
 
     The pods are the step pod (``kubernetes.pod_template``: same image, identity, security
     context, volumes, env) running ``dask scheduler`` / ``dask worker`` instead of
-    ``mlops``, with ``kubernetes.dask`` resources, ``restartPolicy: Always`` and an
+    ``mlops``, with ``kubernetes.dask`` resources and placement (:func:`place_dask_pod`),
+    the workers' fixed port and spill volume (:data:`DASK_SPILL_DIR`, sized by
+    ``kubernetes.dask.worker_spill``), ``restartPolicy: Always`` and an
     ``activeDeadlineSeconds`` bound; every object is owned by the controller's Job and
     labelled with the run id. The Service is headless (``clusterIP: None``): its DNS name
     answers with the scheduler pod's IP once the pod is Ready (its TCP readiness probe), so
