@@ -35,9 +35,12 @@ kind-up: ## Create the kind cluster from k8s/kind-config.yaml (if absent)
 
 # No --wait: the claim binds only for its first pod on kind (WaitForFirstConsumer) and
 # the chart starts no pod at install (helm/helm#10733); see scripts/kind-e2e.sh.
-kind-deploy: image kind-up ## Load the image into kind and helm upgrade --install with values-dev.yaml
+kind-deploy: image kind-up ## Load the image into kind (docker save + kind load image-archive) and helm upgrade --install with values-dev.yaml
 	$(call require,kind helm kubectl)
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	@# docker save + image-archive: `kind load docker-image` fails with Docker 29's
+	@# containerd image store (kind#3795).
+	docker save -o .kind-image.tar $(IMAGE)
+	kind load image-archive .kind-image.tar --name $(KIND_CLUSTER); rc=$$?; rm -f .kind-image.tar; exit $$rc
 	helm upgrade --install $(HELM_RELEASE) $(CHART_DIR) --kube-context kind-$(KIND_CLUSTER) \
 		-n $(K8S_NS) --create-namespace -f $(DEV_VALUES) \
 		--set image.repository=$(IMAGE_NAME) --set image.tag=$(IMAGE_TAG) --timeout 5m

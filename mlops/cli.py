@@ -150,14 +150,39 @@ def notification_line(n: dict[str, Any]) -> str:
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    """Run one step."""
+    """Run one step. SIGTERM (a deadline, eviction or delete) stops it at once: the run's
+    history records the step as failed (``terminated``) and the exit code is 143."""
+    from mlops.controller import EXIT_TERMINATED, Terminated, sigterm_raises
     from mlops.runner import run_step
 
     cfg = _config(args)
     with log_context(run_id=args.run_id, step=args.command):  # JSON logs of a step Job
-        result = run_step(args.command, cfg, args.run_id)
+        try:
+            with sigterm_raises():
+                result = run_step(args.command, cfg, args.run_id)
+        except Terminated:
+            _record_terminated_step(cfg, args.run_id, args.command)
+            print(f"mlops: error: step {args.command} of run {args.run_id} terminated by "
+                  "SIGTERM; recorded in the run history (mlops history); its result was not "
+                  "written, so running the step again with the same --run-id redoes it",
+                  file=sys.stderr)
+            return EXIT_TERMINATED
     print_mapping(result.to_dict(), args.json)
     return EXIT_OK
+
+
+def _record_terminated_step(cfg: Config, run_id: str, step: str) -> None:
+    from mlops.controller import EXIT_TERMINATED
+    from mlops.runner import record_failure
+    from mlops.workspace import Workspace
+
+    try:
+        ws = Workspace.open(cfg)
+    except (MLOpsError, OSError) as err:  # never hide the termination behind this
+        log.warning("cannot record the termination of step %s: %s", step, err)
+        return
+    record_failure(ws, run_id, step, f"terminated by SIGTERM (exit {EXIT_TERMINATED})",
+                   terminated=True, exit_code=EXIT_TERMINATED)
 
 
 def cmd_controller(args: argparse.Namespace) -> int:

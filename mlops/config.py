@@ -252,6 +252,35 @@ class StepsConfig:
 
 
 @dataclass(frozen=True)
+class DaskPlacementConfig:
+    """Where the scheduler or the worker pods of a ``dask.cluster: ephemeral`` run go."""
+
+    node_selector: dict[str, str] = _opt({}, "nodeSelector of the pods.")
+    tolerations: list[dict[str, Any]] = _opt([], "Tolerations of the pods.")
+    affinity: dict[str, Any] = _opt({}, "Affinity of the pods (Kubernetes camelCase).")
+    topology_spread_constraints: list[dict[str, Any]] = _opt(
+        [], "topologySpreadConstraints of the pods; one without labelSelector spreads the "
+        "run's own pods of this kind.")
+    priority_class_name: str = _opt("", "priorityClassName of the pods; empty: the run's "
+                                    "(kubernetes.pod_template's).")
+
+
+SpillVolume = Literal["emptyDir", "ephemeral"]
+
+
+@dataclass(frozen=True)
+class DaskSpillConfig:
+    """The volume each ephemeral worker spills to (its ``--local-directory``)."""
+
+    volume: SpillVolume = _opt("emptyDir", "emptyDir (the node's disk, with an "
+                               "ephemeral-storage request of the size) or ephemeral (a "
+                               "generic ephemeral volume: a claim of the size per worker pod).")
+    size: str = _opt("10Gi", "Size of the spill volume (a Kubernetes quantity).")
+    storage_class: str = _opt("", "volume ephemeral: StorageClass of the claim; empty: the "
+                              "cluster's default.")
+
+
+@dataclass(frozen=True)
 class DaskPodsConfig:
     """The pods of a ``dask.cluster: ephemeral`` run (rendered by the Helm chart)."""
 
@@ -277,6 +306,10 @@ class DaskPodsConfig:
         600, "A task that waits this long with no worker in the cluster fails (the "
         "scheduler's distributed.scheduler.no-workers-timeout), so a step whose workers are "
         "all lost fails with exit 1 instead of waiting for its deadline.", _positive, "> 0")
+    scheduler: DaskPlacementConfig = _opt(DaskPlacementConfig(), "Placement of the "
+                                          "scheduler pod.")
+    worker: DaskPlacementConfig = _opt(DaskPlacementConfig(), "Placement of the worker pods.")
+    worker_spill: DaskSpillConfig = _opt(DaskSpillConfig(), "The workers' spill volume.")
 
 
 @dataclass(frozen=True)
@@ -450,6 +483,16 @@ class RetentionConfig:
 
 def _memory_limit(v: str) -> bool:
     return bool(re.fullmatch(r"auto|0|\d+(\.\d+)?\s*([KMGT]i?B|B)?", v.strip(), re.I))
+
+
+#: Fixed ports of an ephemeral cluster's pods, so a NetworkPolicy can name them (the
+#: chart's templates/networkpolicy.yaml lists the same; tests/test_chart_network.py checks):
+#: the scheduler (Dask's default), each worker, a worker's nanny, and the port each
+#: LightGBM worker listens on while training (LightGBM's default ``local_listen_port``).
+DASK_SCHEDULER_PORT = 8786
+DASK_WORKER_PORT = 8788
+DASK_NANNY_PORT = 8789
+LIGHTGBM_PORT = 12400
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import ENV_DASK_ADDRESS, ENV_MEMORY_LIMIT, RUN_CLUSTERS, Config, DaskConfig
+from mlops.config import (
+    ENV_DASK_ADDRESS,
+    ENV_MEMORY_LIMIT,
+    LIGHTGBM_PORT,
+    RUN_CLUSTERS,
+    Config,
+    DaskConfig,
+)
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
 from mlops.errors import (
     BadInputError,
@@ -450,6 +457,26 @@ def _within_memory(client: Any, config: Config, train: Any, features: list[str],
                     "available_bytes": int(available)}
 
 
+def _lightgbm_network(client: Any, config: Config, params: Mapping[str, Any]
+                      ) -> dict[str, Any]:
+    """LightGBM's fixed listen port (:data:`LIGHTGBM_PORT`) on the run's ephemeral cluster,
+    so a NetworkPolicy can allow it. Elsewhere, when two workers share a host (one port
+    cannot serve both) or when training.params names a port or the machines, LightGBM
+    picks its ports itself, as before."""
+    from urllib.parse import urlparse
+
+    from lightgbm.basic import _ConfigAliases
+
+    if config.dask.cluster != "ephemeral" or not config.dask.address:
+        return {}
+    if any(alias in params for alias in _ConfigAliases.get("local_listen_port", "machines")):
+        return {}
+    workers = list(client.scheduler_info().get("workers", {}))
+    if len({urlparse(w).hostname for w in workers}) < len(workers):
+        return {}
+    return {"local_listen_port": LIGHTGBM_PORT}
+
+
 def _fit(client: Any, config: Config, train: Any, features: list[str], target: str,
          train_rows: int, task: str = TASK, kinds: Mapping[str, str] | None = None,
          categories: Mapping[str, list[str]] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -468,6 +495,7 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
         meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in kinds})
         x = train[features].map_partitions(_transform, prep, meta=meta)
         params = {"random_state": t.random_state, "verbose": -1, **t.params}
+        params.update(_lightgbm_network(client, config, params))
         cls = DaskLGBMRegressor if task == REGRESSION else DaskLGBMClassifier
         fit_args: dict[str, Any] = {}
         if prep.categorical_features():

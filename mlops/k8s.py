@@ -32,7 +32,16 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from mlops.config import ENV_MEMORY_LIMIT, DaskConfig, KubernetesConfig, StepPodConfig
+from mlops.config import (
+    DASK_SCHEDULER_PORT,
+    DASK_WORKER_PORT,
+    ENV_MEMORY_LIMIT,
+    DaskConfig,
+    DaskPlacementConfig,
+    DaskSpillConfig,
+    KubernetesConfig,
+    StepPodConfig,
+)
 from mlops.errors import (
     KubernetesBadRequestError,
     KubernetesError,
@@ -53,6 +62,10 @@ ENV_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"
 DEFAULT_KUBECONFIG = "~/.kube/config"
 
 COMMAND = "mlops"
+#: The image's init (tini, see the Dockerfile), in front of every command a pod runs: it
+#: reaps the zombies of worker processes and passes SIGTERM on to mlops or dask, which
+#: handle it (exit 143) instead of waiting, as PID 1 without a handler, for SIGKILL.
+INIT = ("tini", "--")
 STEP_CONTAINER = "step"
 LABEL_RUN_ID = "mlops/run-id"
 LABEL_STEP = "mlops/step"
@@ -243,7 +256,7 @@ def default_pod_template(k8s: KubernetesConfig) -> dict[str, Any]:
         "name": STEP_CONTAINER,
         "image": k8s.image,
         "imagePullPolicy": k8s.image_pull_policy,
-        "command": [COMMAND],
+        "command": [*INIT, COMMAND],
         "args": ["--config", f"{k8s.config_mount_path.rstrip('/')}/config.yaml"],
         "env": [{"name": k, "value": str(v)} for k, v in k8s.env.items()],
         "volumeMounts": mounts,
@@ -376,9 +389,14 @@ def _owned_metadata(name: str, namespace: str, labels: Mapping[str, str], run_id
 
 
 # --- the Dask cluster of a run (dask.cluster: ephemeral or operator) ------------------------
-#: The scheduler's port (Dask's default) and the name of that container port.
-DASK_PORT = 8786
+#: The scheduler's port (Dask's default) and the name of that container port; a worker's
+#: fixed port (a NetworkPolicy names them, see mlops.config).
+DASK_PORT = DASK_SCHEDULER_PORT
 DASK_PORT_NAME = "tcp-comm"
+WORKER_PORT_NAME = "tcp-worker"
+#: Where a worker spills (its --local-directory): the spill volume (kubernetes.dask.worker_spill).
+DASK_SPILL_DIR = "/dask-spill"
+DASK_SPILL_VOLUME = "dask-spill"
 DASK_SCHEDULER = "dask-scheduler"
 DASK_WORKER = "dask-worker"
 #: The pod's IP and name (downward API): the scheduler and the workers listen on the IP,
@@ -434,7 +452,7 @@ def _service_name(release: str, run_id: str) -> str:
     return name if name[0].isalpha() else job_name(f"d{release}", run_id, DASK_SCHEDULER)
 
 
-def _dask_pod_spec(k8s: KubernetesConfig, component: str, args: list[str],
+def _dask_pod_spec(k8s: KubernetesConfig, run_id: str, component: str, args: list[str],
                    resources: Mapping[str, Any], extra_env: Mapping[str, str],
                    owner: Owner | None) -> dict[str, Any]:
     """The step pod (``kubernetes.pod_template``) running ``dask <component>``."""
@@ -460,7 +478,7 @@ def _dask_pod_spec(k8s: KubernetesConfig, component: str, args: list[str],
         # waiting for the step's deadline when every worker is lost.
         env.append({"name": ENV_NO_WORKERS_TIMEOUT,
                     "value": f"{k8s.dask.no_workers_timeout_seconds}s"})
-    container.update(name=name, command=["dask"], args=args, env=env,
+    container.update(name=name, command=[*INIT, "dask"], args=args, env=env,
                      resources=copy.deepcopy(dict(resources)))
     if component == DASK_SCHEDULER:
         container["ports"] = [{"name": DASK_PORT_NAME, "containerPort": DASK_PORT,
@@ -472,6 +490,14 @@ def _dask_pod_spec(k8s: KubernetesConfig, component: str, args: list[str],
     # evicted, preempted or lost is replaced; drain and the autoscaler may move it.
     spec["restartPolicy"] = "Always"
     spec.pop("activeDeadlineSeconds", None)
+    labels = dask_labels(k8s, run_id, component)
+    if component == DASK_WORKER:
+        container["ports"] = [{"name": WORKER_PORT_NAME, "containerPort": DASK_WORKER_PORT,
+                               "protocol": "TCP"}]
+        _add_spill_volume(spec, container, k8s.dask.worker_spill, labels)
+    place_dask_pod(spec, k8s.dask.scheduler if component == DASK_SCHEDULER else k8s.dask.worker,
+                   {k: labels[k] for k in ("app.kubernetes.io/instance",
+                                           "app.kubernetes.io/component", LABEL_RUN_ID)})
     _pin_to_controller(spec, k8s, owner)
     return spec
 
@@ -512,10 +538,55 @@ def worker_args(k8s: KubernetesConfig, dask: DaskConfig, address: str | None) ->
             # container's memory limit is enforced by the kernel.
             "--no-nanny",
             "--nthreads", str(dask.threads_per_worker), "--memory-limit",
-            worker_memory_arg(dask), "--local-directory", "/tmp", "--no-dashboard",
+            worker_memory_arg(dask), "--local-directory", DASK_SPILL_DIR,
+            "--worker-port", str(DASK_WORKER_PORT), "--no-dashboard",
             # A worker whose scheduler is gone that long exits (no orphaned workers).
             "--death-timeout", str(k8s.dask.death_timeout_seconds),
             "--name", f"$({ENV_POD_NAME})"]
+
+
+def place_dask_pod(spec: dict[str, Any], placement: DaskPlacementConfig,
+                   own_labels: Mapping[str, str]) -> None:
+    """Put ``kubernetes.dask.scheduler`` / ``.worker`` placement into a Dask pod spec:
+    nodeSelector and tolerations (added to the template's), affinity,
+    topologySpreadConstraints (one without labelSelector gets ``own_labels``: it spreads
+    the run's own pods of this kind) and priorityClassName (else the template's, the
+    run's). Works on the pod spec alone, so it holds wherever the pod is wrapped."""
+    if placement.node_selector:
+        spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **placement.node_selector}
+    if placement.tolerations:
+        spec["tolerations"] = [*(spec.get("tolerations") or []),
+                               *copy.deepcopy(placement.tolerations)]
+    if placement.affinity:
+        spec["affinity"] = copy.deepcopy(placement.affinity)
+    if placement.topology_spread_constraints:
+        spec["topologySpreadConstraints"] = [
+            {**c, "labelSelector": c.get("labelSelector") or {"matchLabels": dict(own_labels)}}
+            for c in copy.deepcopy(placement.topology_spread_constraints)]
+    if placement.priority_class_name:
+        spec["priorityClassName"] = placement.priority_class_name
+
+
+def _add_spill_volume(spec: dict[str, Any], container: dict[str, Any],
+                      spill: DaskSpillConfig, labels: Mapping[str, str]) -> None:
+    """The worker's spill volume at :data:`DASK_SPILL_DIR`: an emptyDir limited to the
+    size, with an ephemeral-storage request of it (so the pod lands on a node with that
+    much disk and is not evicted for using it), or a generic ephemeral volume (a claim of
+    the size, created and deleted with the pod)."""
+    if spill.volume == "ephemeral":
+        claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                 "resources": {"requests": {"storage": spill.size}}}
+        if spill.storage_class:
+            claim["storageClassName"] = spill.storage_class
+        volume: dict[str, Any] = {"name": DASK_SPILL_VOLUME, "ephemeral": {
+            "volumeClaimTemplate": {"metadata": {"labels": dict(labels)}, "spec": claim}}}
+    else:
+        volume = {"name": DASK_SPILL_VOLUME, "emptyDir": {"sizeLimit": spill.size}}
+        requests = container.setdefault("resources", {}).setdefault("requests", {})
+        requests.setdefault("ephemeral-storage", spill.size)
+    spec["volumes"] = [*(spec.get("volumes") or []), volume]
+    container["volumeMounts"] = [*(container.get("volumeMounts") or []),
+                                 {"name": DASK_SPILL_VOLUME, "mountPath": DASK_SPILL_DIR}]
 
 
 def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
@@ -526,12 +597,14 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
 
     The pods are the step pod (``kubernetes.pod_template``: same image, identity, security
     context, volumes, env) running ``dask scheduler`` / ``dask worker`` instead of
-    ``mlops``, with ``kubernetes.dask`` resources and ``restartPolicy: Always``, under a
-    ReplicaSet that replaces a pod that is evicted, preempted or lost (and lets ``kubectl
-    drain`` and the Cluster Autoscaler move it). Every object is owned by the controller's
-    Job and labelled with the run id. The Service is headless (``clusterIP: None``): its
-    DNS name answers with the scheduler pod's IP once the pod is Ready (its TCP readiness
-    probe), so no proxy sits between the steps and the scheduler.
+    ``mlops``, with ``kubernetes.dask`` resources and placement (:func:`place_dask_pod`),
+    the workers' fixed port and spill volume (:data:`DASK_SPILL_DIR`, sized by
+    ``kubernetes.dask.worker_spill``) and ``restartPolicy: Always``, under a ReplicaSet
+    that replaces a pod that is evicted, preempted or lost (and lets ``kubectl drain`` and
+    the Cluster Autoscaler move it). Every object is owned by the controller's Job and
+    labelled with the run id. The Service is headless (``clusterIP: None``): its DNS name
+    answers with the scheduler pod's IP once the pod is Ready (its TCP readiness probe), so
+    no proxy sits between the steps and the scheduler.
 
     Raises:
         KubernetesBadRequestError: See :func:`build_job`.
@@ -542,13 +615,13 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
     labels = dask_labels(k8s, run_id, DASK_SCHEDULER)
     scheduler = _replica_set(
         job_name(k8s.release, run_id, DASK_SCHEDULER), 1, labels,
-        _dask_pod_spec(k8s, DASK_SCHEDULER, scheduler_args(k8s),
+        _dask_pod_spec(k8s, run_id, DASK_SCHEDULER, scheduler_args(k8s),
                        k8s.dask.scheduler_resources, env, owner),
         namespace, run_id, owner)
     workers = _replica_set(
         job_name(k8s.release, run_id, DASK_WORKER), dask.n_workers,
         dask_labels(k8s, run_id, DASK_WORKER),
-        _dask_pod_spec(k8s, DASK_WORKER, worker_args(k8s, dask, address),
+        _dask_pod_spec(k8s, run_id, DASK_WORKER, worker_args(k8s, dask, address),
                        k8s.dask.worker_resources, env, owner),
         namespace, run_id, owner)
     svc: Job = {
@@ -593,7 +666,7 @@ def build_operator_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str,
         "spec": {
             "idleTimeout": k8s.dask.idle_timeout_seconds,
             "scheduler": {
-                "spec": _dask_pod_spec(k8s, DASK_SCHEDULER, scheduler_args(k8s),
+                "spec": _dask_pod_spec(k8s, run_id, DASK_SCHEDULER, scheduler_args(k8s),
                                        k8s.dask.scheduler_resources, env, owner),
                 "service": {"type": "ClusterIP", "clusterIP": "None",
                             "selector": {"dask.org/cluster-name": name,
@@ -603,7 +676,7 @@ def build_operator_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str,
             },
             "worker": {
                 "replicas": dask.n_workers,
-                "spec": _dask_pod_spec(k8s, DASK_WORKER, worker_args(k8s, dask, None),
+                "spec": _dask_pod_spec(k8s, run_id, DASK_WORKER, worker_args(k8s, dask, None),
                                        k8s.dask.worker_resources, env, owner),
             },
         },

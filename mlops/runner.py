@@ -266,8 +266,10 @@ def record_outcome(ws: Workspace, run_id: str, record: str, status: str, *,
         log.warning("cannot record that run %s %s: %s", run_id, status, err)
 
 
-def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str) -> None:
-    """Add a failed run to the metrics history: the failing step and its one-line error.
+def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException | str,
+                   **extra: Any) -> None:
+    """Add a failed run to the metrics history: the failing step and its one-line error
+    (``extra``: further fields, e.g. ``terminated=True`` for a step stopped by SIGTERM).
 
     Only failures after ingest registered the data are recorded (a bad source or config
     leaves the store untouched). Never raises: the real failure must not be hidden.
@@ -279,7 +281,7 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
         ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
             "run_id": run_id, "status": "failed", "step": step, "error": message,
             "task": ingested.get("task"),
-            "retrained": False, "reasons": [], "alerts": []})
+            "retrained": False, "reasons": [], "alerts": [], **extra})
     except (MLOpsError, OSError) as err:
         log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
 

@@ -16,6 +16,7 @@ SDK). Values are validated against ``values.schema.json`` exactly as by
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,16 +51,39 @@ def _merge_into(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
             dst[key] = copy.deepcopy(value)
 
 
+#: The API a cluster with the Prometheus Operator serves (``helm template --api-versions``).
+PROMETHEUS_OPERATOR_API = "monitoring.coreos.com/v1/PrometheusRule"
+
+
 def render_raw(values: Mapping[str, Any] | None = None, *, name: str = "demo",
-               namespace: str = "ns", chart_dir: Path = CHART_DIR) -> dict[str, str]:
+               namespace: str = "ns", chart_dir: Path = CHART_DIR,
+               api_versions: Iterable[str] = ()) -> dict[str, str]:
     """The rendered templates as ``{template path: text}`` (NOTES.txt included).
+
+    Args:
+        api_versions: Extra APIs the cluster serves, as ``helm template --api-versions``
+            (``.Capabilities.APIVersions``), e.g. :data:`PROMETHEUS_OPERATOR_API`.
 
     Raises:
         helm_python.HelmValuesError: The values break values.schema.json.
         helm_python.HelmRenderError: A template failed (e.g. ``fail`` on image.tag latest).
     """
+    extra = list(api_versions)
     with helm_python.Chart.load(chart_dir) as chart:
-        return chart.render(dict(values) if values else None, name=name, namespace=namespace)
+        if not extra:
+            return chart.render(dict(values) if values else None, name=name,
+                                namespace=namespace)
+        # helm_python's Chart.render does not expose --api-versions, but its native
+        # helm_render takes them in the same options object (api_versions), so the call
+        # is made directly with the same arguments Chart.render passes.
+        from helm_python import _native
+
+        opts = {"name": name, "namespace": namespace, "api_versions": extra}
+        raw = _native.call_string("helm_render", chart._raw(),
+                                  json.dumps(dict(values)) if values else None,
+                                  json.dumps(opts))
+        manifests: dict[str, str] = json.loads(raw)
+        return manifests
 
 
 def parse_manifests(rendered: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -75,8 +99,8 @@ def parse_manifests(rendered: Mapping[str, str]) -> dict[str, list[dict[str, Any
 
 
 def render_chart(values: Mapping[str, Any] | None = None, *, name: str = "demo",
-                 namespace: str = "ns",
-                 values_files: Iterable[str] = ()) -> dict[str, list[dict[str, Any]]]:
+                 namespace: str = "ns", values_files: Iterable[str] = (),
+                 api_versions: Iterable[str] = ()) -> dict[str, list[dict[str, Any]]]:
     """Render the chart and return ``{template path: [parsed YAML docs]}``.
 
     Args:
@@ -84,10 +108,12 @@ def render_chart(values: Mapping[str, Any] | None = None, *, name: str = "demo",
         name: The release name.
         namespace: The release namespace.
         values_files: Names of values files in ``helm/mlops`` applied first, in order.
+        api_versions: Extra APIs the cluster serves (see :func:`render_raw`).
     """
     layers = [values_file(f) for f in values_files]
     merged = merge_values(*layers, values)
-    return parse_manifests(render_raw(merged, name=name, namespace=namespace))
+    return parse_manifests(render_raw(merged, name=name, namespace=namespace,
+                                      api_versions=api_versions))
 
 
 def all_docs(rendered: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -568,14 +568,16 @@ def test_dockerfile_is_hardened() -> None:
     assert text.count("FROM ${PYTHON_IMAGE}") == 2  # builder + final
     final = text.split("FROM ${PYTHON_IMAGE}")[-1]
     assert "USER 10001:10001" in final
-    assert 'ENTRYPOINT ["mlops"]' in final
+    # An init as PID 1 (Debian's tini): SIGTERM reaches mlops, zombies are reaped.
+    assert 'ENTRYPOINT ["tini", "--", "mlops"]' in final
     for env in ("HOME=/tmp", "TMPDIR=/tmp", "PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp"):
         assert env in final
     assert not re.search(r"gcc|g\+\+|build-essential|-dev\b", final)  # no build tools
-    # The one system package the final stage may add is a runtime library LightGBM's wheel
-    # links (OpenMP), without recommends, and the package lists are removed after it.
+    # The system packages the final stage adds: a runtime library LightGBM's wheel links
+    # (OpenMP) and the init, without recommends, and the package lists are removed after.
     installs = re.findall(r"apt-get install ([^\n\\&]+)", final)
-    assert [i.split() for i in installs] in ([], [["--yes", "--no-install-recommends", "libgomp1"]])
+    assert [i.split() for i in installs] == [
+        ["--yes", "--no-install-recommends", "libgomp1", "tini"]]
     if installs:
         assert "rm -rf /var/lib/apt/lists/*" in final
     assert "[gcs,s3,k8s,report,dask,metrics]" in text  # GCS, S3, controller, reports, dask, metrics

@@ -14,7 +14,9 @@ from mlops.config import Config
 from tests.chart_render import merge_values, render_chart, render_raw, values_file
 
 EPHEMERAL = {"dask": {"cluster": "ephemeral", "nWorkers": 3},
-             "config": {"data": {"engine": "dask", "source": "s3://bucket/table/"}}}
+             "persistence": {"enabled": False},
+             "config": {"storage": {"uri": "s3://bucket/store"},
+                        "data": {"engine": "dask", "source": "s3://bucket/table/"}}}
 BASE_RULES = [
     (["batch"], ["jobs"], ["create", "get", "list", "watch", "delete"]),
     (["batch"], ["jobs/finalizers"], ["update"]),
@@ -63,6 +65,10 @@ def test_values_reach_config_yaml_and_load() -> None:
                                  "limits": {"memory": "8Gi"}}}}})
     cfg = _config(values)
     assert cfg["dask"] == {"cluster": "ephemeral", "n_workers": 3}
+    # A claim every node can mount serves an ephemeral cluster as well as a bucket does.
+    rwx = _config(merge_values(EPHEMERAL, {"persistence": {
+        "enabled": True, "accessModes": ["ReadWriteMany"]}}))
+    assert rwx["kubernetes"]["same_node_as_controller"] is False
     assert cfg["kubernetes"]["dask"]["worker_resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
     assert cfg["kubernetes"]["dask"]["start_timeout_seconds"] == 90
@@ -97,8 +103,15 @@ def test_the_schema_is_strict(bad: dict[str, Any]) -> None:
      "config.dask.n_workers is rendered by the chart; set dask.nWorkers"),
     (merge_values(EPHEMERAL, {"config": {"dask": {"address": "tcp://dask:8786"}}}),
      "config.dask.address names an existing scheduler"),
-    ({"dask": {"cluster": "ephemeral"}}, "dask.cluster: ephemeral needs config.data.engine"),
-    ({"dask": {"cluster": "operator"}}, "dask.cluster: operator needs config.data.engine"),
+    ({"dask": {"cluster": "ephemeral"}, "persistence": {"accessModes": ["ReadWriteMany"]}},
+     "dask.cluster: ephemeral needs config.data.engine"),
+    ({"dask": {"cluster": "operator"}, "persistence": {"accessModes": ["ReadWriteMany"]}},
+     "dask.cluster: operator needs config.data.engine"),
+    # A one-node claim would pin the whole Dask cluster to the controller's node.
+    (merge_values(EPHEMERAL, {"persistence": {"enabled": True}}),
+     "dask.cluster: ephemeral with persistence.accessModes ReadWriteOnce would pin"),
+    (merge_values(EPHEMERAL, {"persistence": {"enabled": True, "existingClaim": "store"}}),
+     "use persistence.accessModes [ReadWriteMany], or a bucket"),
 ])
 def test_combinations_that_cannot_work_fail_the_install(values: dict[str, Any],
                                                         words: str) -> None:

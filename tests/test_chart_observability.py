@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlops.config import Config
-from tests.chart_render import by_kind, render_chart, render_raw
+from tests.chart_render import PROMETHEUS_OPERATOR_API, by_kind, render_chart, render_raw
 from tests.conftest import skip_or_fail
 
 RULE_ON = {"metrics": {"prometheusRule": {"enabled": True, "labels": {"prometheus": "main"},
@@ -30,7 +30,8 @@ def promtool() -> str:
 
 
 def rule_groups(values: dict[str, Any]) -> list[dict[str, Any]]:
-    (rule,) = by_kind(render_chart(values), "PrometheusRule")
+    (rule,) = by_kind(render_chart(values, api_versions=[PROMETHEUS_OPERATOR_API]),
+                      "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["prometheus"] == "main"
     assert rule["metadata"]["namespace"] == "ns"

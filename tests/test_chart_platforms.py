@@ -261,7 +261,7 @@ def helm_wait_blockers(docs: list[dict[str, Any]], *, wait_for_jobs: bool = Fals
 
 def test_kind_install_does_not_wait_on_a_claim_that_cannot_bind() -> None:
     script = _kind_script()
-    install = re.search(r"^helm install .*?(?<!\\)$", script, re.M | re.S)
+    install = re.search(r"^\s*helm install .*?(?<!\\)$", script, re.M | re.S)
     assert install is not None
     flags = install.group(0)
     rendered = render_chart(values_file("values-dev.yaml"), name="mlops", namespace="mlops")
@@ -277,7 +277,7 @@ def test_kind_install_does_not_wait_on_a_claim_that_cannot_bind() -> None:
               if "persistentVolumeClaim" in v}
     assert claims == {"mlops-data"}
     assert script.index("helm test ") > script.index("helm install ")
-    assert "--logs" in re.search(r"^helm test .*$", script, re.M).group(0)  # type: ignore[union-attr]
+    assert "--logs" in re.search(r"^\s*helm test .*$", script, re.M).group(0)  # type: ignore[union-attr]
     deploy = (ROOT / "mk" / "deploy.mk").read_text(encoding="utf-8")
     assert "--wait" not in re.search(r"helm upgrade --install.*?--timeout \S+", deploy,
                                      re.S).group(0)  # type: ignore[union-attr]

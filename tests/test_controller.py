@@ -221,7 +221,7 @@ def test_job_manifest_is_strictly_valid_and_carries_every_setting() -> None:
             spec["ttlSecondsAfterFinished"]) == (5, 99, 60)
     assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"] == {
         "containerName": "train", "operator": "In", "values": [2]}
-    assert c["command"] == ["mlops"]
+    assert c["command"] == ["tini", "--", "mlops"]
     assert c["args"] == ["train", "--config", "/etc/mlops/config.yaml", "--run-id", "r1"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     # No fixed ids outside the chart: the image's numeric USER keeps runAsNonRoot true.

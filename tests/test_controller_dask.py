@@ -193,8 +193,11 @@ def test_a_night_on_the_runs_own_cluster_which_is_removed_afterwards(
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
-        assert container["resources"] == SMALL
-        assert container["command"] == ["dask"]
+        # Workers also ask for the disk of their spill volume (dask.worker.spill.size).
+        disk = {} if "scheduler" in name else {"ephemeral-storage": "10Gi"}
+        assert container["resources"] == {**SMALL,
+                                          "requests": {**SMALL["requests"], **disk}}
+        assert container["command"] == ["tini", "--", "dask"]
         (ref,) = pod["metadata"]["ownerReferences"]
         assert ref["kind"] == "ReplicaSet" and ref["controller"] is True
         assert pod["metadata"]["labels"]["mlops/run-id"] == run_id, name
@@ -358,7 +361,8 @@ def test_cluster_manifests_are_strictly_valid_and_hardened() -> None:
     worker = cluster.workers["spec"]["template"]["spec"]["containers"][0]
     assert worker["args"][:2] == ["worker", cluster.address]
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == "900MiB"
-    assert worker["args"][worker["args"].index("--local-directory") + 1] == "/tmp"
+    # Spill to the spill volume (dask.worker.spill), not to the 1Gi /tmp.
+    assert worker["args"][worker["args"].index("--local-directory") + 1] == "/dask-spill"
     # A worker whose scheduler is gone exits; the scheduler closes when idle and fails
     # tasks that wait with no worker (a killed controller never leaks a busy cluster).
     assert worker["args"][worker["args"].index("--death-timeout") + 1] == "300"

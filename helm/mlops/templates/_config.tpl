@@ -36,7 +36,8 @@ mlops.persistenceCheck: fails on access modes that cannot serve a run. The contr
 the running step mount the claim at the same time: ReadWriteOncePod refuses the second
 pod even on one node, ReadOnlyMany cannot hold a store. With ReadWriteOnce the steps run
 on the controller's node (mlops.claimOnOneNode), so a step nodeSelector must be one the
-controller's node also satisfies.
+controller's node also satisfies, and an ephemeral Dask cluster (whose point is to spread
+over nodes) is refused.
 */}}
 {{- define "mlops.persistenceCheck" -}}
 {{- if .Values.persistence.enabled -}}
@@ -46,6 +47,9 @@ controller's node also satisfies.
 {{- end -}}
 {{- if not (or (has "ReadWriteOnce" $modes) (has "ReadWriteMany" $modes)) -}}
 {{- fail "persistence.accessModes: the store must be writable: use ReadWriteMany or ReadWriteOnce" -}}
+{{- end -}}
+{{- if and (include "mlops.claimOnOneNode" .) (eq .Values.dask.cluster "ephemeral") -}}
+{{- fail "dask.cluster: ephemeral with persistence.accessModes ReadWriteOnce would pin the scheduler and every worker to the controller's node (the claim attaches to one node); use persistence.accessModes [ReadWriteMany], or a bucket (config.storage.uri gs:// or s3:// with persistence.enabled false)" -}}
 {{- end -}}
 {{- if include "mlops.claimOnOneNode" . -}}
 {{- $controller := .Values.controller.nodeSelector | default dict -}}
@@ -75,6 +79,22 @@ backoff_limit: {{ int .backoffLimit }}
 {{- end -}}
 
 {{/*
+mlops.daskPlacement: the placement of the scheduler or worker pods (dask.scheduler /
+dask.worker values, camelCase) as the config.yaml keys (snake_case).
+*/}}
+{{- define "mlops.daskPlacement" -}}
+node_selector:
+  {{- toYaml (default dict .nodeSelector) | nindent 2 }}
+tolerations:
+  {{- toYaml (default list .tolerations) | nindent 2 }}
+affinity:
+  {{- toYaml (default dict .affinity) | nindent 2 }}
+topology_spread_constraints:
+  {{- toYaml (default list .topologySpreadConstraints) | nindent 2 }}
+priority_class_name: {{ default "" .priorityClassName | quote }}
+{{- end -}}
+
+{{/*
 mlops.kubernetesConfig: the `kubernetes` section of config.yaml, which the controller
 reads to create the step Jobs: the step pod (pod_template, from mlops.stepPodSpec), the
 per-step settings and the Job names and labels.
@@ -99,6 +119,14 @@ dask:
   worker_resources:
     {{- toYaml .Values.dask.worker.resources | nindent 4 }}
   start_timeout_seconds: {{ int .Values.dask.startTimeoutSeconds }}
+  scheduler:
+    {{- include "mlops.daskPlacement" .Values.dask.scheduler | nindent 4 }}
+  worker:
+    {{- include "mlops.daskPlacement" .Values.dask.worker | nindent 4 }}
+  worker_spill:
+    volume: {{ .Values.dask.worker.spill.volume | quote }}
+    size: {{ .Values.dask.worker.spill.size | quote }}
+    storage_class: {{ .Values.dask.worker.spill.storageClass | quote }}
 steps:
   ingest:
     {{- include "mlops.stepConfig" .Values.steps.ingest | nindent 4 }}

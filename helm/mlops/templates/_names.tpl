@@ -44,10 +44,19 @@ name stays within 63.
 {{- end -}}
 
 {{/*
-mlops.configMapName: the ConfigMap holding config.yaml.
+mlops.configMapName: the ConfigMap holding config.yaml: <fullname>-config-<hash>, the hash
+(10 hex digits) of its config.yaml rendered with the name left out (the step pod in it
+mounts this very ConfigMap). Another config is another ConfigMap: an upgrade never changes
+the config of a run that already started (the ConfigMap is immutable, and kept).
 */}}
 {{- define "mlops.configMapName" -}}
-{{- printf "%s-config" (include "mlops.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- $base := printf "%s-config" (include "mlops.fullname" .) | trunc 52 | trimSuffix "-" -}}
+{{- if .mlopsHashingConfig -}}
+{{- $base -}}
+{{- else -}}
+{{- $hash := include "mlops.configYaml" (merge (dict "mlopsHashingConfig" true) .) | sha256sum | trunc 10 -}}
+{{- printf "%s-%s" $base $hash -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -102,4 +111,20 @@ mlops.serviceAccountName: the ServiceAccount of every pod (created or existing).
 {{- else -}}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+mlops.runPorts: the fixed ports the pods of a run talk to each other on (NetworkPolicy):
+the Dask scheduler, a worker, a worker's nanny (mlops.config DASK_*_PORT) and LightGBM's
+listen port (LIGHTGBM_PORT).
+*/}}
+{{- define "mlops.runPorts" -}}
+- port: 8786
+  protocol: TCP
+- port: 8788
+  protocol: TCP
+- port: 8789
+  protocol: TCP
+- port: 12400
+  protocol: TCP
 {{- end -}}

@@ -6,9 +6,12 @@ every pod from this one file.
 
 {{/*
 mlops.image: <repository>:<tag>, the tag defaulting to .Chart.AppVersion; refuses `latest`.
+A numeric tag (an all-digit commit hash from skaffold's gitCommit tagger) is kept as digits.
 */}}
 {{- define "mlops.image" -}}
-{{- $tag := toString (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $raw := default .Chart.AppVersion .Values.image.tag -}}
+{{- /* A number (--set image.tag=1234567; a values file gives a float) is printed whole. */ -}}
+{{- $tag := ternary (printf "%.0f" $raw) (toString $raw) (kindIs "float64" $raw) -}}
 {{- if eq (lower $tag) "latest" -}}
 {{- fail "image.tag: 'latest' is not allowed; pin a version (default: the chart's appVersion)" -}}
 {{- end -}}
@@ -97,7 +100,7 @@ mlops.volumes: the volumes behind mlops.volumeMounts.
     name: {{ include "mlops.configMapName" . }}
 - name: tmp
   emptyDir:
-    sizeLimit: 1Gi
+    sizeLimit: {{ .Values.tmpSizeLimit | quote }}
 {{- if and .Values.credentials.existingSecret .Values.credentials.mount }}
 - name: credentials
   secret:
@@ -185,10 +188,15 @@ one-node claim; everything else comes from here.
 # Steps only touch the store: no API token, so they cannot use the controller's Role.
 automountServiceAccountToken: false
 terminationGracePeriodSeconds: {{ int .Values.stepJobs.terminationGracePeriodSeconds }}
+{{- with .Values.priorityClassName }}
+# The run's priority (also the controller's and, unless dask.*.priorityClassName, the Dask pods').
+priorityClassName: {{ . | quote }}
+{{- end }}
 containers:
   - name: step
     {{- include "mlops.containerCommon" . | nindent 4 }}
-    command: ["mlops"]
+    # tini (the image's init, as in its ENTRYPOINT) passes SIGTERM on and reaps zombies.
+    command: ["tini", "--", "mlops"]
     args: ["--config", {{ include "mlops.configFile" . | quote }}]
     {{- with (include "mlops.extraEnv" . | trim) }}
     env:
