@@ -66,7 +66,7 @@ def test_the_charts_objects_are_valid_on_the_kind_nodes_kubernetes() -> None:
         if config.dask.cluster == "ephemeral":
             cluster = build_dask_cluster(config.kubernetes, config.dask, "run-1",
                                          namespace="ns", owner=owner)
-            for obj in (cluster.scheduler, cluster.service, *cluster.workers):
+            for obj in cluster.objects:
                 kubernetes_validate.validate(obj, version, strict=True)
 
 

@@ -86,9 +86,11 @@ def _run_pods(values: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, A
     pods = {
         "controller": cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"],
         "step": step["spec"]["template"]["metadata"]["labels"],
-        "scheduler": cluster.scheduler["metadata"]["labels"],
-        "worker": cluster.workers[0]["metadata"]["labels"],
-        "worker2": cluster.workers[1]["metadata"]["labels"],
+        # The pods the ReplicaSets create carry their template's labels; two workers of
+        # one ReplicaSet share them.
+        "scheduler": cluster.scheduler["spec"]["template"]["metadata"]["labels"],
+        "worker": cluster.workers["spec"]["template"]["metadata"]["labels"],
+        "worker2": cluster.workers["spec"]["template"]["metadata"]["labels"],
     }
     return by_kind(rendered, "NetworkPolicy"), pods
 

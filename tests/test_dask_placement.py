@@ -5,7 +5,7 @@ Kubernetes (kubernetes-validate, strict)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import helm_python
 import kubernetes_validate
@@ -30,14 +30,22 @@ SPREAD = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
 OWNER = Owner("nightly-123", "3f1c6c1e-0000-4000-8000-000000000001")
 
 
-def _cluster(values: dict[str, Any]) -> tuple[Config, Any]:
+class _Pods(NamedTuple):
+    """The pod templates of the scheduler's and the workers' ReplicaSets."""
+
+    scheduler: dict[str, Any]
+    workers: list[dict[str, Any]]
+
+
+def _cluster(values: dict[str, Any]) -> tuple[Config, _Pods]:
     (cm,) = by_kind(render_chart(values), "ConfigMap")
     config = Config.from_dict(yaml.safe_load(cm["data"]["config.yaml"]))
     cluster = build_dask_cluster(config.kubernetes, config.dask, "run-1", namespace="ns",
                                  owner=OWNER)
-    for obj in (cluster.scheduler, cluster.service, *cluster.workers):
+    for obj in cluster.objects:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-    return config, cluster
+    return config, _Pods(cluster.scheduler["spec"]["template"],
+                         [cluster.workers["spec"]["template"]])
 
 
 def test_dask_pods_are_placed_from_the_values() -> None:
