@@ -224,10 +224,24 @@ def _is_large(obj: Any) -> bool:
 
 # --- per-partition work (runs on workers) ----------------------------------------------------
 def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: str,
-                  task: str) -> dict[str, Any]:
+                  task: str, known: Any = None) -> dict[str, Any]:
     from mlops.training import metric_parts
 
-    return metric_parts(model, part[features], part[target], task)
+    skipped = 0
+    if known is not None:  # score only the rows the model was not trained on
+        from mlops.hashing import row_hashes, seen_rows
+
+        seen = seen_rows(row_hashes(part, [*features, target]), known)
+        skipped = int(seen.sum())
+        if skipped:
+            part = part[~seen]
+    return {**metric_parts(model, part[features], part[target], task), "skipped": skipped}
+
+
+def _row_hashes(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    from mlops.hashing import row_hashes
+
+    return np.unique(row_hashes(part, columns))
 
 
 def _summary(part: pd.DataFrame, features: list[str], k: int,
@@ -252,21 +266,41 @@ def score(client: Any, frame: Any, model: Any, features: list[str], target: str,
     """Every metric of ``task`` (the keys of :func:`mlops.training.compute_metrics`) for
     ``model`` over a Dask frame: each partition's task returns the mergeable parts of
     the metrics (:func:`mlops.training.metric_parts`), merged here as they arrive."""
+    return score_unseen(client, frame, model, features, target, task)[0]
+
+
+def score_unseen(client: Any, frame: Any, model: Any, features: list[str], target: str,
+                 task: str = TASK, known: Any = None
+                 ) -> tuple[dict[str, float | None], int, int]:
+    """:func:`score` on the rows whose hash is not in ``known`` (the sorted hashes of
+    the model's training rows, :func:`mlops.hashing.row_hashes` of ``features`` and
+    ``target``; None: every row), filtered in each partition's task.
+
+    Returns:
+        ``(metrics, rows scored, rows skipped as seen in training)``; the metrics are
+        empty when every row was seen.
+    """
     from dask import delayed
     from distributed import as_completed
 
     from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
 
     shipped = client.scatter(model, broadcast=True)
-    tasks = [delayed(_metric_parts)(part, shipped, features, target, task)
+    hashes = None if known is None else client.scatter(known, broadcast=True)
+    tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes)
              for part in frame.to_delayed()]
     merger = MetricMerger(task)
+    skipped = 0
     for future in as_completed(client.compute(tasks)):
-        merger.add(future.result())
+        parts = future.result()
+        skipped += int(parts.pop("skipped", 0))
+        merger.add(parts)
     if merger.rounded:
         log.warning("roc_auc: more than %d distinct predicted scores; rounded to %d decimals",
                     ROC_AUC_MAX_POINTS, ROC_AUC_DECIMALS)
-    return merger.metrics()
+    if known is not None and merger.n == 0:
+        return {}, 0, skipped
+    return merger.metrics(), merger.n, skipped
 
 
 def accuracy(client: Any, frame: Any, model: Any, features: list[str], target: str
@@ -478,6 +512,9 @@ class Batch:
     metrics: dict[str, float | None] = field(default_factory=dict)
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     missing: dict[str, float] = field(default_factory=dict)
+    #: Rows the model was scored on, and rows skipped as seen in its training.
+    scored_rows: int = 0
+    skipped_seen_rows: int = 0
 
 
 def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str, float]:
@@ -489,20 +526,25 @@ def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str,
 
 
 def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
-                names: list[str] | None = None, task: str = TASK) -> Batch:
+                names: list[str] | None = None, task: str = TASK, known: Any = None
+                ) -> Batch:
     """The monitor-check view of a partitioned version: statistics from the manifest;
     the data is read only to score ``model`` (on ``names``, the model's own features in
-    its order, or every feature of the version) with every metric of ``task``."""
+    its order, or every feature of the version) with every metric of ``task``, on the
+    rows whose hash is not in ``known`` (the model's training rows; None: every row)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target)
     metrics: dict[str, float | None] = {}
+    scored = skipped = 0
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
-            metrics = score(client, frame, model, features if names is None else names,
-                            target, task)
-    return Batch(rows=manifest.rows, means=_means(manifest.moments, features),
+            metrics, scored, skipped = score_unseen(
+                client, frame, model, features if names is None else names, target, task,
+                known)
+    return Batch(scored_rows=scored, skipped_seen_rows=skipped,
+                 rows=manifest.rows, means=_means(manifest.moments, features),
                  accuracy=metrics.get("accuracy"),
                  sketches={c: s for c, s in manifest.sketches.items() if c in features},
                  metrics=metrics, categories=dict(manifest.extra.get("categories") or {}),
@@ -587,6 +629,13 @@ class DaskTrainer:
         return score(self.client, self.test, model,
                      self.features if names is None else names, self.target, self.task)
 
+    def training_rows(self) -> np.ndarray:
+        """The sorted, unique hashes of the training split's rows (features and target),
+        computed partition by partition (:func:`mlops.hashing.row_hashes`)."""
+        parts = per_partition(self.client, self.train, _row_hashes,
+                              [*self.features, self.target])
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+
     def columns(self) -> pd.DataFrame:
         """An empty frame of the features (for the champion's schema check)."""
         return self._columns[self.features]
@@ -624,4 +673,5 @@ class DaskTrainer:
 
 __all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "Summary", "accuracy",
            "check_batch", "check_supported", "columns_frame", "connect", "ingest_source",
-           "per_partition", "require_dask", "score", "summarize", "translate_cluster_errors"]
+           "per_partition", "require_dask", "score", "score_unseen", "summarize",
+           "translate_cluster_errors"]

@@ -37,6 +37,7 @@ from mlops.decisions import (
     schema_of,
 )
 from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
+from mlops.hashing import row_hashes, seen_rows
 from mlops.ids import check_version_id
 from mlops.monitor import NO_MODEL
 from mlops.records import TrainingFacts
@@ -130,6 +131,10 @@ class MonitorCheckResult(StepResult):
     note: str = ""
     #: Why drift could not be measured (reference missing or malformed), else None.
     drift_error: str | None = None
+    #: Rows the serving model was scored on (None: not scored), and rows skipped because
+    #: they were among its training rows (the score is out-of-sample: docs/data.md).
+    scored_rows: int | None = None
+    skipped_seen_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,8 @@ class _Trainer(Protocol):
 
     def reference(self) -> dict[str, Any]: ...
 
+    def training_rows(self) -> Any: ...
+
 
 class _PandasTrainer:
     """The pandas engine's train data: a split of the loaded frame (stratified for a
@@ -240,6 +247,12 @@ class _PandasTrainer:
     def reference(self) -> dict[str, Any]:
         return {"feature_means": feature_means(self.x_train, self.target),
                 "reference_frame": self.x_train}
+
+    def training_rows(self) -> Any:
+        import numpy as np
+
+        rows = self.x_train.assign(**{self.target: self.y_train})
+        return np.unique(row_hashes(rows, [*self.features, self.target]))
 
 
 # --- steps -------------------------------------------------------------------------------
@@ -317,6 +330,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     reference, drift_error = serving_reference(ws, current)
     metrics: dict[str, float | None] = {}
     change = None
+    scored_rows: int | None = None
+    skipped = 0
     if config.data.engine == DASK:
         from mlops import dask_engine
 
@@ -328,9 +343,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             change, scorable, names = _schema_check(
                 config, ingested.data_version, current, record,
                 dask_engine.columns_frame(ws, ingested.data_version), task)
+        known = _training_rows(ws, current) if model is not None and scorable else None
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,
-                                            model if scorable else None, names, task)
+                                            model if scorable else None, names, task, known)
         except (ValueError, KeyError, AttributeError, TypeError) as err:
             if model is None or not scorable:
                 raise
@@ -339,6 +355,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                                             task)
         metrics = dict(batch.metrics)
         rows = batch.rows
+        if model is not None and scorable and unusable is None:
+            scored_rows, skipped = batch.scored_rows, batch.skipped_seen_rows
         decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
                                      n_samples=rows, reference=reference,
                                      drift_error=drift_error, sketches=batch.sketches,
@@ -352,11 +370,19 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             change, scorable, names = _schema_check(config, ingested.data_version, current,
                                                     record, df, task)
             if scorable:
+                xs, ys = x if names is None else x[names], y
+                known = _training_rows(ws, current)
+                if known is not None:  # only the rows the model was not trained on
+                    seen = seen_rows(row_hashes(df, [*xs.columns, target]), known)
+                    skipped = int(seen.sum())
+                    if skipped:
+                        xs, ys = xs[~seen], ys[~seen]
                 try:
-                    metrics = compute_metrics(model, x if names is None else x[names], y,
-                                              task)
+                    scored_rows = len(xs)
+                    metrics = compute_metrics(model, xs, ys, task) if len(xs) else {}
                 except (ValueError, KeyError, AttributeError, TypeError) as err:
                     unusable = _unusable(current, err)
+                    scored_rows, skipped = None, 0
         rows = len(df)
         decision = ws.monitor.decide(None, feature_means(df, target),
                                      no_model_yet=current is None, n_samples=rows,
@@ -369,7 +395,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         extra.append(SCHEMA_CHANGE)
     if unusable is not None:
         extra.append(SERVING_MODEL_UNUSABLE)
-    if current is not None and not extra and not meets_threshold(score, threshold, metric):
+    # Every row was in the serving model's training set: nothing to score it on.
+    all_seen = scored_rows == 0 and skipped > 0
+    if current is not None and not extra and not all_seen \
+            and not meets_threshold(score, threshold, metric):
         extra.append(low_score_reason(metric))
     # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
     reasons = [r for r in reasons if r == NO_MODEL] + extra + \
@@ -385,6 +414,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                     f"{ingested.data_version} with the same config and not promoted "
                     f"({previous.training().promotion_reason}): not training again")
             reasons.append(REJECTED_BEFORE)
+    if all_seen:
+        note = "; ".join(filter(None, [note, (
+            f"every row of data version {ingested.data_version} was among serving model "
+            f"{current}'s training rows: not scored")]))
     report = decision.drift_report
     accuracy = metrics.get("accuracy")
     result = MonitorCheckResult(
@@ -394,18 +427,22 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         drift_report=None if report is None else report.to_dict(), task=task, metric=metric,
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
-        note=note, drift_error=decision.drift_error)
+        note=note, drift_error=decision.drift_error, scored_rows=scored_rows,
+        skipped_seen_rows=skipped)
     if not retrain and current is not None:
-        alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+        alerts = [] if all_seen or meets_threshold(score, threshold, metric) \
+            else [SERVING_BELOW_THRESHOLD]
         ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
             "run_id": run_id, "retrained": False, "drift": decision.drift,
             "drift_error": decision.drift_error, "reasons": reasons,
             "task": task, "metric": metric, "score": score, "metrics": metrics,
-            "serving_score": score, "alerts": alerts, "status": "succeeded"})
+            "serving_score": score, "alerts": alerts, "status": "succeeded",
+            "scored_rows": scored_rows, "skipped_seen_rows": skipped})
     ws.write_result(MONITOR_CHECK, result)
-    log.info("monitor-check: model %s %s %s drift %.4f -> retrain=%s %s%s", current, metric,
-             "n/a" if score is None else f"{score:.4f}", decision.drift, retrain, reasons,
-             f"; {note}" if note else "")
+    log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
+             "drift %.4f -> retrain=%s %s%s", current, metric,
+             "n/a" if score is None else f"{score:.4f}", scored_rows, skipped, decision.drift,
+             retrain, reasons, f"; {note}" if note else "")
     return result
 
 
@@ -491,6 +528,8 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             ws.registry.save_reference(run_id, ws.monitor.reference_document(
                 **trainer.reference(), data_version=ingested.data_version,
                 model_version=run_id))
+        if not ws.registry.has_training_rows(run_id):
+            ws.registry.save_training_rows(run_id, trainer.training_rows())
     crash_point("after-reference")
     serving_score = score if promote else champion_score
     alerts = [] if meets_threshold(serving_score, threshold, metric) \
@@ -550,6 +589,19 @@ def _schema_check(config: Config, data_version: str, current: str | None,
             f"model {current}: {change.describe()} (monitoring.on_schema_change is fail; "
             "set it to retrain to train on the new columns)")
     return change, not (change.missing or change.retyped or change.task), schema.names
+
+
+def _training_rows(ws: Workspace, version: str | None) -> Any:
+    """The hashes of the rows ``version`` was trained on, or None (a model saved before
+    they were kept, or through the library API: every row is scored, as before)."""
+    if version is None:
+        return None
+    try:
+        return ws.registry.get_training_rows(version)
+    except BadInputError as err:
+        log.warning("monitor-check: the training rows of model %s cannot be read (%s); "
+                    "scoring every row", version, err)
+        return None
 
 
 def _unusable(version: str | None, err: Exception) -> str:

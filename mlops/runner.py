@@ -81,7 +81,10 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         score, metrics = trained.get("champion_score"), trained.get("champion_metrics") or {}
     metric = checked.get("metric", "accuracy")
     threshold = checked.get("threshold")
-    below = serving is not None and not meets_threshold(score, threshold, metric)
+    # A night whose every row was in the serving model's training set is not scored.
+    unscored = trained is None and checked.get("scored_rows") == 0
+    below = serving is not None and not unscored and not meets_threshold(score, threshold,
+                                                                          metric)
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],
@@ -104,6 +107,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "alerts": [SERVING_BELOW_THRESHOLD] if below else [],
         "note": checked.get("note", ""),
         "schema_change": checked.get("schema_change"),
+        # The serving model's score on the new data counts only rows it was not trained on.
+        "scored_rows": checked.get("scored_rows"),
+        "skipped_seen_rows": checked.get("skipped_seen_rows", 0),
     }
 
 
