@@ -37,6 +37,7 @@ from mlops.ids import check_version_id, iso, utc_now
 from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure
+from mlops.validation import PREFIX as VALIDATION_PREFIX
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,8 @@ class Controller:
             observer.run_failed(err)
             raise
         except MLOpsError as err:
-            if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
+            if self.current in (MONITOR_CHECK, TRAIN) or (  # the data is registered, or
+                    self.current is not None and VALIDATION_PREFIX in str(err)):  # refused
                 record_failure(self.ws, self.run_id, self.current, err)
             if not isinstance(err, BadInputError) and err.exit_code != 2:
                 self._record("failed", started, str(err).splitlines()[0] if str(err) else "")

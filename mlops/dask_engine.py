@@ -430,7 +430,7 @@ def check_supported(config: Config, task: str | None = None) -> None:
 
 def ingest_source(config: Config, ws: Workspace
                   ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]],
-                             str]:
+                             str, str]:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
     Each partition is validated in its own task (:func:`mlops.partitions.ingest_file`);
@@ -439,8 +439,10 @@ def ingest_source(config: Config, ws: Workspace
     against the task, before the manifest is committed.
 
     Returns:
-        ``(data version, rows, feature means, feature kinds, files read, task)``; the
-        files are ``{"path", "size_bytes"}`` like the pandas engine's lineage.
+        ``(data version, rows, feature means, feature kinds, files read, task, too few
+        rows)``; the files are ``{"path", "size_bytes"}`` like the pandas engine's
+        lineage; the last is why the batch is too small to train on ("" when it is not,
+        see :func:`mlops.training.too_few_rows`; refused when no model serves).
 
     Raises:
         BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
@@ -459,18 +461,32 @@ def ingest_source(config: Config, ws: Workspace
     except FileNotFoundError as err:
         raise DataValidationError(f"data source {d.source} not found: no CSV or Parquet "
                                   "file matches") from err
+    from mlops.training import too_few_rows
+
+    serving = ws.current_model_version()
+    small = [""]
+
+    def before_commit(task: str, rows: int) -> None:
+        check_supported(config, task)
+        small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
+        if small[0] and serving is None:
+            raise DataValidationError(f"{small[0]}; no model serves yet to score it")
+
     with connect(config.dask) as client:
         outcome = register_partitioned(
             client, source, files, ws.versioner.store, ws.versioner.index, d.target_column,
             d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
-            before_commit=lambda task: check_supported(config, task))
+            rules=config.validation, before_commit=before_commit)
     log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
     features = _features(manifest, d.target_column)
     read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
+    if not small[0]:  # the version existed already (nothing was committed this time)
+        small[0] = too_few_rows(config.training, d.test_size, outcome.rows, None,
+                                outcome.task, d.source)
     return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
-            _kinds(manifest, d.target_column), read, outcome.task)
+            _kinds(manifest, d.target_column), read, outcome.task, small[0])
 
 
 def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]

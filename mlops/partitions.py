@@ -76,6 +76,7 @@ from mlops.sketches import (
     summarize_columns,
 )
 from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, confined_key, crash_point
+from mlops.validation import active, raise_for, summarize_rules, violations
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,29 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     return summary
 
 
+def rule_summary(source: Store, f: SourceFile, rules: Any) -> dict[str, Any]:
+    """Read one source file and count it against the ``validation`` rules (a Dask task:
+    :func:`mlops.validation.summarize_rules`, mergeable counts; nothing raised here, so
+    the one line names the rows of the whole batch)."""
+    df, _ = read_source(source, f.key)
+    return summarize_rules(df, rules)
+
+
+def check_rules(client: Any, source: Store, files: Sequence[SourceFile], rules: Any,
+                name: str) -> None:
+    """Check the ``validation`` rules on every file of a source before anything is
+    written: one task per file counts it (:func:`rule_summary`), and the merged counts
+    decide the rules of the whole batch (``min_rows``, ``max_missing``, a ``unique``
+    value repeated across files).
+
+    Raises:
+        ValidationFailedError: A rule is broken (names the column, rule and rows).
+    """
+    futures = [client.submit(rule_summary, source, f, rules, pure=False) for f in files]
+    parts = client.gather(futures)
+    raise_for(violations(parts, rules), name)
+
+
 def _release_arrow_memory() -> None:
     """Hand the memory pyarrow's pool keeps cached back to the system.
 
@@ -376,7 +400,9 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
 def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile],
                          data: Store, index: Any, target: str, algorithm: str = "sha256",
                          k: int = DEFAULT_K, *, task: str = AUTO, source_uri: str | None = None,
-                         before_commit: Callable[[str], None] | None = None) -> IngestOutcome:
+                         rules: Any = None,
+                         before_commit: Callable[[str, int], None] | None = None
+                         ) -> IngestOutcome:
     """Register the files of a source as one partitioned version, on a Dask cluster.
 
     Args:
@@ -392,7 +418,10 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         source_uri: ``data.source`` as configured; the manifest then records it and the
             files read (``source``: ``{"uri", "files": [{"path", "size_bytes",
             "partition"}]}``), as the pandas engine's lineage.
-        before_commit: Called with the decided task before anything is committed (a
+        rules: The ``validation`` config section, checked on every file before anything
+            is written (:func:`check_rules`; None: no rules).
+        before_commit: Called with the decided task and the rows before anything is
+            committed (a
             config check that needs the task); its error commits nothing.
 
     Returns:
@@ -406,6 +435,10 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
     """
     keys = [fingerprint_key(source.uri, f, algorithm) for f in files]
     summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k)
+    if rules is not None and active(rules):
+        # Before any task writes a partition (the rules may have changed since a file
+        # was cached, so every file is read for them).
+        check_rules(client, source, files, rules, source.uri)
     todo = [i for i in range(len(files)) if i not in summaries]
     hashed = len(todo)
     expected: list[dict[str, str]] | None = None
@@ -415,7 +448,8 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         # The first file sets the schema the others are checked against in their tasks.
         first = todo.pop(0)
         summaries[first] = client.submit(ingest_file, source, files[first], data, target,
-                                         algorithm, k, keys[first], None, pure=False).result()
+                                         algorithm, k, keys[first], None,
+                                         pure=False).result()
         expected = summaries[first]["columns"]
     # The sketches (about 45 KB a column each) are merged as each task completes and
     # dropped, and each finished future is released: neither this process nor the
@@ -445,7 +479,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
     decided = decide_task([s["target"] for s in ordered], task, target, source.uri)
     kinds = merge_kinds(ordered, [source.url(f.key) for f in files])
     if before_commit is not None:
-        before_commit(decided)
+        before_commit(decided, rows)
     digests = [str(s["digest"]) for s in ordered]
     columns = ordered[0]["columns"]
     digest = version_digest(columns, digests, algorithm)

@@ -45,13 +45,14 @@ from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.storage import crash_point
 from mlops.training import (
-    check_trainable,
     check_training,
     compute_metrics,
     meets_threshold,
     split,
+    too_few_rows,
     train_model,
 )
+from mlops.validation import check as check_rules
 from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ TRAIN = "train"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
 #: Retrain reason: the serving model cannot be loaded or cannot score the new data.
 SERVING_MODEL_UNUSABLE = "serving_model_unusable"
+#: Added to the reasons when a wanted retrain is skipped because the batch is smaller
+#: than ``training.min_rows`` / ``min_test_rows``.
+TOO_FEW_ROWS = "too_few_rows"
 
 R = TypeVar("R", bound="StepResult")
 
@@ -100,6 +104,9 @@ class IngestResult(StepResult):
     feature_kinds: dict[str, str] = field(default_factory=dict)
     #: The files read (``{"path", "size_bytes"}``); empty for synthetic data.
     source_files: list[dict[str, Any]] = field(default_factory=list)
+    #: Why the batch is too small to train on ("" when it is not): it is still scored and
+    #: drift-checked, never trained on (``training.min_rows``, ``min_test_rows``).
+    too_few_rows: str = ""
 
 
 @dataclass(frozen=True)
@@ -271,24 +278,29 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
 
         # Checks the metric and training settings against the decided task before the
         # version is committed (exit 2).
-        version, rows, means, kinds, files, task = dask_engine.ingest_source(config, ws)
+        version, rows, means, kinds, files, task, small = dask_engine.ingest_source(config,
+                                                                                    ws)
     else:
         if d.source == SYNTHETIC:
             df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
+            check_rules(df, config.validation, "synthetic data")
             task = validate(df, d.target_column, "synthetic data", d.task)
         else:
             df, files = read_source(d.source, config.storage.options)
+            check_rules(df, config.validation, d.source)  # the validation: section
             task = validate(df, d.target_column, d.source, d.task)
         gate(config, task)  # a metric of the other task is a config error, before any write
         check_training(config.training, task)  # a bad training.params, before any write
-        check_trainable(df[d.target_column], d.test_size,
-                        "synthetic data" if d.source == SYNTHETIC else d.source, task)
+        small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
+                             task, "synthetic data" if d.source == SYNTHETIC else d.source)
+        if small and ws.current_model_version() is None:
+            raise DataValidationError(f"{small}; no model serves yet to score it")
         version = ws.versioner.register(df, source={"uri": d.source, "files": files})
         rows, means, kinds = len(df), feature_means(df, d.target_column), \
             feature_kinds(df, d.target_column)
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
                           feature_means=means, task=task, feature_kinds=kinds,
-                          source_files=files)
+                          source_files=files, too_few_rows=small)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -405,6 +417,11 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         [r for r in reasons if r != NO_MODEL]
     retrain = bool(reasons)
     note = ""
+    if retrain and ingested.too_few_rows:
+        # Scored and drift-checked above; never trained on (training.min_rows).
+        retrain = False
+        note = f"not training: {ingested.too_few_rows}"
+        reasons.append(TOO_FEW_ROWS)
     if retrain and unusable is None:  # a broken serving model is replaced regardless
         previous = rejected_before(ws.registry, ingested.data_version,
                                    config_fingerprint(config, task))
@@ -483,10 +500,14 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     fresh = not ws.registry.exists(run_id)
     with trainer:
         if fresh:
-            if not trainer.test_rows:
+            t = config.training
+            if trainer.train_rows < t.min_rows or trainer.test_rows < t.min_test_rows:
                 raise DataValidationError(
-                    f"data version '{ingested.data_version}' leaves no rows for evaluation "
-                    f"at data.test_size {config.data.test_size}")
+                    f"data version '{ingested.data_version}' splits into "
+                    f"{trainer.train_rows} training and {trainer.test_rows} held-out rows at "
+                    f"data.test_size {config.data.test_size}: fewer than training.min_rows="
+                    f"{t.min_rows} or training.min_test_rows={t.min_test_rows}; not "
+                    "training")
             champion = ws.current_model_version()
             model, extra = trainer.fit()
             metrics = trainer.metrics(model)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.config import Config, load_config
 from mlops.decisions import SERVING_BELOW_THRESHOLD
-from mlops.errors import BadInputError, MLOpsError
+from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
 from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
@@ -192,8 +192,8 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
         return finish_run(ws, run_id, observer)
     except Exception as err:
         # A bad source or config at ingest leaves the store (and the history) untouched.
-        if step in (MONITOR_CHECK, TRAIN):
-            record_failure(ws, run_id, step, err)
+        if step in (MONITOR_CHECK, TRAIN) or isinstance(err, ValidationFailedError):
+            record_failure(ws, run_id, str(step), err)  # (a broken validation: rule too)
         observer.run_failed(err)
         raise
 
@@ -202,7 +202,8 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     """Add a failed run to the metrics history: the failing step and its one-line error.
 
     Only failures after ingest registered the data are recorded (a bad source or config
-    leaves the store untouched). Never raises: the real failure must not be hidden.
+    leaves the store untouched), and a batch refused by the ``validation:`` section (a
+    point in the history with no data version). Never raises: the real failure must not be hidden.
     """
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__

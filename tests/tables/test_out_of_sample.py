@@ -7,56 +7,22 @@ engine on one in-process LocalCluster).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_diabetes
 
 from mlops.config import Config
 from mlops.gc import plan_gc
 from mlops.hashing import row_hashes, seen_rows
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
-from tests.conftest import skip_or_fail
+from tests.tables.conftest import ENGINES, cancer, write_source
 
-try:
-    from distributed import Client, LocalCluster
-
-    from mlops.dask_engine import NO_DASHBOARD
-except ImportError:  # pragma: no cover - the dev extra installs it
-    skip_or_fail("dask/distributed are not installed (the mlops[dask] extra)")
-
-ENGINES = ["pandas", "dask"]
 #: A random forest fits its training rows perfectly: scored on them it reads ~1.0.
 FOREST = {"model_type": "random_forest", "params": {"n_estimators": 30}}
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      **NO_DASHBOARD) as cluster, Client(cluster) as c:
-        yield c
-
-
-def cancer() -> pd.DataFrame:
-    data = load_breast_cancer(as_frame=True)
-    frame: pd.DataFrame = data.frame
-    return frame
-
-
-def write_source(folder: Path, frames: list[pd.DataFrame], engine: str) -> str:
-    """A folder of files, one per night's chunk (CSV for pandas, Parquet for Dask)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, df in enumerate(frames):
-        if engine == "dask":
-            df.to_parquet(folder / f"part-{i:03d}.parquet", index=False)
-        else:
-            df.to_csv(folder / f"part-{i:03d}.csv", index=False)
-    return str(folder / ("*.parquet" if engine == "dask" else "*.csv"))
 
 
 def make_config(tmp_path: Path, source: str, engine: str, **sections: Any) -> Config:
@@ -64,14 +30,6 @@ def make_config(tmp_path: Path, source: str, engine: str, **sections: Any) -> Co
         "storage": {"uri": str(tmp_path / "store")},
         "data": {"source": source, "engine": engine, **sections.pop("data", {})},
         "training": sections.pop("training", FOREST), **sections})
-
-
-@pytest.fixture
-def engine(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "dask":
-        request.getfixturevalue("client")
-    return name
 
 
 @pytest.mark.parametrize("engine", ENGINES, indirect=True)
