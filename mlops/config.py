@@ -108,6 +108,30 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class CsvConfig:
+    """How CSV sources are parsed (pandas.read_csv options; Parquet files ignore them)."""
+
+    sep: str = _opt(",", "Field separator (e.g. ';' for tables written with a decimal comma).",
+                    lambda v: len(v) >= 1, "a non-empty string")
+    decimal: str = _opt(".", "Decimal mark of numbers (',' in much of Europe).",
+                        lambda v: len(v) == 1, "one character")
+    na_values: list[str] = _opt([], "Extra strings read as missing values (besides pandas' "
+                                "defaults: '', 'NA', 'NaN', 'null'...), e.g. ['-', 'n/a', '?'].")
+    encoding: str = _opt("utf-8", "Text encoding of the files (e.g. latin-1, cp1252).",
+                         lambda v: _known_encoding(v), "a Python codec name")
+
+
+def _known_encoding(name: str) -> bool:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where each night's data comes from."""
 
@@ -129,6 +153,27 @@ class DataConfig:
     engine: Engine = _opt("pandas", "pandas (one process holds the data; fastest up to a few "
                           "GB) or dask (partitioned versions, steps run on a Dask cluster: "
                           "see docs/scaling.md and the dask section).")
+    id_columns: list[str] = _opt([], "Columns that identify a row (customer id, order "
+                                 "number): kept in the data versions and carried into outputs, "
+                                 "never features.")
+    exclude_columns: list[str] = _opt([], "Columns dropped when the source is read (free text, "
+                                      "dates: see docs/data.md); never stored, never features.")
+    csv: CsvConfig = _opt(CsvConfig(), "CSV parsing options.")
+
+    def __post_init__(self) -> None:
+        for key in ("id_columns", "exclude_columns"):
+            names = getattr(self, key)
+            if any(not isinstance(n, str) or not n for n in names):
+                raise ConfigError(f"config key 'data.{key}' must be a list of column names")
+            if self.target_column in names:
+                raise ConfigError(f"config key 'data.{key}' names the target column "
+                                  f"'{self.target_column}'")
+        both = sorted(set(self.id_columns) & set(self.exclude_columns))
+        if both:
+            raise ConfigError(f"column '{both[0]}' is in both data.id_columns and "
+                              "data.exclude_columns")
+        if any(not isinstance(v, str) for v in self.csv.na_values):
+            raise ConfigError("config key 'data.csv.na_values' must be a list of strings")
 
 
 #: The rules of one column of ``validation.columns``.

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import ENV_DASK_ADDRESS, Config, DaskConfig
-from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
+from mlops.data import CATEGORICAL, NUMERIC, REGRESSION, read_options
 from mlops.errors import (
     BadInputError,
     ClusterError,
@@ -386,14 +386,15 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
 
 
 # --- what the steps use -----------------------------------------------------------------------
-def _features(manifest: DataManifest, target: str) -> list[str]:
-    return [c["name"] for c in manifest.columns if c["name"] != target]
+def _features(manifest: DataManifest, target: str, ids: Sequence[str] = ()) -> list[str]:
+    """The feature columns: all but the target and ``data.id_columns``."""
+    return [c["name"] for c in manifest.columns if c["name"] != target and c["name"] not in ids]
 
 
-def _kinds(manifest: DataManifest, target: str) -> dict[str, str]:
+def _kinds(manifest: DataManifest, target: str, ids: Sequence[str] = ()) -> dict[str, str]:
     """Feature kinds in column order (a version ingested before kinds were kept: numeric)."""
     known = manifest.extra.get("feature_kinds") or {}
-    return {c: str(known.get(c, NUMERIC)) for c in _features(manifest, target)}
+    return {c: str(known.get(c, NUMERIC)) for c in _features(manifest, target, ids)}
 
 
 def _partitioned(ws: Workspace, version: str) -> DataManifest:
@@ -430,7 +431,7 @@ def check_supported(config: Config, task: str | None = None) -> None:
 
 def ingest_source(config: Config, ws: Workspace
                   ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]],
-                             str, str]:
+                             str, str, list[str]]:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
     Each partition is validated in its own task (:func:`mlops.partitions.ingest_file`);
@@ -440,7 +441,7 @@ def ingest_source(config: Config, ws: Workspace
 
     Returns:
         ``(data version, rows, feature means, feature kinds, files read, task, too few
-        rows)``; the files are ``{"path", "size_bytes"}`` like the pandas engine's
+        rows, warnings)``; the files are ``{"path", "size_bytes"}`` like the pandas engine's
         lineage; the last is why the batch is too small to train on ("" when it is not,
         see :func:`mlops.training.too_few_rows`; refused when no model serves).
 
@@ -476,17 +477,19 @@ def ingest_source(config: Config, ws: Workspace
         outcome = register_partitioned(
             client, source, files, ws.versioner.store, ws.versioner.index, d.target_column,
             d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
-            rules=config.validation, before_commit=before_commit)
+            rules=config.validation, before_commit=before_commit,
+            options={**read_options(d), "ids": list(d.id_columns)})
     log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
-    features = _features(manifest, d.target_column)
+    features = _features(manifest, d.target_column, d.id_columns)
     read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
     if not small[0]:  # the version existed already (nothing was committed this time)
         small[0] = too_few_rows(config.training, d.test_size, outcome.rows, None,
                                 outcome.task, d.source)
     return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
-            _kinds(manifest, d.target_column), read, outcome.task, small[0])
+            _kinds(manifest, d.target_column, d.id_columns), read, outcome.task, small[0],
+            list(outcome.warnings))
 
 
 def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
@@ -503,7 +506,9 @@ def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
 def columns_frame(ws: Workspace, version: str) -> pd.DataFrame:
     """An empty frame with a partitioned version's columns and dtypes (for schema checks)."""
     manifest = _partitioned(ws, version)
-    return _kind_frame(manifest.columns, _kinds(manifest, ws.config.data.target_column))
+    kinds = _kinds(manifest, ws.config.data.target_column, ws.config.data.id_columns)
+    return _kind_frame([c for c in manifest.columns if c["name"] not in
+                        ws.config.data.id_columns], kinds)
 
 
 @dataclass(frozen=True)
@@ -550,7 +555,7 @@ def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
     rows whose hash is not in ``known`` (the model's training rows; None: every row)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
-    features = _features(manifest, target)
+    features = _features(manifest, target, config.data.id_columns)
     metrics: dict[str, float | None] = {}
     scored = skipped = 0
     if model is not None:
@@ -586,9 +591,11 @@ class DaskTrainer:
         self.config = config
         manifest = _partitioned(ws, ingested.data_version)
         self.target = config.data.target_column
-        self.features = _features(manifest, self.target)
-        self.kinds = _kinds(manifest, self.target)
-        self._columns = _kind_frame(manifest.columns, self.kinds)
+        ids = config.data.id_columns
+        self.features = _features(manifest, self.target, ids)
+        self.kinds = _kinds(manifest, self.target, ids)
+        self._columns = _kind_frame([c for c in manifest.columns if c["name"] not in ids],
+                                    self.kinds)
         frame = load_partitioned(ws.versioner.store, manifest)
         test_size = config.data.test_size
         self.train, self.test = frame.random_split([1 - test_size, test_size],

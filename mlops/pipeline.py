@@ -20,9 +20,12 @@ from mlops.data import (
     feature_kinds,
     feature_means,
     generate_synthetic_data,
+    read_options,
     read_source,
     split_xy,
+    table_warnings,
     validate,
+    without_ids,
 )
 from mlops.decisions import (
     REJECTED_BEFORE,
@@ -107,6 +110,8 @@ class IngestResult(StepResult):
     #: Why the batch is too small to train on ("" when it is not): it is still scored and
     #: drift-checked, never trained on (``training.min_rows``, ``min_test_rows``).
     too_few_rows: str = ""
+    #: What looks wrong in the table but was accepted (mlops.data.table_warnings).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,7 @@ class _PandasTrainer:
     def __init__(self, config: Config, ws: Workspace, ingested: IngestResult) -> None:
         self.config = config
         df, _ = ws.versioner.load(ingested.data_version)
+        df = without_ids(df, config.data.id_columns, ingested.data_version)
         self.target = target = config.data.target_column
         self.task = ingested.task or validate(df, target, ingested.data_version,
                                               config.data.task)
@@ -278,17 +284,18 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
 
         # Checks the metric and training settings against the decided task before the
         # version is committed (exit 2).
-        version, rows, means, kinds, files, task, small = dask_engine.ingest_source(config,
-                                                                                    ws)
+        version, rows, means, kinds, files, task, small, warned = \
+            dask_engine.ingest_source(config, ws)
     else:
+        name = "synthetic data" if d.source == SYNTHETIC else d.source
         if d.source == SYNTHETIC:
             df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-            check_rules(df, config.validation, "synthetic data")
-            task = validate(df, d.target_column, "synthetic data", d.task)
         else:
-            df, files = read_source(d.source, config.storage.options)
-            check_rules(df, config.validation, d.source)  # the validation: section
-            task = validate(df, d.target_column, d.source, d.task)
+            df, files = read_source(d.source, config.storage.options, read_options(d))
+        check_rules(df, config.validation, name)  # the validation: section
+        features = without_ids(df, d.id_columns, name)  # ids are kept, never features
+        task = validate(features, d.target_column, name, d.task)
+        warned = table_warnings(df, d.target_column, d.id_columns, name)
         gate(config, task)  # a metric of the other task is a config error, before any write
         check_training(config.training, task)  # a bad training.params, before any write
         small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
@@ -296,11 +303,11 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
         if small and ws.current_model_version() is None:
             raise DataValidationError(f"{small}; no model serves yet to score it")
         version = ws.versioner.register(df, source={"uri": d.source, "files": files})
-        rows, means, kinds = len(df), feature_means(df, d.target_column), \
-            feature_kinds(df, d.target_column)
+        rows, means, kinds = len(df), feature_means(features, d.target_column), \
+            feature_kinds(features, d.target_column)
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
                           feature_means=means, task=task, feature_kinds=kinds,
-                          source_files=files, too_few_rows=small)
+                          source_files=files, too_few_rows=small, warnings=warned)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -375,6 +382,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                                      categories=batch.categories, missing=batch.missing)
     else:
         df, _ = ws.versioner.load(ingested.data_version)
+        df = without_ids(df, config.data.id_columns, ingested.data_version)
         task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
         metric, threshold = gate(config, task)
         x, y = split_xy(df, target)

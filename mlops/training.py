@@ -293,12 +293,13 @@ def too_few_rows(settings: TrainingConfig, test_size: float, rows: int, y: pd.Se
     n_test = math.ceil(test_size * rows)
     n_train = rows - n_test
     if n_train < settings.min_rows:
-        return (f"{source} has {rows} rows: {n_train} to train on after holding out "
-                f"data.test_size={test_size:g}, fewer than training.min_rows="
-                f"{settings.min_rows}")
+        return (f"{source} has {rows} rows: too few to train on ({n_train} after holding "
+                f"out data.test_size={test_size:g}, fewer than training.min_rows="
+                f"{settings.min_rows})")
     if n_test < settings.min_test_rows:
-        return (f"{source} has {rows} rows: {n_test} held out at data.test_size="
-                f"{test_size:g}, fewer than training.min_test_rows={settings.min_test_rows}")
+        return (f"{source} has {rows} rows: too few to hold out ({n_test} at "
+                f"data.test_size={test_size:g}, fewer than training.min_test_rows="
+                f"{settings.min_test_rows})")
     if y is not None:
         try:
             check_trainable(y, test_size, source, task)
