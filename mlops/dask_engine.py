@@ -285,8 +285,10 @@ def score_unseen(client: Any, frame: Any, model: Any, features: list[str], targe
 
     from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
 
-    shipped = client.scatter(model, broadcast=True)
-    hashes = None if known is None else client.scatter(known, broadcast=True)
+    # hash=False: a fresh key per call, so a model scored twice in a step never waits on
+    # the key of an earlier call's released copy ("lost dependencies").
+    shipped = client.scatter(model, broadcast=True, hash=False)
+    hashes = None if known is None else client.scatter(known, broadcast=True, hash=False)
     tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes)
              for part in frame.to_delayed()]
     merger = MetricMerger(task)
@@ -658,6 +660,15 @@ class DaskTrainer:
         parts = per_partition(self.client, self.train, _row_hashes,
                               [*self.features, self.target])
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+
+    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
+                       ) -> tuple[dict[str, float | None], int]:
+        """:meth:`metrics` on the held-out rows whose hash is not in ``known`` (a
+        champion's training rows), and how many rows that is."""
+        metrics, scored, _ = score_unseen(self.client, self.test, model,
+                                          self.features if names is None else names,
+                                          self.target, self.task, known)
+        return metrics, scored
 
     def columns(self) -> pd.DataFrame:
         """An empty frame of the features (for the champion's schema check)."""

@@ -201,6 +201,9 @@ class _Trainer(Protocol):
     def metrics(self, model: Any, names: list[str] | None = None
                 ) -> dict[str, float | None]: ...
 
+    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
+                       ) -> tuple[dict[str, float | None], int]: ...
+
     def columns(self) -> Any: ...
 
     def schema(self) -> InputSchema: ...
@@ -250,6 +253,17 @@ class _PandasTrainer:
                 ) -> dict[str, float | None]:
         x = self.x_test if names is None else self.x_test[names]
         return compute_metrics(model, x, self.y_test, self.task)
+
+    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
+                       ) -> tuple[dict[str, float | None], int]:
+        """Metrics on the held-out rows whose hash is not in ``known`` (a champion's
+        training rows), and how many rows that is."""
+        rows = self.x_test.assign(**{self.target: self.y_test})
+        keep = ~seen_rows(row_hashes(rows, [*self.features, self.target]), known)
+        x, y = self.x_test[keep], self.y_test[keep]
+        if not len(x):
+            return {}, 0
+        return compute_metrics(model, x if names is None else x[names], y, self.task), len(x)
 
     def columns(self) -> Any:
         return self.x_test
@@ -519,9 +533,19 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             champion = ws.current_model_version()
             model, extra = trainer.fit()
             metrics = trainer.metrics(model)
-            champion_metrics = _champion_metrics(ws, champion, trainer)
+            champion_metrics, compared = _champion_metrics(ws, champion, trainer)
             champion_score = None if champion_metrics is None else champion_metrics.get(metric)
-            promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
+            challenger_score = metrics.get(metric)
+            if compared is not None:
+                # Compared on the held-out rows the champion did not train on (a growing
+                # source holds out some of its training rows): the challenger too.
+                challenger_score = trainer.metrics_unseen(model, None,
+                                                          compared["known"])[0].get(metric)
+                extra = {**extra, "comparison": {
+                    "rows": compared["rows"], "skipped_seen_by_champion":
+                        trainer.test_rows - compared["rows"],
+                    "challenger_score": challenger_score, "champion_score": champion_score}}
+            promote, why = promotion_decision(challenger_score, champion, champion_score,
                                               config.promotion.tolerance, metric, threshold)
             facts = TrainingFacts(
                 accuracy=metrics.get("accuracy"), data_version=ingested.data_version,
@@ -643,25 +667,35 @@ def _unusable(version: str | None, err: Exception) -> str:
     return why
 
 
-def _champion_metrics(ws: Workspace, champion: str | None,
-                      trainer: _Trainer) -> dict[str, float | None] | None:
+def _champion_metrics(ws: Workspace, champion: str | None, trainer: _Trainer
+                      ) -> tuple[dict[str, float | None] | None, dict[str, Any] | None]:
+    """The champion's metrics on the held-out split, and (when some held-out rows were
+    among its training rows) ``{"known", "rows"}``: its training rows' hashes and the
+    held-out rows left, which the metrics were computed on instead."""
     if champion is None:
-        return None
+        return None, None
     try:
         model, record = ws.registry.load(champion)
         schema = schema_of(record, ws.config.data.target_column)
-        if schema is None:
-            return trainer.metrics(model)
-        change = compare(schema, trainer.columns(), trainer.task)
-        if change.missing or change.retyped or change.task:
-            log.warning("train: champion %s cannot score this data (%s); the challenger wins",
-                        champion, change.describe())
-            return None
-        return trainer.metrics(model, schema.names)
+        names = None if schema is None else schema.names
+        if schema is not None:
+            change = compare(schema, trainer.columns(), trainer.task)
+            if change.missing or change.retyped or change.task:
+                log.warning("train: champion %s cannot score this data (%s); the challenger "
+                            "wins", champion, change.describe())
+                return None, None
+        known = _training_rows(ws, champion)
+        if known is not None:
+            unseen, rows = trainer.metrics_unseen(model, names, known)
+            if 0 < rows < trainer.test_rows:
+                log.info("train: champion %s compared on the %d held-out rows it was not "
+                         "trained on (of %d)", champion, rows, trainer.test_rows)
+                return unseen, {"known": known, "rows": rows}
+        return trainer.metrics(model, names), None
     except (MLOpsError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)
-        return None
+        return None, None
 
 
 #: The steps by name, in order.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
 
@@ -125,3 +126,39 @@ def test_every_row_seen_is_not_scored_and_raises_no_alert(tmp_path: Path) -> Non
     assert night2["score"] is None and night2["alerts"] == []
     assert "low_accuracy" not in night2["reasons"]
     assert np.all(np.diff(known.astype(np.float64)) > 0)  # sorted, unique
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_champion_and_challenger_compared_on_rows_the_champion_never_saw(
+        tmp_path: Path, engine: str) -> None:
+    df = cancer().sample(frac=1.0, random_state=5).reset_index(drop=True)
+    first = df.iloc[:300]
+    folder = tmp_path / "src"
+    cfg = make_config(tmp_path, write_source(folder, [first], engine), engine,
+                      monitoring={"drift_threshold": 0.0, "drift_min_samples": 0},
+                      promotion={"tolerance": 0.05})
+    run_pipeline(cfg, run_id="night-1")
+    # A cumulative export: one file rewritten with every row so far, newest first. (Dask
+    # splits per partition with a per-partition seed: a file that only grows at its end
+    # keeps its rows' split, so there nothing of the champion's is held out.)
+    write_source(folder, [pd.concat([df.iloc[300:], first], ignore_index=True)], engine)
+    night2 = run_pipeline(cfg, run_id="night-2")
+    assert night2["retrained"]
+    ws = Workspace.open(cfg)
+    facts = ws.registry.get_record("night-2").training()
+    comparison = facts.extra["comparison"]
+    # Some of night 2's held-out rows were night 1's training rows: left out of the duel.
+    assert comparison["skipped_seen_by_champion"] > 0
+    assert comparison["rows"] + comparison["skipped_seen_by_champion"] == facts.test_rows
+    # The champion's score is its accuracy on exactly the held-out rows it never saw.
+    champion, _ = ws.registry.load("night-1")
+    known = ws.registry.get_training_rows("night-1")
+    challenger_rows = ws.registry.get_training_rows("night-2")
+    features = [c for c in df.columns if c != "target"]
+    hashes = row_hashes(df, [*features, "target"])
+    held_out = df[~seen_rows(hashes, challenger_rows) & ~seen_rows(hashes, known)]
+    # (A row of the new version in neither training set is in night 2's held-out split.)
+    assert len(held_out) == comparison["rows"]
+    expected = float((champion.predict(held_out[features]) == held_out["target"]).mean())
+    assert facts.champion_score == pytest.approx(expected)
+    assert comparison["champion_score"] == pytest.approx(expected)
