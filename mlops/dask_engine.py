@@ -239,9 +239,9 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
 
 
 def _row_hashes(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    from mlops.hashing import row_hashes
+    from mlops.hashing import row_hashes, sorted_unique
 
-    return np.unique(row_hashes(part, columns))
+    return sorted_unique(row_hashes(part, columns))
 
 
 def _summary(part: pd.DataFrame, features: list[str], k: int,
@@ -659,7 +659,9 @@ class DaskTrainer:
         computed partition by partition (:func:`mlops.hashing.row_hashes`)."""
         parts = per_partition(self.client, self.train, _row_hashes,
                               [*self.features, self.target])
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+        from mlops.hashing import sorted_unique
+
+        return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
     def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
                        ) -> tuple[dict[str, float | None], int]:

@@ -235,7 +235,11 @@ _SAMPLE = 2000
 
 
 def _sample(series: pd.Series) -> pd.Series:
-    return series.dropna().iloc[:_SAMPLE].astype(str)
+    # The head first: dropping the missing values of a whole column copies all of it.
+    values = series.iloc[:4 * _SAMPLE].dropna()
+    if values.empty and len(series) > 4 * _SAMPLE:
+        values = series.dropna()
+    return values.iloc[:_SAMPLE].astype(str)
 
 
 def _date_share(series: pd.Series) -> float:
@@ -290,8 +294,8 @@ def table_warnings(df: pd.DataFrame, target_column: str, id_columns: list[str] |
             out.append(f"column '{col}' in {source}: {dates:.0%} of its values read as "
                        "dates: add it to data.exclude_columns")
             continue
-        n = int(series.notna().sum())
-        if n >= 20 and values.nunique() == len(values) and int(series.nunique()) == n:
+        if len(values) >= 20 and values.nunique() == len(values) \
+                and int(series.nunique()) == int(series.notna().sum()):
             out.append(f"column '{col}' in {source} has a distinct value in every row: an "
                        "identifier? add it to data.id_columns (kept, never a feature)")
     target = df[target_column] if target_column in df.columns else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
@@ -40,7 +41,7 @@ from mlops.decisions import (
     schema_of,
 )
 from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
-from mlops.hashing import row_hashes, seen_rows
+from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.ids import check_version_id
 from mlops.monitor import NO_MODEL
 from mlops.records import TrainingFacts
@@ -231,6 +232,7 @@ class _PandasTrainer:
         self.features = [str(c) for c in x.columns]
         self.x_train, self.x_test, self.y_train, self.y_test = split(
             x, y, config.data.test_size, config.training.random_state, self.task)
+        self._rows: Future[Any] | None = None
 
     def __enter__(self) -> _PandasTrainer:
         return self
@@ -247,7 +249,11 @@ class _PandasTrainer:
         return len(self.x_test)
 
     def fit(self) -> tuple[Any, dict[str, Any]]:
-        return train_model(self.x_train, self.y_train, self.config, self.task, self.kinds), {}
+        # The training rows' hashes are computed on the other core while the model fits.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            self._rows = pool.submit(self._training_rows)
+            return train_model(self.x_train, self.y_train, self.config, self.task,
+                               self.kinds), {}
 
     def metrics(self, model: Any, names: list[str] | None = None
                 ) -> dict[str, float | None]:
@@ -276,10 +282,11 @@ class _PandasTrainer:
                 "reference_frame": self.x_train}
 
     def training_rows(self) -> Any:
-        import numpy as np
+        return self._rows.result() if self._rows is not None else self._training_rows()
 
+    def _training_rows(self) -> Any:
         rows = self.x_train.assign(**{self.target: self.y_train})
-        return np.unique(row_hashes(rows, [*self.features, self.target]))
+        return sorted_unique(row_hashes(rows, [*self.features, self.target]))
 
 
 # --- steps -------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ def summarize_rules(df: pd.DataFrame, settings: ValidationConfig) -> dict[str, A
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pandera's own deprecation chatter
-                _schema(settings).validate(df, lazy=True)
+                # inplace: no copy of the batch (coerce is off: nothing is changed)
+                _schema(settings).validate(df, lazy=True, inplace=True)
         except SchemaErrors as err:
             cases = err.failure_cases
             for (column, check), group in cases.groupby(["column", "check"], dropna=False,
@@ -151,8 +152,12 @@ def violations(parts: Iterable[Mapping[str, Any]], settings: ValidationConfig
     if len(parts) > 1:  # a value repeated across partitions: from the value hashes
         for column in {c for p in parts for c in p["unique"]}:
             values = np.concatenate([p["unique"][column] for p in parts if column in p["unique"]])
-            _, counts = np.unique(values, return_counts=True)
-            repeated = int(counts[counts > 1].sum())
+            ordered = np.sort(values)
+            same = ordered[1:] == ordered[:-1]
+            twice = np.zeros(len(ordered), dtype=bool)
+            twice[1:] |= same
+            twice[:-1] |= same
+            repeated = int(twice.sum())  # rows whose value another row has too
             failures.setdefault(column, {}).pop("unique", None)
             if repeated:
                 failures[column]["unique"] = repeated
