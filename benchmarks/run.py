@@ -352,12 +352,23 @@ def _mixed_bare_script(source: Path, out: Path) -> None:
     joblib.dump(model, out / "model.joblib")
 
 
+#: B11's validation: section (mixed_frame meets every rule).
+B11_VALIDATION: dict[str, Any] = {
+    "min_rows": 100, "max_missing": 0.2,
+    "columns": {"num_0": {"min": -100, "max": 100}, "num_7": {"min": -100, "max": 100},
+                "cat_0": {"allowed": [f"c{k}" for k in range(5)]},
+                "cat_1": {"allowed": [f"c{k}" for k in range(10)], "max_missing": 0.1}}}
+
+
 def b11(work: Path, sizes: Sizes) -> list[Row]:
     """`mlops run` on a 1M-row mixed Parquet source (fresh store: it trains) vs bare."""
     source, store, bare = work / "b11-mixed.parquet", work / "b11-store", work / "b11-bare"
     mixed_frame(sizes.b11_rows).to_parquet(source)
+    # With a validation: section (every rule kind, all met by the frame) and the training
+    # rows' hashes kept for the out-of-sample serving score (issue 18).
     config = Config.from_dict({"storage": {"uri": str(store)},
-                               "data": {"source": str(source)}})
+                               "data": {"source": str(source)},
+                               "validation": B11_VALIDATION})
     a, b = alternate(lambda: run_pipeline(config),
                      lambda: _mixed_bare_script(source, bare),
                      sizes.rounds, lambda: _fresh(store), lambda: _fresh(bare))
@@ -367,8 +378,10 @@ def b11(work: Path, sizes: Sizes) -> list[Row]:
     return [_row("B11", f"mlops run, {sizes.b11_rows:,} rows mixed (8 numeric, 4 categorical, "
                  "5% missing), logistic, vs bare script", a, b, "<=", 1.3,
                  "fresh store each round; both fit the same Pipeline (median imputation + "
-                 "scaling, one-hot); mlops also validates, versions the data, computes every "
-                 "metric, builds the drift reference and saves the model with its schema")]
+                 "scaling, one-hot); mlops also validates (a validation: section: min, max, "
+                 "allowed, max_missing, min_rows), versions the data, computes every metric, "
+                 "builds the drift reference, hashes the training rows (out-of-sample "
+                 "serving score) and saves the model with its schema")]
 
 
 # --- B7: the monitor-check step --------------------------------------------------------------

@@ -118,6 +118,30 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class CsvConfig:
+    """How CSV sources are parsed (pandas.read_csv options; Parquet files ignore them)."""
+
+    sep: str = _opt(",", "Field separator (e.g. ';' for tables written with a decimal comma).",
+                    lambda v: len(v) >= 1, "a non-empty string")
+    decimal: str = _opt(".", "Decimal mark of numbers (',' in much of Europe).",
+                        lambda v: len(v) == 1, "one character")
+    na_values: list[str] = _opt([], "Extra strings read as missing values (besides pandas' "
+                                "defaults: '', 'NA', 'NaN', 'null'...), e.g. ['-', 'n/a', '?'].")
+    encoding: str = _opt("utf-8", "Text encoding of the files (e.g. latin-1, cp1252).",
+                         lambda v: _known_encoding(v), "a Python codec name")
+
+
+def _known_encoding(name: str) -> bool:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where each night's data comes from."""
 
@@ -139,6 +163,82 @@ class DataConfig:
     engine: Engine = _opt("pandas", "pandas (one process holds the data; fastest up to a few "
                           "GB) or dask (partitioned versions, steps run on a Dask cluster: "
                           "see docs/scaling.md and the dask section).")
+    id_columns: list[str] = _opt([], "Columns that identify a row (customer id, order "
+                                 "number): kept in the data versions and carried into outputs, "
+                                 "never features.")
+    exclude_columns: list[str] = _opt([], "Columns dropped when the source is read (free text, "
+                                      "dates: see docs/data.md); never stored, never features.")
+    csv: CsvConfig = _opt(CsvConfig(), "CSV parsing options.")
+
+    def __post_init__(self) -> None:
+        for key in ("id_columns", "exclude_columns"):
+            names = getattr(self, key)
+            if any(not isinstance(n, str) or not n for n in names):
+                raise ConfigError(f"config key 'data.{key}' must be a list of column names")
+            if self.target_column in names:
+                raise ConfigError(f"config key 'data.{key}' names the target column "
+                                  f"'{self.target_column}'")
+        both = sorted(set(self.id_columns) & set(self.exclude_columns))
+        if both:
+            raise ConfigError(f"column '{both[0]}' is in both data.id_columns and "
+                              "data.exclude_columns")
+        if any(not isinstance(v, str) for v in self.csv.na_values):
+            raise ConfigError("config key 'data.csv.na_values' must be a list of strings")
+
+
+#: The rules of one column of ``validation.columns``.
+VALIDATION_RULES = ("min", "max", "allowed", "unique", "max_missing")
+
+
+def _missing_share(v: float | None) -> bool:
+    return v is None or 0 <= v <= 1
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Rules each batch must meet at ingest, checked (with pandera) before anything is
+    stored; a violation exits 2 naming the column, the rule and the rows that break it."""
+
+    min_rows: int = _opt(0, "Refuse a batch of fewer rows than this (0: no limit).",
+                         _non_negative, ">= 0")
+    max_missing: float | None = _opt(None, "Largest share of missing values in any column, "
+                                     "unless the column sets its own; null: no limit.",
+                                     _missing_share, "between 0 and 1, or null")
+    columns: dict[str, Any] = _opt(
+        {}, "Per-column rules, column name -> mapping of: min and max (numbers, inclusive), "
+        "allowed (a list of values), unique (true: no value twice), max_missing (share, "
+        "overrides the section's). Missing values are not checked by min, max and allowed. "
+        "A rule on a column the batch does not have is a violation.")
+
+    def __post_init__(self) -> None:
+        for name, rules in self.columns.items():
+            _check_column_rules(str(name), rules)
+
+
+def _check_column_rules(name: str, rules: Any) -> None:
+    key = f"validation.columns.{name}"
+    if not isinstance(rules, Mapping):
+        raise ConfigError(f"config key '{key}' must be a mapping of rules "
+                          f"({', '.join(VALIDATION_RULES)}), got {type(rules).__name__}")
+    for rule, value in rules.items():
+        where = f"{key}.{rule}"
+        if rule not in VALIDATION_RULES:
+            raise ConfigError(f"unknown config key '{where}' (use one of "
+                              f"{', '.join(VALIDATION_RULES)})")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if rule in ("min", "max") and not number:
+            raise ConfigError(f"config key '{where}' must be a number, got {value!r}")
+        if rule == "max_missing" and not (number and 0 <= value <= 1):
+            raise ConfigError(f"config key '{where}' must be between 0 and 1, got {value!r}")
+        if rule == "unique" and not isinstance(value, bool):
+            raise ConfigError(f"config key '{where}' must be true or false, got {value!r}")
+        if rule == "allowed" and not (isinstance(value, list) and value and all(
+                isinstance(v, str | int | float | bool) for v in value)):
+            raise ConfigError(f"config key '{where}' must be a non-empty list of values, "
+                              f"got {reprlib.repr(value)}")
+    if "min" in rules and "max" in rules and rules["min"] > rules["max"]:
+        raise ConfigError(f"config key '{key}.min' ({rules['min']}) is above its max "
+                          f"({rules['max']})")
 
 
 @dataclass(frozen=True)
@@ -153,6 +253,12 @@ class TrainingConfig:
     params: dict[str, Any] = _opt({}, "Keyword arguments passed to the scikit-learn estimator.")
     random_state: int = _opt(42, "Seed of the estimator and of the train/test split.", _seed,
                              f"between 0 and {SEED_MAX}")
+    min_rows: int = _opt(50, "Never train (nor promote) on fewer rows than this: a smaller "
+                         "batch (after holding out data.test_size) is still scored and "
+                         "drift-checked when a model serves (reason too_few_rows, exit 0), "
+                         "and refused (exit 2) when none does.", _positive, "> 0")
+    min_test_rows: int = _opt(20, "Never judge a challenger on a held-out split of fewer "
+                              "rows than this (the same rule as min_rows).", _positive, "> 0")
     max_seconds: float = _opt(3600.0, "Time box of one model fit: training that takes longer "
                               "stops with exit code 2 (too large training.params such as "
                               "n_estimators), and nothing is saved.", _positive, "> 0")
@@ -421,7 +527,7 @@ class ServingConfig:
 
 #: The events a webhook receiver may subscribe to (``notifications.webhooks[].events``).
 NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_threshold",
-                 "success")
+                 "success", "validation_failed")
 
 
 @dataclass(frozen=True)
@@ -432,7 +538,7 @@ class NotificationsConfig:
         [], "Receivers: each a mapping with url (a literal URL) or url_env (the name of an "
         "environment variable holding the URL, e.g. filled from a Secret), optional name, "
         "and events (default: failure, drift, promotion, rejection, "
-        "serving_below_threshold; success is opt-in).")
+        "serving_below_threshold, validation_failed; success is opt-in).")
     timeout_seconds: float = _opt(5.0, "Timeout of one webhook request.", _positive, "> 0")
     retries: int = _opt(2, "Further attempts of a webhook that fails (5xx, timeout, "
                         "connection error); a failing webhook never fails the run.",
@@ -553,6 +659,8 @@ class Config:
 
     storage: StorageConfig = _opt(StorageConfig(), "The store.")
     data: DataConfig = _opt(DataConfig(), "The data source.")
+    validation: ValidationConfig = _opt(ValidationConfig(), "Rules each batch must meet at "
+                                        "ingest (see docs/data.md).")
     training: TrainingConfig = _opt(TrainingConfig(), "Training.")
     monitoring: MonitoringConfig = _opt(MonitoringConfig(), "Retrain decisions.")
     logging: LoggingConfig = _opt(LoggingConfig(), "Logging.")

@@ -41,6 +41,7 @@ from mlops.ids import check_version_id, iso, utc_now
 from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure, record_outcome
+from mlops.validation import PREFIX as VALIDATION_PREFIX
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
@@ -583,7 +584,8 @@ class Controller:
             observer.run_failed(err)
             raise
         except Exception as err:
-            if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
+            if self.current in (MONITOR_CHECK, TRAIN) or (  # the data is registered, or
+                    self.current is not None and VALIDATION_PREFIX in str(err)):  # refused
                 record_failure(self.ws, self.run_id, self.current, err)
             # Every failure, exit 2 too: `mlops status` reads this record.
             self._record("failed", started, err)

@@ -54,7 +54,7 @@ from mlops.config import (
     Config,
     DaskConfig,
 )
-from mlops.data import CATEGORICAL, NUMERIC, REGRESSION
+from mlops.data import CATEGORICAL, NUMERIC, REGRESSION, read_options
 from mlops.errors import (
     BadInputError,
     ClusterError,
@@ -288,10 +288,24 @@ def _is_large(obj: Any) -> bool:
 
 # --- per-partition work (runs on workers) ----------------------------------------------------
 def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: str,
-                  task: str) -> dict[str, Any]:
+                  task: str, known: Any = None) -> dict[str, Any]:
     from mlops.training import metric_parts
 
-    return metric_parts(model, part[features], part[target], task)
+    skipped = 0
+    if known is not None:  # score only the rows the model was not trained on
+        from mlops.hashing import row_hashes, seen_rows
+
+        seen = seen_rows(row_hashes(part, [*features, target]), known)
+        skipped = int(seen.sum())
+        if skipped:
+            part = part[~seen]
+    return {**metric_parts(model, part[features], part[target], task), "skipped": skipped}
+
+
+def _row_hashes(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    from mlops.hashing import row_hashes, sorted_unique
+
+    return sorted_unique(row_hashes(part, columns))
 
 
 def _summary(part: pd.DataFrame, features: list[str], k: int,
@@ -316,21 +330,43 @@ def score(client: Any, frame: Any, model: Any, features: list[str], target: str,
     """Every metric of ``task`` (the keys of :func:`mlops.training.compute_metrics`) for
     ``model`` over a Dask frame: each partition's task returns the mergeable parts of
     the metrics (:func:`mlops.training.metric_parts`), merged here as they arrive."""
+    return score_unseen(client, frame, model, features, target, task)[0]
+
+
+def score_unseen(client: Any, frame: Any, model: Any, features: list[str], target: str,
+                 task: str = TASK, known: Any = None
+                 ) -> tuple[dict[str, float | None], int, int]:
+    """:func:`score` on the rows whose hash is not in ``known`` (the sorted hashes of
+    the model's training rows, :func:`mlops.hashing.row_hashes` of ``features`` and
+    ``target``; None: every row), filtered in each partition's task.
+
+    Returns:
+        ``(metrics, rows scored, rows skipped as seen in training)``; the metrics are
+        empty when every row was seen.
+    """
     from dask import delayed
     from distributed import as_completed
 
     from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
 
-    shipped = client.scatter(model, broadcast=True)
-    tasks = [delayed(_metric_parts)(part, shipped, features, target, task)
+    # hash=False: a fresh key per call, so a model scored twice in a step never waits on
+    # the key of an earlier call's released copy ("lost dependencies").
+    shipped = client.scatter(model, broadcast=True, hash=False)
+    hashes = None if known is None else client.scatter(known, broadcast=True, hash=False)
+    tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes)
              for part in frame.to_delayed()]
     merger = MetricMerger(task)
+    skipped = 0
     for future in as_completed(client.compute(tasks)):
-        merger.add(future.result())
+        parts = future.result()
+        skipped += int(parts.pop("skipped", 0))
+        merger.add(parts)
     if merger.rounded:
         log.warning("roc_auc: more than %d distinct predicted scores; rounded to %d decimals",
                     ROC_AUC_MAX_POINTS, ROC_AUC_DECIMALS)
-    return merger.metrics()
+    if known is not None and merger.n == 0:
+        return {}, 0, skipped
+    return merger.metrics(), merger.n, skipped
 
 
 def accuracy(client: Any, frame: Any, model: Any, features: list[str], target: str
@@ -531,14 +567,15 @@ def _fit(client: Any, config: Config, train: Any, features: list[str], target: s
 
 
 # --- what the steps use -----------------------------------------------------------------------
-def _features(manifest: DataManifest, target: str) -> list[str]:
-    return [c["name"] for c in manifest.columns if c["name"] != target]
+def _features(manifest: DataManifest, target: str, ids: Sequence[str] = ()) -> list[str]:
+    """The feature columns: all but the target and ``data.id_columns``."""
+    return [c["name"] for c in manifest.columns if c["name"] != target and c["name"] not in ids]
 
 
-def _kinds(manifest: DataManifest, target: str) -> dict[str, str]:
+def _kinds(manifest: DataManifest, target: str, ids: Sequence[str] = ()) -> dict[str, str]:
     """Feature kinds in column order (a version ingested before kinds were kept: numeric)."""
     known = manifest.extra.get("feature_kinds") or {}
-    return {c: str(known.get(c, NUMERIC)) for c in _features(manifest, target)}
+    return {c: str(known.get(c, NUMERIC)) for c in _features(manifest, target, ids)}
 
 
 def _partitioned(ws: Workspace, version: str) -> DataManifest:
@@ -575,7 +612,7 @@ def check_supported(config: Config, task: str | None = None) -> None:
 
 def ingest_source(config: Config, ws: Workspace
                   ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]],
-                             str]:
+                             str, str, list[str]]:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
     Each partition is validated in its own task (:func:`mlops.partitions.ingest_file`);
@@ -584,8 +621,10 @@ def ingest_source(config: Config, ws: Workspace
     against the task, before the manifest is committed.
 
     Returns:
-        ``(data version, rows, feature means, feature kinds, files read, task)``; the
-        files are ``{"path", "size_bytes"}`` like the pandas engine's lineage.
+        ``(data version, rows, feature means, feature kinds, files read, task, too few
+        rows, warnings)``; the files are ``{"path", "size_bytes"}`` like the pandas engine's
+        lineage; the last is why the batch is too small to train on ("" when it is not,
+        see :func:`mlops.training.too_few_rows`; refused when no model serves).
 
     Raises:
         BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
@@ -604,18 +643,34 @@ def ingest_source(config: Config, ws: Workspace
     except FileNotFoundError as err:
         raise DataValidationError(f"data source {d.source} not found: no CSV or Parquet "
                                   "file matches") from err
+    from mlops.training import too_few_rows
+
+    serving = ws.current_model_version()
+    small = [""]
+
+    def before_commit(task: str, rows: int) -> None:
+        check_supported(config, task)
+        small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
+        if small[0] and serving is None:
+            raise DataValidationError(f"{small[0]}; no model serves yet to score it")
+
     with connect(config.dask) as client:
         outcome = register_partitioned(
             client, source, files, ws.versioner.store, ws.versioner.index, d.target_column,
             d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
-            before_commit=lambda task: check_supported(config, task))
+            rules=config.validation, before_commit=before_commit,
+            options={**read_options(d), "ids": list(d.id_columns)})
     log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
-    features = _features(manifest, d.target_column)
+    features = _features(manifest, d.target_column, d.id_columns)
     read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
+    if not small[0]:  # the version existed already (nothing was committed this time)
+        small[0] = too_few_rows(config.training, d.test_size, outcome.rows, None,
+                                outcome.task, d.source)
     return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
-            _kinds(manifest, d.target_column), read, outcome.task)
+            _kinds(manifest, d.target_column, d.id_columns), read, outcome.task, small[0],
+            list(outcome.warnings))
 
 
 def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
@@ -632,7 +687,9 @@ def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
 def columns_frame(ws: Workspace, version: str) -> pd.DataFrame:
     """An empty frame with a partitioned version's columns and dtypes (for schema checks)."""
     manifest = _partitioned(ws, version)
-    return _kind_frame(manifest.columns, _kinds(manifest, ws.config.data.target_column))
+    kinds = _kinds(manifest, ws.config.data.target_column, ws.config.data.id_columns)
+    return _kind_frame([c for c in manifest.columns if c["name"] not in
+                        ws.config.data.id_columns], kinds)
 
 
 @dataclass(frozen=True)
@@ -657,6 +714,9 @@ class Batch:
     metrics: dict[str, float | None] = field(default_factory=dict)
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     missing: dict[str, float] = field(default_factory=dict)
+    #: Rows the model was scored on, and rows skipped as seen in its training.
+    scored_rows: int = 0
+    skipped_seen_rows: int = 0
 
 
 def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str, float]:
@@ -668,20 +728,25 @@ def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str,
 
 
 def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
-                names: list[str] | None = None, task: str = TASK) -> Batch:
+                names: list[str] | None = None, task: str = TASK, known: Any = None
+                ) -> Batch:
     """The monitor-check view of a partitioned version: statistics from the manifest;
     the data is read only to score ``model`` (on ``names``, the model's own features in
-    its order, or every feature of the version) with every metric of ``task``."""
+    its order, or every feature of the version) with every metric of ``task``, on the
+    rows whose hash is not in ``known`` (the model's training rows; None: every row)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
-    features = _features(manifest, target)
+    features = _features(manifest, target, config.data.id_columns)
     metrics: dict[str, float | None] = {}
+    scored = skipped = 0
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
-            metrics = score(client, frame, model, features if names is None else names,
-                            target, task)
-    return Batch(rows=manifest.rows, means=_means(manifest.moments, features),
+            metrics, scored, skipped = score_unseen(
+                client, frame, model, features if names is None else names, target, task,
+                known)
+    return Batch(scored_rows=scored, skipped_seen_rows=skipped,
+                 rows=manifest.rows, means=_means(manifest.moments, features),
                  accuracy=metrics.get("accuracy"),
                  sketches={c: s for c, s in manifest.sketches.items() if c in features},
                  metrics=metrics, categories=dict(manifest.extra.get("categories") or {}),
@@ -707,9 +772,11 @@ class DaskTrainer:
         self.config = config
         manifest = _partitioned(ws, ingested.data_version)
         self.target = config.data.target_column
-        self.features = _features(manifest, self.target)
-        self.kinds = _kinds(manifest, self.target)
-        self._columns = _kind_frame(manifest.columns, self.kinds)
+        ids = config.data.id_columns
+        self.features = _features(manifest, self.target, ids)
+        self.kinds = _kinds(manifest, self.target, ids)
+        self._columns = _kind_frame([c for c in manifest.columns if c["name"] not in ids],
+                                    self.kinds)
         frame = load_partitioned(ws.versioner.store, manifest)
         test_size = config.data.test_size
         self.train, self.test = frame.random_split([1 - test_size, test_size],
@@ -766,6 +833,24 @@ class DaskTrainer:
         return score(self.client, self.test, model,
                      self.features if names is None else names, self.target, self.task)
 
+    def training_rows(self) -> np.ndarray:
+        """The sorted, unique hashes of the training split's rows (features and target),
+        computed partition by partition (:func:`mlops.hashing.row_hashes`)."""
+        parts = per_partition(self.client, self.train, _row_hashes,
+                              [*self.features, self.target])
+        from mlops.hashing import sorted_unique
+
+        return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+
+    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
+                       ) -> tuple[dict[str, float | None], int]:
+        """:meth:`metrics` on the held-out rows whose hash is not in ``known`` (a
+        champion's training rows), and how many rows that is."""
+        metrics, scored, _ = score_unseen(self.client, self.test, model,
+                                          self.features if names is None else names,
+                                          self.target, self.task, known)
+        return metrics, scored
+
     def columns(self) -> pd.DataFrame:
         """An empty frame of the features (for the champion's schema check)."""
         return self._columns[self.features]
@@ -804,4 +889,4 @@ class DaskTrainer:
 __all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "Summary", "accuracy",
            "check_batch", "check_supported", "columns_frame", "connect",
            "container_memory_limit", "ingest_source", "per_partition", "require_dask", "score",
-           "summarize", "translate_cluster_errors", "worker_memory_limit"]
+           "score_unseen", "summarize", "translate_cluster_errors", "worker_memory_limit"]

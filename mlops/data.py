@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,8 @@ from mlops.choices import BOOL, CATEGORICAL, CLASSIFICATION, NUMERIC, REGRESSION
 from mlops.choices import TASKS as CHOICES_TASKS
 from mlops.errors import DataValidationError
 from mlops.storage import read_table_files
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
 #: The synthetic concept (feature means, spreads, label weights) is fixed; only the sample
@@ -62,22 +66,61 @@ def generate_synthetic_data(n_samples: int = 1000, n_features: int = 10,
     return frame
 
 
-def _read_one(name: str, payload: bytes) -> pd.DataFrame:
+def read_options(data: Any) -> dict[str, Any]:
+    """How sources are read, as plain data for a Dask task: ``data.csv`` as
+    ``pandas.read_csv`` keywords and ``data.exclude_columns`` (``data``: the config's
+    ``data`` section)."""
+    csv: dict[str, Any] = {"sep": data.csv.sep, "decimal": data.csv.decimal,
+                           "encoding": data.csv.encoding}
+    if data.csv.na_values:
+        csv["na_values"] = list(data.csv.na_values)
+    return {"csv": csv, "exclude": list(data.exclude_columns)}
+
+
+def read_csv(handle: Any, options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """``pandas.read_csv`` with ``data.csv`` (see :func:`read_options`)."""
+    return pd.read_csv(handle, **(options or {}).get("csv", {}))
+
+
+def drop_excluded(df: pd.DataFrame, name: str, options: dict[str, Any] | None = None
+                  ) -> pd.DataFrame:
+    """``df`` without ``data.exclude_columns``.
+
+    Raises:
+        DataValidationError: An excluded column is not in the file (a typo would
+            otherwise go unnoticed); names it and the file.
+    """
+    drop = list((options or {}).get("exclude") or [])
+    if not drop:
+        return df
+    missing = [c for c in drop if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"config key 'data.exclude_columns' names '{missing[0]}', "
+                                  f"which data file {name} does not have")
+    return df.drop(columns=drop)
+
+
+def _read_one(name: str, payload: bytes, options: dict[str, Any] | None = None
+              ) -> pd.DataFrame:
     lower = name.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
-            return pd.read_parquet(io.BytesIO(payload))
-        return pd.read_csv(io.BytesIO(payload))
+            df = pd.read_parquet(io.BytesIO(payload))
+        else:
+            df = read_csv(io.BytesIO(payload), options)
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(f"data file {name} is empty") from err
     except Exception as err:
         raise DataValidationError(f"data file {name} cannot be parsed: "
                                   f"{str(err).splitlines()[0][:200]}") from err
+    return drop_excluded(df, name, options)
 
 
 def read_source(source: str, storage_options: dict[str, Any] | None = None,
+                options: dict[str, Any] | None = None,
                 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Read a CSV/Parquet source (a path, URI or glob) without validating it.
+    """Read a CSV/Parquet source (a path, URI or glob) without validating it
+    (``options``: :func:`read_options`, the CSV options and excluded columns).
 
     Returns:
         The frame (files concatenated in name order) and the files read, each
@@ -93,7 +136,7 @@ def read_source(source: str, storage_options: dict[str, Any] | None = None,
     except FileNotFoundError as err:
         raise DataValidationError(f"data source {source} not found: no CSV or Parquet "
                                   "file matches") from err
-    frames = [_read_one(name, payload) for name, payload in files]
+    frames = [_read_one(name, payload, options) for name, payload in files]
     if len(frames) > 1:
         cols = list(frames[0].columns)
         for (name, _), frame in zip(files[1:], frames[1:], strict=True):
@@ -144,17 +187,26 @@ def feature_kind(series: pd.Series, name: str, source: str = "data") -> str:
     if len(series) and series.isna().all():
         raise DataValidationError(f"feature column '{name}' in {source} has only missing "
                                   "values: drop it or fill it")
+    if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(dtype, pd.PeriodDtype) \
+            or pd.api.types.is_timedelta64_dtype(dtype):
+        raise _date_column(name, source)
     if pd.api.types.is_bool_dtype(dtype):
         return BOOL
     if isinstance(dtype, pd.CategoricalDtype) or (
             pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)):
+        if _date_share(series) == 1.0:
+            raise _date_column(name, source)
         return CATEGORICAL
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
         return NUMERIC
     if pd.api.types.is_object_dtype(dtype):
         inferred = pd.api.types.infer_dtype(series, skipna=True)
         if inferred == "string":
+            if _date_share(series) == 1.0:
+                raise _date_column(name, source)
             return CATEGORICAL
+        if inferred in ("datetime", "datetime64", "date", "time", "timedelta", "period"):
+            raise _date_column(name, source)
         if inferred == "boolean":
             return BOOL
         if inferred in _NUMERIC_OBJECTS:
@@ -169,6 +221,112 @@ def feature_kind(series: pd.Series, name: str, source: str = "data") -> str:
                                   "or strings)")
     raise DataValidationError(f"feature column '{name}' in {source} has unsupported dtype "
                               f"{dtype} (use numbers, booleans or strings)")
+
+
+#: Dates and times as text: ISO 8601 (2024-05-31, 2024-05-31 13:45[:07][Z|+02:00]) and
+#: day/month/year or month/day/year with / or . (31/05/2024, 5.31.2024 13:45).
+_DATE = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?"
+                   r"(Z|[+-]\d{2}:?\d{2})?)?|\d{1,2}[/.]\d{1,2}[/.]\d{4}"
+                   r"( \d{1,2}:\d{2}(:\d{2})?)?)\s*$")
+#: Values of a string column looked at by the date rule and the warnings.
+_SAMPLE = 2000
+
+
+def _sample(series: pd.Series) -> pd.Series:
+    # The head first: dropping the missing values of a whole column copies all of it.
+    values = series.iloc[:4 * _SAMPLE].dropna()
+    if values.empty and len(series) > 4 * _SAMPLE:
+        values = series.dropna()
+    return values.iloc[:_SAMPLE].astype(str)
+
+
+def _date_share(series: pd.Series) -> float:
+    """The share of a string column's first non-missing values that read as dates."""
+    values = _sample(series)
+    if values.empty:
+        return 0.0
+    return float(values.str.match(_DATE).mean())
+
+
+def _date_column(name: str, source: str) -> DataValidationError:
+    return DataValidationError(
+        f"column '{name}' in {source} holds dates or times, which are not features: add it "
+        "to data.exclude_columns (or data.id_columns to keep it), or derive numeric "
+        "features from it before ingest (docs/data.md)")
+
+
+def table_warnings(df: pd.DataFrame, target_column: str, id_columns: list[str] | tuple[()]
+                   = (), source: str = "data") -> list[str]:
+    """What looks wrong in a table that ingest still accepts (each a line, also logged):
+
+    * a string feature that reads as numbers but for a few markers (``n/a``, ``-``,
+      ``1,234``, ``12 %``): fix it with ``data.csv`` (``na_values``, ``decimal``) or at
+      the source;
+    * a string feature whose values mostly read as dates (all of them: refused);
+    * a string feature with a distinct value in every row: an identifier (``data.id_columns``);
+    * target labels that differ only by case or spaces (``Yes``, ``yes ``).
+    """
+    out: list[str] = []
+    ids = set(id_columns)
+    for col in feature_columns(df, target_column):
+        if col in ids:
+            continue
+        series = df[col]
+        dtype = series.dtype
+        if not (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)):
+            continue
+        values = _sample(series)
+        if values.empty or pd.api.types.infer_dtype(values, skipna=True) != "string":
+            continue
+        numeric = pd.to_numeric(values.str.strip(), errors="coerce")
+        share = float(numeric.notna().mean())
+        if 0.8 <= share < 1.0:
+            markers = sorted(set(values[numeric.isna()].head(50)))[:3]
+            out.append(f"column '{col}' in {source} reads as numbers except {1 - share:.1%} "
+                       f"of its values (e.g. {', '.join(repr(m) for m in markers)}): it is "
+                       "kept as categories; set data.csv.na_values / decimal or fix the "
+                       "source to make it numeric")
+            continue
+        dates = float(values.str.match(_DATE).mean())
+        if dates >= 0.8:
+            out.append(f"column '{col}' in {source}: {dates:.0%} of its values read as "
+                       "dates: add it to data.exclude_columns")
+            continue
+        if len(values) >= 20 and values.nunique() == len(values) \
+                and int(series.nunique()) == int(series.notna().sum()):
+            out.append(f"column '{col}' in {source} has a distinct value in every row: an "
+                       "identifier? add it to data.id_columns (kept, never a feature)")
+    target = df[target_column] if target_column in df.columns else None
+    if target is not None and (pd.api.types.is_object_dtype(target.dtype)
+                               or pd.api.types.is_string_dtype(target.dtype)):
+        labels = pd.Series(target.dropna().unique())
+        if labels.map(lambda v: isinstance(v, str)).all():
+            folded = labels.str.strip().str.casefold()
+            for _, group in labels.groupby(folded.to_numpy()):
+                if len(group) > 1:
+                    out.append(f"target column '{target_column}' in {source} has labels that "
+                               f"differ only by case or spaces: "
+                               f"{', '.join(repr(v) for v in sorted(group))}: they are "
+                               "different classes; clean them at the source")
+    for line in out:
+        log.warning("%s", line)
+    return out
+
+
+def without_ids(df: pd.DataFrame, id_columns: list[str] | tuple[()], source: str = "data"
+                ) -> pd.DataFrame:
+    """``df`` without its ``data.id_columns`` (what features are computed from).
+
+    Raises:
+        DataValidationError: An id column is not in ``df`` (names it).
+    """
+    if not id_columns:
+        return df
+    missing = [c for c in id_columns if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"config key 'data.id_columns' names '{missing[0]}', which "
+                                  f"{source} does not have")
+    return df.drop(columns=list(id_columns))
 
 
 def feature_kinds(df: pd.DataFrame, target_column: str,
@@ -356,8 +514,30 @@ def feature_means(df: pd.DataFrame, target_column: str) -> dict[str, float]:
 
 
 __all__ = [
-    "AUTO", "AUTO_MAX_CLASSES", "BOOL", "CATEGORICAL", "CLASSIFICATION", "KINDS", "NUMERIC",
-    "REGRESSION", "SYNTHETIC", "TASKS", "column_stats", "detect_task", "feature_columns",
-    "feature_kind", "feature_kinds", "feature_means", "generate_synthetic_data",
-    "load_source", "read_source", "split_xy", "validate",
+    "AUTO",
+    "AUTO_MAX_CLASSES",
+    "BOOL",
+    "CATEGORICAL",
+    "CLASSIFICATION",
+    "KINDS",
+    "NUMERIC",
+    "REGRESSION",
+    "SYNTHETIC",
+    "TASKS",
+    "column_stats",
+    "detect_task",
+    "drop_excluded",
+    "feature_columns",
+    "feature_kind",
+    "feature_kinds",
+    "feature_means",
+    "generate_synthetic_data",
+    "load_source",
+    "read_csv",
+    "read_options",
+    "read_source",
+    "split_xy",
+    "table_warnings",
+    "validate",
+    "without_ids",
 ]

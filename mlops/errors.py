@@ -46,6 +46,11 @@ class SchemaChangeError(DataValidationError):
     """A batch's columns differ from the serving model's input schema (exit code 2)."""
 
 
+class ValidationFailedError(DataValidationError):
+    """A batch breaks a rule of the ``validation:`` config section (exit code 2); the
+    message starts with ``validation failed:`` (see :mod:`mlops.validation`)."""
+
+
 class InvalidVersionIdError(BadInputError):
     """A caller-given version id is not a safe name."""
 

@@ -345,7 +345,8 @@ def find_orphans(ctx: GcContext) -> list[Deletion]:
                 else ctx.model_records
             out.extend(_marker_orphan(ctx, key, name, committed))
         elif key.startswith(_MODELS) and key.count("/") == 2 \
-                and name not in (layout.MODEL_METADATA, layout.MODEL_REFERENCE):
+                and name not in (layout.MODEL_METADATA, layout.MODEL_REFERENCE,
+                                 layout.MODEL_TRAINING_ROWS):
             out.extend(_model_file_orphan(ctx, key))
     return out
 
@@ -442,6 +443,7 @@ def _protected(ctx: GcContext, retired: dict[str, Deletion]) -> set[str]:
             continue
         keys.add(model_commit_key(vid))
         keys.add(layout.under(layout.MODELS, layout.model_reference_key(vid)))
+        keys.add(layout.under(layout.MODELS, layout.model_training_rows_key(vid)))
         keys.add(layout.under(layout.MODELS, str(r.get("artifact"))))
         if ts := _created_compact(r):
             keys.add(layout.under(layout.MODELS,

@@ -194,3 +194,50 @@ def content_hash(df: pd.DataFrame, algorithm: str = "sha256", workers: int | Non
     for d in digests:
         top.update(d)
     return top.hexdigest()
+
+
+# --- row hashes: which rows a model was trained on ----------------------------------------
+def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One 64-bit hash per row of ``df[columns]`` (pandas' stable per-value hashes,
+    combined across the columns in order; the index is not part of it).
+
+    Numeric columns hash as float64, so a night where a missing value turns an integer
+    column into floats still recognises its rows. Used to tell the rows a model was
+    trained on from new ones (see docs/data.md, "Out-of-sample serving score").
+    """
+    import numpy as np
+    import pandas as pd
+
+    part = df[columns]
+    cast = {c: "float64" for c in columns
+            if pd.api.types.is_numeric_dtype(part[c].dtype)
+            and not pd.api.types.is_bool_dtype(part[c].dtype)
+            and part[c].dtype != np.float64}
+    if cast:
+        part = part.astype(cast)
+    return pd.util.hash_pandas_object(part, index=False).to_numpy(dtype=np.uint64)
+
+
+def sorted_unique(hashes: np.ndarray) -> np.ndarray:
+    """The distinct values of a uint64 array, sorted (``np.unique`` without its cost:
+    a sort and one comparison pass, about 20 times faster on a million hashes)."""
+    import numpy as np
+
+    ordered = np.sort(np.asarray(hashes, dtype=np.uint64))
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def seen_rows(hashes: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """A boolean mask of ``hashes`` found in ``known`` (sorted, unique uint64)."""
+    import numpy as np
+
+    if not len(known) or not len(hashes):
+        return np.zeros(len(hashes), dtype=bool)
+    at = np.searchsorted(known, hashes)
+    at[at == len(known)] = 0
+    return np.asarray(known[at] == hashes)

@@ -17,6 +17,8 @@ written by earlier releases unreadable, so the names are those on disk today
     models/<version-id>/reference.json         the drift reference of that model, written
                                                before its alias may move (the alias move is
                                                the one commit point of a promotion)
+    models/<version-id>/training-rows.npy      sorted uint64 hashes of its training rows
+                                               (monitor-check scores only other rows)
     models/_index/<created>~<version-id>       empty marker
     models/_aliases/<alias>/events/<time>-<uuid>.json   one object per alias move
     models/_aliases/<alias>/current.json       pointer to the latest event
@@ -56,6 +58,8 @@ MODEL_INDEX = "_index"
 MODEL_METADATA = "metadata.json"
 #: The drift reference kept in each model version's folder.
 MODEL_REFERENCE = "reference.json"
+#: The sorted 64-bit hashes of the rows a model version was trained on (NumPy .npy).
+MODEL_TRAINING_ROWS = "training-rows.npy"
 ALIASES = "_aliases"
 ALIAS_EVENTS = "events"
 ALIAS_POINTER = "current.json"
@@ -113,6 +117,11 @@ def model_metadata_key(version_id: str) -> str:
 def model_reference_key(version_id: str) -> str:
     """The drift reference of a model version (below ``models/``)."""
     return f"{version_id}/{MODEL_REFERENCE}"
+
+
+def model_training_rows_key(version_id: str) -> str:
+    """The hashes of the rows a model version was trained on (below ``models/``)."""
+    return f"{version_id}/{MODEL_TRAINING_ROWS}"
 
 
 def alias_events_prefix(alias: str) -> str:

@@ -37,11 +37,14 @@ PROMOTION = "promotion"
 REJECTION = "rejection"
 SERVING_BELOW_THRESHOLD = "serving_below_threshold"
 SUCCESS = "success"
+#: A batch broke a rule of the ``validation:`` section (the run failed at ingest).
+VALIDATION_FAILED = "validation_failed"
 #: Events a receiver gets when it names none (``success`` is opt-in: it is every night).
-DEFAULT_EVENTS = (FAILURE, DRIFT, PROMOTION, REJECTION, SERVING_BELOW_THRESHOLD)
+DEFAULT_EVENTS = (FAILURE, DRIFT, PROMOTION, REJECTION, SERVING_BELOW_THRESHOLD,
+                  VALIDATION_FAILED)
 _BACKOFF = 0.2
 _COLORS = {FAILURE: "danger", SERVING_BELOW_THRESHOLD: "danger", REJECTION: "warning",
-           DRIFT: "warning"}
+           DRIFT: "warning", VALIDATION_FAILED: "danger"}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,15 @@ from mlops.metrics import (
     schema_changes,
     step_samples,
 )
-from mlops.notify import FAILURE, Notice, missing_urls, notices_for_summary, send
+from mlops.notify import (
+    FAILURE,
+    VALIDATION_FAILED,
+    Notice,
+    missing_urls,
+    notices_for_summary,
+    send,
+)
+from mlops.validation import PREFIX as VALIDATION_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ EVENT_TYPES = {
     "RunStarted": NORMAL, "StepSucceeded": NORMAL, "StepFailed": WARNING,
     "DriftDetected": WARNING, "RetrainStarted": NORMAL, "ModelPromoted": NORMAL,
     "PromotionRejected": WARNING, "ServingBelowThreshold": WARNING, "RunSucceeded": NORMAL,
-    "RunFailed": WARNING,
+    "RunFailed": WARNING, "ValidationFailed": WARNING,
 }
 #: ``(type, reason, action, note)`` -> writes one Kubernetes Event (may raise).
 EventSink = Callable[[str, str, str, str], None]
@@ -172,9 +180,17 @@ class RunObserver:
         self.pusher.push(failure_samples(step, self.durations))
         where = f" at step {step}" if step else ""
         text = f"run {self.run_id} failed{where}: {_line(err)}"
+        notices = [Notice(FAILURE, text)]
+        # A batch that broke the validation: section (in this process, or read from the
+        # ingest Job's one-line error under the controller).
+        invalid = _validation_line(err)
+        if invalid is not None:
+            notices.append(Notice(VALIDATION_FAILED, invalid))
         self.notifications = [d.to_dict() for d in send(
-            self.config, self.run_id, "failed", [Notice(FAILURE, text)],
+            self.config, self.run_id, "failed", notices,
             {"step": step, "error": _line(err)}, self.where, self.env)]
+        if invalid is not None:
+            self.event("ValidationFailed", "Validate", invalid)
         self.event("RunFailed", "Run", text)
         self._stack.close()
         return self.notifications
@@ -203,6 +219,15 @@ class RunObserver:
 def _line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def _validation_line(err: BaseException) -> str | None:
+    """The ``validation failed: ...`` line of an error, or None."""
+    for line in str(err).splitlines():
+        at = line.find(VALIDATION_PREFIX)
+        if at >= 0:
+            return line[at:]
+    return None
 
 
 def _num(v: Any) -> str:

@@ -58,7 +58,18 @@ import numpy as np
 import pandas as pd
 
 from mlops import checksums, layout
-from mlops.data import AUTO, AUTO_MAX_CLASSES, NUMERIC, detect_task, feature_kinds, validate
+from mlops.data import (
+    AUTO,
+    AUTO_MAX_CLASSES,
+    NUMERIC,
+    detect_task,
+    drop_excluded,
+    feature_kinds,
+    read_csv,
+    table_warnings,
+    validate,
+    without_ids,
+)
 from mlops.errors import DataValidationError, IntegrityError, VersionExistsError
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
@@ -76,6 +87,7 @@ from mlops.sketches import (
     summarize_columns,
 )
 from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, confined_key, crash_point
+from mlops.validation import active, raise_for, summarize_rules, violations
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +129,10 @@ def _kill_once() -> None:
     os._exit(CRASH_EXIT_CODE)
 
 
-def read_table(store: Store, key: str) -> pd.DataFrame:
-    """Read one CSV or Parquet file of a source store.
+def read_table(store: Store, key: str, options: dict[str, Any] | None = None
+               ) -> pd.DataFrame:
+    """Read one CSV or Parquet file of a source store (``options``:
+    :func:`mlops.data.read_options`, the CSV options and excluded columns).
 
     Raises:
         DataValidationError: The file is empty or cannot be parsed (names it).
@@ -132,9 +146,9 @@ def read_table(store: Store, key: str) -> pd.DataFrame:
             with store.open_read(key) as f:
                 return pd.read_parquet(f, engine="pyarrow")
         if local is not None:
-            return pd.read_csv(local)
+            return drop_excluded(read_csv(local, options), store.url(key), options)
         with store.open_read(key) as f:
-            return pd.read_csv(f)
+            return drop_excluded(read_csv(f, options), store.url(key), options)
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(f"data file {store.url(key)} is empty") from err
     except (OSError, DataValidationError):
@@ -144,7 +158,8 @@ def read_table(store: Store, key: str) -> pd.DataFrame:
                                   f"{str(err).splitlines()[0][:200]}") from err
 
 
-def read_source(source: Store, key: str) -> tuple[pd.DataFrame, bytes | None]:
+def read_source(source: Store, key: str, options: dict[str, Any] | None = None
+                ) -> tuple[pd.DataFrame, bytes | None]:
     """Read one source file for ingest: its frame, and its bytes when they can be stored as is.
 
     A Parquet file is read into memory once and parsed from there: when the frame has
@@ -159,7 +174,7 @@ def read_source(source: Store, key: str) -> tuple[pd.DataFrame, bytes | None]:
         DataValidationError: The file is empty or cannot be parsed (names it).
     """
     if not key.lower().endswith((".parquet", ".pq")):
-        return read_table(source, key), None
+        return read_table(source, key, options), None
     import pyarrow as pa
 
     raw = source.read_bytes(key)
@@ -170,6 +185,8 @@ def read_source(source: Store, key: str) -> tuple[pd.DataFrame, bytes | None]:
                                   f"{str(err).splitlines()[0][:200]}") from err
     plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and \
         df.index.step == 1 and df.index.name is None
+    if (options or {}).get("exclude"):
+        df, plain = drop_excluded(df, source.url(key), options), False  # not the file's bytes
     return df, (raw if plain else None)
 
 
@@ -187,8 +204,8 @@ def summarize_partition(df: pd.DataFrame, algorithm: str, k: int) -> dict[str, A
 
 
 def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorithm: str,
-                k: int, fingerprint: str, expected: list[dict[str, str]] | None
-                ) -> dict[str, Any]:
+                k: int, fingerprint: str, expected: list[dict[str, str]] | None,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read, validate, hash, summarize and store one source file as a partition.
 
     A Dask task: it returns only the partition's summary. The partition is written
@@ -201,8 +218,10 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     crash_point("partition-task")  # tests: the worker dies here, as if OOM-killed
     _kill_once()
     name = source.url(f.key)
-    df, raw = read_source(source, f.key)
-    validate(df, target, name, whole=False)  # the task is decided on the merged summaries
+    df, raw = read_source(source, f.key, options)
+    ids = list((options or {}).get("ids") or [])
+    # (The task is decided on the merged summaries.)
+    validate(without_ids(df, ids, name), target, name, whole=False)
     schema = _schema(df)
     if expected is not None and schema != expected:
         raise DataValidationError(
@@ -210,6 +229,7 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
             f"expected {[(c['name'], c['dtype']) for c in expected]}")
     summary = summarize_partition(df, algorithm, k)
     summary.update(feature_summary(df, target, name))
+    summary["warnings"] = table_warnings(df, target, ids, name)
     digest = summary["digest"]
     obj = object_key(digest)
     if not data.exists(obj) and raw is not None:
@@ -233,6 +253,31 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
                                   "token": f.token}, compact=True)
     _release_arrow_memory()
     return summary
+
+
+def rule_summary(source: Store, f: SourceFile, rules: Any,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read one source file and count it against the ``validation`` rules (a Dask task:
+    :func:`mlops.validation.summarize_rules`, mergeable counts; nothing raised here, so
+    the one line names the rows of the whole batch)."""
+    df, _ = read_source(source, f.key, options)
+    return summarize_rules(df, rules)
+
+
+def check_rules(client: Any, source: Store, files: Sequence[SourceFile], rules: Any,
+                name: str, options: dict[str, Any] | None = None) -> None:
+    """Check the ``validation`` rules on every file of a source before anything is
+    written: one task per file counts it (:func:`rule_summary`), and the merged counts
+    decide the rules of the whole batch (``min_rows``, ``max_missing``, a ``unique``
+    value repeated across files).
+
+    Raises:
+        ValidationFailedError: A rule is broken (names the column, rule and rows).
+    """
+    futures = [client.submit(rule_summary, source, f, rules, options, pure=False)
+               for f in files]
+    parts = client.gather(futures)
+    raise_for(violations(parts, rules), name)
 
 
 def _release_arrow_memory() -> None:
@@ -336,6 +381,8 @@ class IngestOutcome:
     manifest: dict[str, Any]
     #: The task decided on the merged target summaries (see :func:`decide_task`).
     task: str = "classification"
+    #: What looks wrong in the files (:func:`mlops.data.table_warnings`), each once.
+    warnings: tuple[str, ...] = ()
 
 
 def version_digest(columns: Sequence[Mapping[str, str]], digests: Sequence[str],
@@ -376,7 +423,9 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
 def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile],
                          data: Store, index: Any, target: str, algorithm: str = "sha256",
                          k: int = DEFAULT_K, *, task: str = AUTO, source_uri: str | None = None,
-                         before_commit: Callable[[str], None] | None = None) -> IngestOutcome:
+                         rules: Any = None, options: dict[str, Any] | None = None,
+                         before_commit: Callable[[str, int], None] | None = None
+                         ) -> IngestOutcome:
     """Register the files of a source as one partitioned version, on a Dask cluster.
 
     Args:
@@ -392,7 +441,12 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         source_uri: ``data.source`` as configured; the manifest then records it and the
             files read (``source``: ``{"uri", "files": [{"path", "size_bytes",
             "partition"}]}``), as the pandas engine's lineage.
-        before_commit: Called with the decided task before anything is committed (a
+        options: How files are read (:func:`mlops.data.read_options`) and ``ids``, the
+            ``data.id_columns`` (kept, never features).
+        rules: The ``validation`` config section, checked on every file before anything
+            is written (:func:`check_rules`; None: no rules).
+        before_commit: Called with the decided task and the rows before anything is
+            committed (a
             config check that needs the task); its error commits nothing.
 
     Returns:
@@ -406,6 +460,10 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
     """
     keys = [fingerprint_key(source.uri, f, algorithm) for f in files]
     summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k)
+    if rules is not None and active(rules):
+        # Before any task writes a partition (the rules may have changed since a file
+        # was cached, so every file is read for them).
+        check_rules(client, source, files, rules, source.uri, options)
     todo = [i for i in range(len(files)) if i not in summaries]
     hashed = len(todo)
     expected: list[dict[str, str]] | None = None
@@ -415,7 +473,8 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         # The first file sets the schema the others are checked against in their tasks.
         first = todo.pop(0)
         summaries[first] = client.submit(ingest_file, source, files[first], data, target,
-                                         algorithm, k, keys[first], None, pure=False).result()
+                                         algorithm, k, keys[first], None, options,
+                                         pure=False).result()
         expected = summaries[first]["columns"]
     # The sketches (about 45 KB a column each) are merged as each task completes and
     # dropped, and each finished future is released: neither this process nor the
@@ -424,7 +483,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
     for summary in summaries.values():
         merger.add(summary.pop("sketches"))
     futures = {client.submit(ingest_file, source, files[i], data, target, algorithm, k,
-                             keys[i], expected, pure=False): i for i in todo}
+                             keys[i], expected, options, pure=False): i for i in todo}
     from distributed import as_completed
 
     for fut in as_completed(futures):
@@ -445,7 +504,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
     decided = decide_task([s["target"] for s in ordered], task, target, source.uri)
     kinds = merge_kinds(ordered, [source.url(f.key) for f in files])
     if before_commit is not None:
-        before_commit(decided)
+        before_commit(decided, rows)
     digests = [str(s["digest"]) for s in ordered]
     columns = ordered[0]["columns"]
     digest = version_digest(columns, digests, algorithm)
@@ -472,8 +531,9 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
             {"path": source.url(f.key), "size_bytes": f.size, "partition": s["digest"]}
             for f, s in zip(files, ordered, strict=True)]}
     committed = _commit(data, index, vid, digest, algorithm, manifest)
+    warned = tuple(dict.fromkeys(w for s in ordered for w in s.get("warnings") or []))
     return IngestOutcome(version_id=vid, rows=rows, partitions=len(ordered), hashed=hashed,
-                         manifest=committed, task=decided)
+                         manifest=committed, task=decided, warnings=warned)
 
 
 def _check_whole(moments: Mapping[str, Moments], rows: int, target: str, name: str) -> None:

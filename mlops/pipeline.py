@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
@@ -20,9 +21,12 @@ from mlops.data import (
     feature_kinds,
     feature_means,
     generate_synthetic_data,
+    read_options,
     read_source,
     split_xy,
+    table_warnings,
     validate,
+    without_ids,
 )
 from mlops.decisions import (
     REJECTED_BEFORE,
@@ -38,6 +42,7 @@ from mlops.decisions import (
 )
 from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
 from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
+from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.ids import check_version_id
 from mlops.monitor import DRIFT, NO_MODEL
 from mlops.records import TrainingFacts
@@ -46,13 +51,14 @@ from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.serving import export_for_serving
 from mlops.storage import crash_point
 from mlops.training import (
-    check_trainable,
     check_training,
     compute_metrics,
     meets_threshold,
     split,
+    too_few_rows,
     train_model,
 )
+from mlops.validation import check as check_rules
 from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,9 @@ INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
 TRAIN = "train"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
+#: Added to the reasons when a wanted retrain is skipped because the batch is smaller
+#: than ``training.min_rows`` / ``min_test_rows``.
+TOO_FEW_ROWS = "too_few_rows"
 
 R = TypeVar("R", bound="StepResult")
 
@@ -99,6 +108,11 @@ class IngestResult(StepResult):
     feature_kinds: dict[str, str] = field(default_factory=dict)
     #: The files read (``{"path", "size_bytes"}``); empty for synthetic data.
     source_files: list[dict[str, Any]] = field(default_factory=list)
+    #: Why the batch is too small to train on ("" when it is not): it is still scored and
+    #: drift-checked, never trained on (``training.min_rows``, ``min_test_rows``).
+    too_few_rows: str = ""
+    #: What looks wrong in the table but was accepted (mlops.data.table_warnings).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,10 @@ class MonitorCheckResult(StepResult):
     baseline_score: float | None = None
     #: Why the serving model could not be loaded or used ("" when it could).
     serving_error: str = ""
+    #: Rows the serving model was scored on (None: not scored), and rows skipped because
+    #: they were among its training rows (the score is out-of-sample: docs/data.md).
+    scored_rows: int | None = None
+    skipped_seen_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,11 +210,16 @@ class _Trainer(Protocol):
     def metrics(self, model: Any, names: list[str] | None = None
                 ) -> dict[str, float | None]: ...
 
+    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
+                       ) -> tuple[dict[str, float | None], int]: ...
+
     def columns(self) -> Any: ...
 
     def schema(self) -> InputSchema: ...
 
     def reference(self) -> dict[str, Any]: ...
+
+    def training_rows(self) -> Any: ...
 
 
 class _PandasTrainer:
@@ -206,6 +229,7 @@ class _PandasTrainer:
     def __init__(self, config: Config, ws: Workspace, ingested: IngestResult) -> None:
         self.config = config
         df, _ = ws.versioner.load(ingested.data_version)
+        df = without_ids(df, config.data.id_columns, ingested.data_version)
         self.target = target = config.data.target_column
         self.task = ingested.task or validate(df, target, ingested.data_version,
                                               config.data.task)
@@ -216,6 +240,7 @@ class _PandasTrainer:
         self.features = [str(c) for c in x.columns]
         self.x_train, self.x_test, self.y_train, self.y_test = split(
             x, y, config.data.test_size, config.training.random_state, self.task)
+        self._rows: Future[Any] | None = None
 
     def __enter__(self) -> _PandasTrainer:
         return self
@@ -232,12 +257,27 @@ class _PandasTrainer:
         return len(self.x_test)
 
     def fit(self) -> tuple[Any, dict[str, Any]]:
-        return train_model(self.x_train, self.y_train, self.config, self.task, self.kinds), {}
+        # The training rows' hashes are computed on the other core while the model fits.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            self._rows = pool.submit(self._training_rows)
+            return train_model(self.x_train, self.y_train, self.config, self.task,
+                               self.kinds), {}
 
     def metrics(self, model: Any, names: list[str] | None = None
                 ) -> dict[str, float | None]:
         x = self.x_test if names is None else self.x_test[names]
         return compute_metrics(model, x, self.y_test, self.task)
+
+    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
+                       ) -> tuple[dict[str, float | None], int]:
+        """Metrics on the held-out rows whose hash is not in ``known`` (a champion's
+        training rows), and how many rows that is."""
+        rows = self.x_test.assign(**{self.target: self.y_test})
+        keep = ~seen_rows(row_hashes(rows, [*self.features, self.target]), known)
+        x, y = self.x_test[keep], self.y_test[keep]
+        if not len(x):
+            return {}, 0
+        return compute_metrics(model, x if names is None else x[names], y, self.task), len(x)
 
     def columns(self) -> Any:
         return self.x_test
@@ -248,6 +288,13 @@ class _PandasTrainer:
     def reference(self) -> dict[str, Any]:
         return {"feature_means": feature_means(self.x_train, self.target),
                 "reference_frame": self.x_train}
+
+    def training_rows(self) -> Any:
+        return self._rows.result() if self._rows is not None else self._training_rows()
+
+    def _training_rows(self) -> Any:
+        rows = self.x_train.assign(**{self.target: self.y_train})
+        return sorted_unique(row_hashes(rows, [*self.features, self.target]))
 
 
 # --- steps -------------------------------------------------------------------------------
@@ -266,24 +313,30 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
 
         # Checks the metric and training settings against the decided task before the
         # version is committed (exit 2).
-        version, rows, means, kinds, files, task = dask_engine.ingest_source(config, ws)
+        version, rows, means, kinds, files, task, small, warned = \
+            dask_engine.ingest_source(config, ws)
     else:
+        name = "synthetic data" if d.source == SYNTHETIC else d.source
         if d.source == SYNTHETIC:
             df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-            task = validate(df, d.target_column, "synthetic data", d.task)
         else:
-            df, files = read_source(d.source, config.storage.options)
-            task = validate(df, d.target_column, d.source, d.task)
+            df, files = read_source(d.source, config.storage.options, read_options(d))
+        check_rules(df, config.validation, name)  # the validation: section
+        features = without_ids(df, d.id_columns, name)  # ids are kept, never features
+        task = validate(features, d.target_column, name, d.task)
+        warned = table_warnings(df, d.target_column, d.id_columns, name)
         gate(config, task)  # a metric of the other task is a config error, before any write
         check_training(config.training, task)  # a bad training.params, before any write
-        check_trainable(df[d.target_column], d.test_size,
-                        "synthetic data" if d.source == SYNTHETIC else d.source, task)
+        small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
+                             task, "synthetic data" if d.source == SYNTHETIC else d.source)
+        if small and ws.current_model_version() is None:
+            raise DataValidationError(f"{small}; no model serves yet to score it")
         version = ws.versioner.register(df, source={"uri": d.source, "files": files})
-        rows, means, kinds = len(df), feature_means(df, d.target_column), \
-            feature_kinds(df, d.target_column)
+        rows, means, kinds = len(df), feature_means(features, d.target_column), \
+            feature_kinds(features, d.target_column)
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
                           feature_means=means, task=task, feature_kinds=kinds,
-                          source_files=files)
+                          source_files=files, too_few_rows=small, warnings=warned)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -325,6 +378,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     reference, drift_error = serving_reference(ws, current)
     metrics: dict[str, float | None] = {}
     change = None
+    scored_rows: int | None = None
+    skipped = 0
     if config.data.engine == DASK:
         from mlops import dask_engine
 
@@ -336,9 +391,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             change, scorable, names = _schema_check(
                 config, ingested.data_version, current, record,
                 dask_engine.columns_frame(ws, ingested.data_version), task)
+        known = _training_rows(ws, current) if model is not None and scorable else None
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,
-                                            model if scorable else None, names, task)
+                                            model if scorable else None, names, task, known)
         except (ValueError, KeyError, AttributeError, TypeError) as err:
             if model is None or not scorable:
                 raise
@@ -347,12 +403,15 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                                             task)
         metrics = dict(batch.metrics)
         rows = batch.rows
+        if model is not None and scorable and unusable is None:
+            scored_rows, skipped = batch.scored_rows, batch.skipped_seen_rows
         decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
                                      n_samples=rows, reference=reference,
                                      drift_error=drift_error, sketches=batch.sketches,
                                      categories=batch.categories, missing=batch.missing)
     else:
         df, _ = ws.versioner.load(ingested.data_version)
+        df = without_ids(df, config.data.id_columns, ingested.data_version)
         task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
         metric, threshold = gate(config, task)
         x, y = split_xy(df, target)
@@ -360,11 +419,19 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             change, scorable, names = _schema_check(config, ingested.data_version, current,
                                                     record, df, task)
             if scorable:
+                xs, ys = x if names is None else x[names], y
+                known = _training_rows(ws, current)
+                if known is not None:  # only the rows the model was not trained on
+                    seen = seen_rows(row_hashes(df, [*xs.columns, target]), known)
+                    skipped = int(seen.sum())
+                    if skipped:
+                        xs, ys = xs[~seen], ys[~seen]
                 try:
-                    metrics = compute_metrics(model, x if names is None else x[names], y,
-                                              task)
+                    scored_rows = len(xs)
+                    metrics = compute_metrics(model, xs, ys, task) if len(xs) else {}
                 except (ValueError, KeyError, AttributeError, TypeError) as err:
                     unusable = _unusable(current, err)
+                    scored_rows, skipped = None, 0
         rows = len(df)
         decision = ws.monitor.decide(None, feature_means(df, target),
                                      no_model_yet=current is None, n_samples=rows,
@@ -388,7 +455,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         extra.append(SCHEMA_CHANGE)
     if unusable is not None:
         extra.append(SERVING_MODEL_UNUSABLE)
-    if current is not None and not extra and not meets_threshold(score, threshold, metric):
+    # Every row was in the serving model's training set: nothing to score it on.
+    all_seen = scored_rows == 0 and skipped > 0
+    if current is not None and not extra and not all_seen \
+            and not meets_threshold(score, threshold, metric):
         extra.append(low_score_reason(metric))
     limit = config.monitoring.max_degradation
     if current is not None and not extra and degraded(score, baseline, metric, limit):
@@ -398,6 +468,11 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         [r for r in reasons if r != NO_MODEL]
     retrain = bool(reasons)
     note = ""
+    if retrain and ingested.too_few_rows:
+        # Scored and drift-checked above; never trained on (training.min_rows).
+        retrain = False
+        note = f"not training: {ingested.too_few_rows}"
+        reasons.append(TOO_FEW_ROWS)
     if retrain and unusable is None:  # a broken serving model is replaced regardless
         previous = rejected_before(ws.registry, ingested.data_version,
                                    config_fingerprint(config, task))
@@ -407,6 +482,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                     f"{ingested.data_version} with the same config and not promoted "
                     f"({previous.training().promotion_reason}): not training again")
             reasons.append(REJECTED_BEFORE)
+    if all_seen:
+        note = "; ".join(filter(None, [note, (
+            f"every row of data version {ingested.data_version} was among serving model "
+            f"{current}'s training rows: not scored")]))
     report = decision.drift_report
     accuracy = metrics.get("accuracy")
     result = MonitorCheckResult(
@@ -417,19 +496,21 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
         note=note, drift_error=decision.drift_error, baseline_score=baseline,
-        serving_error=unusable or "")
+        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped)
     if not retrain and current is not None:
-        alerts = serving_alerts(score, threshold, metric, baseline, limit)
+        alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
         ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
             "run_id": run_id, "retrained": False, "drift": decision.drift,
             "drift_error": decision.drift_error, "reasons": reasons,
             "task": task, "metric": metric, "score": score, "metrics": metrics,
             "serving_score": score, "baseline_score": baseline, "alerts": alerts,
-            "note": note, "status": "succeeded"})
+            "note": note, "status": "succeeded",
+            "scored_rows": scored_rows, "skipped_seen_rows": skipped})
     ws.write_result(MONITOR_CHECK, result)
-    log.info("monitor-check: model %s %s %s drift %.4f -> retrain=%s %s%s", current, metric,
-             "n/a" if score is None else f"{score:.4f}", decision.drift, retrain, reasons,
-             f"; {note}" if note else "")
+    log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
+             "drift %.4f -> retrain=%s %s%s", current, metric,
+             "n/a" if score is None else f"{score:.4f}", scored_rows, skipped, decision.drift,
+             retrain, reasons, f"; {note}" if note else "")
     return result
 
 
@@ -470,16 +551,30 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     fresh = not ws.registry.exists(run_id)
     with trainer:
         if fresh:
-            if not trainer.test_rows:
+            t = config.training
+            if trainer.train_rows < t.min_rows or trainer.test_rows < t.min_test_rows:
                 raise DataValidationError(
-                    f"data version '{ingested.data_version}' leaves no rows for evaluation "
-                    f"at data.test_size {config.data.test_size}")
+                    f"data version '{ingested.data_version}' splits into "
+                    f"{trainer.train_rows} training and {trainer.test_rows} held-out rows at "
+                    f"data.test_size {config.data.test_size}: fewer than training.min_rows="
+                    f"{t.min_rows} or training.min_test_rows={t.min_test_rows}; not "
+                    "training")
             champion = ws.current_model_version()
             model, extra = trainer.fit()
             metrics = trainer.metrics(model)
-            champion_metrics = _champion_metrics(ws, champion, trainer)
+            champion_metrics, compared = _champion_metrics(ws, champion, trainer)
             champion_score = None if champion_metrics is None else champion_metrics.get(metric)
-            promote, why = promotion_decision(metrics.get(metric), champion, champion_score,
+            challenger_score = metrics.get(metric)
+            if compared is not None:
+                # Compared on the held-out rows the champion did not train on (a growing
+                # source holds out some of its training rows): the challenger too.
+                challenger_score = trainer.metrics_unseen(model, None,
+                                                          compared["known"])[0].get(metric)
+                extra = {**extra, "comparison": {
+                    "rows": compared["rows"], "skipped_seen_by_champion":
+                        trainer.test_rows - compared["rows"],
+                    "challenger_score": challenger_score, "champion_score": champion_score}}
+            promote, why = promotion_decision(challenger_score, champion, champion_score,
                                               config.promotion.tolerance, metric, threshold)
             champion_baseline = _champion_baseline(ws, champion, metric)
             limit = config.monitoring.max_degradation
@@ -527,6 +622,8 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             ws.registry.save_reference(run_id, ws.monitor.reference_document(
                 **trainer.reference(), data_version=ingested.data_version,
                 model_version=run_id))
+        if not ws.registry.has_training_rows(run_id):
+            ws.registry.save_training_rows(run_id, trainer.training_rows())
     crash_point("after-reference")
     serving_score = score if promote else champion_score
     alerts = serving_alerts(serving_score, threshold, metric, baseline,
@@ -639,6 +736,19 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _training_rows(ws: Workspace, version: str | None) -> Any:
+    """The hashes of the rows ``version`` was trained on, or None (a model saved before
+    they were kept, or through the library API: every row is scored, as before)."""
+    if version is None:
+        return None
+    try:
+        return ws.registry.get_training_rows(version)
+    except BadInputError as err:
+        log.warning("monitor-check: the training rows of model %s cannot be read (%s); "
+                    "scoring every row", version, err)
+        return None
+
+
 def _unusable(version: str | None, err: Exception) -> str:
     """Log and describe a serving model that cannot be loaded or cannot score the data
     (deleted/truncated artifact, corrupt metadata, alias to a missing version): the
@@ -649,25 +759,35 @@ def _unusable(version: str | None, err: Exception) -> str:
     return why
 
 
-def _champion_metrics(ws: Workspace, champion: str | None,
-                      trainer: _Trainer) -> dict[str, float | None] | None:
+def _champion_metrics(ws: Workspace, champion: str | None, trainer: _Trainer
+                      ) -> tuple[dict[str, float | None] | None, dict[str, Any] | None]:
+    """The champion's metrics on the held-out split, and (when some held-out rows were
+    among its training rows) ``{"known", "rows"}``: its training rows' hashes and the
+    held-out rows left, which the metrics were computed on instead."""
     if champion is None:
-        return None
+        return None, None
     try:
         model, record = ws.registry.load(champion)
         schema = schema_of(record, ws.config.data.target_column)
-        if schema is None:
-            return trainer.metrics(model)
-        change = compare(schema, trainer.columns(), trainer.task)
-        if change.missing or change.retyped or change.task:
-            log.warning("train: champion %s cannot score this data (%s); the challenger wins",
-                        champion, change.describe())
-            return None
-        return trainer.metrics(model, schema.names)
+        names = None if schema is None else schema.names
+        if schema is not None:
+            change = compare(schema, trainer.columns(), trainer.task)
+            if change.missing or change.retyped or change.task:
+                log.warning("train: champion %s cannot score this data (%s); the challenger "
+                            "wins", champion, change.describe())
+                return None, None
+        known = _training_rows(ws, champion)
+        if known is not None:
+            unseen, rows = trainer.metrics_unseen(model, names, known)
+            if 0 < rows < trainer.test_rows:
+                log.info("train: champion %s compared on the %d held-out rows it was not "
+                         "trained on (of %d)", champion, rows, trainer.test_rows)
+                return unseen, {"known": known, "rows": rows}
+        return trainer.metrics(model, names), None
     except (MLOpsError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("train: champion %s cannot be evaluated (%s); the challenger wins",
                     champion, err)
-        return None
+        return None, None
 
 
 #: The steps by name, in order.

@@ -38,7 +38,7 @@ from mlops.errors import (
 )
 from mlops.ids import check_version_id, compact, iso, utc_now
 from mlops.records import AliasEvent, ModelRecord
-from mlops.storage import Store, as_store, confined_key, crash_point
+from mlops.storage import CorruptObjectError, Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 
 METADATA = layout.MODEL_METADATA
@@ -78,6 +78,12 @@ def check_signature(record: dict[str, Any], key: bytes, version_id: str) -> None
     if not hmac.compare_digest(found, sign_record(record, key)):
         raise IntegrityError(f"model version '{version_id}' has a signature that does not "
                              "match the signing key; refusing to load it")
+
+
+def load_metadata(record: ModelRecord) -> dict[str, Any]:
+    """What :meth:`ModelRegistry.load` returns beside the model: the caller's metadata at
+    the top level, the record's registry fields beside it (the caller's keys win)."""
+    return {**record.to_dict(), **record.metadata}
 
 
 def current_user() -> str:
@@ -155,7 +161,14 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         return version_id
 
     def load(self, version_id: str) -> tuple[Any, dict[str, Any]]:
-        """The model and its metadata record, after verifying the artifact's sha256.
+        """The model and its metadata, after verifying the artifact's sha256.
+
+        The metadata is what the caller passed to :meth:`save` (``save(m, "v1",
+        {"accuracy": 0.91})`` loads ``meta["accuracy"] == 0.91``), with the registry's
+        fields of the record beside it (``id``, ``created_at``, ``artifact``, ``sha256``,
+        ``size_bytes``, ``model_class``, and ``metadata``: the caller's dict again); a key
+        the caller saved wins over a registry field of the same name. The typed record
+        is :meth:`get_record`.
 
         Raises:
             InvalidVersionIdError: Unsafe id.
@@ -167,7 +180,7 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         record, payload = self._verified(version_id)
         import joblib
 
-        return joblib.load(io.BytesIO(payload)), record.to_dict()
+        return joblib.load(io.BytesIO(payload)), load_metadata(record)
 
     def verify(self, version_id: str) -> ModelRecord:
         """Every check :meth:`load` makes (record, signature, artifact and its sha256),
@@ -236,6 +249,55 @@ class ModelRegistry(VersionedStore[ModelRecord]):
             return self.store.read_json(self.reference_key(version_id))
         except FileNotFoundError:
             return None
+
+    def save_training_rows(self, version_id: str, hashes: Any) -> bool:
+        """Keep the sorted, unique uint64 hashes of the rows ``version_id`` was trained on
+        (create only; see :func:`mlops.hashing.row_hashes`).
+
+        Returns:
+            False when the version already had them (a resumed step): kept as is.
+        """
+        import numpy as np
+
+        check_version_id(version_id, "model version id")
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(hashes, dtype="<u8"), allow_pickle=False)
+        try:
+            self.store.write_bytes(layout.model_training_rows_key(version_id), buf.getvalue(),
+                                   exclusive=True)
+        except FileExistsError:
+            return False
+        return True
+
+    def has_training_rows(self, version_id: str) -> bool:
+        """Whether ``version_id`` keeps the hashes of its training rows."""
+        check_version_id(version_id, "model version id")
+        return self.store.exists(layout.model_training_rows_key(version_id))
+
+    def get_training_rows(self, version_id: str) -> Any:
+        """The sorted uint64 hashes of the rows ``version_id`` was trained on, or None
+        when it has none (a model saved before they were kept, or by the library API).
+
+        Raises:
+            CorruptObjectError: The object is not a uint64 NumPy array (exit code 2).
+        """
+        import numpy as np
+
+        check_version_id(version_id, "model version id")
+        key = layout.model_training_rows_key(version_id)
+        try:
+            raw = self.store.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        try:
+            found = np.load(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise CorruptObjectError(f"training rows of model version '{version_id}' "
+                                     f"({key}) are not a NumPy array: {err}", key) from err
+        if found.dtype != np.dtype("<u8") or found.ndim != 1:
+            raise CorruptObjectError(f"training rows of model version '{version_id}' "
+                                     f"({key}) hold {found.dtype} values, expected uint64", key)
+        return found
 
     # --- aliases -----------------------------------------------------------------------
     def get_alias(self, alias: str = PRODUCTION) -> str | None:

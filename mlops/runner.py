@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import Config, load_config
-from mlops.errors import BadInputError, MLOpsError
+from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
 from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
@@ -100,8 +100,11 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     handoff = ws.read_result(run_id, HANDOFF)  # the controller's KServe patch, if any
     baseline = checked.get("baseline_score") if trained is None \
         else trained.get("baseline_score")
+    # A night whose every row was in the serving model's training set is not scored.
+    unscored = trained is None and checked.get("scored_rows") == 0
     alerts = serving_alerts(score, threshold, metric, baseline,
-                            ws.config.monitoring.max_degradation) if serving is not None else []
+                            ws.config.monitoring.max_degradation) \
+        if serving is not None and not unscored else []
     if SERVING_MODEL_UNUSABLE in checked["reasons"]:
         alerts.append(SERVING_MODEL_UNUSABLE)
     note = checked.get("note", "")
@@ -138,6 +141,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "serving_uri": serving_uri(ws.store, serving),
         **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
             "run_id", "step", "finished_at")}} if handoff else {}),
+        # The serving model's score on the new data counts only rows it was not trained on.
+        "scored_rows": checked.get("scored_rows"),
+        "skipped_seen_rows": checked.get("skipped_seen_rows", 0),
     }
 
 
@@ -219,10 +225,11 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
         step = None
         return finish_run(ws, run_id, observer)
     except Exception as err:
-        # A bad source or config at ingest leaves the data, models and history untouched;
-        # only the run's own record says it failed (what `mlops status` reads).
-        if step in (MONITOR_CHECK, TRAIN):
-            record_failure(ws, run_id, step, err)
+        # A bad source or config at ingest leaves the data, models and history untouched
+        # (a refused validation is recorded in the history too); only the run's own record
+        # says it failed (what `mlops status` reads).
+        if step in (MONITOR_CHECK, TRAIN) or isinstance(err, ValidationFailedError):
+            record_failure(ws, run_id, str(step), err)
         record_outcome(ws, run_id, RUN, FAILED, error=err, step=step)
         observer.run_failed(err)
         raise
@@ -272,7 +279,8 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     (``extra``: further fields, e.g. ``terminated=True`` for a step stopped by SIGTERM).
 
     Only failures after ingest registered the data are recorded (a bad source or config
-    leaves the store untouched). Never raises: the real failure must not be hidden.
+    leaves the store untouched), and a batch refused by the ``validation:`` section (a
+    point in the history with no data version). Never raises: the real failure must not be hidden.
     """
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__

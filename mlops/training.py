@@ -272,6 +272,40 @@ def check_trainable(y: pd.Series, test_size: float, source: str = "data",
             "needed sides")
 
 
+def too_few_rows(settings: TrainingConfig, test_size: float, rows: int, y: pd.Series | None = None,
+                 task: str = CLASSIFICATION, source: str = "data") -> str:
+    """Why a batch of ``rows`` rows is too small to train on, or "" when it is not.
+
+    The split holds out ``ceil(test_size * rows)`` rows: the rest must be at least
+    ``training.min_rows`` and the held-out rows at least ``training.min_test_rows``;
+    with the target ``y`` the classes must also divide (:func:`check_trainable`).
+
+    Args:
+        settings: The ``training`` section (``min_rows``, ``min_test_rows``).
+        test_size: ``data.test_size``.
+        rows: Rows of the batch.
+        y: Its target, when at hand (the pandas engine).
+        task: ``classification`` or ``regression``.
+        source: What to name in the message.
+    """
+    n_test = math.ceil(test_size * rows)
+    n_train = rows - n_test
+    if n_train < settings.min_rows:
+        return (f"{source} has {rows} rows: too few to train on ({n_train} after holding "
+                f"out data.test_size={test_size:g}, fewer than training.min_rows="
+                f"{settings.min_rows})")
+    if n_test < settings.min_test_rows:
+        return (f"{source} has {rows} rows: too few to hold out ({n_test} at "
+                f"data.test_size={test_size:g}, fewer than training.min_test_rows="
+                f"{settings.min_test_rows})")
+    if y is not None:
+        try:
+            check_trainable(y, test_size, source, task)
+        except DataValidationError as err:
+            return str(err)
+    return ""
+
+
 class _TimeBox:
     """Raise TrainingTimeoutError in the main thread after ``seconds`` (SIGALRM timer).
 

@@ -18,7 +18,13 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mlops import checksums, layout
-from mlops.errors import IntegrityError, StorageError, VersionExistsError, VersionNotFoundError
+from mlops.errors import (
+    DataValidationError,
+    IntegrityError,
+    StorageError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
@@ -60,6 +66,27 @@ def _dictionary_columns(df: pd.DataFrame) -> list[str]:
     file came out larger. The stored values are identical either way.
     """
     return [str(c) for c, t in df.dtypes.items() if getattr(t, "kind", "O") not in "fc"]
+
+
+#: ``infer_dtype`` answers of object columns that Parquet stores as one type.
+_STORABLE_MIXES = ("mixed-integer-float",)
+
+
+def _check_storable(df: pd.DataFrame) -> None:
+    """Refuse, naming the column, an object column of mixed Python types (pyarrow would
+    fail half-way with ``ArrowInvalid``, naming neither the column nor the types)."""
+    import pandas as pd
+
+    for i, col in enumerate(df.columns):
+        values = df.iloc[:, i]
+        if not pd.api.types.is_object_dtype(values.dtype):
+            continue
+        inferred = pd.api.types.infer_dtype(values, skipna=True)
+        if inferred.startswith("mixed") and inferred not in _STORABLE_MIXES:
+            types = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
+            raise DataValidationError(f"column '{col}' mixes value types ({', '.join(types)}) "
+                                      "and cannot be stored: make it all strings or all "
+                                      "numbers")
 
 
 class DataVersioner(VersionedStore[DataManifest]):
@@ -114,9 +141,13 @@ class DataVersioner(VersionedStore[DataManifest]):
         Raises:
             InvalidVersionIdError: ``version_id`` is not a safe name (nothing is written).
             VersionExistsError: ``version_id`` is taken by different content.
+            DataValidationError: An object column mixes Python types that Parquet cannot
+                store in one column (numbers and strings...); names the column (nothing
+                is written).
         """
         if version_id is not None:
             check_version_id(version_id, "data version id")
+        _check_storable(df)
         from mlops.data import column_stats
         from mlops.hashing import content_hash
 

@@ -55,8 +55,11 @@ def test_an_empty_store_is_unhealthy(tmp_path: Path,
 def test_healthy_after_a_run_then_each_kind_of_trouble(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
+    # 1000 rows: the serving model's out-of-sample accuracy (its 200 held-out rows) is
+    # below 1, so the stricter limit below can catch it.
     cfg = config_file(tmp_path, str(store), reporting={"enabled": True},
-                      monitoring={"drift_method": "psi"})
+                      monitoring={"drift_method": "psi"},
+                      data={"n_samples": 1000, "n_features": 4})
     run_pipeline(cfg, run_id="20261101-020000-aaaa")
     before = snapshot(store)
     code, out = status(capsys, cfg)

@@ -54,7 +54,11 @@ def test_old_store_reads_as_the_old_release_read_it(old_store: Workspace) -> Non
         df, meta = ws.versioner.load(vid)
         assert meta == manifest and len(df) == manifest["rows"]
     model, record = ws.registry.load("run-1")
-    assert record == EXPECTED["model_records"][1]
+    # Every field the old release returned, and (issue 18 item 10) the saved metadata at
+    # the top level, as the seed API documents.
+    old = EXPECTED["model_records"][1]
+    assert {k: record[k] for k in old} == old
+    assert {k: record[k] for k in old["metadata"]} == old["metadata"]
     facts = ws.registry.get_record("run-1").training()
     assert facts.accuracy == record["metadata"]["accuracy"]
     assert facts.promote is True and facts.data_version == EXPECTED["data_versions"][1]

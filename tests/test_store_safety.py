@@ -40,7 +40,7 @@ WRITERS = 4
 
 def _config(store_uri: str, options: dict[str, Any], **extra: dict[str, Any]) -> Config:
     doc: dict[str, Any] = {"storage": {"uri": store_uri, "options": options},
-                           "data": {"n_samples": 80, "n_features": 2},
+                           "data": {"n_samples": 100, "n_features": 2},
                            "promotion": {"tolerance": 1.0}}  # every challenger promotes
     doc.update(extra)
     return Config.from_dict(doc)

@@ -77,7 +77,8 @@ def test_mixed_frame_kinds_and_task() -> None:
     (pd.Series([None] * 20, dtype=object), r"feature column 'bad' in data has only missing"),
     (pd.Series([np.nan] * 20), r"feature column 'bad' in data has only missing"),
     (pd.Series(pd.date_range("2024-01-01", periods=20)),
-     r"feature column 'bad' in data has unsupported dtype datetime64"),
+     r"column 'bad' in data holds dates or times, which are not features: add it to "
+     r"data.exclude_columns"),
 ])
 def test_unusable_feature_columns_are_named(column: pd.Series, match: str) -> None:
     df = pd.DataFrame({"ok": np.arange(20.0), "bad": column, "target": [0, 1] * 10})
