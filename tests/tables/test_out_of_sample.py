@@ -135,7 +135,8 @@ def test_champion_and_challenger_compared_on_rows_the_champion_never_saw(
     first = df.iloc[:300]
     folder = tmp_path / "src"
     cfg = make_config(tmp_path, write_source(folder, [first], engine), engine,
-                      monitoring={"drift_threshold": 0.0, "drift_min_samples": 0},
+                      monitoring={"drift_threshold": 0.0, "drift_min_samples": 0,
+                                  "drift_method": "mean_l1"},
                       promotion={"tolerance": 0.05})
     run_pipeline(cfg, run_id="night-1")
     # A cumulative export: one file rewritten with every row so far, newest first. (Dask

@@ -49,11 +49,13 @@ def test_small_batch_is_scored_and_drift_checked_not_trained(
     folder = tmp_path / "src"
     # Any drift at all asks for a retrain: the small night must still not train.
     path = config_path(tmp_path, write_source(folder, [df.iloc[:400]], engine), engine,
-                       drift_threshold=0.0, drift_min_samples=0)
+                       drift_threshold=0.0, drift_min_samples=0,
+                       drift_method="mean_l1")
     assert main(["run", "--run-id", "night-1", "-c", path]) == 0
     small = tmp_path / "small"
     path = config_path(tmp_path, write_source(small, [df.iloc[400:440]], engine), engine,
-                       drift_threshold=0.0, drift_min_samples=0)
+                       drift_threshold=0.0, drift_min_samples=0,
+                       drift_method="mean_l1")
     assert main(["run", "--run-id", "night-2", "-c", path]) == 0
     ws = Workspace.open(Config.from_dict({"storage": {"uri": str(tmp_path / "store")}}))
     summary = ws.read_result("night-2", "summary")
