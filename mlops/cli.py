@@ -120,6 +120,20 @@ def cmd_step(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Run the score step alone."""
+    from mlops.pipeline import SCORE
+    from mlops.runner import run_step
+    from mlops.workspace import new_run_id
+
+    cfg = _config(args)
+    run_id = args.run_id or new_run_id()
+    with log_context(run_id=run_id, step=SCORE):
+        result = run_step(SCORE, cfg, run_id)
+    print_mapping(result.to_dict(), args.json)
+    return EXIT_OK
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run one run as step Jobs on Kubernetes (see docs/kubernetes.md)."""
     from mlops.controller import EXIT_TERMINATED, Terminated, run_controller
@@ -138,9 +152,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    """List data or model versions."""
+    """List data, model or predictions versions."""
     ws = _workspace(args)
-    if args.kind == "data":
+    if args.kind == "predictions":
+        from mlops.scoring import predictions_store
+
+        rows = [{**r.to_dict(), "source": r.source.get("uri"),
+                 "source_hash": r.source.get("content_hash")}
+                for r in predictions_store(ws).list_records(limit=args.limit)]
+        print_table(rows, ["id", "created_at", "rows", "model_version", "run_id", "source"],
+                    args.json, "no predictions versions yet")
+    elif args.kind == "data":
         from mlops.check import data_version_rows
 
         # A corrupt manifest or a missing object is listed with its status, not fatal.
@@ -467,8 +489,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="kubeconfig context (default: its current-context)")
     p.set_defaults(handler=cmd_controller)
 
-    p = sub.add_parser("versions", help="list stored data or model versions, newest first")
-    p.add_argument("kind", choices=["data", "models"], help="what to list")
+    p = sub.add_parser(
+        "score", help="score scoring.source with the serving model (a predictions version)",
+        description="Score the files of scoring.source with the serving (production) model and "
+                    "commit a content-addressed predictions version (Parquet: the "
+                    "scoring.id_columns, prediction, probability_<class> per class) below "
+                    "scoring.output (default <storage.uri>/predictions). The result is written "
+                    "to runs/<run-id>/score.json. mlops run and the controller run this step "
+                    "after train when scoring.source is set.",
+        epilog="Exit codes: 0 success; 1 retry may help; 2 bad input (no serving model, a "
+               "missing id or feature column, a missing source): nothing is written.")
+    _common(p)
+    p.add_argument("--run-id", help="the run this step belongs to (default: a fresh UTC "
+                                    "timestamp id)")
+    p.set_defaults(handler=cmd_score)
+
+    p = sub.add_parser("versions",
+                       help="list stored data, model or predictions versions, newest first")
+    p.add_argument("kind", choices=["data", "models", "predictions"], help="what to list")
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show at most N versions")
     p.set_defaults(handler=cmd_versions)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from mlops.config import ENV_DASK_ADDRESS, Config
 from mlops.errors import BadInputError, ClusterError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
-from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
+from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure
 from mlops.workspace import Workspace, new_run_id
@@ -353,6 +353,8 @@ class Controller:
                     self._observed(observer, TRAIN)
                 else:
                     self.steps[TRAIN] = "not needed"
+                if self.config.scoring.source:
+                    self._observed(observer, SCORE)
             finally:
                 if cluster is not None:
                     cluster.stop()
@@ -365,7 +367,7 @@ class Controller:
             observer.run_failed(err)
             raise
         except MLOpsError as err:
-            if self.current in (MONITOR_CHECK, TRAIN):  # the data is registered: a history point
+            if self.current in (MONITOR_CHECK, TRAIN, SCORE):  # data registered: a history point
                 record_failure(self.ws, self.run_id, self.current, err)
             if not isinstance(err, BadInputError) and err.exit_code != 2:
                 self._record("failed", started, str(err).splitlines()[0] if str(err) else "")

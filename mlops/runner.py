@@ -18,12 +18,14 @@ from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
+    SCORE,
     STEP_FUNCTIONS,
     STEPS,
     TRAIN,
     StepResult,
     ingest,
     monitor_check,
+    score,
     train,
 )
 from mlops.report import require_matplotlib, write_report_to_store
@@ -40,7 +42,7 @@ SUMMARY = "summary"
 
 
 def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None) -> StepResult:
-    """Run one step by name (``ingest``, ``monitor-check`` or ``train``)."""
+    """Run one step by name (``ingest``, ``monitor-check``, ``train`` or ``score``)."""
     if step not in STEP_FUNCTIONS:
         raise BadInputError(f"unknown step '{step}': use one of {', '.join(STEPS)}")
     return STEP_FUNCTIONS[step](config, run_id, ws)
@@ -65,7 +67,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         schema_change, serving_uri}`` (``accuracy`` is None for a regression); ``drift_error``
         says why drift could not be measured (then ``drift`` is 0.0 but unknown);
         ``serving_uri`` is the serving model's export folder (``serving/<version>``, one
-        subfolder per format), None when it has none; ``serving_handoff`` (only when the
+        subfolder per format), None when it has none; ``predictions_uri`` (only when
+        ``scoring.source`` is set) is the manifest of the score step's predictions
+        version (None before that step ran); ``serving_handoff`` (only when the
         controller patched or failed to patch a KServe InferenceService) says how it went,
         and a failure adds the alert ``serving_handoff_failed``.
     """
@@ -112,6 +116,8 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "note": checked.get("note", ""),
         "schema_change": checked.get("schema_change"),
         "serving_uri": serving_uri(ws.store, serving),
+        **({"predictions_uri": (ws.read_result(run_id, SCORE) or {}).get("predictions_uri")}
+           if ws.config.scoring.source else {}),
         **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
             "run_id", "step", "finished_at")}} if handoff else {}),
     }
@@ -151,7 +157,7 @@ def finish_run(ws: Workspace, run_id: str,
 
 def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
                  run_id: str | None = None) -> dict[str, Any]:
-    """Run ingest -> monitor-check -> (train) in this process.
+    """Run ingest -> monitor-check -> (train) -> (score, when ``scoring.source``) here.
 
     Args:
         config_path: A YAML file, a :class:`~mlops.config.Config`, or None for the
@@ -192,11 +198,15 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
             step = TRAIN
             with observer.step(TRAIN) as box:
                 box["result"] = train(config, run_id, ws).to_dict()
+        if config.scoring.source:
+            step = SCORE
+            with observer.step(SCORE) as box:
+                box["result"] = score(config, run_id, ws).to_dict()
         step = None
         return finish_run(ws, run_id, observer)
     except Exception as err:
         # A bad source or config at ingest leaves the store (and the history) untouched.
-        if step in (MONITOR_CHECK, TRAIN):
+        if step in (MONITOR_CHECK, TRAIN, SCORE):
             record_failure(ws, run_id, step, err)
         observer.run_failed(err)
         raise
