@@ -129,6 +129,9 @@ def check_columns(columns: Sequence[str], spec: Spec, name: str) -> None:
     ``columns`` (the columns of file ``name``)."""
     have = set(map(str, columns))
     for col in spec.id_columns:
+        if col == PREDICTION or col.startswith(PROBABILITY):
+            raise BadInputError(f"config key 'scoring.id_columns': column '{col}' would clash "
+                                f"with the {PREDICTION}/{PROBABILITY}<class> columns")
         if col not in have:
             raise BadInputError(f"config key 'scoring.id_columns': column '{col}' is not in "
                                 f"{name}")
@@ -302,9 +305,11 @@ def dask_map(client: Any) -> MapFiles:
             ) -> list[Any]:
         from dask import delayed
 
-        # The model and the spec go to the workers once, not inside every task.
+        # The model and the spec go to the workers once, not inside every task. Keys of
+        # their own (hash=False): a second map scattering the same spec must not meet the
+        # first map's key while the scheduler is still releasing it ("lost data").
         shipped = [a if isinstance(a, str | int | float | bool | Store | type(None))
-                   else client.scatter(a, broadcast=True) for a in args]
+                   else client.scatter(a, broadcast=True, hash=False) for a in args]
         tasks = [delayed(fn, pure=False)(source, key, *shipped) for key in keys]
         with dask_engine.translate_cluster_errors("the score step"):
             return list(client.gather(client.compute(tasks)))

@@ -122,7 +122,8 @@ def test_score_alone_is_content_addressed_and_listed(
     assert table.splitlines()[0].split()[:3] == ["ID", "CREATED_AT", "ROWS"]
 
 
-@pytest.mark.parametrize("case", ["id_column", "feature_column", "no_model", "no_source"])
+@pytest.mark.parametrize("case", ["id_column", "feature_column", "no_model", "no_source",
+                                  "reserved_name"])
 def test_bad_input_exits_2_naming_it_and_writes_nothing(
         case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good, bad = batch(100, 3), batch(50, 4)
@@ -132,7 +133,8 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(
         bad = bad.drop(columns=["feature_2"])
     # The bad file comes last: nothing may be written for the good one before it.
     src = write_source(tmp_path / "score", [good, bad])
-    cfg = config(tmp_path, src if case != "no_source" else tmp_path / "nothing-*.csv")
+    cfg = config(tmp_path, src if case != "no_source" else tmp_path / "nothing-*.csv",
+                 **({"id_columns": ["prediction"]} if case == "reserved_name" else {}))
     if case != "no_model":
         run_pipeline(Config.from_dict({**cfg.to_dict(), "scoring": {}}), run_id="run-0")
     (tmp_path / "store").mkdir(exist_ok=True)
@@ -144,7 +146,8 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     expected = {"id_column": "'customer_id'", "feature_column": "'feature_2'",
-                "no_model": "no serving model", "no_source": "nothing-*.csv"}[case]
+                "no_model": "no serving model", "no_source": "nothing-*.csv",
+                "reserved_name": "'prediction' would clash"}[case]
     assert expected in err[0]
     assert store_files(tmp_path) == before
 
@@ -201,3 +204,19 @@ def test_engines_give_the_same_predictions_version(client: Any, tmp_path: Path) 
     dask_store = predictions_store(Workspace.open(dask_cfg))
     assert dask_store.store.url().endswith("dask-predictions")
     pd.testing.assert_frame_equal(dask_store.load(by_dask.predictions_version), pandas_rows)
+
+
+def test_dask_engine_bad_column_exits_2_and_writes_nothing(
+        client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The header check runs as tasks on the workers too, before any partition is scored."""
+    src = write_source(tmp_path / "score", [batch(60, 1), batch(60, 2).drop(columns=["feature_1"])])
+    pandas_cfg = config(tmp_path, src)
+    run_pipeline(Config.from_dict({**pandas_cfg.to_dict(), "scoring": {}}), run_id="run-0")
+    before = store_files(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config(tmp_path, src, engine="dask").to_dict()))
+    capsys.readouterr()
+    assert main(["score", "--config", str(path), "--run-id", "run-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'feature_1'" in err[0] and "part-001.parquet" in err[0], err
+    assert store_files(tmp_path) == before
