@@ -444,8 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run the whole pipeline once in this process",
-                       description="Run ingest, monitor-check and (when needed) train in one "
-                                   "process and print the run summary.")
+                       description="Run ingest, monitor-check, (when needed) train and (when "
+                                   "scoring.source is set) score in one process and print "
+                                   "the run summary.")
     _common(p)
     p.add_argument("--run-id", help="run id (default: a fresh UTC timestamp id)")
     p.set_defaults(handler=cmd_run)
@@ -466,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         "controller", help="run ingest -> monitor-check -> train as Kubernetes Jobs",
         description="Run one run as step Jobs on Kubernetes: create (or adopt) each step's "
                     "Job, wait with the watch API, launch train only when monitor-check says "
-                    "retrain, write runs/<run-id>/summary.json and print the summary. A step "
+                    "retrain, then the score Job when scoring.source is set, write "
+                    "runs/<run-id>/summary.json and print the summary. A step "
                     "whose result exists is skipped, so running it again with the same run id "
                     "resumes the run. With dask.cluster: ephemeral it first starts the run's "
                     "Dask scheduler and worker pods and removes them at the end. Credentials: "
