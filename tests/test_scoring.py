@@ -220,3 +220,19 @@ def test_dask_engine_bad_column_exits_2_and_writes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'feature_1'" in err[0] and "part-001.parquet" in err[0], err
     assert store_files(tmp_path) == before
+
+
+def test_predictions_versions_on_every_backend(make_config: Any, tmp_path: Path) -> None:
+    """The store under test holds the predictions (local, memory, GCS emulator, moto S3)."""
+    src = write_source(tmp_path / "score", [batch(70, 21), batch(30, 22)])
+    data = {"n_samples": 400, "n_features": N_FEATURES, "random_state": 1}
+    run_pipeline(make_config(data=data), run_id="run-0")
+    cfg = make_config(data=data, scoring={"source": str(src), "id_columns": ["customer_id"]})
+    first = score(cfg, "run-1")
+    assert score(cfg, "run-2").predictions_version == first.predictions_version
+    preds = predictions_store(Workspace.open(cfg))
+    assert preds.list_versions() == [first.predictions_version]
+    assert first.predictions_uri == preds.store.url(preds.commit_key(first.predictions_version))
+    got = preds.load(first.predictions_version)
+    assert got["customer_id"].tolist() == [*batch(70, 21)["customer_id"],
+                                           *batch(30, 22)["customer_id"]]
