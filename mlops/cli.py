@@ -122,14 +122,14 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Run the score step alone."""
-    from mlops.pipeline import SCORE
-    from mlops.runner import run_step
+    from mlops.pipeline import SCORE, score
     from mlops.workspace import new_run_id
 
     cfg = _config(args)
     run_id = args.run_id or new_run_id()
     with log_context(run_id=run_id, step=SCORE):
-        result = run_step(SCORE, cfg, run_id)
+        # Without --run-id there is no run: the result is printed, not kept under runs/.
+        result = score(cfg, run_id, record=args.run_id is not None)
     print_mapping(result.to_dict(), args.json)
     return EXIT_OK
 
@@ -497,13 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "commit a content-addressed predictions version (Parquet: the "
                     "scoring.id_columns, prediction, probability_<class> per class) below "
                     "scoring.output (default <storage.uri>/predictions). The result is written "
-                    "to runs/<run-id>/score.json. mlops run and the controller run this step "
+                    "to runs/<run-id>/score.json when --run-id names the run (without it the "
+                    "predictions version records a fresh id and runs/ is left alone). mlops "
+                    "run and the controller run this step "
                     "after train when scoring.source is set.",
         epilog="Exit codes: 0 success; 1 retry may help; 2 bad input (no serving model, a "
                "missing id or feature column, a missing source): nothing is written.")
     _common(p)
-    p.add_argument("--run-id", help="the run this step belongs to (default: a fresh UTC "
-                                    "timestamp id)")
+    p.add_argument("--run-id", help="the run this step belongs to (default: none; the "
+                                    "predictions version records a fresh UTC timestamp id)")
     p.set_defaults(handler=cmd_score)
 
     p = sub.add_parser("versions",

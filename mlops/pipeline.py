@@ -548,11 +548,14 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     return result
 
 
-def score(config: Config, run_id: str, ws: Workspace | None = None) -> ScoreResult:
+def score(config: Config, run_id: str, ws: Workspace | None = None, *,
+          record: bool = True) -> ScoreResult:
     """Score ``scoring.source`` with the serving model; write a predictions version.
 
     Runs after train (or after monitor-check when there was no retrain), or alone
-    (``mlops score``). See :mod:`mlops.scoring`.
+    (``mlops score``). See :mod:`mlops.scoring`. With ``record`` false the result is
+    not written to ``runs/<run-id>/score.json`` (``mlops score`` without ``--run-id``:
+    a run folder with only this step would look unfinished to ``mlops status``).
 
     Raises:
         BadInputError: ``scoring.source`` empty, no serving model, a missing id or feature
@@ -568,7 +571,8 @@ def score(config: Config, run_id: str, ws: Workspace | None = None) -> ScoreResu
                          predictions_uri=scored.uri, model_version=scored.model_version,
                          rows=scored.rows, source=config.scoring.source,
                          source_hash=scored.input_hash, partitions=scored.partitions)
-    ws.write_result(SCORE, result)
+    if record:
+        ws.write_result(SCORE, result)
     return result
 
 

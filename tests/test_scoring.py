@@ -109,9 +109,14 @@ def test_score_alone_is_content_addressed_and_listed(
     assert again["predictions_uri"] == summary["predictions_uri"]
     # New rows: a second version, listed newest first.
     write_source(Path(cfg.scoring.source), [batch(150, 7), batch(90, 8), batch(30, 9)])
+    runs = sorted(p.name for p in (Path(cfg.storage.uri) / "runs").iterdir())
     assert main(["score", "--config", str(path), "--json"]) == 0
     newer = json.loads(capsys.readouterr().out)
     assert newer["rows"] == 270 and newer["partitions"] == 3
+    # Without --run-id there is no run: nothing under runs/ (mlops status stays healthy).
+    assert sorted(p.name for p in (Path(cfg.storage.uri) / "runs").iterdir()) == runs
+    assert main(["status", "--config", str(path)]) == 0, capsys.readouterr()
+    capsys.readouterr()
     assert main(["versions", "predictions", "--config", str(path), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in listed] == [newer["predictions_version"],
