@@ -73,3 +73,15 @@ def test_controller_runs_score_as_its_own_job_under_the_charts_role(
     got = pd.concat([pd.read_parquet(o) for o in objects], ignore_index=True)
     assert got["row_id"].tolist() == list(range(80))
     assert {"prediction", "probability_0", "probability_1"} <= set(got.columns)
+
+    # Next night, same data: no retrain, and the score Job still runs (after monitor-check);
+    # the same model on the same rows gives the same predictions version.
+    code = main(["controller", "--config", str(env.config_file), "--kubeconfig",
+                 env.kubeconfig, "--run-id", "night-2", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    second = json.loads(out)
+    assert second["retrained"] is False
+    assert "mlops-night-2-train" not in env.job_names()
+    assert "mlops-night-2-score" in env.job_names()
+    assert second["predictions_uri"] == summary["predictions_uri"]
