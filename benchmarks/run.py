@@ -58,6 +58,7 @@ class Sizes:
     b7_features: int = 10
     b9_rows: tuple[int, ...] = (500_000, 2_000_000, 5_000_000)
     b11_rows: int = 1_000_000
+    b13_rows: int = 1_000_000
     #: Data and model versions in B10's store.
     b10_versions: int = 1_000
     rounds: int = 4
@@ -67,7 +68,7 @@ class Sizes:
 
 
 QUICK = Sizes(b1_rows=20_000, b6_rows=5_000, b7_rows=20_000, b9_rows=(5_000, 10_000, 20_000),
-              b10_versions=20, b11_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
+              b10_versions=20, b11_rows=5_000, b13_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
 
 
 @dataclass
@@ -639,7 +640,26 @@ def _info_row(id_: str, measurement: str, a: float, b: float, note: str) -> Row:
                {"ratio_of_minima": _LAST_MINIMA[0] / _LAST_MINIMA[1]})
 
 
-ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12")
+def b13(work: Path, sizes: Sizes) -> list[Row]:
+    """The score step on a 1M-row mixed batch vs bare ``model.predict`` + ``to_parquet``."""
+    from benchmarks import bench_scoring
+
+    ws, src, model = bench_scoring.setup(work, sizes.b13_rows, mixed_frame)
+    out = work / "b13-bare"
+    a, b = alternate(lambda: bench_scoring.ours(ws),
+                     lambda: bench_scoring.bare(src, out, model), sizes.rounds,
+                     lambda: bench_scoring.fresh(ws), lambda: _fresh(out))
+    for path in (src, out, Path(ws.store.url().removeprefix("file://"))):
+        shutil.rmtree(path, ignore_errors=True)
+    return [_row("B13", f"mlops score, {sizes.b13_rows:,} rows mixed in "
+                 f"{bench_scoring.FILES} Parquet files, vs bare predict + to_parquet",
+                 a, b, "<=", 1.3,
+                 "same files, same model (loaded before timing); the step also loads the "
+                 "model, checks every header, hashes the batch and the predictions, writes "
+                 "probability_<class> columns and commits the manifest")]
+
+
+ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13")
 
 
 def _merge(out: Path, rows: list[Row], only: tuple[str, ...],
@@ -688,6 +708,7 @@ def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
             ("B10", lambda: b10(work, sizes)),
             ("B11", lambda: b11(work, sizes)),
             ("B12", lambda: b12(df(), work, sizes)),
+            ("B13", lambda: b13(work, sizes)),
         ]
         for name, step in steps:
             if name not in only:

@@ -185,6 +185,20 @@ def _record_terminated_step(cfg: Config, run_id: str, step: str) -> None:
                    terminated=True, exit_code=EXIT_TERMINATED)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Run the score step alone."""
+    from mlops.pipeline import SCORE, score
+    from mlops.workspace import new_run_id
+
+    cfg = _config(args)
+    run_id = args.run_id or new_run_id()
+    with log_context(run_id=run_id, step=SCORE):
+        # Without --run-id there is no run: the result is printed, not kept under runs/.
+        result = score(cfg, run_id, record=args.run_id is not None)
+    print_mapping(result.to_dict(), args.json)
+    return EXIT_OK
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run one run as step Jobs on Kubernetes (see docs/kubernetes.md)."""
     from mlops.controller import EXIT_TERMINATED, Terminated, run_controller
@@ -211,9 +225,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    """List data or model versions."""
+    """List data, model or predictions versions."""
     ws = _workspace(args)
-    if args.kind == "data":
+    if args.kind == "predictions":
+        from mlops.scoring import predictions_store
+
+        rows = [{**r.to_dict(), "source": r.source.get("uri"),
+                 "source_hash": r.source.get("content_hash")}
+                for r in predictions_store(ws).list_records(limit=args.limit)]
+        print_table(rows, ["id", "created_at", "rows", "model_version", "run_id", "source"],
+                    args.json, "no predictions versions yet")
+    elif args.kind == "data":
         from mlops.check import data_version_rows
 
         # A corrupt manifest or a missing object is listed with its status, not fatal.
@@ -510,8 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="run the whole pipeline once in this process",
-                       description="Run ingest, monitor-check and (when needed) train in one "
-                                   "process and print the run summary.")
+                       description="Run ingest, monitor-check, (when needed) train and (when "
+                                   "scoring.source is set) score in one process and print "
+                                   "the run summary.")
     _common(p)
     p.add_argument("--run-id", help="run id (default: a fresh UTC timestamp id)")
     p.set_defaults(handler=cmd_run)
@@ -532,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
         "controller", help="run ingest -> monitor-check -> train as Kubernetes Jobs",
         description="Run one run as step Jobs on Kubernetes: create (or adopt) each step's "
                     "Job, wait with the watch API, launch train only when monitor-check says "
-                    "retrain, write runs/<run-id>/summary.json and print the summary. A step "
+                    "retrain, then the score Job when scoring.source is set, write "
+                    "runs/<run-id>/summary.json and print the summary. A step "
                     "whose result exists is skipped, so running it again with the same run id "
                     "resumes the run. With dask.cluster: ephemeral (or operator) it first "
                     "starts the run's Dask scheduler and workers (or DaskCluster), waits for "
@@ -563,8 +587,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "exit, without contacting an API server")
     p.set_defaults(handler=cmd_controller)
 
-    p = sub.add_parser("versions", help="list stored data or model versions, newest first")
-    p.add_argument("kind", choices=["data", "models"], help="what to list")
+    p = sub.add_parser(
+        "score", help="score scoring.source with the serving model (a predictions version)",
+        description="Score the files of scoring.source with the serving (production) model and "
+                    "commit a content-addressed predictions version (Parquet: the "
+                    "scoring.id_columns, prediction, probability_<class> per class) below "
+                    "scoring.output (default <storage.uri>/predictions). The result is written "
+                    "to runs/<run-id>/score.json when --run-id names the run (without it the "
+                    "predictions version records a fresh id and runs/ is left alone). mlops "
+                    "run and the controller run this step "
+                    "after train when scoring.source is set.",
+        epilog="Exit codes: 0 success; 1 retry may help; 2 bad input (no serving model, a "
+               "missing id or feature column, a missing source): nothing is written.")
+    _common(p)
+    p.add_argument("--run-id", help="the run this step belongs to (default: none; the "
+                                    "predictions version records a fresh UTC timestamp id)")
+    p.set_defaults(handler=cmd_score)
+
+    p = sub.add_parser("versions",
+                       help="list stored data, model or predictions versions, newest first")
+    p.add_argument("kind", choices=["data", "models", "predictions"], help="what to list")
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show at most N versions")
     p.set_defaults(handler=cmd_versions)

@@ -355,6 +355,7 @@ class StepsConfig:
     ingest: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the ingest Job.")
     monitor_check: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the monitor-check Job.")
     train: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the train Job.")
+    score: StepPodConfig = _opt(StepPodConfig(), "Pod settings of the score Job.")
 
 
 @dataclass(frozen=True)
@@ -531,6 +532,19 @@ NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_th
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    """Batch scoring with the serving model (the ``score`` step, after train)."""
+
+    source: str = _opt("", "CSV/Parquet files (a path, URI, directory or glob) to score with "
+                       "the serving model after each run; the target column may be absent. "
+                       "Empty: no score step.")
+    id_columns: list[str] = _opt([], "Columns copied from the source into the predictions, "
+                                 "next to prediction and probability_<class>.")
+    output: str = _opt("", "Path or URI of the folder of predictions versions (objects/, "
+                       "index/, versions/). Empty: <storage.uri>/predictions.")
+
+
+@dataclass(frozen=True)
 class NotificationsConfig:
     """Webhook notifications (Slack-compatible JSON) at the end of a run."""
 
@@ -673,6 +687,7 @@ class Config:
     observability: ObservabilityConfig = _opt(ObservabilityConfig(), "Metrics and Events.")
     notifications: NotificationsConfig = _opt(NotificationsConfig(), "Webhooks.")
     serving: ServingConfig = _opt(ServingConfig(), "Serving hand-off after promotions.")
+    scoring: ScoringConfig = _opt(ScoringConfig(), "Batch scoring (the score step).")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:

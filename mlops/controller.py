@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from mlops.config import ENV_DASK_ADDRESS, Config
 from mlops.errors import BadInputError, ClusterError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
-from mlops.pipeline import INGEST, MONITOR_CHECK, TRAIN
+from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure, record_outcome
 from mlops.validation import PREFIX as VALIDATION_PREFIX
@@ -565,6 +565,8 @@ class Controller:
                     self._observed(observer, TRAIN)
                 else:
                     self.steps[TRAIN] = "not needed"
+                if self.config.scoring.source:
+                    self._observed(observer, SCORE)
             except Terminated:
                 disrupted = cluster is not None and self._disrupted()
                 raise
@@ -584,7 +586,7 @@ class Controller:
             observer.run_failed(err)
             raise
         except Exception as err:
-            if self.current in (MONITOR_CHECK, TRAIN) or (  # the data is registered, or
+            if self.current in (MONITOR_CHECK, TRAIN, SCORE) or (  # data registered, or
                     self.current is not None and VALIDATION_PREFIX in str(err)):  # refused
                 record_failure(self.ws, self.run_id, self.current, err)
             # Every failure, exit 2 too: `mlops status` reads this record.

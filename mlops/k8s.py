@@ -78,7 +78,8 @@ _IMAGE = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+:[a-f0-9]{32,})?$")
-_STEP_KEYS = {"ingest": "ingest", "monitor-check": "monitor_check", "train": "train"}
+_STEP_KEYS = {"ingest": "ingest", "monitor-check": "monitor_check", "train": "train",
+              "score": "score"}
 
 #: Attempts of one API call on 5xx, 429 or a connection error (then exit 1).
 API_ATTEMPTS = 4

@@ -30,6 +30,11 @@ written by earlier releases unreadable, so the names are those on disk today
     serving/<version-id>/<format>/...          a promoted version's serving export
                                                (kserve, mlflow; see mlops.serving),
                                                immutable once its commit file exists
+    predictions/objects/<ab>/<rest>.parquet    scored rows, addressed by their content hash
+                                               (one object per scored source file)
+    predictions/index/<created>~<version-id>   empty marker
+    predictions/versions/<version-id>.json     predictions manifest: the commit point
+                                               (``scoring.output`` may move this folder)
 
 Functions named ``*_key`` return keys relative to their folder's store
 (``store.child(DATA)``...); :func:`under` joins a folder and such a key into a key
@@ -45,6 +50,8 @@ MONITORING = "monitoring"
 RUNS = "runs"
 #: Serving exports of promoted model versions (one folder per version and format).
 SERVING = "serving"
+#: Batch predictions of the score step (the default of ``scoring.output``).
+PREDICTIONS = "predictions"
 
 # --- below data/ ---------------------------------------------------------------------
 DATA_OBJECTS = "objects"
@@ -152,3 +159,13 @@ def step_result_key(run_id: str, step: str) -> str:
 def serving_key(version_id: str, fmt: str) -> str:
     """The folder of a model version's serving export (below the root)."""
     return f"{SERVING}/{version_id}/{fmt}"
+
+
+def predictions_object_key(digest: str) -> str:
+    """The Parquet object of scored rows (below the predictions folder)."""
+    return f"{DATA_OBJECTS}/{digest[:2]}/{digest[2:]}.parquet"
+
+
+def predictions_manifest_key(version_id: str) -> str:
+    """The manifest (commit point) of a predictions version (below its folder)."""
+    return f"{DATA_VERSIONS}/{version_id}.json"

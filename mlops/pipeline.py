@@ -1,4 +1,4 @@
-"""The nightly steps (ingest -> monitor-check -> train) and their results.
+"""The nightly steps (ingest -> monitor-check -> train -> score) and their results.
 
 Each step is a function with explicit inputs (the config and a run id) and a
 result dataclass, persisted as JSON at ``runs/<run-id>/<step>.json``. Steps
@@ -69,6 +69,7 @@ DASK = "dask"
 INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
 TRAIN = "train"
+SCORE = "score"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
 #: Added to the reasons when a wanted retrain is skipped because the batch is smaller
 #: than ``training.min_rows`` / ``min_test_rows``.
@@ -181,6 +182,22 @@ class TrainResult(StepResult):
     #: The serving model's ``metric`` on its held-out split at training: the challenger's
     #: ``score`` when promoted, else the champion's own (None when unknown).
     baseline_score: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoreResult(StepResult):
+    """The predictions version the score step wrote (see :mod:`mlops.scoring`)."""
+
+    predictions_version: str
+    #: The URI of its manifest (which lists its Parquet objects).
+    predictions_uri: str
+    #: The serving model that scored the batch.
+    model_version: str
+    rows: int
+    source: str
+    #: The content hash of the scored rows (hashed like a data version, file by file).
+    source_hash: str
+    partitions: int
 
 
 def _workspace(config: Config, ws: Workspace | None) -> Workspace:
@@ -672,6 +689,34 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     return result
 
 
+def score(config: Config, run_id: str, ws: Workspace | None = None, *,
+          record: bool = True) -> ScoreResult:
+    """Score ``scoring.source`` with the serving model; write a predictions version.
+
+    Runs after train (or after monitor-check when there was no retrain), or alone
+    (``mlops score``). See :mod:`mlops.scoring`. With ``record`` false the result is
+    not written to ``runs/<run-id>/score.json`` (``mlops score`` without ``--run-id``:
+    a run folder with only this step would look unfinished to ``mlops status``).
+
+    Raises:
+        BadInputError: ``scoring.source`` empty, no serving model, a missing id or feature
+            column (nothing written).
+        DataValidationError: The source is missing or cannot be parsed.
+    """
+    from mlops.scoring import score_step
+
+    check_version_id(run_id, "run id")
+    ws = _workspace(config, ws)
+    scored = score_step(ws, run_id)
+    result = ScoreResult(run_id=run_id, predictions_version=scored.version,
+                         predictions_uri=scored.uri, model_version=scored.model_version,
+                         rows=scored.rows, source=config.scoring.source,
+                         source_hash=scored.input_hash, partitions=scored.partitions)
+    if record:
+        ws.write_result(SCORE, result)
+    return result
+
+
 def _schema_check(config: Config, data_version: str, current: str | None,
                   record: Mapping[str, Any] | None, frame: Any, task: str
                   ) -> tuple[SchemaChange | None, bool, list[str] | None]:
@@ -791,4 +836,4 @@ def _champion_metrics(ws: Workspace, champion: str | None, trainer: _Trainer
 
 
 #: The steps by name, in order.
-STEP_FUNCTIONS = {INGEST: ingest, MONITOR_CHECK: monitor_check, TRAIN: train}
+STEP_FUNCTIONS = {INGEST: ingest, MONITOR_CHECK: monitor_check, TRAIN: train, SCORE: score}

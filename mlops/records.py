@@ -250,3 +250,27 @@ class AliasEvent(Record):
 
 __all__ = ["AliasEvent", "DataManifest", "ModelRecord", "Record", "TrainingFacts",
            "VersionRecord"]
+
+
+@dataclass(frozen=True)
+class PredictionsManifest(VersionRecord):
+    """A predictions version's manifest (``predictions/versions/<id>.json``), its commit point.
+
+    The id is the start of ``content_hash``, the hash of the model version, the columns
+    and the partitions' content hashes: the same model scoring the same rows gives the
+    same version.
+    """
+
+    content_hash: str
+    hash_algorithm: str
+    rows: int
+    #: The serving model that scored the batch.
+    model_version: str
+    #: The scored batch: ``{"uri", "content_hash", "files": [{"path", "content_hash",
+    #: "rows"}]}`` (its rows hashed like a data version's, in file order).
+    source: dict[str, Any] = field(default_factory=dict)
+    #: The run whose score step wrote it.
+    run_id: str = ""
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    #: One per scored file, in order: ``{digest, object, rows, size_bytes, checksum}``.
+    partitions: list[dict[str, Any]] = field(default_factory=list)

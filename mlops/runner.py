@@ -17,6 +17,7 @@ from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
+    SCORE,
     SERVING_MODEL_UNUSABLE,
     STEP_FUNCTIONS,
     STEPS,
@@ -24,6 +25,7 @@ from mlops.pipeline import (
     StepResult,
     ingest,
     monitor_check,
+    score,
     serving_alerts,
     train,
 )
@@ -44,7 +46,7 @@ FAILED = "failed"
 
 
 def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None) -> StepResult:
-    """Run one step by name (``ingest``, ``monitor-check`` or ``train``)."""
+    """Run one step by name (``ingest``, ``monitor-check``, ``train`` or ``score``)."""
     if step not in STEP_FUNCTIONS:
         raise BadInputError(f"unknown step '{step}': use one of {', '.join(STEPS)}")
     return STEP_FUNCTIONS[step](config, run_id, ws)
@@ -76,9 +78,11 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         serving_uri}`` (``accuracy`` is None for a regression); ``drift_error`` says why
         drift could not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
         the serving model's export folder (``serving/<version>``, one subfolder per format),
-        None when it has none; ``serving_handoff`` (only when the controller patched or
-        failed to patch a KServe InferenceService) says how it went, and a failure adds the
-        alert ``serving_handoff_failed``.
+        None when it has none; ``predictions_uri`` (only when ``scoring.source`` is set) is
+        the manifest of the score step's predictions version (None before that step ran);
+        ``serving_handoff`` (only when the controller patched or failed to patch a KServe
+        InferenceService) says how it went, and a failure adds the alert
+        ``serving_handoff_failed``.
     """
     ingested = ws.require_result(run_id, INGEST, SUMMARY)
     checked = ws.require_result(run_id, MONITOR_CHECK, SUMMARY)
@@ -139,6 +143,8 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "serving_error": checked.get("serving_error", ""),
         "schema_change": checked.get("schema_change"),
         "serving_uri": serving_uri(ws.store, serving),
+        **({"predictions_uri": (ws.read_result(run_id, SCORE) or {}).get("predictions_uri")}
+           if ws.config.scoring.source else {}),
         **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
             "run_id", "step", "finished_at")}} if handoff else {}),
         # The serving model's score on the new data counts only rows it was not trained on.
@@ -181,7 +187,7 @@ def finish_run(ws: Workspace, run_id: str,
 
 def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
                  run_id: str | None = None) -> dict[str, Any]:
-    """Run ingest -> monitor-check -> (train) in this process.
+    """Run ingest -> monitor-check -> (train) -> (score, when ``scoring.source``) here.
 
     Args:
         config_path: A YAML file, a :class:`~mlops.config.Config`, or None for the
@@ -222,13 +228,17 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
             step = TRAIN
             with observer.step(TRAIN) as box:
                 box["result"] = train(config, run_id, ws).to_dict()
+        if config.scoring.source:
+            step = SCORE
+            with observer.step(SCORE) as box:
+                box["result"] = score(config, run_id, ws).to_dict()
         step = None
         return finish_run(ws, run_id, observer)
     except Exception as err:
         # A bad source or config at ingest leaves the data, models and history untouched
         # (a refused validation is recorded in the history too); only the run's own record
         # says it failed (what `mlops status` reads).
-        if step in (MONITOR_CHECK, TRAIN) or isinstance(err, ValidationFailedError):
+        if step in (MONITOR_CHECK, TRAIN, SCORE) or isinstance(err, ValidationFailedError):
             record_failure(ws, run_id, str(step), err)
         record_outcome(ws, run_id, RUN, FAILED, error=err, step=step)
         observer.run_failed(err)
