@@ -16,17 +16,19 @@ outcome of every receiver is returned and goes into the run's summary.
 
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
+import http.client
 import json
 import logging
 import os
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mlops import httppost
 from mlops.config import Config
 
 log = logging.getLogger(__name__)
@@ -160,11 +162,23 @@ def send(config: Config, run_id: str, status: str, notices: Sequence[Notice],
          env: Mapping[str, str] | None = None) -> list[Delivery]:
     """Send the message to every receiver that wants one of the notices' events.
 
-    Never raises: every receiver's outcome is returned (and failures logged as warnings).
-    The call returns after at most about ``notifications.timeout_seconds``.
+    Never raises: every receiver's outcome is returned (and failures logged as warnings),
+    with any URL from ``url_env`` redacted. The call returns after at most about
+    ``notifications.timeout_seconds`` of wall time, and leaves nothing the process waits
+    for at exit (deliveries run in daemon threads, each request under a deadline).
     """
-    env = os.environ if env is None else env
+    try:
+        return _send(config, run_id, status, notices, facts, where,
+                     os.environ if env is None else env)
+    except Exception as err:  # a notifier never changes a run's outcome
+        log.warning("webhooks not sent: %s", redact(_first_line(err), secret_urls(config, env)))
+        return []
+
+
+def _send(config: Config, run_id: str, status: str, notices: Sequence[Notice],
+          facts: Mapping[str, Any], where: str, env: Mapping[str, str]) -> list[Delivery]:
     n = config.notifications
+    secrets = secret_urls(config, env)
     jobs: list[tuple[Receiver, list[Notice]]] = []
     for r in receivers(config):
         wanted = [x for x in notices if x.event in r.events]
@@ -173,19 +187,31 @@ def send(config: Config, run_id: str, status: str, notices: Sequence[Notice],
     if not jobs:
         return []
     budget = float(n.timeout_seconds)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs)),
-                                                 thread_name_prefix="mlops-webhook")
-    futures = {pool.submit(_deliver, r, r.resolve(env),
-                           build_body(run_id, status, wanted, facts, where), budget,
-                           n.retries, tuple(x.event for x in wanted)): r
-               for r, wanted in jobs}
-    done, _ = concurrent.futures.wait(futures, timeout=budget + 1.0)
-    pool.shutdown(wait=False, cancel_futures=True)
+    results: dict[int, Delivery] = {}
+    threads = []
+    for i, (r, wanted) in enumerate(jobs):
+        body = build_body(run_id, status, wanted, facts, where)
+        events = tuple(x.event for x in wanted)
+
+        def work(i: int = i, r: Receiver = r, body: dict[str, Any] = body,
+                 events: tuple[str, ...] = events) -> None:
+            try:
+                results[i] = _deliver(r, r.resolve(env), body, budget, n.retries, events)
+            except Exception as err:  # never let one receiver's bug escape
+                results[i] = Delivery(r.name, False, 0, events, error=_first_line(err))
+
+        t = threading.Thread(target=work, name="mlops-webhook", daemon=True)
+        t.start()
+        threads.append(t)
+    end = time.monotonic() + budget + 1.0
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
     out = []
-    for fut, r in futures.items():
-        events = tuple(x.event for x in notices if x.event in r.events)
-        d = fut.result() if fut in done else Delivery(r.name, False, 0, events,
-                                                       error="gave up: no answer in time")
+    for i, (r, wanted) in enumerate(jobs):
+        events = tuple(x.event for x in wanted)
+        d = results.get(i) or Delivery(r.name, False, 0, events,
+                                       error="gave up: no answer in time")
+        d = dataclasses.replace(d, error=redact(d.error, secrets))
         if not d.ok:
             log.warning("webhook %s not delivered after %d attempt(s): %s", d.receiver,
                         d.attempts, d.error)
@@ -193,10 +219,58 @@ def send(config: Config, run_id: str, status: str, notices: Sequence[Notice],
     return out
 
 
+def secret_urls(config: Config, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The URLs read from ``url_env`` (credentials), by the variable that holds them."""
+    env = os.environ if env is None else env
+    out = {}
+    for r in receivers(config):
+        if r.url_env and env.get(r.url_env):
+            out[r.url_env] = env[r.url_env]
+    return out
+
+
+def redact(text: str, secrets: Mapping[str, str]) -> str:
+    """``text`` with every secret URL (and its path and host, which are what leak) replaced
+    by ``<$NAME>``."""
+    for name, url in secrets.items():
+        parts = [url.strip(), url]
+        try:
+            split = urllib.parse.urlsplit(url.strip())
+            parts += [split.path, split.netloc]
+        except ValueError:
+            pass
+        for part in sorted({p for p in parts if len(p) >= 4}, key=len, reverse=True):
+            text = text.replace(part, f"<${name}>")
+    return text
+
+
+def bad_urls(config: Config, env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per receiver whose URL from ``url_env`` is malformed, naming the variable
+    and what is wrong, never the URL."""
+    env = os.environ if env is None else env
+    out = []
+    for i, r in enumerate(receivers(config)):
+        if r.url_env and env.get(r.url_env):
+            problem = httppost.url_problem(env[r.url_env])
+            if problem is not None:
+                out.append(f"notifications.webhooks[{i}].url_env: the URL in ${r.url_env} "
+                           f"{problem}")
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 def _deliver(r: Receiver, url: str | None, body: dict[str, Any], budget: float, retries: int,
              events: tuple[str, ...]) -> Delivery:
     if url is None:
         return Delivery(r.name, False, 0, events, error=f"${r.url_env} is not set")
+    problem = httppost.url_problem(url)
+    if problem is not None:
+        where = f"${r.url_env}" if r.url_env else "url"
+        return Delivery(r.name, False, 0, events, error=f"the URL in {where} {problem}")
     data = json.dumps(body).encode("utf-8")
     deadline = time.monotonic() + budget
     status: int | None = None
@@ -207,18 +281,22 @@ def _deliver(r: Receiver, url: str | None, body: dict[str, Any], budget: float, 
         if remaining <= 0.05:
             break
         attempts += 1
-        req = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=remaining) as resp:
-                return Delivery(r.name, True, attempts, events, status=resp.status)
-        except urllib.error.HTTPError as err:
-            status, error = err.code, f"HTTP {err.code} {err.reason}"
-            if err.code < 500 and err.code != 429:
+            status = httppost.request("POST", url, data,
+                                      {"Content-Type": "application/json"}, remaining)
+        except httppost.DeadlineError:
+            status, error = None, "timed out"
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            status, error = None, _first_line(err)
+        else:
+            if 200 <= status < 300:
+                return Delivery(r.name, True, attempts, events, status=status)
+            if 300 <= status < 400:
+                error = f"HTTP {status}: redirect not followed"
+                break  # the receiver moved: a retry will not help
+            error = f"HTTP {status}"
+            if status < 500 and status != 429:
                 break  # the receiver refuses this message: a retry will not help
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            error = f"{type(reason).__name__}: {reason}".rstrip(": ")
         pause = _BACKOFF * 2 ** (attempts - 1)
         if time.monotonic() + pause >= deadline:
             break

@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from mlops.config import Config
+from mlops.errors import ConfigError
 from mlops.logconf import log_context
 from mlops.metrics import (
     Pusher,
@@ -27,7 +28,16 @@ from mlops.metrics import (
     schema_changes,
     step_samples,
 )
-from mlops.notify import FAILURE, Notice, missing_urls, notices_for_summary, send
+from mlops.notify import (
+    FAILURE,
+    Notice,
+    bad_urls,
+    missing_urls,
+    notices_for_summary,
+    redact,
+    secret_urls,
+    send,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,7 @@ class RunObserver:
         self.durations: dict[str, float] = {}
         self.failed_step: str | None = None
         self.notifications: list[dict[str, Any]] = []
+        self.secrets = secret_urls(config, self.env)
         self._stack = ExitStack()
 
     # --- start and steps ---------------------------------------------------------------
@@ -74,9 +85,14 @@ class RunObserver:
         """Fail before the run starts when a channel cannot work (exit 2), warn otherwise.
 
         Raises:
-            ConfigError: A Pushgateway is configured without prometheus-client.
+            ConfigError: A Pushgateway is configured without prometheus-client, or a
+                webhook URL from ``url_env`` is malformed (named by its variable, never
+                echoed).
         """
         require_prometheus_client(self.config)
+        bad = bad_urls(self.config, self.env)
+        if bad:
+            raise ConfigError(bad[0])
         for name in missing_urls(self.config, self.env):
             log.warning("webhook %s has no URL: its environment variable is not set", name)
 
@@ -171,10 +187,10 @@ class RunObserver:
         step = self.failed_step
         self.pusher.push(failure_samples(step, self.durations))
         where = f" at step {step}" if step else ""
-        text = f"run {self.run_id} failed{where}: {_line(err)}"
+        text = redact(f"run {self.run_id} failed{where}: {_line(err)}", self.secrets)
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "failed", [Notice(FAILURE, text)],
-            {"step": step, "error": _line(err)}, self.where, self.env)]
+            {"step": step, "error": redact(_line(err), self.secrets)}, self.where, self.env)]
         self.event("RunFailed", "Run", text)
         self._stack.close()
         return self.notifications
@@ -185,7 +201,7 @@ class RunObserver:
         if self.events is None:
             return
         try:
-            self.events(EVENT_TYPES[reason], reason, action, note)
+            self.events(EVENT_TYPES[reason], reason, action, redact(note, self.secrets))
         except Exception as err:
             log.warning("Kubernetes Event %s not written (%s); no more Events for run %s",
                         reason, _line(err), self.run_id)
