@@ -291,8 +291,12 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Point an alias (default ``production``) at a model version (its serving exports
-    written first, as the pipeline's promotion does)."""
+    written first, as the pipeline's promotion does). The version is verified first as a
+    load would (record, signature with ``registry.signing_key_env``, artifact sha256): an
+    unsigned or tampered version is refused (exit 2) and the alias does not move."""
     ws = _workspace(args)
+    if ws.registry.exists(args.version):  # an unknown one: set_alias names it
+        ws.registry.verify(args.version)
     if args.alias == "production":
         from mlops.serving import export_for_serving
 
