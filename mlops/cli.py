@@ -329,10 +329,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Move an alias back to its value before the latest promotion."""
+    """Move an alias back to its value before the latest promotion (webhook receivers that
+    want ``rollback`` hear about it; a failed delivery never changes the exit code)."""
+    from mlops.notify import ROLLBACK, Notice, bad_urls, send
+
     ws = _workspace(args)
     event = ws.registry.rollback(args.alias, reason=args.reason)
     print_mapping(event, args.json)
+    if ws.config.notifications.webhooks and not bad_urls(ws.config):
+        ns = ws.config.kubernetes.namespace or os.environ.get("MLOPS_NAMESPACE") or "local"
+        text = (f"alias {event['alias']} rolled back from {event['previous']} to "
+                f"{event['version']} by {event['by']}"
+                + (f": {event['reason']}" if event.get("reason") else ""))
+        send(ws.config, str(event.get("event") or "rollback"), "rolled back",
+             [Notice(ROLLBACK, text)],
+             {"model_version": event["version"], "previous_version": event["previous"],
+              "alias": event["alias"], "reason": event.get("reason") or None},
+             f"{ws.config.kubernetes.release}/{ns}")
     return EXIT_OK
 
 

@@ -388,7 +388,9 @@ class ServingConfig:
 
 #: The events a webhook receiver may subscribe to (``notifications.webhooks[].events``).
 NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_threshold",
-                 "success")
+                 "rollback", "success")
+#: Body formats of a webhook receiver (``notifications.webhooks[].format``).
+WEBHOOK_FORMATS = ("slack", "cloudevents")
 
 
 @dataclass(frozen=True)
@@ -398,8 +400,12 @@ class NotificationsConfig:
     webhooks: list[dict[str, Any]] = _opt(
         [], "Receivers: each a mapping with url (a literal URL) or url_env (the name of an "
         "environment variable holding the URL, e.g. filled from a Secret), optional name, "
-        "and events (default: failure, drift, promotion, rejection, "
-        "serving_below_threshold; success is opt-in).")
+        "events (default: failure, drift, promotion, rejection, serving_below_threshold, "
+        "rollback; success is opt-in), format (slack: Slack-compatible JSON, the default; "
+        "cloudevents: one CloudEvents 1.0 structured event per event), type_prefix (of "
+        "the CloudEvents type, default io.mlops), and secret_env (the name of an "
+        "environment variable holding a whsec_ key: every delivery is signed with "
+        "Standard Webhooks headers).")
     timeout_seconds: float = _opt(5.0, "Timeout of one webhook request.", _positive, "> 0")
     retries: int = _opt(2, "Further attempts of a webhook that fails (5xx, timeout, "
                         "connection error); a failing webhook never fails the run.",
@@ -410,7 +416,8 @@ class NotificationsConfig:
             _check_webhook(hook, f"notifications.webhooks[{i}]")
 
 
-_WEBHOOK_KEYS = ("name", "url", "url_env", "events")
+_WEBHOOK_KEYS = ("name", "url", "url_env", "events", "format", "type_prefix", "secret_env")
+_TYPE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$")
 
 
 def _check_webhook(hook: Any, key: str) -> None:
@@ -430,6 +437,17 @@ def _check_webhook(hook: Any, key: str) -> None:
                                   and _ENV_NAME.fullmatch(hook["url_env"])):
         raise ConfigError(f"config key '{key}.url_env' must be an environment variable name, "
                           f"got {hook['url_env']!r}")
+    if "secret_env" in hook and not (isinstance(hook["secret_env"], str)
+                                     and _ENV_NAME.fullmatch(hook["secret_env"])):
+        raise ConfigError(f"config key '{key}.secret_env' must be an environment variable "
+                          f"name, got {hook['secret_env']!r}")
+    if hook.get("format", "slack") not in WEBHOOK_FORMATS:
+        raise ConfigError(f"config key '{key}.format' must be one of "
+                          f"{', '.join(WEBHOOK_FORMATS)}, got {hook['format']!r}")
+    if "type_prefix" in hook and not (isinstance(hook["type_prefix"], str)
+                                      and _TYPE_PREFIX.fullmatch(hook["type_prefix"])):
+        raise ConfigError(f"config key '{key}.type_prefix' must be a reverse-DNS name "
+                          f"(letters, digits, '.', '-'), got {hook['type_prefix']!r}")
     if "name" in hook and not isinstance(hook["name"], str):
         raise ConfigError(f"config key '{key}.name' must be a string")
     events = hook.get("events", [])

@@ -71,7 +71,7 @@ def request(method: str, url: str, body: bytes, headers: Mapping[str, str],
         raise ValueError(f"the URL {problem}")
     parts = urllib.parse.urlsplit(url)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname or "", parts.port, timeout=max(deadline, 0.01))
+    conn = cls(parts.hostname or "", parts.port, timeout=max(deadline, 0.01) + 0.5)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     box: dict[str, object] = {}
     done = threading.Event()

@@ -6,17 +6,23 @@ a Secret), and the events it wants (default :data:`DEFAULT_EVENTS`). A run sends
 receiver at most one message, when at least one of its events happened, with a
 Slack-compatible body: ``text`` (one line per event), ``attachments`` with structured
 ``fields`` (Slack, Mattermost), and the same facts as plain data under ``mlops`` (for
-Microsoft Teams workflows and Alertmanager-style receivers).
+Microsoft Teams workflows and Alertmanager-style receivers). A receiver with
+``format: cloudevents`` instead gets one CloudEvents 1.0 structured event per event
+(``application/cloudevents+json``, ``type`` ``<type_prefix>.model.promoted`` and so on,
+see :data:`CLOUDEVENT_TYPES`). With ``secret_env`` every request is signed with Standard
+Webhooks headers (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) by the
+``standardwebhooks`` package.
 
 Receivers are called in parallel; each gets ``notifications.timeout_seconds`` in all,
 spread over at most ``1 + notifications.retries`` attempts (a 5xx, 429, timeout or
-connection error is retried; a 4xx is not). A failing receiver never fails the run: the
-outcome of every receiver is returned and goes into the run's summary.
+connection error is retried; a 4xx or a redirect is not). A failing receiver never fails
+the run: the outcome of every receiver is returned and goes into the run's summary.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import http.client
 import json
 import logging
@@ -24,6 +30,7 @@ import os
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,9 +45,21 @@ DRIFT = "drift"
 PROMOTION = "promotion"
 REJECTION = "rejection"
 SERVING_BELOW_THRESHOLD = "serving_below_threshold"
+ROLLBACK = "rollback"
 SUCCESS = "success"
 #: Events a receiver gets when it names none (``success`` is opt-in: it is every night).
-DEFAULT_EVENTS = (FAILURE, DRIFT, PROMOTION, REJECTION, SERVING_BELOW_THRESHOLD)
+DEFAULT_EVENTS = (FAILURE, DRIFT, PROMOTION, REJECTION, SERVING_BELOW_THRESHOLD, ROLLBACK)
+SLACK = "slack"
+CLOUDEVENTS = "cloudevents"
+#: CloudEvents ``type`` of each event, after the receiver's ``type_prefix``.
+CLOUDEVENT_TYPES = {
+    PROMOTION: "model.promoted", REJECTION: "model.rejected", ROLLBACK: "model.rolled_back",
+    SERVING_BELOW_THRESHOLD: "model.below_threshold", DRIFT: "drift.detected",
+    FAILURE: "run.failed", SUCCESS: "run.succeeded",
+}
+DEFAULT_TYPE_PREFIX = "io.mlops"
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
 _BACKOFF = 0.2
 _COLORS = {FAILURE: "danger", SERVING_BELOW_THRESHOLD: "danger", REJECTION: "warning",
            DRIFT: "warning"}
@@ -78,6 +97,9 @@ class Receiver:
     url: str | None
     url_env: str | None
     events: tuple[str, ...]
+    format: str = SLACK
+    type_prefix: str = DEFAULT_TYPE_PREFIX
+    secret_env: str | None = None
 
     def resolve(self, env: Mapping[str, str]) -> str | None:
         """The URL: the literal one, or the value of ``url_env`` (None when unset)."""
@@ -92,14 +114,21 @@ def receivers(config: Config) -> list[Receiver]:
     for i, hook in enumerate(config.notifications.webhooks):
         name = hook.get("name") or hook.get("url_env") or f"webhook-{i}"
         out.append(Receiver(name=str(name), url=hook.get("url"), url_env=hook.get("url_env"),
-                            events=tuple(hook.get("events") or DEFAULT_EVENTS)))
+                            events=tuple(hook.get("events") or DEFAULT_EVENTS),
+                            format=hook.get("format") or SLACK,
+                            type_prefix=hook.get("type_prefix") or DEFAULT_TYPE_PREFIX,
+                            secret_env=hook.get("secret_env")))
     return out
 
 
 def missing_urls(config: Config, env: Mapping[str, str] | None = None) -> list[str]:
-    """Receivers whose ``url_env`` is not set (warned about when the run starts)."""
+    """Receivers whose ``url_env`` or ``secret_env`` is not set (warned about when the run
+    starts; such a receiver gets nothing: a message that should be signed is never sent
+    unsigned)."""
     env = os.environ if env is None else env
-    return [f"{r.name} (${r.url_env})" for r in receivers(config) if r.resolve(env) is None]
+    out = [f"{r.name} (${r.url_env})" for r in receivers(config) if r.resolve(env) is None]
+    return out + [f"{r.name} (${r.secret_env})" for r in receivers(config)
+                  if r.secret_env and not env.get(r.secret_env)]
 
 
 def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[Notice]:
@@ -139,6 +168,72 @@ def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[N
 
 def _num(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
+
+
+def build_cloudevent(r: Receiver, notice: Notice, run_id: str, status: str,
+                     facts: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """One CloudEvents 1.0 event (structured mode) for one notice: ``type`` is
+    ``<type_prefix>.model.promoted`` and so on, ``data`` the run's facts (model and data
+    versions, metric, score, serving URI...) and the notice's text."""
+    subject = facts.get("model_version")
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": f"/mlops/{where}",
+        "type": f"{r.type_prefix}.{CLOUDEVENT_TYPES[notice.event]}",
+        "time": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": JSON_CONTENT_TYPE,
+        **({"subject": str(subject)} if subject is not None else {}),
+        "data": {"run_id": run_id, "status": status, "where": where, "event": notice.event,
+                 "text": notice.text, **facts},
+    }
+
+
+def _messages(r: Receiver, run_id: str, status: str, wanted: Sequence[Notice],
+              facts: Mapping[str, Any], where: str) -> list[tuple[str, bytes, str]]:
+    """``(message id, body, content type)`` of each request a receiver gets: one
+    Slack-compatible message, or one CloudEvent per notice."""
+    if r.format == CLOUDEVENTS:
+        out = []
+        for notice in wanted:
+            event = build_cloudevent(r, notice, run_id, status, facts, where)
+            out.append((event["id"], json.dumps(event, default=str).encode("utf-8"),
+                        CLOUDEVENTS_CONTENT_TYPE))
+        return out
+    body = build_body(run_id, status, wanted, facts, where)
+    return [(f"msg_{uuid.uuid4().hex}", json.dumps(body, default=str).encode("utf-8"),
+             JSON_CONTENT_TYPE)]
+
+
+def signer(secret: str) -> Any:
+    """A Standard Webhooks signer for a ``whsec_`` key.
+
+    Raises:
+        ValueError: The key is not ``whsec_`` followed by non-empty base64 (the message
+            does not repeat it).
+    """
+    from standardwebhooks.webhooks import Webhook
+
+    if not secret.startswith("whsec_"):
+        raise ValueError("the key does not start with whsec_")
+    try:
+        return Webhook(secret)
+    except Exception as err:
+        raise ValueError("the key after whsec_ is not base64") from err
+
+
+def bad_secrets(config: Config, env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per receiver whose ``secret_env`` holds a malformed key (never echoed)."""
+    env = os.environ if env is None else env
+    out = []
+    for i, r in enumerate(receivers(config)):
+        if r.secret_env and env.get(r.secret_env):
+            try:
+                signer(env[r.secret_env])
+            except ValueError as err:
+                out.append(f"notifications.webhooks[{i}].secret_env: ${r.secret_env} is not "
+                           f"a Standard Webhooks key: {err}")
+    return out
 
 
 def build_body(run_id: str, status: str, notices: Sequence[Notice], facts: Mapping[str, Any],
@@ -190,13 +285,20 @@ def _send(config: Config, run_id: str, status: str, notices: Sequence[Notice],
     results: dict[int, Delivery] = {}
     threads = []
     for i, (r, wanted) in enumerate(jobs):
-        body = build_body(run_id, status, wanted, facts, where)
         events = tuple(x.event for x in wanted)
 
-        def work(i: int = i, r: Receiver = r, body: dict[str, Any] = body,
+        def work(i: int = i, r: Receiver = r, wanted: list[Notice] = wanted,
                  events: tuple[str, ...] = events) -> None:
             try:
-                results[i] = _deliver(r, r.resolve(env), body, budget, n.retries, events)
+                messages = _messages(r, run_id, status, wanted, facts, where)
+                secret = env.get(r.secret_env) if r.secret_env else None
+                if r.secret_env and not secret:
+                    results[i] = Delivery(r.name, False, 0, events,
+                                          error=f"${r.secret_env} is not set: not sent "
+                                                "unsigned")
+                    return
+                results[i] = _deliver(r, r.resolve(env), messages, budget, n.retries,
+                                      events, secret)
             except Exception as err:  # never let one receiver's bug escape
                 results[i] = Delivery(r.name, False, 0, events, error=_first_line(err))
 
@@ -263,16 +365,40 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _deliver(r: Receiver, url: str | None, body: dict[str, Any], budget: float, retries: int,
-             events: tuple[str, ...]) -> Delivery:
+def _deliver(r: Receiver, url: str | None, messages: Sequence[tuple[str, bytes, str]],
+             budget: float, retries: int, events: tuple[str, ...],
+             secret: str | None = None) -> Delivery:
+    """Send each message in turn (retrying each) within ``budget`` seconds in all; the
+    delivery is ok when every message got a 2xx."""
     if url is None:
         return Delivery(r.name, False, 0, events, error=f"${r.url_env} is not set")
     problem = httppost.url_problem(url)
     if problem is not None:
         where = f"${r.url_env}" if r.url_env else "url"
         return Delivery(r.name, False, 0, events, error=f"the URL in {where} {problem}")
-    data = json.dumps(body).encode("utf-8")
+    sign = None
+    if secret is not None:
+        try:
+            sign = signer(secret)
+        except ValueError as err:
+            return Delivery(r.name, False, 0, events, error=f"${r.secret_env}: {err}")
     deadline = time.monotonic() + budget
+    attempts = 0
+    status: int | None = None
+    for msg_id, data, content_type in messages:
+        ok, status, error, tries = _post(url, msg_id, data, content_type, sign, deadline,
+                                         retries)
+        attempts += tries
+        if not ok:
+            return Delivery(r.name, False, attempts, events, status=status, error=error)
+    return Delivery(r.name, True, attempts, events, status=status)
+
+
+def _post(url: str, msg_id: str, data: bytes, content_type: str, sign: Any,
+          deadline: float, retries: int) -> tuple[bool, int | None, str, int]:
+    """One message, retried: ``(ok, status, error, attempts)``. A signed message keeps
+    its ``webhook-id`` over retries (receivers deduplicate on it) and is signed again with
+    each attempt's timestamp."""
     status: int | None = None
     error = "timed out"
     attempts = 0
@@ -281,19 +407,23 @@ def _deliver(r: Receiver, url: str | None, body: dict[str, Any], budget: float, 
         if remaining <= 0.05:
             break
         attempts += 1
+        headers = {"Content-Type": content_type}
+        if sign is not None:
+            now = datetime.datetime.now(datetime.UTC)
+            headers.update({"webhook-id": msg_id,
+                            "webhook-timestamp": str(int(now.timestamp())),
+                            "webhook-signature": sign.sign(msg_id, now, data)})
         try:
-            status = httppost.request("POST", url, data,
-                                      {"Content-Type": "application/json"}, remaining)
+            status = httppost.request("POST", url, data, headers, remaining)
         except httppost.DeadlineError:
             status, error = None, "timed out"
         except (OSError, http.client.HTTPException, ValueError) as err:
             status, error = None, _first_line(err)
         else:
             if 200 <= status < 300:
-                return Delivery(r.name, True, attempts, events, status=status)
+                return True, status, "", attempts
             if 300 <= status < 400:
-                error = f"HTTP {status}: redirect not followed"
-                break  # the receiver moved: a retry will not help
+                return False, status, f"HTTP {status}: redirect not followed", attempts
             error = f"HTTP {status}"
             if status < 500 and status != 429:
                 break  # the receiver refuses this message: a retry will not help
@@ -301,4 +431,4 @@ def _deliver(r: Receiver, url: str | None, body: dict[str, Any], budget: float, 
         if time.monotonic() + pause >= deadline:
             break
         time.sleep(pause)
-    return Delivery(r.name, False, attempts, events, status=status, error=error)
+    return False, status, error, attempts

@@ -31,6 +31,7 @@ from mlops.metrics import (
 from mlops.notify import (
     FAILURE,
     Notice,
+    bad_secrets,
     bad_urls,
     missing_urls,
     notices_for_summary,
@@ -90,11 +91,12 @@ class RunObserver:
                 echoed).
         """
         require_prometheus_client(self.config)
-        bad = bad_urls(self.config, self.env)
+        bad = bad_urls(self.config, self.env) + bad_secrets(self.config, self.env)
         if bad:
             raise ConfigError(bad[0])
         for name in missing_urls(self.config, self.env):
-            log.warning("webhook %s has no URL: its environment variable is not set", name)
+            log.warning("webhook %s: its environment variable is not set; it gets nothing",
+                        name)
 
     def run_started(self) -> None:
         """The run begins: log context and the ``RunStarted`` Event."""
@@ -169,7 +171,10 @@ class RunObserver:
         notices = notices_for_summary(summary, _below(summary))
         facts = {"model_version": summary.get("model_version"),
                  "accuracy": summary.get("accuracy"), "drift": summary.get("drift"),
-                 "retrained": summary.get("retrained"), "report": summary.get("report_url")}
+                 "retrained": summary.get("retrained"), "report": summary.get("report_url"),
+                 "data_version": summary.get("data_version"),
+                 "metric": summary.get("metric"), "score": summary.get("score"),
+                 "serving_uri": summary.get("serving_uri")}
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "succeeded", notices, facts, self.where, self.env)]
         self.event("RunSucceeded", "Run", f"run {self.run_id} succeeded: model "
