@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import logging
+import math
 import os
 import sys
 import traceback
@@ -354,11 +356,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mlops.report import serve_report, write_report
     from mlops.storage import PERMANENT_ERRNOS
 
+    if not 0 <= args.port <= 65535:  # before anything is written
+        raise BadInputError(f"report --port must be between 0 and 65535, got {args.port}")
     ws = _workspace(args)
     try:
         files = write_report(ws, args.output)
     except OSError as err:
-        if err.errno in PERMANENT_ERRNOS:  # read-only, no permission, not a folder...
+        # Read-only, no permission, not a folder, or a place where no folder can be made
+        # (/proc/x: ENOENT although the parent exists): a retry will not help.
+        if err.errno in PERMANENT_ERRNOS or err.errno in (errno.ENOENT, errno.ENOTDIR,
+                                                           errno.EEXIST):
             raise BadInputError(f"report --output {args.output}: cannot write "
                                 f"{err.filename or args.output}: {err.strerror}") from err
         raise
@@ -384,8 +391,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     """One screen: is it healthy? Exit 0 healthy, 3 unhealthy."""
     from mlops.status import EXIT_UNHEALTHY, check_health, render
 
-    if args.max_age_hours <= 0:
-        raise BadInputError(f"--max-age-hours must be > 0, got {args.max_age_hours:g}")
+    if not (math.isfinite(args.max_age_hours) and args.max_age_hours > 0):
+        raise BadInputError(f"--max-age-hours must be a finite number > 0, got "
+                            f"{args.max_age_hours:g}")
     health = check_health(_config(args), max_age_hours=args.max_age_hours)
     if args.json:
         _echo(json.dumps(health.to_dict(), indent=2, sort_keys=True, default=str))

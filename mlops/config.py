@@ -117,6 +117,12 @@ class StorageConfig:
                                    "(e.g. endpoint_url, project). Never put credentials here.")
 
 
+#: Bounds of synthetic data: beyond them the generator would exhaust memory (exit 1 with a
+#: MemoryError, retried every night) instead of refusing the config (exit 2).
+MAX_SYNTHETIC_FEATURES = 10_000
+MAX_SYNTHETIC_CELLS = 200_000_000
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where each night's data comes from."""
@@ -128,7 +134,11 @@ class DataConfig:
                       "regression, an integer one a classification with at most 20 distinct "
                       "values, else a regression (see docs/data.md).")
     n_samples: int = _opt(1000, "Rows of synthetic data.", _positive, "> 0")
-    n_features: int = _opt(10, "Feature columns of synthetic data.", _positive, "> 0")
+    n_features: int = _opt(10, "Feature columns of synthetic data (at most "
+                           f"{MAX_SYNTHETIC_FEATURES:,}; rows x features at most "
+                           f"{MAX_SYNTHETIC_CELLS:,}).",
+                           lambda v: 0 < v <= MAX_SYNTHETIC_FEATURES,
+                           f"between 1 and {MAX_SYNTHETIC_FEATURES}")
     random_state: int = _opt(42, "Seed of the synthetic data generator.", _seed,
                              f"between 0 and {SEED_MAX}")
     test_size: float = _opt(0.2, "Share of rows held out for evaluation when training.",
@@ -139,6 +149,12 @@ class DataConfig:
     engine: Engine = _opt("pandas", "pandas (one process holds the data; fastest up to a few "
                           "GB) or dask (partitioned versions, steps run on a Dask cluster: "
                           "see docs/scaling.md and the dask section).")
+
+    def __post_init__(self) -> None:
+        if self.source == "synthetic" and self.n_samples * self.n_features > MAX_SYNTHETIC_CELLS:
+            raise ConfigError(f"config keys 'data.n_samples' x 'data.n_features' "
+                              f"({self.n_samples} x {self.n_features}) must be at most "
+                              f"{MAX_SYNTHETIC_CELLS} synthetic values")
 
 
 @dataclass(frozen=True)
@@ -696,9 +712,31 @@ def _bounded_yaml(text: str, path: Path) -> Any:
         if expanded(node, 0) > MAX_CONFIG_NODES:
             raise ConfigError(f"config file {path} has more than {MAX_CONFIG_NODES} YAML "
                               "nodes with aliases expanded")
+        _refuse_duplicate_keys(node, "", path, set())
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, prefix: str, path: Path, seen: set[int]) -> None:
+    """Refuse a mapping that holds a key twice (YAML loaders keep the last one silently:
+    a second ``storage:`` would replace the first without a word), naming the key."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _refuse_duplicate_keys(child, f"{prefix}[{i}]", path, seen)
+    elif isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                if k.value in keys:
+                    raise ConfigError(f"config file {path} has the key '{key}' twice (again "
+                                      f"at line {k.start_mark.line + 1}); keep one")
+                keys.add(k.value)
+                _refuse_duplicate_keys(v, key, path, seen)
 
 
 def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:

@@ -62,12 +62,41 @@ def generate_synthetic_data(n_samples: int = 1000, n_features: int = 10,
     return frame
 
 
+def check_unique_columns(name: str, columns: Any) -> None:
+    """Refuse a file whose header names a column twice.
+
+    pandas renames a repeated CSV column (``target`` -> ``target.1``): a repeated target
+    would become a feature holding the label (scoring 1.0, and promoted).
+
+    Raises:
+        DataValidationError: Naming the file and the column.
+    """
+    seen: set[str] = set()
+    for col in columns:
+        key = str(col)
+        if key in seen:
+            raise DataValidationError(f"data file {name} has the column '{key}' more than "
+                                      "once in its header; rename or drop the copies")
+        seen.add(key)
+
+
+def csv_header(source: Any) -> list[str]:
+    """The header row of a CSV file as written (before pandas renames repeated names)."""
+    row = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(v) for v in row.iloc[0].tolist()] if len(row) else []
+
+
 def _read_one(name: str, payload: bytes) -> pd.DataFrame:
     lower = name.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
-            return pd.read_parquet(io.BytesIO(payload))
+            frame = pd.read_parquet(io.BytesIO(payload))
+            check_unique_columns(name, frame.columns)
+            return frame
+        check_unique_columns(name, csv_header(io.BytesIO(payload)))
         return pd.read_csv(io.BytesIO(payload))
+    except DataValidationError:
+        raise
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(f"data file {name} is empty") from err
     except Exception as err:

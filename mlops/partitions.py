@@ -58,7 +58,16 @@ import numpy as np
 import pandas as pd
 
 from mlops import checksums, layout
-from mlops.data import AUTO, AUTO_MAX_CLASSES, NUMERIC, detect_task, feature_kinds, validate
+from mlops.data import (
+    AUTO,
+    AUTO_MAX_CLASSES,
+    NUMERIC,
+    check_unique_columns,
+    csv_header,
+    detect_task,
+    feature_kinds,
+    validate,
+)
 from mlops.errors import DataValidationError, IntegrityError, VersionExistsError
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
@@ -132,8 +141,11 @@ def read_table(store: Store, key: str) -> pd.DataFrame:
             with store.open_read(key) as f:
                 return pd.read_parquet(f, engine="pyarrow")
         if local is not None:
+            check_unique_columns(store.url(key), csv_header(local))
             return pd.read_csv(local)
         with store.open_read(key) as f:
+            check_unique_columns(store.url(key), csv_header(f))
+            f.seek(0)
             return pd.read_csv(f)
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(f"data file {store.url(key)} is empty") from err
@@ -165,6 +177,9 @@ def read_source(source: Store, key: str) -> tuple[pd.DataFrame, bytes | None]:
     raw = source.read_bytes(key)
     try:
         df = pd.read_parquet(pa.BufferReader(raw), engine="pyarrow")
+        check_unique_columns(source.url(key), df.columns)
+    except DataValidationError:
+        raise
     except Exception as err:
         raise DataValidationError(f"data file {source.url(key)} cannot be parsed: "
                                   f"{str(err).splitlines()[0][:200]}") from err

@@ -212,7 +212,6 @@ def test_a_webhook_answering_one_byte_per_second_never_keeps_the_process_alive(
 
 def test_a_pushgateway_answering_one_byte_per_second_is_cut_at_push_timeout(
         slow: SlowServer, make_config: Any, caplog: pytest.LogCaptureFixture) -> None:
-    pytest.importorskip("prometheus_client")  # the metrics extra is in the dev extras
     timeout = 1.0
     cfg = make_config(observability={"pushgateway_url": slow.url,
                                      "push_timeout_seconds": timeout})
@@ -227,7 +226,6 @@ def test_a_pushgateway_answering_one_byte_per_second_is_cut_at_push_timeout(
 
 def test_a_run_with_slow_webhook_and_pushgateway_ends_within_their_deadlines(
         slow: SlowServer, make_config: Any) -> None:
-    pytest.importorskip("prometheus_client")
     timeout = 0.5
     cfg = make_config(data=GOOD, observability={"pushgateway_url": slow.url,
                                                 "push_timeout_seconds": timeout},
