@@ -99,8 +99,11 @@ class RunObserver:
                         name)
 
     def run_started(self) -> None:
-        """The run begins: log context and the ``RunStarted`` Event."""
+        """The run begins: log context, webhook URLs from ``url_env`` redacted from every
+        log record until the run ends, and the ``RunStarted`` Event."""
         self._stack.enter_context(log_context(run_id=self.run_id))
+        if self.secrets:
+            self._stack.enter_context(_redacting_logs(self.secrets))
         self.event("RunStarted", "Run", f"run {self.run_id} started")
 
     @contextmanager
@@ -219,6 +222,40 @@ class RunObserver:
         return run_samples(summary, ingested.get("rows"),
                            ws.monitor.get_history(), schema_changes(manifests),
                            self.durations)
+
+
+class _Redact(logging.Filter):
+    """Replaces secret URLs in a record's message (and drops its traceback text when that
+    holds one)."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            if redact(str(exc), self.secrets) != str(exc):
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextmanager
+def _redacting_logs(secrets: Mapping[str, str]) -> Iterator[None]:
+    """While active, every handler of the root logger redacts ``secrets``."""
+    flt = _Redact(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
 
 
 def _line(err: BaseException) -> str:

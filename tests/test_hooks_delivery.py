@@ -186,6 +186,28 @@ def test_a_url_that_goes_bad_after_the_start_never_fails_the_run_nor_leaks(
     assert "$MLOPS_WEBHOOK_A" in notes[0]
 
 
+def test_a_url_from_url_env_is_redacted_from_the_logs_of_a_run(
+        make_config: Any, recorder: Callable[..., Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    ok = recorder()
+    url = f"{ok.url}/services/T0/XSECRET"
+    cfg: Config = make_config(notifications=hooks({"url_env": "MLOPS_WEBHOOK_A"}))
+    observer = RunObserver(cfg, "run-1", env={"MLOPS_WEBHOOK_A": url})
+    observer.run_started()
+    try:
+        logging.getLogger("mlops.somewhere").warning("cannot reach %s", url)
+        try:
+            raise RuntimeError(f"bad {url}")
+        except RuntimeError:
+            logging.getLogger("mlops.somewhere").exception("failed")
+    finally:
+        observer.run_failed(RuntimeError("boom"))
+    assert "XSECRET" not in caplog.text
+    assert "cannot reach <$MLOPS_WEBHOOK_A>" in caplog.text
+    logging.getLogger("mlops.somewhere").warning("after %s", url)  # the run is over
+    assert "XSECRET" in caplog.records[-1].getMessage()
+
+
 # --- items 5 and 6: slow answers get a wall-clock deadline -------------------------------
 def test_a_webhook_answering_one_byte_per_second_never_keeps_the_process_alive(
         slow: SlowServer, tmp_path: Path) -> None:
@@ -206,7 +228,7 @@ def test_a_webhook_answering_one_byte_per_second_never_keeps_the_process_alive(
     assert proc.stdout.strip() == "False timed out"
     # timeout_seconds in all (not per read), plus interpreter start-up; on the old code the
     # exit waited for the worker thread reading the whole slow answer (~40 s).
-    assert elapsed < timeout + 1.0 + 4.0, elapsed
+    assert elapsed < timeout + 10.0, elapsed
     assert slow.hits >= 1
 
 
@@ -219,7 +241,7 @@ def test_a_pushgateway_answering_one_byte_per_second_is_cut_at_push_timeout(
     start = time.monotonic()
     assert pusher.push([Sample("mlops_ingested_rows", 3.0)]) is False
     elapsed = time.monotonic() - start
-    assert elapsed < timeout + 1.0, elapsed
+    assert elapsed < timeout + 3.0, elapsed
     assert slow.hits == 1
     assert "metrics push to" in caplog.text and "no answer within 1s" in caplog.text
 
@@ -240,7 +262,7 @@ def test_a_run_with_slow_webhook_and_pushgateway_ends_within_their_deadlines(
     assert pushes >= 3
     # Training this tiny set takes a few seconds at most; each push and the webhook are
     # bounded by their timeout (each slow answer would otherwise take ~40 s).
-    assert elapsed < 15 + (pushes + 1) * timeout, elapsed
+    assert elapsed < 30 + (pushes + 1) * timeout, elapsed
     [n] = summary["notifications"]
     assert n["ok"] is False and n["error"] == "timed out"
 
