@@ -447,8 +447,10 @@ def _check_webhook(hook: Any, key: str) -> None:
     if ("url" in hook) == ("url_env" in hook):
         raise ConfigError(f"config key '{key}' needs exactly one of url or url_env")
     if "url" in hook and (not isinstance(hook["url"], str)
-                          or not hook["url"].startswith(("http://", "https://"))):
-        raise ConfigError(f"config key '{key}.url' must be an http:// or https:// URL")
+                          or not hook["url"].startswith(("http://", "https://"))
+                          or any(c.isspace() or ord(c) < 32 for c in hook["url"])):
+        raise ConfigError(f"config key '{key}.url' must be an http:// or https:// URL "
+                          "without spaces")
     if "url_env" in hook and not (isinstance(hook["url_env"], str)
                                   and _ENV_NAME.fullmatch(hook["url_env"])):
         raise ConfigError(f"config key '{key}.url_env' must be an environment variable name, "

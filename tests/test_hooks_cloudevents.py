@@ -186,6 +186,7 @@ def test_bad_cloudevents_config_names_the_key() -> None:
 
     for hook, key in (({"url": "http://a", "format": "xml"}, "format"),
                       ({"url": "http://a", "secret_env": "1X"}, "secret_env"),
-                      ({"url": "http://a", "type_prefix": "a b"}, "type_prefix")):
+                      ({"url": "http://a", "type_prefix": "a b"}, "type_prefix"),
+                      ({"url": "http://a b/c"}, "url")):
         with pytest.raises(ConfigError, match=rf"notifications\.webhooks\[0\]\.{key}'"):
             Config.from_dict({"notifications": {"webhooks": [hook]}})
