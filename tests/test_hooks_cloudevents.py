@@ -190,3 +190,26 @@ def test_bad_cloudevents_config_names_the_key() -> None:
                       ({"url": "http://a b/c"}, "url")):
         with pytest.raises(ConfigError, match=rf"notifications\.webhooks\[0\]\.{key}'"):
             Config.from_dict({"notifications": {"webhooks": [hook]}})
+
+
+def test_each_event_is_its_own_cloudevent_with_its_type(
+        make_config: Any, verifier: Callable[[], Verifier]) -> None:
+    from mlops.notify import Notice, send
+
+    v = verifier()
+    cfg = make_config(notifications={"webhooks": [
+        {"url": v.url, "format": "cloudevents", "events": ["drift", "serving_below_threshold",
+                                                           "rejection"]}]})
+    [d] = send(cfg, "r1", "succeeded",
+               [Notice("drift", "drift detected"), Notice("serving_below_threshold", "low"),
+                Notice("rejection", "lost"), Notice("success", "fine")],
+               {"model_version": "m1", "data_version": "d1", "serving_uri": None}, "rel/ns")
+    assert d.ok and d.attempts == 3
+    bodies = [json.loads(raw) for _, raw in v.requests]
+    assert [b["type"] for b in bodies] == ["io.mlops.drift.detected",
+                                           "io.mlops.model.below_threshold",
+                                           "io.mlops.model.rejected"]
+    assert {b["source"] for b in bodies} == {"/mlops/rel/ns"}
+    assert len({b["id"] for b in bodies}) == 3
+    assert bodies[0]["data"]["data_version"] == "d1" and bodies[0]["data"]["text"] == (
+        "drift detected")
