@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import logging
+import math
 import os
 import sys
 import traceback
@@ -338,8 +340,12 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Point an alias (default ``production``) at a model version (its serving exports
-    written first, as the pipeline's promotion does)."""
+    written first, as the pipeline's promotion does). The version is verified first as a
+    load would (record, signature with ``registry.signing_key_env``, artifact sha256): an
+    unsigned or tampered version is refused (exit 2) and the alias does not move."""
     ws = _workspace(args)
+    if ws.registry.exists(args.version):  # an unknown one: set_alias names it
+        ws.registry.verify(args.version)
     if args.alias == "production":
         from mlops.serving import export_for_serving
 
@@ -372,10 +378,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Move an alias back to its value before the latest promotion."""
+    """Move an alias back to its value before the latest promotion (webhook receivers that
+    want ``rollback`` hear about it; a failed delivery never changes the exit code)."""
+    from mlops.notify import ROLLBACK, Notice, bad_urls, send
+
     ws = _workspace(args)
     event = ws.registry.rollback(args.alias, reason=args.reason)
     print_mapping(event, args.json)
+    if ws.config.notifications.webhooks and not bad_urls(ws.config):
+        ns = ws.config.kubernetes.namespace or os.environ.get("MLOPS_NAMESPACE") or "local"
+        text = (f"alias {event['alias']} rolled back from {event['previous']} to "
+                f"{event['version']} by {event['by']}"
+                + (f": {event['reason']}" if event.get("reason") else ""))
+        send(ws.config, str(event.get("event") or "rollback"), "rolled back",
+             [Notice(ROLLBACK, text)],
+             {"model_version": event["version"], "previous_version": event["previous"],
+              "alias": event["alias"], "reason": event.get("reason") or None},
+             f"{ws.config.kubernetes.release}/{ns}")
     return EXIT_OK
 
 
@@ -384,11 +403,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mlops.report import serve_report, write_report
     from mlops.storage import PERMANENT_ERRNOS
 
+    if not 0 <= args.port <= 65535:  # before anything is written
+        raise BadInputError(f"report --port must be between 0 and 65535, got {args.port}")
     ws = _workspace(args)
     try:
         files = write_report(ws, args.output)
     except OSError as err:
-        if err.errno in PERMANENT_ERRNOS:  # read-only, no permission, not a folder...
+        # Read-only, no permission, not a folder, or a place where no folder can be made
+        # (/proc/x: ENOENT although the parent exists): a retry will not help.
+        if err.errno in PERMANENT_ERRNOS or err.errno in (errno.ENOENT, errno.ENOTDIR,
+                                                           errno.EEXIST):
             raise BadInputError(f"report --output {args.output}: cannot write "
                                 f"{err.filename or args.output}: {err.strerror}") from err
         raise
@@ -414,8 +438,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     """One screen: is it healthy? Exit 0 healthy, 3 unhealthy."""
     from mlops.status import EXIT_UNHEALTHY, check_health, render
 
-    if args.max_age_hours <= 0:
-        raise BadInputError(f"--max-age-hours must be > 0, got {args.max_age_hours:g}")
+    if not (math.isfinite(args.max_age_hours) and args.max_age_hours > 0):
+        raise BadInputError(f"--max-age-hours must be a finite number > 0, got "
+                            f"{args.max_age_hours:g}")
     health = check_health(_config(args), max_age_hours=args.max_age_hours)
     if args.json:
         _echo(json.dumps(health.to_dict(), indent=2, sort_keys=True, default=str))

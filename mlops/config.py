@@ -117,6 +117,12 @@ class StorageConfig:
                                    "(e.g. endpoint_url, project). Never put credentials here.")
 
 
+#: Bounds of synthetic data: beyond them the generator would exhaust memory (exit 1 with a
+#: MemoryError, retried every night) instead of refusing the config (exit 2).
+MAX_SYNTHETIC_FEATURES = 10_000
+MAX_SYNTHETIC_CELLS = 200_000_000
+
+
 @dataclass(frozen=True)
 class CsvConfig:
     """How CSV sources are parsed (pandas.read_csv options; Parquet files ignore them)."""
@@ -152,7 +158,11 @@ class DataConfig:
                       "regression, an integer one a classification with at most 20 distinct "
                       "values, else a regression (see docs/data.md).")
     n_samples: int = _opt(1000, "Rows of synthetic data.", _positive, "> 0")
-    n_features: int = _opt(10, "Feature columns of synthetic data.", _positive, "> 0")
+    n_features: int = _opt(10, "Feature columns of synthetic data (at most "
+                           f"{MAX_SYNTHETIC_FEATURES:,}; rows x features at most "
+                           f"{MAX_SYNTHETIC_CELLS:,}).",
+                           lambda v: 0 < v <= MAX_SYNTHETIC_FEATURES,
+                           f"between 1 and {MAX_SYNTHETIC_FEATURES}")
     random_state: int = _opt(42, "Seed of the synthetic data generator.", _seed,
                              f"between 0 and {SEED_MAX}")
     test_size: float = _opt(0.2, "Share of rows held out for evaluation when training.",
@@ -171,6 +181,10 @@ class DataConfig:
     csv: CsvConfig = _opt(CsvConfig(), "CSV parsing options.")
 
     def __post_init__(self) -> None:
+        if self.source == "synthetic" and self.n_samples * self.n_features > MAX_SYNTHETIC_CELLS:
+            raise ConfigError(f"config keys 'data.n_samples' x 'data.n_features' "
+                              f"({self.n_samples} x {self.n_features}) must be at most "
+                              f"{MAX_SYNTHETIC_CELLS} synthetic values")
         for key in ("id_columns", "exclude_columns"):
             names = getattr(self, key)
             if any(not isinstance(n, str) or not n for n in names):
@@ -528,7 +542,9 @@ class ServingConfig:
 
 #: The events a webhook receiver may subscribe to (``notifications.webhooks[].events``).
 NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_threshold",
-                 "success", "validation_failed")
+                 "rollback", "success", "validation_failed")
+#: Body formats of a webhook receiver (``notifications.webhooks[].format``).
+WEBHOOK_FORMATS = ("slack", "cloudevents")
 
 
 @dataclass(frozen=True)
@@ -551,8 +567,12 @@ class NotificationsConfig:
     webhooks: list[dict[str, Any]] = _opt(
         [], "Receivers: each a mapping with url (a literal URL) or url_env (the name of an "
         "environment variable holding the URL, e.g. filled from a Secret), optional name, "
-        "and events (default: failure, drift, promotion, rejection, "
-        "serving_below_threshold, validation_failed; success is opt-in).")
+        "events (default: failure, drift, promotion, rejection, serving_below_threshold, "
+        "rollback, validation_failed; success is opt-in), format (slack: Slack-compatible "
+        "JSON, the default; cloudevents: one CloudEvents 1.0 structured event per event), "
+        "type_prefix (of the CloudEvents type, default io.mlops), and secret_env (the name "
+        "of an environment variable holding a whsec_ key: every delivery is signed with "
+        "Standard Webhooks headers).")
     timeout_seconds: float = _opt(5.0, "Timeout of one webhook request.", _positive, "> 0")
     retries: int = _opt(2, "Further attempts of a webhook that fails (5xx, timeout, "
                         "connection error); a failing webhook never fails the run.",
@@ -563,7 +583,8 @@ class NotificationsConfig:
             _check_webhook(hook, f"notifications.webhooks[{i}]")
 
 
-_WEBHOOK_KEYS = ("name", "url", "url_env", "events")
+_WEBHOOK_KEYS = ("name", "url", "url_env", "events", "format", "type_prefix", "secret_env")
+_TYPE_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$")
 
 
 def _check_webhook(hook: Any, key: str) -> None:
@@ -577,12 +598,25 @@ def _check_webhook(hook: Any, key: str) -> None:
     if ("url" in hook) == ("url_env" in hook):
         raise ConfigError(f"config key '{key}' needs exactly one of url or url_env")
     if "url" in hook and (not isinstance(hook["url"], str)
-                          or not hook["url"].startswith(("http://", "https://"))):
-        raise ConfigError(f"config key '{key}.url' must be an http:// or https:// URL")
+                          or not hook["url"].startswith(("http://", "https://"))
+                          or any(c.isspace() or ord(c) < 32 for c in hook["url"])):
+        raise ConfigError(f"config key '{key}.url' must be an http:// or https:// URL "
+                          "without spaces")
     if "url_env" in hook and not (isinstance(hook["url_env"], str)
                                   and _ENV_NAME.fullmatch(hook["url_env"])):
         raise ConfigError(f"config key '{key}.url_env' must be an environment variable name, "
                           f"got {hook['url_env']!r}")
+    if "secret_env" in hook and not (isinstance(hook["secret_env"], str)
+                                     and _ENV_NAME.fullmatch(hook["secret_env"])):
+        raise ConfigError(f"config key '{key}.secret_env' must be an environment variable "
+                          f"name, got {hook['secret_env']!r}")
+    if hook.get("format", "slack") not in WEBHOOK_FORMATS:
+        raise ConfigError(f"config key '{key}.format' must be one of "
+                          f"{', '.join(WEBHOOK_FORMATS)}, got {hook['format']!r}")
+    if "type_prefix" in hook and not (isinstance(hook["type_prefix"], str)
+                                      and _TYPE_PREFIX.fullmatch(hook["type_prefix"])):
+        raise ConfigError(f"config key '{key}.type_prefix' must be a reverse-DNS name "
+                          f"(letters, digits, '.', '-'), got {hook['type_prefix']!r}")
     if "name" in hook and not isinstance(hook["name"], str):
         raise ConfigError(f"config key '{key}.name' must be a string")
     events = hook.get("events", [])
@@ -844,9 +878,31 @@ def _bounded_yaml(text: str, path: Path) -> Any:
         if expanded(node, 0) > MAX_CONFIG_NODES:
             raise ConfigError(f"config file {path} has more than {MAX_CONFIG_NODES} YAML "
                               "nodes with aliases expanded")
+        _refuse_duplicate_keys(node, "", path, set())
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, prefix: str, path: Path, seen: set[int]) -> None:
+    """Refuse a mapping that holds a key twice (YAML loaders keep the last one silently:
+    a second ``storage:`` would replace the first without a word), naming the key."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _refuse_duplicate_keys(child, f"{prefix}[{i}]", path, seen)
+    elif isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                if k.value in keys:
+                    raise ConfigError(f"config file {path} has the key '{key}' twice (again "
+                                      f"at line {k.start_mark.line + 1}); keep one")
+                keys.add(k.value)
+                _refuse_duplicate_keys(v, key, path, seen)
 
 
 def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:

@@ -100,14 +100,45 @@ def drop_excluded(df: pd.DataFrame, name: str, options: dict[str, Any] | None = 
     return df.drop(columns=drop)
 
 
+def check_unique_columns(name: str, columns: Any) -> None:
+    """Refuse a file whose header names a column twice.
+
+    pandas renames a repeated CSV column (``target`` -> ``target.1``): a repeated target
+    would become a feature holding the label (scoring 1.0, and promoted).
+
+    Raises:
+        DataValidationError: Naming the file and the column.
+    """
+    seen: set[str] = set()
+    for col in columns:
+        key = str(col)
+        if key in seen:
+            raise DataValidationError(f"data file {name} has the column '{key}' more than "
+                                      "once in its header; rename or drop the copies")
+        seen.add(key)
+
+
+def csv_header(source: Any, options: dict[str, Any] | None = None) -> list[str]:
+    """The header row of a CSV file as written (before pandas renames repeated names),
+    read with ``data.csv``'s separator and encoding (see :func:`read_options`)."""
+    csv = (options or {}).get("csv", {})
+    row = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False,
+                      **{k: csv[k] for k in ("sep", "encoding") if k in csv})
+    return [str(v) for v in row.iloc[0].tolist()] if len(row) else []
+
+
 def _read_one(name: str, payload: bytes, options: dict[str, Any] | None = None
               ) -> pd.DataFrame:
     lower = name.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
             df = pd.read_parquet(io.BytesIO(payload))
+            check_unique_columns(name, df.columns)
         else:
+            check_unique_columns(name, csv_header(io.BytesIO(payload), options))
             df = read_csv(io.BytesIO(payload), options)
+    except DataValidationError:
+        raise
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(f"data file {name} is empty") from err
     except Exception as err:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops import httppost
 from mlops.config import Config
 from mlops.errors import ConfigError
 
@@ -167,7 +168,7 @@ class Pusher:
             registry.register(_Collector(samples))
             pushadd_to_gateway(obs.pushgateway_url, job=obs.job, registry=registry,
                                grouping_key=grouping_key(self.config, self.env),
-                               timeout=obs.push_timeout_seconds)
+                               timeout=obs.push_timeout_seconds, handler=_deadline_handler)
         except Exception as err:  # a push never fails the run
             log.warning("metrics push to %s failed: %s", obs.pushgateway_url,
                         str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -175,6 +176,19 @@ class Pusher:
             return False
         self.pushes.append(True)
         return True
+
+
+def _deadline_handler(url: str, method: str, timeout: float | None,
+                      headers: Sequence[tuple[str, str]], data: bytes) -> Any:
+    """A prometheus-client push handler whose timeout is a wall-clock deadline for the
+    whole push (the default one bounds each socket read: a Pushgateway answering one byte
+    per second stalls the run), never following a redirect."""
+    def handle() -> None:
+        status = httppost.request(method, url, data, dict(headers),
+                                  5.0 if timeout is None else timeout)
+        if not 200 <= status < 300:
+            raise OSError(f"error talking to pushgateway: HTTP {status}")
+    return handle
 
 
 class _Collector:

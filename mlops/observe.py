@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from mlops.config import Config
+from mlops.errors import ConfigError
 from mlops.logconf import log_context
 from mlops.metrics import (
     Pusher,
@@ -31,8 +32,12 @@ from mlops.notify import (
     FAILURE,
     VALIDATION_FAILED,
     Notice,
+    bad_secrets,
+    bad_urls,
     missing_urls,
     notices_for_summary,
+    redact,
+    secret_urls,
     send,
 )
 from mlops.validation import PREFIX as VALIDATION_PREFIX
@@ -75,6 +80,7 @@ class RunObserver:
         self.durations: dict[str, float] = {}
         self.failed_step: str | None = None
         self.notifications: list[dict[str, Any]] = []
+        self.secrets = secret_urls(config, self.env)
         self._stack = ExitStack()
 
     # --- start and steps ---------------------------------------------------------------
@@ -82,15 +88,24 @@ class RunObserver:
         """Fail before the run starts when a channel cannot work (exit 2), warn otherwise.
 
         Raises:
-            ConfigError: A Pushgateway is configured without prometheus-client.
+            ConfigError: A Pushgateway is configured without prometheus-client, or a
+                webhook URL from ``url_env`` is malformed (named by its variable, never
+                echoed).
         """
         require_prometheus_client(self.config)
+        bad = bad_urls(self.config, self.env) + bad_secrets(self.config, self.env)
+        if bad:
+            raise ConfigError(bad[0])
         for name in missing_urls(self.config, self.env):
-            log.warning("webhook %s has no URL: its environment variable is not set", name)
+            log.warning("webhook %s: its environment variable is not set; it gets nothing",
+                        name)
 
     def run_started(self) -> None:
-        """The run begins: log context and the ``RunStarted`` Event."""
+        """The run begins: log context, webhook URLs from ``url_env`` redacted from every
+        log record until the run ends, and the ``RunStarted`` Event."""
         self._stack.enter_context(log_context(run_id=self.run_id))
+        if self.secrets:
+            self._stack.enter_context(_redacting_logs(self.secrets))
         self.event("RunStarted", "Run", f"run {self.run_id} started")
 
     @contextmanager
@@ -161,7 +176,10 @@ class RunObserver:
         notices = notices_for_summary(summary, _below(summary))
         facts = {"model_version": summary.get("model_version"),
                  "accuracy": summary.get("accuracy"), "drift": summary.get("drift"),
-                 "retrained": summary.get("retrained"), "report": summary.get("report_url")}
+                 "retrained": summary.get("retrained"), "report": summary.get("report_url"),
+                 "data_version": summary.get("data_version"),
+                 "metric": summary.get("metric"), "score": summary.get("score"),
+                 "serving_uri": summary.get("serving_uri")}
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "succeeded", notices, facts, self.where, self.env)]
         self.event("RunSucceeded", "Run", f"run {self.run_id} succeeded: model "
@@ -179,7 +197,7 @@ class RunObserver:
         step = self.failed_step
         self.pusher.push(failure_samples(step, self.durations))
         where = f" at step {step}" if step else ""
-        text = f"run {self.run_id} failed{where}: {_line(err)}"
+        text = redact(f"run {self.run_id} failed{where}: {_line(err)}", self.secrets)
         notices = [Notice(FAILURE, text)]
         # A batch that broke the validation: section (in this process, or read from the
         # ingest Job's one-line error under the controller).
@@ -188,7 +206,7 @@ class RunObserver:
             notices.append(Notice(VALIDATION_FAILED, invalid))
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "failed", notices,
-            {"step": step, "error": _line(err)}, self.where, self.env)]
+            {"step": step, "error": redact(_line(err), self.secrets)}, self.where, self.env)]
         if invalid is not None:
             self.event("ValidationFailed", "Validate", invalid)
         self.event("RunFailed", "Run", text)
@@ -201,7 +219,7 @@ class RunObserver:
         if self.events is None:
             return
         try:
-            self.events(EVENT_TYPES[reason], reason, action, note)
+            self.events(EVENT_TYPES[reason], reason, action, redact(note, self.secrets))
         except Exception as err:
             log.warning("Kubernetes Event %s not written (%s); no more Events for run %s",
                         reason, _line(err), self.run_id)
@@ -214,6 +232,40 @@ class RunObserver:
         return run_samples(summary, ingested.get("rows"),
                            ws.monitor.get_history(), schema_changes(manifests),
                            self.durations)
+
+
+class _Redact(logging.Filter):
+    """Replaces secret URLs in a record's message (and drops its traceback text when that
+    holds one)."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            if redact(str(exc), self.secrets) != str(exc):
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextmanager
+def _redacting_logs(secrets: Mapping[str, str]) -> Iterator[None]:
+    """While active, every handler of the root logger redacts ``secrets``."""
+    flt = _Redact(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
 
 
 def _line(err: BaseException) -> str:

@@ -62,6 +62,8 @@ from mlops.data import (
     AUTO,
     AUTO_MAX_CLASSES,
     NUMERIC,
+    check_unique_columns,
+    csv_header,
     detect_task,
     drop_excluded,
     feature_kinds,
@@ -146,8 +148,11 @@ def read_table(store: Store, key: str, options: dict[str, Any] | None = None
             with store.open_read(key) as f:
                 return pd.read_parquet(f, engine="pyarrow")
         if local is not None:
+            check_unique_columns(store.url(key), csv_header(local, options))
             return drop_excluded(read_csv(local, options), store.url(key), options)
         with store.open_read(key) as f:
+            check_unique_columns(store.url(key), csv_header(f, options))
+            f.seek(0)
             return drop_excluded(read_csv(f, options), store.url(key), options)
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(f"data file {store.url(key)} is empty") from err
@@ -180,6 +185,9 @@ def read_source(source: Store, key: str, options: dict[str, Any] | None = None
     raw = source.read_bytes(key)
     try:
         df = pd.read_parquet(pa.BufferReader(raw), engine="pyarrow")
+        check_unique_columns(source.url(key), df.columns)
+    except DataValidationError:
+        raise
     except Exception as err:
         raise DataValidationError(f"data file {source.url(key)} cannot be parsed: "
                                   f"{str(err).splitlines()[0][:200]}") from err
