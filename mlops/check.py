@@ -13,14 +13,17 @@ monitor-check then asks for (``serving_model_unusable``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from mlops import checksums, layout
-from mlops.errors import IntegrityError
+from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.records import DataManifest, ModelRecord
 from mlops.storage import Store, confined_key
+from mlops.versioned import created_stamp, marker_stamp
+from mlops.versioner import address_problem
 from mlops.workspace import Workspace, serving_reference
 
 
@@ -58,10 +61,13 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False,
         manifest = DataManifest.from_dict(doc) if isinstance(doc, dict) else None
     except FileNotFoundError:
         return None, None  # not committed: a crash leftover, gc's business
-    except (IntegrityError, TypeError) as err:
+    except (IntegrityError, TypeError, ValueError, KeyError, AttributeError) as err:
         return None, f"corrupt manifest ({err})"
     if manifest is None:
         return None, "corrupt manifest (not a JSON object)"
+    address = address_problem(manifest)
+    if address:
+        return None, f"corrupt manifest ({address})"
     if manifest.partitioned:
         return manifest, _partitions_problem(store, manifest, deep=deep)
     try:
@@ -142,7 +148,7 @@ def _model_problem(store: Store, vid: str) -> str | None:
         record = ModelRecord.from_dict(doc) if isinstance(doc, dict) else None
     except FileNotFoundError:
         return None
-    except (IntegrityError, TypeError) as err:
+    except (IntegrityError, TypeError, ValueError, KeyError, AttributeError) as err:
         return f"corrupt metadata ({err})"
     if record is None:
         return "corrupt metadata (not a JSON object)"
@@ -185,7 +191,35 @@ def check_store(ws: Workspace) -> list[Problem]:
             problems.append(Problem(layout.under(layout.MODELS, layout.model_metadata_key(vid)),
                                     f"model version '{vid}': {problem}"))
     problems += _alias_problems(ws, committed)
+    problems += _marker_problems(ws)
     return sorted(problems, key=lambda p: p.key)
+
+
+def _created(store: Store, commit_key: Callable[[str], str], vid: str) -> str | None:
+    """The ``created_at`` of a version's document, None when absent or unreadable."""
+    try:
+        doc = store.read_json(commit_key(vid))
+    except (FileNotFoundError, IntegrityError):
+        return None
+    created = doc.get("created_at") if isinstance(doc, dict) else None
+    return created if isinstance(created, str) else None
+
+
+def _marker_problems(ws: Workspace) -> list[Problem]:
+    """Index markers whose time is not their document's ``created_at``: forged (they
+    would reorder "newest first" and so retention) or a crashed writer's duplicate.
+    Readers skip them; ``mlops gc`` deletes them once older than the grace period."""
+    out = []
+    indexes = ((layout.DATA, ws.versioner.index, layout.data_manifest_key),
+               (layout.MODELS, ws.registry.index, layout.model_metadata_key))
+    for folder, index, commit in indexes:
+        store = index.store
+        for key, vid in index.disagreeing(partial(_created, store, commit)):
+            out.append(Problem(layout.under(folder, key),
+                               f"index marker of '{vid}' disagrees with its record's "
+                               "created_at (forged or left by a crash; readers ignore it, "
+                               "`mlops gc` removes it)"))
+    return out
 
 
 def _alias_problems(ws: Workspace, committed: set[str]) -> list[Problem]:
@@ -227,5 +261,30 @@ def data_version_rows(ws: Workspace, limit: int | None = None) -> list[dict[str,
     return rows
 
 
+def model_version_rows(ws: Workspace, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows for ``mlops versions models``: every indexed model newest first, with a
+    ``status`` (``ok``, or why its record is damaged), as ``versions data`` does: one
+    corrupt record is listed, not fatal (issue 19 item 16)."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    registry = ws.registry
+    for key, vid in registry.index.entries():
+        if (limit is not None and len(rows) >= limit) or vid in seen:
+            continue
+        try:
+            record = registry.get_record(vid)
+        except VersionNotFoundError:
+            continue  # not committed: a crash leftover
+        except IntegrityError as err:
+            seen.add(vid)
+            rows.append({"id": vid, "status": str(err)})
+            continue
+        if marker_stamp(key) != created_stamp(record.created_at):
+            continue  # a forged or duplicate marker: the version is listed at its own
+        seen.add(vid)
+        rows.append({**record.to_dict(), "status": "ok"})
+    return rows
+
+
 __all__ = ["Problem", "check_store", "data_version_rows",
-           "data_version_status"]
+           "data_version_status", "model_version_rows"]

@@ -221,16 +221,19 @@ def cmd_versions(args: argparse.Namespace) -> int:
         print_table(rows, ["id", "created_at", "rows", "size_bytes", "hash_algorithm",
                            "status"], args.json, "no data versions yet")
     else:
-        rows = [r.to_dict() for r in ws.registry.list_records(limit=args.limit)]
+        from mlops.check import model_version_rows
+
+        # A corrupt record is listed with its status, not fatal (as for data).
+        rows = model_version_rows(ws, limit=args.limit)
         aliases = ws.registry.aliases()
         for r in rows:
-            meta = r.get("metadata", {})
+            meta = r.get("metadata") or {}
             r.setdefault("accuracy", meta.get("accuracy"))
             r.setdefault("data_version", meta.get("data_version"))
             r.setdefault("model_type", meta.get("model_type"))
             r["aliases"] = sorted(a for a, v in aliases.items() if v == r["id"])
         print_table(rows, ["id", "aliases", "created_at", "model_type", "accuracy",
-                           "data_version"], args.json, "no model versions yet")
+                           "data_version", "status"], args.json, "no model versions yet")
     return EXIT_OK
 
 

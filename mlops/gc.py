@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any
 from mlops import layout
 from mlops.errors import BadInputError
 from mlops.ids import compact
-from mlops.records import manifest_objects
+from mlops.records import DataManifest, manifest_objects
+from mlops.versioner import address_problem
 
 if TYPE_CHECKING:
     from mlops.storage import Store
@@ -279,7 +280,9 @@ def _marker_age(ts: str, now: float) -> float | None:
         when = datetime.strptime(ts, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         return None
-    return max(0.0, now - when.timestamp())
+    if when.timestamp() > now:
+        return None  # a time in the future is no age (a forged marker): use its mtime
+    return now - when.timestamp()
 
 
 def _created_compact(doc: dict[str, Any]) -> str | None:
@@ -311,7 +314,7 @@ def snapshot(store: Store, grace_seconds: float, now: float | None = None) -> Gc
             doc = json.loads(data)
         except ValueError:
             doc = None
-        if not isinstance(doc, dict):
+        if not isinstance(doc, dict) or (key in data_keys and _damaged_manifest(doc)):
             ctx.unreadable.append(key)
         elif key in data_keys:
             ctx.data_manifests[data_keys[key]] = doc
@@ -320,6 +323,16 @@ def snapshot(store: Store, grace_seconds: float, now: float | None = None) -> Gc
     ctx.warnings.extend(f"unreadable manifest {k}: data objects are kept"
                         for k in ctx.unreadable)
     return ctx
+
+
+def _damaged_manifest(doc: dict[str, Any]) -> bool:
+    """Whether a data manifest is refused by the readers (wrong types, or objects that
+    are not at its content hashes' addresses): gc then keeps every data object, since
+    what the manifest references cannot be trusted (issue 19 items 1 and 11)."""
+    try:
+        return address_problem(DataManifest.from_dict(doc)) is not None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return True
 
 
 def find_orphans(ctx: GcContext) -> list[Deletion]:
@@ -356,6 +369,8 @@ def _marker_orphan(ctx: GcContext, key: str, name: str,
         return []
     ts, vid = name.split(layout.INDEX_SEP, 1)
     age = _marker_age(ts, ctx.now)
+    if age is None:
+        age = ctx.age(key)
     doc = committed.get(vid)
     if doc is None:
         if data_commit_key(vid) in ctx.unreadable or model_commit_key(vid) in ctx.unreadable:

@@ -38,7 +38,7 @@ from mlops.errors import (
 )
 from mlops.ids import check_version_id, compact, iso, utc_now
 from mlops.records import AliasEvent, ModelRecord
-from mlops.storage import Store, as_store, confined_key, crash_point
+from mlops.storage import CorruptObjectError, Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 
 METADATA = layout.MODEL_METADATA
@@ -270,9 +270,27 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         """Every move of ``alias``, oldest first, typed (see :meth:`alias_history`)."""
         check_version_id(alias, "alias")
         prefix = self._events_prefix(alias)
-        return [AliasEvent.from_dict({**self.store.read_json(f"{prefix}/{name}"),
-                                      "event": name})
+        return [self._event(f"{prefix}/{name}", name)
                 for name in self.store.keys(prefix) if name.endswith(".json")]
+
+    def _event(self, key: str, name: str) -> AliasEvent:
+        """One alias event, typed.
+
+        Raises:
+            CorruptObjectError: Not JSON, not an object, or a key missing or of the wrong
+                type (exit code 2, names the file; issue 19 item 11).
+        """
+        doc = self.store.read_json(key)
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("expected a JSON object")
+            event = AliasEvent.from_dict({**doc, "event": name})
+            if event.version:
+                check_version_id(event.version, "model version id")
+        except (TypeError, ValueError, BadInputError) as err:
+            raise CorruptObjectError(f"alias event {self.store.url(key)} is damaged ({err})",
+                                     key) from err
+        return event
 
     def aliases(self) -> dict[str, str | None]:
         """Every alias and the version it points to."""
