@@ -312,6 +312,14 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
+    recorded = ws.read_result(run_id, MONITOR_CHECK)
+    if recorded is not None and recorded.get("retrain") and ws.registry.exists(run_id):
+        # A resume after train saved this run's model and crashed before its alias
+        # moved: the recorded decision stands (re-deciding would take the unpromoted
+        # model for the serving one and never finish the promotion; issue 19 item 4).
+        log.info("monitor-check: run %s already decided to retrain and saved model %s; "
+                 "resuming its train step", run_id, run_id)
+        return MonitorCheckResult.from_dict(recorded)
     target = config.data.target_column
     current = ws.current_model_version()
     model: Any = None
