@@ -21,6 +21,7 @@ from typing import Any
 from mlops import checksums, layout
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.records import DataManifest, ModelRecord
+from mlops.registry import check_signature
 from mlops.storage import Store, confined_key
 from mlops.versioned import created_stamp, marker_stamp
 from mlops.versioner import address_problem
@@ -69,7 +70,8 @@ def data_version_status(store: Store, vid: str, *, deep: bool = False,
     if address:
         return None, f"corrupt manifest ({address})"
     if manifest.partitioned:
-        return manifest, _partitions_problem(store, manifest, deep=deep)
+        return manifest, _partitions_problem(store, manifest, deep=deep) or (
+            _sketch_problem(manifest) if deep else None)
     try:
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
                            f"data version '{vid}' object")
@@ -164,6 +166,50 @@ def _model_problem(store: Store, vid: str) -> str | None:
     return None
 
 
+def _signature_problem(ws: Workspace, vid: str) -> str | None:
+    """With ``registry.signing_key_env`` set: an unsigned record, or a signature that does
+    not match (tampered, or copied from another version), as a load refuses it."""
+    key = ws.registry.signing_key
+    if key is None or not ws.registry.store.exists(layout.model_metadata_key(vid)):
+        return None
+    try:
+        check_signature(ws.registry.get_record(vid).to_dict(), key, vid)
+    except IntegrityError as err:
+        return str(err)
+    return None
+
+
+def _reference_owner_problem(store: Store, vid: str) -> str | None:
+    """A drift reference in ``vid``'s folder that names another model (copied there)."""
+    try:
+        doc = store.read_json(layout.model_reference_key(vid))
+    except FileNotFoundError:
+        return None
+    except IntegrityError as err:
+        return f"reference: {err}"
+    owner = doc.get("model_version") if isinstance(doc, dict) else None
+    if owner not in (None, vid):
+        return (f"{layout.model_reference_key(vid)} is the reference of model '{owner}', "
+                "not of this one (copied; drift would be measured against another model)")
+    return None
+
+
+def _sketch_problem(manifest: DataManifest) -> str | None:
+    """A merged KLL sketch of a partitioned version that does not decode (needs the
+    ``mlops[dask]`` extra; without it the sketches cannot be read and are not checked)."""
+    from mlops.sketches import decode
+
+    for column, text in manifest.sketches.items():
+        try:
+            decode(text)
+        except ImportError:
+            return None
+        except Exception as err:  # the sketch library raises several kinds
+            return (f"sketch of column '{column}' does not decode ({type(err).__name__}); "
+                    "ingest the source again")
+    return None
+
+
 def check_store(ws: Workspace) -> list[Problem]:
     """Every inconsistency of the store, in key order (empty when it is consistent).
 
@@ -186,7 +232,8 @@ def check_store(ws: Workspace) -> list[Problem]:
             continue
         if models.exists(layout.model_metadata_key(vid)):
             committed.add(vid)
-        problem = _model_problem(models, vid)
+        problem = _model_problem(models, vid) or _signature_problem(ws, vid) \
+            or _reference_owner_problem(models, vid)
         if problem:
             problems.append(Problem(layout.under(layout.MODELS, layout.model_metadata_key(vid)),
                                     f"model version '{vid}': {problem}"))
@@ -230,6 +277,11 @@ def _alias_problems(ws: Workspace, committed: set[str]) -> list[Problem]:
         return [Problem(layout.under(layout.MODELS, layout.ALIASES), f"alias history: {err}")]
     for alias, version in aliases.items():
         where = layout.under(layout.MODELS, layout.alias_pointer_key(alias))
+        try:  # the whole history, not only the pointer: rollbacks read it
+            ws.registry.alias_events(alias)
+        except IntegrityError as err:
+            out.append(Problem(layout.under(layout.MODELS, layout.alias_events_prefix(alias)),
+                               f"alias '{alias}' history: {err}"))
         if version is not None and version not in committed:
             out.append(Problem(where, f"alias '{alias}' points to model version '{version}', "
                                       "which does not exist (promote or roll back)"))
