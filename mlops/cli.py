@@ -444,7 +444,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     """Retention (``retention.keep_*``) and crash leftovers: one plan, one executor."""
     from mlops.gc import apply_gc, check_grace, plan_gc
-    from mlops.retention import plan_retention
+    from mlops.retention import plan_retention, still_retired
 
     check_grace(args.grace_seconds)  # also refuses nan, which disables the grace period
     if args.check:
@@ -453,7 +453,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     retention = plan_retention(ws)
     everything = plan_gc(ws.store, args.grace_seconds, sources=[retention.source])
     if not args.dry_run:
-        everything = apply_gc(ws.store, everything)
+        everything = apply_gc(ws.store, everything, still_retired(ws))
     plan = everything.orphans()
     if args.json:
         _echo(json.dumps({"retention": retention.to_dict(), "orphans": plan.to_dict(),

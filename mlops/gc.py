@@ -490,12 +490,16 @@ def _parts_of(ctx: GcContext, retired: dict[str, Deletion]) -> list[Deletion]:
     return out
 
 
-def apply_gc(store: Store, plan: GcPlan) -> GcPlan:
+def apply_gc(store: Store, plan: GcPlan,
+             still_wanted: Callable[[Deletion], bool] | None = None) -> GcPlan:
     """The executor: delete what ``plan`` lists, in its order (commit points first).
 
     Args:
         store: The store the plan was made on.
         plan: From :func:`plan_gc`.
+        still_wanted: Asked for each retired version before and after its commit point
+            is deleted (e.g. "no alias points to it"); False keeps the version and its
+            parts (the commit point is written back when the answer changed in between).
 
     Returns:
         The plan with ``deleted`` filled in and ``dry_run`` False.
@@ -505,11 +509,37 @@ def apply_gc(store: Store, plan: GcPlan) -> GcPlan:
             before stays deleted; running gc again finishes the job).
     """
     deleted: list[str] = []
+    kept: set[str] = set()
     for d in plan.deletions:
-        store.delete(d.key)
+        if d.part_of is not None and d.part_of in kept:
+            continue  # the version was kept: so are its parts
+        if d.kind in VERSION_KINDS and still_wanted is not None:
+            if not _retire(store, d, still_wanted):
+                kept.add(d.key)
+                continue
+        else:
+            store.delete(d.key)
         deleted.append(d.key)
         log.info("gc deleted %s (%s)", store.url(d.key), d.reason)
     return replace(plan, deleted=tuple(deleted), dry_run=False)
+
+
+def _retire(store: Store, d: Deletion, still_wanted: Callable[[Deletion], bool]) -> bool:
+    """Delete a version's commit point unless ``still_wanted`` says otherwise, asked
+    before and after the delete: a promotion that raced the delete gets the commit point
+    written back (issue 19 item 7). Returns whether the version is gone."""
+    if not still_wanted(d):
+        return False
+    try:
+        saved = store.read_bytes(d.key)
+    except FileNotFoundError:
+        return False
+    store.delete(d.key)
+    if still_wanted(d):
+        return True
+    store.write_bytes(d.key, saved)
+    log.warning("gc kept %s: it was promoted while gc deleted it", store.url(d.key))
+    return False
 
 
 def run_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
