@@ -59,7 +59,12 @@ import pandas as pd
 
 from mlops import checksums, layout
 from mlops.data import AUTO, AUTO_MAX_CLASSES, NUMERIC, detect_task, feature_kinds, validate
-from mlops.errors import DataValidationError, IntegrityError, VersionExistsError
+from mlops.errors import (
+    DataValidationError,
+    IntegrityError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
 from mlops.records import PARTITIONED, DataManifest
@@ -522,6 +527,7 @@ def _same_or_conflict(vid: str, manifest: Mapping[str, Any], digest: str,
 def _read_partition(key: str, data: Store) -> pd.DataFrame:
     local = data.local_path(key)
     if local is not None:
+        data.check_regular(key)
         return pd.read_parquet(local, engine="pyarrow")
     with data.open_read(key) as f:
         return pd.read_parquet(f, engine="pyarrow")
@@ -540,15 +546,21 @@ def _read_checked_partition(key: str, checksum: str | None, name: str, data: Sto
         IntegrityError: The bytes do not match (``name`` says the version and partition;
             exit code 2), or they are not readable Parquet.
     """
-    if not verify or checksum is None:
-        return _read_partition(key, data)  # explicit unverified load, or written before
-    import pyarrow
-
     try:
-        recorded = checksums.parse(checksum)
-    except IntegrityError as err:
-        raise IntegrityError(f"{name}: {err}; refusing to load it") from err
-    buf = data.read_verified(key, recorded, name)
+        if not verify or checksum is None:
+            return _read_partition(key, data)  # explicit unverified load, or written before
+        import pyarrow
+
+        try:
+            recorded = checksums.parse(checksum)
+        except IntegrityError as err:
+            raise IntegrityError(f"{name}: {err}; refusing to load it") from err
+        buf = data.read_verified(key, recorded, name)
+    except FileNotFoundError as err:
+        # As the pandas engine says of a missing object: exit 2 naming the version (a
+        # retry reads the same store; issue 19 item 15).
+        raise VersionNotFoundError(f"{name}: object {data.url(key)} is missing (ingest the "
+                                   "source again to repair it)") from err
     try:
         return pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
     except (pyarrow.ArrowException, OSError) as err:

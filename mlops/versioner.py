@@ -322,6 +322,7 @@ class DataVersioner(VersionedStore[DataManifest]):
 
         local = self.store.local_path(key)
         if local is not None:
+            self.store.check_regular(key)  # never a FIFO or a device (issue 19 item 13)
             # With a filesystem, pyarrow opens the path natively; without one pandas
             # reads through a Python file object, which measured ~10-25% slower.
             return pd.read_parquet(local, engine="pyarrow", filesystem=_local_fs())

@@ -1,0 +1,52 @@
+"""Attacks on partitioned (Dask engine) versions (issue 19 items 8 and 15)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops.config import Config
+from mlops.dask_engine import NO_DASHBOARD
+from mlops.data import generate_synthetic_data
+from mlops.errors import BadInputError
+from mlops.pipeline import ingest, monitor_check, train
+from mlops.workspace import Workspace
+from tests.conftest import skip_or_fail
+
+try:
+    from distributed import Client, LocalCluster
+except ImportError:  # pragma: no cover - the dev extra installs it
+    skip_or_fail("dask/distributed are not installed (the mlops[dask] extra)")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """One in-process cluster for the module; steps find it as the current client."""
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      **NO_DASHBOARD) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _ingested(tmp_path: Path, engine: str = "dask") -> tuple[Config, Workspace, str]:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        generate_synthetic_data(300, 3, i).to_parquet(src / f"part-{i}.parquet", index=False)
+    cfg = Config.from_dict({"storage": {"uri": str(tmp_path / "store")},
+                            "data": {"source": str(src), "engine": engine}})
+    ws = Workspace.open(cfg)
+    return cfg, ws, ingest(cfg, "r1", ws).data_version
+
+
+def test_deleted_partition_is_exit_2_naming_the_version(client: Any, tmp_path: Path) -> None:
+    cfg, ws, vid = _ingested(tmp_path)
+    train(cfg, "r1", ws)
+    ingest(cfg, "r2", ws)
+    part = ws.versioner.get_metadata(vid)["partitions"][1]["object"]
+    ws.versioner.store.delete(part)
+    with pytest.raises(BadInputError, match=f"data version '{vid}' partition 1") as err:
+        monitor_check(cfg, "r2", ws)
+    assert err.value.exit_code == 2 and "missing" in str(err.value)
