@@ -234,8 +234,11 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     if not data.exists(skey) or "target" not in data.read_json(skey):
         # (A stats object from before the feature summaries is completed once.)
         data.write_json(skey, summary, compact=True)
+    # The entry names the file it is about and the checksum of the partition it claims:
+    # a reuse checks both against the file and the partition's own stats object.
     data.write_json(fingerprint, {"digest": digest, "source": name, "size": f.size,
-                                  "token": f.token}, compact=True)
+                                  "token": f.token, "checksum": summary["checksum"]},
+                    compact=True)
     _release_arrow_memory()
     return summary
 
@@ -351,19 +354,35 @@ def version_digest(columns: Sequence[Mapping[str, str]], digests: Sequence[str],
     return hashlib.new(algorithm, json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: int
-            ) -> dict[int, dict[str, Any]]:
-    """Summaries of files whose fingerprint is known and whose partition is stored."""
+def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: int,
+            names: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
+    """Summaries of files whose fingerprint is known and whose partition is stored.
+
+    What an entry claims is checked before it is reused (issue 19 item 8): it must name
+    this file (``names[i]``, its size and token) and the checksum that the partition's
+    own stats object records. An entry that does not (edited, copied from another
+    file's entry, or written before entries kept the checksum) is a miss: the file is
+    read and hashed again and the entry rewritten.
+    """
     found = data.read_many(list(keys))
     hits: dict[int, str] = {}
+    claimed: dict[int, str] = {}
     for i, key in enumerate(keys):
         raw = found.get(key)
         if raw is None:
             continue
         try:
-            hits[i] = str(json.loads(raw)["digest"])
+            entry = json.loads(raw)
+            digest, checksum = str(entry["digest"]), str(entry["checksum"])
         except (ValueError, KeyError, TypeError):
             continue
+        f = files[i]
+        if (names is not None and entry.get("source") != names[i]) \
+                or entry.get("size") != f.size or entry.get("token") != f.token:
+            log.warning("fingerprint cache entry %s does not describe %s; reading the file "
+                        "again", data.url(key), names[i] if names else f.key)
+            continue
+        hits[i], claimed[i] = digest, checksum
     stats = data.read_many([stats_key(d, k) for d in hits.values()])
     out: dict[int, dict[str, Any]] = {}
     for i, digest in hits.items():
@@ -373,6 +392,10 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
         summary = json.loads(raw)
         if "target" not in summary:
             continue  # summarized before the Dask engine kept feature summaries: read again
+        if summary.get("checksum") != claimed[i]:
+            log.warning("fingerprint cache entry %s claims partition %s, whose checksum "
+                        "differs; reading the file again", data.url(keys[i]), digest[:16])
+            continue
         summary.setdefault("size_bytes", data.size(object_key(digest)))
         out[i] = summary
     return out
@@ -410,7 +433,8 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
             the contract of ``DataVersioner.register``.
     """
     keys = [fingerprint_key(source.uri, f, algorithm) for f in files]
-    summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k)
+    summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k,
+                                                   [source.url(f.key) for f in files])
     todo = [i for i in range(len(files)) if i not in summaries]
     hashed = len(todo)
     expected: list[dict[str, str]] | None = None

@@ -5,7 +5,9 @@ an empty marker object ``<index>/<created_at>~<id>`` is written. Listing the ind
 gives every id in creation order from object *names* alone, without reading a
 document or trusting modification times. The marker is written before the commit
 document; a marker whose document is missing (a crash in between) is skipped by
-readers and removed by ``mlops gc``.
+readers and removed by ``mlops gc``. A marker is only a hint: readers skip a marker
+whose time is not its document's ``created_at`` (forged, or a lost race's duplicate), so
+"newest first" is the documents' own order (``mlops gc --check`` reports such markers).
 """
 
 from __future__ import annotations

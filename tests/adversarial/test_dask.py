@@ -50,3 +50,20 @@ def test_deleted_partition_is_exit_2_naming_the_version(client: Any, tmp_path: P
     with pytest.raises(BadInputError, match=f"data version '{vid}' partition 1") as err:
         monitor_check(cfg, "r2", ws)
     assert err.value.exit_code == 2 and "missing" in str(err.value)
+
+
+def test_swapped_fingerprint_digest_is_not_trusted(client: Any, tmp_path: Path) -> None:
+    cfg, ws, _ = _ingested(tmp_path)
+    data = ws.versioner.store
+    entries = {k: data.read_json(k) for k in data.walk("fingerprints")}
+    by_source = {e["source"].rsplit("/", 1)[-1]: (k, e) for k, e in entries.items()}
+    key0, entry0 = by_source["part-0.parquet"]
+    _, entry1 = by_source["part-1.parquet"]
+    data.write_json(key0, {**entry0, "digest": entry1["digest"]})  # the attack
+    generate_synthetic_data(300, 3, 7).to_parquet(tmp_path / "src" / "part-2.parquet",
+                                                  index=False)
+    vid = ingest(cfg, "r2", ws).data_version
+    parts = ws.versioner.get_metadata(vid)["partitions"]
+    assert parts[0]["digest"] == entry0["digest"] != parts[1]["digest"]
+    loaded = ws.versioner.load(vid)[0].compute().reset_index(drop=True)
+    assert loaded.iloc[:300].equals(generate_synthetic_data(300, 3, 0))
