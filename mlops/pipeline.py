@@ -36,7 +36,13 @@ from mlops.decisions import (
     rejected_before,
     schema_of,
 )
-from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
+from mlops.errors import (
+    BadInputError,
+    DataValidationError,
+    IntegrityError,
+    MLOpsError,
+    SchemaChangeError,
+)
 from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
 from mlops.ids import check_version_id
 from mlops.monitor import DRIFT, NO_MODEL
@@ -341,9 +347,12 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         # Statistics and sketches from the manifest; the data is read only to score.
         scorable, names = False, None
         if model is not None:
-            change, scorable, names = _schema_check(
-                config, ingested.data_version, current, record,
-                dask_engine.columns_frame(ws, ingested.data_version), task)
+            try:
+                change, scorable, names = _schema_check(
+                    config, ingested.data_version, current, record,
+                    dask_engine.columns_frame(ws, ingested.data_version), task)
+            except DamagedSchemaError as err:
+                unusable, scorable, names = _unusable(current, err), False, None
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,
                                             model if scorable else None, names, task)
@@ -365,8 +374,11 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         metric, threshold = gate(config, task)
         x, y = split_xy(df, target)
         if model is not None:
-            change, scorable, names = _schema_check(config, ingested.data_version, current,
-                                                    record, df, task)
+            try:
+                change, scorable, names = _schema_check(config, ingested.data_version,
+                                                        current, record, df, task)
+            except DamagedSchemaError as err:
+                unusable, scorable, names = _unusable(current, err), False, None
             if scorable:
                 try:
                     metrics = compute_metrics(model, x if names is None else x[names], y,
@@ -583,6 +595,11 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     return result
 
 
+class DamagedSchemaError(IntegrityError):
+    """The serving model's recorded input schema is not a schema: the model is unusable
+    and monitor-check retrains (``serving_model_unusable``), as the docs promise."""
+
+
 def _schema_check(config: Config, data_version: str, current: str | None,
                   record: Mapping[str, Any] | None, frame: Any, task: str
                   ) -> tuple[SchemaChange | None, bool, list[str] | None]:
@@ -597,7 +614,12 @@ def _schema_check(config: Config, data_version: str, current: str | None,
     Raises:
         SchemaChangeError: The schema changed and ``monitoring.on_schema_change`` is fail.
     """
-    schema = schema_of(record or {}, config.data.target_column)
+    try:
+        schema = schema_of(record or {}, config.data.target_column)
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise DamagedSchemaError(f"model version '{current}': the input schema in its "
+                                 f"metadata.json is damaged ({type(err).__name__}: {err})"
+                                 ) from err
     if schema is None:  # a model that recorded no schema scores the batch as it is
         return None, True, None
     change = compare(schema, frame, task)

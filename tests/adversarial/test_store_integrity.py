@@ -163,3 +163,24 @@ def test_serving_model_with_metadata_of_wrong_type_retrains(
            {**workspace.registry.get_metadata(serving), "metadata": "x"})
     summary = run_pipeline(config, run_id="r2")
     assert summary["retrained"] and "serving_model_unusable" in summary["reasons"]
+
+
+@pytest.mark.parametrize("backend", ["local"])
+def test_serving_model_with_a_damaged_schema_retrains(workspace: Workspace) -> None:
+    config = workspace.config
+    run_pipeline(config, run_id="r1")
+    doc = workspace.registry.get_metadata("r1")
+    _write(workspace.registry.store, "r1/metadata.json",
+           {**doc, "metadata": {**doc["metadata"], "schema": "bad"}})
+    summary = run_pipeline(config, run_id="r2")
+    assert summary["retrained"] and "serving_model_unusable" in summary["reasons"]
+
+
+@pytest.mark.parametrize("backend", ["local"])
+def test_metrics_record_that_is_a_list_is_exit_2_naming_the_file(
+        workspace: Workspace, run_cli: Callable[..., CliResult]) -> None:
+    run_pipeline(workspace.config, run_id="r1")
+    name = workspace.monitor.store.keys("metrics")[-1]
+    _write(workspace.monitor.store, f"metrics/{name}", [1, 2])
+    code, _, err = run_cli("history")
+    assert code == 2 and name in err
