@@ -67,3 +67,17 @@ def test_swapped_fingerprint_digest_is_not_trusted(client: Any, tmp_path: Path) 
     assert parts[0]["digest"] == entry0["digest"] != parts[1]["digest"]
     loaded = ws.versioner.load(vid)[0].compute().reset_index(drop=True)
     assert loaded.iloc[:300].equals(generate_synthetic_data(300, 3, 0))
+
+
+def test_corrupt_sketch_in_a_manifest_is_exit_2_naming_the_version(
+        client: Any, tmp_path: Path) -> None:
+    cfg, ws, vid = _ingested(tmp_path)
+    train(cfg, "r1", ws)
+    doc = ws.versioner.get_metadata(vid)
+    column = next(iter(doc["sketches"]))
+    doc["sketches"][column] = "bm90IGEgc2tldGNo"  # base64 of "not a sketch"
+    ws.versioner.store.write_json(ws.versioner.manifest_key(vid), doc)
+    ingest(cfg, "r2", ws)
+    with pytest.raises(BadInputError, match=f"data version '{vid}'.*{column}") as err:
+        monitor_check(cfg, "r2", ws)
+    assert err.value.exit_code == 2
