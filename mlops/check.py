@@ -239,7 +239,46 @@ def check_store(ws: Workspace) -> list[Problem]:
                                     f"model version '{vid}': {problem}"))
     problems += _alias_problems(ws, committed)
     problems += _marker_problems(ws)
+    problems += _fingerprint_problems(data)
     return sorted(problems, key=lambda p: p.key)
+
+
+def _fingerprint_problems(data: Store) -> list[Problem]:
+    """Dask fingerprint-cache entries whose claim does not hold: the partition they name
+    records another checksum (an edited entry; issue 19 item 8). Ingest ignores such an
+    entry and reads the file again; this reports it. Entries without a checksum (written
+    before entries kept one) or whose partition gc removed are plain misses."""
+    out = []
+    stats = {k: v for k, v in data.walk_sizes(layout.DATA_OBJECTS).items()
+             if ".stats-k" in k}
+    for key in data.walk(layout.DATA_FINGERPRINTS):
+        try:
+            entry = data.read_json(key)
+        except (FileNotFoundError, IntegrityError):
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            out.append(Problem(layout.under(layout.DATA, key),
+                               "fingerprint cache entry is damaged (ingest ignores it)"))
+            continue
+        if not entry.get("checksum"):
+            continue
+        digest = entry["digest"]
+        prefix = f"{layout.DATA_OBJECTS}/{digest[:2]}/{digest[2:]}.stats-k"
+        recorded = set()
+        for skey in (k for k in stats if k.startswith(prefix)):
+            try:
+                doc = data.read_json(skey)
+            except (FileNotFoundError, IntegrityError):
+                continue
+            if isinstance(doc, dict):
+                recorded.add(doc.get("checksum"))
+        if recorded and entry["checksum"] not in recorded:
+            out.append(Problem(layout.under(layout.DATA, key),
+                               f"fingerprint cache entry of {entry.get('source')} claims "
+                               f"partition {digest[:16]}..., whose checksum differs (an "
+                               "edited entry; ingest ignores it and reads the file again; "
+                               "delete it)"))
+    return out
 
 
 def _created(store: Store, commit_key: Callable[[str], str], vid: str) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mlops.check import check_store
 from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
@@ -60,6 +61,8 @@ def test_swapped_fingerprint_digest_is_not_trusted(client: Any, tmp_path: Path) 
     key0, entry0 = by_source["part-0.parquet"]
     _, entry1 = by_source["part-1.parquet"]
     data.write_json(key0, {**entry0, "digest": entry1["digest"]})  # the attack
+    problems = {p.key: p.problem for p in check_store(ws)}
+    assert "checksum differs" in problems[f"data/{key0}"]
     generate_synthetic_data(300, 3, 7).to_parquet(tmp_path / "src" / "part-2.parquet",
                                                   index=False)
     vid = ingest(cfg, "r2", ws).data_version
