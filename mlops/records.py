@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -122,13 +123,19 @@ def _accepts(hint: Any, value: Any) -> bool:
     return True
 
 
+@cache
+def _hints(cls: type[Record]) -> dict[str, Any]:
+    """The field types of a record class (resolved once: they are strings here)."""
+    return get_type_hints(cls)
+
+
 def _check_types(cls: type[Record], known: Mapping[str, Any]) -> None:
     """Every required key is there and every value has its field's JSON type.
 
     Raises:
         TypeError: Naming the first key that is missing or of the wrong type.
     """
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     for f in fields(cls):
         if f.name == "extra":
             continue
