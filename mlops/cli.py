@@ -245,16 +245,19 @@ def cmd_versions(args: argparse.Namespace) -> int:
         print_table(rows, ["id", "created_at", "rows", "size_bytes", "hash_algorithm",
                            "status"], args.json, "no data versions yet")
     else:
-        rows = [r.to_dict() for r in ws.registry.list_records(limit=args.limit)]
+        from mlops.check import model_version_rows
+
+        # A corrupt record is listed with its status, not fatal (as for data).
+        rows = model_version_rows(ws, limit=args.limit)
         aliases = ws.registry.aliases()
         for r in rows:
-            meta = r.get("metadata", {})
+            meta = r.get("metadata") or {}
             r.setdefault("accuracy", meta.get("accuracy"))
             r.setdefault("data_version", meta.get("data_version"))
             r.setdefault("model_type", meta.get("model_type"))
             r["aliases"] = sorted(a for a, v in aliases.items() if v == r["id"])
         print_table(rows, ["id", "aliases", "created_at", "model_type", "accuracy",
-                           "data_version"], args.json, "no model versions yet")
+                           "data_version", "status"], args.json, "no model versions yet")
     return EXIT_OK
 
 
@@ -488,7 +491,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     """Retention (``retention.keep_*``) and crash leftovers: one plan, one executor."""
     from mlops.gc import apply_gc, check_grace, plan_gc
-    from mlops.retention import plan_retention
+    from mlops.retention import plan_retention, still_retired
 
     check_grace(args.grace_seconds)  # also refuses nan, which disables the grace period
     if args.check:
@@ -497,7 +500,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     retention = plan_retention(ws)
     everything = plan_gc(ws.store, args.grace_seconds, sources=[retention.source])
     if not args.dry_run:
-        everything = apply_gc(ws.store, everything)
+        everything = apply_gc(ws.store, everything, still_retired(ws))
     plan = everything.orphans()
     if args.json:
         _echo(json.dumps({"retention": retention.to_dict(), "orphans": plan.to_dict(),

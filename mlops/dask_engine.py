@@ -38,7 +38,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +60,7 @@ from mlops.errors import (
     ClusterError,
     DataValidationError,
     EngineMissingError,
+    IntegrityError,
 )
 from mlops.partitions import load_partitioned, meta_frame, register_partitioned
 from mlops.records import DataManifest
@@ -748,9 +749,35 @@ def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
     return Batch(scored_rows=scored, skipped_seen_rows=skipped,
                  rows=manifest.rows, means=_means(manifest.moments, features),
                  accuracy=metrics.get("accuracy"),
-                 sketches={c: s for c, s in manifest.sketches.items() if c in features},
+                 sketches=_checked_sketches(ws, manifest, features),
                  metrics=metrics, categories=dict(manifest.extra.get("categories") or {}),
                  missing=_missing_rates(manifest, features))
+
+
+def _checked_sketches(ws: Workspace, manifest: DataManifest,
+                      features: Iterable[str]) -> dict[str, str]:
+    """The manifest's sketches of ``features``, each decoded once to check it.
+
+    Raises:
+        IntegrityError: A sketch does not decode: damage a retry reads again (exit 2,
+            names the version and its manifest; issue 19 item 11).
+    """
+    from mlops.sketches import decode
+
+    wanted = set(features)
+    out = {}
+    for column, text in manifest.sketches.items():
+        if column not in wanted:
+            continue
+        try:
+            decode(text)
+        except Exception as err:  # the sketch library raises several kinds
+            where = ws.versioner.store.url(ws.versioner.manifest_key(manifest.id))
+            raise IntegrityError(f"data version '{manifest.id}': the sketch of column "
+                                 f"'{column}' in {where} does not decode "
+                                 f"({type(err).__name__}); ingest the source again") from err
+        out[column] = text
+    return out
 
 
 class DaskTrainer:

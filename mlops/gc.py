@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any
 from mlops import layout
 from mlops.errors import BadInputError
 from mlops.ids import compact
-from mlops.records import manifest_objects
+from mlops.records import DataManifest, manifest_objects
+from mlops.versioner import address_problem
 
 if TYPE_CHECKING:
     from mlops.storage import Store
@@ -279,7 +280,9 @@ def _marker_age(ts: str, now: float) -> float | None:
         when = datetime.strptime(ts, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         return None
-    return max(0.0, now - when.timestamp())
+    if when.timestamp() > now:
+        return None  # a time in the future is no age (a forged marker): use its mtime
+    return now - when.timestamp()
 
 
 def _created_compact(doc: dict[str, Any]) -> str | None:
@@ -311,7 +314,7 @@ def snapshot(store: Store, grace_seconds: float, now: float | None = None) -> Gc
             doc = json.loads(data)
         except ValueError:
             doc = None
-        if not isinstance(doc, dict):
+        if not isinstance(doc, dict) or (key in data_keys and _damaged_manifest(doc)):
             ctx.unreadable.append(key)
         elif key in data_keys:
             ctx.data_manifests[data_keys[key]] = doc
@@ -320,6 +323,16 @@ def snapshot(store: Store, grace_seconds: float, now: float | None = None) -> Gc
     ctx.warnings.extend(f"unreadable manifest {k}: data objects are kept"
                         for k in ctx.unreadable)
     return ctx
+
+
+def _damaged_manifest(doc: dict[str, Any]) -> bool:
+    """Whether a data manifest is refused by the readers (wrong types, or objects that
+    are not at its content hashes' addresses): gc then keeps every data object, since
+    what the manifest references cannot be trusted (issue 19 items 1 and 11)."""
+    try:
+        return address_problem(DataManifest.from_dict(doc)) is not None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return True
 
 
 def find_orphans(ctx: GcContext) -> list[Deletion]:
@@ -357,6 +370,8 @@ def _marker_orphan(ctx: GcContext, key: str, name: str,
         return []
     ts, vid = name.split(layout.INDEX_SEP, 1)
     age = _marker_age(ts, ctx.now)
+    if age is None:
+        age = ctx.age(key)
     doc = committed.get(vid)
     if doc is None:
         if data_commit_key(vid) in ctx.unreadable or model_commit_key(vid) in ctx.unreadable:
@@ -477,12 +492,16 @@ def _parts_of(ctx: GcContext, retired: dict[str, Deletion]) -> list[Deletion]:
     return out
 
 
-def apply_gc(store: Store, plan: GcPlan) -> GcPlan:
+def apply_gc(store: Store, plan: GcPlan,
+             still_wanted: Callable[[Deletion], bool] | None = None) -> GcPlan:
     """The executor: delete what ``plan`` lists, in its order (commit points first).
 
     Args:
         store: The store the plan was made on.
         plan: From :func:`plan_gc`.
+        still_wanted: Asked for each retired version before and after its commit point
+            is deleted (e.g. "no alias points to it"); False keeps the version and its
+            parts (the commit point is written back when the answer changed in between).
 
     Returns:
         The plan with ``deleted`` filled in and ``dry_run`` False.
@@ -492,11 +511,37 @@ def apply_gc(store: Store, plan: GcPlan) -> GcPlan:
             before stays deleted; running gc again finishes the job).
     """
     deleted: list[str] = []
+    kept: set[str] = set()
     for d in plan.deletions:
-        store.delete(d.key)
+        if d.part_of is not None and d.part_of in kept:
+            continue  # the version was kept: so are its parts
+        if d.kind in VERSION_KINDS and still_wanted is not None:
+            if not _retire(store, d, still_wanted):
+                kept.add(d.key)
+                continue
+        else:
+            store.delete(d.key)
         deleted.append(d.key)
         log.info("gc deleted %s (%s)", store.url(d.key), d.reason)
     return replace(plan, deleted=tuple(deleted), dry_run=False)
+
+
+def _retire(store: Store, d: Deletion, still_wanted: Callable[[Deletion], bool]) -> bool:
+    """Delete a version's commit point unless ``still_wanted`` says otherwise, asked
+    before and after the delete: a promotion that raced the delete gets the commit point
+    written back (issue 19 item 7). Returns whether the version is gone."""
+    if not still_wanted(d):
+        return False
+    try:
+        saved = store.read_bytes(d.key)
+    except FileNotFoundError:
+        return False
+    store.delete(d.key)
+    if still_wanted(d):
+        return True
+    store.write_bytes(d.key, saved)
+    log.warning("gc kept %s: it was promoted while gc deleted it", store.url(d.key))
+    return False
 
 
 def run_gc(store: Store, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,

@@ -46,7 +46,7 @@ from mlops.drift import (
     relative_l1,
 )
 from mlops.ids import compact, iso, utc_now
-from mlops.storage import Store, as_store
+from mlops.storage import CorruptObjectError, Store, as_store
 
 if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor
     import pandas as pd
@@ -203,7 +203,20 @@ class ModelMonitor:
         names = [n for n in self.store.keys(self.metrics_prefix) if n.endswith(".json")]
         if limit is not None:
             names = names[-limit:] if limit > 0 else []
-        return [self.store.read_json(f"{self.metrics_prefix}/{n}") for n in names]
+        return [self._record(f"{self.metrics_prefix}/{n}") for n in names]
+
+    def _record(self, key: str) -> dict[str, Any]:
+        """One metrics record.
+
+        Raises:
+            CorruptObjectError: Not valid JSON, or not a JSON object (exit code 2, names
+                the file; issue 19 item 11).
+        """
+        doc = self.store.read_json(key)
+        if not isinstance(doc, dict):
+            raise CorruptObjectError(f"metrics record {self.store.url(key)} is damaged (a "
+                                     f"JSON {type(doc).__name__}, not an object)", key)
+        return doc
 
     def get_latest_accuracy(self) -> float | None:
         """Accuracy of the newest record, or None when the history is empty (or the

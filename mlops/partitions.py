@@ -72,7 +72,12 @@ from mlops.data import (
     validate,
     without_ids,
 )
-from mlops.errors import DataValidationError, IntegrityError, VersionExistsError
+from mlops.errors import (
+    DataValidationError,
+    IntegrityError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
 from mlops.records import PARTITIONED, DataManifest
@@ -257,8 +262,11 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     if not data.exists(skey) or "target" not in data.read_json(skey):
         # (A stats object from before the feature summaries is completed once.)
         data.write_json(skey, summary, compact=True)
+    # The entry names the file it is about and the checksum of the partition it claims:
+    # a reuse checks both against the file and the partition's own stats object.
     data.write_json(fingerprint, {"digest": digest, "source": name, "size": f.size,
-                                  "token": f.token}, compact=True)
+                                  "token": f.token, "checksum": summary["checksum"]},
+                    compact=True)
     _release_arrow_memory()
     return summary
 
@@ -401,19 +409,35 @@ def version_digest(columns: Sequence[Mapping[str, str]], digests: Sequence[str],
     return hashlib.new(algorithm, json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: int
-            ) -> dict[int, dict[str, Any]]:
-    """Summaries of files whose fingerprint is known and whose partition is stored."""
+def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: int,
+            names: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
+    """Summaries of files whose fingerprint is known and whose partition is stored.
+
+    What an entry claims is checked before it is reused (issue 19 item 8): it must name
+    this file (``names[i]``, its size and token) and the checksum that the partition's
+    own stats object records. An entry that does not (edited, copied from another
+    file's entry, or written before entries kept the checksum) is a miss: the file is
+    read and hashed again and the entry rewritten.
+    """
     found = data.read_many(list(keys))
     hits: dict[int, str] = {}
+    claimed: dict[int, str] = {}
     for i, key in enumerate(keys):
         raw = found.get(key)
         if raw is None:
             continue
         try:
-            hits[i] = str(json.loads(raw)["digest"])
+            entry = json.loads(raw)
+            digest, checksum = str(entry["digest"]), str(entry["checksum"])
         except (ValueError, KeyError, TypeError):
             continue
+        f = files[i]
+        if (names is not None and entry.get("source") != names[i]) \
+                or entry.get("size") != f.size or entry.get("token") != f.token:
+            log.warning("fingerprint cache entry %s does not describe %s; reading the file "
+                        "again", data.url(key), names[i] if names else f.key)
+            continue
+        hits[i], claimed[i] = digest, checksum
     stats = data.read_many([stats_key(d, k) for d in hits.values()])
     out: dict[int, dict[str, Any]] = {}
     for i, digest in hits.items():
@@ -423,6 +447,10 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
         summary = json.loads(raw)
         if "target" not in summary:
             continue  # summarized before the Dask engine kept feature summaries: read again
+        if summary.get("checksum") != claimed[i]:
+            log.warning("fingerprint cache entry %s claims partition %s, whose checksum "
+                        "differs; reading the file again", data.url(keys[i]), digest[:16])
+            continue
         summary.setdefault("size_bytes", data.size(object_key(digest)))
         out[i] = summary
     return out
@@ -467,7 +495,8 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
             the contract of ``DataVersioner.register``.
     """
     keys = [fingerprint_key(source.uri, f, algorithm) for f in files]
-    summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k)
+    summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k,
+                                                   [source.url(f.key) for f in files])
     if rules is not None and active(rules):
         # Before any task writes a partition (the rules may have changed since a file
         # was cached, so every file is read for them).
@@ -590,6 +619,7 @@ def _same_or_conflict(vid: str, manifest: Mapping[str, Any], digest: str,
 def _read_partition(key: str, data: Store) -> pd.DataFrame:
     local = data.local_path(key)
     if local is not None:
+        data.check_regular(key)
         return pd.read_parquet(local, engine="pyarrow")
     with data.open_read(key) as f:
         return pd.read_parquet(f, engine="pyarrow")
@@ -608,15 +638,21 @@ def _read_checked_partition(key: str, checksum: str | None, name: str, data: Sto
         IntegrityError: The bytes do not match (``name`` says the version and partition;
             exit code 2), or they are not readable Parquet.
     """
-    if not verify or checksum is None:
-        return _read_partition(key, data)  # explicit unverified load, or written before
-    import pyarrow
-
     try:
-        recorded = checksums.parse(checksum)
-    except IntegrityError as err:
-        raise IntegrityError(f"{name}: {err}; refusing to load it") from err
-    buf = data.read_verified(key, recorded, name)
+        if not verify or checksum is None:
+            return _read_partition(key, data)  # explicit unverified load, or written before
+        import pyarrow
+
+        try:
+            recorded = checksums.parse(checksum)
+        except IntegrityError as err:
+            raise IntegrityError(f"{name}: {err}; refusing to load it") from err
+        buf = data.read_verified(key, recorded, name)
+    except FileNotFoundError as err:
+        # As the pandas engine says of a missing object: exit 2 naming the version (a
+        # retry reads the same store; issue 19 item 15).
+        raise VersionNotFoundError(f"{name}: object {data.url(key)} is missing (ingest the "
+                                   "source again to repair it)") from err
     try:
         return pd.read_parquet(pyarrow.BufferReader(buf), engine="pyarrow")
     except (pyarrow.ArrowException, OSError) as err:

@@ -40,7 +40,13 @@ from mlops.decisions import (
     rejected_before,
     schema_of,
 )
-from mlops.errors import BadInputError, DataValidationError, MLOpsError, SchemaChangeError
+from mlops.errors import (
+    BadInputError,
+    DataValidationError,
+    IntegrityError,
+    MLOpsError,
+    SchemaChangeError,
+)
 from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
 from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.ids import check_version_id
@@ -382,6 +388,14 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
+    recorded = ws.read_result(run_id, MONITOR_CHECK)
+    if recorded is not None and recorded.get("retrain") and ws.registry.exists(run_id):
+        # A resume after train saved this run's model and crashed before its alias
+        # moved: the recorded decision stands (re-deciding would take the unpromoted
+        # model for the serving one and never finish the promotion; issue 19 item 4).
+        log.info("monitor-check: run %s already decided to retrain and saved model %s; "
+                 "resuming its train step", run_id, run_id)
+        return MonitorCheckResult.from_dict(recorded)
     target = config.data.target_column
     current = ws.current_model_version()
     model: Any = None
@@ -405,9 +419,12 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         # Statistics and sketches from the manifest; the data is read only to score.
         scorable, names = False, None
         if model is not None:
-            change, scorable, names = _schema_check(
-                config, ingested.data_version, current, record,
-                dask_engine.columns_frame(ws, ingested.data_version), task)
+            try:
+                change, scorable, names = _schema_check(
+                    config, ingested.data_version, current, record,
+                    dask_engine.columns_frame(ws, ingested.data_version), task)
+            except DamagedSchemaError as err:
+                unusable, scorable, names = _unusable(current, err), False, None
         known = _training_rows(ws, current) if model is not None and scorable else None
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,
@@ -433,8 +450,11 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         metric, threshold = gate(config, task)
         x, y = split_xy(df, target)
         if model is not None:
-            change, scorable, names = _schema_check(config, ingested.data_version, current,
-                                                    record, df, task)
+            try:
+                change, scorable, names = _schema_check(config, ingested.data_version,
+                                                        current, record, df, task)
+            except DamagedSchemaError as err:
+                unusable, scorable, names = _unusable(current, err), False, None
             if scorable:
                 xs, ys = x if names is None else x[names], y
                 known = _training_rows(ws, current)
@@ -717,6 +737,11 @@ def score(config: Config, run_id: str, ws: Workspace | None = None, *,
     return result
 
 
+class DamagedSchemaError(IntegrityError):
+    """The serving model's recorded input schema is not a schema: the model is unusable
+    and monitor-check retrains (``serving_model_unusable``), as the docs promise."""
+
+
 def _schema_check(config: Config, data_version: str, current: str | None,
                   record: Mapping[str, Any] | None, frame: Any, task: str
                   ) -> tuple[SchemaChange | None, bool, list[str] | None]:
@@ -731,7 +756,12 @@ def _schema_check(config: Config, data_version: str, current: str | None,
     Raises:
         SchemaChangeError: The schema changed and ``monitoring.on_schema_change`` is fail.
     """
-    schema = schema_of(record or {}, config.data.target_column)
+    try:
+        schema = schema_of(record or {}, config.data.target_column)
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise DamagedSchemaError(f"model version '{current}': the input schema in its "
+                                 f"metadata.json is damaged ({type(err).__name__}: {err})"
+                                 ) from err
     if schema is None:  # a model that recorded no schema scores the batch as it is
         return None, True, None
     change = compare(schema, frame, task)

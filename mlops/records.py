@@ -14,8 +14,9 @@ internally and what the newer methods (``list_records``, ``get_record``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import MISSING, dataclass, field, fields
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mlops import checksums
 
@@ -71,10 +72,84 @@ class Record:
         Raises:
             TypeError: A required key is missing (the message names it).
         """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected a JSON object, got {_json_type(data)}")
         names = {f.name for f in fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
-        return cls(**known, extra=extra)
+        _check_types(cls, known)
+        record = cls(**known, extra=extra)
+        record.validate()
+        return record
+
+    def validate(self) -> None:
+        """Checks beyond the keys' types (subclasses; the base has none).
+
+        Raises:
+            TypeError: The record is inconsistent (the message says how).
+        """
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(
+        type(value), type(value).__name__)
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a JSON ``value`` fits the field type ``hint`` (top level, and the items of
+    lists of objects)."""
+    if hint is Any:
+        return True
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        return any(_accepts(h, value) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
+    if origin in (dict, Mapping) or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type[Record]) -> dict[str, Any]:
+    """The field types of a record class (resolved once: they are strings here)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    return hints
+
+
+def _check_types(cls: type[Record], known: Mapping[str, Any]) -> None:
+    """Every required key is there and every value has its field's JSON type.
+
+    Raises:
+        TypeError: Naming the first key that is missing or of the wrong type.
+    """
+    hints = _hints(cls)
+    for f in fields(cls):
+        if f.name == "extra":
+            continue
+        if f.name not in known:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise TypeError(f"key '{f.name}' is missing")
+            continue
+        if not _accepts(hints[f.name], known[f.name]):
+            raise TypeError(f"key '{f.name}' must be {hints[f.name]}, got "
+                            f"{_json_type(known[f.name])}")
 
 
 def _plain(value: Any) -> Any:
@@ -128,6 +203,20 @@ class DataManifest(VersionRecord):
     #: ``"crc32c:<hex>"`` of the object's bytes (mlops.checksums), checked by every
     #: verified load; written instead of ``object_sha256`` (None: written before).
     object_checksum: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
+
+    def validate(self) -> None:
+        """Each partition of a partitioned version is an object with the keys readers use.
+
+        Raises:
+            TypeError: A partition without ``digest`` and ``object`` strings, or with
+                ``rows``/``size_bytes`` that are not numbers.
+        """
+        for i, p in enumerate(self.partitions if self.partitioned else ()):
+            if not isinstance(p.get("digest"), str) or not isinstance(p.get("object"), str):
+                raise TypeError(f"partition {i} has no 'digest' and 'object' strings")
+            for key in ("rows", "size_bytes"):
+                if key in p and not _accepts(int | None, p[key]):
+                    raise TypeError(f"partition {i}: key '{key}' must be a number")
 
     def checksum(self) -> tuple[str, str] | None:
         """``(algorithm, hex)`` a verified load checks the object's bytes against:

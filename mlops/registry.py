@@ -318,7 +318,7 @@ class ModelRegistry(VersionedStore[ModelRecord]):
             return None
         # The pointer is missing or stale (a writer stopped between event and pointer).
         stack = self._stack(self.alias_events(alias))
-        return stack[-1] if stack else None
+        return stack[-1] or None if stack else None
 
     def alias_history(self, alias: str = PRODUCTION) -> list[dict[str, Any]]:
         """Every move of ``alias``, oldest first.
@@ -332,9 +332,27 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         """Every move of ``alias``, oldest first, typed (see :meth:`alias_history`)."""
         check_version_id(alias, "alias")
         prefix = self._events_prefix(alias)
-        return [AliasEvent.from_dict({**self.store.read_json(f"{prefix}/{name}"),
-                                      "event": name})
+        return [self._event(f"{prefix}/{name}", name)
                 for name in self.store.keys(prefix) if name.endswith(".json")]
+
+    def _event(self, key: str, name: str) -> AliasEvent:
+        """One alias event, typed.
+
+        Raises:
+            CorruptObjectError: Not JSON, not an object, or a key missing or of the wrong
+                type (exit code 2, names the file; issue 19 item 11).
+        """
+        doc = self.store.read_json(key)
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("expected a JSON object")
+            event = AliasEvent.from_dict({**doc, "event": name})
+            if event.version:
+                check_version_id(event.version, "model version id")
+        except (TypeError, ValueError, BadInputError) as err:
+            raise CorruptObjectError(f"alias event {self.store.url(key)} is damaged ({err})",
+                                     key) from err
+        return event
 
     def aliases(self) -> dict[str, str | None]:
         """Every alias and the version it points to."""
@@ -361,7 +379,18 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         if not self.exists(version_id):
             raise VersionNotFoundError(f"cannot promote unknown model version '{version_id}' "
                                        f"to '{alias}' in {self.store.uri}")
-        return self._append(alias, PROMOTE, version_id, self.get_alias(alias), reason, by)
+        previous = self.get_alias(alias)
+        event = self._append(alias, PROMOTE, version_id, previous, reason, by)
+        if not self.exists(version_id):
+            # `mlops gc` retired it between the check above and the move (issue 19 item 7):
+            # move the alias back and fail, so promote and gc never both win.
+            self._append(alias, ROLLBACK, previous or "", version_id,
+                         f"model version '{version_id}' was deleted while it was promoted",
+                         by)
+            raise VersionNotFoundError(f"model version '{version_id}' was deleted (mlops gc) "
+                                       f"while it was promoted to '{alias}'; the alias is back "
+                                       f"at {previous!r}")
+        return event
 
     def rollback(self, alias: str = PRODUCTION, *, reason: str = "",
                  by: str | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ an old model does not delete it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,16 @@ def plan_retention(ws: Workspace, keep_data_versions: int | None = None,
     return RetentionPlan(data=tuple(data), models=tuple(models), protected=protected)
 
 
+def still_retired(ws: Workspace) -> Callable[[Deletion], bool]:
+    """The executor's check (:func:`mlops.gc.apply_gc`): a version is deleted only while
+    nothing protects it. Aliases are read again before and after each commit point goes,
+    so a promotion racing gc never ends with an alias naming a deleted model (issue 19
+    item 7; ``ModelRegistry.set_alias`` checks the other side)."""
+    def check(d: Deletion) -> bool:
+        return f"{d.version_kind}:{d.version_id}" not in protected_versions(ws)
+    return check
+
+
 def apply_retention(ws: Workspace, plan: RetentionPlan) -> RetentionResult:
     """Delete the planned versions through the deletion engine (commit points first).
 
@@ -163,8 +174,10 @@ def apply_retention(ws: Workspace, plan: RetentionPlan) -> RetentionResult:
             skipped.append((d, f"protected: {why}"))
         else:
             todo.append(d)
-    done = apply_gc(ws.store, plan_gc(ws.store, sources=[lambda _: todo], orphans=False))
-    retired = {d.key for d in done.versions}
-    skipped += [(d, "already gone") for d in todo if d.key not in retired]
+    done = apply_gc(ws.store, plan_gc(ws.store, sources=[lambda _: todo], orphans=False),
+                    still_retired(ws))
+    retired = set(done.deleted)
+    skipped += [(d, "protected or already gone by the time it was deleted") for d in todo
+                if d.key not in retired]
     return RetentionResult(deleted=tuple(d for d in todo if d.key in retired),
                            skipped=tuple(skipped), deleted_keys=done.deleted)

@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
@@ -232,12 +233,31 @@ class Store:
         """Whether an object exists at ``key``."""
         return self._call("check", key, lambda: bool(self.fs.isfile(self.path(key))))
 
+    def check_regular(self, key: str) -> None:
+        """On a local store, refuse an object that is not a regular file once symlinks are
+        followed: a FIFO would block a read forever and ``/dev/zero`` never end
+        (issue 19 item 13). Object stores hold only objects.
+
+        Raises:
+            FileNotFoundError: No object at ``key``.
+            CorruptObjectError: A FIFO, device, socket or folder (exit code 2).
+        """
+        if not self.is_local:
+            return
+        mode = os.stat(self.path(key)).st_mode
+        if not stat.S_ISREG(mode):
+            raise CorruptObjectError(f"{self.url(key)} is not a regular file (a FIFO, device "
+                                     "or folder, or a symlink to one); refusing to read it",
+                                     key)
+
     def read_bytes(self, key: str) -> bytes:
         """The bytes of ``key``.
 
         Raises:
             FileNotFoundError: No object at ``key``.
+            CorruptObjectError: On a local store, not a regular file.
         """
+        self.check_regular(key)
         return self._call("read", key, lambda: bytes(self.fs.cat_file(self.path(key))))
 
     def read_json(self, key: str) -> Any:
@@ -283,7 +303,8 @@ class Store:
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
-        """Open ``key`` for streaming reads."""
+        """Open ``key`` for streaming reads (a local one only when it is a regular file)."""
+        self.check_regular(key)
         f = self._call("open", key, lambda: self.fs.open(self.path(key), "rb"))
         try:
             yield f
@@ -517,6 +538,8 @@ class Store:
             for start in range(0, buf.size, checksums.CHUNK):
                 h.update(buf.slice(start, min(checksums.CHUNK, buf.size - start)))
             return buf, h.hexdigest()
+
+        self.check_regular(key)
 
         def read() -> tuple[Any, str]:
             fd = os.open(local, os.O_RDONLY)

@@ -5,7 +5,9 @@ an empty marker object ``<index>/<created_at>~<id>`` is written. Listing the ind
 gives every id in creation order from object *names* alone, without reading a
 document or trusting modification times. The marker is written before the commit
 document; a marker whose document is missing (a crash in between) is skipped by
-readers and removed by ``mlops gc``.
+readers and removed by ``mlops gc``. A marker is only a hint: readers skip a marker
+whose time is not its document's ``created_at`` (forged, or a lost race's duplicate), so
+"newest first" is the documents' own order (``mlops gc --check`` reports such markers).
 """
 
 from __future__ import annotations
@@ -18,10 +20,22 @@ from mlops import layout
 from mlops.errors import VersionNotFoundError
 from mlops.ids import check_version_id, compact
 from mlops.records import VersionRecord
-from mlops.storage import Store
+from mlops.storage import CorruptObjectError, Store
 
-T = TypeVar("T")
 R = TypeVar("R", bound=VersionRecord)
+
+
+def marker_stamp(key: str) -> str:
+    """The creation time in a marker's name (``<index>/<stamp>~<id>``)."""
+    return key.rsplit("/", 1)[-1].split(layout.INDEX_SEP, 1)[0]
+
+
+def created_stamp(created_at: str) -> str | None:
+    """A document's ``created_at`` as a marker's time, None when it is not a time."""
+    try:
+        return compact(datetime.fromisoformat(created_at))
+    except (TypeError, ValueError):
+        return None
 
 
 class VersionIndex:
@@ -47,20 +61,40 @@ class VersionIndex:
                 out.append((f"{self.prefix}/{name}", name.split(layout.INDEX_SEP, 1)[1]))
         return out
 
-    def committed(self, read: Callable[[str], T | None], limit: int | None = None) -> list[T]:
-        """The commit documents of indexed ids, newest first.
+    def committed(self, read: Callable[[str], R | None], limit: int | None = None) -> list[R]:
+        """The commit documents of indexed ids, newest first by their ``created_at``.
+
+        A marker whose time is not its document's ``created_at`` (a forged marker, or
+        the duplicate of a writer that lost a race) is skipped: order comes from the
+        documents, never from a name anyone can write (issue 19 item 2). A version
+        is listed at its true marker, which sorts where its ``created_at`` does.
 
         Args:
             read: Reads an id's document; None when not committed (skipped).
             limit: Read at most this many documents (the first page); None for all.
         """
-        out: list[T] = []
-        for vid in self.ids():
+        out: list[R] = []
+        seen: set[str] = set()
+        for key, vid in self.entries():
             if limit is not None and len(out) >= limit:
                 break
+            if vid in seen:
+                continue
             doc = read(vid)
-            if doc is not None:
-                out.append(doc)
+            if doc is None or marker_stamp(key) != created_stamp(doc.created_at):
+                continue
+            seen.add(vid)
+            out.append(doc)
+        return out
+
+    def disagreeing(self, created: Callable[[str], str | None]) -> list[tuple[str, str]]:
+        """``(marker key, id)`` of every marker whose time is not its committed
+        document's ``created_at`` (``created(id)``: None when not committed, skipped)."""
+        out = []
+        for key, vid in self.entries():
+            stamp = created(vid)
+            if stamp is not None and created_stamp(stamp) != marker_stamp(key):
+                out.append((key, vid))
         return out
 
     def ids(self) -> list[str]:
@@ -147,9 +181,30 @@ class VersionedStore(Generic[R]):
         latest = self.list_versions(limit=1)
         return latest[0] if latest else None
 
+    def validate_record(self, record: R) -> None:
+        """Checks of a record beyond its types (subclasses; none here).
+
+        Raises:
+            TypeError: The record is damaged (the message says how).
+        """
+
     def _record_or_none(self, version_id: str) -> R | None:
+        """The typed commit document, None when not committed.
+
+        Raises:
+            CorruptObjectError: The document is not valid JSON, not an object, misses a
+                key or has one of the wrong type: damage a retry will not fix (exit 2),
+                named by version and file (issue 19 item 11).
+        """
+        key = self.commit_key(version_id)
         try:
-            data = self.store.read_json(self.commit_key(version_id))
+            data = self.store.read_json(key)
         except FileNotFoundError:
             return None
-        return self.record_type.from_dict(data) if isinstance(data, dict) else None
+        try:
+            record = self.record_type.from_dict(data)
+            self.validate_record(record)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise CorruptObjectError(f"{self.kind} '{version_id}': {self.store.url(key)} is "
+                                     f"damaged ({err})", key) from err
+        return record

@@ -89,6 +89,26 @@ def _check_storable(df: pd.DataFrame) -> None:
                                       "numbers")
 
 
+def address_problem(manifest: DataManifest) -> str | None:
+    """Why ``manifest`` names an object that is not the address of its own content hash
+    (None when every object is where its hash puts it).
+
+    A manifest pointing at another version's object would make a repair overwrite that
+    version's data, and gc delete the real object as an orphan (issue 19 item 1): such
+    a manifest is refused by every reader and reported by ``mlops gc --check``.
+    """
+    if manifest.partitioned:
+        for i, p in enumerate(manifest.partitions):
+            if p["object"] != layout.data_object_key(p["digest"]):
+                return (f"partition {i}: object {p['object']} is not the address of its "
+                        f"digest {p['digest'][:16]}... (a forged or swapped manifest)")
+        return None
+    if manifest.object and manifest.object != layout.data_object_key(manifest.content_hash):
+        return (f"object {manifest.object} is not the address of its content hash "
+                f"{manifest.content_hash[:16]}... (a forged or swapped manifest)")
+    return None
+
+
 class DataVersioner(VersionedStore[DataManifest]):
     """Registers DataFrames as immutable, content-addressed versions.
 
@@ -213,8 +233,12 @@ class DataVersioner(VersionedStore[DataManifest]):
         rewritten only when the new object's checksum differs (same id, same content).
         """
         vid = manifest.id
-        key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",
-                           f"data version '{vid}' object")
+        # Only ever the address of the manifest's own content hash: the readers refuse a
+        # manifest naming another object (address_problem), and this holds regardless.
+        key = self.object_key(manifest.content_hash)
+        if manifest.object != key:
+            raise IntegrityError(f"data version '{vid}': {address_problem(manifest)}; "
+                                 "refusing to repair it")
         try:
             recorded = manifest.checksum()
         except IntegrityError:
@@ -329,6 +353,7 @@ class DataVersioner(VersionedStore[DataManifest]):
 
         local = self.store.local_path(key)
         if local is not None:
+            self.store.check_regular(key)  # never a FIFO or a device (issue 19 item 13)
             # With a filesystem, pyarrow opens the path natively; without one pandas
             # reads through a Python file object, which measured ~10-25% slower.
             return pd.read_parquet(local, engine="pyarrow", filesystem=_local_fs())
@@ -347,3 +372,13 @@ class DataVersioner(VersionedStore[DataManifest]):
         return layout.data_manifest_key(version_id)
 
     commit_key = manifest_key
+
+    def validate_record(self, record: DataManifest) -> None:
+        """Refuse a manifest whose objects are not at its content hashes' addresses.
+
+        Raises:
+            TypeError: :func:`address_problem` found one.
+        """
+        problem = address_problem(record)
+        if problem:
+            raise TypeError(problem)

@@ -89,10 +89,17 @@ class Workspace:
         """The model that serves now: the ``production`` alias.
 
         A store written before aliases existed has models but no alias: then the
-        newest saved model serves, as it did before.
+        newest saved model serves, as it did before, except a challenger whose record
+        says it was not promoted (a crash before the first alias write must not make a
+        rejected challenger serve; issue 19 item 4).
         """
         version = self.registry.get_alias(PRODUCTION)
-        return version if version is not None else self.registry.get_latest_version()
+        if version is not None:
+            return version
+        for record in self.registry.list_records():
+            if record.metadata.get("promote") is not False:
+                return record.id
+        return None
 
 
 def monitor_for(config: Config, store: Store) -> ModelMonitor:

@@ -206,9 +206,10 @@ def test_store_check_and_load_know_partitioned_versions(client: Any, tmp_path: P
 
     manifest["partitions"][0]["object"] = "../../outside.parquet"
     ws.versioner.store.write_json(ws.versioner.manifest_key(result.data_version), manifest)
-    with pytest.raises(IntegrityError, match="outside 'objects/'"):
+    # Refused as damage: not the address of its digest (issue 19 item 1), and outside.
+    with pytest.raises(IntegrityError, match="not the address of its digest"):
         ws.versioner.load(result.data_version)
-    assert "outside" in check_store(ws)[0].problem
+    assert "not the address of its digest" in check_store(ws)[0].problem
 
 
 # --- 3: statistics and drift from sketches; engines agree -------------------------------------
