@@ -23,7 +23,7 @@ def config_file(store_uri: str, storage_options: dict[str, Any], tmp_path: Path)
     """A config file for the store under test (small synthetic data)."""
     path = tmp_path / "mlops.yaml"
     path.write_text(yaml.safe_dump({"storage": {"uri": store_uri, "options": storage_options},
-                                    "data": {"n_samples": 80, "n_features": 2},
+                                    "data": {"n_samples": 120, "n_features": 2},
                                     "promotion": {"tolerance": 1.0}}))
     return path
 
