@@ -272,6 +272,9 @@ def test_cronjob_and_controller_job(variant: tuple[str, dict[str, Any]],
                                               "operator": "In", "values": [2]}},
     ]
     assert job["activeDeadlineSeconds"] == values["controller"]["activeDeadlineSeconds"]
+    # A Job that failed for good goes (with the run's Dask cluster it owns) after an hour.
+    assert job["ttlSecondsAfterFinished"] == values["controller"][
+        "ttlSecondsAfterFinished"] == 3600
     pod = job["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
@@ -482,6 +485,8 @@ def test_unknown_values_key_is_refused(values: dict[str, Any], key: str) -> None
 
 @pytest.mark.parametrize("values", [
     {"steps": {"train": {"backoffLimit": -1}}},
+    {"controller": {"ttlSecondsAfterFinished": -1}},
+    {"controller": {"ttlSecondsAfterFinished": None}},  # null would render 0: at once
     {"steps": {"ingest": {"resources": {"requests": None}}}},  # null deletes requests
     {"image": {"pullPolicy": "Sometimes"}},
     {"env": {"A": 1}},

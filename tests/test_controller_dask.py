@@ -334,6 +334,43 @@ def test_a_scheduler_that_keeps_exiting_fails_the_run_with_exit_1_and_its_log(
     assert _dask_pods(api) == [] and api.services(NS) == []
 
 
+def test_a_controller_job_that_failed_for_good_takes_its_cluster_along_after_its_ttl(
+        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
+    from mlops.k8s import Owner
+
+    docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
+    # The chart bounds how long a finished controller Job, and so its cluster, lives on.
+    assert _one(docs, "CronJob")["spec"]["jobTemplate"]["spec"][
+        "ttlSecondsAfterFinished"] == 3600
+    api, _ = _fake(kube_api_factory, tmp_path, docs)
+    config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))
+    run_id = "ctl-killed"
+    job = _controller_job(docs, run_id)
+    job["spec"].update(ttlSecondsAfterFinished=1, backoffLimit=0)  # its last retry
+    # The controller is killed (SIGKILL: no clean-up) once its cluster runs.
+    killed = tmp_path / "wrap" / "kill"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container.pop("args", None)
+    container["command"] = [sys.executable, "-c", (
+        "import os, pathlib, signal, time\n"
+        "end = time.monotonic() + 120\n"
+        f"while not pathlib.Path({str(killed)!r}).exists() and time.monotonic() < end:\n"
+        "    time.sleep(0.05)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")]
+    uid = api.create_object(job)["metadata"]["uid"]
+    with KubeClient(load_target(kubeconfig=str(tmp_path / "kubeconfig"))) as backend:
+        EphemeralCluster(config, backend, run_id, owner=Owner(run_id, uid)).start()
+    assert len(_dask_pods(api)) == 2 and len(_replica_sets(api)) == 2
+    killed.touch()
+    done = api.wait_for_job(NS, run_id, timeout=60)
+    assert "Failed" in {c["type"] for c in done["status"]["conditions"]}
+    # No retry adopts it: the Job goes after its ttl and the cluster with it (not hours
+    # later, when the CronJob's history limit removes the Job).
+    _wait(lambda: api.get_object("jobs", NS, run_id) is None, "the controller Job's ttl", 30)
+    _wait(lambda: _dask_pods(api) == [] and _replica_sets(api) == [] and api.services(NS)
+          == [], "the run's cluster to be collected", 60)
+
+
 # --- the pieces ---------------------------------------------------------------------------
 def test_cluster_manifests_are_strictly_valid_and_hardened() -> None:
     from kubernetes_validate import validate

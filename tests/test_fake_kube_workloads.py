@@ -152,3 +152,41 @@ def test_a_dask_cluster_is_running_once_its_scheduler_pod_is_ready(api: FakeKube
         api.create_object({"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
                            "metadata": {"name": "x", "namespace": NS},
                            "spec": {"scheduler": {"spec": _pod_spec()}, "worker": {}}})
+
+
+def _job(name: str, ttl: int | None, exit_code: int) -> dict[str, Any]:
+    spec: dict[str, Any] = {"backoffLimit": 0, "template": {"spec": {
+        "restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "busybox:1.36",
+            "command": [sys.executable, "-c", f"raise SystemExit({exit_code})"]}]}}}
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def test_a_finished_job_is_deleted_after_its_ttl_with_what_it_owns(api: FakeKubeAPI) -> None:
+    failed = api.create_object(_job("failed", 1, 1))
+    kept = api.create_object(_job("kept", None, 0))
+    later = api.create_object(_job("later", 3600, 0))
+    # The failed Job owns a ReplicaSet (as the controller's Job owns the run's Dask cluster).
+    rs = _rs("owned", 1)
+    rs["metadata"]["ownerReferences"] = [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": "failed",
+        "uid": failed["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True}]
+    api.create_object(rs)
+    _wait(lambda: _running(api, "owned-"), "the owned pod")
+    job = api.wait_for_job(NS, "failed")
+    assert "Failed" in {c["type"] for c in job["status"]["conditions"]}
+    for name in ("kept", "later"):
+        api.wait_for_job(NS, name)
+    # Gone within the ttl plus a reconcile (the timestamps have whole seconds), and the
+    # garbage collector takes its ReplicaSet and that one's pod along.
+    _wait(lambda: api.get_object("jobs", NS, "failed") is None, "the ttl", 10)
+    _wait(lambda: api.get_object("replicasets", NS, "owned") is None
+          and not [p for p in api.pods(NS) if p["metadata"]["name"].startswith("owned-")],
+          "the owned ReplicaSet and its pod", 20)
+    assert not api.pods(NS, "failed")
+    # Without a ttl, or with one not yet over, a finished Job stays.
+    assert api.get_object("jobs", NS, "kept")["metadata"]["uid"] == kept["metadata"]["uid"]
+    assert api.get_object("jobs", NS, "later")["metadata"]["uid"] == later["metadata"]["uid"]

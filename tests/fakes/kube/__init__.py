@@ -98,8 +98,11 @@ Behaviour of a real cluster it reproduces:
   API (``DisruptionTarget``, graceful delete); ``drain(namespace=None, force=False)`` is
   ``kubectl drain``, refusing pods without a controller owner (``DrainRefused``); the Dask
   operator's ``kubernetes.dask.org/v1`` DaskCluster gets its scheduler Service and
-  workloads and ``status.phase: Running`` once its scheduler pod is Ready; the garbage
-  collector removes objects whose owners were all deleted.
+  workloads and ``status.phase: Running`` once its scheduler pod is Ready; a Job with
+  ``ttlSecondsAfterFinished`` is deleted that long after its ``Complete``/``Failed``
+  condition (the TTL-after-finished controller, with ``Background`` rather than
+  ``Foreground`` propagation); the garbage collector removes objects whose owners were all
+  deleted.
 
 Deliberate differences from a real cluster:
 
@@ -126,7 +129,7 @@ Deliberate differences from a real cluster:
   (``WaitForFirstConsumer``) are not modelled (``pvc_dirs`` maps a claim to a folder).
 * No security admission: ``runAsUser``/``fsGroup`` are not checked against a range (as
   OpenShift's SCCs do) and the process runs as the test's user; no ``fsGroup`` chown.
-* ``ttlSecondsAfterFinished``, ``spec.suspend``, ``parallelism``/``completions`` > 1,
+* ``spec.suspend``, ``parallelism``/``completions`` > 1,
   Indexed completion mode, resource limits, probes (but a bare pod's ``tcpSocket``
   readiness probe), images and init containers are ignored: each Job runs one pod at a
   time, the first container of the template only. A bare pod's ``activeDeadlineSeconds``

@@ -1,5 +1,6 @@
 """Workload controllers of the fake: ReplicaSets, the Dask operator's DaskCluster, the
-garbage collector for their dependents, eviction and ``kubectl drain``.
+TTL-after-finished controller of Jobs, the garbage collector for their dependents, eviction
+and ``kubectl drain``.
 
 A real cluster's controllers run beside the API server; here one background thread
 (:meth:`Workloads._controllers`) reconciles every 50 ms:
@@ -15,6 +16,11 @@ A real cluster's controllers run beside the API server; here one background thre
   the operator), the operator's labels (``dask.org/cluster-name``, ``dask.org/component``)
   and env (``DASK_SCHEDULER_ADDRESS``, ``DASK_WORKER_NAME``); ``status.phase`` is
   ``Created``, then ``Running`` once the scheduler pod is Ready.
+* **TTL after finished** (``batch/v1`` Jobs): a Job with ``spec.ttlSecondsAfterFinished``
+  whose ``Complete`` or ``Failed`` condition is older than that is deleted, its pods with it
+  (the real controller deletes with ``Foreground`` propagation, which the fake does not
+  have: ``Background`` leaves the same objects behind once it is done); the garbage
+  collector then removes what it owned (ReplicaSets, a DaskCluster, Services).
 * **Garbage collector**: an object whose every owner has been deleted is deleted too
   (pods gracefully), as with ``propagationPolicy: Background``.
 * :meth:`evict_pod`: the Eviction API - the pod gets ``DisruptionTarget`` and is deleted
@@ -26,6 +32,7 @@ A real cluster's controllers run beside the API server; here one background thre
 from __future__ import annotations
 
 import copy
+import datetime
 import threading
 import time
 
@@ -48,6 +55,17 @@ def controller_of(obj: JSON) -> JSON | None:
     """The ownerReference with ``controller: true``, or None."""
     return next((r for r in obj["metadata"].get("ownerReferences") or []
                  if r.get("controller")), None)
+
+
+def finish_time(job: JSON) -> float | None:
+    """When the Job finished (its ``Complete`` or ``Failed`` condition's
+    ``lastTransitionTime``, epoch seconds), or None while it runs."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            stamp = datetime.datetime.strptime(str(cond["lastTransitionTime"]),
+                                               "%Y-%m-%dT%H:%M:%SZ")
+            return stamp.replace(tzinfo=datetime.UTC).timestamp()
+    return None
 
 
 class Workloads(Kubelet):
@@ -81,6 +99,8 @@ class Workloads(Kubelet):
                     self._reconcile_dask_cluster(cluster)
                 for rs in self._list("replicasets", None, None):
                     self._reconcile_replica_set(rs)
+                for job in self._list("jobs", None, None):
+                    self._expire_finished_job(job)
                 self._collect_garbage()
             except KubeAPIError as err:  # e.g. a namespace removed under it
                 self.kubelet_errors.append(f"controllers: {err}")
@@ -188,6 +208,25 @@ class Workloads(Kubelet):
             self._update("daskclusters", ns, name, uid,
                          lambda o: o.__setitem__("status", {"phase": phase}))
 
+    # --------------------------------------------------------------- TTL after finished
+    def _expire_finished_job(self, job: JSON) -> None:
+        """Delete a finished Job once ``ttlSecondsAfterFinished`` has passed since its
+        ``Complete``/``Failed`` condition (as the TTL-after-finished controller does)."""
+        meta = job["metadata"]
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        finished = finish_time(job)
+        if ttl is None or finished is None or meta.get("deletionTimestamp") \
+                or time.time() < finished + int(ttl):
+            return
+        ns, name = meta["namespace"], meta["name"]
+        if not self._exists("jobs", ns, name, meta["uid"]):
+            return  # deleted (or replaced by a Job of the same name) since it was listed
+        try:
+            self._delete(KINDS["jobs"], ns, name, "Background")
+        except KubeAPIError as err:
+            if err.code != 404:
+                raise
+
     # --------------------------------------------------------------- garbage collector
     def _collect_garbage(self) -> None:
         gone: set[str] = getattr(self, "_gone_uids", set())
@@ -269,4 +308,4 @@ class Workloads(Kubelet):
         return names
 
 
-__all__ = ["DrainRefused", "Workloads", "controller_of"]
+__all__ = ["DrainRefused", "Workloads", "controller_of", "finish_time"]
