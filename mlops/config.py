@@ -602,14 +602,11 @@ def _check_webhook(hook: Any, key: str) -> None:
                           or any(c.isspace() or ord(c) < 32 for c in hook["url"])):
         raise ConfigError(f"config key '{key}.url' must be an http:// or https:// URL "
                           "without spaces")
-    if "url_env" in hook and not (isinstance(hook["url_env"], str)
-                                  and _ENV_NAME.fullmatch(hook["url_env"])):
-        raise ConfigError(f"config key '{key}.url_env' must be an environment variable name, "
-                          f"got {hook['url_env']!r}")
-    if "secret_env" in hook and not (isinstance(hook["secret_env"], str)
-                                     and _ENV_NAME.fullmatch(hook["secret_env"])):
-        raise ConfigError(f"config key '{key}.secret_env' must be an environment variable "
-                          f"name, got {hook['secret_env']!r}")
+    for env_key in ("url_env", "secret_env"):
+        if env_key in hook and not (isinstance(hook[env_key], str)
+                                    and _ENV_NAME.fullmatch(hook[env_key])):
+            raise ConfigError(f"config key '{key}.{env_key}' must be an environment variable "
+                              f"name, got {hook[env_key]!r}")
     if hook.get("format", "slack") not in WEBHOOK_FORMATS:
         raise ConfigError(f"config key '{key}.format' must be one of "
                           f"{', '.join(WEBHOOK_FORMATS)}, got {hook['format']!r}")

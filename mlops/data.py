@@ -90,14 +90,19 @@ def drop_excluded(df: pd.DataFrame, name: str, options: dict[str, Any] | None = 
         DataValidationError: An excluded column is not in the file (a typo would
             otherwise go unnoticed); names it and the file.
     """
-    drop = list((options or {}).get("exclude") or [])
-    if not drop:
+    return _drop_named(df, list((options or {}).get("exclude") or []),
+                       "data.exclude_columns", f"data file {name}")
+
+
+def _drop_named(df: pd.DataFrame, names: list[str], key: str, where: str) -> pd.DataFrame:
+    """``df`` without the columns config key ``key`` names; one it lacks is refused."""
+    if not names:
         return df
-    missing = [c for c in drop if c not in df.columns]
+    missing = [c for c in names if c not in df.columns]
     if missing:
-        raise DataValidationError(f"config key 'data.exclude_columns' names '{missing[0]}', "
-                                  f"which data file {name} does not have")
-    return df.drop(columns=drop)
+        raise DataValidationError(f"config key '{key}' names '{missing[0]}', which {where} "
+                                  "does not have")
+    return df.drop(columns=names)
 
 
 def check_unique_columns(name: str, columns: Any) -> None:
@@ -351,13 +356,7 @@ def without_ids(df: pd.DataFrame, id_columns: list[str] | tuple[()], source: str
     Raises:
         DataValidationError: An id column is not in ``df`` (names it).
     """
-    if not id_columns:
-        return df
-    missing = [c for c in id_columns if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"config key 'data.id_columns' names '{missing[0]}', which "
-                                  f"{source} does not have")
-    return df.drop(columns=list(id_columns))
+    return _drop_named(df, list(id_columns), "data.id_columns", source)
 
 
 def feature_kinds(df: pd.DataFrame, target_column: str,

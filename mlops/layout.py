@@ -162,10 +162,12 @@ def serving_key(version_id: str, fmt: str) -> str:
 
 
 def predictions_object_key(digest: str) -> str:
-    """The Parquet object of scored rows (below the predictions folder)."""
-    return f"{DATA_OBJECTS}/{digest[:2]}/{digest[2:]}.parquet"
+    """The Parquet object of scored rows (below the predictions folder, laid out as data
+    objects are below ``data/``)."""
+    return data_object_key(digest)
 
 
 def predictions_manifest_key(version_id: str) -> str:
-    """The manifest (commit point) of a predictions version (below its folder)."""
-    return f"{DATA_VERSIONS}/{version_id}.json"
+    """The manifest (commit point) of a predictions version (below its folder, laid out as
+    data manifests are below ``data/``)."""
+    return data_manifest_key(version_id)
