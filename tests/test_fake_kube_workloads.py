@@ -154,19 +154,29 @@ def test_a_dask_cluster_is_running_once_its_scheduler_pod_is_ready(api: FakeKube
                            "spec": {"scheduler": {"spec": _pod_spec()}, "worker": {}}})
 
 
-def _job(name: str, ttl: int | None, exit_code: int) -> dict[str, Any]:
+def _job(name: str, ttl: int | None, exit_code: int, wait_for: Path | None = None,
+         ) -> dict[str, Any]:
+    # With wait_for, the container exits only once that file exists (at most 60 s), so
+    # the test decides when the Job finishes and its ttl starts.
+    wait = (f"import os, time\nfor _ in range(1200):\n"
+            f"    if os.path.exists({str(wait_for)!r}): break\n    time.sleep(0.05)\n"
+            if wait_for else "")
     spec: dict[str, Any] = {"backoffLimit": 0, "template": {"spec": {
         "restartPolicy": "Never", "containers": [{
             "name": "c", "image": "busybox:1.36",
-            "command": [sys.executable, "-c", f"raise SystemExit({exit_code})"]}]}}}
+            "command": [sys.executable, "-c", f"{wait}raise SystemExit({exit_code})"]}]}}}
     if ttl is not None:
         spec["ttlSecondsAfterFinished"] = ttl
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def test_a_finished_job_is_deleted_after_its_ttl_with_what_it_owns(api: FakeKubeAPI) -> None:
-    failed = api.create_object(_job("failed", 1, 1))
+def test_a_finished_job_is_deleted_after_its_ttl_with_what_it_owns(api: FakeKubeAPI,
+                                                                    tmp_path: Path) -> None:
+    # The failed Job finishes only after its ReplicaSet's pod runs: with a 1 s ttl, a Job
+    # that failed at once could be gone (with the ReplicaSet) before that pod started.
+    release = tmp_path / "release"
+    failed = api.create_object(_job("failed", 1, 1, wait_for=release))
     kept = api.create_object(_job("kept", None, 0))
     later = api.create_object(_job("later", 3600, 0))
     # The failed Job owns a ReplicaSet (as the controller's Job owns the run's Dask cluster).
@@ -176,6 +186,7 @@ def test_a_finished_job_is_deleted_after_its_ttl_with_what_it_owns(api: FakeKube
         "uid": failed["metadata"]["uid"], "controller": False, "blockOwnerDeletion": True}]
     api.create_object(rs)
     _wait(lambda: _running(api, "owned-"), "the owned pod")
+    release.touch()
     job = api.wait_for_job(NS, "failed")
     assert "Failed" in {c["type"] for c in job["status"]["conditions"]}
     for name in ("kept", "later"):
