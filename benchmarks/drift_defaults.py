@@ -41,7 +41,7 @@ from sklearn import datasets
 
 from mlops.drift import DriftSettings
 from mlops.monitor import ModelMonitor
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SHIPPED = Path(__file__).parent.parent / "tests" / "data" / "store-0.1.0"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mlops.monitor import ModelMonitor, RetrainDecision
     from mlops.registry import ModelRegistry
     from mlops.runner import run_pipeline
-    from mlops.storage import Store, open_store
+    from mlops.store.filesystem import Store, open_store
     from mlops.training import train_model
     from mlops.versioner import DataVersioner
 
@@ -41,8 +41,8 @@ _LAZY = {
     "RetrainDecision": "mlops.monitor",
     "run_pipeline": "mlops.runner",
     "ModelRegistry": "mlops.registry",
-    "Store": "mlops.storage",
-    "open_store": "mlops.storage",
+    "Store": "mlops.store.filesystem",
+    "open_store": "mlops.store.filesystem",
     "train_model": "mlops.training",
     "DataVersioner": "mlops.versioner",
 }

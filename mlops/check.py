@@ -22,7 +22,7 @@ from mlops import checksums, layout
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.records import DataManifest, ModelRecord
 from mlops.registry import check_signature
-from mlops.storage import Store, confined_key
+from mlops.store.filesystem import Store, confined_key
 from mlops.versioned import created_stamp, marker_stamp
 from mlops.versioner import address_problem
 from mlops.workspace import Workspace, serving_reference

@@ -77,7 +77,7 @@ from mlops.sketches import (
     reference_from_sketches,
     sketch_columns,
 )
-from mlops.storage import list_table_source
+from mlops.store.sources import list_table_source
 
 if TYPE_CHECKING:
     from mlops.workspace import Workspace

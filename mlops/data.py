@@ -13,7 +13,7 @@ import pandas as pd
 from mlops.choices import BOOL, CATEGORICAL, CLASSIFICATION, NUMERIC, REGRESSION
 from mlops.choices import TASKS as CHOICES_TASKS
 from mlops.errors import DataValidationError
-from mlops.storage import read_table_files
+from mlops.store.sources import read_table_files
 
 log = logging.getLogger(__name__)
 

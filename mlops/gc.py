@@ -56,7 +56,7 @@ from mlops.records import DataManifest, manifest_objects
 from mlops.versioner import address_problem
 
 if TYPE_CHECKING:
-    from mlops.storage import Store
+    from mlops.store.filesystem import Store
 
 log = logging.getLogger(__name__)
 

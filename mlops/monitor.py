@@ -46,7 +46,7 @@ from mlops.drift import (
     relative_l1,
 )
 from mlops.ids import compact, iso, utc_now
-from mlops.storage import CorruptObjectError, Store, as_store
+from mlops.store.filesystem import CorruptObjectError, Store, as_store
 
 if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor
     import pandas as pd
@@ -121,7 +121,7 @@ class ModelMonitor:
     """Records metrics and decides when to retrain.
 
     Args:
-        monitoring_dir: A path, URI or :class:`~mlops.storage.Store`.
+        monitoring_dir: A path, URI or :class:`~mlops.store.filesystem.Store`.
         metrics_file: Names the folder of the metrics history (one object per record):
             the seed's ``metrics.json`` and ``metrics`` both name ``metrics/``, since
             its extension, if any, is dropped.

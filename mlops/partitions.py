@@ -93,7 +93,8 @@ from mlops.sketches import (
     stats_of,
     summarize_columns,
 )
-from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, confined_key, crash_point
+from mlops.store.filesystem import CRASH_EXIT_CODE, Store, confined_key, crash_point
+from mlops.store.sources import SourceFile
 from mlops.validation import active, raise_for, summarize_rules, violations
 
 log = logging.getLogger(__name__)
@@ -466,7 +467,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
 
     Args:
         client: A ``distributed.Client``.
-        source: The source's store (:func:`mlops.storage.list_table_source`).
+        source: The source's store (:func:`mlops.store.sources.list_table_source`).
         files: Its files, in partition order.
         data: The versioner's store.
         index: The versioner's :class:`~mlops.versioned.VersionIndex`.

@@ -55,7 +55,7 @@ from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.serving import export_for_serving
-from mlops.storage import crash_point
+from mlops.store.filesystem import crash_point
 from mlops.training import (
     check_training,
     compute_metrics,

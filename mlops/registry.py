@@ -38,7 +38,7 @@ from mlops.errors import (
 )
 from mlops.ids import check_version_id, compact, iso, utc_now
 from mlops.records import AliasEvent, ModelRecord
-from mlops.storage import CorruptObjectError, Store, as_store, confined_key, crash_point
+from mlops.store.filesystem import CorruptObjectError, Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 
 METADATA = layout.MODEL_METADATA
@@ -98,7 +98,7 @@ class ModelRegistry(VersionedStore[ModelRecord]):
     """Saves and loads model versions.
 
     Args:
-        base_dir: A path, URI or :class:`~mlops.storage.Store` (e.g. ``<store>/models``).
+        base_dir: A path, URI or :class:`~mlops.store.filesystem.Store` (e.g. ``<store>/models``).
         storage_options: fsspec options when ``base_dir`` is a URI.
         signing_key: Optional HMAC key (``registry.signing_key_env``): saves sign the
             metadata record (which names the artifact's sha256), loads refuse a record

@@ -39,7 +39,8 @@ from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
 from mlops.partitions import read_table
 from mlops.records import PredictionsManifest
-from mlops.storage import SourceFile, Store, as_store, list_table_source
+from mlops.store.filesystem import Store, as_store
+from mlops.store.sources import SourceFile, list_table_source
 from mlops.versioned import VersionedStore
 from mlops.workspace import Workspace
 

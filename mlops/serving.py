@@ -57,7 +57,7 @@ from mlops.choices import BOOL, CATEGORICAL, KSERVE, MLFLOW, SERVING_FORMATS
 from mlops.errors import BadInputError, ExportError
 from mlops.records import ModelRecord
 from mlops.registry import ModelRegistry
-from mlops.storage import Store
+from mlops.store.filesystem import Store
 from mlops.training import MISSING_CATEGORY, FrameCodes, as_float, as_strings
 
 #: The file whose presence makes an export complete (written last, exclusively).

@@ -40,7 +40,7 @@ from mlops.gating import (
     higher_is_better,
     meets_threshold,
 )
-from mlops.storage import Store, open_store
+from mlops.store.filesystem import Store, open_store
 
 #: How many of the newest runs are read (bounds the time of a status call).
 MAX_RUNS = 60

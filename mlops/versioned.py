@@ -20,7 +20,7 @@ from mlops import layout
 from mlops.errors import VersionNotFoundError
 from mlops.ids import check_version_id, compact
 from mlops.records import VersionRecord
-from mlops.storage import CorruptObjectError, Store
+from mlops.store.filesystem import CorruptObjectError, Store
 
 R = TypeVar("R", bound=VersionRecord)
 

@@ -28,7 +28,7 @@ from mlops.errors import (
 from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
-from mlops.storage import Store, as_store, confined_key, crash_point
+from mlops.store.filesystem import Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class DataVersioner(VersionedStore[DataManifest]):
     """Registers DataFrames as immutable, content-addressed versions.
 
     Args:
-        base_dir: A path, URI or :class:`~mlops.storage.Store` (e.g. ``<store>/data``).
+        base_dir: A path, URI or :class:`~mlops.store.filesystem.Store` (e.g. ``<store>/data``).
         hash_algorithm: ``sha256`` (default), ``sha512`` or ``blake2b``.
         storage_options: fsspec options when ``base_dir`` is a URI.
         keep_last_load: Keep the last registered or loaded version in memory, so loading

@@ -18,7 +18,7 @@ from mlops.errors import BadInputError, IntegrityError
 from mlops.ids import iso, utc_now
 from mlops.monitor import ModelMonitor, reference_problem
 from mlops.registry import PRODUCTION, ModelRegistry
-from mlops.storage import Store, open_store
+from mlops.store.filesystem import Store, open_store
 from mlops.versioner import DataVersioner
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from mlops.monitor import ModelMonitor
 from mlops.registry import ModelRegistry
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 
 

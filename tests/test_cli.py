@@ -14,7 +14,7 @@ import yaml
 
 from mlops.cli import main
 from mlops.data import generate_synthetic_data
-from mlops.storage import Store, open_store
+from mlops.store.filesystem import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """A writer killed mid-commit leaves no visible partial version; gc cleans up after it.
 
 Each crash runs in a forked child process with ``MLOPS_TEST_CRASH_AT`` set (the
-hook in mlops/storage.py: ``os._exit`` at that point, like a SIGKILL). Forked,
+hook in mlops/store/filesystem.py: ``os._exit`` at that point, like a SIGKILL). Forked,
 not spawned: a fresh interpreter spends seconds importing scikit-learn, a fork
 none; fsspec recreates its filesystems and event loop in the child. Backends: local,
 gcs, s3 (the memory filesystem dies with the process, so it is exempt).
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.storage import CRASH_ENV, CRASH_EXIT_CODE
+from mlops.store.filesystem import CRASH_ENV, CRASH_EXIT_CODE
 from tests import _workers
 from tests.conftest import SHARED_BACKENDS, skip_or_fail
 

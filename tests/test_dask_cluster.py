@@ -24,7 +24,7 @@ from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError
 from mlops.partitions import KILL_ONCE_ENV
 from mlops.pipeline import ingest
-from mlops.storage import CRASH_ENV
+from mlops.store.filesystem import CRASH_ENV
 from mlops.workspace import Workspace
 from tests.conftest import skip_or_fail
 

@@ -20,7 +20,7 @@ from mlops.gc import (
     plan_gc,
     run_gc,
 )
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 from tests import _workers
 
 

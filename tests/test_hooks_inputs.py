@@ -9,7 +9,7 @@ import pytest
 
 from mlops.cli import main
 from mlops.partitions import read_table
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

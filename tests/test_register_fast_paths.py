@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlops.data import column_stats, generate_synthetic_data
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 
 

@@ -13,7 +13,7 @@ from mlops.errors import (
     VersionNotFoundError,
 )
 from mlops.registry import ModelRegistry
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 
 
 @pytest.fixture

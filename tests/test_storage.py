@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops.errors import IntegrityError, StorageConfigError
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 
 
 def test_write_read_list_delete(store_uri: str, storage_options: dict) -> None:

@@ -14,7 +14,8 @@ import errno
 import pytest
 
 from mlops.errors import StorageConfigError
-from mlops.storage import classify, open_store
+from mlops.store.faults import classify
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 from tests import _workers
 from tests.conftest import Emulator

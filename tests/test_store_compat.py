@@ -20,7 +20,7 @@ from mlops.data import generate_synthetic_data, split_xy
 from mlops.records import AliasEvent, DataManifest, ModelRecord, TrainingFacts
 from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 from mlops.workspace import Workspace
 

@@ -28,7 +28,7 @@ from mlops.config import Config
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.runner import run_pipeline
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 from mlops.workspace import Workspace
 from tests import _workers

@@ -24,12 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlops import checksums, cli, storage
+from mlops import checksums, cli
 from mlops.check import check_store
 from mlops.config import Config
 from mlops.errors import IntegrityError
 from mlops.pipeline import ingest
-from mlops.storage import open_store
+from mlops.store import filesystem
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 from mlops.workspace import Workspace
 from tests import _workers
@@ -235,8 +236,8 @@ def test_read_hashed_returns_the_bytes_and_their_checksum(
     memory.write_bytes("o", data)
     expected = {"crc32c": f"{google_crc32c.value(data):08x}",
                 "sha256": hashlib.sha256(data).hexdigest()}
-    for threshold in (storage.PARALLEL_HASH_BYTES, 1000):
-        monkeypatch.setattr(storage, "PARALLEL_HASH_BYTES", threshold)
+    for threshold in (filesystem.PARALLEL_HASH_BYTES, 1000):
+        monkeypatch.setattr(filesystem, "PARALLEL_HASH_BYTES", threshold)
         for store in (local, memory):
             for algorithm, digest in expected.items():
                 buf, found = store.read_hashed("o", algorithm)

@@ -13,7 +13,7 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.storage import open_store
+from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 
 

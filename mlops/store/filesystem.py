@@ -11,8 +11,9 @@ or fsspec exceptions. Errors are translated here, in :func:`_translate`:
 * anything transient (5xx, 429, reset, timeout) is retried with backoff, then
   ``StorageError`` (exit 1).
 
-:func:`classify` decides by exception type, errno, HTTP status or the backend's error
-code (botocore's ``Error.Code``, gcsfs' ``HttpError.code``), never by message text.
+:func:`~mlops.store.faults.classify` decides by exception type, errno, HTTP status or the
+backend's error code (botocore's ``Error.Code``, gcsfs' ``HttpError.code``), never by
+message text.
 
 Writes are atomic: locally a temp file in the same folder is renamed (or
 hard-linked, for exclusive create) into place; on object stores a single PUT
@@ -36,7 +37,6 @@ exits there at once with status 99, as if killed. Only the crash tests set it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import io
 import json
@@ -56,6 +56,7 @@ from fsspec.core import url_to_fs
 
 from mlops import checksums
 from mlops.errors import IntegrityError, MLOpsError, StorageConfigError, StorageError
+from mlops.store.faults import classify
 
 # gcsfs probes each bucket over gRPC for hierarchical namespaces unless this is
 # off; against emulators and plain buckets every call then stalls ~60 s. It must
@@ -699,82 +700,6 @@ class Store:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-#: OS error numbers that no retry can fix: the store itself refuses the operation.
-PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                              errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EINVAL,
-                              errno.EDQUOT, errno.ELOOP})
-#: S3 error codes (the ``Code`` of the error response) that mean no permission or bad
-#: credentials; s3fs maps most of them to PermissionError already, this is the rest.
-S3_PERMISSION_CODES = frozenset({"AccessDenied", "AccountProblem", "AllAccessDisabled",
-                                 "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                                 "InvalidToken", "NotSignedUp", "InvalidSecurity",
-                                 "RequestTimeTooSkewed", "InvalidPayer"})
-#: HTTP statuses after which a retry may succeed; every other 4xx is permanent.
-RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
-
-
-def _backend_fault(err: BaseException) -> tuple[int | None, str | None]:
-    """The HTTP status and backend error code behind ``err``, from its cause chain.
-
-    botocore's ``ClientError`` (the cause s3fs keeps when it translates) carries
-    ``response["Error"]["Code"]`` and ``response["ResponseMetadata"]["HTTPStatusCode"]``;
-    gcsfs' ``HttpError`` carries the status as ``code``. Both are read as attributes,
-    so this module does not import either library.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        response = getattr(current, "response", None)
-        if isinstance(response, dict):
-            error = response.get("Error") or {}
-            meta = response.get("ResponseMetadata") or {}
-            status = meta.get("HTTPStatusCode")
-            code = error.get("Code")
-            return (int(status) if isinstance(status, int) else None,
-                    str(code) if code is not None else None)
-        code_attr = getattr(current, "code", None)
-        if type(current).__name__ == "HttpError" and isinstance(code_attr, int):
-            return code_attr, None
-        current = current.__cause__ or current.__context__
-    return None, None
-
-
-def _gcsfs_forbidden(err: BaseException) -> bool:
-    """gcsfs raises a bare ``OSError("Forbidden: <path>...")`` for HTTP 403 (no errno, no
-    status attribute, no cause): the one case recognised by form. It is anchored on
-    gcsfs' own fixed prefix and the missing errno, never on text the server sent."""
-    return (type(err) is OSError and err.errno is None and len(err.args) == 1
-            and isinstance(err.args[0], str) and err.args[0].startswith("Forbidden: "))
-
-
-def classify(err: BaseException) -> str:
-    """Whether a retry may fix ``err``: ``"retry"``, ``"permission"``, ``"bucket"`` or
-    ``"permanent"``.
-
-    Decided by the exception's type, its errno, the HTTP status or the backend's error
-    code (see :func:`_backend_fault`), never by searching its message.
-    """
-    status, code = _backend_fault(err)
-    if isinstance(err, PermissionError) or code in S3_PERMISSION_CODES \
-            or status in (401, 403) or _gcsfs_forbidden(err):
-        return "permission"
-    if code == "NoSuchBucket":
-        return "bucket"
-    if status is not None:
-        if status >= 500 or status in RETRYABLE_STATUSES:
-            return "retry"
-        if 400 <= status < 500:
-            return "permanent"
-    if isinstance(err, TimeoutError | ConnectionError):
-        return "retry"
-    if isinstance(err, OSError) and err.errno in PERMANENT_ERRNOS:
-        return "permanent"
-    if isinstance(err, TypeError | ValueError | NotImplementedError):
-        # Bad arguments from storage.options, or a request the backend calls malformed.
-        return "permanent"
-    return "retry"
-
 
 def _translate(err: BaseException, store: Store, key: str) -> Exception:
     """Map a filesystem exception to StorageError (retryable) or StorageConfigError."""
@@ -901,106 +826,3 @@ def _source_store(uri: str, options: dict[str, Any] | None) -> Store:
     except (ImportError, ValueError) as err:
         raise StorageConfigError(f"cannot open data source {uri}: {err}") from err
     return Store(fs, target, target_uri)
-
-
-def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
-    """Read every CSV/Parquet file that ``uri`` (a path, URI or glob) names.
-
-    Returns:
-        ``(name, bytes)`` pairs in name order.
-
-    Raises:
-        FileNotFoundError: Nothing matches ``uri``.
-    """
-    store_like = _source_store(uri, options)
-    fs, target = store_like.fs, store_like.root
-    try:
-        if any(c in uri for c in "*?["):
-            paths = sorted(fs.glob(target))
-        elif fs.isdir(target):
-            paths = sorted(p for p in fs.find(target)
-                           if p.lower().endswith((".csv", ".parquet", ".pq")))
-        else:
-            paths = [target] if fs.isfile(target) else []
-        if not paths:
-            raise FileNotFoundError(errno.ENOENT, "no CSV or Parquet file matches", uri)
-        return [(p, bytes(fs.cat_file(p))) for p in paths]
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise _translate(err, store_like, "") from err
-
-
-#: Suffixes of the table files a data source may hold.
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceFile:
-    """One file of a partitioned data source, with what identifies its version.
-
-    Attributes:
-        key: Its key below the source's store (see :func:`list_table_source`).
-        size: Bytes.
-        token: What changes when the file changes: the GCS generation, the S3 ETag, or
-            else the modification time (as DVC keys its hash cache).
-    """
-
-    key: str
-    size: int
-    token: str
-
-
-def _change_token(info: dict[str, Any]) -> str:
-    for name in ("generation", "ETag", "etag", "md5Hash"):
-        value = info.get(name)
-        if value:
-            return f"{name}:{str(value).strip(chr(34))}"
-    mtime = _mtime(info)
-    return f"mtime:{mtime!r}"
-
-
-def list_table_source(uri: str, options: dict[str, Any] | None = None
-                      ) -> tuple[Store, list[SourceFile]]:
-    """The CSV/Parquet files that ``uri`` (a file, directory, prefix or glob) names.
-
-    Listing only: no file is read. The store is rooted at the folder above the files,
-    so workers of a cluster can read each file by its key.
-
-    Returns:
-        ``(store, files)``, files in key order.
-
-    Raises:
-        FileNotFoundError: Nothing matches ``uri``.
-        StorageConfigError: Unknown protocol or missing backend package.
-        StorageError: The listing failed (retryable).
-    """
-    probe = _source_store(uri, options)
-    fs, target, target_uri = probe.fs, probe.root, probe.uri
-    try:
-        if any(c in target for c in "*?["):
-            cut = min(target.index(c) for c in "*?[" if c in target)
-            root = target[:cut].rsplit("/", 1)[0]
-            infos = {p: i for p, i in fs.glob(target, detail=True).items()
-                     if i.get("type") != "directory"}
-        elif fs.isdir(target):
-            root = target
-            infos = fs.find(target, detail=True)
-        else:
-            root = target.rsplit("/", 1)[0]
-            infos = {target: fs.info(target)} if fs.isfile(target) else {}
-    except FileNotFoundError:
-        infos = {}
-    except Exception as err:
-        raise _translate(err, probe, "") from err
-    root = root.rstrip("/")
-    files = [SourceFile(key=p[len(root):].lstrip("/"), size=int(i.get("size") or 0),
-                        token=_change_token(i))
-             for p, i in sorted(infos.items())
-             if p.lower().endswith(TABLE_SUFFIXES) and p.startswith(root)]
-    if not files:
-        raise FileNotFoundError(errno.ENOENT, "no CSV or Parquet file matches", uri)
-    scheme = target_uri.split("://", 1)[0].lower()
-    base_uri = target_uri if root == target.rstrip("/") else \
-        f"{scheme}://{root}" if "://" in target_uri else root
-    return Store(fs, root, base_uri), files
