@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops import checksums, layout
+from mlops import layout
 from mlops.data import (
     AUTO,
     AUTO_MAX_CLASSES,
@@ -93,6 +93,7 @@ from mlops.sketches import (
     stats_of,
     summarize_columns,
 )
+from mlops.store import checksums
 from mlops.store.filesystem import CRASH_EXIT_CODE, Store, confined_key, crash_point
 from mlops.store.sources import SourceFile
 from mlops.validation import active, raise_for, summarize_rules, violations

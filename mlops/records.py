@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from mlops import checksums
+from mlops.store import checksums
 
 R = TypeVar("R", bound="Record")
 #: Field metadata: leave the key out of ``to_dict`` while the value is None, so documents
@@ -200,7 +200,7 @@ class DataManifest(VersionRecord):
     #: Partitioned: merged per-column KLL sketches (base64) and their accuracy k.
     sketches: dict[str, str] = field(default_factory=dict)
     sketch_k: int | None = None
-    #: ``"crc32c:<hex>"`` of the object's bytes (mlops.checksums), checked by every
+    #: ``"crc32c:<hex>"`` of the object's bytes (mlops.store.checksums), checked by every
     #: verified load; written instead of ``object_sha256`` (None: written before).
     object_checksum: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from mlops import checksums, layout
+from mlops import layout
 from mlops.errors import (
     DataValidationError,
     IntegrityError,
@@ -28,6 +28,7 @@ from mlops.errors import (
 from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
+from mlops.store import checksums
 from mlops.store.filesystem import Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 

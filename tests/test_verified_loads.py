@@ -24,12 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlops import checksums, cli
+from mlops import cli
 from mlops.check import check_store
 from mlops.config import Config
 from mlops.errors import IntegrityError
 from mlops.pipeline import ingest
-from mlops.store import filesystem
+from mlops.store import checksums, filesystem
 from mlops.store.filesystem import open_store
 from mlops.versioner import DataVersioner
 from mlops.workspace import Workspace

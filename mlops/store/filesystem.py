@@ -54,8 +54,8 @@ from typing import IO, Any, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
-from mlops import checksums
 from mlops.errors import IntegrityError, MLOpsError, StorageConfigError, StorageError
+from mlops.store import checksums
 from mlops.store.faults import classify
 
 # gcsfs probes each bucket over gRPC for hierarchical namespaces unless this is
@@ -481,7 +481,7 @@ class Store:
         Args:
             key: Where to write.
             writer: Writes the object to the path or file object it is given.
-            algorithm: ``sha256`` or ``crc32c`` (:mod:`mlops.checksums`).
+            algorithm: ``sha256`` or ``crc32c`` (:mod:`mlops.store.checksums`).
 
         Returns:
             ``(size in bytes, hex digest)``.
@@ -521,7 +521,7 @@ class Store:
     def read_hashed(self, key: str, algorithm: str) -> tuple[Any, str]:
         """The bytes of ``key`` as one ``pyarrow.Buffer``, and their checksum, in one pass.
 
-        Locally the object is read in :data:`~mlops.checksums.CHUNK` pieces straight into
+        Locally the object is read in :data:`~mlops.store.checksums.CHUNK` pieces straight into
         the buffer (no Python copy), each hashed while it is still in the CPU cache, so
         the check costs little more than the read; a CRC32C of an object of more than
         :data:`PARALLEL_HASH_BYTES` is read and hashed as two halves by two threads (the
