@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from mlops import layout
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.records import DataManifest, ModelRecord
 from mlops.registry import check_signature
-from mlops.store import checksums
+from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, confined_key
 from mlops.versioned import created_stamp, marker_stamp
 from mlops.versioner import address_problem

@@ -49,10 +49,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops import layout
 from mlops.errors import BadInputError
 from mlops.ids import compact
 from mlops.records import DataManifest, manifest_objects
+from mlops.store import layout
 from mlops.versioner import address_problem
 
 if TYPE_CHECKING:

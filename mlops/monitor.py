@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops import layout
 from mlops.drift import (
     DEFAULT_SAMPLE_SIZE,
     MEAN_L1,
@@ -46,6 +45,7 @@ from mlops.drift import (
     relative_l1,
 )
 from mlops.ids import compact, iso, utc_now
+from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store, as_store
 
 if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor

@@ -3,7 +3,7 @@
 A partitioned version is a manifest of partitions, one per source file, in the
 same store and index as the pandas engine's versions (below the versioner's base):
 
-    (keys named in :mod:`mlops.layout`)
+    (keys named in :mod:`mlops.store.layout`)
     objects/<ab>/<rest>.parquet           a partition, addressed by its content hash
                                           (:func:`mlops.hashing.content_hash` of the
                                           partition's frame: today's definition)
@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops import layout
 from mlops.data import (
     AUTO,
     AUTO_MAX_CLASSES,
@@ -93,7 +92,7 @@ from mlops.sketches import (
     stats_of,
     summarize_columns,
 )
-from mlops.store import checksums
+from mlops.store import checksums, layout
 from mlops.store.filesystem import CRASH_EXIT_CODE, Store, confined_key, crash_point
 from mlops.store.sources import SourceFile
 from mlops.validation import active, raise_for, summarize_rules, violations

@@ -1,6 +1,6 @@
 """ModelRegistry: immutable, integrity-checked model versions in the store.
 
-Layout below the registry's base (named in :mod:`mlops.layout`):
+Layout below the registry's base (named in :mod:`mlops.store.layout`):
 
     <version-id>/model-<sha256[:16]>.joblib   the artifact (its name carries its hash,
                                               so two writers never overwrite each other)
@@ -29,7 +29,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from mlops import layout
 from mlops.errors import (
     BadInputError,
     IntegrityError,
@@ -38,6 +37,7 @@ from mlops.errors import (
 )
 from mlops.ids import check_version_id, compact, iso, utc_now
 from mlops.records import AliasEvent, ModelRecord
+from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops import layout
 from mlops.errors import BadInputError, ConfigError
 from mlops.gating import higher_is_better
 from mlops.ids import iso, utc_now
+from mlops.store import layout
 
 if TYPE_CHECKING:
     from mlops.workspace import Workspace

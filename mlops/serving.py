@@ -52,11 +52,11 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
-from mlops import layout
 from mlops.choices import BOOL, CATEGORICAL, KSERVE, MLFLOW, SERVING_FORMATS
 from mlops.errors import BadInputError, ExportError
 from mlops.records import ModelRecord
 from mlops.registry import ModelRegistry
+from mlops.store import layout
 from mlops.store.filesystem import Store
 from mlops.training import MISSING_CATEGORY, FrameCodes, as_float, as_strings
 

@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlops import layout
 from mlops.config import Config, signing_key
 from mlops.errors import BadInputError, IntegrityError
 from mlops.gating import (
@@ -40,6 +39,7 @@ from mlops.gating import (
     higher_is_better,
     meets_threshold,
 )
+from mlops.store import layout
 from mlops.store.filesystem import Store, open_store
 
 #: How many of the newest runs are read (bounds the time of a status call).

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from mlops import layout
 from mlops.errors import VersionNotFoundError
 from mlops.ids import check_version_id, compact
 from mlops.records import VersionRecord
+from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store
 
 R = TypeVar("R", bound=VersionRecord)

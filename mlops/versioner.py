@@ -1,6 +1,6 @@
 """DataVersioner: content-addressed DataFrame versions in the store.
 
-Layout below the versioner's base (named in :mod:`mlops.layout`):
+Layout below the versioner's base (named in :mod:`mlops.store.layout`):
 
     objects/<ab>/<rest-of-hash>.parquet   the data, addressed by its content hash
     index/<created>~<version-id>          empty marker, gives creation order cheaply
@@ -17,7 +17,6 @@ from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from mlops import layout
 from mlops.errors import (
     DataValidationError,
     IntegrityError,
@@ -28,7 +27,7 @@ from mlops.errors import (
 from mlops.hashing import check_algorithm
 from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
-from mlops.store import checksums
+from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store, confined_key, crash_point
 from mlops.versioned import VersionedStore
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlops import cli, layout
+from mlops import cli
 from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.errors import ExportError
@@ -38,6 +38,7 @@ from mlops.serving import (
     portable,
     serving_folder,
 )
+from mlops.store import layout
 from mlops.workspace import Workspace
 from tests.clean_env import ensure_env
 from tests.conftest import skip_or_fail
