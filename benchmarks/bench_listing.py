@@ -35,8 +35,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import fsspec
 
-from mlops.ids import compact, iso
 from mlops.store import layout
+from mlops.store.ids import compact, iso
 from mlops.versioner import DataVersioner
 
 RESULTS = Path(__file__).parent / "results" / "listing.json"

@@ -50,9 +50,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import BadInputError
-from mlops.ids import compact
 from mlops.records import DataManifest, manifest_objects
 from mlops.store import layout
+from mlops.store.ids import compact
 from mlops.versioner import address_problem
 
 if TYPE_CHECKING:

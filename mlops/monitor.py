@@ -44,9 +44,9 @@ from mlops.drift import (
     mean_l1_report,
     relative_l1,
 )
-from mlops.ids import compact, iso, utc_now
 from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store, as_store
+from mlops.store.ids import compact, iso, utc_now
 
 if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor
     import pandas as pd

@@ -78,7 +78,6 @@ from mlops.errors import (
     VersionNotFoundError,
 )
 from mlops.hashing import content_hash
-from mlops.ids import iso, utc_now
 from mlops.records import PARTITIONED, DataManifest
 from mlops.sketches import (
     DEFAULT_K,
@@ -94,6 +93,7 @@ from mlops.sketches import (
 )
 from mlops.store import checksums, layout
 from mlops.store.filesystem import CRASH_EXIT_CODE, Store, confined_key, crash_point
+from mlops.store.ids import iso, utc_now
 from mlops.store.sources import SourceFile
 from mlops.validation import active, raise_for, summarize_rules, violations
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from mlops.errors import BadInputError, ConfigError
 from mlops.gating import higher_is_better
-from mlops.ids import iso, utc_now
 from mlops.store import layout
+from mlops.store.ids import iso, utc_now
 
 if TYPE_CHECKING:
     from mlops.workspace import Workspace

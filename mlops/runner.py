@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.config import Config, load_config
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
-from mlops.ids import check_version_id
 from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
@@ -31,6 +30,7 @@ from mlops.pipeline import (
 )
 from mlops.report import require_matplotlib, write_report_to_store
 from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
+from mlops.store.ids import check_version_id
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from mlops.errors import VersionNotFoundError
-from mlops.ids import check_version_id, compact
 from mlops.records import VersionRecord
 from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store
+from mlops.store.ids import check_version_id, compact
 
 R = TypeVar("R", bound=VersionRecord)
 

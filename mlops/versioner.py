@@ -25,10 +25,10 @@ from mlops.errors import (
     VersionNotFoundError,
 )
 from mlops.hashing import check_algorithm
-from mlops.ids import check_version_id, iso, utc_now
 from mlops.records import DataManifest
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store, confined_key, crash_point
+from mlops.store.ids import check_version_id, iso, utc_now
 from mlops.versioned import VersionedStore
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ from typing import Any, Protocol
 from mlops.config import Config, signing_key
 from mlops.drift import DriftSettings
 from mlops.errors import BadInputError, IntegrityError
-from mlops.ids import iso, utc_now
 from mlops.monitor import ModelMonitor, reference_problem
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.store import layout
 from mlops.store.filesystem import Store, open_store
+from mlops.store.ids import iso, utc_now
 from mlops.versioner import DataVersioner
 
 
