@@ -36,9 +36,9 @@ import pandas as pd
 
 from mlops.config import Config
 from mlops.data import feature_kinds, generate_synthetic_data, split_xy
-from mlops.hashing import content_hash
 from mlops.pipeline import IngestResult, monitor_check
 from mlops.runner import run_pipeline
+from mlops.store.hashing import content_hash
 from mlops.training import build_model, evaluate, split, train_model
 from mlops.versioner import DataVersioner
 from mlops.workspace import Workspace

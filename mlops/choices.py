@@ -1,6 +1,6 @@
 """The closed sets of names a config may choose from, each written once.
 
-:mod:`mlops.config` validates against them; :mod:`mlops.hashing` and
+:mod:`mlops.config` validates against them; :mod:`mlops.store.hashing` and
 :mod:`mlops.drift` implement them. This module imports nothing, so the config (and
 the quick CLI commands that load it) need not import numpy, pandas or SciPy.
 """

@@ -294,7 +294,7 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
 
     skipped = 0
     if known is not None:  # score only the rows the model was not trained on
-        from mlops.hashing import row_hashes, seen_rows
+        from mlops.store.hashing import row_hashes, seen_rows
 
         seen = seen_rows(row_hashes(part, [*features, target]), known)
         skipped = int(seen.sum())
@@ -304,7 +304,7 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
 
 
 def _row_hashes(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    from mlops.hashing import row_hashes, sorted_unique
+    from mlops.store.hashing import row_hashes, sorted_unique
 
     return sorted_unique(row_hashes(part, columns))
 
@@ -338,7 +338,7 @@ def score_unseen(client: Any, frame: Any, model: Any, features: list[str], targe
                  task: str = TASK, known: Any = None
                  ) -> tuple[dict[str, float | None], int, int]:
     """:func:`score` on the rows whose hash is not in ``known`` (the sorted hashes of
-    the model's training rows, :func:`mlops.hashing.row_hashes` of ``features`` and
+    the model's training rows, :func:`mlops.store.hashing.row_hashes` of ``features`` and
     ``target``; None: every row), filtered in each partition's task.
 
     Returns:
@@ -862,10 +862,10 @@ class DaskTrainer:
 
     def training_rows(self) -> np.ndarray:
         """The sorted, unique hashes of the training split's rows (features and target),
-        computed partition by partition (:func:`mlops.hashing.row_hashes`)."""
+        computed partition by partition (:func:`mlops.store.hashing.row_hashes`)."""
         parts = per_partition(self.client, self.train, _row_hashes,
                               [*self.features, self.target])
-        from mlops.hashing import sorted_unique
+        from mlops.store.hashing import sorted_unique
 
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 

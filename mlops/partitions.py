@@ -5,7 +5,7 @@ same store and index as the pandas engine's versions (below the versioner's base
 
     (keys named in :mod:`mlops.store.layout`)
     objects/<ab>/<rest>.parquet           a partition, addressed by its content hash
-                                          (:func:`mlops.hashing.content_hash` of the
+                                          (:func:`mlops.store.hashing.content_hash` of the
                                           partition's frame: today's definition)
     objects/<ab>/<rest>.stats-k<k>.json   its statistics and quantile sketches (derived
                                           from the content, so content-addressed too)
@@ -77,7 +77,6 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.hashing import content_hash
 from mlops.records import PARTITIONED, DataManifest
 from mlops.sketches import (
     DEFAULT_K,
@@ -93,6 +92,7 @@ from mlops.sketches import (
 )
 from mlops.store import checksums, layout
 from mlops.store.filesystem import CRASH_EXIT_CODE, Store, confined_key, crash_point
+from mlops.store.hashing import content_hash
 from mlops.store.ids import iso, utc_now
 from mlops.store.sources import SourceFile
 from mlops.validation import active, raise_for, summarize_rules, violations

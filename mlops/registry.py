@@ -252,7 +252,7 @@ class ModelRegistry(VersionedStore[ModelRecord]):
 
     def save_training_rows(self, version_id: str, hashes: Any) -> bool:
         """Keep the sorted, unique uint64 hashes of the rows ``version_id`` was trained on
-        (create only; see :func:`mlops.hashing.row_hashes`).
+        (create only; see :func:`mlops.store.hashing.row_hashes`).
 
         Returns:
             False when the version already had them (a resumed step): kept as is.

@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from mlops.errors import BadInputError, DataValidationError
-from mlops.hashing import content_hash
 from mlops.partitions import read_table
 from mlops.records import PredictionsManifest
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store
+from mlops.store.hashing import content_hash
 from mlops.store.ids import iso, utc_now
 from mlops.store.sources import SourceFile, list_table_source
 from mlops.versioned import VersionedStore

@@ -24,10 +24,10 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.hashing import check_algorithm
 from mlops.records import DataManifest
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store, confined_key, crash_point
+from mlops.store.hashing import check_algorithm
 from mlops.store.ids import check_version_id, iso, utc_now
 from mlops.versioned import VersionedStore
 
@@ -169,7 +169,7 @@ class DataVersioner(VersionedStore[DataManifest]):
             check_version_id(version_id, "data version id")
         _check_storable(df)
         from mlops.data import column_stats
-        from mlops.hashing import content_hash
+        from mlops.store.hashing import content_hash
 
         digest = content_hash(df, self.hash_algorithm)
         vid = version_id or digest[:DEFAULT_ID_LENGTH]
@@ -336,7 +336,7 @@ class DataVersioner(VersionedStore[DataManifest]):
 
     def _check_content(self, df: pd.DataFrame, manifest: DataManifest) -> None:
         """A manifest without an object checksum: compare the recomputed content hash."""
-        from mlops.hashing import content_hash
+        from mlops.store.hashing import content_hash
 
         if content_hash(df, manifest.hash_algorithm) == manifest.content_hash:
             return

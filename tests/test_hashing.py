@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlops.errors import ConfigError
-from mlops.hashing import SUPPORTED_ALGORITHMS, content_hash
+from mlops.store.hashing import SUPPORTED_ALGORITHMS, content_hash
 
 
 def frame() -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlops.data import generate_synthetic_data
-from mlops.hashing import content_hash
+from mlops.store.hashing import content_hash
 from mlops.versioner import DataVersioner
 
 

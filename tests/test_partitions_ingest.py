@@ -22,8 +22,8 @@ import pytest
 
 from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
-from mlops.hashing import content_hash
 from mlops.pipeline import ingest
+from mlops.store.hashing import content_hash
 from mlops.workspace import Workspace
 from tests.conftest import skip_or_fail
 

@@ -17,8 +17,8 @@ from sklearn.datasets import load_diabetes
 
 from mlops.config import Config
 from mlops.gc import plan_gc
-from mlops.hashing import row_hashes, seen_rows
 from mlops.runner import run_pipeline
+from mlops.store.hashing import row_hashes, seen_rows
 from mlops.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
 
