@@ -470,7 +470,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         source: The source's store (:func:`mlops.store.sources.list_table_source`).
         files: Its files, in partition order.
         data: The versioner's store.
-        index: The versioner's :class:`~mlops.versioned.VersionIndex`.
+        index: The versioner's :class:`~mlops.store.versioned.VersionIndex`.
         target: The target column.
         algorithm: The content hash algorithm.
         k: Sketch accuracy.

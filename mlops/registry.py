@@ -39,7 +39,7 @@ from mlops.records import AliasEvent, ModelRecord
 from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store, as_store, confined_key, crash_point
 from mlops.store.ids import check_version_id, compact, iso, utc_now
-from mlops.versioned import VersionedStore
+from mlops.store.versioned import VersionedStore
 
 METADATA = layout.MODEL_METADATA
 ALIASES = layout.ALIASES

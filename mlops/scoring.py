@@ -41,7 +41,7 @@ from mlops.store.filesystem import Store, as_store
 from mlops.store.hashing import content_hash
 from mlops.store.ids import iso, utc_now
 from mlops.store.sources import SourceFile, list_table_source
-from mlops.versioned import VersionedStore
+from mlops.store.versioned import VersionedStore
 from mlops.workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store, confined_key, crash_point
 from mlops.store.hashing import check_algorithm
 from mlops.store.ids import check_version_id, iso, utc_now
-from mlops.versioned import VersionedStore
+from mlops.store.versioned import VersionedStore
 
 log = logging.getLogger(__name__)
 
