@@ -62,7 +62,6 @@ from mlops.errors import (
     EngineMissingError,
     IntegrityError,
 )
-from mlops.partitions import load_partitioned, meta_frame, register_partitioned
 from mlops.records import DataManifest
 from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
 from mlops.sketches import (
@@ -77,6 +76,7 @@ from mlops.sketches import (
     reference_from_sketches,
     sketch_columns,
 )
+from mlops.store.partitions import load_partitioned, meta_frame, register_partitioned
 from mlops.store.sources import list_table_source
 
 if TYPE_CHECKING:
@@ -616,7 +616,7 @@ def ingest_source(config: Config, ws: Workspace
                              str, str, list[str]]:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
-    Each partition is validated in its own task (:func:`mlops.partitions.ingest_file`);
+    Each partition is validated in its own task (:func:`mlops.store.partitions.ingest_file`);
     the task (``data.task``, decided as on the pandas engine) and the feature kinds are
     decided on the merged summaries, and the metric and training settings are checked
     against the task, before the manifest is committed.

@@ -188,7 +188,7 @@ class DataManifest(VersionRecord):
     #: sha256 of the object's bytes: what manifests written before ``object_checksum``
     #: record (still checked by their verified loads; None: written before either).
     object_sha256: str | None = field(default=None, metadata={OMIT_IF_NONE: True})
-    #: ``partitioned`` for a version made by the Dask engine (see mlops.partitions);
+    #: ``partitioned`` for a version made by the Dask engine (see mlops.store.partitions);
     #: "" for one object.
     kind: str = ""
     #: Partitioned: ``{digest, object, stats_object, rows, size_bytes, source}`` in order,

@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 
 from mlops.errors import BadInputError, DataValidationError
-from mlops.partitions import read_table
 from mlops.records import PredictionsManifest
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store
 from mlops.store.hashing import content_hash
 from mlops.store.ids import iso, utc_now
+from mlops.store.partitions import read_table
 from mlops.store.sources import SourceFile, list_table_source
 from mlops.store.versioned import VersionedStore
 from mlops.workspace import Workspace

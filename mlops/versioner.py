@@ -290,7 +290,7 @@ class DataVersioner(VersionedStore[DataManifest]):
         """
         manifest = self.get_record(version_id)
         if manifest.partitioned:
-            from mlops.partitions import load_partitioned
+            from mlops.store.partitions import load_partitioned
 
             return load_partitioned(self.store, manifest, verify=verify), manifest.to_dict()
         key = confined_key(manifest.object, f"{layout.DATA_OBJECTS}/",

@@ -22,9 +22,9 @@ from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError
-from mlops.partitions import KILL_ONCE_ENV
 from mlops.pipeline import ingest
 from mlops.store.filesystem import CRASH_ENV
+from mlops.store.partitions import KILL_ONCE_ENV
 from mlops.workspace import Workspace
 from tests.conftest import skip_or_fail
 
@@ -99,7 +99,7 @@ def _warm() -> int:
     import lightgbm.dask  # noqa: F401
     import psutil
 
-    import mlops.partitions
+    import mlops.store.partitions
     import mlops.training  # noqa: F401
 
     return int(psutil.Process().memory_info().rss)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlops.cli import main
-from mlops.partitions import read_table
 from mlops.store.filesystem import open_store
+from mlops.store.partitions import read_table
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
