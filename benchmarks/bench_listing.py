@@ -37,7 +37,7 @@ import fsspec
 
 from mlops.store import layout
 from mlops.store.ids import compact, iso
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 RESULTS = Path(__file__).parent / "results" / "listing.json"
 TARGET_SECONDS = 2.0

@@ -60,7 +60,7 @@ def tables() -> Iterator[tuple[str, pd.DataFrame]]:
         yield name, frame
         if name != "diabetes":  # diabetes ships standardized already
             yield f"{name} (standardized)", (frame - frame.mean()) / frame.std()
-    from mlops.versioner import DataVersioner
+    from mlops.store.versioner import DataVersioner
 
     versioner = DataVersioner(open_store(str(SHIPPED / "data")))
     for vid in versioner.list_versions():

@@ -39,8 +39,8 @@ from mlops.data import feature_kinds, generate_synthetic_data, split_xy
 from mlops.pipeline import IngestResult, monitor_check
 from mlops.runner import run_pipeline
 from mlops.store.hashing import content_hash
+from mlops.store.versioner import DataVersioner
 from mlops.training import build_model, evaluate, split, train_model
-from mlops.versioner import DataVersioner
 from mlops.workspace import Workspace
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -236,7 +236,7 @@ def b4(df: pd.DataFrame, sizes: Sizes) -> list[Row]:
 _B5_CHILD = """
 import gc, resource
 from mlops.data import generate_synthetic_data
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 def status(field):
     with open("/proc/self/status") as f:

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from mlops.registry import ModelRegistry
     from mlops.runner import run_pipeline
     from mlops.store.filesystem import Store, open_store
+    from mlops.store.versioner import DataVersioner
     from mlops.training import train_model
-    from mlops.versioner import DataVersioner
 
 # Imported on first use: pandas, scikit-learn and scipy take a second or more to load,
 # which every `mlops` command (and every step Job's start) would otherwise pay.
@@ -44,7 +44,7 @@ _LAZY = {
     "Store": "mlops.store.filesystem",
     "open_store": "mlops.store.filesystem",
     "train_model": "mlops.training",
-    "DataVersioner": "mlops.versioner",
+    "DataVersioner": "mlops.store.versioner",
 }
 
 

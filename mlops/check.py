@@ -24,7 +24,7 @@ from mlops.registry import check_signature
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, confined_key
 from mlops.store.versioned import created_stamp, marker_stamp
-from mlops.versioner import address_problem
+from mlops.store.versioner import address_problem
 from mlops.workspace import Workspace, serving_reference
 
 

@@ -53,7 +53,7 @@ from mlops.errors import BadInputError
 from mlops.records import DataManifest, manifest_objects
 from mlops.store import layout
 from mlops.store.ids import compact
-from mlops.versioner import address_problem
+from mlops.store.versioner import address_problem
 
 if TYPE_CHECKING:
     from mlops.store.filesystem import Store

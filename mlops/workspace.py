@@ -19,7 +19,7 @@ from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.store import layout
 from mlops.store.filesystem import Store, open_store
 from mlops.store.ids import iso, utc_now
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 
 class Serializable(Protocol):

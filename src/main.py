@@ -20,8 +20,8 @@ from mlops.logconf import setup_logging
 from mlops.monitor import ModelMonitor
 from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline
+from mlops.store.versioner import DataVersioner
 from mlops.training import train_model
-from mlops.versioner import DataVersioner
 
 __all__ = [
     "DataVersioner",

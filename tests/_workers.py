@@ -14,7 +14,7 @@ import pandas as pd
 from mlops.monitor import ModelMonitor
 from mlops.registry import ModelRegistry
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 
 def frame(seed: int, rows: int = 50) -> pd.DataFrame:

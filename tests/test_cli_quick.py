@@ -20,7 +20,7 @@ from mlops.cli import build_parser
 from mlops.data import generate_synthetic_data
 from mlops.monitor import ModelMonitor
 from mlops.registry import ModelRegistry
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("pandas", "sklearn", "scipy", "pyarrow", "numpy")
@@ -106,7 +106,7 @@ def test_read_only_command_imports_no_heavy_library(
 def test_probe_sees_heavy_imports(small_store: tuple[Path, str, str], tmp_path: Path) -> None:
     """The probe itself works: loading a version's data does import pandas and pyarrow."""
     store, data_id, _ = small_store
-    code = ("from mlops.versioner import DataVersioner; "
+    code = ("from mlops.store.versioner import DataVersioner; "
             f"DataVersioner({str(store / 'data')!r}).load({data_id!r})")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code + "; import sys; print(sorted("

@@ -13,7 +13,7 @@ import pytest
 
 from mlops.data import generate_synthetic_data
 from mlops.store.hashing import content_hash
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 
 def numeric_frame() -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pytest
 
 from mlops.data import column_stats, generate_synthetic_data
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 
 def _reference_stats(df: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -20,7 +20,7 @@ import yaml
 from mlops import cli
 from mlops.errors import StorageConfigError
 from mlops.store.filesystem import RETRY_ATTEMPTS, object_store_defaults, open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 from tests import _workers
 from tests.conftest import Emulator, emulator_for, free_port
 

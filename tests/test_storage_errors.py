@@ -16,7 +16,7 @@ import pytest
 from mlops.errors import StorageConfigError
 from mlops.store.faults import classify
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 from tests import _workers
 from tests.conftest import Emulator
 from tests.test_storage_cloud import FaultProxy, emulator  # noqa: F401  (fixture)

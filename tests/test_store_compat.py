@@ -21,7 +21,7 @@ from mlops.records import AliasEvent, DataManifest, ModelRecord, TrainingFacts
 from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 from mlops.workspace import Workspace
 
 DATA = Path(__file__).parent / "data"

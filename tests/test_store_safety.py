@@ -29,7 +29,7 @@ from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 from mlops.workspace import Workspace
 from tests import _workers
 from tests.test_crash import crash

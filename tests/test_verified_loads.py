@@ -31,7 +31,7 @@ from mlops.errors import IntegrityError
 from mlops.pipeline import ingest
 from mlops.store import checksums, filesystem
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 from mlops.workspace import Workspace
 from tests import _workers
 

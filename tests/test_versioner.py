@@ -14,7 +14,7 @@ from mlops.errors import (
     VersionNotFoundError,
 )
 from mlops.store.filesystem import open_store
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mlops.errors import DataValidationError
 from mlops.registry import ModelRegistry
-from mlops.versioner import DataVersioner
+from mlops.store.versioner import DataVersioner
 
 
 def test_load_returns_the_metadata_the_caller_saved(tmp_path: Path) -> None:
