@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from mlops.config import Config
-from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline
 from mlops.scoring import score_source
+from mlops.store.registry import PRODUCTION
 from mlops.workspace import Workspace
 
 #: Files of the batch (one per partition, as a nightly batch lands).

@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     from mlops.data import generate_synthetic_data
     from mlops.drift import DriftReport, DriftSettings
     from mlops.monitor import ModelMonitor, RetrainDecision
-    from mlops.registry import ModelRegistry
     from mlops.runner import run_pipeline
     from mlops.store.filesystem import Store, open_store
+    from mlops.store.registry import ModelRegistry
     from mlops.store.versioner import DataVersioner
     from mlops.training import train_model
 
@@ -40,7 +40,7 @@ _LAZY = {
     "ModelMonitor": "mlops.monitor",
     "RetrainDecision": "mlops.monitor",
     "run_pipeline": "mlops.runner",
-    "ModelRegistry": "mlops.registry",
+    "ModelRegistry": "mlops.store.registry",
     "Store": "mlops.store.filesystem",
     "open_store": "mlops.store.filesystem",
     "train_model": "mlops.training",

@@ -20,9 +20,9 @@ from typing import Any
 
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.records import DataManifest, ModelRecord
-from mlops.registry import check_signature
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, confined_key
+from mlops.store.registry import check_signature
 from mlops.store.versioned import created_stamp, marker_stamp
 from mlops.store.versioner import address_problem
 from mlops.workspace import Workspace, serving_reference

@@ -30,8 +30,8 @@ from mlops.gating import (
     meets_threshold,
 )
 from mlops.records import ModelRecord
-from mlops.registry import ModelRegistry
 from mlops.schema import ColumnSchema, InputSchema
+from mlops.store.registry import ModelRegistry
 
 #: Retrain reasons added by this module (``no_model`` and ``drift`` are the monitor's).
 LOW_ACCURACY = "low_accuracy"

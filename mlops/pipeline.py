@@ -50,12 +50,12 @@ from mlops.errors import (
 from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
 from mlops.monitor import DRIFT, NO_MODEL
 from mlops.records import TrainingFacts
-from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.serving import export_for_serving
 from mlops.store.filesystem import crash_point
 from mlops.store.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.store.ids import check_version_id
+from mlops.store.registry import PRODUCTION
 from mlops.training import (
     check_training,
     compute_metrics,

@@ -2,7 +2,7 @@
 
 The score step reads the source file by file (one file = one partition, as the Dask
 engine's ingest does), scores each with the serving model (the ``production`` alias,
-loaded through :meth:`mlops.registry.ModelRegistry.load`) and writes each partition's
+loaded through :meth:`mlops.store.registry.ModelRegistry.load`) and writes each partition's
 predictions as a content-addressed Parquet object; a manifest then commits the
 predictions version (see :class:`mlops.records.PredictionsManifest`)::
 

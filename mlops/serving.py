@@ -55,9 +55,9 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from mlops.choices import BOOL, CATEGORICAL, KSERVE, MLFLOW, SERVING_FORMATS
 from mlops.errors import BadInputError, ExportError
 from mlops.records import ModelRecord
-from mlops.registry import ModelRegistry
 from mlops.store import layout
 from mlops.store.filesystem import Store
+from mlops.store.registry import ModelRegistry
 from mlops.training import MISSING_CATEGORY, FrameCodes, as_float, as_strings
 
 #: The file whose presence makes an export complete (written last, exclusively).

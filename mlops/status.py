@@ -51,7 +51,7 @@ EXIT_UNHEALTHY = 3
 DAMAGED = "damaged"
 #: The run records that say how a run ended: ``mlops run``'s and the controller's.
 _RECORDS = ("run", "controller")
-#: The serving model's alias (mlops.registry.PRODUCTION; the registry loads on demand).
+#: The serving model's alias (mlops.store.registry.PRODUCTION; the registry loads on demand).
 PRODUCTION = "production"
 
 
@@ -281,7 +281,7 @@ def _score(summary: Mapping[str, Any], metric: str) -> Any:
 
 
 def _registry(store: Store, config: Config) -> Any:
-    from mlops.registry import ModelRegistry
+    from mlops.store.registry import ModelRegistry
 
     return ModelRegistry(store.child(layout.MODELS), signing_key=signing_key(config))
 

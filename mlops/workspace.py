@@ -15,10 +15,10 @@ from mlops.config import Config, signing_key
 from mlops.drift import DriftSettings
 from mlops.errors import BadInputError, IntegrityError
 from mlops.monitor import ModelMonitor, reference_problem
-from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.store import layout
 from mlops.store.filesystem import Store, open_store
 from mlops.store.ids import iso, utc_now
+from mlops.store.registry import PRODUCTION, ModelRegistry
 from mlops.store.versioner import DataVersioner
 
 

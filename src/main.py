@@ -18,8 +18,8 @@ from mlops.data import generate_synthetic_data
 from mlops.errors import MLOpsError
 from mlops.logconf import setup_logging
 from mlops.monitor import ModelMonitor
-from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline
+from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner
 from mlops.training import train_model
 

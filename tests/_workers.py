@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.monitor import ModelMonitor
-from mlops.registry import ModelRegistry
 from mlops.store.filesystem import open_store
+from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner
 
 

@@ -19,7 +19,7 @@ import pytest
 from mlops.cli import build_parser
 from mlops.data import generate_synthetic_data
 from mlops.monitor import ModelMonitor
-from mlops.registry import ModelRegistry
+from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner
 
 ROOT = Path(__file__).resolve().parents[1]

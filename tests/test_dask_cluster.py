@@ -129,7 +129,7 @@ def test_lightgbm_trains_on_worker_processes_with_memory_limits_none_killed(
     import pandas as pd
 
     from mlops.pipeline import train
-    from mlops.registry import PRODUCTION
+    from mlops.store.registry import PRODUCTION
 
     src = tmp_path / "src"
     src.mkdir()

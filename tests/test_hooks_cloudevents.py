@@ -17,9 +17,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from mlops.cli import main
-from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
+from mlops.store.registry import ModelRegistry
 
 KEY = "whsec_" + base64.b64encode(b"a 24 byte test secret!!!").decode()
 GOOD = {"n_samples": 300, "n_features": 4}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlops.cli import main
-from mlops.registry import ModelRegistry
 from mlops.store.filesystem import open_store
+from mlops.store.registry import ModelRegistry
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -12,8 +12,8 @@ from mlops.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from mlops.registry import ModelRegistry
 from mlops.store.filesystem import open_store
+from mlops.store.registry import ModelRegistry
 
 
 @pytest.fixture

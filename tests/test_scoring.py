@@ -20,9 +20,9 @@ from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
 from mlops.pipeline import SCORE, score
-from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline
 from mlops.scoring import predictions_store
+from mlops.store.registry import PRODUCTION
 from mlops.workspace import Workspace
 
 N_FEATURES = 4

@@ -28,7 +28,6 @@ from mlops import cli
 from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.errors import ExportError
-from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline
 from mlops.serving import (
     COMMIT_FILE,
@@ -39,6 +38,7 @@ from mlops.serving import (
     serving_folder,
 )
 from mlops.store import layout
+from mlops.store.registry import PRODUCTION
 from mlops.workspace import Workspace
 from tests.clean_env import ensure_env
 from tests.conftest import skip_or_fail

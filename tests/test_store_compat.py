@@ -18,9 +18,9 @@ import pytest
 from mlops.config import Config
 from mlops.data import generate_synthetic_data, split_xy
 from mlops.records import AliasEvent, DataManifest, ModelRecord, TrainingFacts
-from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
+from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner
 from mlops.workspace import Workspace
 

@@ -26,9 +26,9 @@ import pytest
 from mlops import pipeline
 from mlops.config import Config
 from mlops.errors import IntegrityError, VersionNotFoundError
-from mlops.registry import PRODUCTION, ModelRegistry
 from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
+from mlops.store.registry import PRODUCTION, ModelRegistry
 from mlops.store.versioner import DataVersioner
 from mlops.workspace import Workspace
 from tests import _workers

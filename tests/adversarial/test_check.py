@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.registry import ModelRegistry
+from mlops.store.registry import ModelRegistry
 from mlops.workspace import Workspace
 from tests import _workers
 from tests.adversarial.conftest import CliResult

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline
+from mlops.store.registry import PRODUCTION
 from mlops.workspace import Workspace
 from tests.test_crash import crash
 

@@ -10,7 +10,7 @@ from sklearn.datasets import load_wine
 from sklearn.tree import DecisionTreeClassifier
 
 from mlops.errors import DataValidationError
-from mlops.registry import ModelRegistry
+from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner
 
 
