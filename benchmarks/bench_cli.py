@@ -57,7 +57,7 @@ def seed_store(root: Path, versions: int) -> dict[str, str]:
     """
     from mlops.config import Config
     from mlops.data import generate_synthetic_data
-    from mlops.workspace import Workspace
+    from mlops.store.workspace import Workspace
 
     ws = Workspace.open(Config.from_dict({"storage": {"uri": str(root)}}))
     df = generate_synthetic_data(50, 3, 1)

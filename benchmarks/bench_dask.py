@@ -57,7 +57,7 @@ from benchmarks.run import RESULTS_DIR, Row, _check, alternate, machine
 from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.pipeline import ingest, monitor_check, train
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 FEATURES = 10
 

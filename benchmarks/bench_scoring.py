@@ -20,7 +20,7 @@ from mlops.config import Config
 from mlops.runner import run_pipeline
 from mlops.scoring import score_source
 from mlops.store.registry import PRODUCTION
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 #: Files of the batch (one per partition, as a nightly batch lands).
 FILES = 4

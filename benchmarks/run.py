@@ -40,8 +40,8 @@ from mlops.pipeline import IngestResult, monitor_check
 from mlops.runner import run_pipeline
 from mlops.store.hashing import content_hash
 from mlops.store.versioner import DataVersioner
+from mlops.store.workspace import Workspace
 from mlops.training import build_model, evaluate, split, train_model
-from mlops.workspace import Workspace
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

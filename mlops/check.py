@@ -25,7 +25,7 @@ from mlops.store.filesystem import Store, confined_key
 from mlops.store.registry import check_signature
 from mlops.store.versioned import created_stamp, marker_stamp
 from mlops.store.versioner import address_problem
-from mlops.workspace import Workspace, serving_reference
+from mlops.store.workspace import Workspace, serving_reference
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _workspace(args: argparse.Namespace) -> Any:
-    from mlops.workspace import Workspace
+    from mlops.store.workspace import Workspace
 
     return Workspace.open(_config(args))
 
@@ -176,7 +176,7 @@ def cmd_step(args: argparse.Namespace) -> int:
 def _record_terminated_step(cfg: Config, run_id: str, step: str) -> None:
     from mlops.controller import EXIT_TERMINATED
     from mlops.runner import record_failure
-    from mlops.workspace import Workspace
+    from mlops.store.workspace import Workspace
 
     try:
         ws = Workspace.open(cfg)
@@ -190,7 +190,7 @@ def _record_terminated_step(cfg: Config, run_id: str, step: str) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     """Run the score step alone."""
     from mlops.pipeline import SCORE, score
-    from mlops.workspace import new_run_id
+    from mlops.store.workspace import new_run_id
 
     cfg = _config(args)
     run_id = args.run_id or new_run_id()

@@ -41,8 +41,8 @@ from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure, record_outcome
 from mlops.store.ids import check_version_id, iso, utc_now
+from mlops.store.workspace import Workspace, new_run_id
 from mlops.validation import PREFIX as VALIDATION_PREFIX
-from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
 

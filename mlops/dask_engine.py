@@ -80,7 +80,7 @@ from mlops.store.partitions import load_partitioned, meta_frame, register_partit
 from mlops.store.sources import list_table_source
 
 if TYPE_CHECKING:
-    from mlops.workspace import Workspace
+    from mlops.store.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

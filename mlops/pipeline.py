@@ -56,6 +56,7 @@ from mlops.store.filesystem import crash_point
 from mlops.store.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.store.ids import check_version_id
 from mlops.store.registry import PRODUCTION
+from mlops.store.workspace import Workspace, serving_reference
 from mlops.training import (
     check_training,
     compute_metrics,
@@ -65,7 +66,6 @@ from mlops.training import (
     train_model,
 )
 from mlops.validation import check as check_rules
-from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from mlops.store import layout
 from mlops.store.ids import iso, utc_now
 
 if TYPE_CHECKING:
-    from mlops.workspace import Workspace
+    from mlops.store.workspace import Workspace
 
 ACCURACY_PNG = "accuracy.png"
 #: The drift plot names at most this many features (the most drifted); the rest are a band.

@@ -5,7 +5,7 @@ versions of each kind (0 or null keeps all). Whatever N says, these are never
 deleted (they are *protected*):
 
 * a model version any alias points to (``production`` and others), and the model
-  that serves now (:meth:`~mlops.workspace.Workspace.current_model_version`, which is
+  that serves now (:meth:`~mlops.store.workspace.Workspace.current_model_version`, which is
   the newest one on a store without aliases);
 * the model and the data version the drift reference was built from;
 * the data versions the protected models were trained on.
@@ -32,7 +32,7 @@ from mlops.errors import MLOpsError
 from mlops.gc import DATA, MODEL, Deletion, GcContext, apply_gc, plan_gc
 
 if TYPE_CHECKING:
-    from mlops.workspace import Workspace
+    from mlops.store.workspace import Workspace
 
 @dataclass(frozen=True)
 class RetentionPlan:

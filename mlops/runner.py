@@ -31,7 +31,7 @@ from mlops.pipeline import (
 from mlops.report import require_matplotlib, write_report_to_store
 from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
 from mlops.store.ids import check_version_id
-from mlops.workspace import Workspace, new_run_id
+from mlops.store.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
 

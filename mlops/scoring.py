@@ -42,7 +42,7 @@ from mlops.store.ids import iso, utc_now
 from mlops.store.partitions import read_table
 from mlops.store.sources import SourceFile, list_table_source
 from mlops.store.versioned import VersionedStore
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

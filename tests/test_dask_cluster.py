@@ -25,7 +25,7 @@ from mlops.errors import ClusterError
 from mlops.pipeline import ingest
 from mlops.store.filesystem import CRASH_ENV
 from mlops.store.partitions import KILL_ONCE_ENV
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 try:

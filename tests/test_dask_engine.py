@@ -28,7 +28,7 @@ from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
 from mlops.store.hashing import content_hash
 from mlops.store.registry import PRODUCTION
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 try:

@@ -22,7 +22,7 @@ from mlops.drift import (
 from mlops.errors import ConfigError
 from mlops.monitor import ModelMonitor
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 N_FEATURES = 4
 

@@ -24,7 +24,7 @@ from mlops.config import Config
 from mlops.dask_engine import NO_DASHBOARD
 from mlops.pipeline import ingest
 from mlops.store.hashing import content_hash
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 try:

@@ -12,7 +12,7 @@ from mlops.data import generate_synthetic_data
 from mlops.errors import BadInputError, DataValidationError
 from mlops.pipeline import ingest, monitor_check, serving_reference, train
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 N_FEATURES = 6
 

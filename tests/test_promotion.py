@@ -14,8 +14,8 @@ from mlops.data import split_xy
 from mlops.errors import BadInputError, VersionNotFoundError
 from mlops.pipeline import serving_reference, train
 from mlops.runner import run_pipeline
+from mlops.store.workspace import Workspace
 from mlops.training import evaluate, split
-from mlops.workspace import Workspace
 
 GOOD: dict[str, Any] = {"n_samples": 600, "n_features": 4}
 #: A logistic regression this regularized predicts (almost) one class: a worse challenger.

@@ -15,7 +15,7 @@ from mlops.config import Config
 from mlops.errors import BadInputError
 from mlops.report import collect, write_report
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

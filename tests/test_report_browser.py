@@ -19,7 +19,7 @@ import pytest
 
 from mlops.report import serve_report, write_report
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from mlops.errors import ConfigError
 from mlops.pipeline import serving_reference
 from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 #: Any move of a feature mean is drift, so each run on new data retrains (an accuracy
 #: minimum of 1.0 would also keep every challenger from being promoted).

@@ -23,7 +23,7 @@ from mlops.pipeline import SCORE, score
 from mlops.runner import run_pipeline
 from mlops.scoring import predictions_store
 from mlops.store.registry import PRODUCTION
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 N_FEATURES = 4
 

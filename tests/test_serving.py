@@ -39,7 +39,7 @@ from mlops.serving import (
 )
 from mlops.store import layout
 from mlops.store.registry import PRODUCTION
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.clean_env import ensure_env
 from tests.conftest import skip_or_fail
 from tests.test_crash import crash

@@ -21,7 +21,7 @@ from kubernetes import client
 from mlops.config import Config
 from mlops.errors import ExportError
 from mlops.serving import export_for_serving, inference_service_patch
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.chart_render import by_kind, render_chart
 from tests.fakes.kube import FakeKubeAPI
 from tests.test_controller import NS, Env, env  # noqa: F401 - env is a fixture

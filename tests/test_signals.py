@@ -21,7 +21,7 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.runner import run_pipeline
 from mlops.status import check_health
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 ENGINES = ["pandas", "dask"]

@@ -21,7 +21,7 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.report import collect, history_metrics, render_html, render_plots, score_records
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.test_signals import ENGINES, source, table, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import yaml
 from mlops.cli import main
 from mlops.runner import run_pipeline
 from mlops.status import check_health
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"n_samples": 300, "n_features": 4}

@@ -15,7 +15,7 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import load_config
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 RUN = "20261204-020000-sigt"
 

@@ -16,7 +16,7 @@ import yaml
 
 from mlops import cli
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests import _workers
 
 

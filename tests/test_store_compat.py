@@ -22,7 +22,7 @@ from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
 from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 DATA = Path(__file__).parent / "data"
 OLD = DATA / "store-0.1.0"

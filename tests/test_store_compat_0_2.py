@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import Config
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 DATA = Path(__file__).parent / "data"
 STORE = DATA / "store-0.2"

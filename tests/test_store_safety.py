@@ -30,7 +30,7 @@ from mlops.runner import run_pipeline
 from mlops.store.filesystem import open_store
 from mlops.store.registry import PRODUCTION, ModelRegistry
 from mlops.store.versioner import DataVersioner
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests import _workers
 from tests.test_crash import crash
 

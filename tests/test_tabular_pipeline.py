@@ -16,7 +16,7 @@ from sklearn.datasets import load_diabetes
 from mlops.cli import main
 from mlops.config import Config
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.test_tabular import mixed_frame
 
 #: A logistic regression this regularized predicts one class: accuracy about 0.5.

@@ -32,7 +32,7 @@ from mlops.pipeline import ingest
 from mlops.store import checksums, filesystem
 from mlops.store.filesystem import open_store
 from mlops.store.versioner import DataVersioner
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests import _workers
 
 #: Local and one emulated bucket (the read paths differ: native chunked read / download).

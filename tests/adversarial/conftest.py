@@ -12,7 +12,7 @@ import yaml
 
 from mlops import cli
 from mlops.config import load_config
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 #: ``(exit code, parsed --json stdout or None, stderr)``.
 CliResult = tuple[int, Any, str]

@@ -16,7 +16,7 @@ import yaml
 
 from mlops import cli
 from mlops.store.registry import ModelRegistry
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests import _workers
 from tests.adversarial.conftest import CliResult
 

@@ -14,7 +14,7 @@ from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
 from mlops.errors import BadInputError
 from mlops.pipeline import ingest, monitor_check, train
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 
 try:

@@ -13,7 +13,7 @@ import pytest
 
 from mlops.errors import VersionNotFoundError
 from mlops.retention import apply_retention, plan_retention
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 
 def _models(ws: Workspace, n: int) -> list[str]:

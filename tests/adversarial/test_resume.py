@@ -6,7 +6,7 @@ import pytest
 
 from mlops.runner import run_pipeline
 from mlops.store.registry import PRODUCTION
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.test_crash import crash
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mlops.errors import IntegrityError
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests import _workers
 
 DEADLINE_SECONDS = 20.0

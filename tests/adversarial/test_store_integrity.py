@@ -15,7 +15,7 @@ import pytest
 from mlops.errors import BadInputError, IntegrityError
 from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests import _workers
 from tests.adversarial.conftest import CliResult
 

@@ -30,7 +30,7 @@ from distributed import Client, LocalCluster
 
 from mlops.config import Config
 from mlops.pipeline import ingest, train
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 
 HERE = Path(__file__).parent
 STORE = HERE / "store-0.2"

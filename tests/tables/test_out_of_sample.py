@@ -19,7 +19,7 @@ from mlops.config import Config
 from mlops.gc import plan_gc
 from mlops.runner import run_pipeline
 from mlops.store.hashing import row_hashes, seen_rows
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
 
 #: A random forest fits its training rows perfectly: scored on them it reads ~1.0.

@@ -13,7 +13,7 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
 
 

@@ -20,7 +20,7 @@ from mlops.config import Config
 from mlops.errors import ConfigError, DataValidationError
 from mlops.pipeline import ingest
 from mlops.runner import run_pipeline
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
 
 

@@ -20,7 +20,7 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.errors import ConfigError, StepFailedError, ValidationFailedError
 from mlops.observe import RunObserver
-from mlops.workspace import Workspace
+from mlops.store.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
 
 
