@@ -490,8 +490,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Retention (``retention.keep_*``) and crash leftovers: one plan, one executor."""
-    from mlops.gc import apply_gc, check_grace, plan_gc
     from mlops.retention import plan_retention, still_retired
+    from mlops.store.gc import apply_gc, check_grace, plan_gc
 
     check_grace(args.grace_seconds)  # also refuses nan, which disables the grace period
     if args.check:
@@ -547,7 +547,7 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from mlops.gc import DEFAULT_GRACE_SECONDS  # a light module: no store is opened
+    from mlops.store.gc import DEFAULT_GRACE_SECONDS  # a light module: no store is opened
     parser = argparse.ArgumentParser(
         prog="mlops",
         description="Keep a classifier or regressor fresh: ingest -> monitor-check -> train "

@@ -11,7 +11,7 @@ deleted (they are *protected*):
 * the data versions the protected models were trained on.
 
 :func:`plan_retention` is pure planning (reads only); ``mlops gc --dry-run`` prints
-its plan. Deleting is the deletion engine's (:mod:`mlops.gc`): the plan is a
+its plan. Deleting is the deletion engine's (:mod:`mlops.store.gc`): the plan is a
 candidate source (:meth:`RetentionPlan.source`) that retires versions by their
 commit points, and gc's planner and executor remove each version's manifest (or
 the model's metadata) first, so the version disappears in one step for every
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.errors import MLOpsError
-from mlops.gc import DATA, MODEL, Deletion, GcContext, apply_gc, plan_gc
+from mlops.store.gc import DATA, MODEL, Deletion, GcContext, apply_gc, plan_gc
 
 if TYPE_CHECKING:
     from mlops.store.workspace import Workspace
@@ -60,7 +60,7 @@ class RetentionPlan:
                 "protected": dict(self.protected)}
 
     def source(self, ctx: GcContext) -> tuple[Deletion, ...]:
-        """The plan as a candidate source of :func:`mlops.gc.plan_gc`."""
+        """The plan as a candidate source of :func:`mlops.store.gc.plan_gc`."""
         return (*self.models, *self.data)
 
 
@@ -143,7 +143,7 @@ def plan_retention(ws: Workspace, keep_data_versions: int | None = None,
 
 
 def still_retired(ws: Workspace) -> Callable[[Deletion], bool]:
-    """The executor's check (:func:`mlops.gc.apply_gc`): a version is deleted only while
+    """The executor's check (:func:`mlops.store.gc.apply_gc`): a version is deleted only while
     nothing protects it. Aliases are read again before and after each commit point goes,
     so a promotion racing gc never ends with an alias naming a deleted model (issue 19
     item 7; ``ModelRegistry.set_alias`` checks the other side)."""

@@ -11,7 +11,8 @@ import pytest
 
 from mlops import cli
 from mlops.errors import BadInputError
-from mlops.gc import (
+from mlops.store.filesystem import open_store
+from mlops.store.gc import (
     DEFAULT_GRACE_SECONDS,
     Deletion,
     GcContext,
@@ -20,7 +21,6 @@ from mlops.gc import (
     plan_gc,
     run_gc,
 )
-from mlops.store.filesystem import open_store
 from tests import _workers
 
 

@@ -16,8 +16,8 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 from mlops.config import Config
-from mlops.gc import plan_gc
 from mlops.runner import run_pipeline
+from mlops.store.gc import plan_gc
 from mlops.store.hashing import row_hashes, seen_rows
 from mlops.store.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
