@@ -490,8 +490,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Retention (``retention.keep_*``) and crash leftovers: one plan, one executor."""
-    from mlops.retention import plan_retention, still_retired
     from mlops.store.gc import apply_gc, check_grace, plan_gc
+    from mlops.store.retention import plan_retention, still_retired
 
     check_grace(args.grace_seconds)  # also refuses nan, which disables the grace period
     if args.check:

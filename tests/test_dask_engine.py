@@ -24,10 +24,10 @@ from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import column_stats, generate_synthetic_data
 from mlops.errors import ClusterError, DataValidationError, IntegrityError
 from mlops.pipeline import ingest, monitor_check, train
-from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
 from mlops.store.hashing import content_hash
 from mlops.store.registry import PRODUCTION
+from mlops.store.retention import apply_retention, plan_retention
 from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 

@@ -10,8 +10,8 @@ import pytest
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.pipeline import serving_reference
-from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
+from mlops.store.retention import apply_retention, plan_retention
 from mlops.store.workspace import Workspace
 
 #: Any move of a feature mean is drift, so each run on new data retrains (an accuracy

@@ -26,7 +26,7 @@ sources* what to delete. A source is a function ``(GcContext) -> Iterable[Deleti
   grace period are collected, so an in-flight write is never taken for a crash.
   Markers are aged by the time in their name, other objects by their
   last-modified time; an object whose age is unknown is kept.
-* retention (:meth:`mlops.retention.RetentionPlan.source`), or any policy: it
+* retention (:meth:`mlops.store.retention.RetentionPlan.source`), or any policy: it
   retires committed versions by proposing their commit point
   (:func:`Deletion.version`). The planner then adds the retired versions' parts
   (markers, payloads; a data object only when no remaining version shares it),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mlops.errors import VersionNotFoundError
-from mlops.retention import apply_retention, plan_retention
+from mlops.store.retention import apply_retention, plan_retention
 from mlops.store.workspace import Workspace
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from mlops.errors import BadInputError, IntegrityError
-from mlops.retention import apply_retention, plan_retention
 from mlops.runner import run_pipeline
+from mlops.store.retention import apply_retention, plan_retention
 from mlops.store.workspace import Workspace
 from tests import _workers
 from tests.adversarial.conftest import CliResult
