@@ -657,7 +657,7 @@ def ingest_source(config: Config, ws: Workspace
 
     with connect(config.dask) as client:
         outcome = register_partitioned(
-            client, source, files, ws.versioner.store, ws.versioner.index, d.target_column,
+            client, source, files, ws.versioner, d.target_column,
             d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
             rules=config.validation, before_commit=before_commit,
             options={**read_options(d), "ids": list(d.id_columns)})

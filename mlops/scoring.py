@@ -38,7 +38,6 @@ from mlops.records import PredictionsManifest
 from mlops.store import checksums, layout
 from mlops.store.filesystem import Store, as_store
 from mlops.store.hashing import content_hash
-from mlops.store.ids import iso, utc_now
 from mlops.store.partitions import read_table
 from mlops.store.sources import SourceFile, list_table_source
 from mlops.store.versioned import VersionedStore
@@ -67,19 +66,13 @@ class PredictionsStore(VersionedStore[PredictionsManifest]):
         """The manifest key of a predictions version."""
         return layout.predictions_manifest_key(version_id)
 
-    def commit(self, manifest: PredictionsManifest) -> str:
-        """Commit ``manifest`` (marker, then the exclusive manifest write); an id already
-        committed (same content: the id is its hash) is returned as it is."""
-        created = utc_now()
-        manifest = PredictionsManifest.from_dict({**manifest.to_dict(), "created_at": iso(created)})
-        if self.exists(manifest.id):
-            return manifest.id
-        self.index.add(manifest.id, created)
-        try:
-            self.store.write_json(self.commit_key(manifest.id), manifest.to_dict(),
-                                  exclusive=True)
-        except FileExistsError:  # a concurrent score of the same content won
-            self.store.delete(self.index.marker(manifest.id, created))
+    def commit_manifest(self, manifest: PredictionsManifest) -> str:
+        """Commit ``manifest`` (:meth:`~mlops.store.versioned.VersionedStore.commit`); an id
+        already committed (same content: the id is its hash) is returned as it is, also
+        when a concurrent score of the same content commits it first."""
+        if not self.exists(manifest.id):
+            self.commit(manifest.id, lambda created_at: {**manifest.to_dict(),
+                                                         "created_at": created_at})
         return manifest.id
 
     def load(self, version_id: str) -> pd.DataFrame:
@@ -282,7 +275,7 @@ def _commit(preds: PredictionsStore, parts: Sequence[Mapping[str, Any]],
         run_id=run_id, columns=columns,
         partitions=[{k: p[k] for k in ("digest", "object", "rows", "size_bytes", "checksum")}
                     for p in parts])
-    vid = preds.commit(manifest)
+    vid = preds.commit_manifest(manifest)
     uri_out = preds.store.url(preds.commit_key(vid))
     log.info("score: %d rows of %s with model %s -> predictions version %s", manifest.rows,
              uri, version, vid)

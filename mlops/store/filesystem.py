@@ -30,8 +30,8 @@ seconds in all) and cannot be configured per filesystem, so on GCS
 :meth:`Store._call` makes a single attempt.
 
 Test hook: when the environment variable ``MLOPS_TEST_CRASH_AT`` names a point
-passed to :func:`crash_point` (``after-payload``, ``after-index``), the process
-exits there at once with status 99, as if killed. Only the crash tests set it.
+passed to :func:`crash_point` (``after-payload``, ``after-index`` of a commit...), the
+process exits there at once with status 99, as if killed. Only the crash tests set it.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ _memory_lock = threading.Lock()
 def crash_point(name: str) -> None:
     """Test hook: exit the process at once when ``MLOPS_TEST_CRASH_AT`` is ``name``.
 
-    Writers call it between the steps of a commit (``after-payload``: the data
-    object or model artifact is written; ``after-index``: the index marker is
-    written too, the manifest/metadata not yet). ``os._exit`` skips every
-    cleanup, like a SIGKILL. Unset in production: a no-op.
+    Every versioned store's commit calls it between its steps (``after-payload``,
+    ``after-index``: :meth:`mlops.store.versioned.VersionedStore.commit`), the pipeline
+    between the steps of a promotion. ``os._exit`` skips every cleanup, like a SIGKILL.
+    Unset in production: a no-op.
 
     Args:
         name: The point reached.

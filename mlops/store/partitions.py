@@ -93,8 +93,8 @@ from mlops.sketches import (
 from mlops.store import checksums, layout
 from mlops.store.filesystem import CRASH_EXIT_CODE, Store, confined_key, crash_point
 from mlops.store.hashing import content_hash
-from mlops.store.ids import iso, utc_now
 from mlops.store.sources import SourceFile
+from mlops.store.versioned import VersionedStore
 from mlops.validation import active, raise_for, summarize_rules, violations
 
 log = logging.getLogger(__name__)
@@ -458,7 +458,8 @@ def _cached(data: Store, files: Sequence[SourceFile], keys: Sequence[str], k: in
 
 
 def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile],
-                         data: Store, index: Any, target: str, algorithm: str = "sha256",
+                         versions: VersionedStore[DataManifest], target: str,
+                         algorithm: str = "sha256",
                          k: int = DEFAULT_K, *, task: str = AUTO, source_uri: str | None = None,
                          rules: Any = None, options: dict[str, Any] | None = None,
                          before_commit: Callable[[str, int], None] | None = None
@@ -469,8 +470,10 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         client: A ``distributed.Client``.
         source: The source's store (:func:`mlops.store.sources.list_table_source`).
         files: Its files, in partition order.
-        data: The versioner's store.
-        index: The versioner's :class:`~mlops.store.versioned.VersionIndex`.
+        versions: The data versions (the workspace's
+            :class:`~mlops.store.versioner.DataVersioner`), whose store holds the
+            partitions and whose :meth:`~mlops.store.versioned.VersionedStore.commit`
+            commits the version.
         target: The target column.
         algorithm: The content hash algorithm.
         k: Sketch accuracy.
@@ -495,6 +498,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         VersionExistsError: Never for content ids (same id = same content), kept for
             the contract of ``DataVersioner.register``.
     """
+    data = versions.store
     keys = [fingerprint_key(source.uri, f, algorithm) for f in files]
     summaries: dict[int, dict[str, Any]] = _cached(data, files, keys, k,
                                                    [source.url(f.key) for f in files])
@@ -568,7 +572,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
         manifest["source"] = {"uri": source_uri, "files": [
             {"path": source.url(f.key), "size_bytes": f.size, "partition": s["digest"]}
             for f, s in zip(files, ordered, strict=True)]}
-    committed = _commit(data, index, vid, digest, algorithm, manifest)
+    committed = _commit(versions, vid, digest, algorithm, manifest)
     warned = tuple(dict.fromkeys(w for s in ordered for w in s.get("warnings") or []))
     return IngestOutcome(version_id=vid, rows=rows, partitions=len(ordered), hashed=hashed,
                          manifest=committed, task=decided, warnings=warned)
@@ -580,24 +584,17 @@ def _check_whole(moments: Mapping[str, Moments], rows: int, target: str, name: s
         raise DataValidationError(f"{name} is empty: no rows")
 
 
-def _commit(data: Store, index: Any, vid: str, digest: str, algorithm: str,
+def _commit(versions: VersionedStore[DataManifest], vid: str, digest: str, algorithm: str,
             manifest: dict[str, Any]) -> dict[str, Any]:
-    key = layout.data_manifest_key(vid)
-    existing = _read_manifest(data, key)
+    key = versions.commit_key(vid)
+    existing = _read_manifest(versions.store, key)
     if existing is not None:
         return _same_or_conflict(vid, existing, digest, algorithm)
-    crash_point("after-payload")
-    created = utc_now()
-    manifest = {**manifest, "created_at": iso(created)}
-    index.add(vid, created)
-    crash_point("after-index")
-    try:
-        data.write_json(key, manifest, exclusive=True)
-    except FileExistsError:
-        data.delete(index.marker(vid, created))
-        other = _read_manifest(data, key)
+    committed = versions.commit(vid, lambda created_at: {**manifest, "created_at": created_at})
+    if committed is None:  # another writer committed the same id first
+        other = _read_manifest(versions.store, key)
         return _same_or_conflict(vid, other or {}, digest, algorithm)
-    return manifest
+    return committed
 
 
 def _read_manifest(data: Store, key: str) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ from mlops.errors import (
 )
 from mlops.records import AliasEvent, ModelRecord
 from mlops.store import layout
-from mlops.store.filesystem import CorruptObjectError, Store, as_store, confined_key, crash_point
+from mlops.store.filesystem import CorruptObjectError, Store, as_store, confined_key
 from mlops.store.ids import check_version_id, compact, iso, utc_now
 from mlops.store.versioned import VersionedStore
 
@@ -142,22 +142,20 @@ class ModelRegistry(VersionedStore[ModelRecord]):
         sha = hashlib.sha256(payload).hexdigest()
         artifact = layout.model_artifact_key(version_id, sha)
         self.store.write_bytes(artifact, payload)
-        crash_point("after-payload")
-        created = utc_now()
-        record = ModelRecord(id=version_id, created_at=iso(created), artifact=artifact,
-                             sha256=sha, size_bytes=len(payload),
-                             model_class=type(model).__name__, metadata=dict(metadata or {}))
-        if self.signing_key is not None:
-            record = replace(record, signature=sign_record(record.to_dict(), self.signing_key))
-        self.index.add(version_id, created)
-        crash_point("after-index")
-        try:
-            self.store.write_json(self.metadata_key(version_id), record.to_dict(),
-                                  exclusive=True)
-        except FileExistsError as err:
-            self.store.delete(self.index.marker(version_id, created))
+
+        def record_at(created_at: str) -> dict[str, Any]:
+            record = ModelRecord(id=version_id, created_at=created_at, artifact=artifact,
+                                 sha256=sha, size_bytes=len(payload),
+                                 model_class=type(model).__name__,
+                                 metadata=dict(metadata or {}))
+            if self.signing_key is not None:
+                record = replace(record, signature=sign_record(record.to_dict(),
+                                                               self.signing_key))
+            return record.to_dict()
+
+        if self.commit(version_id, record_at) is None:
             raise VersionExistsError(f"model version '{version_id}' already exists; "
-                                     "versions are never overwritten") from err
+                                     "versions are never overwritten")
         return version_id
 
     def load(self, version_id: str) -> tuple[Any, dict[str, Any]]:

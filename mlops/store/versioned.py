@@ -1,4 +1,10 @@
-"""What the data versioner and the model registry share: the index and the versioned store.
+"""What every versioned store shares: the index and the one commit protocol.
+
+Data versions (:class:`~mlops.store.versioner.DataVersioner`, and the partitioned versions
+of :func:`~mlops.store.partitions.register_partitioned`), model versions
+(:class:`~mlops.store.registry.ModelRegistry`) and predictions versions
+(:class:`~mlops.scoring.PredictionsStore`) are all committed by
+:meth:`VersionedStore.commit`: payload, index marker, exclusive commit document.
 
 The index makes "newest first" cheap on object stores: next to each commit document
 an empty marker object ``<index>/<created_at>~<id>`` is written. Listing the index
@@ -12,17 +18,22 @@ whose time is not its document's ``created_at`` (forged, or a lost race's duplic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from mlops.errors import VersionNotFoundError
 from mlops.records import VersionRecord
 from mlops.store import layout
-from mlops.store.filesystem import CorruptObjectError, Store
-from mlops.store.ids import check_version_id, compact
+from mlops.store.filesystem import CorruptObjectError, Store, crash_point
+from mlops.store.ids import check_version_id, compact, iso, utc_now
 
 R = TypeVar("R", bound=VersionRecord)
+
+#: The crash points of a commit (:func:`~mlops.store.filesystem.crash_point`): the payload
+#: is written; the index marker is written too, the commit document not yet.
+AFTER_PAYLOAD = "after-payload"
+AFTER_INDEX = "after-index"
 
 
 def marker_stamp(key: str) -> str:
@@ -130,6 +141,42 @@ class VersionedStore(Generic[R]):
     def commit_key(version_id: str) -> str:
         """The key of a version's commit document."""
         raise NotImplementedError
+
+    # --- writing -----------------------------------------------------------------------
+    def commit(self, version_id: str, document: Callable[[str], Mapping[str, Any]]
+               ) -> dict[str, Any] | None:
+        """Commit a version whose payload is written: the commit protocol of every store.
+
+        1. crash point ``after-payload`` (the caller has written the payload: the data
+           object, the model artifact, the partitions or the predictions);
+        2. the index marker ``<index>/<created>~<id>``; crash point ``after-index``;
+        3. the commit document, created exclusively: the version exists from here on.
+
+        A crash before 3 leaves a payload and perhaps a marker that readers skip and
+        ``mlops gc`` collects. When another writer created the document first, this
+        writer's marker (a duplicate) is deleted and None is returned: the caller reads
+        the winner's document (same content: the same version; else a conflict).
+
+        Args:
+            version_id: The id (checked by the caller, before the payload is written).
+            document: Builds the commit document from its ``created_at`` (ISO 8601 UTC,
+                the time in the marker's name).
+
+        Returns:
+            The document written, or None when ``version_id`` was committed by another
+            writer first.
+        """
+        crash_point(AFTER_PAYLOAD)
+        created = utc_now()
+        doc = dict(document(iso(created)))
+        self.index.add(version_id, created)
+        crash_point(AFTER_INDEX)
+        try:
+            self.store.write_json(self.commit_key(version_id), doc, exclusive=True)
+        except FileExistsError:
+            self.store.delete(self.index.marker(version_id, created))
+            return None
+        return doc
 
     # --- reading -----------------------------------------------------------------------
     def get_metadata(self, version_id: str) -> dict[str, Any]:

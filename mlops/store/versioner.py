@@ -26,9 +26,9 @@ from mlops.errors import (
 )
 from mlops.records import DataManifest
 from mlops.store import checksums, layout
-from mlops.store.filesystem import Store, as_store, confined_key, crash_point
+from mlops.store.filesystem import Store, as_store, confined_key
 from mlops.store.hashing import check_algorithm
-from mlops.store.ids import check_version_id, iso, utc_now
+from mlops.store.ids import check_version_id
 from mlops.store.versioned import VersionedStore
 
 log = logging.getLogger(__name__)
@@ -192,25 +192,21 @@ class DataVersioner(VersionedStore[DataManifest]):
             else:
                 size, checksum = self._write_object(obj_key, df)
             column_stats_result = stats.result()
-        crash_point("after-payload")
-        created = utc_now()
-        manifest = DataManifest(
-            id=vid, created_at=iso(created), content_hash=digest,
-            hash_algorithm=self.hash_algorithm, object=obj_key, rows=len(df),
-            columns=[{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
-            stats=column_stats_result, size_bytes=size, object_checksum=checksum,
-            extra={"source": dict(source)} if source else {})
-        self.index.add(vid, created)
-        crash_point("after-index")
-        try:
-            self.store.write_json(self.manifest_key(vid), manifest.to_dict(), exclusive=True)
-        except FileExistsError:
-            # Another writer committed the same id first: our marker is a duplicate.
-            self.store.delete(self.index.marker(vid, created))
+
+        def manifest_at(created_at: str) -> dict[str, Any]:
+            return DataManifest(
+                id=vid, created_at=created_at, content_hash=digest,
+                hash_algorithm=self.hash_algorithm, object=obj_key, rows=len(df),
+                columns=[{"name": str(c), "dtype": str(t)} for c, t in df.dtypes.items()],
+                stats=column_stats_result, size_bytes=size, object_checksum=checksum,
+                extra={"source": dict(source)} if source else {}).to_dict()
+
+        committed = self.commit(vid, manifest_at)
+        if committed is None:  # another writer committed the same id first
             return self._same_or_conflict(vid, self.get_record(vid), digest)
         if reused and not self.store.exists(obj_key):
             # The object was an orphan that `mlops gc` removed while we committed.
-            self._repair_object(manifest, df)
+            self._repair_object(DataManifest.from_dict(committed), df)
         if self.keep_last_load:
             # Same content hash = same columns, dtypes, index and values as a load would
             # give: the next step of an in-process run need not read it back.
