@@ -2,7 +2,7 @@
 
 This is the only module that imports fsspec. Upper layers get a :class:`Store`
 and address objects by relative, '/'-separated keys; they never see raw URLs
-or fsspec exceptions. Errors are translated here, in :func:`_translate`:
+or fsspec exceptions. Errors are translated here, in :func:`translate`:
 
 * ``FileNotFoundError`` of a key passes through (callers name the version);
 * a missing bucket, a permission or credential error, a permanent OS error (read-only
@@ -353,7 +353,7 @@ class Store:
         One recursive listing (paginated by the filesystem); the time is None
         when the backend does not report one.
         """
-        return {key: _mtime(info) for key, info in self._find(prefix).items()}
+        return {key: modified_time(info) for key, info in self._find(prefix).items()}
 
     def walk_sizes(self, prefix: str = "") -> dict[str, int]:
         """Every object below ``prefix`` with its size in bytes (one recursive listing,
@@ -610,7 +610,7 @@ class Store:
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
-            raise _translate(err, self, key) from err
+            raise translate(err, self, key) from err
         tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
         try:
             writer(tmp)
@@ -627,7 +627,7 @@ class Store:
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "object exists", self.url(key)) from None
         except OSError as err:
-            raise _translate(err, self, key) from err
+            raise translate(err, self, key) from err
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -690,7 +690,7 @@ class Store:
             except (FileNotFoundError, IsADirectoryError, _WriterFailed):
                 raise
             except Exception as err:
-                translated = _translate(err, self, key)
+                translated = translate(err, self, key)
                 if not isinstance(translated, StorageError) or attempt == attempts:
                     raise translated from err
                 log.warning("%s %s failed (%s), retry %d/%d in %.1fs", what, self.url(key),
@@ -701,7 +701,7 @@ class Store:
 
 
 
-def _translate(err: BaseException, store: Store, key: str) -> Exception:
+def translate(err: BaseException, store: Store, key: str) -> Exception:
     """Map a filesystem exception to StorageError (retryable) or StorageConfigError."""
     if isinstance(err, MLOpsError):  # already ours (e.g. a key refused by Store.path)
         return err
@@ -721,7 +721,7 @@ def _translate(err: BaseException, store: Store, key: str) -> Exception:
     return StorageError(f"storage error at {where}: {_short(err)}")
 
 
-def _mtime(info: dict[str, Any]) -> float | None:
+def modified_time(info: dict[str, Any]) -> float | None:
     """Last-modified epoch seconds from an fsspec info dict of any backend."""
     for name in ("mtime", "LastModified", "updated", "created", "timeCreated"):
         value = info.get(name)
@@ -817,7 +817,7 @@ def as_store(base: str | os.PathLike[str] | Store,
     return base if isinstance(base, Store) else open_store(base, options)
 
 
-def _source_store(uri: str, options: dict[str, Any] | None) -> Store:
+def source_store(uri: str, options: dict[str, Any] | None) -> Store:
     """A store rooted at a data source's path (a glob stays in the root, unexpanded)."""
     target_uri = uri if "://" in uri else os.path.abspath(uri)
     scheme = target_uri.split("://", 1)[0].lower()

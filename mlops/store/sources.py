@@ -6,7 +6,7 @@ import dataclasses
 import errno
 from typing import Any
 
-from mlops.store.filesystem import Store, _mtime, _source_store, _translate
+from mlops.store.filesystem import Store, modified_time, source_store, translate
 
 
 def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tuple[str, bytes]]:
@@ -18,7 +18,7 @@ def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tu
     Raises:
         FileNotFoundError: Nothing matches ``uri``.
     """
-    store_like = _source_store(uri, options)
+    store_like = source_store(uri, options)
     fs, target = store_like.fs, store_like.root
     try:
         if any(c in uri for c in "*?["):
@@ -34,7 +34,7 @@ def read_table_files(uri: str, options: dict[str, Any] | None = None) -> list[tu
     except FileNotFoundError:
         raise
     except Exception as err:
-        raise _translate(err, store_like, "") from err
+        raise translate(err, store_like, "") from err
 
 
 #: Suffixes of the table files a data source may hold.
@@ -62,7 +62,7 @@ def _change_token(info: dict[str, Any]) -> str:
         value = info.get(name)
         if value:
             return f"{name}:{str(value).strip(chr(34))}"
-    mtime = _mtime(info)
+    mtime = modified_time(info)
     return f"mtime:{mtime!r}"
 
 
@@ -81,7 +81,7 @@ def list_table_source(uri: str, options: dict[str, Any] | None = None
         StorageConfigError: Unknown protocol or missing backend package.
         StorageError: The listing failed (retryable).
     """
-    probe = _source_store(uri, options)
+    probe = source_store(uri, options)
     fs, target, target_uri = probe.fs, probe.root, probe.uri
     try:
         if any(c in target for c in "*?["):
@@ -98,7 +98,7 @@ def list_table_source(uri: str, options: dict[str, Any] | None = None
     except FileNotFoundError:
         infos = {}
     except Exception as err:
-        raise _translate(err, probe, "") from err
+        raise translate(err, probe, "") from err
     root = root.rstrip("/")
     files = [SourceFile(key=p[len(root):].lstrip("/"), size=int(i.get("size") or 0),
                         token=_change_token(i))
