@@ -239,7 +239,7 @@ class ModelMonitor:
                 bounded sample; see :func:`mlops.drift.build_reference`).
             distribution: A ready distribution summary instead of ``reference_frame``
                 (the Dask engine's, built from sketches:
-                :func:`mlops.sketches.reference_from_sketches`).
+                :func:`mlops.engines.sketches.reference_from_sketches`).
             **extra: Facts kept with it (``data_version``, ``model_version``...).
         """
         doc = self.reference_document(feature_means, reference_frame, distribution, **extra)
@@ -292,7 +292,7 @@ class ModelMonitor:
                 to ``mean_l1`` and say so in the note, unless ``sketches`` are given).
             sketches: Encoded KLL sketches of the batch's features (the Dask engine's
                 partitioned versions keep them): the per-feature methods are computed
-                from them (:func:`mlops.sketches.sketch_report`) without the data.
+                from them (:func:`mlops.engines.sketches.sketch_report`) without the data.
             rows: Rows of the batch (with ``sketches``).
             categories: Rows per category of the batch's categorical features (with
                 ``sketches``: the Dask engine's merged counts).
@@ -323,7 +323,7 @@ class ModelMonitor:
             return mean_l1_report(ref_means, means, settings)
         dist = reference.get("distribution")
         if dist is not None and sketches is not None:
-            from mlops.sketches import sketch_report
+            from mlops.engines.sketches import sketch_report
 
             return sketch_report(dist, sketches, int(rows or 0), settings, means=means,
                                  categories=categories, missing=missing)

@@ -69,7 +69,7 @@ from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
 
-#: ``data.engine`` of the Dask engine (:mod:`mlops.dask_engine`, imported only then).
+#: ``data.engine`` of the Dask engine (:mod:`mlops.engines.dask`, imported only then).
 DASK = "dask"
 
 INGEST = "ingest"
@@ -212,7 +212,7 @@ def _workspace(config: Config, ws: Workspace | None) -> Workspace:
 
 class _Trainer(Protocol):
     """The data side of the train step: one per engine (pandas here, Dask in
-    :class:`mlops.dask_engine.DaskTrainer`); a context manager around the step."""
+    :class:`mlops.engines.dask.DaskTrainer`); a context manager around the step."""
 
     features: list[str]
     #: ``classification`` or ``regression``.
@@ -332,7 +332,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     d = config.data
     files: list[dict[str, Any]] = []
     if d.engine == DASK:
-        from mlops import dask_engine
+        from mlops.engines import dask as dask_engine
 
         # Checks the metric and training settings against the decided task before the
         # version is committed (exit 2).
@@ -412,7 +412,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     scored_rows: int | None = None
     skipped = 0
     if config.data.engine == DASK:
-        from mlops import dask_engine
+        from mlops.engines import dask as dask_engine
 
         task = ingested.task or dask_engine.TASK
         metric, threshold = gate(config, task)
@@ -578,7 +578,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
     trainer: _Trainer
     if config.data.engine == DASK:
-        from mlops import dask_engine
+        from mlops.engines import dask as dask_engine
 
         trainer = dask_engine.DaskTrainer(config, ws, ingested)
     else:

@@ -13,7 +13,7 @@ predictions version (see :class:`mlops.records.PredictionsManifest`)::
 
 The per-partition work (:func:`score_file`) is written once: the pandas engine runs it
 in this process over the files in order, the Dask engine runs it as one task per file
-on the workers (:func:`mlops.dask_engine.per_partition`), so no process holds more than
+on the workers (:func:`mlops.engines.dask.per_partition`), so no process holds more than
 one file's rows, the memory bound of ingest.
 
 Bad input is found before the first write: no serving model, a missing id column or a
@@ -299,7 +299,7 @@ def _digest(items: Sequence[str]) -> str:
 def dask_map(client: Any) -> MapFiles:
     """The Dask engine's :data:`MapFiles`: one task per file on the cluster's workers
     (the model and spec are scattered once), results in file order."""
-    from mlops import dask_engine
+    from mlops.engines import dask as dask_engine
 
     def run(fn: Callable[..., Any], source: Store, keys: Sequence[str], *args: Any
             ) -> list[Any]:
@@ -321,7 +321,7 @@ def score_step(ws: Workspace, run_id: str) -> Scored:
     """:func:`score_source` on the configured engine (``data.engine``)."""
     if ws.config.data.engine != "dask":
         return score_source(ws, run_id)
-    from mlops import dask_engine
+    from mlops.engines import dask as dask_engine
 
     dask_engine.require_dask()
     with dask_engine.connect(ws.config.dask) as client:

@@ -55,17 +55,7 @@ from mlops.config import (
     DaskConfig,
 )
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION, read_options
-from mlops.errors import (
-    BadInputError,
-    ClusterError,
-    DataValidationError,
-    EngineMissingError,
-    IntegrityError,
-)
-from mlops.partitions import load_partitioned, meta_frame, register_partitioned
-from mlops.records import DataManifest
-from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
-from mlops.sketches import (
+from mlops.engines.sketches import (
     Moments,
     categorical_reference,
     category_summary,
@@ -77,6 +67,16 @@ from mlops.sketches import (
     reference_from_sketches,
     sketch_columns,
 )
+from mlops.errors import (
+    BadInputError,
+    ClusterError,
+    DataValidationError,
+    EngineMissingError,
+    IntegrityError,
+)
+from mlops.partitions import load_partitioned, meta_frame, register_partitioned
+from mlops.records import DataManifest
+from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
 from mlops.storage import list_table_source
 
 if TYPE_CHECKING:
@@ -762,7 +762,7 @@ def _checked_sketches(ws: Workspace, manifest: DataManifest,
         IntegrityError: A sketch does not decode: damage a retry reads again (exit 2,
             names the version and its manifest; issue 19 item 11).
     """
-    from mlops.sketches import decode
+    from mlops.engines.sketches import decode
 
     wanted = set(features)
     out = {}

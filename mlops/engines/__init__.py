@@ -1,0 +1,1 @@
+"""The engines that run the steps' data work: pandas (in process) and Dask (a cluster)."""
