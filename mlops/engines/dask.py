@@ -56,7 +56,7 @@ from mlops.config import (
     DaskConfig,
 )
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION, read_options
-from mlops.engines.base import Ingested, IngestedVersion
+from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
 from mlops.engines.sketches import (
     Moments,
     categorical_reference,
@@ -596,25 +596,6 @@ def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, flo
             if c in moments and int(moments[c]["count"])}
 
 
-def check_supported(config: Config, task: str | None = None) -> None:
-    """Validate, before anything is written, what needs the task: the gating metric
-    (``monitoring.metric`` of the task) and ``training.params`` (``task``: the decided
-    task; None: ``data.task`` when it is not ``auto``).
-
-    Raises:
-        ConfigError: A metric of the other task, or bad training settings (exit 2,
-            naming the key).
-    """
-    from mlops.decisions import gate
-    from mlops.training import check_training
-
-    task = task or (config.data.task if config.data.task != "auto" else None)
-    if task is None:
-        return
-    gate(config, task)
-    check_training(config.training, task)
-
-
 def ingest_source(config: Config, ws: Workspace) -> Ingested:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
@@ -639,7 +620,7 @@ def ingest_source(config: Config, ws: Workspace) -> Ingested:
     if d.source == "synthetic":
         raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
                             "files (a directory, glob or prefix), not 'synthetic'")
-    check_supported(config)
+    check_task_settings(config)
     require_dask()
     try:
         source, files = list_table_source(d.source, config.storage.options)
@@ -652,7 +633,7 @@ def ingest_source(config: Config, ws: Workspace) -> Ingested:
     small = [""]
 
     def before_commit(task: str, rows: int) -> None:
-        check_supported(config, task)
+        check_task_settings(config, task)
         small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
         if small[0] and serving is None:
             raise DataValidationError(f"{small[0]}; no model serves yet to score it")
@@ -790,7 +771,7 @@ class DaskTrainer:
 
     def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> None:
         self.task = ingested.task or (config.data.task if config.data.task != "auto" else TASK)
-        check_supported(config, self.task)
+        check_task_settings(config, self.task)
         self.config = config
         manifest = _partitioned(ws, ingested.data_version)
         self.target = config.data.target_column
@@ -949,27 +930,7 @@ class DaskEngine:
             return score_source(ws, run_id, dask_map(client))
 
 
-__all__ = [
-    "DASK",
-    "LIGHTGBM",
-    "TASK",
-    "DaskBatch",
-    "DaskEngine",
-    "DaskTrainer",
-    "Summary",
-    "accuracy",
-    "check_batch",
-    "check_supported",
-    "columns_frame",
-    "connect",
-    "container_memory_limit",
-    "dask_map",
-    "ingest_source",
-    "per_partition",
-    "require_dask",
-    "score",
-    "score_unseen",
-    "summarize",
-    "translate_cluster_errors",
-    "worker_memory_limit",
-]
+__all__ = ["DASK", "LIGHTGBM", "TASK", "DaskBatch", "DaskEngine", "DaskTrainer", "Summary",
+           "accuracy", "check_batch", "columns_frame", "connect", "container_memory_limit",
+           "dask_map", "ingest_source", "per_partition", "require_dask", "score",
+           "score_unseen", "summarize", "translate_cluster_errors", "worker_memory_limit"]
