@@ -41,17 +41,20 @@ CRASH_TIMEOUT = 120
 MLOPS = Path(__file__).resolve().parents[1] / "mlops"
 
 
-def crash(fn: Callable[..., None], *args: Any, point: str) -> None:
-    """Run ``fn(*args)`` in a forked child with MLOPS_TEST_CRASH_AT=``point``; it must die
-    there (exit status 99), not finish."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        skip_or_fail("the crash tests need the fork start method (POSIX)")
+def _crash_child(point: str, fn: Callable[..., None], *args: Any) -> None:
+    os.environ[CRASH_ENV] = point
+    fn(*args)
 
-    def child() -> None:
-        os.environ[CRASH_ENV] = point
-        fn(*args)
 
-    proc = multiprocessing.get_context("fork").Process(target=child)
+def crash(fn: Callable[..., None], *args: Any, point: str, start: str = "fork") -> None:
+    """Run ``fn(*args)`` in a child with MLOPS_TEST_CRASH_AT=``point``; it must die there
+    (exit status 99), not finish. ``start="spawn"`` for a child that starts a Dask
+    cluster: a forked child inherits the parent's Dask state (its event loop thread is
+    not copied) once an earlier test ran a cluster in this process, and hangs."""
+    if start not in multiprocessing.get_all_start_methods():
+        skip_or_fail(f"the crash tests need the {start} start method")
+    proc = multiprocessing.get_context(start).Process(target=_crash_child,
+                                                      args=(point, fn, *args))
     proc.start()
     proc.join(CRASH_TIMEOUT)
     if proc.is_alive():
@@ -114,7 +117,8 @@ def test_a_partitioned_version_killed_after_its_marker_is_invisible(tmp_path: Pa
     for i in range(2):
         _workers.frame(i).to_parquet(source / f"part-{i}.parquet", index=False)
     root = str(tmp_path / "store")
-    crash(register_partitioned_then_crash, root, str(source), point=AFTER_INDEX)
+    crash(register_partitioned_then_crash, root, str(source), point=AFTER_INDEX,
+          start="spawn")
     versioner = DataVersioner(open_store(root).child("data"))
     [(marker, vid)] = versioner.index.entries()  # the commit reached the index...
     assert not versioner.exists(vid)  # ...not the manifest: readers skip it
