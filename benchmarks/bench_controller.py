@@ -1,7 +1,7 @@
 """Controller overhead per step: from one step Job completing to the next Job being created.
 
-Runs the real controller (``mlops.controller.run_controller``, real ``kubernetes`` client)
-against the fake API server of the test suite on 127.0.0.1. The step containers are a tiny
+Runs the real controller (``mlops.kube.controller.run_controller``, real ``kubernetes``
+client) against the fake API server of the test suite on 127.0.0.1. The step containers are a tiny
 stand-in that writes the step's result JSON straight into the local store, so the measured
 time is the controller's: noticing the Complete event on its watch, reading the result from
 the store, building and creating the next Job. The gaps are taken from a second, independent
@@ -29,7 +29,7 @@ import yaml
 from kubernetes import client, config, watch
 
 from mlops.config import Config
-from mlops.controller import run_controller
+from mlops.kube.controller import run_controller
 from tests.fakes.kube import FakeKubeAPI
 
 NS = "mlops"

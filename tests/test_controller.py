@@ -27,7 +27,6 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.controller import resolve_run_id
 from mlops.errors import InvalidVersionIdError, KubernetesBadRequestError
 from mlops.k8s import (
     WAIT_MARGIN_SECONDS,
@@ -39,6 +38,7 @@ from mlops.k8s import (
     load_target,
     step_wait_seconds,
 )
+from mlops.kube.controller import resolve_run_id
 from tests.fakes.kube import FakeKubeAPI
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]  # kube_api_factory

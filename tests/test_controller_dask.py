@@ -41,10 +41,10 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config, load_config
-from mlops.controller import EphemeralCluster
 from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError, ConfigError
 from mlops.k8s import KubeClient, build_dask_cluster, load_target
+from mlops.kube.controller import EphemeralCluster
 from tests.chart_render import merge_values, render_chart, values_file
 from tests.conftest import skip_or_fail
 from tests.fakes.kube import FakeKubeAPI

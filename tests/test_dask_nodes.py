@@ -88,8 +88,8 @@ def test_on_a_16_cpu_node_each_worker_pod_gets_its_containers_limit(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     from distributed import Client
 
-    from mlops.controller import EphemeralCluster
     from mlops.k8s import KubeClient, load_target
+    from mlops.kube.controller import EphemeralCluster
     from tests.chart_render import render_chart
     from tests.test_controller_dask import NS, RELEASE, _dask_pods, _fake, _one, _values
 
@@ -243,9 +243,9 @@ def test_a_night_on_a_dask_operator_cluster(
 
 def test_workers_that_cannot_be_scheduled_are_named_in_an_event_and_fail_the_run_in_time(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
-    from mlops.controller import EphemeralCluster
     from mlops.errors import ClusterError
     from mlops.k8s import KubeClient, load_target
+    from mlops.kube.controller import EphemeralCluster
     from tests.chart_render import render_chart
     from tests.test_controller_dask import NS, RELEASE, _fake, _one, _values
 
