@@ -28,17 +28,17 @@ import yaml
 from mlops.cli import main
 from mlops.config import Config
 from mlops.errors import InvalidVersionIdError, KubernetesBadRequestError
-from mlops.k8s import (
+from mlops.kube.client import load_target
+from mlops.kube.controller import resolve_run_id
+from mlops.kube.manifests import (
     WAIT_MARGIN_SECONDS,
     build_job,
     default_pod_template,
     job_name,
     job_state,
     label_value,
-    load_target,
     step_wait_seconds,
 )
-from mlops.kube.controller import resolve_run_id
 from tests.fakes.kube import FakeKubeAPI
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]  # kube_api_factory
@@ -196,7 +196,7 @@ def test_job_names_are_dns_labels_deterministic_and_unique() -> None:
 def test_job_manifest_is_strictly_valid_and_carries_every_setting() -> None:
     import kubernetes_validate
 
-    from mlops.k8s import Owner
+    from mlops.kube.manifests import Owner
 
     cfg = Config.from_dict({"kubernetes": {
         "release": "nightly", "image": "registry.example:5000/ml/mlops:1.2.3",
@@ -313,9 +313,10 @@ def test_watch_is_reestablished_after_it_ends_or_fails(
         env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    import mlops.k8s
+    import mlops.kube.client
 
-    monkeypatch.setattr(mlops.k8s, "WATCH_SECONDS", 1)  # the server ends each watch after 1 s
+    # The server ends each watch after 1 s.
+    monkeypatch.setattr(mlops.kube.client, "WATCH_SECONDS", 1)
     env.set_modes(ingest="block")
     env.api.inject_faults("GET", JOBS_PATH, 500, count=1)  # the first watch request fails
     release = threading.Timer(3.0, (env.state / "release").touch)
@@ -421,7 +422,7 @@ def test_step_timeout_of_the_controller(env: Env, capsys: pytest.CaptureFixture[
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # Stand-in: a Job that outlives its deadline plus grace period (a stuck Job controller)
     # cannot happen in the fake, so the controller's wait is cut to 1 s here.
-    monkeypatch.setattr("mlops.k8s.step_wait_seconds", lambda k8s, step: 1.0)
+    monkeypatch.setattr("mlops.kube.manifests.step_wait_seconds", lambda k8s, step: 1.0)
     env.set_modes(ingest="sleep")
     code, _, err = run(env, capsys, "r-timeout")
     assert code == 1

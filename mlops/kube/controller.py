@@ -18,7 +18,7 @@ and deleted when the run ends, fails or is terminated - except when the controll
 pod is disrupted (``DisruptionTarget``): the retried controller adopts it.
 :func:`plan_run` lists every object of a run without an API server (``--dry-run``).
 
-The Kubernetes calls live in :mod:`mlops.k8s` (this module does not import ``kubernetes``);
+The Kubernetes calls live in :mod:`mlops.kube.client` (this module does not import ``kubernetes``);
 the backend is passed in, so the orchestration is the same for any backend with the
 :class:`JobBackend` methods.
 """
@@ -62,7 +62,7 @@ class Terminated(BaseException):  # like KeyboardInterrupt: not caught as an Exc
 
 
 class JobBackend(Protocol):
-    """What the controller needs from Kubernetes (implemented by mlops.k8s.KubeClient)."""
+    """What the controller needs from Kubernetes (implemented by mlops.kube.client.KubeClient)."""
 
     namespace: str
 
@@ -81,7 +81,7 @@ class JobBackend(Protocol):
 
 class ClusterBackend(JobBackend, Protocol):
     """What the run's Dask cluster needs on top of the Job calls (implemented by
-    mlops.k8s.KubeClient)."""
+    mlops.kube.client.KubeClient)."""
 
     def create_object(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -114,7 +114,7 @@ def resolve_run_id(flag: str | None, env: Mapping[str, str] | None = None) -> st
 
 def owner_from_env(env: Mapping[str, str] | None = None) -> Any:
     """The controller's own Job (``$MLOPS_JOB_NAME`` and ``$MLOPS_JOB_UID``), or None."""
-    from mlops.k8s import Owner
+    from mlops.kube.manifests import Owner
 
     env = os.environ if env is None else env
     name, uid = env.get(ENV_JOB_NAME), env.get(ENV_JOB_UID)
@@ -211,7 +211,7 @@ class RunCluster:
     def _ensure(self, body: dict[str, Any], same: Callable[[dict[str, Any]], bool]) -> None:
         """Create ``body``, or adopt the object of that name when ``same(existing)``; an
         object that differs or is being deleted is deleted and created again."""
-        from mlops.k8s import JobExistsError
+        from mlops.errors import JobExistsError
 
         kind, name = body["kind"], body["metadata"]["name"]
         try:
@@ -243,7 +243,7 @@ class RunCluster:
 
     def wait_scheduler(self) -> None:
         """Wait until a scheduler pod is Ready (bounded; a crash loop ends it early)."""
-        from mlops.k8s import pod_problem, pod_ready
+        from mlops.kube.manifests import pod_problem, pod_ready
 
         timeout = self.config.kubernetes.dask.start_timeout_seconds
         deadline = time.monotonic() + timeout
@@ -273,7 +273,7 @@ class RunCluster:
         ``dask.n_workers``) worker pods are running and Ready. While some are pending, one
         Event on the controller's Job says which pods and why (unschedulable, pulling the
         image, ...), and the timeout's error says the same."""
-        from mlops.k8s import pod_ready
+        from mlops.kube.manifests import pod_ready
 
         dask = self.config.dask
         wanted = min(dask.min_workers or dask.n_workers, dask.n_workers)
@@ -358,7 +358,7 @@ def describe_pending(pods: list[dict[str, Any]], missing: int = 0) -> str:
     """Which pods are not running yet and why, in one line: the scheduler's reason
     (``Unschedulable: 0/3 nodes are available ...``), a container's waiting reason
     (``ContainerCreating``, ``ErrImagePull``) or the phase."""
-    from mlops.k8s import pod_problem
+    from mlops.kube.manifests import pod_problem
 
     parts = []
     for pod in pods:
@@ -381,16 +381,16 @@ def describe_pending(pods: list[dict[str, Any]], missing: int = 0) -> str:
 
 class EphemeralCluster(RunCluster):
     """``dask.cluster: ephemeral``: a scheduler ReplicaSet, its headless Service and a
-    worker ReplicaSet of ``dask.n_workers`` pods (see :func:`mlops.k8s.build_dask_cluster`).
-    A ReplicaSet of the run that exists is adopted when its replicas are the ones asked
-    for, else replaced."""
+    worker ReplicaSet of ``dask.n_workers`` pods (see
+    :func:`mlops.kube.manifests.build_dask_cluster`). A ReplicaSet of the run that exists
+    is adopted when its replicas are the ones asked for, else replaced."""
 
     kind = "ephemeral"
 
     def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
                  owner: Any = None, extra_env: Mapping[str, str] | None = None,
                  events: EventSink | None = None) -> None:
-        from mlops.k8s import build_dask_cluster
+        from mlops.kube.manifests import build_dask_cluster
 
         super().__init__(config, backend, run_id, owner=owner, extra_env=extra_env,
                          events=events)
@@ -403,13 +403,13 @@ class EphemeralCluster(RunCluster):
         return self.manifests.objects
 
     def selector(self, component: str) -> str:
-        from mlops.k8s import DASK_SCHEDULER, DASK_WORKER, dask_selector
+        from mlops.kube.manifests import DASK_SCHEDULER, DASK_WORKER, dask_selector
 
         return dask_selector(self.config.kubernetes, self.run_id,
                              DASK_SCHEDULER if component == "scheduler" else DASK_WORKER)
 
     def _create_all(self) -> None:
-        from mlops.k8s import JobExistsError
+        from mlops.errors import JobExistsError
 
         m = self.manifests
 
@@ -430,7 +430,7 @@ class EphemeralCluster(RunCluster):
 
 class OperatorCluster(RunCluster):
     """``dask.cluster: operator``: one ``kubernetes.dask.org/v1`` DaskCluster per run,
-    made by the dask-kubernetes operator (see :func:`mlops.k8s.build_operator_cluster`);
+    made by the dask-kubernetes operator (see :func:`mlops.kube.manifests.build_operator_cluster`);
     started when its phase is Running and the workers asked for run."""
 
     kind = "operator"
@@ -438,7 +438,7 @@ class OperatorCluster(RunCluster):
     def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
                  owner: Any = None, extra_env: Mapping[str, str] | None = None,
                  events: EventSink | None = None) -> None:
-        from mlops.k8s import build_operator_cluster, operator_address
+        from mlops.kube.manifests import build_operator_cluster, operator_address
 
         super().__init__(config, backend, run_id, owner=owner, extra_env=extra_env,
                          events=events)
@@ -452,7 +452,7 @@ class OperatorCluster(RunCluster):
         return [self.body]
 
     def selector(self, component: str) -> str:
-        from mlops.k8s import operator_selector
+        from mlops.kube.manifests import operator_selector
 
         return operator_selector(self.name, component)
 
@@ -499,9 +499,9 @@ class Controller:
 
     Args:
         config: The config (its ``kubernetes`` section shapes the step Jobs).
-        backend: The Kubernetes side, e.g. :class:`mlops.k8s.KubeClient`.
+        backend: The Kubernetes side, e.g. :class:`mlops.kube.client.KubeClient`.
         run_id: The run id (a safe name).
-        owner: The controller's own Job (a :class:`mlops.k8s.Owner`), or None.
+        owner: The controller's own Job (a :class:`mlops.kube.manifests.Owner`), or None.
         ws: The opened store (default: opened from ``config``).
         env: Environment for ``$MLOPS_STORAGE_URI`` forwarding (default ``os.environ``).
     """
@@ -533,7 +533,7 @@ class Controller:
             StepFailedError: A step Job failed (exit 2 when its pod exited 2, else 1).
             StepTimeoutError: A step did not finish in ``kubernetes.step_timeout_seconds``
                 (never less than its deadline plus grace period, see
-                :func:`mlops.k8s.step_wait_seconds`).
+                :func:`mlops.kube.manifests.step_wait_seconds`).
             KubernetesBadRequestError: RBAC, missing namespace, invalid Job (exit 2).
             KubernetesError: The API kept failing (exit 1).
             BadInputError: A Job completed but its result is not in the store (exit 2).
@@ -625,7 +625,8 @@ class Controller:
         Raises:
             See :meth:`run`.
         """
-        from mlops.k8s import JobExistsError, build_job, job_state, step_failure, step_wait_seconds
+        from mlops.errors import JobExistsError
+        from mlops.kube.manifests import build_job, job_state, step_failure, step_wait_seconds
 
         self.current = step
         done = self.ws.read_result(self.run_id, step)
@@ -670,7 +671,7 @@ class Controller:
 
     def _event(self, type_: str, reason: str, action: str, note: str) -> None:
         """Write a Kubernetes Event on the controller's own Job (none without one)."""
-        from mlops.k8s import build_event
+        from mlops.kube.manifests import build_event
 
         if self.owner is None:
             return
@@ -742,7 +743,12 @@ def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
     Raises:
         KubernetesBadRequestError: An invalid image or pod template (exit 2).
     """
-    from mlops.k8s import ENV_NAMESPACE, build_dask_cluster, build_job, build_operator_cluster
+    from mlops.kube.manifests import (
+        ENV_NAMESPACE,
+        build_dask_cluster,
+        build_job,
+        build_operator_cluster,
+    )
 
     env = os.environ if env is None else env
     rid = check_version_id(run_id, "run id (--run-id)")
@@ -757,7 +763,7 @@ def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
         objects += cluster.objects
         extra[ENV_DASK_ADDRESS] = cluster.address
     elif config.dask.cluster == "operator":
-        from mlops.k8s import operator_address
+        from mlops.kube.manifests import operator_address
 
         body = build_operator_cluster(config.kubernetes, config.dask, rid, namespace=ns,
                                       owner=owner, extra_env=extra)
@@ -777,7 +783,7 @@ def run_controller(config: Config, *, run_id: str | None = None, namespace: str 
     Args:
         config: The config.
         run_id: ``--run-id`` (see :func:`resolve_run_id` for the fallbacks).
-        namespace: ``--namespace`` (see :func:`mlops.k8s.load_target` for the fallbacks).
+        namespace: ``--namespace`` (see :func:`mlops.kube.client.load_target` for the fallbacks).
         kubeconfig: ``--kubeconfig``.
         context: ``--context``, a kubeconfig context.
         env: The environment (default ``os.environ``).
@@ -789,7 +795,7 @@ def run_controller(config: Config, *, run_id: str | None = None, namespace: str 
         Terminated: SIGTERM arrived.
         MLOpsError: See :meth:`Controller.run`.
     """
-    from mlops.k8s import KubeClient, load_target
+    from mlops.kube.client import KubeClient, load_target
 
     env = os.environ if env is None else env
     rid = resolve_run_id(run_id, env)
