@@ -44,8 +44,7 @@ from mlops.config import Config, load_config
 from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError, ConfigError
 from mlops.kube.client import KubeClient, load_target
-from mlops.kube.controller import EphemeralCluster
-from mlops.kube.manifests import build_dask_cluster
+from mlops.kube.dask import EphemeralCluster, build_dask_cluster
 from tests.chart_render import merge_values, render_chart, values_file
 from tests.conftest import skip_or_fail
 from tests.fakes.kube import FakeKubeAPI

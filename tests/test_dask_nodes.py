@@ -89,7 +89,7 @@ def test_on_a_16_cpu_node_each_worker_pod_gets_its_containers_limit(
     from distributed import Client
 
     from mlops.kube.client import KubeClient, load_target
-    from mlops.kube.controller import EphemeralCluster
+    from mlops.kube.dask import EphemeralCluster
     from tests.chart_render import render_chart
     from tests.test_controller_dask import NS, RELEASE, _dask_pods, _fake, _one, _values
 
@@ -122,7 +122,7 @@ def test_on_a_16_cpu_node_each_worker_pod_gets_its_containers_limit(
 def test_the_worker_pod_is_handed_its_limit_never_dasks_auto() -> None:
     from kubernetes_validate import validate
 
-    from mlops.kube.manifests import build_dask_cluster
+    from mlops.kube.dask import build_dask_cluster
 
     config = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"}})
     cluster = build_dask_cluster(config.kubernetes, config.dask, "r-1", namespace="ns")
@@ -245,7 +245,7 @@ def test_workers_that_cannot_be_scheduled_are_named_in_an_event_and_fail_the_run
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     from mlops.errors import ClusterError
     from mlops.kube.client import KubeClient, load_target
-    from mlops.kube.controller import EphemeralCluster
+    from mlops.kube.dask import EphemeralCluster
     from tests.chart_render import render_chart
     from tests.test_controller_dask import NS, RELEASE, _fake, _one, _values
 

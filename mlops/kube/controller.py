@@ -10,16 +10,17 @@ controller ended (``succeeded``, ``failed`` with the exit code of any failure, e
 included, ``terminated`` on SIGTERM).
 
 With ``data.engine: dask`` and ``dask.cluster: ephemeral`` the run gets a Dask cluster of
-its own (:class:`EphemeralCluster`): scheduler and worker ReplicaSets and a headless
-Service; with ``operator`` one DaskCluster of the dask-kubernetes operator
-(:class:`OperatorCluster`). It is created before the first step, waited for (the workers
-asked for, an Event naming pending pods), handed to the steps in ``$MLOPS_DASK_ADDRESS``
-and deleted when the run ends, fails or is terminated - except when the controller's own
-pod is disrupted (``DisruptionTarget``): the retried controller adopts it.
+its own (:class:`mlops.kube.dask.EphemeralCluster`): scheduler and worker ReplicaSets and
+a headless Service; with ``operator`` one DaskCluster of the dask-kubernetes operator
+(:class:`mlops.kube.dask.OperatorCluster`). It is created before the first step, waited
+for (the workers asked for, an Event naming pending pods), handed to the steps in
+``$MLOPS_DASK_ADDRESS`` and deleted when the run ends, fails or is terminated - except
+when the controller's own pod is disrupted (``DisruptionTarget``): the retried controller
+adopts it.
 :func:`plan_run` lists every object of a run without an API server (``--dry-run``).
 
-The Kubernetes calls live in :mod:`mlops.kube.client` (this module does not import ``kubernetes``);
-the backend is passed in, so the orchestration is the same for any backend with the
+The Kubernetes calls live in :mod:`mlops.kube.client` (this module does not import
+``kubernetes``); the backend is passed in, so the orchestration is the same for any backend with the
 :class:`JobBackend` methods.
 """
 
@@ -30,14 +31,14 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any, Protocol
 
 from mlops.config import ENV_DASK_ADDRESS, Config
-from mlops.errors import BadInputError, ClusterError, MLOpsError, StepFailedError
+from mlops.errors import BadInputError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
+from mlops.kube.dask import RunCluster, run_cluster
 from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure, record_outcome
@@ -77,23 +78,6 @@ class JobBackend(Protocol):
                        tail_lines: int = 10) -> tuple[int | None, list[str]]: ...
 
     def create_event(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class ClusterBackend(JobBackend, Protocol):
-    """What the run's Dask cluster needs on top of the Job calls (implemented by
-    mlops.kube.client.KubeClient)."""
-
-    def create_object(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    def get_object(self, kind: str, name: str) -> dict[str, Any] | None: ...
-
-    def get_pod(self, name: str) -> dict[str, Any] | None: ...
-
-    def list_pods(self, label_selector: str) -> list[dict[str, Any]]: ...
-
-    def delete_object(self, kind: str, name: str) -> bool: ...
-
-    def pod_log(self, name: str, container: str, tail_lines: int = 10) -> list[str]: ...
 
 
 def resolve_run_id(flag: str | None, env: Mapping[str, str] | None = None) -> str:
@@ -136,362 +120,6 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-#: Seconds between two reads of a pod the controller waits for (doubling up to the max).
-POLL_SECONDS, POLL_MAX_SECONDS = 0.2, 2.0
-#: Restarts of the scheduler's container before the controller stops waiting for it (a
-#: scheduler that keeps exiting will not become Ready: a bad image, command or setting).
-CRASH_RESTARTS = 2
-#: How long the controller waits for the cluster's pods to be gone after deleting them.
-DELETE_WAIT_SECONDS = 60.0
-
-#: Events at most while waiting for the workers (one per new reason they are pending for).
-PENDING_EVENTS = 3
-
-EventSink = Callable[[str, str, str, str], None]
-
-
-def _no_events(type_: str, reason: str, action: str, note: str) -> None:
-    return None
-
-
-class RunCluster:
-    """The Dask cluster of one run, started by the controller (``dask.cluster:
-    ephemeral`` or ``operator``): create or adopt, wait for the scheduler and the workers,
-    remove. Subclasses say what the objects are and how their pods are selected.
-
-    Names are deterministic per run id, so a resumed or concurrent controller of the same
-    run (a retried controller pod after a disruption) adopts the running cluster instead of
-    starting a second one.
-    """
-
-    kind = ""
-
-    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
-                 owner: Any = None, extra_env: Mapping[str, str] | None = None,
-                 events: EventSink | None = None) -> None:
-        self.config = config
-        self.backend = backend
-        self.run_id = run_id
-        self.owner = owner
-        self.events = events or _no_events
-        self.address = ""
-
-    # What a subclass provides.
-    def objects(self) -> list[dict[str, Any]]:
-        """Every object of the cluster, in creation order."""
-        raise NotImplementedError
-
-    def selector(self, component: str) -> str:
-        """Label selector of the scheduler (``scheduler``) or worker (``worker``) pods."""
-        raise NotImplementedError
-
-    def _create_all(self) -> None:
-        raise NotImplementedError
-
-    # Shared.
-    def start(self) -> str:
-        """Create (or adopt) the cluster, wait until the scheduler is Ready and the workers
-        asked for are running.
-
-        Returns:
-            The scheduler's address.
-
-        Raises:
-            ClusterError: The scheduler pod did not become Ready within
-                ``kubernetes.dask.start_timeout_seconds``, or fewer than
-                ``dask.min_workers`` workers ran within ``dask.workers_timeout`` (exit 1).
-            KubernetesBadRequestError: RBAC, an invalid object (exit 2).
-        """
-        self._create_all()
-        self.wait_workers()
-        return self.address
-
-    def _ensure(self, body: dict[str, Any], same: Callable[[dict[str, Any]], bool]) -> None:
-        """Create ``body``, or adopt the object of that name when ``same(existing)``; an
-        object that differs or is being deleted is deleted and created again."""
-        from mlops.errors import JobExistsError
-
-        kind, name = body["kind"], body["metadata"]["name"]
-        try:
-            self.backend.create_object(body)
-            return
-        except JobExistsError:
-            found = self.backend.get_object(kind, name)
-        if found is not None and not found["metadata"].get("deletionTimestamp") \
-                and same(found):
-            log.info("dask: %s %s of run %s exists, adopted", kind, name, self.run_id)
-            return
-        if found is not None:
-            log.info("dask: %s %s of run %s differs from this run's, replaced", kind, name,
-                     self.run_id)
-            self.backend.delete_object(kind, name)
-        deadline = time.monotonic() + self.config.kubernetes.dask.start_timeout_seconds
-        pause = POLL_SECONDS
-        while self.backend.get_object(kind, name) is not None:
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"dask: {kind} {name} of run {self.run_id} was not deleted "
-                                   "within kubernetes.dask.start_timeout_seconds")
-            time.sleep(pause)
-            pause = min(pause * 2, POLL_MAX_SECONDS)
-        self.backend.create_object(body)
-
-    def _pods(self, component: str) -> list[dict[str, Any]]:
-        return [p for p in self.backend.list_pods(self.selector(component))
-                if not p["metadata"].get("deletionTimestamp")]
-
-    def wait_scheduler(self) -> None:
-        """Wait until a scheduler pod is Ready (bounded; a crash loop ends it early)."""
-        from mlops.kube.manifests import pod_problem, pod_ready
-
-        timeout = self.config.kubernetes.dask.start_timeout_seconds
-        deadline = time.monotonic() + timeout
-        pause = POLL_SECONDS
-        while True:
-            pods = self._pods("scheduler")
-            if any(pod_ready(p) for p in pods):
-                return
-            worst = max(pods, key=_restarts, default=None)
-            restarts = _restarts(worst) if worst is not None else 0
-            if restarts >= CRASH_RESTARTS or time.monotonic() >= deadline:
-                name = str(worst["metadata"]["name"]) if worst is not None else "(none)"
-                problem = pod_problem(worst) if worst is not None else "no pod was created"
-                lines = self.backend.pod_log(name, "scheduler") if worst is not None else []
-                why = (f"keeps exiting ({restarts} restarts: {problem})"
-                       if restarts >= CRASH_RESTARTS else
-                       f"was not ready within {timeout} s "
-                       "(kubernetes.dask.start_timeout_seconds)"
-                       + (f": {problem}" if problem else ""))
-                raise ClusterError(f"dask scheduler pod {name} of run {self.run_id} {why}; "
-                                   f"pod log: {' | '.join(lines) or '(empty)'}")
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, POLL_MAX_SECONDS)
-
-    def wait_workers(self) -> None:
-        """Wait (``dask.workers_timeout``) until ``dask.min_workers`` (0: all
-        ``dask.n_workers``) worker pods are running and Ready. While some are pending, one
-        Event on the controller's Job says which pods and why (unschedulable, pulling the
-        image, ...), and the timeout's error says the same."""
-        from mlops.kube.manifests import pod_ready
-
-        dask = self.config.dask
-        wanted = min(dask.min_workers or dask.n_workers, dask.n_workers)
-        deadline = time.monotonic() + dask.workers_timeout
-        pause = POLL_SECONDS
-        told = ""
-        events_left = PENDING_EVENTS
-        while True:
-            pods = self._pods("worker")
-            ready = [p for p in pods if pod_ready(p)]
-            if len(ready) >= wanted:
-                if told:
-                    self.events("Normal", "DaskWorkersReady", "Dask",
-                                f"{len(ready)} of {dask.n_workers} dask workers of run "
-                                f"{self.run_id} are running")
-                log.info("dask: %d of %d workers of run %s running", len(ready),
-                         dask.n_workers, self.run_id)
-                return
-            pending = describe_pending([p for p in pods if not pod_ready(p)],
-                                       dask.n_workers - len(pods))
-            note = (f"waiting for {wanted - len(ready)} more dask worker(s) of run "
-                    f"{self.run_id} ({len(ready)} of {dask.n_workers} running, "
-                    f"dask.min_workers {wanted}): {pending}")
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"only {len(ready)} of the {wanted} dask workers asked for "
-                                   f"ran within {dask.workers_timeout:g} s "
-                                   f"(dask.workers_timeout): {pending}")
-            reasons = _reasons(pending)
-            if reasons != told and events_left > 0:  # a new reason: say it (a few times)
-                self.events("Warning" if "Unschedulable" in pending else "Normal",
-                            "DaskWorkersPending", "Dask", note)
-                told = reasons
-                events_left -= 1
-                log.info("dask: %s", note)
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, POLL_MAX_SECONDS)
-
-    def stop(self) -> None:
-        """Delete the cluster's objects (workers first) and wait (bounded) until its pods
-        are gone. Best effort: a failure is logged (the objects are owned by the
-        controller's Job and are garbage-collected with it), never raised."""
-        try:
-            for obj in reversed(self.objects()):
-                self.backend.delete_object(obj["kind"], obj["metadata"]["name"])
-            deadline = time.monotonic() + DELETE_WAIT_SECONDS
-            pause = POLL_SECONDS
-            while True:  # pods that are terminating count: wait until they are gone
-                left = (self.backend.list_pods(self.selector("scheduler"))
-                        + self.backend.list_pods(self.selector("worker")))
-                if not left or time.monotonic() >= deadline:
-                    break
-                time.sleep(pause)
-                pause = min(pause * 2, POLL_MAX_SECONDS)
-        except MLOpsError as err:
-            log.warning("dask: cannot delete the %s cluster of run %s: %s (its objects are "
-                        "removed with the controller's Job)", self.kind, self.run_id, err)
-            return
-        if left:
-            log.warning("dask: pods %s of run %s still terminating after %g s",
-                        ", ".join(str(p["metadata"]["name"]) for p in left), self.run_id,
-                        DELETE_WAIT_SECONDS)
-        else:
-            log.info("dask: %s cluster of run %s removed", self.kind, self.run_id)
-
-    def leave(self) -> None:
-        """Leave the cluster running for the retried controller (a disruption)."""
-        log.warning("dask: controller disrupted; the %s cluster of run %s is left for the "
-                    "retried controller, which adopts it", self.kind, self.run_id)
-
-
-def _reasons(pending: str) -> str:
-    """The reasons of :func:`describe_pending`'s line without the pod names."""
-    return "; ".join(sorted({p.split(" ", 1)[-1] for p in pending.split("; ")}))
-
-
-def _restarts(pod: dict[str, Any]) -> int:
-    return max([int(cs.get("restartCount") or 0) for cs in
-                (pod.get("status") or {}).get("containerStatuses") or []] or [0])
-
-
-def describe_pending(pods: list[dict[str, Any]], missing: int = 0) -> str:
-    """Which pods are not running yet and why, in one line: the scheduler's reason
-    (``Unschedulable: 0/3 nodes are available ...``), a container's waiting reason
-    (``ContainerCreating``, ``ErrImagePull``) or the phase."""
-    from mlops.kube.manifests import pod_problem
-
-    parts = []
-    for pod in pods:
-        status = pod.get("status") or {}
-        why = ""
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                why = f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}"
-        if not why:
-            for cs in status.get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting")
-                if waiting:
-                    why = str(waiting.get("reason") or "Waiting")
-            why = pod_problem(pod) or why or str(status.get("phase") or "Pending")
-        parts.append(f"{pod['metadata']['name']} {why.strip()}")
-    if missing > 0:
-        parts.append(f"{missing} pod(s) not created yet")
-    return "; ".join(parts) or "no worker pod yet"
-
-
-class EphemeralCluster(RunCluster):
-    """``dask.cluster: ephemeral``: a scheduler ReplicaSet, its headless Service and a
-    worker ReplicaSet of ``dask.n_workers`` pods (see
-    :func:`mlops.kube.manifests.build_dask_cluster`). A ReplicaSet of the run that exists
-    is adopted when its replicas are the ones asked for, else replaced."""
-
-    kind = "ephemeral"
-
-    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
-                 owner: Any = None, extra_env: Mapping[str, str] | None = None,
-                 events: EventSink | None = None) -> None:
-        from mlops.kube.manifests import build_dask_cluster
-
-        super().__init__(config, backend, run_id, owner=owner, extra_env=extra_env,
-                         events=events)
-        self.manifests = build_dask_cluster(config.kubernetes, config.dask, run_id,
-                                            namespace=backend.namespace, owner=owner,
-                                            extra_env=extra_env)
-        self.address = self.manifests.address
-
-    def objects(self) -> list[dict[str, Any]]:
-        return self.manifests.objects
-
-    def selector(self, component: str) -> str:
-        from mlops.kube.manifests import DASK_SCHEDULER, DASK_WORKER, dask_selector
-
-        return dask_selector(self.config.kubernetes, self.run_id,
-                             DASK_SCHEDULER if component == "scheduler" else DASK_WORKER)
-
-    def _create_all(self) -> None:
-        from mlops.errors import JobExistsError
-
-        m = self.manifests
-
-        def same(found: dict[str, Any], body: dict[str, Any]) -> bool:
-            return (found.get("spec") or {}).get("replicas") == body["spec"]["replicas"]
-
-        self._ensure(m.scheduler, lambda f: same(f, m.scheduler))
-        try:
-            self.backend.create_object(m.service)
-        except JobExistsError:  # the run's Service: its selector names this run's scheduler
-            log.info("dask: Service %s of run %s exists, reused",
-                     m.service["metadata"]["name"], self.run_id)
-        self.wait_scheduler()
-        self._ensure(m.workers, lambda f: same(f, m.workers))
-        log.info("dask: ephemeral cluster of run %s at %s (%d workers asked for)",
-                 self.run_id, self.address, self.config.dask.n_workers)
-
-
-class OperatorCluster(RunCluster):
-    """``dask.cluster: operator``: one ``kubernetes.dask.org/v1`` DaskCluster per run,
-    made by the dask-kubernetes operator (see :func:`mlops.kube.manifests.build_operator_cluster`);
-    started when its phase is Running and the workers asked for run."""
-
-    kind = "operator"
-
-    def __init__(self, config: Config, backend: ClusterBackend, run_id: str, *,
-                 owner: Any = None, extra_env: Mapping[str, str] | None = None,
-                 events: EventSink | None = None) -> None:
-        from mlops.kube.manifests import build_operator_cluster, operator_address
-
-        super().__init__(config, backend, run_id, owner=owner, extra_env=extra_env,
-                         events=events)
-        self.body = build_operator_cluster(config.kubernetes, config.dask, run_id,
-                                           namespace=backend.namespace, owner=owner,
-                                           extra_env=extra_env)
-        self.name = str(self.body["metadata"]["name"])
-        self.address = operator_address(self.name, backend.namespace)
-
-    def objects(self) -> list[dict[str, Any]]:
-        return [self.body]
-
-    def selector(self, component: str) -> str:
-        from mlops.kube.manifests import operator_selector
-
-        return operator_selector(self.name, component)
-
-    def _create_all(self) -> None:
-        want = self.config.dask.n_workers
-        self._ensure(self.body, lambda f: (f.get("spec") or {}).get("worker", {}).get(
-            "replicas") == want)
-        self.wait_scheduler()
-        timeout = self.config.kubernetes.dask.start_timeout_seconds
-        deadline = time.monotonic() + timeout
-        pause = POLL_SECONDS
-        while True:
-            found = self.backend.get_object("DaskCluster", self.name)
-            phase = ((found or {}).get("status") or {}).get("phase")
-            if phase == "Running":
-                break
-            if found is None or time.monotonic() >= deadline:
-                raise ClusterError(
-                    f"DaskCluster {self.name} of run {self.run_id} "
-                    + ("was deleted" if found is None else
-                       f"is in phase {phase or '(none)'} after {timeout} s "
-                       "(kubernetes.dask.start_timeout_seconds); is the dask-kubernetes "
-                       "operator running?"))
-            time.sleep(pause)
-            pause = min(pause * 2, POLL_MAX_SECONDS)
-        log.info("dask: DaskCluster %s of run %s Running at %s", self.name, self.run_id,
-                 self.address)
-
-
-def run_cluster(config: Config, backend: Any, run_id: str, *, owner: Any = None,
-                extra_env: Mapping[str, str] | None = None,
-                events: EventSink | None = None) -> RunCluster | None:
-    """The run's Dask cluster (not started), or None unless ``dask.cluster`` is
-    ``ephemeral`` or ``operator``. Its manifests are built (and checked) here."""
-    kinds = {"ephemeral": EphemeralCluster, "operator": OperatorCluster}
-    cls = kinds.get(config.dask.cluster)
-    if cls is None:
-        return None
-    return cls(config, backend, run_id, owner=owner, extra_env=extra_env, events=events)
 
 
 class Controller:
@@ -540,8 +168,9 @@ class Controller:
             ClusterError: The run's ephemeral Dask cluster did not start (exit 1).
             Terminated: SIGTERM arrived (``controller.json`` says ``terminated``).
 
-        With ``dask.cluster: ephemeral`` the run's Dask cluster (:class:`EphemeralCluster`)
-        is started before the first step and removed after the last, whatever the outcome.
+        With ``dask.cluster: ephemeral`` the run's Dask cluster
+        (:class:`mlops.kube.dask.EphemeralCluster`) is started before the first step and
+        removed after the last, whatever the outcome.
         """
         from mlops.observe import RunObserver
 
@@ -743,12 +372,8 @@ def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
     Raises:
         KubernetesBadRequestError: An invalid image or pod template (exit 2).
     """
-    from mlops.kube.manifests import (
-        ENV_NAMESPACE,
-        build_dask_cluster,
-        build_job,
-        build_operator_cluster,
-    )
+    from mlops.kube.dask import build_dask_cluster, build_operator_cluster, operator_address
+    from mlops.kube.manifests import ENV_NAMESPACE, build_job
 
     env = os.environ if env is None else env
     rid = check_version_id(run_id, "run id (--run-id)")
@@ -763,8 +388,6 @@ def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
         objects += cluster.objects
         extra[ENV_DASK_ADDRESS] = cluster.address
     elif config.dask.cluster == "operator":
-        from mlops.kube.manifests import operator_address
-
         body = build_operator_cluster(config.kubernetes, config.dask, rid, namespace=ns,
                                       owner=owner, extra_env=extra)
         objects.append(body)
