@@ -422,7 +422,7 @@ def test_step_timeout_of_the_controller(env: Env, capsys: pytest.CaptureFixture[
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # Stand-in: a Job that outlives its deadline plus grace period (a stuck Job controller)
     # cannot happen in the fake, so the controller's wait is cut to 1 s here.
-    monkeypatch.setattr("mlops.kube.manifests.step_wait_seconds", lambda k8s, step: 1.0)
+    monkeypatch.setattr("mlops.kube.controller.step_wait_seconds", lambda k8s, step: 1.0)
     env.set_modes(ingest="sleep")
     code, _, err = run(env, capsys, "r-timeout")
     assert code == 1
@@ -614,3 +614,13 @@ def test_step_entrypoints_write_results_and_exit_with_the_documented_codes(
     assert (tmp_path / "store" / "runs" / "r1" / "ingest.json").exists()
     assert run_job("ingest", ["--config", str(tmp_path / "nope.yaml"), "--run-id", "r1"]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_the_controller_module_imports_no_kubernetes_client() -> None:
+    """The CLI imports the controller for every command (SIGTERM handling), and the
+    kubernetes client is the k8s extra: only run_controller imports mlops.kube.client."""
+    code = ("import sys, mlops.cli, mlops.kube.controller, mlops.kube.dask, "
+            "mlops.kube.manifests; assert 'kubernetes' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

@@ -36,9 +36,24 @@ from types import FrameType
 from typing import Any, Protocol
 
 from mlops.config import ENV_DASK_ADDRESS, Config
-from mlops.errors import BadInputError, MLOpsError, StepFailedError
+from mlops.errors import BadInputError, JobExistsError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
-from mlops.kube.dask import RunCluster, run_cluster
+from mlops.kube.dask import (
+    RunCluster,
+    build_dask_cluster,
+    build_operator_cluster,
+    operator_address,
+    run_cluster,
+)
+from mlops.kube.manifests import (
+    ENV_NAMESPACE,
+    Owner,
+    build_event,
+    build_job,
+    job_state,
+    step_failure,
+    step_wait_seconds,
+)
 from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure, record_outcome
@@ -96,10 +111,8 @@ def resolve_run_id(flag: str | None, env: Mapping[str, str] | None = None) -> st
     return new_run_id()
 
 
-def owner_from_env(env: Mapping[str, str] | None = None) -> Any:
+def owner_from_env(env: Mapping[str, str] | None = None) -> Owner | None:
     """The controller's own Job (``$MLOPS_JOB_NAME`` and ``$MLOPS_JOB_UID``), or None."""
-    from mlops.kube.manifests import Owner
-
     env = os.environ if env is None else env
     name, uid = env.get(ENV_JOB_NAME), env.get(ENV_JOB_UID)
     return Owner(name, uid) if name and uid else None
@@ -254,9 +267,6 @@ class Controller:
         Raises:
             See :meth:`run`.
         """
-        from mlops.errors import JobExistsError
-        from mlops.kube.manifests import build_job, job_state, step_failure, step_wait_seconds
-
         self.current = step
         done = self.ws.read_result(self.run_id, step)
         if done is not None:
@@ -300,8 +310,6 @@ class Controller:
 
     def _event(self, type_: str, reason: str, action: str, note: str) -> None:
         """Write a Kubernetes Event on the controller's own Job (none without one)."""
-        from mlops.kube.manifests import build_event
-
         if self.owner is None:
             return
         self.backend.create_event(build_event(
@@ -372,9 +380,6 @@ def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
     Raises:
         KubernetesBadRequestError: An invalid image or pod template (exit 2).
     """
-    from mlops.kube.dask import build_dask_cluster, build_operator_cluster, operator_address
-    from mlops.kube.manifests import ENV_NAMESPACE, build_job
-
     env = os.environ if env is None else env
     rid = check_version_id(run_id, "run id (--run-id)")
     ns = namespace or config.kubernetes.namespace or env.get(ENV_NAMESPACE) or "default"
@@ -418,6 +423,8 @@ def run_controller(config: Config, *, run_id: str | None = None, namespace: str 
         Terminated: SIGTERM arrived.
         MLOpsError: See :meth:`Controller.run`.
     """
+    # Here, not at the top: the kubernetes client is the k8s extra, and the CLI imports this
+    # module for every command (sigterm_raises, EXIT_TERMINATED).
     from mlops.kube.client import KubeClient, load_target
 
     env = os.environ if env is None else env

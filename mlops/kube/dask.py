@@ -29,7 +29,7 @@ from mlops.config import (
     DaskSpillConfig,
     KubernetesConfig,
 )
-from mlops.errors import ClusterError, MLOpsError
+from mlops.errors import ClusterError, JobExistsError, MLOpsError
 from mlops.kube.manifests import (
     DASK_CLUSTER_API,
     INIT,
@@ -45,6 +45,8 @@ from mlops.kube.manifests import (
     job_labels,
     job_name,
     label_value,
+    pod_problem,
+    pod_ready,
 )
 
 log = logging.getLogger(__name__)
@@ -447,8 +449,6 @@ class RunCluster:
     def _ensure(self, body: dict[str, Any], same: Callable[[dict[str, Any]], bool]) -> None:
         """Create ``body``, or adopt the object of that name when ``same(existing)``; an
         object that differs or is being deleted is deleted and created again."""
-        from mlops.errors import JobExistsError
-
         kind, name = body["kind"], body["metadata"]["name"]
         try:
             self.backend.create_object(body)
@@ -479,8 +479,6 @@ class RunCluster:
 
     def wait_scheduler(self) -> None:
         """Wait until a scheduler pod is Ready (bounded; a crash loop ends it early)."""
-        from mlops.kube.manifests import pod_problem, pod_ready
-
         timeout = self.config.kubernetes.dask.start_timeout_seconds
         deadline = time.monotonic() + timeout
         pause = POLL_SECONDS
@@ -509,8 +507,6 @@ class RunCluster:
         ``dask.n_workers``) worker pods are running and Ready. While some are pending, one
         Event on the controller's Job says which pods and why (unschedulable, pulling the
         image, ...), and the timeout's error says the same."""
-        from mlops.kube.manifests import pod_ready
-
         dask = self.config.dask
         wanted = min(dask.min_workers or dask.n_workers, dask.n_workers)
         deadline = time.monotonic() + dask.workers_timeout
@@ -594,8 +590,6 @@ def describe_pending(pods: list[dict[str, Any]], missing: int = 0) -> str:
     """Which pods are not running yet and why, in one line: the scheduler's reason
     (``Unschedulable: 0/3 nodes are available ...``), a container's waiting reason
     (``ContainerCreating``, ``ErrImagePull``) or the phase."""
-    from mlops.kube.manifests import pod_problem
-
     parts = []
     for pod in pods:
         status = pod.get("status") or {}
@@ -641,8 +635,6 @@ class EphemeralCluster(RunCluster):
                              DASK_SCHEDULER if component == "scheduler" else DASK_WORKER)
 
     def _create_all(self) -> None:
-        from mlops.errors import JobExistsError
-
         m = self.manifests
 
         def same(found: dict[str, Any], body: dict[str, Any]) -> bool:
