@@ -123,8 +123,10 @@ def test_the_worker_pod_is_handed_its_limit_never_dasks_auto() -> None:
     from kubernetes_validate import validate
 
     from mlops.kube.dask import build_dask_cluster
+    from tests.chart_render import step_pod_template
 
-    config = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"}})
+    config = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"},
+                               "kubernetes": {"pod_template": step_pod_template()}})
     cluster = build_dask_cluster(config.kubernetes, config.dask, "r-1", namespace="ns")
     (worker,) = cluster.workers["spec"]["template"]["spec"]["containers"]
     value = worker["args"][worker["args"].index("--memory-limit") + 1]

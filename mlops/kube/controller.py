@@ -52,6 +52,7 @@ from mlops.kube.manifests import (
     build_job,
     job_state,
     step_failure,
+    step_pod,
     step_wait_seconds,
 )
 from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
@@ -175,7 +176,8 @@ class Controller:
             StepTimeoutError: A step did not finish in ``kubernetes.step_timeout_seconds``
                 (never less than its deadline plus grace period, see
                 :func:`mlops.kube.manifests.step_wait_seconds`).
-            KubernetesBadRequestError: RBAC, missing namespace, invalid Job (exit 2).
+            KubernetesBadRequestError: No step pod in the config (it was not rendered by
+                the chart), RBAC, missing namespace, invalid Job (exit 2).
             KubernetesError: The API kept failing (exit 1).
             BadInputError: A Job completed but its result is not in the store (exit 2).
             ClusterError: The run's ephemeral Dask cluster did not start (exit 1).
@@ -188,6 +190,7 @@ class Controller:
         from mlops.observe import RunObserver
 
         started = iso(utc_now())
+        step_pod(self.config.kubernetes)  # the chart's step pod, checked before any write
         if self.ws.config.reporting.enabled:
             require_matplotlib()  # fail before any Job is created, not at the end
         observer = RunObserver(self.config, self.run_id, events=self._event,
@@ -378,7 +381,7 @@ def plan_run(config: Config, run_id: str, *, namespace: str | None = None,
             ``$MLOPS_STORAGE_URI``: forwarded to the steps).
 
     Raises:
-        KubernetesBadRequestError: An invalid image or pod template (exit 2).
+        KubernetesBadRequestError: No pod template, an invalid one or an invalid image (exit 2).
     """
     env = os.environ if env is None else env
     rid = check_version_id(run_id, "run id (--run-id)")

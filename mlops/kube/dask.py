@@ -39,14 +39,12 @@ from mlops.kube.manifests import (
     Owner,
     _owned_metadata,
     _pin_to_controller,
-    _template_container,
-    check_image,
-    default_pod_template,
     job_labels,
     job_name,
     label_value,
     pod_problem,
     pod_ready,
+    step_pod,
 )
 
 log = logging.getLogger(__name__)
@@ -137,9 +135,7 @@ def _dask_pod_spec(k8s: KubernetesConfig, run_id: str, component: str, args: lis
                    resources: Mapping[str, Any], extra_env: Mapping[str, str],
                    owner: Owner | None) -> dict[str, Any]:
     """The step pod (``kubernetes.pod_template``) running ``dask <component>``."""
-    spec = copy.deepcopy(k8s.pod_template) if k8s.pod_template else default_pod_template(k8s)
-    container = _template_container(spec)
-    check_image(str(container.get("image") or ""))
+    spec, container = step_pod(k8s)
     ours = {ENV_POD_IP, ENV_POD_NAME, ENV_MEMORY_LIMIT, ENV_NO_WORKERS_TIMEOUT}
     env = [e for e in container.get("env") or [] if isinstance(e, dict)
            and e.get("name") not in ours]

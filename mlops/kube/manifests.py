@@ -32,12 +32,10 @@ Job = dict[str, Any]
 #: (the chart sets it from the downward API).
 ENV_NAMESPACE = "MLOPS_NAMESPACE"
 
-COMMAND = "mlops"
 #: The image's init (tini, see the Dockerfile), in front of every command a pod runs: it
 #: reaps the zombies of worker processes and passes SIGTERM on to mlops or dask, which
 #: handle it (exit 143) instead of waiting, as PID 1 without a handler, for SIGKILL.
 INIT = ("tini", "--")
-STEP_CONTAINER = "step"
 LABEL_RUN_ID = "mlops/run-id"
 LABEL_STEP = "mlops/step"
 MAX_NAME = 63
@@ -119,7 +117,8 @@ def check_image(image: str) -> str:
     """
     if not _IMAGE.match(image) or len(image) > 255:
         raise KubernetesBadRequestError(
-            f"config key 'kubernetes.image' is not a valid image reference: {image!r} "
+            "config key 'kubernetes.pod_template.containers[0].image' (the chart's image "
+            f"values) is not a valid image reference: {image!r} "
             "(expected [registry/]name[:tag][@digest], name in lowercase)")
     return image
 
@@ -197,59 +196,36 @@ def build_event(owner: Owner, namespace: str, type_: str, reason: str, action: s
     }
 
 
-def default_pod_template(k8s: KubernetesConfig) -> dict[str, Any]:
-    """The step pod spec of a config not rendered by the chart (``kubernetes.pod_template``
-    empty), built from its ``image``, ``service_account``, ``config_map``, ``env``,
-    ``credentials_*`` and ``pvc_*`` keys. No fixed ids: the image's numeric USER keeps
-    ``runAsNonRoot`` true (the chart sets its ids from its values).
+def step_pod(k8s: KubernetesConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A copy of the step pod and its container: ``kubernetes.pod_template``.
+
+    The Helm chart renders it (``mlops.stepPodSpec`` in ``helm/mlops/templates/_pod.tpl``)
+    into config.yaml: that template is the one definition of the step pod, and every step
+    Job and Dask pod is made from it. There is no fallback: a config without it was not
+    rendered by the chart.
+
+    Returns:
+        ``(pod spec, its one container)``, the container being part of the spec.
+
+    Raises:
+        KubernetesBadRequestError: ``kubernetes.pod_template`` is empty, does not hold
+            exactly one container, or that container's image is not a valid image
+            reference (exit 2).
     """
-    mounts: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": k8s.config_mount_path, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": k8s.config_map}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    if k8s.credentials_secret:
-        mounts.append({"name": "credentials", "mountPath": k8s.credentials_mount_path,
-                       "readOnly": True})
-        volumes.append({"name": "credentials", "secret": {"secretName": k8s.credentials_secret}})
-    if k8s.pvc_claim:
-        mounts.append({"name": "data", "mountPath": k8s.pvc_mount_path})
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": k8s.pvc_claim}})
-    container: dict[str, Any] = {
-        "name": STEP_CONTAINER,
-        "image": k8s.image,
-        "imagePullPolicy": k8s.image_pull_policy,
-        "command": [*INIT, COMMAND],
-        "args": ["--config", f"{k8s.config_mount_path.rstrip('/')}/config.yaml"],
-        "env": [{"name": k, "value": str(v)} for k, v in k8s.env.items()],
-        "volumeMounts": mounts,
-        "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
-    }
-    if k8s.env_from_secret:
-        container["envFrom"] = [{"secretRef": {"name": k8s.env_from_secret}}]
-    return {
-        "restartPolicy": "Never",
-        "serviceAccountName": k8s.service_account,
-        # Steps only touch the store: no API token, so they cannot use the controller's Role.
-        "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
-        "volumes": volumes,
-    }
-
-
-def _template_container(spec: Mapping[str, Any]) -> dict[str, Any]:
+    if not k8s.pod_template:
+        raise KubernetesBadRequestError(
+            "config key 'kubernetes.pod_template' is empty: the step pod is defined by the "
+            "Helm chart (helm/mlops), which renders it into config.yaml; give the controller "
+            "the chart's config.yaml (its ConfigMap, or `helm template`)")
+    spec = copy.deepcopy(k8s.pod_template)
     containers = spec.get("containers")
     if not isinstance(containers, list) or len(containers) != 1 \
             or not isinstance(containers[0], dict):
         raise KubernetesBadRequestError(
             "config key 'kubernetes.pod_template.containers' must hold exactly one container")
-    return containers[0]
+    container: dict[str, Any] = containers[0]
+    check_image(str(container.get("image") or ""))
+    return spec, container
 
 
 def step_wait_seconds(k8s: KubernetesConfig, step: str) -> float:
@@ -272,8 +248,8 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
               owner: Owner | None = None, extra_env: Mapping[str, str] | None = None) -> Job:
     """The batch/v1 Job manifest that runs ``mlops <step>`` for ``run_id``.
 
-    The pod is ``kubernetes.pod_template`` (the chart's, or :func:`default_pod_template`);
-    this sets its container's name (the step) and args (``<step> <template args> --run-id
+    The pod is ``kubernetes.pod_template``, the chart's step pod (:func:`step_pod`); this
+    sets its container's name (the step) and args (``<step> <template args> --run-id
     <id>``), the step's resources, nodeSelector and tolerations, and, when
     ``same_node_as_controller`` is set and the controller runs in a Job, a required pod
     affinity to the controller's pod (a ReadWriteOnce claim attaches to one node).
@@ -291,15 +267,12 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
         The manifest as plain data (camelCase keys, as the API expects).
 
     Raises:
-        KubernetesBadRequestError: The image is not a valid image reference, or the pod
-            template does not hold exactly one container.
+        KubernetesBadRequestError: No pod template, or see :func:`step_pod` (exit 2).
     """
     pod: StepPodConfig = getattr(k8s.steps, _STEP_KEYS[step])
     name = job_name(k8s.release, run_id, step)
     labels = job_labels(k8s, run_id, step)
-    spec = copy.deepcopy(k8s.pod_template) if k8s.pod_template else default_pod_template(k8s)
-    container = _template_container(spec)
-    check_image(str(container.get("image") or ""))
+    spec, container = step_pod(k8s)
     env = [e for e in container.get("env") or [] if isinstance(e, dict)]
     declared = {e.get("name") for e in env}
     env += [{"name": k, "value": v} for k, v in (extra_env or {}).items() if k not in declared]
