@@ -37,11 +37,11 @@ from mlops.kube.manifests import (
     MAX_NAME,
     Job,
     Owner,
-    _owned_metadata,
-    _pin_to_controller,
     job_labels,
     job_name,
     label_value,
+    owned_metadata,
+    pin_to_controller,
     pod_problem,
     pod_ready,
     step_pod,
@@ -175,7 +175,7 @@ def _dask_pod_spec(k8s: KubernetesConfig, run_id: str, component: str, args: lis
     place_dask_pod(spec, k8s.dask.scheduler if component == DASK_SCHEDULER else k8s.dask.worker,
                    {k: labels[k] for k in ("app.kubernetes.io/instance",
                                            "app.kubernetes.io/component", LABEL_RUN_ID)})
-    _pin_to_controller(spec, k8s, owner)
+    pin_to_controller(spec, k8s, owner)
     return spec
 
 
@@ -184,7 +184,7 @@ def _replica_set(name: str, replicas: int, labels: Mapping[str, str], spec: dict
     selector = {k: labels[k] for k in ("app.kubernetes.io/instance",
                                        "app.kubernetes.io/component", LABEL_RUN_ID)}
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
+            "metadata": owned_metadata(name, namespace, labels, run_id, owner),
             "spec": {"replicas": replicas, "selector": {"matchLabels": selector},
                      "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}
 
@@ -303,7 +303,7 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
         namespace, run_id, owner)
     svc: Job = {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": _owned_metadata(service, namespace, labels, run_id, owner),
+        "metadata": owned_metadata(service, namespace, labels, run_id, owner),
         "spec": {"clusterIP": "None", "type": "ClusterIP",
                  "selector": {k: labels[k] for k in ("app.kubernetes.io/instance",
                                                      "app.kubernetes.io/component",
@@ -339,7 +339,7 @@ def build_operator_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str,
     labels = dask_labels(k8s, run_id, "dask-cluster")
     return {
         "apiVersion": "/".join(DASK_CLUSTER_API[:2]), "kind": "DaskCluster",
-        "metadata": _owned_metadata(name, namespace, labels, run_id, owner),
+        "metadata": owned_metadata(name, namespace, labels, run_id, owner),
         "spec": {
             "idleTimeout": k8s.dask.idle_timeout_seconds,
             "scheduler": {

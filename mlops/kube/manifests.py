@@ -285,8 +285,8 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
         spec["nodeSelector"] = dict(pod.node_selector)
     if pod.tolerations:
         spec["tolerations"] = copy.deepcopy(pod.tolerations)
-    _pin_to_controller(spec, k8s, owner)
-    metadata = _owned_metadata(name, namespace, labels, run_id, owner)
+    pin_to_controller(spec, k8s, owner)
+    metadata = owned_metadata(name, namespace, labels, run_id, owner)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -306,8 +306,8 @@ def build_job(k8s: KubernetesConfig, run_id: str, step: str, *, namespace: str,
     }
 
 
-def _pin_to_controller(spec: dict[str, Any], k8s: KubernetesConfig, owner: Owner | None
-                       ) -> None:
+def pin_to_controller(spec: dict[str, Any], k8s: KubernetesConfig, owner: Owner | None
+                      ) -> None:
     """A required pod affinity to the controller's pod (a ReadWriteOnce claim attaches to
     one node), when ``same_node_as_controller`` is set and the controller runs in a Job."""
     if k8s.same_node_as_controller and owner is not None:
@@ -318,8 +318,10 @@ def _pin_to_controller(spec: dict[str, Any], k8s: KubernetesConfig, owner: Owner
             }]}
 
 
-def _owned_metadata(name: str, namespace: str, labels: Mapping[str, str], run_id: str,
-                    owner: Owner | None) -> dict[str, Any]:
+def owned_metadata(name: str, namespace: str, labels: Mapping[str, str], run_id: str,
+                   owner: Owner | None) -> dict[str, Any]:
+    """The metadata of an object of a run: name, labels, the run id annotation and, when
+    the controller runs in a Job, its ownerReference (garbage-collected with it)."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels),
                                 "annotations": {LABEL_RUN_ID: run_id}}
     if owner is not None:
