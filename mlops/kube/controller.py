@@ -47,6 +47,7 @@ from mlops.kube.dask import (
 )
 from mlops.kube.manifests import (
     ENV_NAMESPACE,
+    ENV_POD_NAME,
     Owner,
     build_event,
     build_job,
@@ -67,8 +68,6 @@ ENV_RUN_ID = "MLOPS_RUN_ID"
 ENV_JOB_NAME = "MLOPS_JOB_NAME"
 ENV_JOB_UID = "MLOPS_JOB_UID"
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
-#: The controller's own pod (the chart's downward API; else ``$HOSTNAME``, the pod's name).
-ENV_POD_NAME = "MLOPS_POD_NAME"
 CONTROLLER = "controller"
 #: Exit code after SIGTERM (128 + 15, as a shell reports a process killed by SIGTERM).
 EXIT_TERMINATED = 143

@@ -32,6 +32,7 @@ from mlops.config import (
 from mlops.errors import ClusterError, JobExistsError, MLOpsError
 from mlops.kube.manifests import (
     DASK_CLUSTER_API,
+    ENV_POD_NAME,
     INIT,
     LABEL_RUN_ID,
     MAX_NAME,
@@ -80,10 +81,9 @@ DASK_SPILL_DIR = "/dask-spill"
 DASK_SPILL_VOLUME = "dask-spill"
 DASK_SCHEDULER = "dask-scheduler"
 DASK_WORKER = "dask-worker"
-#: The pod's IP and name (downward API): the scheduler and the workers listen on the IP,
-#: a worker is named after its pod.
+#: The pod's IP (downward API): the scheduler and the workers listen on it (a worker is
+#: named after its pod, manifests.ENV_POD_NAME).
 ENV_POD_IP = "MLOPS_POD_IP"
-ENV_POD_NAME = "MLOPS_POD_NAME"
 #: The scheduler's ``distributed.scheduler.no-workers-timeout`` (dask's env config form).
 ENV_NO_WORKERS_TIMEOUT = "DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT"
 

@@ -31,6 +31,9 @@ Job = dict[str, Any]
 #: The namespace of the step Jobs when neither --namespace nor kubernetes.namespace say
 #: (the chart sets it from the downward API).
 ENV_NAMESPACE = "MLOPS_NAMESPACE"
+#: A pod's own name (downward API): the controller's (the chart sets it; else ``$HOSTNAME``)
+#: and a Dask worker's, which is named after its pod.
+ENV_POD_NAME = "MLOPS_POD_NAME"
 
 #: The image's init (tini, see the Dockerfile), in front of every command a pod runs: it
 #: reaps the zombies of worker processes and passes SIGTERM on to mlops or dask, which
