@@ -1,7 +1,7 @@
 """Controller overhead per step: from one step Job completing to the next Job being created.
 
-Runs the real controller (``mlops.controller.run_controller``, real ``kubernetes`` client)
-against the fake API server of the test suite on 127.0.0.1. The step containers are a tiny
+Runs the real controller (``mlops.kube.controller.run_controller``, real ``kubernetes``
+client) against the fake API server of the test suite on 127.0.0.1. The step containers are a tiny
 stand-in that writes the step's result JSON straight into the local store, so the measured
 time is the controller's: noticing the Complete event on its watch, reading the result from
 the store, building and creating the next Job. The gaps are taken from a second, independent
@@ -29,7 +29,8 @@ import yaml
 from kubernetes import client, config, watch
 
 from mlops.config import Config
-from mlops.controller import run_controller
+from mlops.kube.controller import run_controller
+from tests.chart_render import step_pod_template
 from tests.fakes.kube import FakeKubeAPI
 
 NS = "mlops"
@@ -94,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         step = tmp / "step.py"
         step.write_text(STEP)
+        # The step pod is the chart's (its only definition), mounting the chart's ConfigMap.
+        pod = step_pod_template()
+        config_map = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
         doc = {"storage": {"uri": str(tmp / "store")},
-               "kubernetes": {"namespace": NS, "step_timeout_seconds": 60}}
+               "kubernetes": {"namespace": NS, "step_timeout_seconds": 60, "pod_template": pod}}
         text = yaml.safe_dump(doc)
         cfg = Config.from_dict(doc)
         with FakeKubeAPI(namespaces=("default", NS),
                          command_map={"mlops": [sys.executable, str(step)]}) as api:
             api.create_object({"apiVersion": "v1", "kind": "ConfigMap",
-                               "metadata": {"name": "mlops-config", "namespace": NS},
+                               "metadata": {"name": config_map, "namespace": NS},
                                "data": {"config.yaml": text}})
             kubeconfig = str(api.write_kubeconfig(tmp / "kubeconfig", namespace=NS))
             events: list[tuple[float, str, str]] = []

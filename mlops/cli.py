@@ -154,7 +154,7 @@ def notification_line(n: dict[str, Any]) -> str:
 def cmd_step(args: argparse.Namespace) -> int:
     """Run one step. SIGTERM (a deadline, eviction or delete) stops it at once: the run's
     history records the step as failed (``terminated``) and the exit code is 143."""
-    from mlops.controller import EXIT_TERMINATED, Terminated, sigterm_raises
+    from mlops.kube.controller import EXIT_TERMINATED, Terminated, sigterm_raises
     from mlops.runner import run_step
 
     cfg = _config(args)
@@ -174,7 +174,7 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 
 def _record_terminated_step(cfg: Config, run_id: str, step: str) -> None:
-    from mlops.controller import EXIT_TERMINATED
+    from mlops.kube.controller import EXIT_TERMINATED
     from mlops.runner import record_failure
     from mlops.store.workspace import Workspace
 
@@ -203,13 +203,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_controller(args: argparse.Namespace) -> int:
     """Run one run as step Jobs on Kubernetes (see docs/kubernetes.md)."""
-    from mlops.controller import EXIT_TERMINATED, Terminated, run_controller
+    from mlops.kube.controller import EXIT_TERMINATED, Terminated, run_controller
 
     cfg = _config(args)
     if args.dry_run:
         import yaml
 
-        from mlops.controller import plan_run, resolve_run_id
+        from mlops.kube.controller import plan_run, resolve_run_id
 
         objects = plan_run(cfg, resolve_run_id(args.run_id), namespace=args.namespace)
         print(yaml.safe_dump_all(objects, sort_keys=False), end="")

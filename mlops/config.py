@@ -433,6 +433,16 @@ class DaskPodsConfig:
     worker_spill: DaskSpillConfig = _opt(DaskSpillConfig(), "The workers' spill volume.")
 
 
+#: Keys an earlier release read, and what replaced them (said by the unknown-key error).
+REMOVED_KEYS = {
+    f"kubernetes.{key}": "the step pod is defined once, by the Helm chart, which renders it "
+    "into kubernetes.pod_template; set the chart's values instead"
+    for key in ("image", "image_pull_policy", "service_account", "config_map",
+                "config_mount_path", "env", "env_from_secret", "credentials_secret",
+                "credentials_mount_path", "pvc_claim", "pvc_mount_path")
+}
+
+
 @dataclass(frozen=True)
 class KubernetesConfig:
     """How the controller launches step Jobs. The Helm chart renders this section."""
@@ -440,31 +450,16 @@ class KubernetesConfig:
     namespace: str = _opt("", "Namespace of the step Jobs; empty means the controller's own "
                           "(in cluster) or the kubeconfig context's.")
     release: str = _opt("mlops", "Prefix of step Job names: <release>-<run-id>-<step>.")
-    image: str = _opt("mlops:0.1.0", "Image of the step containers (pinned tag).")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = _opt(
-        "IfNotPresent", "imagePullPolicy of the step containers.")
-    service_account: str = _opt("default", "Service account of the step pods.")
-    config_map: str = _opt("mlops-config", "ConfigMap holding config.yaml, mounted read-only.")
-    config_mount_path: str = _opt("/etc/mlops", "Where the ConfigMap is mounted in step pods.")
-    env: dict[str, str] = _opt({}, "Extra environment variables of the step containers.")
-    env_from_secret: str = _opt("", "Optional Secret whose keys become environment "
-                                "variables (e.g. S3 keys outside IRSA).")
-    credentials_secret: str = _opt("", "Optional Secret mounted read-only at "
-                                   "credentials_mount_path (e.g. a GCS key file).")
-    credentials_mount_path: str = _opt("/var/secrets/mlops", "Mount path of credentials_secret.")
-    pvc_claim: str = _opt("", "Optional PersistentVolumeClaim mounted at pvc_mount_path "
-                          "(a store of file:///data on kind).")
-    pvc_mount_path: str = _opt("/data", "Mount path of pvc_claim.")
     ttl_seconds_after_finished: int = _opt(86400, "ttlSecondsAfterFinished of step Jobs.",
                                            _non_negative, ">= 0")
     step_timeout_seconds: int = _opt(7200, "How long the controller waits for one step Job.",
                                      _positive, "> 0")
     labels: dict[str, str] = _opt({}, "Extra labels of step Jobs and pods.")
     pod_template: dict[str, Any] = _opt(
-        {}, "The step pod spec (Kubernetes camelCase), rendered by the Helm chart from the "
-        "same pieces as the controller's pod; the controller sets the container's name and "
-        "args and the step's settings. Empty: built from image, service_account, config_map, "
-        "env, credentials_* and pvc_* above.")
+        {}, "The step pod spec (Kubernetes camelCase), rendered by the Helm chart "
+        "(mlops.stepPodSpec, from the same pieces as the controller's pod): the one "
+        "definition of the step pod. The controller sets the container's name and args and "
+        "the step's settings, and refuses a config without it (exit 2).")
     same_node_as_controller: bool = _opt(
         False, "Run each step pod on the controller's node (set by the chart when the store "
         "claim is ReadWriteOnce).")
@@ -960,6 +955,8 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
         if key not in known:
             hint = difflib.get_close_matches(str(key), list(known), n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            if f"{prefix}{key}" in REMOVED_KEYS:
+                suggestion = f" (removed: {REMOVED_KEYS[f'{prefix}{key}']})"
             raise ConfigError(f"unknown config key '{prefix}{key}'{suggestion}")
     hints = typing.get_type_hints(cls)
     kwargs = {}

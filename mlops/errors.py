@@ -101,6 +101,15 @@ class StepTimeoutError(KubernetesError):
     """A step Job did not finish within ``kubernetes.step_timeout_seconds`` (exit code 1)."""
 
 
+class JobExistsError(KubernetesError):
+    """Creating a Job (or a run's Dask object) answered 409 AlreadyExists (the caller
+    adopts it)."""
+
+
+class KubernetesNotFoundError(KubernetesBadRequestError):
+    """The object does not exist (404 in an existing namespace; exit 2 where it matters)."""
+
+
 class ClusterError(MLOpsError):
     """The Dask cluster cannot be reached or lost a worker for good (exit code 1)."""
 

@@ -16,6 +16,7 @@ SDK). Values are validated against ``values.schema.json`` exactly as by
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -124,3 +125,32 @@ def all_docs(rendered: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any
 def by_kind(rendered: Mapping[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
     """The documents of one ``kind`` (e.g. ``"CronJob"``)."""
     return [doc for doc in all_docs(rendered) if doc.get("kind") == kind]
+
+
+def chart_config(values: Mapping[str, Any] | None = None, *, name: str = "mlops",
+                 namespace: str = "ns") -> dict[str, Any]:
+    """The chart's ``config.yaml`` (from its ConfigMap), parsed."""
+    (cm,) = by_kind(render_chart(values, name=name, namespace=namespace), "ConfigMap")
+    data: dict[str, Any] = yaml.safe_load(cm["data"]["config.yaml"])
+    return data
+
+
+#: Values of :func:`step_pod_template`'s default: no claim (a test's store is a folder).
+NO_CLAIM = {"persistence": {"enabled": False}, "config": {"storage": {"uri": "s3://b/p"}}}
+
+
+def step_pod_template(values: Mapping[str, Any] | None = None, *, name: str = "mlops",
+                      namespace: str = "ns") -> dict[str, Any]:
+    """The chart's step pod, ``kubernetes.pod_template`` of its config.yaml (``values``
+    default: :data:`NO_CLAIM`). The chart is the only definition of the step pod, so a
+    test config for the controller takes it from here. A fresh copy each call (cached)."""
+    text = _step_pod_json(json.dumps(NO_CLAIM if values is None else values, sort_keys=True),
+                          name, namespace)
+    pod: dict[str, Any] = json.loads(text)
+    return pod
+
+
+@functools.cache
+def _step_pod_json(values: str, name: str, namespace: str) -> str:
+    config = chart_config(json.loads(values), name=name, namespace=namespace)
+    return json.dumps(config["kubernetes"]["pod_template"])

@@ -223,7 +223,7 @@ def test_rendered_config_builds_valid_step_jobs(values_name: str) -> None:
     from kubernetes_validate import validate
 
     from mlops.config import Config
-    from mlops.k8s import build_job
+    from mlops.kube.manifests import build_job
 
     values = values_file(values_name) if values_name != "values.yaml" else {}
     if values_name == "values-prod.yaml":

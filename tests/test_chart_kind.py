@@ -14,7 +14,8 @@ import kubernetes_validate
 import yaml
 
 from mlops.config import Config
-from mlops.k8s import Owner, build_dask_cluster, build_job
+from mlops.kube.dask import build_dask_cluster
+from mlops.kube.manifests import Owner, build_job
 from tests.chart_render import ROOT, all_docs, by_kind, merge_values, render_chart, values_file
 
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"

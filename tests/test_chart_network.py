@@ -25,7 +25,8 @@ from mlops.config import (
     Config,
     load_config,
 )
-from mlops.k8s import Owner, build_dask_cluster, build_job
+from mlops.kube.dask import build_dask_cluster
+from mlops.kube.manifests import Owner, build_job
 from tests.chart_render import CHART_DIR, by_kind, merge_values, render_chart
 
 EPHEMERAL = {"persistence": {"enabled": False}, "dask": {"cluster": "ephemeral"},

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mlops.config import Config
-from mlops.k8s import MAX_NAME, Owner, build_job, job_name
+from mlops.kube.manifests import MAX_NAME, Owner, build_job, job_name
 from tests.chart_render import ROOT, by_kind, merge_values, render_chart, render_raw, values_file
 
 helm_python = pytest.importorskip("helm_python", reason="needs helm-python-sdk (make dev)")
@@ -221,7 +221,7 @@ def test_config_dir_and_ids_are_written_once() -> None:
                         if p.is_file())
     assert templates.count("/etc/mlops") == 1
     assert "10001" not in templates
-    source = (ROOT / "mlops" / "k8s.py").read_text(encoding="utf-8")
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "mlops" / "kube").glob("*.py"))
     assert "10001" not in source
 
 

@@ -11,6 +11,7 @@ controller and the step subprocesses; its ``storage.uri`` is in the ConfigMap's 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -27,18 +28,18 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.controller import resolve_run_id
-from mlops.errors import InvalidVersionIdError, KubernetesBadRequestError
-from mlops.k8s import (
+from mlops.errors import ConfigError, InvalidVersionIdError, KubernetesBadRequestError
+from mlops.kube.client import load_target
+from mlops.kube.controller import resolve_run_id
+from mlops.kube.manifests import (
     WAIT_MARGIN_SECONDS,
     build_job,
-    default_pod_template,
     job_name,
     job_state,
     label_value,
-    load_target,
     step_wait_seconds,
 )
+from tests.chart_render import chart_config, step_pod_template
 from tests.fakes.kube import FakeKubeAPI
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]  # kube_api_factory
@@ -96,7 +97,8 @@ class Env:
         self.configure()
 
     def configure(self, **k8s: Any) -> None:
-        """Write the config (controller file and ConfigMap) with these kubernetes keys."""
+        """Write the config (controller file and ConfigMap) with these kubernetes keys (and
+        the chart's step pod unless ``pod_template`` is given)."""
         doc: dict[str, Any] = {
             "storage": {"uri": str(self.store)},
             "data": {"n_samples": 300, "n_features": 4},
@@ -105,13 +107,20 @@ class Env:
         self.write_config(doc)
 
     def write_config(self, doc: dict[str, Any]) -> None:
-        """Write ``doc`` as the controller's config file and the mlops-config ConfigMap."""
+        """Write ``doc`` as the controller's config file and the ConfigMap the step pod
+        mounts. As the chart renders it, its ``kubernetes`` section gets the chart's step pod
+        (:func:`tests.chart_render.step_pod_template`) when it has none."""
+        doc = copy.deepcopy(doc)
+        k8s = doc.setdefault("kubernetes", {})
+        k8s.setdefault("pod_template", step_pod_template())
+        volumes = {v.get("name"): v for v in k8s["pod_template"].get("volumes") or []}
+        name = (volumes.get("config") or {}).get("configMap", {}).get("name", "mlops-config")
         text = yaml.safe_dump(doc)
         self.config_file.write_text(text)
-        if self.api.get_object("configmaps", NS, "mlops-config") is not None:
-            self.api.delete_object("configmaps", NS, "mlops-config", None)
+        if self.api.get_object("configmaps", NS, name) is not None:
+            self.api.delete_object("configmaps", NS, name, None)
         self.api.create_object({"apiVersion": "v1", "kind": "ConfigMap",
-                                "metadata": {"name": "mlops-config", "namespace": NS},
+                                "metadata": {"name": name, "namespace": NS},
                                 "data": {"config.yaml": text}})
 
     def set_modes(self, **modes: str) -> None:
@@ -194,23 +203,26 @@ def test_job_names_are_dns_labels_deterministic_and_unique() -> None:
 
 
 def test_job_manifest_is_strictly_valid_and_carries_every_setting() -> None:
+    """The pod comes from the chart (real Helm engine): values set there reach the Job."""
     import kubernetes_validate
 
-    from mlops.k8s import Owner
+    from mlops.kube.manifests import Owner
 
-    cfg = Config.from_dict({"kubernetes": {
-        "release": "nightly", "image": "registry.example:5000/ml/mlops:1.2.3",
-        "env_from_secret": "s3-keys", "credentials_secret": "gcs-key", "pvc_claim": "data",
-        "env": {"A": "1"}, "labels": {"team": "ml"}, "ttl_seconds_after_finished": 60,
-        "steps": {"train": {"node_selector": {"pool": "big"}, "backoff_limit": 5,
+    chart = chart_config({
+        "image": {"repository": "registry.example:5000/ml/mlops", "tag": "1.2.3"},
+        "credentials": {"existingSecret": "s3-keys", "envFrom": True, "mount": True},
+        "env": {"A": "1"}, "stepJobs": {"labels": {"team": "ml"}, "ttlSecondsAfterFinished": 60},
+        "persistence": {"accessModes": ["ReadWriteMany"]},  # steps on other nodes (pool=big)
+        "steps": {"train": {"nodeSelector": {"pool": "big"}, "backoffLimit": 5,
                             "tolerations": [{"key": "gpu", "operator": "Exists"}],
-                            "active_deadline_seconds": 99}}}})
+                            "activeDeadlineSeconds": 99}}}, name="nightly")
+    cfg = Config.from_dict({"kubernetes": chart["kubernetes"]})
     job = build_job(cfg.kubernetes, "r1", "train", namespace="ns", owner=Owner("ctl", "u-1"),
                     extra_env={"MLOPS_STORAGE_URI": "s3://b"})
     kubernetes_validate.validate(job, "1.30", strict=True)
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert job["metadata"]["name"] == "nightly-r1-train"
+    assert job["metadata"]["name"] == "nightly-mlops-r1-train"
     assert job["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
                                                    "name": "ctl", "uid": "u-1",
                                                    "controller": False,
@@ -221,21 +233,49 @@ def test_job_manifest_is_strictly_valid_and_carries_every_setting() -> None:
             spec["ttlSecondsAfterFinished"]) == (5, 99, 60)
     assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"] == {
         "containerName": "train", "operator": "In", "values": [2]}
+    assert c["image"] == "registry.example:5000/ml/mlops:1.2.3"
     assert c["command"] == ["tini", "--", "mlops"]
     assert c["args"] == ["train", "--config", "/etc/mlops/config.yaml", "--run-id", "r1"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    # No fixed ids outside the chart: the image's numeric USER keeps runAsNonRoot true.
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert "runAsUser" not in pod["securityContext"]
     assert pod["nodeSelector"] == {"pool": "big"} and pod["restartPolicy"] == "Never"
     assert {"name": "MLOPS_STORAGE_URI", "value": "s3://b"} in c["env"]
+    assert {"name": "A", "value": "1"} in c["env"]
     assert c["envFrom"] == [{"secretRef": {"name": "s3-keys"}}]
     assert {v["name"] for v in pod["volumes"]} == {"config", "tmp", "credentials", "data"}
+    # Everything else is the chart's step pod as rendered, untouched.
+    template = cfg.kubernetes.pod_template
+    for key in ("securityContext", "volumes", "serviceAccountName",
+                "automountServiceAccountToken", "terminationGracePeriodSeconds"):
+        assert pod[key] == template[key], key
+    assert c["volumeMounts"] == template["containers"][0]["volumeMounts"]
+
+
+def test_a_config_without_the_charts_step_pod_is_refused_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The step pod has one definition, the chart's: no pod is built from other keys."""
+    with pytest.raises(KubernetesBadRequestError,
+                       match=r"config key 'kubernetes.pod_template' is empty: the step pod is "
+                             r"defined by the Helm chart"):
+        build_job(Config.from_dict({}).kubernetes, "r1", "ingest", namespace="ns")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"uri": str(tmp_path / "store")}}))
+    code = main(["controller", "--dry-run", "--run-id", "r1", "--config", str(config)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "'kubernetes.pod_template' is empty" in err[0], err
+    # The flat keys that used to build a second pod are refused, saying what replaced them.
+    with pytest.raises(ConfigError, match=r"unknown config key 'kubernetes.image' \(removed: "
+                                          r"the step pod is defined once, by the Helm chart"):
+        Config.from_dict({"kubernetes": {"image": "mlops:1"}})
 
 
 def test_invalid_image_is_refused_before_anything_is_created() -> None:
-    cfg = Config.from_dict({"kubernetes": {"image": "My Image:latest"}})
-    with pytest.raises(KubernetesBadRequestError, match=r"kubernetes\.image.*'My Image:latest'"):
+    template = step_pod_template()
+    template["containers"][0]["image"] = "My Image:latest"
+    cfg = Config.from_dict({"kubernetes": {"pod_template": template}})
+    with pytest.raises(KubernetesBadRequestError,
+                       match=r"pod_template\.containers\[0\]\.image.*'My Image:latest'"):
         build_job(cfg.kubernetes, "r1", "ingest", namespace="ns")
 
 
@@ -283,6 +323,11 @@ def test_full_run_trains_then_next_run_skips_train_using_the_watch_api(
         assert job["metadata"]["ownerReferences"][0]["name"] == "mlops-nightly-1"
         assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlops-controller"
         assert job["status"]["succeeded"] == 1
+        # The pod that ran is the chart's step pod (its only definition), as rendered.
+        pod, chart_pod = job["spec"]["template"]["spec"], step_pod_template()
+        assert pod["securityContext"]["runAsUser"] == chart_pod["securityContext"]["runAsUser"]
+        assert [v["name"] for v in pod["volumes"]] == [v["name"] for v in chart_pod["volumes"]]
+        assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]["sizeLimit"] == "1Gi"
     assert env.result("mlops-nightly-1", "summary")["model_version"] == "mlops-nightly-1"
     assert env.result("mlops-nightly-1", "controller")["status"] == "succeeded"
 
@@ -313,9 +358,10 @@ def test_watch_is_reestablished_after_it_ends_or_fails(
         env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    import mlops.k8s
+    import mlops.kube.client
 
-    monkeypatch.setattr(mlops.k8s, "WATCH_SECONDS", 1)  # the server ends each watch after 1 s
+    # The server ends each watch after 1 s.
+    monkeypatch.setattr(mlops.kube.client, "WATCH_SECONDS", 1)
     env.set_modes(ingest="block")
     env.api.inject_faults("GET", JOBS_PATH, 500, count=1)  # the first watch request fails
     release = threading.Timer(3.0, (env.state / "release").touch)
@@ -381,7 +427,7 @@ def test_deadline_is_reported_with_the_pod_log_not_as_a_controller_timeout(
     """Kubernetes 1.31+: FailureTarget comes at the deadline, Failed only after the grace
     period; a controller waiting exactly the deadline used to time out in between."""
     env.api.termination_grace_seconds = 30.0  # the fake's cap: the pod's 3 s apply
-    template = default_pod_template(Config.from_dict({}).kubernetes)
+    template = step_pod_template()
     template["terminationGracePeriodSeconds"] = 3
     env.configure(step_timeout_seconds=2, pod_template=template,
                   steps={"ingest": {"active_deadline_seconds": 2}})
@@ -421,7 +467,7 @@ def test_step_timeout_of_the_controller(env: Env, capsys: pytest.CaptureFixture[
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # Stand-in: a Job that outlives its deadline plus grace period (a stuck Job controller)
     # cannot happen in the fake, so the controller's wait is cut to 1 s here.
-    monkeypatch.setattr("mlops.k8s.step_wait_seconds", lambda k8s, step: 1.0)
+    monkeypatch.setattr("mlops.kube.controller.step_wait_seconds", lambda k8s, step: 1.0)
     env.set_modes(ingest="sleep")
     code, _, err = run(env, capsys, "r-timeout")
     assert code == 1
@@ -583,10 +629,14 @@ def test_invalid_job_is_a_422(quiet: Env, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_invalid_image_exits_2(quiet: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    quiet.configure(image="Not/An Image")
+    template = step_pod_template()
+    template["containers"][0]["image"] = "Not/An Image"
+    quiet.configure(pod_template=template)
     code, _, err = run(quiet, capsys, "r1")
     assert code == 2
-    assert "config key 'kubernetes.image' is not a valid image reference" in err
+    assert ("config key 'kubernetes.pod_template.containers[0].image' (the chart's image "
+            "values) is not a valid image reference") in err
+    assert quiet.job_names() == [] and not (quiet.store / "runs").exists()
 
 
 def test_persistent_503_gives_up_with_exit_1(quiet: Env,
@@ -613,3 +663,13 @@ def test_step_entrypoints_write_results_and_exit_with_the_documented_codes(
     assert (tmp_path / "store" / "runs" / "r1" / "ingest.json").exists()
     assert run_job("ingest", ["--config", str(tmp_path / "nope.yaml"), "--run-id", "r1"]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_the_controller_module_imports_no_kubernetes_client() -> None:
+    """The CLI imports the controller for every command (SIGTERM handling), and the
+    kubernetes client is the k8s extra: only run_controller imports mlops.kube.client."""
+    code = ("import sys, mlops.cli, mlops.kube.controller, mlops.kube.dask, "
+            "mlops.kube.manifests; assert 'kubernetes' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

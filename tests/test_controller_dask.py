@@ -41,10 +41,10 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config, load_config
-from mlops.controller import EphemeralCluster
 from mlops.data import generate_synthetic_data
 from mlops.errors import ClusterError, ConfigError
-from mlops.k8s import KubeClient, build_dask_cluster, load_target
+from mlops.kube.client import KubeClient, load_target
+from mlops.kube.dask import EphemeralCluster, build_dask_cluster
 from tests.chart_render import merge_values, render_chart, values_file
 from tests.conftest import skip_or_fail
 from tests.fakes.kube import FakeKubeAPI
@@ -336,7 +336,7 @@ def test_a_scheduler_that_keeps_exiting_fails_the_run_with_exit_1_and_its_log(
 
 def test_a_controller_job_that_failed_for_good_takes_its_cluster_along_after_its_ttl(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
-    from mlops.k8s import Owner
+    from mlops.kube.manifests import Owner
 
     docs = render_chart(_values(tmp_path, nWorkers=1), name=RELEASE, namespace=NS)
     # The chart bounds how long a finished controller Job, and so its cluster, lives on.
@@ -375,7 +375,7 @@ def test_a_controller_job_that_failed_for_good_takes_its_cluster_along_after_its
 def test_cluster_manifests_are_strictly_valid_and_hardened() -> None:
     from kubernetes_validate import validate
 
-    from mlops.k8s import Owner
+    from mlops.kube.manifests import Owner
 
     docs = render_chart(_values(Path("/src"), nWorkers=3), name=RELEASE, namespace=NS)
     config = Config.from_dict(yaml.safe_load(_one(docs, "ConfigMap")["data"]["config.yaml"]))

@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from mlops.k8s import Owner, build_event
+from mlops.kube.manifests import Owner, build_event
 from tests.test_controller import NS, Env, env, run  # noqa: F401 - env is a fixture
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]

@@ -88,8 +88,8 @@ def test_on_a_16_cpu_node_each_worker_pod_gets_its_containers_limit(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
     from distributed import Client
 
-    from mlops.controller import EphemeralCluster
-    from mlops.k8s import KubeClient, load_target
+    from mlops.kube.client import KubeClient, load_target
+    from mlops.kube.dask import EphemeralCluster
     from tests.chart_render import render_chart
     from tests.test_controller_dask import NS, RELEASE, _dask_pods, _fake, _one, _values
 
@@ -122,9 +122,11 @@ def test_on_a_16_cpu_node_each_worker_pod_gets_its_containers_limit(
 def test_the_worker_pod_is_handed_its_limit_never_dasks_auto() -> None:
     from kubernetes_validate import validate
 
-    from mlops.k8s import build_dask_cluster
+    from mlops.kube.dask import build_dask_cluster
+    from tests.chart_render import step_pod_template
 
-    config = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"}})
+    config = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"},
+                               "kubernetes": {"pod_template": step_pod_template()}})
     cluster = build_dask_cluster(config.kubernetes, config.dask, "r-1", namespace="ns")
     (worker,) = cluster.workers["spec"]["template"]["spec"]["containers"]
     value = worker["args"][worker["args"].index("--memory-limit") + 1]
@@ -243,9 +245,9 @@ def test_a_night_on_a_dask_operator_cluster(
 
 def test_workers_that_cannot_be_scheduled_are_named_in_an_event_and_fail_the_run_in_time(
         kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path) -> None:
-    from mlops.controller import EphemeralCluster
     from mlops.errors import ClusterError
-    from mlops.k8s import KubeClient, load_target
+    from mlops.kube.client import KubeClient, load_target
+    from mlops.kube.dask import EphemeralCluster
     from tests.chart_render import render_chart
     from tests.test_controller_dask import NS, RELEASE, _fake, _one, _values
 

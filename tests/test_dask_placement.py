@@ -1,6 +1,6 @@
 """Placement, priority and spill volume of an ephemeral run's Dask pods (issue 20 items 6
 and 7), from the chart's values through config.yaml (the real Helm engine) to the pod
-specs the controller builds (:func:`mlops.k8s.build_dask_cluster`), each pod valid
+specs the controller builds (:func:`mlops.kube.dask.build_dask_cluster`), each pod valid
 Kubernetes (kubernetes-validate, strict)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from mlops.config import DASK_WORKER_PORT, Config
-from mlops.k8s import DASK_SPILL_DIR, Owner, build_dask_cluster, build_job
+from mlops.kube.dask import DASK_SPILL_DIR, build_dask_cluster
+from mlops.kube.manifests import Owner, build_job
 from tests.chart_render import by_kind, merge_values, render_chart, render_raw, values_file
 
 KUBE_VERSION = "1.30.0"

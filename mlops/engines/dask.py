@@ -12,7 +12,7 @@ Where the cluster comes from (:func:`connect`):
 * with ``dask.address`` empty, a ``distributed.Client`` already current in this
   process (a test's, a notebook's) is used as it is.
 * ``dask.cluster: ephemeral``: under ``mlops controller`` the step pods get the address of
-  the run's own scheduler in ``$MLOPS_DASK_ADDRESS`` (see :class:`mlops.controller.
+  the run's own scheduler in ``$MLOPS_DASK_ADDRESS`` (see :class:`mlops.kube.dask.
   EphemeralCluster`); the step waits up to ``dask.connect_timeout`` seconds for it and for
   a first worker. Without that variable (``mlops run``, a step run by hand) it falls back
   to a local cluster, with a warning.
