@@ -543,7 +543,7 @@ class Controller:
         With ``dask.cluster: ephemeral`` the run's Dask cluster (:class:`EphemeralCluster`)
         is started before the first step and removed after the last, whatever the outcome.
         """
-        from mlops.observe import RunObserver
+        from mlops.observe.hooks import RunObserver
 
         started = iso(utc_now())
         if self.ws.config.reporting.enabled:

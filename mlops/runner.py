@@ -36,7 +36,7 @@ from mlops.workspace import Workspace, new_run_id
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from mlops.observe import RunObserver
+    from mlops.observe.hooks import RunObserver
 
 SUMMARY = "summary"
 #: ``runs/<run-id>/run.json``: how a run of ``mlops run`` ended when it failed
@@ -166,7 +166,7 @@ def finish_run(ws: Workspace, run_id: str,
     Args:
         ws: The workspace.
         run_id: The run.
-        observer: The run's :class:`mlops.observe.RunObserver`: it pushes the run's
+        observer: The run's :class:`mlops.observe.hooks.RunObserver`: it pushes the run's
             metrics and sends its notifications before the summary is written.
 
     Returns:
@@ -206,7 +206,7 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
             ``observability.pushgateway_url`` without prometheus-client (before anything
             runs).
     """
-    from mlops.observe import RunObserver
+    from mlops.observe.hooks import RunObserver
 
     config = config_path if isinstance(config_path, Config) else load_config(config_path)
     run_id = check_version_id(run_id, "run id") if run_id else new_run_id()

@@ -25,7 +25,7 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.metrics import Pusher, Sample
 from mlops.notify import Notice, send
-from mlops.observe import RunObserver
+from mlops.observe.hooks import RunObserver
 
 SECRET = "hooks.example.invalid/services/T0/XSECRET"
 GOOD = {"n_samples": 300, "n_features": 4}
