@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops import httppost
+from mlops.observe import httppost
 from mlops.config import Config
 from mlops.errors import ConfigError
 

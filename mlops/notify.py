@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlops import httppost
+from mlops.observe import httppost
 from mlops.config import Config
 
 log = logging.getLogger(__name__)
