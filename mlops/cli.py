@@ -24,7 +24,7 @@ from mlops import __version__
 from mlops.choices import SERVING_FORMATS
 from mlops.config import Config, load_config
 from mlops.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
-from mlops.logconf import log_context, setup_logging
+from mlops.observe.logconf import log_context, setup_logging
 
 log = logging.getLogger("mlops.cli")
 

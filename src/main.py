@@ -16,7 +16,7 @@ from typing import Any
 from mlops.config import read_config_file
 from mlops.data import generate_synthetic_data
 from mlops.errors import MLOpsError
-from mlops.logconf import setup_logging
+from mlops.observe.logconf import setup_logging
 from mlops.monitor import ModelMonitor
 from mlops.registry import ModelRegistry
 from mlops.runner import run_pipeline

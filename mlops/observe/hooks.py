@@ -19,7 +19,7 @@ from typing import Any
 
 from mlops.config import Config
 from mlops.errors import ConfigError
-from mlops.logconf import log_context
+from mlops.observe.logconf import log_context
 from mlops.metrics import (
     Pusher,
     failure_samples,
