@@ -383,7 +383,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Move an alias back to its value before the latest promotion (webhook receivers that
     want ``rollback`` hear about it; a failed delivery never changes the exit code)."""
-    from mlops.notify import ROLLBACK, Notice, bad_urls, send
+    from mlops.observe.notify import ROLLBACK, Notice, bad_urls, send
 
     ws = _workspace(args)
     event = ws.registry.rollback(args.alias, reason=args.reason)

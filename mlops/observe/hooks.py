@@ -3,7 +3,7 @@
 :class:`RunObserver` is the one set of hooks that ``run_pipeline`` (one process) and the
 controller (step Jobs) call at the start of a run, around each step and at its end. It
 pushes Prometheus metrics (:mod:`mlops.metrics`), sends webhook notifications
-(:mod:`mlops.notify`), writes Kubernetes Events through an event sink that the controller
+(:mod:`mlops.observe.notify`), writes Kubernetes Events through an event sink that the controller
 passes in, and sets the run id and step of the log records (:func:`log_context`).
 Nothing here ever fails the run: each channel logs its own failure as a warning.
 """
@@ -28,7 +28,7 @@ from mlops.metrics import (
     schema_changes,
     step_samples,
 )
-from mlops.notify import (
+from mlops.observe.notify import (
     FAILURE,
     VALIDATION_FAILED,
     Notice,
