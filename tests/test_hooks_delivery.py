@@ -23,7 +23,7 @@ import pytest
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.metrics import Pusher, Sample
+from mlops.observe.metrics import Pusher, Sample
 from mlops.observe.notify import Notice, send
 from mlops.observe.hooks import RunObserver
 

@@ -2,7 +2,7 @@
 
 :class:`RunObserver` is the one set of hooks that ``run_pipeline`` (one process) and the
 controller (step Jobs) call at the start of a run, around each step and at its end. It
-pushes Prometheus metrics (:mod:`mlops.metrics`), sends webhook notifications
+pushes Prometheus metrics (:mod:`mlops.observe.metrics`), sends webhook notifications
 (:mod:`mlops.observe.notify`), writes Kubernetes Events through an event sink that the controller
 passes in, and sets the run id and step of the log records (:func:`log_context`).
 Nothing here ever fails the run: each channel logs its own failure as a warning.
@@ -20,7 +20,7 @@ from typing import Any
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.observe.logconf import log_context
-from mlops.metrics import (
+from mlops.observe.metrics import (
     Pusher,
     failure_samples,
     require_prometheus_client,
