@@ -403,7 +403,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report and its PNG plots to a folder (and serve it with --serve)."""
-    from mlops.report import serve_report, write_report
+    from mlops.observe.report import serve_report, write_report
     from mlops.storage import PERMANENT_ERRNOS
 
     if not 0 <= args.port <= 65535:  # before anything is written

@@ -29,7 +29,7 @@ from mlops.pipeline import (
     serving_alerts,
     train,
 )
-from mlops.report import require_matplotlib, write_report_to_store
+from mlops.observe.report import require_matplotlib, write_report_to_store
 from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
 from mlops.workspace import Workspace, new_run_id
 

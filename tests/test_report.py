@@ -13,7 +13,7 @@ import yaml
 from mlops.cli import main
 from mlops.config import Config
 from mlops.errors import BadInputError
-from mlops.report import collect, write_report
+from mlops.observe.report import collect, write_report
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
 

@@ -19,7 +19,7 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.report import collect, history_metrics, render_html, render_plots, score_records
+from mlops.observe.report import collect, history_metrics, render_html, render_plots, score_records
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
 from tests.test_signals import ENGINES, source, table, write_config
@@ -100,7 +100,7 @@ def test_most_drifted_features_are_only_drifted_ones(tmp_path: Path) -> None:
     shifted = df.assign(alcohol=df["alcohol"] * 2.5)
     run_pipeline(_config(write_config(tmp_path, source(tmp_path, shifted, "w2"),
                                       monitoring={"drift_method": "psi"})), run_id="n2")
-    from mlops.report import _most_drifted
+    from mlops.observe.report import _most_drifted
 
     data = collect(Workspace.open(cfg))
     series = {str(f["feature"]): [0.0] for _, rep in data.drift for f in rep["features"]}

@@ -158,7 +158,7 @@ def test_regression_on_diabetes(make_config: Any, tmp_path: Path) -> None:
                      r"0\.\d{4} at training\)", render(health)), render(health)
     # The report plots the gating metric of a regression and lists every night.
     pytest.importorskip("matplotlib")
-    from mlops.report import write_report
+    from mlops.observe.report import write_report
 
     page = write_report(ws, tmp_path / "report")[0].read_text()
     assert "<h2>Runs</h2>" in page and "serving_below_threshold" in page
@@ -252,7 +252,7 @@ def test_cli_show_history_json_and_debug_anywhere(make_config: Any, tmp_path: Pa
 
 
 def test_drift_plot_names_the_most_drifted_of_many_features() -> None:
-    from mlops.report import NAMED_FEATURES, _most_drifted
+    from mlops.observe.report import NAMED_FEATURES, _most_drifted
 
     names = [f"f{i}" for i in range(60)]
     reports = [(f"run-{r}", {"features": [{"feature": n, "drifted": i % 10 == 0 or
