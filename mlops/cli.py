@@ -439,7 +439,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """One screen: is it healthy? Exit 0 healthy, 3 unhealthy."""
-    from mlops.status import EXIT_UNHEALTHY, check_health, render
+    from mlops.observe.status import EXIT_UNHEALTHY, check_health, render
 
     if not (math.isfinite(args.max_age_hours) and args.max_age_hours > 0):
         raise BadInputError(f"--max-age-hours must be a finite number > 0, got "

@@ -14,7 +14,7 @@ import yaml
 
 from mlops.cli import main
 from mlops.runner import run_pipeline
-from mlops.status import check_health
+from mlops.observe.status import check_health
 from mlops.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]

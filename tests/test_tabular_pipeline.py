@@ -148,10 +148,10 @@ def test_regression_on_diabetes(make_config: Any, tmp_path: Path) -> None:
     assert history[-1]["serving_score"] == pytest.approx(second["metrics"]["r2"], rel=0.5)
     assert history[-1]["alerts"] == ["serving_below_threshold"]
     # mlops status judges the gating metric, not accuracy (None for a regression).
-    from mlops.status import check_health
+    from mlops.observe.status import check_health
     health = check_health(strict)
     assert not health.healthy and any(" r2 " in p for p in health.problems), health.problems
-    from mlops.status import render
+    from mlops.observe.status import render
     assert (health.serving["metric"], health.serving["limit"]) == ("r2", 0.99)
     assert health.serving["score"] == pytest.approx(second["score"])
     assert re.search(r"serving model: run-1 r2 0\.\d{4} \(threshold 0\.99; held-out "
