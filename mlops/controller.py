@@ -38,8 +38,8 @@ from typing import Any, Protocol
 from mlops.config import ENV_DASK_ADDRESS, Config
 from mlops.errors import BadInputError, ClusterError, MLOpsError, StepFailedError
 from mlops.ids import check_version_id, iso, utc_now
-from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.observe.report import require_matplotlib
+from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
 from mlops.runner import finish_run, record_failure, record_outcome
 from mlops.validation import PREFIX as VALIDATION_PREFIX
 from mlops.workspace import Workspace, new_run_id

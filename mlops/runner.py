@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.config import Config, load_config
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
 from mlops.ids import check_version_id
+from mlops.observe.report import require_matplotlib, write_report_to_store
 from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
@@ -29,7 +30,6 @@ from mlops.pipeline import (
     serving_alerts,
     train,
 )
-from mlops.observe.report import require_matplotlib, write_report_to_store
 from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
 from mlops.workspace import Workspace, new_run_id
 

@@ -23,9 +23,9 @@ import pytest
 
 from mlops.cli import main
 from mlops.config import Config
+from mlops.observe.hooks import RunObserver
 from mlops.observe.metrics import Pusher, Sample
 from mlops.observe.notify import Notice, send
-from mlops.observe.hooks import RunObserver
 
 SECRET = "hooks.example.invalid/services/T0/XSECRET"
 GOOD = {"n_samples": 300, "n_features": 4}

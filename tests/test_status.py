@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from mlops.cli import main
-from mlops.runner import run_pipeline
 from mlops.observe.status import check_health
+from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,9 +27,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops.observe import httppost
 from mlops.config import Config
 from mlops.errors import ConfigError
+from mlops.observe import httppost
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlops.observe import httppost
 from mlops.config import Config
+from mlops.observe import httppost
 
 log = logging.getLogger(__name__)
 
