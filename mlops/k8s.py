@@ -2,7 +2,7 @@
 
 * :func:`job_name`, :func:`label_value` and :func:`build_job` are pure: they turn the
   config's ``kubernetes`` section (rendered by the Helm chart) into a step Job manifest.
-* :func:`connect` loads credentials (a kubeconfig, or the pod's service account) and
+* :func:`load_target` loads credentials (a kubeconfig, or the pod's service account) and
   resolves the namespace; :class:`KubeClient` creates, adopts and watches step Jobs and
   reads the failing pod's log.
 * :func:`translate` is the one place where a ``kubernetes`` ``ApiException`` or a
@@ -775,7 +775,8 @@ def translate(err: BaseException, what: str, namespace: str) -> MLOpsError:
         namespace: The namespace of the request.
 
     Returns:
-        The error to raise: exit 2 for 400/401/403/404/409/422, else exit 1.
+        The error to raise: exit 2 for 400/401/403/404/422, :class:`JobExistsError` for
+        409 (the caller adopts the Job), else exit 1.
     """
     if not isinstance(err, ApiException):
         return KubernetesError(f"Kubernetes API unreachable ({what}): "
@@ -811,7 +812,7 @@ def _retryable(err: BaseException) -> bool:
 # --- connection --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:
-    """Where and as whom the controller talks to the API (see :func:`connect`)."""
+    """Where and as whom the controller talks to the API (see :func:`load_target`)."""
 
     configuration: Any  # kubernetes.client.Configuration
     namespace: str

@@ -255,7 +255,7 @@ def run_samples(summary: Mapping[str, Any], rows: int | None,
     """What a successful run pushes.
 
     Args:
-        summary: The run summary (:func:`mlops.pipeline.summarize`); ``metrics`` and
+        summary: The run summary (:func:`mlops.runner.summarize`); ``metrics`` and
             ``challenger_metrics`` mappings are used when present, else the accuracies.
         rows: Rows ingested by the run.
         history: The store's metrics history, oldest first (for the counters).
