@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from mlops import __version__
-from mlops.choices import SERVING_FORMATS
+from mlops.choices import SERVING_FORMATS, NotifyEvent
 from mlops.config import Config, load_config
 from mlops.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
 from mlops.observe.logconf import log_context, setup_logging
@@ -383,7 +383,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Move an alias back to its value before the latest promotion (webhook receivers that
     want ``rollback`` hear about it; a failed delivery never changes the exit code)."""
-    from mlops.observe.notify import ROLLBACK, Notice, bad_urls, send
+    from mlops.observe.notify import Notice, bad_urls, send
 
     ws = _workspace(args)
     event = ws.registry.rollback(args.alias, reason=args.reason)
@@ -394,7 +394,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 f"{event['version']} by {event['by']}"
                 + (f": {event['reason']}" if event.get("reason") else ""))
         send(ws.config, str(event.get("event") or "rollback"), "rolled back",
-             [Notice(ROLLBACK, text)],
+             [Notice(NotifyEvent.ROLLBACK, text)],
              {"model_version": event["version"], "previous_version": event["previous"],
               "alias": event["alias"], "reason": event.get("reason") or None},
              f"{ws.config.kubernetes.release}/{ns}")

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from typing import Any
 
+from mlops.choices import RetrainReason
 from mlops.config import Config
 from mlops.data import CLASSIFICATION, NUMERIC
 from mlops.gating import (
@@ -34,13 +35,13 @@ from mlops.registry import ModelRegistry
 from mlops.schema import ColumnSchema, InputSchema
 
 #: Retrain reasons added by this module (``no_model`` and ``drift`` are the monitor's).
-LOW_ACCURACY = "low_accuracy"
-LOW_SCORE = "low_score"
-SCHEMA_CHANGE = "schema_change"
-REJECTED_BEFORE = "rejected_before"
+LOW_ACCURACY = RetrainReason.LOW_ACCURACY
+LOW_SCORE = RetrainReason.LOW_SCORE
+SCHEMA_CHANGE = RetrainReason.SCHEMA_CHANGE
+REJECTED_BEFORE = RetrainReason.REJECTED_BEFORE
 
 
-def low_score_reason(metric: str) -> str:
+def low_score_reason(metric: str) -> RetrainReason:
     """The retrain reason of a serving model below the limit (``low_accuracy`` for accuracy)."""
     return LOW_ACCURACY if metric == "accuracy" else LOW_SCORE
 

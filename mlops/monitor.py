@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops import layout
+from mlops.choices import RetrainReason
 from mlops.drift import (
     DEFAULT_SAMPLE_SIZE,
     MEAN_L1,
@@ -53,9 +54,9 @@ if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with
 
 log = logging.getLogger(__name__)
 
-NO_MODEL = "no_model"
-LOW_ACCURACY = "low_accuracy"
-DRIFT = "drift"
+NO_MODEL = RetrainReason.NO_MODEL
+LOW_ACCURACY = RetrainReason.LOW_ACCURACY
+DRIFT = RetrainReason.DRIFT
 
 
 @dataclass(frozen=True)

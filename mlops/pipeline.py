@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
+from mlops.choices import RetrainReason
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
@@ -47,7 +48,7 @@ from mlops.errors import (
     MLOpsError,
     SchemaChangeError,
 )
-from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
+from mlops.gating import DEGRADED, degraded
 from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.ids import check_version_id
 from mlops.monitor import DRIFT, NO_MODEL
@@ -79,7 +80,7 @@ SCORE = "score"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
 #: Added to the reasons when a wanted retrain is skipped because the batch is smaller
 #: than ``training.min_rows`` / ``min_test_rows``.
-TOO_FEW_ROWS = "too_few_rows"
+TOO_FEW_ROWS = RetrainReason.TOO_FEW_ROWS
 
 R = TypeVar("R", bound="StepResult")
 
@@ -491,7 +492,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     if change is not None and change.changed:
         extra.append(SCHEMA_CHANGE)
     if unusable is not None:
-        extra.append(SERVING_MODEL_UNUSABLE)
+        extra.append(RetrainReason.SERVING_MODEL_UNUSABLE)
     # Every row was in the serving model's training set: nothing to score it on.
     all_seen = scored_rows == 0 and skipped > 0
     if current is not None and not extra and not all_seen \
@@ -499,7 +500,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         extra.append(low_score_reason(metric))
     limit = config.monitoring.max_degradation
     if current is not None and not extra and degraded(score, baseline, metric, limit):
-        extra.append(DEGRADED)  # within the gate's limit, but far below its own baseline
+        # within the gate's limit, but far below its own baseline
+        extra.append(RetrainReason.DEGRADED)
     # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
     reasons = [r for r in reasons if r == NO_MODEL] + extra + \
         [r for r in reasons if r != NO_MODEL]
@@ -778,7 +780,8 @@ def serving_alerts(score: float | None, threshold: float | None, metric: str,
     """The alerts of the model that serves after a run: ``serving_below_threshold``
     when its score misses the gate's limit, ``degraded`` when it fell more than
     ``monitoring.max_degradation`` below its own held-out score at training."""
-    alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+    alerts: list[str] = [] if meets_threshold(score, threshold, metric) \
+        else [SERVING_BELOW_THRESHOLD]
     if degraded(score, baseline, metric, max_degradation):
         alerts.append(DEGRADED)
     return alerts

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mlops.choices import Alert, RetrainReason
 from mlops.config import Config, load_config
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
 from mlops.ids import check_version_id
@@ -19,7 +20,6 @@ from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
     SCORE,
-    SERVING_MODEL_UNUSABLE,
     STEP_FUNCTIONS,
     STEPS,
     TRAIN,
@@ -30,7 +30,7 @@ from mlops.pipeline import (
     serving_alerts,
     train,
 )
-from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
+from mlops.serving import HANDOFF, serving_uri
 from mlops.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,13 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     alerts = serving_alerts(score, threshold, metric, baseline,
                             ws.config.monitoring.max_degradation) \
         if serving is not None and not unscored else []
-    if SERVING_MODEL_UNUSABLE in checked["reasons"]:
-        alerts.append(SERVING_MODEL_UNUSABLE)
+    if RetrainReason.SERVING_MODEL_UNUSABLE in checked["reasons"]:
+        alerts.append(Alert.SERVING_MODEL_UNUSABLE)
     note = checked.get("note", "")
     if trained is not None and not promoted:  # why the challenger lost
         note = "; ".join(n for n in (note, str(trained.get("promotion_reason") or "")) if n)
     if handoff and handoff.get("status") == "failed":
-        alerts.append(HANDOFF_FAILED)
+        alerts.append(Alert.SERVING_HANDOFF_FAILED)
     return {
         "run_id": run_id,
         "data_version": ingested["data_version"],

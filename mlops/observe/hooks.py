@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from mlops.choices import NotifyEvent, RetrainReason
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.observe.logconf import log_context
@@ -29,8 +30,6 @@ from mlops.observe.metrics import (
     step_samples,
 )
 from mlops.observe.notify import (
-    FAILURE,
-    VALIDATION_FAILED,
     Notice,
     bad_secrets,
     bad_urls,
@@ -134,7 +133,7 @@ class RunObserver:
         self.event("StepSucceeded", "Step", f"step {step} succeeded{took}")
         if step == "monitor-check":
             reasons = list(result.get("reasons") or [])
-            if "drift" in reasons:
+            if RetrainReason.DRIFT in reasons:
                 self.event("DriftDetected", "Check", f"drift score {_num(result.get('drift'))}"
                            f" above the threshold{_drifted(result.get('drift_report'))}")
             below = _below(result)
@@ -198,12 +197,12 @@ class RunObserver:
         self.pusher.push(failure_samples(step, self.durations))
         where = f" at step {step}" if step else ""
         text = redact(f"run {self.run_id} failed{where}: {_line(err)}", self.secrets)
-        notices = [Notice(FAILURE, text)]
+        notices = [Notice(NotifyEvent.FAILURE, text)]
         # A batch that broke the validation: section (in this process, or read from the
         # ingest Job's one-line error under the controller).
         invalid = _validation_line(err)
         if invalid is not None:
-            notices.append(Notice(VALIDATION_FAILED, invalid))
+            notices.append(Notice(NotifyEvent.VALIDATION_FAILED, invalid))
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "failed", notices,
             {"step": step, "error": redact(_line(err), self.secrets)}, self.where, self.env)]

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops.choices import RetrainReason
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.observe import httppost
@@ -281,7 +282,7 @@ def run_samples(summary: Mapping[str, Any], rows: int | None,
     if drift is not None:
         out.append(Sample(DRIFT, drift))
     reasons = list(summary.get("reasons") or [])
-    out.append(Sample(DRIFT_DETECTED, 1.0 if "drift" in reasons else 0.0))
+    out.append(Sample(DRIFT_DETECTED, 1.0 if RetrainReason.DRIFT in reasons else 0.0))
     report = summary.get("drift_report") or {}
     for f in report.get("features", []):
         labels = (str(f.get("feature")), str(f.get("method")))
@@ -320,7 +321,7 @@ def drift_streak(history: Sequence[Mapping[str, Any]]) -> int:
     """How many of the newest history records in a row have ``drift`` among their reasons."""
     n = 0
     for rec in reversed(history):
-        if "drift" not in (rec.get("reasons") or []):
+        if RetrainReason.DRIFT not in (rec.get("reasons") or []):
             break
         n += 1
     return n

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops import layout
+from mlops.choices import Alert
 from mlops.errors import BadInputError, ConfigError
 from mlops.gating import higher_is_better
 from mlops.ids import iso, utc_now
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 ACCURACY_PNG = "accuracy.png"
 #: The drift plot names at most this many features (the most drifted); the rest are a band.
 NAMED_FEATURES = 8
-#: The alert of a serving model below its threshold (see mlops.decisions).
-SERVING_ALERT = "serving_below_threshold"
 DRIFT_PNG = "drift.png"
 REPORT_HTML = "report.html"
 
@@ -228,7 +227,7 @@ def plot_accuracy(data: ReportData, metric: str | None = None) -> bytes:
                    marker="v", s=70, color="black", zorder=3, clip_on=False,
                    label="failed run")
     below = [(x, v) for x, v, r in zip(xs, serving, recs, strict=True)
-             if v is not None and SERVING_ALERT in (r.get("alerts") or [])]
+             if v is not None and Alert.SERVING_BELOW_THRESHOLD in (r.get("alerts") or [])]
     if below:
         ax.scatter([b[0] for b in below], [b[1] for b in below], marker="o", s=90,
                    facecolors="none", edgecolors="tab:red", zorder=4,

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlops import layout
+from mlops.choices import RetrainReason
 from mlops.config import Config, signing_key
 from mlops.errors import BadInputError, IntegrityError
 from mlops.gating import (
@@ -228,7 +229,7 @@ def check_health(config: Config, store: Store | None = None,
     if summary:
         report = summary.get("drift_report") or {}
         drift = {"score": summary.get("drift"),
-                 "detected": "drift" in (summary.get("reasons") or []),
+                 "detected": RetrainReason.DRIFT in (summary.get("reasons") or []),
                  "method": report.get("method"),
                  "features": [f.get("feature") for f in report.get("features", [])
                               if f.get("drifted")]}
