@@ -47,6 +47,7 @@ from mlops.drift import (
     relative_l1,
 )
 from mlops.ids import compact, iso, utc_now
+from mlops.records import HistoryRecord
 from mlops.storage import CorruptObjectError, Store, as_store
 
 if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with the monitor
@@ -180,13 +181,15 @@ class ModelMonitor:
             The record written (or, with ``once``, the one already there).
         """
         now = utc_now() if not at else datetime.fromisoformat(at)
-        record = {
+        # The one place a history record is made: typed, its facts checked (TypeError
+        # names a fact of the wrong type), keys no field knows kept as they are.
+        record = HistoryRecord.from_dict({
             "timestamp": iso(now),
             "accuracy": None if accuracy is None else float(accuracy),
             "data_version": data_version,
             "model_version": model_version,
             **dict(extra or {}),
-        }
+        }).to_dict()
         suffix = hashlib.sha256(once.encode()).hexdigest()[:12] if once else \
             uuid.uuid4().hex[:12]
         key = f"{self.metrics_prefix}/{layout.timestamped_name(compact(now), suffix)}"

@@ -30,6 +30,7 @@ from mlops.pipeline import (
     serving_alerts,
     train,
 )
+from mlops.records import RunSummary
 from mlops.serving import HANDOFF, serving_uri
 from mlops.workspace import Workspace, new_run_id
 
@@ -53,7 +54,7 @@ def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None
 
 
 # --- the whole run -----------------------------------------------------------------------
-def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
+def summarize(ws: Workspace, run_id: str) -> RunSummary:
     """The run's summary from its persisted step results.
 
     ``model_version`` is the model that serves after the run and ``accuracy`` is its
@@ -71,7 +72,8 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     ``challenger_*``, and ``note`` says why it lost.
 
     Returns:
-        ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
+        The :class:`~mlops.records.RunSummary` ``{run_id, data_version, model_version,
+        retrained, accuracy, reasons, drift,
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
         metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
@@ -116,44 +118,47 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         note = "; ".join(n for n in (note, str(trained.get("promotion_reason") or "")) if n)
     if handoff and handoff.get("status") == "failed":
         alerts.append(Alert.SERVING_HANDOFF_FAILED)
-    return {
-        "run_id": run_id,
-        "data_version": ingested["data_version"],
-        "model_version": serving,
-        "retrained": trained is not None,
-        "accuracy": accuracy,
-        "reasons": checked["reasons"],
-        "drift": checked["drift"],
-        "drift_report": checked.get("drift_report"),
-        "drift_error": checked.get("drift_error"),
-        "promoted": promoted,
-        "challenger_version": trained["model_version"] if trained else None,
-        "challenger_accuracy": trained["accuracy"] if trained else None,
-        "challenger_score": trained.get("score") if trained else None,
-        "challenger_metrics": trained.get("metrics") if trained else None,
-        "champion_accuracy": trained.get("champion_accuracy") if trained else None,
-        "task": checked.get("task") or ingested.get("task"),
-        "metric": metric,
-        "score": score,
-        "metrics": metrics,
-        "threshold": threshold,
-        "baseline_score": baseline,
-        "alerts": alerts,
-        "note": note,
-        "serving_error": checked.get("serving_error", ""),
-        "schema_change": checked.get("schema_change"),
-        "serving_uri": serving_uri(ws.store, serving),
-        **({"predictions_uri": (ws.read_result(run_id, SCORE) or {}).get("predictions_uri")}
-           if ws.config.scoring.source else {}),
-        **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
-            "run_id", "step", "finished_at")}} if handoff else {}),
+    summary = RunSummary(
+        run_id=run_id,
+        data_version=ingested["data_version"],
+        model_version=serving,
+        retrained=trained is not None,
+        accuracy=accuracy,
+        reasons=checked["reasons"],
+        drift=checked["drift"],
+        drift_report=checked.get("drift_report"),
+        drift_error=checked.get("drift_error"),
+        promoted=promoted,
+        challenger_version=trained["model_version"] if trained else None,
+        challenger_accuracy=trained["accuracy"] if trained else None,
+        challenger_score=trained.get("score") if trained else None,
+        challenger_metrics=trained.get("metrics") if trained else None,
+        champion_accuracy=trained.get("champion_accuracy") if trained else None,
+        task=checked.get("task") or ingested.get("task"),
+        metric=metric,
+        score=score,
+        metrics=metrics,
+        threshold=threshold,
+        baseline_score=baseline,
+        alerts=alerts,
+        note=note,
+        serving_error=checked.get("serving_error", ""),
+        schema_change=checked.get("schema_change"),
+        serving_uri=serving_uri(ws.store, serving),
         # The serving model's score on the new data counts only rows it was not trained on.
-        "scored_rows": checked.get("scored_rows"),
-        "skipped_seen_rows": checked.get("skipped_seen_rows", 0),
-    }
+        scored_rows=checked.get("scored_rows"),
+        skipped_seen_rows=checked.get("skipped_seen_rows", 0),
+    )
+    if ws.config.scoring.source:
+        scored = ws.read_result(run_id, SCORE) or {}
+        summary = summary.replace(predictions_uri=scored.get("predictions_uri"))
+    if handoff:
+        summary = summary.replace(serving_handoff={k: v for k, v in handoff.items() if k not in (
+            "run_id", "step", "finished_at")})
+    return summary
 
 
-def write_summary(ws: Workspace, run_id: str, summary: Mapping[str, Any]) -> None:
+def write_summary(ws: Workspace, run_id: str, summary: RunSummary | Mapping[str, Any]) -> None:
     """Persist ``runs/<run-id>/summary.json``."""
     ws.write_result(SUMMARY, summary)
 
@@ -175,14 +180,14 @@ def finish_run(ws: Workspace, run_id: str,
     """
     summary = summarize(ws, run_id)
     if ws.config.reporting.enabled:
-        summary["report"] = write_report_to_store(ws, run_id)
-        summary["report_url"] = ws.store.url(summary["report"])
+        report = write_report_to_store(ws, run_id)
+        summary = summary.replace(report=report, report_url=ws.store.url(report))
     if observer is not None:
         notifications = observer.run_succeeded(ws, summary)
         if notifications:
-            summary["notifications"] = notifications
+            summary = summary.replace(notifications=notifications)
     write_summary(ws, run_id, summary)
-    return summary
+    return summary.to_dict()
 
 
 def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,

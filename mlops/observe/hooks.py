@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -39,6 +39,7 @@ from mlops.observe.notify import (
     secret_urls,
     send,
 )
+from mlops.records import RunSummary
 from mlops.validation import PREFIX as VALIDATION_PREFIX
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ class RunObserver:
             if RetrainReason.DRIFT in reasons:
                 self.event("DriftDetected", "Check", f"drift score {_num(result.get('drift'))}"
                            f" above the threshold{_drifted(result.get('drift_report'))}")
-            below = _below(result)
+            below = _below(result.get("reasons"), result.get("metric"),
+                           result.get("threshold"), result.get("score"))
             if below is not None:
                 self.event("ServingBelowThreshold", "Check",
                            f"serving model {result.get('model_version')} {below}")
@@ -155,7 +157,7 @@ class RunObserver:
                            f"{_num(result.get('champion_accuracy'))}: not promoted")
 
     # --- end -----------------------------------------------------------------------------
-    def run_succeeded(self, ws: Any, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def run_succeeded(self, ws: Any, summary: RunSummary) -> list[dict[str, Any]]:
         """The run ended well: push its metrics, notify, write ``RunSucceeded``.
 
         Args:
@@ -172,18 +174,17 @@ class RunObserver:
                 log.warning("metrics of run %s not computed: %s", self.run_id, _line(err))
             else:
                 self.pusher.push(samples)
-        notices = notices_for_summary(summary, _below(summary))
-        facts = {"model_version": summary.get("model_version"),
-                 "accuracy": summary.get("accuracy"), "drift": summary.get("drift"),
-                 "retrained": summary.get("retrained"), "report": summary.get("report_url"),
-                 "data_version": summary.get("data_version"),
-                 "metric": summary.get("metric"), "score": summary.get("score"),
-                 "serving_uri": summary.get("serving_uri")}
+        below = _below(summary.reasons, summary.metric, summary.threshold, summary.score)
+        notices = notices_for_summary(summary, below)
+        facts = {"model_version": summary.model_version, "accuracy": summary.accuracy,
+                 "drift": summary.drift, "retrained": summary.retrained,
+                 "report": summary.report_url, "data_version": summary.data_version,
+                 "metric": summary.metric, "score": summary.score,
+                 "serving_uri": summary.serving_uri}
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "succeeded", notices, facts, self.where, self.env)]
         self.event("RunSucceeded", "Run", f"run {self.run_id} succeeded: model "
-                   f"{summary.get('model_version')} serves, accuracy "
-                   f"{_num(summary.get('accuracy'))}")
+                   f"{summary.model_version} serves, accuracy {_num(summary.accuracy)}")
         self._stack.close()
         return self.notifications
 
@@ -224,7 +225,7 @@ class RunObserver:
                         reason, _line(err), self.run_id)
             self.events = None
 
-    def _run_samples(self, ws: Any, summary: Mapping[str, Any]) -> list[Any]:
+    def _run_samples(self, ws: Any, summary: RunSummary) -> list[Any]:
         ingested = ws.read_result(self.run_id, "ingest") or {}
         manifests = [{"columns": r.columns}
                      for r in reversed(ws.versioner.list_records())]  # oldest first
@@ -293,20 +294,20 @@ def _drifted(report: Any) -> str:
         if names else ""
 
 
-def _below(result: Mapping[str, Any]) -> str | None:
-    """How a monitor-check result or run summary says the serving model missed its gating
-    metric's threshold (``accuracy 0.61 below 0.7``), or None when it did not."""
-    reasons = result.get("reasons") or []
+def _below(reasons: Sequence[str] | None, metric: str | None, threshold: Any,
+           score: Any) -> str | None:
+    """How a monitor-check result or run summary (its ``reasons``, ``metric``,
+    ``threshold`` and ``score``) says the serving model missed its gating metric's
+    threshold (``accuracy 0.61 below 0.7``), or None when it did not."""
     if not reasons:
         return None
     # Imported here: mlops.training loads scikit-learn, which a controller needs only then.
     from mlops.decisions import low_score_reason
     from mlops.training import higher_is_better
 
-    metric = str(result.get("metric") or "accuracy")
+    metric = str(metric or "accuracy")
     if low_score_reason(metric) not in reasons:
         return None
-    threshold = result.get("threshold")
     limit = f"{threshold:g}" if isinstance(threshold, int | float) else "its threshold"
     side = "below" if higher_is_better(metric) else "above"
-    return f"{metric} {_num(result.get('score'))} {side} {limit}"
+    return f"{metric} {_num(score)} {side} {limit}"

@@ -31,6 +31,7 @@ from mlops.choices import RetrainReason
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.observe import httppost
+from mlops.records import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def _metric_samples(name: str, metrics: Mapping[str, Any]) -> list[Sample]:
     return out
 
 
-def run_samples(summary: Mapping[str, Any], rows: int | None,
+def run_samples(summary: RunSummary, rows: int | None,
                 history: Sequence[Mapping[str, Any]], schema_changes: int,
                 durations: Mapping[str, float], now: float | None = None) -> list[Sample]:
     """What a successful run pushes.
@@ -267,23 +268,22 @@ def run_samples(summary: Mapping[str, Any], rows: int | None,
     out = [Sample(LAST_SUCCESS, time.time() if now is None else now), *step_samples(durations)]
     if rows is not None:
         out.append(Sample(ROWS, float(rows)))
-    serving = summary.get("metrics") or {"accuracy": summary.get("accuracy")}
+    serving = summary.metrics or {"accuracy": summary.accuracy}
     out += _metric_samples(SERVING, serving)
-    if summary.get("model_version"):
-        out.append(Sample(SERVING_INFO, 1.0, (str(summary["model_version"]),)))
-    threshold = _finite(summary.get("threshold"))
+    if summary.model_version:
+        out.append(Sample(SERVING_INFO, 1.0, (str(summary.model_version),)))
+    threshold = _finite(summary.threshold)
     if threshold is not None:  # the gating metric's limit (none: the metric has no limit)
-        out.append(Sample(THRESHOLD, threshold, (str(summary.get("metric") or "accuracy"),)))
-    if summary.get("retrained"):
-        challenger = summary.get("challenger_metrics") or {
-            "accuracy": summary.get("challenger_accuracy")}
+        out.append(Sample(THRESHOLD, threshold, (str(summary.metric or "accuracy"),)))
+    if summary.retrained:
+        challenger = summary.challenger_metrics or {"accuracy": summary.challenger_accuracy}
         out += _metric_samples(CHALLENGER, challenger)
-    drift = _finite(summary.get("drift"))
+    drift = _finite(summary.drift)
     if drift is not None:
         out.append(Sample(DRIFT, drift))
-    reasons = list(summary.get("reasons") or [])
+    reasons = summary.reasons or []
     out.append(Sample(DRIFT_DETECTED, 1.0 if RetrainReason.DRIFT in reasons else 0.0))
-    report = summary.get("drift_report") or {}
+    report = summary.drift_report or {}
     for f in report.get("features", []):
         labels = (str(f.get("feature")), str(f.get("method")))
         stat = _finite(f.get("statistic"))

@@ -38,6 +38,7 @@ from typing import Any
 from mlops.choices import NotifyEvent, RetrainReason
 from mlops.config import Config
 from mlops.observe import httppost
+from mlops.records import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def missing_urls(config: Config, env: Mapping[str, str] | None = None) -> list[s
                   if r.secret_env and not env.get(r.secret_env)]
 
 
-def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[Notice]:
+def notices_for_summary(summary: RunSummary, below: str | None) -> list[Notice]:
     """The notices of a run that ended: drift, promotion or rejection, serving below
     threshold, and success.
 
@@ -137,32 +138,30 @@ def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[N
         below: How the serving model missed its gating metric's threshold (for example
             ``accuracy 0.61 < 0.7``), or None when it did not.
     """
-    rid = summary.get("run_id")
     out = []
-    reasons = list(summary.get("reasons") or [])
-    if RetrainReason.DRIFT in reasons:
-        report = summary.get("drift_report") or {}
+    if RetrainReason.DRIFT in (summary.reasons or []):
+        report = summary.drift_report or {}
         drifted = [f["feature"] for f in report.get("features", []) if f.get("drifted")]
         names = f" ({', '.join(drifted[:5])})" if drifted else ""
         out.append(Notice(NotifyEvent.DRIFT,
-                          f"drift detected: score {_num(summary.get('drift'))}{names}"))
+                          f"drift detected: score {_num(summary.drift)}{names}"))
     if below is not None:
         out.append(Notice(NotifyEvent.SERVING_BELOW_THRESHOLD,
                           f"serving model below threshold on the new data ({below}): "
                           "retrained"))
-    if summary.get("retrained"):
-        challenger = summary.get("challenger_version")
-        acc = _num(summary.get("challenger_accuracy"))
-        if summary.get("promoted"):
+    if summary.retrained:
+        challenger = summary.challenger_version
+        acc = _num(summary.challenger_accuracy)
+        if summary.promoted:
             out.append(Notice(NotifyEvent.PROMOTION,
                               f"model {challenger} promoted to production (accuracy {acc})"))
         else:
             out.append(Notice(NotifyEvent.REJECTION,
                               f"challenger {challenger} rejected (accuracy {acc} "
-                              f"< champion {_num(summary.get('champion_accuracy'))})"))
+                              f"< champion {_num(summary.champion_accuracy)})"))
     out.append(Notice(NotifyEvent.SUCCESS,
-                      f"run {rid} succeeded: model {summary.get('model_version')} "
-                      f"serves, accuracy {_num(summary.get('accuracy'))}"))
+                      f"run {summary.run_id} succeeded: model {summary.model_version} "
+                      f"serves, accuracy {_num(summary.accuracy)}"))
     return out
 
 
