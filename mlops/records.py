@@ -481,6 +481,8 @@ class HistoryRecord(Document):
     note: str | None = optional()
     scored_rows: int | None = optional()
     skipped_seen_rows: int | None = optional()
+    #: The gating limit (the report draws it when a record has it).
+    threshold: float | None = optional()
     #: A step stopped by SIGTERM (a failed run's record).
     terminated: bool | None = optional()
 

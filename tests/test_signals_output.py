@@ -84,8 +84,8 @@ def test_the_report_draws_one_metric_per_plot_with_its_limit(tmp_path: Path) -> 
     run_pipeline(auc, run_id="n2")
     data = collect(Workspace.open(auc))
     assert history_metrics(data) == ["roc_auc", "accuracy"]
-    assert [r["run_id"] for r in score_records(data, "roc_auc")] == ["n2"]
-    assert [r["run_id"] for r in score_records(data, "accuracy")] == ["n1"]
+    assert [r.run_id for r in score_records(data, "roc_auc")] == ["n2"]
+    assert [r.run_id for r in score_records(data, "accuracy")] == ["n1"]
     plots = render_plots(data)
     assert {"accuracy.png", "score-accuracy.png"} <= set(plots)
     page = render_html(data, plots)
