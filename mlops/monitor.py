@@ -179,27 +179,44 @@ class ModelMonitor:
 
         Returns:
             The record written (or, with ``once``, the one already there).
+
+        Raises:
+            TypeError: A fact of the wrong type (named), before anything is written.
         """
         now = utc_now() if not at else datetime.fromisoformat(at)
-        # The one place a history record is made: typed, its facts checked (TypeError
-        # names a fact of the wrong type), keys no field knows kept as they are.
         record = HistoryRecord.from_dict({
             "timestamp": iso(now),
             "accuracy": None if accuracy is None else float(accuracy),
             "data_version": data_version,
             "model_version": model_version,
             **dict(extra or {}),
-        }).to_dict()
+        })
+        return self.record(record, once=once).to_dict()
+
+    def record(self, record: HistoryRecord, *, once: str | None = None) -> HistoryRecord:
+        """Append one typed record to the history (one new object named by its
+        ``timestamp``; never overwrites). What every writer of the history calls.
+
+        Args:
+            record: The record.
+            once: A token naming this record (e.g. ``train-<run-id>``): with the record's
+                timestamp it makes the object's key, so a resumed step that records it
+                again finds it there and writes nothing.
+
+        Returns:
+            The record written (or, with ``once``, the one already there).
+        """
+        now = datetime.fromisoformat(record.timestamp)
         suffix = hashlib.sha256(once.encode()).hexdigest()[:12] if once else \
             uuid.uuid4().hex[:12]
         key = f"{self.metrics_prefix}/{layout.timestamped_name(compact(now), suffix)}"
         try:
-            self.store.write_json(key, record, exclusive=True)
+            self.store.write_json(key, record.to_dict(), exclusive=True)
         except FileExistsError:
             if once is None:
                 raise
             existing = self.store.read_json(key)
-            return existing if isinstance(existing, dict) else record
+            return HistoryRecord.from_dict(existing) if isinstance(existing, dict) else record
         return record
 
     def get_history(self, limit: int | None = None) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from mlops.choices import RetrainReason
@@ -50,9 +51,9 @@ from mlops.errors import (
 )
 from mlops.gating import DEGRADED, degraded
 from mlops.hashing import row_hashes, seen_rows, sorted_unique
-from mlops.ids import check_version_id
+from mlops.ids import check_version_id, iso, utc_now
 from mlops.monitor import DRIFT, NO_MODEL
-from mlops.records import TrainingFacts
+from mlops.records import HistoryRecord, TrainingFacts
 from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.serving import export_for_serving
@@ -538,13 +539,13 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped)
     if not retrain and current is not None:
         alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
-        ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
-            "run_id": run_id, "retrained": False, "drift": decision.drift,
-            "drift_error": decision.drift_error, "reasons": reasons,
-            "task": task, "metric": metric, "score": score, "metrics": metrics,
-            "serving_score": score, "baseline_score": baseline, "alerts": alerts,
-            "note": note, "status": "succeeded",
-            "scored_rows": scored_rows, "skipped_seen_rows": skipped})
+        ws.monitor.record(HistoryRecord(
+            timestamp=iso(utc_now()), accuracy=_float(accuracy),
+            data_version=ingested.data_version, model_version=current, run_id=run_id,
+            retrained=False, drift=decision.drift, drift_error=decision.drift_error,
+            reasons=reasons, task=task, metric=metric, score=score, metrics=metrics,
+            serving_score=score, baseline_score=baseline, alerts=alerts, note=note,
+            status="succeeded", scored_rows=scored_rows, skipped_seen_rows=skipped))
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
              "drift %.4f -> retrain=%s %s%s", current, metric,
@@ -671,20 +672,18 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     # summary does; the challenger's are under challenger_* whether or not it won.
     serving = run_id if promote else champion
     serving_metrics = metrics if promote else (meta.champion_metrics or {})
-    ws.monitor.record_metrics(accuracy if promote else champion_accuracy,
-                              ingested.data_version, serving, {
-        "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
-        "drift_error": checked.get("drift_error"),
-        "reasons": checked.get("reasons", []), "promoted": promote,
-        "champion_version": champion, "champion_accuracy": champion_accuracy,
-        "challenger_version": run_id, "challenger_accuracy": accuracy,
-        "challenger_metrics": metrics,
-        "task": task, "metric": metric, "score": serving_score, "metrics": serving_metrics,
-        "challenger_score": score, "champion_score": champion_score,
-        "serving_score": serving_score, "baseline_score": baseline,
-        "note": "" if promote else str(meta.promotion_reason),
-        "alerts": alerts, "status": "succeeded"},
-        once=f"train-{run_id}", at=record.created_at)
+    ws.monitor.record(HistoryRecord(
+        timestamp=iso(datetime.fromisoformat(record.created_at)),
+        accuracy=_float(accuracy if promote else champion_accuracy),
+        data_version=ingested.data_version, model_version=serving, run_id=run_id,
+        retrained=True, drift=checked.get("drift"), drift_error=checked.get("drift_error"),
+        reasons=checked.get("reasons", []), promoted=promote, champion_version=champion,
+        champion_accuracy=champion_accuracy, challenger_version=run_id,
+        challenger_accuracy=accuracy, challenger_metrics=metrics, task=task, metric=metric,
+        score=serving_score, metrics=serving_metrics, challenger_score=score,
+        champion_score=champion_score, serving_score=serving_score, baseline_score=baseline,
+        note="" if promote else str(meta.promotion_reason), alerts=alerts,
+        status="succeeded"), once=f"train-{run_id}")
     crash_point("after-metrics")
     if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
         # The serving exports come before the alias move: production never names a
@@ -785,6 +784,11 @@ def serving_alerts(score: float | None, threshold: float | None, metric: str,
     if degraded(score, baseline, metric, max_degradation):
         alerts.append(DEGRADED)
     return alerts
+
+
+def _float(value: float | None) -> float | None:
+    """An accuracy as a plain float for the history (None stays None)."""
+    return None if value is None else float(value)
 
 
 def _baseline(meta: Any, metric: str) -> float | None:

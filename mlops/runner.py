@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.choices import Alert, RetrainReason
 from mlops.config import Config, load_config
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
-from mlops.ids import check_version_id
+from mlops.ids import check_version_id, iso, utc_now
 from mlops.observe.report import require_matplotlib, write_report_to_store
 from mlops.pipeline import (
     INGEST,
@@ -30,7 +30,7 @@ from mlops.pipeline import (
     serving_alerts,
     train,
 )
-from mlops.records import RunSummary
+from mlops.records import HistoryRecord, RunSummary
 from mlops.serving import HANDOFF, serving_uri
 from mlops.workspace import Workspace, new_run_id
 
@@ -301,10 +301,11 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     message = text[0] if text else type(error).__name__
     ingested = ws.read_result(run_id, INGEST) or {}
     try:
-        ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
-            "run_id": run_id, "status": "failed", "step": step, "error": message,
-            "task": ingested.get("task"),
-            "retrained": False, "reasons": [], "alerts": [], **extra})
+        ws.monitor.record(HistoryRecord(
+            timestamp=iso(utc_now()), accuracy=None, data_version=ingested.get("data_version"),
+            model_version=None, run_id=run_id, status="failed", step=step, error=message,
+            task=ingested.get("task"), retrained=False, reasons=[], alerts=[],
+        ).replace(**extra))
     except (MLOpsError, OSError) as err:
         log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
 
