@@ -25,6 +25,7 @@ from mlops.choices import SERVING_FORMATS, NotifyEvent
 from mlops.config import Config, load_config
 from mlops.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
 from mlops.observe.logconf import log_context, setup_logging
+from mlops.records import HistoryRecord
 
 log = logging.getLogger("mlops.cli")
 
@@ -325,20 +326,26 @@ def without_accuracy(record: dict[str, Any]) -> dict[str, Any]:
 def history_row(record: dict[str, Any]) -> dict[str, Any]:
     """One history record as a table row: the serving model's score on the new data and
     the challenger's held-out score (records from before metrics show their accuracy)."""
-    failed = record.get("status") == "failed"
-    retrained = bool(record.get("retrained"))
-    serving = record.get("serving_score", None if retrained else record.get("accuracy"))
-    return {**record, "status": record.get("status", "succeeded"),
+    try:
+        r = HistoryRecord.from_dict(record)
+    except TypeError as err:
+        raise BadInputError(f"history record {record.get('timestamp')!r} is damaged: "
+                            f"{err}") from err
+    failed = r.status == "failed"
+    retrained = bool(r.retrained)
+    serving = r.serving_score if r.has("serving_score") else \
+        None if retrained else r.accuracy
+    return {**record, "status": r.status if r.has("status") else "succeeded",
             # A failed run scored nothing; a record of the first release is an accuracy.
-            "metric": None if failed else record.get(
-                "metric", "accuracy" if record.get("accuracy") is not None else None),
+            "metric": None if failed else r.metric if r.has("metric") else (
+                "accuracy" if r.accuracy is not None else None),
             "serving": None if failed else serving,
-            "challenger": record.get("challenger_score", record.get("accuracy"))
+            "challenger": (r.challenger_score if r.has("challenger_score") else r.accuracy)
             if retrained else None,
-            "promoted": record.get("promoted") if retrained else None,
-            "error": f"{record.get('step')}: {record.get('error')}" if failed else None,
+            "promoted": r.promoted if retrained else None,
+            "error": f"{r.step}: {r.error}" if failed else None,
             # A drift that could not be measured is not a drift of 0.
-            **({"drift": "not measured"} if record.get("drift_error") else {})}
+            **({"drift": "not measured"} if r.drift_error else {})}
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
