@@ -110,3 +110,20 @@ class Alert(_Name):
     SERVING_MODEL_UNUSABLE = "serving_model_unusable"
     #: The controller could not patch the KServe InferenceService.
     SERVING_HANDOFF_FAILED = "serving_handoff_failed"
+
+
+class EventReason(_Name):
+    """The ``reason`` of each Kubernetes Event a run writes (``kubectl get events``); what
+    alert rules and dashboards select on: never rename one."""
+
+    RUN_STARTED = "RunStarted"
+    STEP_SUCCEEDED = "StepSucceeded"
+    STEP_FAILED = "StepFailed"
+    DRIFT_DETECTED = "DriftDetected"
+    RETRAIN_STARTED = "RetrainStarted"
+    MODEL_PROMOTED = "ModelPromoted"
+    PROMOTION_REJECTED = "PromotionRejected"
+    SERVING_BELOW_THRESHOLD = "ServingBelowThreshold"
+    RUN_SUCCEEDED = "RunSucceeded"
+    RUN_FAILED = "RunFailed"
+    VALIDATION_FAILED = "ValidationFailed"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops.choices import Alert, NotifyEvent, RetrainReason
+from mlops.choices import Alert, EventReason, NotifyEvent, RetrainReason
 from mlops.config import NOTIFY_EVENTS, Config
 from mlops.errors import ConfigError
+from mlops.observe.hooks import EVENT_TYPES
 from mlops.observe.notify import CLOUDEVENT_TYPES, DEFAULT_EVENTS
 
 DATA = Path(__file__).parent / "data"
@@ -30,6 +31,11 @@ def test_the_stored_values_are_pinned() -> None:
     assert [str(a) for a in Alert] == [
         "serving_below_threshold", "degraded", "serving_model_unusable",
         "serving_handoff_failed"]
+    assert [str(e) for e in EventReason] == [
+        "RunStarted", "StepSucceeded", "StepFailed", "DriftDetected", "RetrainStarted",
+        "ModelPromoted", "PromotionRejected", "ServingBelowThreshold", "RunSucceeded",
+        "RunFailed", "ValidationFailed"]
+    assert set(EVENT_TYPES) == set(EventReason)  # each Event has its type
 
 
 def test_they_are_plain_strings_in_json_logs_and_comparisons() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from mlops.choices import NotifyEvent, RetrainReason
+from mlops.choices import EventReason, NotifyEvent, RetrainReason
 from mlops.config import Config
 from mlops.errors import ConfigError
 from mlops.observe.logconf import log_context
@@ -48,10 +48,12 @@ NORMAL = "Normal"
 WARNING = "Warning"
 #: Kubernetes Event reasons written by the controller, with their type.
 EVENT_TYPES = {
-    "RunStarted": NORMAL, "StepSucceeded": NORMAL, "StepFailed": WARNING,
-    "DriftDetected": WARNING, "RetrainStarted": NORMAL, "ModelPromoted": NORMAL,
-    "PromotionRejected": WARNING, "ServingBelowThreshold": WARNING, "RunSucceeded": NORMAL,
-    "RunFailed": WARNING, "ValidationFailed": WARNING,
+    EventReason.RUN_STARTED: NORMAL, EventReason.STEP_SUCCEEDED: NORMAL,
+    EventReason.STEP_FAILED: WARNING, EventReason.DRIFT_DETECTED: WARNING,
+    EventReason.RETRAIN_STARTED: NORMAL, EventReason.MODEL_PROMOTED: NORMAL,
+    EventReason.PROMOTION_REJECTED: WARNING, EventReason.SERVING_BELOW_THRESHOLD: WARNING,
+    EventReason.RUN_SUCCEEDED: NORMAL, EventReason.RUN_FAILED: WARNING,
+    EventReason.VALIDATION_FAILED: WARNING,
 }
 #: ``(type, reason, action, note)`` -> writes one Kubernetes Event (may raise).
 EventSink = Callable[[str, str, str, str], None]
@@ -106,7 +108,7 @@ class RunObserver:
         self._stack.enter_context(log_context(run_id=self.run_id))
         if self.secrets:
             self._stack.enter_context(_redacting_logs(self.secrets))
-        self.event("RunStarted", "Run", f"run {self.run_id} started")
+        self.event(EventReason.RUN_STARTED, "Run", f"run {self.run_id} started")
 
     @contextmanager
     def step(self, step: str) -> Iterator[dict[str, Any]]:
@@ -121,7 +123,7 @@ class RunObserver:
             except BaseException as err:
                 self.durations[step] = time.monotonic() - start
                 self.failed_step = step
-                self.event("StepFailed", "Step", f"step {step} failed: {_line(err)}")
+                self.event(EventReason.STEP_FAILED, "Step", f"step {step} failed: {_line(err)}")
                 raise  # run_failed pushes the failure with the durations
         self.durations[step] = time.monotonic() - start
         self.step_succeeded(step, box.get("result") or {})
@@ -131,26 +133,28 @@ class RunObserver:
         self.pusher.push(step_samples(self.durations))
         seconds = self.durations.get(step)
         took = f" in {seconds:.1f}s" if seconds is not None else ""
-        self.event("StepSucceeded", "Step", f"step {step} succeeded{took}")
+        self.event(EventReason.STEP_SUCCEEDED, "Step", f"step {step} succeeded{took}")
         if step == "monitor-check":
             reasons = list(result.get("reasons") or [])
             if RetrainReason.DRIFT in reasons:
-                self.event("DriftDetected", "Check", f"drift score {_num(result.get('drift'))}"
-                           f" above the threshold{_drifted(result.get('drift_report'))}")
+                self.event(EventReason.DRIFT_DETECTED, "Check",
+                           f"drift score {_num(result.get('drift'))} above the threshold"
+                           f"{_drifted(result.get('drift_report'))}")
             below = _below(result.get("reasons"), result.get("metric"),
                            result.get("threshold"), result.get("score"))
             if below is not None:
-                self.event("ServingBelowThreshold", "Check",
+                self.event(EventReason.SERVING_BELOW_THRESHOLD, "Check",
                            f"serving model {result.get('model_version')} {below}")
             if result.get("retrain"):
-                self.event("RetrainStarted", "Train", f"retraining: {', '.join(reasons)}")
+                self.event(EventReason.RETRAIN_STARTED, "Train",
+                           f"retraining: {', '.join(reasons)}")
         elif step == "train":
             if result.get("promoted", True):
-                self.event("ModelPromoted", "Promote",
+                self.event(EventReason.MODEL_PROMOTED, "Promote",
                            f"model {result.get('model_version')} promoted to production "
                            f"(accuracy {_num(result.get('accuracy'))})")
             else:
-                self.event("PromotionRejected", "Promote",
+                self.event(EventReason.PROMOTION_REJECTED, "Promote",
                            f"challenger {result.get('model_version')} accuracy "
                            f"{_num(result.get('accuracy'))} < champion "
                            f"{result.get('champion_version')} "
@@ -183,7 +187,7 @@ class RunObserver:
                  "serving_uri": summary.serving_uri}
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "succeeded", notices, facts, self.where, self.env)]
-        self.event("RunSucceeded", "Run", f"run {self.run_id} succeeded: model "
+        self.event(EventReason.RUN_SUCCEEDED, "Run", f"run {self.run_id} succeeded: model "
                    f"{summary.model_version} serves, accuracy {_num(summary.accuracy)}")
         self._stack.close()
         return self.notifications
@@ -208,12 +212,12 @@ class RunObserver:
             self.config, self.run_id, "failed", notices,
             {"step": step, "error": redact(_line(err), self.secrets)}, self.where, self.env)]
         if invalid is not None:
-            self.event("ValidationFailed", "Validate", invalid)
-        self.event("RunFailed", "Run", text)
+            self.event(EventReason.VALIDATION_FAILED, "Validate", invalid)
+        self.event(EventReason.RUN_FAILED, "Run", text)
         self._stack.close()
         return self.notifications
 
-    def event(self, reason: str, action: str, note: str) -> None:
+    def event(self, reason: EventReason, action: str, note: str) -> None:
         """Write one Kubernetes Event (when a sink is set); a failure is logged and turns
         Events off for the rest of the run, never raised."""
         if self.events is None:
