@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from mlops import __version__
-from mlops.choices import SERVING_FORMATS
+from mlops.choices import SERVING_FORMATS, NotifyEvent
 from mlops.config import Config, load_config
 from mlops.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRY, BadInputError, MLOpsError
-from mlops.logconf import log_context, setup_logging
+from mlops.observe.logconf import log_context, setup_logging
+from mlops.records import HistoryRecord
 
 log = logging.getLogger("mlops.cli")
 
@@ -325,20 +326,26 @@ def without_accuracy(record: dict[str, Any]) -> dict[str, Any]:
 def history_row(record: dict[str, Any]) -> dict[str, Any]:
     """One history record as a table row: the serving model's score on the new data and
     the challenger's held-out score (records from before metrics show their accuracy)."""
-    failed = record.get("status") == "failed"
-    retrained = bool(record.get("retrained"))
-    serving = record.get("serving_score", None if retrained else record.get("accuracy"))
-    return {**record, "status": record.get("status", "succeeded"),
+    try:
+        r = HistoryRecord.from_dict(record)
+    except TypeError as err:
+        raise BadInputError(f"history record {record.get('timestamp')!r} is damaged: "
+                            f"{err}") from err
+    failed = r.status == "failed"
+    retrained = bool(r.retrained)
+    serving = r.serving_score if r.has("serving_score") else \
+        None if retrained else r.accuracy
+    return {**record, "status": r.status if r.has("status") else "succeeded",
             # A failed run scored nothing; a record of the first release is an accuracy.
-            "metric": None if failed else record.get(
-                "metric", "accuracy" if record.get("accuracy") is not None else None),
+            "metric": None if failed else r.metric if r.has("metric") else (
+                "accuracy" if r.accuracy is not None else None),
             "serving": None if failed else serving,
-            "challenger": record.get("challenger_score", record.get("accuracy"))
+            "challenger": (r.challenger_score if r.has("challenger_score") else r.accuracy)
             if retrained else None,
-            "promoted": record.get("promoted") if retrained else None,
-            "error": f"{record.get('step')}: {record.get('error')}" if failed else None,
+            "promoted": r.promoted if retrained else None,
+            "error": f"{r.step}: {r.error}" if failed else None,
             # A drift that could not be measured is not a drift of 0.
-            **({"drift": "not measured"} if record.get("drift_error") else {})}
+            **({"drift": "not measured"} if r.drift_error else {})}
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -383,7 +390,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Move an alias back to its value before the latest promotion (webhook receivers that
     want ``rollback`` hear about it; a failed delivery never changes the exit code)."""
-    from mlops.notify import ROLLBACK, Notice, bad_urls, send
+    from mlops.observe.notify import Notice, bad_urls, send
 
     ws = _workspace(args)
     event = ws.registry.rollback(args.alias, reason=args.reason)
@@ -394,7 +401,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 f"{event['version']} by {event['by']}"
                 + (f": {event['reason']}" if event.get("reason") else ""))
         send(ws.config, str(event.get("event") or "rollback"), "rolled back",
-             [Notice(ROLLBACK, text)],
+             [Notice(NotifyEvent.ROLLBACK, text)],
              {"model_version": event["version"], "previous_version": event["previous"],
               "alias": event["alias"], "reason": event.get("reason") or None},
              f"{ws.config.kubernetes.release}/{ns}")
@@ -403,7 +410,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report and its PNG plots to a folder (and serve it with --serve)."""
-    from mlops.report import serve_report, write_report
+    from mlops.observe.report import serve_report, write_report
     from mlops.store.faults import PERMANENT_ERRNOS
 
     if not 0 <= args.port <= 65535:  # before anything is written
@@ -439,7 +446,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """One screen: is it healthy? Exit 0 healthy, 3 unhealthy."""
-    from mlops.status import EXIT_UNHEALTHY, check_health, render
+    from mlops.observe.status import EXIT_UNHEALTHY, check_health, render
 
     if not (math.isfinite(args.max_age_hours) and args.max_age_hours > 0):
         raise BadInputError(f"--max-age-hours must be a finite number > 0, got "

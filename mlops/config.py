@@ -26,7 +26,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from mlops.choices import HASH_ALGORITHMS, DriftMethod, MetricName, SchemaPolicy, Task
+from mlops.choices import (
+    HASH_ALGORITHMS,
+    DriftMethod,
+    MetricName,
+    NotifyEvent,
+    SchemaPolicy,
+    Task,
+)
 from mlops.errors import ConfigError
 
 ENV_STORAGE_URI = "MLOPS_STORAGE_URI"
@@ -536,8 +543,7 @@ class ServingConfig:
 
 
 #: The events a webhook receiver may subscribe to (``notifications.webhooks[].events``).
-NOTIFY_EVENTS = ("failure", "drift", "promotion", "rejection", "serving_below_threshold",
-                 "rollback", "success", "validation_failed")
+NOTIFY_EVENTS: tuple[str, ...] = tuple(NotifyEvent)
 #: Body formats of a webhook receiver (``notifications.webhooks[].format``).
 WEBHOOK_FORMATS = ("slack", "cloudevents")
 

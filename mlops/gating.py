@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from mlops.choices import CLASSIFICATION, REGRESSION
+from mlops.choices import CLASSIFICATION, REGRESSION, Alert
 from mlops.config import Config
 from mlops.errors import ConfigError
 
@@ -35,12 +35,12 @@ DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "rmse"}
 _UNIT_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
 #: The retrain reason and alert of a model that fell more than ``max_degradation`` below
 #: its own held-out score at training.
-DEGRADED = "degraded"
+DEGRADED = Alert.DEGRADED
 #: The alert of a serving model whose score does not meet the limit.
-SERVING_BELOW_THRESHOLD = "serving_below_threshold"
+SERVING_BELOW_THRESHOLD = Alert.SERVING_BELOW_THRESHOLD
 #: Retrain reason and alert: the serving model cannot be loaded or cannot score the new
 #: data (a truncated or tampered artifact, an alias to a missing version).
-SERVING_MODEL_UNUSABLE = "serving_model_unusable"
+SERVING_MODEL_UNUSABLE = Alert.SERVING_MODEL_UNUSABLE
 #: The smallest baseline a relative degradation is divided by (a held-out r2 of 0.0001
 #: would make every wobble look like a collapse).
 _MIN_BASELINE = 0.05

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops.choices import RetrainReason
 from mlops.drift import (
     DEFAULT_SAMPLE_SIZE,
     MEAN_L1,
@@ -44,7 +45,8 @@ from mlops.drift import (
     mean_l1_report,
     relative_l1,
 )
-from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded, meets_threshold
+from mlops.gating import degraded, meets_threshold
+from mlops.records import HistoryRecord
 from mlops.store import layout
 from mlops.store.filesystem import CorruptObjectError, Store, as_store
 from mlops.store.ids import compact, iso, utc_now
@@ -56,18 +58,18 @@ log = logging.getLogger(__name__)
 
 #: The retrain reasons, all decided by :meth:`ModelMonitor.decide`, in the order a
 #: decision lists them: why a retrain is wanted, then why a wanted one is skipped.
-NO_MODEL = "no_model"
-SCHEMA_CHANGE = "schema_change"
-LOW_ACCURACY = "low_accuracy"
-LOW_SCORE = "low_score"
-DRIFT = "drift"
+NO_MODEL = RetrainReason.NO_MODEL
+SCHEMA_CHANGE = RetrainReason.SCHEMA_CHANGE
+LOW_ACCURACY = RetrainReason.LOW_ACCURACY
+LOW_SCORE = RetrainReason.LOW_SCORE
+DRIFT = RetrainReason.DRIFT
 #: Skipped: the batch is smaller than ``training.min_rows`` / ``min_test_rows``.
-TOO_FEW_ROWS = "too_few_rows"
+TOO_FEW_ROWS = RetrainReason.TOO_FEW_ROWS
 #: Skipped: a challenger trained on this data with the same config was rejected before.
-REJECTED_BEFORE = "rejected_before"
+REJECTED_BEFORE = RetrainReason.REJECTED_BEFORE
 
 
-def low_score_reason(metric: str) -> str:
+def low_score_reason(metric: str) -> RetrainReason:
     """The retrain reason of a serving model below the limit (``low_accuracy`` for accuracy)."""
     return LOW_ACCURACY if metric == "accuracy" else LOW_SCORE
 
@@ -262,25 +264,44 @@ class ModelMonitor:
 
         Returns:
             The record written (or, with ``once``, the one already there).
+
+        Raises:
+            TypeError: A fact of the wrong type (named), before anything is written.
         """
         now = utc_now() if not at else datetime.fromisoformat(at)
-        record = {
+        record = HistoryRecord.from_dict({
             "timestamp": iso(now),
             "accuracy": None if accuracy is None else float(accuracy),
             "data_version": data_version,
             "model_version": model_version,
             **dict(extra or {}),
-        }
+        })
+        return self.record(record, once=once).to_dict()
+
+    def record(self, record: HistoryRecord, *, once: str | None = None) -> HistoryRecord:
+        """Append one typed record to the history (one new object named by its
+        ``timestamp``; never overwrites). What every writer of the history calls.
+
+        Args:
+            record: The record.
+            once: A token naming this record (e.g. ``train-<run-id>``): with the record's
+                timestamp it makes the object's key, so a resumed step that records it
+                again finds it there and writes nothing.
+
+        Returns:
+            The record written (or, with ``once``, the one already there).
+        """
+        now = datetime.fromisoformat(record.timestamp)
         suffix = hashlib.sha256(once.encode()).hexdigest()[:12] if once else \
             uuid.uuid4().hex[:12]
         key = f"{self.metrics_prefix}/{layout.timestamped_name(compact(now), suffix)}"
         try:
-            self.store.write_json(key, record, exclusive=True)
+            self.store.write_json(key, record.to_dict(), exclusive=True)
         except FileExistsError:
             if once is None:
                 raise
             existing = self.store.read_json(key)
-            return existing if isinstance(existing, dict) else record
+            return HistoryRecord.from_dict(existing) if isinstance(existing, dict) else record
         return record
 
     def get_history(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -468,13 +489,14 @@ class ModelMonitor:
         if p.schema_change:
             serving.append(SCHEMA_CHANGE)
         if p.serving_error:
-            serving.append(SERVING_MODEL_UNUSABLE)
+            serving.append(RetrainReason.SERVING_MODEL_UNUSABLE)
         if p.scored and not serving and not p.all_seen:
             if not meets_threshold(p.score, p.threshold, p.metric):
                 serving.append(low_score_reason(p.metric))
             elif not p.no_model and degraded(p.score, p.baseline_score, p.metric,
                                              p.max_degradation):
-                serving.append(DEGRADED)  # within the limit, far below its own baseline
+                # within the limit, far below its own baseline
+                serving.append(RetrainReason.DEGRADED)
         reasons += serving
         report = self.drift_report(p.frame if p.frame is not None else p.means,
                                    means=p.means, reference=p.reference, sketches=p.sketches,

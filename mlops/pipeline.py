@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from mlops.config import Config
@@ -35,11 +36,11 @@ from mlops.errors import (
 from mlops.gating import DEGRADED, degraded
 from mlops.gating import SERVING_MODEL_UNUSABLE as SERVING_MODEL_UNUSABLE
 from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
-from mlops.records import TrainingFacts
+from mlops.records import HistoryRecord, TrainingFacts
 from mlops.schema import SchemaChange, compare
 from mlops.serving import export_for_serving
 from mlops.store.filesystem import crash_point
-from mlops.store.ids import check_version_id
+from mlops.store.ids import check_version_id, iso, utc_now
 from mlops.store.registry import PRODUCTION
 from mlops.store.workspace import Workspace, serving_reference
 from mlops.training import check_training, meets_threshold
@@ -320,13 +321,13 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped)
     if not retrain and current is not None:
         alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
-        ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
-            "run_id": run_id, "retrained": False, "drift": decision.drift,
-            "drift_error": decision.drift_error, "reasons": reasons,
-            "task": task, "metric": metric, "score": score, "metrics": metrics,
-            "serving_score": score, "baseline_score": baseline, "alerts": alerts,
-            "note": note, "status": "succeeded",
-            "scored_rows": scored_rows, "skipped_seen_rows": skipped})
+        ws.monitor.record(HistoryRecord(
+            timestamp=iso(utc_now()), accuracy=_float(accuracy),
+            data_version=ingested.data_version, model_version=current, run_id=run_id,
+            retrained=False, drift=decision.drift, drift_error=decision.drift_error,
+            reasons=reasons, task=task, metric=metric, score=score, metrics=metrics,
+            serving_score=score, baseline_score=baseline, alerts=alerts, note=note,
+            status="succeeded", scored_rows=scored_rows, skipped_seen_rows=skipped))
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
              "drift %.4f -> retrain=%s %s%s", current, metric,
@@ -447,20 +448,18 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     # summary does; the challenger's are under challenger_* whether or not it won.
     serving = run_id if promote else champion
     serving_metrics = metrics if promote else (meta.champion_metrics or {})
-    ws.monitor.record_metrics(accuracy if promote else champion_accuracy,
-                              ingested.data_version, serving, {
-        "run_id": run_id, "retrained": True, "drift": checked.get("drift"),
-        "drift_error": checked.get("drift_error"),
-        "reasons": checked.get("reasons", []), "promoted": promote,
-        "champion_version": champion, "champion_accuracy": champion_accuracy,
-        "challenger_version": run_id, "challenger_accuracy": accuracy,
-        "challenger_metrics": metrics,
-        "task": task, "metric": metric, "score": serving_score, "metrics": serving_metrics,
-        "challenger_score": score, "champion_score": champion_score,
-        "serving_score": serving_score, "baseline_score": baseline,
-        "note": "" if promote else str(meta.promotion_reason),
-        "alerts": alerts, "status": "succeeded"},
-        once=f"train-{run_id}", at=record.created_at)
+    ws.monitor.record(HistoryRecord(
+        timestamp=iso(datetime.fromisoformat(record.created_at)),
+        accuracy=_float(accuracy if promote else champion_accuracy),
+        data_version=ingested.data_version, model_version=serving, run_id=run_id,
+        retrained=True, drift=checked.get("drift"), drift_error=checked.get("drift_error"),
+        reasons=checked.get("reasons", []), promoted=promote, champion_version=champion,
+        champion_accuracy=champion_accuracy, challenger_version=run_id,
+        challenger_accuracy=accuracy, challenger_metrics=metrics, task=task, metric=metric,
+        score=serving_score, metrics=serving_metrics, challenger_score=score,
+        champion_score=champion_score, serving_score=serving_score, baseline_score=baseline,
+        note="" if promote else str(meta.promotion_reason), alerts=alerts,
+        status="succeeded"), once=f"train-{run_id}")
     crash_point("after-metrics")
     if promote and not any(e.version == run_id for e in ws.registry.alias_events(PRODUCTION)):
         # The serving exports come before the alias move: production never names a
@@ -554,10 +553,16 @@ def serving_alerts(score: float | None, threshold: float | None, metric: str,
     """The alerts of the model that serves after a run: ``serving_below_threshold``
     when its score misses the gate's limit, ``degraded`` when it fell more than
     ``monitoring.max_degradation`` below its own held-out score at training."""
-    alerts = [] if meets_threshold(score, threshold, metric) else [SERVING_BELOW_THRESHOLD]
+    alerts: list[str] = [] if meets_threshold(score, threshold, metric) \
+        else [SERVING_BELOW_THRESHOLD]
     if degraded(score, baseline, metric, max_degradation):
         alerts.append(DEGRADED)
     return alerts
+
+
+def _float(value: float | None) -> float | None:
+    """An accuracy as a plain float for the history (None stays None)."""
+    return None if value is None else float(value)
 
 
 def _baseline(meta: Any, metric: str) -> float | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mlops.store import checksums
 
@@ -337,8 +337,158 @@ class AliasEvent(Record):
         return out
 
 
-__all__ = ["AliasEvent", "DataManifest", "ModelRecord", "Record", "TrainingFacts",
-           "VersionRecord"]
+class _Unset:
+    """The default of an :func:`optional` field: the document does not have the key."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Any = _Unset()
+
+
+def optional() -> Any:
+    """A field a document may lack (added by a later release, or only written sometimes):
+    None when the key is absent, and then left out by ``to_dict``, so a document reads and
+    writes back exactly (a key present with null stays so). A new fact of a run is one line:
+    ``realized_score: float | None = optional()``."""
+    return field(default=_UNSET)
+
+
+@dataclass(frozen=True)
+class Document(Record):
+    """A record whose :func:`optional` fields remember whether the document had them."""
+
+    #: The optional fields the document does not have (set on each instance).
+    _unset: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        unset = frozenset(f.name for f in fields(self) if getattr(self, f.name) is _UNSET)
+        for name in unset:
+            object.__setattr__(self, name, None)
+        object.__setattr__(self, "_unset", unset)
+
+    def has(self, name: str) -> bool:
+        """Whether the document has the key ``name`` (a field given or read, or an extra)."""
+        return name not in self._unset and (name in self.__dataclass_fields__
+                                            or name in self.extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the keys the document has, no more."""
+        out = super().to_dict()
+        for name in self._unset:
+            out.pop(name, None)
+        return out
+
+    def replace(self: D, **changes: Any) -> D:
+        """A copy with ``changes`` (each then present); unknown names go to ``extra``."""
+        names = {f.name for f in fields(self)} - {"extra"}
+        extra = {**self.extra, **{k: v for k, v in changes.items() if k not in names}}
+        values = {n: _UNSET if n in self._unset else getattr(self, n) for n in names}
+        values.update({k: v for k, v in changes.items() if k in names})
+        return type(self)(**values, extra=extra)
+
+
+D = TypeVar("D", bound=Document)
+
+
+@dataclass(frozen=True)
+class RunSummary(Document):
+    """A run's summary (``runs/<run-id>/summary.json``, what ``mlops run`` prints); see
+    :func:`mlops.runner.summarize` for what each key means. Every key but ``run_id`` is
+    optional: summaries of earlier releases have fewer, and some are written only when
+    they apply (``predictions_uri``, ``serving_handoff``, ``report``, ``notifications``)."""
+
+    run_id: str
+    data_version: str | None = optional()
+    #: The model that serves after the run.
+    model_version: str | None = optional()
+    retrained: bool | None = optional()
+    #: The serving model's accuracy (None for a regression).
+    accuracy: float | None = optional()
+    reasons: list[str] | None = optional()
+    drift: float | None = optional()
+    drift_report: dict[str, Any] | None = optional()
+    drift_error: str | None = optional()
+    promoted: bool | None = optional()
+    challenger_version: str | None = optional()
+    challenger_accuracy: float | None = optional()
+    challenger_score: float | None = optional()
+    challenger_metrics: dict[str, Any] | None = optional()
+    champion_accuracy: float | None = optional()
+    task: str | None = optional()
+    metric: str | None = optional()
+    #: The serving model's gating metric on the same data as ``accuracy``.
+    score: float | None = optional()
+    metrics: dict[str, Any] | None = optional()
+    threshold: float | None = optional()
+    baseline_score: float | None = optional()
+    alerts: list[str] | None = optional()
+    note: str | None = optional()
+    serving_error: str | None = optional()
+    schema_change: dict[str, Any] | None = optional()
+    serving_uri: str | None = optional()
+    predictions_uri: str | None = optional()
+    serving_handoff: dict[str, Any] | None = optional()
+    scored_rows: int | None = optional()
+    skipped_seen_rows: int | None = optional()
+    #: Added by ``finish_run``: the report's key and URL, and each webhook's outcome.
+    report: str | None = optional()
+    report_url: str | None = optional()
+    notifications: list[dict[str, Any]] | None = optional()
+    #: Added when the summary is written (every step result has them).
+    step: str | None = optional()
+    finished_at: str | None = optional()
+
+
+@dataclass(frozen=True)
+class HistoryRecord(Document):
+    """One record of the metrics history (``monitoring/metrics/<time>-<id>.json``): a
+    night's serving model and its score, a retrain's challenger and champion, or a failed
+    run (``status: failed`` with ``step`` and ``error``). Built by
+    :meth:`mlops.monitor.ModelMonitor.record_metrics` from the facts each writer gives;
+    every key but ``timestamp`` is optional, as in the records of earlier releases."""
+
+    timestamp: str
+    accuracy: float | None = optional()
+    data_version: str | None = optional()
+    model_version: str | None = optional()
+    run_id: str | None = optional()
+    #: ``succeeded`` or ``failed`` (absent in the first release's records).
+    status: str | None = optional()
+    #: The failed step and its one-line error (a failed run's record).
+    step: str | None = optional()
+    error: str | None = optional()
+    task: str | None = optional()
+    retrained: bool | None = optional()
+    drift: float | None = optional()
+    drift_error: str | None = optional()
+    reasons: list[str] | None = optional()
+    promoted: bool | None = optional()
+    champion_version: str | None = optional()
+    champion_accuracy: float | None = optional()
+    challenger_version: str | None = optional()
+    challenger_accuracy: float | None = optional()
+    challenger_metrics: dict[str, Any] | None = optional()
+    metric: str | None = optional()
+    score: float | None = optional()
+    metrics: dict[str, Any] | None = optional()
+    challenger_score: float | None = optional()
+    champion_score: float | None = optional()
+    serving_score: float | None = optional()
+    baseline_score: float | None = optional()
+    alerts: list[str] | None = optional()
+    note: str | None = optional()
+    scored_rows: int | None = optional()
+    skipped_seen_rows: int | None = optional()
+    #: The gating limit (the report draws it when a record has it).
+    threshold: float | None = optional()
+    #: A step stopped by SIGTERM (a failed run's record).
+    terminated: bool | None = optional()
+
+
+__all__ = ["AliasEvent", "DataManifest", "Document", "HistoryRecord", "ModelRecord", "Record",
+           "RunSummary", "TrainingFacts", "VersionRecord", "optional"]
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mlops.choices import Alert, RetrainReason
 from mlops.config import Config, load_config
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
+from mlops.observe.report import require_matplotlib, write_report_to_store
 from mlops.pipeline import (
     INGEST,
     MONITOR_CHECK,
     SCORE,
-    SERVING_MODEL_UNUSABLE,
     STEP_FUNCTIONS,
     STEPS,
     TRAIN,
@@ -28,15 +29,15 @@ from mlops.pipeline import (
     serving_alerts,
     train,
 )
-from mlops.report import require_matplotlib, write_report_to_store
-from mlops.serving import HANDOFF, HANDOFF_FAILED, serving_uri
-from mlops.store.ids import check_version_id
+from mlops.records import HistoryRecord, RunSummary
+from mlops.serving import HANDOFF, serving_uri
+from mlops.store.ids import check_version_id, iso, utc_now
 from mlops.store.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from mlops.observe import RunObserver
+    from mlops.observe.hooks import RunObserver
 
 SUMMARY = "summary"
 #: ``runs/<run-id>/run.json``: how a run of ``mlops run`` ended when it failed
@@ -53,7 +54,7 @@ def run_step(step: str, config: Config, run_id: str, ws: Workspace | None = None
 
 
 # --- the whole run -----------------------------------------------------------------------
-def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
+def summarize(ws: Workspace, run_id: str) -> RunSummary:
     """The run's summary from its persisted step results.
 
     ``model_version`` is the model that serves after the run and ``accuracy`` is its
@@ -71,7 +72,8 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     ``challenger_*``, and ``note`` says why it lost.
 
     Returns:
-        ``{run_id, data_version, model_version, retrained, accuracy, reasons, drift,
+        The :class:`~mlops.records.RunSummary` ``{run_id, data_version, model_version,
+        retrained, accuracy, reasons, drift,
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
         metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
@@ -109,51 +111,54 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
     alerts = serving_alerts(score, threshold, metric, baseline,
                             ws.config.monitoring.max_degradation) \
         if serving is not None and not unscored else []
-    if SERVING_MODEL_UNUSABLE in checked["reasons"]:
-        alerts.append(SERVING_MODEL_UNUSABLE)
+    if RetrainReason.SERVING_MODEL_UNUSABLE in checked["reasons"]:
+        alerts.append(Alert.SERVING_MODEL_UNUSABLE)
     note = checked.get("note", "")
     if trained is not None and not promoted:  # why the challenger lost
         note = "; ".join(n for n in (note, str(trained.get("promotion_reason") or "")) if n)
     if handoff and handoff.get("status") == "failed":
-        alerts.append(HANDOFF_FAILED)
-    return {
-        "run_id": run_id,
-        "data_version": ingested["data_version"],
-        "model_version": serving,
-        "retrained": trained is not None,
-        "accuracy": accuracy,
-        "reasons": checked["reasons"],
-        "drift": checked["drift"],
-        "drift_report": checked.get("drift_report"),
-        "drift_error": checked.get("drift_error"),
-        "promoted": promoted,
-        "challenger_version": trained["model_version"] if trained else None,
-        "challenger_accuracy": trained["accuracy"] if trained else None,
-        "challenger_score": trained.get("score") if trained else None,
-        "challenger_metrics": trained.get("metrics") if trained else None,
-        "champion_accuracy": trained.get("champion_accuracy") if trained else None,
-        "task": checked.get("task") or ingested.get("task"),
-        "metric": metric,
-        "score": score,
-        "metrics": metrics,
-        "threshold": threshold,
-        "baseline_score": baseline,
-        "alerts": alerts,
-        "note": note,
-        "serving_error": checked.get("serving_error", ""),
-        "schema_change": checked.get("schema_change"),
-        "serving_uri": serving_uri(ws.store, serving),
-        **({"predictions_uri": (ws.read_result(run_id, SCORE) or {}).get("predictions_uri")}
-           if ws.config.scoring.source else {}),
-        **({"serving_handoff": {k: v for k, v in handoff.items() if k not in (
-            "run_id", "step", "finished_at")}} if handoff else {}),
+        alerts.append(Alert.SERVING_HANDOFF_FAILED)
+    summary = RunSummary(
+        run_id=run_id,
+        data_version=ingested["data_version"],
+        model_version=serving,
+        retrained=trained is not None,
+        accuracy=accuracy,
+        reasons=checked["reasons"],
+        drift=checked["drift"],
+        drift_report=checked.get("drift_report"),
+        drift_error=checked.get("drift_error"),
+        promoted=promoted,
+        challenger_version=trained["model_version"] if trained else None,
+        challenger_accuracy=trained["accuracy"] if trained else None,
+        challenger_score=trained.get("score") if trained else None,
+        challenger_metrics=trained.get("metrics") if trained else None,
+        champion_accuracy=trained.get("champion_accuracy") if trained else None,
+        task=checked.get("task") or ingested.get("task"),
+        metric=metric,
+        score=score,
+        metrics=metrics,
+        threshold=threshold,
+        baseline_score=baseline,
+        alerts=alerts,
+        note=note,
+        serving_error=checked.get("serving_error", ""),
+        schema_change=checked.get("schema_change"),
+        serving_uri=serving_uri(ws.store, serving),
         # The serving model's score on the new data counts only rows it was not trained on.
-        "scored_rows": checked.get("scored_rows"),
-        "skipped_seen_rows": checked.get("skipped_seen_rows", 0),
-    }
+        scored_rows=checked.get("scored_rows"),
+        skipped_seen_rows=checked.get("skipped_seen_rows", 0),
+    )
+    if ws.config.scoring.source:
+        scored = ws.read_result(run_id, SCORE) or {}
+        summary = summary.replace(predictions_uri=scored.get("predictions_uri"))
+    if handoff:
+        summary = summary.replace(serving_handoff={k: v for k, v in handoff.items() if k not in (
+            "run_id", "step", "finished_at")})
+    return summary
 
 
-def write_summary(ws: Workspace, run_id: str, summary: Mapping[str, Any]) -> None:
+def write_summary(ws: Workspace, run_id: str, summary: RunSummary | Mapping[str, Any]) -> None:
     """Persist ``runs/<run-id>/summary.json``."""
     ws.write_result(SUMMARY, summary)
 
@@ -166,7 +171,7 @@ def finish_run(ws: Workspace, run_id: str,
     Args:
         ws: The workspace.
         run_id: The run.
-        observer: The run's :class:`mlops.observe.RunObserver`: it pushes the run's
+        observer: The run's :class:`mlops.observe.hooks.RunObserver`: it pushes the run's
             metrics and sends its notifications before the summary is written.
 
     Returns:
@@ -175,14 +180,14 @@ def finish_run(ws: Workspace, run_id: str,
     """
     summary = summarize(ws, run_id)
     if ws.config.reporting.enabled:
-        summary["report"] = write_report_to_store(ws, run_id)
-        summary["report_url"] = ws.store.url(summary["report"])
+        report = write_report_to_store(ws, run_id)
+        summary = summary.replace(report=report, report_url=ws.store.url(report))
     if observer is not None:
         notifications = observer.run_succeeded(ws, summary)
         if notifications:
-            summary["notifications"] = notifications
+            summary = summary.replace(notifications=notifications)
     write_summary(ws, run_id, summary)
-    return summary
+    return summary.to_dict()
 
 
 def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
@@ -206,7 +211,7 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
             ``observability.pushgateway_url`` without prometheus-client (before anything
             runs).
     """
-    from mlops.observe import RunObserver
+    from mlops.observe.hooks import RunObserver
 
     config = config_path if isinstance(config_path, Config) else load_config(config_path)
     run_id = check_version_id(run_id, "run id") if run_id else new_run_id()
@@ -296,10 +301,11 @@ def record_failure(ws: Workspace, run_id: str, step: str, error: BaseException |
     message = text[0] if text else type(error).__name__
     ingested = ws.read_result(run_id, INGEST) or {}
     try:
-        ws.monitor.record_metrics(None, ingested.get("data_version"), None, {
-            "run_id": run_id, "status": "failed", "step": step, "error": message,
-            "task": ingested.get("task"),
-            "retrained": False, "reasons": [], "alerts": [], **extra})
+        ws.monitor.record(HistoryRecord(
+            timestamp=iso(utc_now()), accuracy=None, data_version=ingested.get("data_version"),
+            model_version=None, run_id=run_id, status="failed", step=step, error=message,
+            task=ingested.get("task"), retrained=False, reasons=[], alerts=[],
+        ).replace(**extra))
     except (MLOpsError, OSError) as err:
         log.warning("cannot record the failure of run %s in the history: %s", run_id, err)
 

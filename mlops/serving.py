@@ -479,8 +479,6 @@ def formats(names: Iterable[str]) -> list[str]:
 # --- the KServe hand-off (pure: the controller does the API calls) -------------------------
 #: The run's record of the hand-off (``runs/<run-id>/serving-handoff.json``).
 HANDOFF = "serving-handoff"
-#: The summary's alert when the InferenceService could not be patched.
-HANDOFF_FAILED = "serving_handoff_failed"
 #: Predictor keys of an InferenceService that name a storage location, and the export
 #: folder (below ``serving/<version>/``) each loads.
 _PREDICTOR_FOLDERS = {"sklearn": KSERVE, "lightgbm": f"{KSERVE}/lightgbm", "mlflow": MLFLOW}

@@ -534,7 +534,7 @@ def metric_parts(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.nda
     and sum of squared deviations. Classification: the confusion counts ``(true,
     predicted) -> rows``, the summed log-loss over the model's classes, and per class the
     distinct predicted probabilities with their positive and negative rows (for
-    ``roc_auc``). :func:`merge_metric_parts` turns a list of them into the metrics of
+    ``roc_auc``). :class:`MetricMerger` turns a list of them into the metrics of
     :func:`compute_metrics`, equal to it on the concatenated rows (to rounding).
     """
     truth = np.asarray(y)

@@ -16,8 +16,8 @@ from typing import Any
 from mlops.config import read_config_file
 from mlops.data import generate_synthetic_data
 from mlops.errors import MLOpsError
-from mlops.logconf import setup_logging
 from mlops.monitor import ModelMonitor
+from mlops.observe.logconf import setup_logging
 from mlops.runner import run_pipeline
 from mlops.store.registry import ModelRegistry
 from mlops.store.versioner import DataVersioner

@@ -194,7 +194,7 @@ def test_bad_cloudevents_config_names_the_key() -> None:
 
 def test_each_event_is_its_own_cloudevent_with_its_type(
         make_config: Any, verifier: Callable[[], Verifier]) -> None:
-    from mlops.notify import Notice, send
+    from mlops.observe.notify import Notice, send
 
     v = verifier()
     cfg = make_config(notifications={"webhooks": [

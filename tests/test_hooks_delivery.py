@@ -23,9 +23,9 @@ import pytest
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.metrics import Pusher, Sample
-from mlops.notify import Notice, send
-from mlops.observe import RunObserver
+from mlops.observe.hooks import RunObserver
+from mlops.observe.metrics import Pusher, Sample
+from mlops.observe.notify import Notice, send
 
 SECRET = "hooks.example.invalid/services/T0/XSECRET"
 GOOD = {"n_samples": 300, "n_features": 4}
@@ -214,7 +214,7 @@ def test_a_webhook_answering_one_byte_per_second_never_keeps_the_process_alive(
     timeout = 1.0
     script = textwrap.dedent(f"""
         from mlops.config import Config
-        from mlops.notify import Notice, send
+        from mlops.observe.notify import Notice, send
         cfg = Config.from_dict({{"notifications": {{"timeout_seconds": {timeout},
             "retries": 2, "webhooks": [{{"name": "slow", "url": "{slow.url}/hook"}}]}}}})
         [d] = send(cfg, "r", "failed", [Notice("failure", "boom")], {{}}, "here")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlops.cli import main
-from mlops.logconf import log_context, setup_logging
+from mlops.observe.logconf import log_context, setup_logging
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import pytest
 
 from mlops.config import Config
 from mlops.errors import ConfigError
-from mlops.metrics import METRICS, Pusher, Sample, drift_streak, schema_changes
+from mlops.observe.metrics import METRICS, Pusher, Sample, drift_streak, schema_changes
 from mlops.runner import run_pipeline
 from tests.conftest import free_port, skip_or_fail
 
@@ -195,7 +195,7 @@ def test_a_pushgateway_without_the_client_library_stops_before_the_run(
 
 def test_check_without_url_needs_no_library(make_config: Any,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops.metrics import require_prometheus_client
+    from mlops.observe.metrics import require_prometheus_client
 
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     require_prometheus_client(make_config())  # off: nothing to check
@@ -221,7 +221,7 @@ def test_pusher_refuses_unknown_metrics_and_streaks_count_from_the_end(
 
 
 def _collect(samples: list[Sample]) -> Iterator[Any]:
-    from mlops.metrics import _Collector
+    from mlops.observe.metrics import _Collector
 
     return _Collector(samples).collect()
 

@@ -16,7 +16,7 @@ import pytest
 
 from mlops.config import Config
 from mlops.errors import ConfigError
-from mlops.notify import Notice, send
+from mlops.observe.notify import Notice, send
 from mlops.runner import run_pipeline
 
 GOOD = {"n_samples": 300, "n_features": 4}

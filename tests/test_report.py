@@ -13,7 +13,7 @@ import yaml
 from mlops.cli import main
 from mlops.config import Config
 from mlops.errors import BadInputError
-from mlops.report import collect, write_report
+from mlops.observe.report import collect, write_report
 from mlops.runner import run_pipeline
 from mlops.store.workspace import Workspace
 
@@ -53,7 +53,7 @@ def test_report_renders_plots_and_tables(make_config: Any, tmp_path: Path) -> No
 def test_report_data_follows_the_store(make_config: Any) -> None:
     cfg = runs(make_config, 3)
     data = collect(Workspace.open(cfg))
-    assert [r["run_id"] for r in data.history] == ["run-00", "run-01", "run-02"]
+    assert [r.run_id for r in data.history] == ["run-00", "run-01", "run-02"]
     assert [run for run, _ in data.drift] == ["run-01", "run-02"]
     assert data.aliases == {"production": "run-00"}
     assert data.accuracy_threshold == cfg.monitoring.accuracy_min_threshold

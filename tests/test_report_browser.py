@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops.report import serve_report, write_report
+from mlops.observe.report import serve_report, write_report
 from mlops.runner import run_pipeline
 from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail

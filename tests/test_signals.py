@@ -19,8 +19,8 @@ from sklearn import datasets
 
 from mlops.cli import main
 from mlops.config import Config
+from mlops.observe.status import check_health
 from mlops.runner import run_pipeline
-from mlops.status import check_health
 from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
 

@@ -19,7 +19,7 @@ import yaml
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.report import collect, history_metrics, render_html, render_plots, score_records
+from mlops.observe.report import collect, history_metrics, render_html, render_plots, score_records
 from mlops.runner import run_pipeline
 from mlops.store.workspace import Workspace
 from tests.test_signals import ENGINES, source, table, write_config
@@ -84,8 +84,8 @@ def test_the_report_draws_one_metric_per_plot_with_its_limit(tmp_path: Path) -> 
     run_pipeline(auc, run_id="n2")
     data = collect(Workspace.open(auc))
     assert history_metrics(data) == ["roc_auc", "accuracy"]
-    assert [r["run_id"] for r in score_records(data, "roc_auc")] == ["n2"]
-    assert [r["run_id"] for r in score_records(data, "accuracy")] == ["n1"]
+    assert [r.run_id for r in score_records(data, "roc_auc")] == ["n2"]
+    assert [r.run_id for r in score_records(data, "accuracy")] == ["n1"]
     plots = render_plots(data)
     assert {"accuracy.png", "score-accuracy.png"} <= set(plots)
     page = render_html(data, plots)
@@ -100,7 +100,7 @@ def test_most_drifted_features_are_only_drifted_ones(tmp_path: Path) -> None:
     shifted = df.assign(alcohol=df["alcohol"] * 2.5)
     run_pipeline(_config(write_config(tmp_path, source(tmp_path, shifted, "w2"),
                                       monitoring={"drift_method": "psi"})), run_id="n2")
-    from mlops.report import _most_drifted
+    from mlops.observe.report import _most_drifted
 
     data = collect(Workspace.open(cfg))
     series = {str(f["feature"]): [0.0] for _, rep in data.drift for f in rep["features"]}

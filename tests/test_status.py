@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from mlops.cli import main
+from mlops.observe.status import check_health
 from mlops.runner import run_pipeline
-from mlops.status import check_health
 from mlops.store.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from mlops import pipeline
+from mlops.choices import RetrainReason
 from mlops.config import Config
 from mlops.errors import IntegrityError, VersionNotFoundError
 from mlops.runner import run_pipeline
@@ -197,7 +198,7 @@ def test_unusable_serving_model_triggers_a_retrain(backend: str, store_uri: str,
     else:
         ws.registry._append(PRODUCTION, "promote", "ghost", "r1", "test", "test")
     summary = run_pipeline(config, run_id="r2")
-    assert summary["retrained"] and pipeline.SERVING_MODEL_UNUSABLE in summary["reasons"]
+    assert summary["retrained"] and RetrainReason.SERVING_MODEL_UNUSABLE in summary["reasons"]
     assert summary["promoted"] and summary["model_version"] == "r2"
     assert ws.registry.load("r2")[1]["id"] == "r2"
 

@@ -148,17 +148,17 @@ def test_regression_on_diabetes(make_config: Any, tmp_path: Path) -> None:
     assert history[-1]["serving_score"] == pytest.approx(second["metrics"]["r2"], rel=0.5)
     assert history[-1]["alerts"] == ["serving_below_threshold"]
     # mlops status judges the gating metric, not accuracy (None for a regression).
-    from mlops.status import check_health
+    from mlops.observe.status import check_health
     health = check_health(strict)
     assert not health.healthy and any(" r2 " in p for p in health.problems), health.problems
-    from mlops.status import render
+    from mlops.observe.status import render
     assert (health.serving["metric"], health.serving["limit"]) == ("r2", 0.99)
     assert health.serving["score"] == pytest.approx(second["score"])
     assert re.search(r"serving model: run-1 r2 0\.\d{4} \(threshold 0\.99; held-out "
                      r"0\.\d{4} at training\)", render(health)), render(health)
     # The report plots the gating metric of a regression and lists every night.
     pytest.importorskip("matplotlib")
-    from mlops.report import write_report
+    from mlops.observe.report import write_report
 
     page = write_report(ws, tmp_path / "report")[0].read_text()
     assert "<h2>Runs</h2>" in page and "serving_below_threshold" in page
@@ -252,7 +252,7 @@ def test_cli_show_history_json_and_debug_anywhere(make_config: Any, tmp_path: Pa
 
 
 def test_drift_plot_names_the_most_drifted_of_many_features() -> None:
-    from mlops.report import NAMED_FEATURES, _most_drifted
+    from mlops.observe.report import NAMED_FEATURES, _most_drifted
 
     names = [f"f{i}" for i in range(60)]
     reports = [(f"run-{r}", {"features": [{"feature": n, "drifted": i % 10 == 0 or

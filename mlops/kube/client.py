@@ -81,7 +81,8 @@ def translate(err: BaseException, what: str, namespace: str) -> MLOpsError:
         namespace: The namespace of the request.
 
     Returns:
-        The error to raise: exit 2 for 400/401/403/404/409/422, else exit 1.
+        The error to raise: exit 2 for 400/401/403/404/422, :class:`JobExistsError` for
+        409 (the caller adopts the Job), else exit 1.
     """
     if not isinstance(err, ApiException):
         return KubernetesError(f"Kubernetes API unreachable ({what}): "
@@ -117,7 +118,7 @@ def _retryable(err: BaseException) -> bool:
 # --- connection --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:
-    """Where and as whom the controller talks to the API (see :func:`connect`)."""
+    """Where and as whom the controller talks to the API (see :func:`load_target`)."""
 
     configuration: Any  # kubernetes.client.Configuration
     namespace: str

@@ -55,8 +55,8 @@ from mlops.kube.manifests import (
     step_pod,
     step_wait_seconds,
 )
+from mlops.observe.report import require_matplotlib
 from mlops.pipeline import INGEST, MONITOR_CHECK, SCORE, TRAIN
-from mlops.report import require_matplotlib
 from mlops.runner import finish_run, record_failure, record_outcome
 from mlops.store.ids import check_version_id, iso, utc_now
 from mlops.store.workspace import Workspace, new_run_id
@@ -186,7 +186,7 @@ class Controller:
         (:class:`mlops.kube.dask.EphemeralCluster`) is started before the first step and
         removed after the last, whatever the outcome.
         """
-        from mlops.observe import RunObserver
+        from mlops.observe.hooks import RunObserver
 
         started = iso(utc_now())
         step_pod(self.config.kubernetes)  # the chart's step pod, checked before any write

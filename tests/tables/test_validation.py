@@ -19,7 +19,7 @@ import yaml
 from mlops.cli import main
 from mlops.config import Config
 from mlops.errors import ConfigError, StepFailedError, ValidationFailedError
-from mlops.observe import RunObserver
+from mlops.observe.hooks import RunObserver
 from mlops.store.workspace import Workspace
 from tests.tables.conftest import ENGINES, cancer, write_source
 

@@ -2,8 +2,8 @@
 
 :class:`RunObserver` is the one set of hooks that ``run_pipeline`` (one process) and the
 controller (step Jobs) call at the start of a run, around each step and at its end. It
-pushes Prometheus metrics (:mod:`mlops.metrics`), sends webhook notifications
-(:mod:`mlops.notify`), writes Kubernetes Events through an event sink that the controller
+pushes Prometheus metrics (:mod:`mlops.observe.metrics`), sends webhook notifications
+(:mod:`mlops.observe.notify`), writes Kubernetes Events through an event sink that the controller
 passes in, and sets the run id and step of the log records (:func:`log_context`).
 Nothing here ever fails the run: each channel logs its own failure as a warning.
 """
@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from mlops.choices import EventReason, NotifyEvent, RetrainReason
 from mlops.config import Config
 from mlops.errors import ConfigError
-from mlops.logconf import log_context
-from mlops.metrics import (
+from mlops.observe.logconf import log_context
+from mlops.observe.metrics import (
     Pusher,
     failure_samples,
     require_prometheus_client,
@@ -28,9 +29,7 @@ from mlops.metrics import (
     schema_changes,
     step_samples,
 )
-from mlops.notify import (
-    FAILURE,
-    VALIDATION_FAILED,
+from mlops.observe.notify import (
     Notice,
     bad_secrets,
     bad_urls,
@@ -40,6 +39,7 @@ from mlops.notify import (
     secret_urls,
     send,
 )
+from mlops.records import RunSummary
 from mlops.validation import PREFIX as VALIDATION_PREFIX
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,12 @@ NORMAL = "Normal"
 WARNING = "Warning"
 #: Kubernetes Event reasons written by the controller, with their type.
 EVENT_TYPES = {
-    "RunStarted": NORMAL, "StepSucceeded": NORMAL, "StepFailed": WARNING,
-    "DriftDetected": WARNING, "RetrainStarted": NORMAL, "ModelPromoted": NORMAL,
-    "PromotionRejected": WARNING, "ServingBelowThreshold": WARNING, "RunSucceeded": NORMAL,
-    "RunFailed": WARNING, "ValidationFailed": WARNING,
+    EventReason.RUN_STARTED: NORMAL, EventReason.STEP_SUCCEEDED: NORMAL,
+    EventReason.STEP_FAILED: WARNING, EventReason.DRIFT_DETECTED: WARNING,
+    EventReason.RETRAIN_STARTED: NORMAL, EventReason.MODEL_PROMOTED: NORMAL,
+    EventReason.PROMOTION_REJECTED: WARNING, EventReason.SERVING_BELOW_THRESHOLD: WARNING,
+    EventReason.RUN_SUCCEEDED: NORMAL, EventReason.RUN_FAILED: WARNING,
+    EventReason.VALIDATION_FAILED: WARNING,
 }
 #: ``(type, reason, action, note)`` -> writes one Kubernetes Event (may raise).
 EventSink = Callable[[str, str, str, str], None]
@@ -106,7 +108,7 @@ class RunObserver:
         self._stack.enter_context(log_context(run_id=self.run_id))
         if self.secrets:
             self._stack.enter_context(_redacting_logs(self.secrets))
-        self.event("RunStarted", "Run", f"run {self.run_id} started")
+        self.event(EventReason.RUN_STARTED, "Run", f"run {self.run_id} started")
 
     @contextmanager
     def step(self, step: str) -> Iterator[dict[str, Any]]:
@@ -121,7 +123,7 @@ class RunObserver:
             except BaseException as err:
                 self.durations[step] = time.monotonic() - start
                 self.failed_step = step
-                self.event("StepFailed", "Step", f"step {step} failed: {_line(err)}")
+                self.event(EventReason.STEP_FAILED, "Step", f"step {step} failed: {_line(err)}")
                 raise  # run_failed pushes the failure with the durations
         self.durations[step] = time.monotonic() - start
         self.step_succeeded(step, box.get("result") or {})
@@ -131,32 +133,35 @@ class RunObserver:
         self.pusher.push(step_samples(self.durations))
         seconds = self.durations.get(step)
         took = f" in {seconds:.1f}s" if seconds is not None else ""
-        self.event("StepSucceeded", "Step", f"step {step} succeeded{took}")
+        self.event(EventReason.STEP_SUCCEEDED, "Step", f"step {step} succeeded{took}")
         if step == "monitor-check":
             reasons = list(result.get("reasons") or [])
-            if "drift" in reasons:
-                self.event("DriftDetected", "Check", f"drift score {_num(result.get('drift'))}"
-                           f" above the threshold{_drifted(result.get('drift_report'))}")
-            below = _below(result)
+            if RetrainReason.DRIFT in reasons:
+                self.event(EventReason.DRIFT_DETECTED, "Check",
+                           f"drift score {_num(result.get('drift'))} above the threshold"
+                           f"{_drifted(result.get('drift_report'))}")
+            below = _below(result.get("reasons"), result.get("metric"),
+                           result.get("threshold"), result.get("score"))
             if below is not None:
-                self.event("ServingBelowThreshold", "Check",
+                self.event(EventReason.SERVING_BELOW_THRESHOLD, "Check",
                            f"serving model {result.get('model_version')} {below}")
             if result.get("retrain"):
-                self.event("RetrainStarted", "Train", f"retraining: {', '.join(reasons)}")
+                self.event(EventReason.RETRAIN_STARTED, "Train",
+                           f"retraining: {', '.join(reasons)}")
         elif step == "train":
             if result.get("promoted", True):
-                self.event("ModelPromoted", "Promote",
+                self.event(EventReason.MODEL_PROMOTED, "Promote",
                            f"model {result.get('model_version')} promoted to production "
                            f"(accuracy {_num(result.get('accuracy'))})")
             else:
-                self.event("PromotionRejected", "Promote",
+                self.event(EventReason.PROMOTION_REJECTED, "Promote",
                            f"challenger {result.get('model_version')} accuracy "
                            f"{_num(result.get('accuracy'))} < champion "
                            f"{result.get('champion_version')} "
                            f"{_num(result.get('champion_accuracy'))}: not promoted")
 
     # --- end -----------------------------------------------------------------------------
-    def run_succeeded(self, ws: Any, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def run_succeeded(self, ws: Any, summary: RunSummary) -> list[dict[str, Any]]:
         """The run ended well: push its metrics, notify, write ``RunSucceeded``.
 
         Args:
@@ -173,18 +178,17 @@ class RunObserver:
                 log.warning("metrics of run %s not computed: %s", self.run_id, _line(err))
             else:
                 self.pusher.push(samples)
-        notices = notices_for_summary(summary, _below(summary))
-        facts = {"model_version": summary.get("model_version"),
-                 "accuracy": summary.get("accuracy"), "drift": summary.get("drift"),
-                 "retrained": summary.get("retrained"), "report": summary.get("report_url"),
-                 "data_version": summary.get("data_version"),
-                 "metric": summary.get("metric"), "score": summary.get("score"),
-                 "serving_uri": summary.get("serving_uri")}
+        below = _below(summary.reasons, summary.metric, summary.threshold, summary.score)
+        notices = notices_for_summary(summary, below)
+        facts = {"model_version": summary.model_version, "accuracy": summary.accuracy,
+                 "drift": summary.drift, "retrained": summary.retrained,
+                 "report": summary.report_url, "data_version": summary.data_version,
+                 "metric": summary.metric, "score": summary.score,
+                 "serving_uri": summary.serving_uri}
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "succeeded", notices, facts, self.where, self.env)]
-        self.event("RunSucceeded", "Run", f"run {self.run_id} succeeded: model "
-                   f"{summary.get('model_version')} serves, accuracy "
-                   f"{_num(summary.get('accuracy'))}")
+        self.event(EventReason.RUN_SUCCEEDED, "Run", f"run {self.run_id} succeeded: model "
+                   f"{summary.model_version} serves, accuracy {_num(summary.accuracy)}")
         self._stack.close()
         return self.notifications
 
@@ -198,22 +202,22 @@ class RunObserver:
         self.pusher.push(failure_samples(step, self.durations))
         where = f" at step {step}" if step else ""
         text = redact(f"run {self.run_id} failed{where}: {_line(err)}", self.secrets)
-        notices = [Notice(FAILURE, text)]
+        notices = [Notice(NotifyEvent.FAILURE, text)]
         # A batch that broke the validation: section (in this process, or read from the
         # ingest Job's one-line error under the controller).
         invalid = _validation_line(err)
         if invalid is not None:
-            notices.append(Notice(VALIDATION_FAILED, invalid))
+            notices.append(Notice(NotifyEvent.VALIDATION_FAILED, invalid))
         self.notifications = [d.to_dict() for d in send(
             self.config, self.run_id, "failed", notices,
             {"step": step, "error": redact(_line(err), self.secrets)}, self.where, self.env)]
         if invalid is not None:
-            self.event("ValidationFailed", "Validate", invalid)
-        self.event("RunFailed", "Run", text)
+            self.event(EventReason.VALIDATION_FAILED, "Validate", invalid)
+        self.event(EventReason.RUN_FAILED, "Run", text)
         self._stack.close()
         return self.notifications
 
-    def event(self, reason: str, action: str, note: str) -> None:
+    def event(self, reason: EventReason, action: str, note: str) -> None:
         """Write one Kubernetes Event (when a sink is set); a failure is logged and turns
         Events off for the rest of the run, never raised."""
         if self.events is None:
@@ -225,7 +229,7 @@ class RunObserver:
                         reason, _line(err), self.run_id)
             self.events = None
 
-    def _run_samples(self, ws: Any, summary: Mapping[str, Any]) -> list[Any]:
+    def _run_samples(self, ws: Any, summary: RunSummary) -> list[Any]:
         ingested = ws.read_result(self.run_id, "ingest") or {}
         manifests = [{"columns": r.columns}
                      for r in reversed(ws.versioner.list_records())]  # oldest first
@@ -294,20 +298,20 @@ def _drifted(report: Any) -> str:
         if names else ""
 
 
-def _below(result: Mapping[str, Any]) -> str | None:
-    """How a monitor-check result or run summary says the serving model missed its gating
-    metric's threshold (``accuracy 0.61 below 0.7``), or None when it did not."""
-    reasons = result.get("reasons") or []
+def _below(reasons: Sequence[str] | None, metric: str | None, threshold: Any,
+           score: Any) -> str | None:
+    """How a monitor-check result or run summary (its ``reasons``, ``metric``,
+    ``threshold`` and ``score``) says the serving model missed its gating metric's
+    threshold (``accuracy 0.61 below 0.7``), or None when it did not."""
     if not reasons:
         return None
     # Imported here: mlops.training loads scikit-learn, which a controller needs only then.
     from mlops.decisions import low_score_reason
     from mlops.training import higher_is_better
 
-    metric = str(result.get("metric") or "accuracy")
+    metric = str(metric or "accuracy")
     if low_score_reason(metric) not in reasons:
         return None
-    threshold = result.get("threshold")
     limit = f"{threshold:g}" if isinstance(threshold, int | float) else "its threshold"
     side = "below" if higher_is_better(metric) else "above"
-    return f"{metric} {_num(result.get('score'))} {side} {limit}"
+    return f"{metric} {_num(score)} {side} {limit}"

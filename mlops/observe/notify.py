@@ -35,44 +35,39 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlops import httppost
+from mlops.choices import NotifyEvent, RetrainReason
 from mlops.config import Config
+from mlops.observe import httppost
+from mlops.records import RunSummary
 
 log = logging.getLogger(__name__)
 
-FAILURE = "failure"
-DRIFT = "drift"
-PROMOTION = "promotion"
-REJECTION = "rejection"
-SERVING_BELOW_THRESHOLD = "serving_below_threshold"
-ROLLBACK = "rollback"
-SUCCESS = "success"
-#: A batch broke a rule of the ``validation:`` section (the run failed at ingest).
-VALIDATION_FAILED = "validation_failed"
 #: Events a receiver gets when it names none (``success`` is opt-in: it is every night).
-DEFAULT_EVENTS = (FAILURE, DRIFT, PROMOTION, REJECTION, SERVING_BELOW_THRESHOLD, ROLLBACK,
-                  VALIDATION_FAILED)
+DEFAULT_EVENTS = tuple(e for e in NotifyEvent if e is not NotifyEvent.SUCCESS)
 SLACK = "slack"
 CLOUDEVENTS = "cloudevents"
 #: CloudEvents ``type`` of each event, after the receiver's ``type_prefix``.
 CLOUDEVENT_TYPES = {
-    PROMOTION: "model.promoted", REJECTION: "model.rejected", ROLLBACK: "model.rolled_back",
-    SERVING_BELOW_THRESHOLD: "model.below_threshold", DRIFT: "drift.detected",
-    FAILURE: "run.failed", SUCCESS: "run.succeeded", VALIDATION_FAILED: "data.validation_failed",
+    NotifyEvent.PROMOTION: "model.promoted", NotifyEvent.REJECTION: "model.rejected",
+    NotifyEvent.ROLLBACK: "model.rolled_back",
+    NotifyEvent.SERVING_BELOW_THRESHOLD: "model.below_threshold",
+    NotifyEvent.DRIFT: "drift.detected", NotifyEvent.FAILURE: "run.failed",
+    NotifyEvent.SUCCESS: "run.succeeded", NotifyEvent.VALIDATION_FAILED: "data.validation_failed",
 }
 DEFAULT_TYPE_PREFIX = "io.mlops"
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
 _BACKOFF = 0.2
-_COLORS = {FAILURE: "danger", SERVING_BELOW_THRESHOLD: "danger", REJECTION: "warning",
-           DRIFT: "warning", VALIDATION_FAILED: "danger"}
+_COLORS = {NotifyEvent.FAILURE: "danger", NotifyEvent.SERVING_BELOW_THRESHOLD: "danger",
+           NotifyEvent.REJECTION: "warning", NotifyEvent.DRIFT: "warning",
+           NotifyEvent.VALIDATION_FAILED: "danger"}
 
 
 @dataclass(frozen=True)
 class Notice:
     """One thing that happened in a run that a receiver may want to hear about."""
 
-    event: str
+    event: NotifyEvent
     text: str
 
 
@@ -134,7 +129,7 @@ def missing_urls(config: Config, env: Mapping[str, str] | None = None) -> list[s
                   if r.secret_env and not env.get(r.secret_env)]
 
 
-def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[Notice]:
+def notices_for_summary(summary: RunSummary, below: str | None) -> list[Notice]:
     """The notices of a run that ended: drift, promotion or rejection, serving below
     threshold, and success.
 
@@ -143,29 +138,30 @@ def notices_for_summary(summary: Mapping[str, Any], below: str | None) -> list[N
         below: How the serving model missed its gating metric's threshold (for example
             ``accuracy 0.61 < 0.7``), or None when it did not.
     """
-    rid = summary.get("run_id")
     out = []
-    reasons = list(summary.get("reasons") or [])
-    if DRIFT in reasons:
-        report = summary.get("drift_report") or {}
+    if RetrainReason.DRIFT in (summary.reasons or []):
+        report = summary.drift_report or {}
         drifted = [f["feature"] for f in report.get("features", []) if f.get("drifted")]
         names = f" ({', '.join(drifted[:5])})" if drifted else ""
-        out.append(Notice(DRIFT, f"drift detected: score {_num(summary.get('drift'))}{names}"))
+        out.append(Notice(NotifyEvent.DRIFT,
+                          f"drift detected: score {_num(summary.drift)}{names}"))
     if below is not None:
-        out.append(Notice(SERVING_BELOW_THRESHOLD,
+        out.append(Notice(NotifyEvent.SERVING_BELOW_THRESHOLD,
                           f"serving model below threshold on the new data ({below}): "
                           "retrained"))
-    if summary.get("retrained"):
-        challenger = summary.get("challenger_version")
-        acc = _num(summary.get("challenger_accuracy"))
-        if summary.get("promoted"):
-            out.append(Notice(PROMOTION, f"model {challenger} promoted to production "
-                                         f"(accuracy {acc})"))
+    if summary.retrained:
+        challenger = summary.challenger_version
+        acc = _num(summary.challenger_accuracy)
+        if summary.promoted:
+            out.append(Notice(NotifyEvent.PROMOTION,
+                              f"model {challenger} promoted to production (accuracy {acc})"))
         else:
-            out.append(Notice(REJECTION, f"challenger {challenger} rejected (accuracy {acc} "
-                                         f"< champion {_num(summary.get('champion_accuracy'))})"))
-    out.append(Notice(SUCCESS, f"run {rid} succeeded: model {summary.get('model_version')} "
-                               f"serves, accuracy {_num(summary.get('accuracy'))}"))
+            out.append(Notice(NotifyEvent.REJECTION,
+                              f"challenger {challenger} rejected (accuracy {acc} "
+                              f"< champion {_num(summary.champion_accuracy)})"))
+    out.append(Notice(NotifyEvent.SUCCESS,
+                      f"run {summary.run_id} succeeded: model {summary.model_version} "
+                      f"serves, accuracy {_num(summary.accuracy)}"))
     return out
 
 

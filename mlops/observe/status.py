@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlops.choices import RetrainReason
 from mlops.config import Config, signing_key
 from mlops.errors import BadInputError, IntegrityError
 from mlops.gating import (
@@ -39,6 +40,7 @@ from mlops.gating import (
     higher_is_better,
     meets_threshold,
 )
+from mlops.records import RunSummary
 from mlops.store import layout
 from mlops.store.filesystem import Store, open_store
 
@@ -63,7 +65,7 @@ class RunOutcome:
     run_id: str
     outcome: str
     finished_at: str | None
-    summary: dict[str, Any] | None = None
+    summary: RunSummary | None = None
     message: str = ""
 
 
@@ -133,7 +135,11 @@ def read_outcome(store: Store, run_id: str) -> RunOutcome:
         return RunOutcome(run_id, DAMAGED, None, message=f"{store.url(key)} is a "
                           f"{type(summary).__name__}, not a JSON object")
     if summary is not None:
-        return RunOutcome(run_id, "succeeded", summary.get("finished_at"), summary)
+        try:
+            typed = RunSummary.from_dict(summary)
+        except TypeError as err:  # a key of the wrong type: damaged too
+            return RunOutcome(run_id, DAMAGED, None, message=f"{store.url(key)}: {err}")
+        return RunOutcome(run_id, "succeeded", typed.finished_at, typed)
     for name in _RECORDS:
         record = read(name)
         if record is not None and record.get("status") in ("failed", "terminated"):
@@ -189,20 +195,22 @@ def check_health(config: Config, store: Store | None = None,
         problems.append(f"no successful run in the last {max_age_hours:g} hours (the last "
                         f"ended {success.finished_at})")
 
-    summary: Mapping[str, Any] = (success.summary or {}) if success else {}
+    summary = success.summary if success else None
+    if summary is None:  # no successful run: nothing known of the serving model
+        summary = RunSummary(run_id="")
     registry = _registry(store, config)
     try:
         alias = registry.get_alias(PRODUCTION)
     except (BadInputError, TypeError, KeyError, ValueError) as err:
         alias = None
         problems.append(f"the production alias cannot be read: {err}")
-    serving_version = alias or summary.get("model_version")
+    serving_version = alias or summary.model_version
     if alias is not None:
         problem = _unusable(registry, alias)
         if problem:
             problems.append(problem)
-    own = summary.get("model_version") == serving_version
-    task = str(summary.get("task") or "classification")
+    own = summary.model_version == serving_version
+    task = str(summary.task or "classification")
     metric, threshold = gate(config, task)
     score = _score(summary, metric) if own else None
     accuracy = _score(summary, "accuracy") if own else None
@@ -210,25 +218,25 @@ def check_health(config: Config, store: Store | None = None,
         side = "below" if higher_is_better(metric) else "above"
         problems.append(f"serving model {serving_version} {metric} {score:.4f} is {side} "
                         f"the threshold {threshold:g}")
-    baseline = summary.get("baseline_score") if summary.get("metric") == metric else None
+    baseline = summary.baseline_score if summary.metric == metric else None
     limit = config.monitoring.max_degradation
     if own and limit is not None and (degraded(score, baseline, metric, limit) or (
-            baseline is None and DEGRADED in (summary.get("alerts") or []))):
+            baseline is None and DEGRADED in (summary.alerts or []))):
         problems.append(f"serving model {serving_version} {metric} "
                         f"{_num(score)} fell more than monitoring.max_degradation "
                         f"{limit:g} below its held-out "
                         f"{_num(baseline)} at training (alert degraded)")
-    if success is not None and SERVING_MODEL_UNUSABLE in (summary.get("alerts") or []):
-        why = summary.get("serving_error") or "see the run's log"
+    if success is not None and SERVING_MODEL_UNUSABLE in (summary.alerts or []):
+        why = summary.serving_error or "see the run's log"
         problems.append(f"run {success.run_id} replaced a serving model it could not use "
                         f"({why}): check the store (mlops gc --check)")
     if serving_version is None and outcomes:
         problems.append("no model serves (the production alias is not set)")
     drift = None
-    if summary:
-        report = summary.get("drift_report") or {}
-        drift = {"score": summary.get("drift"),
-                 "detected": "drift" in (summary.get("reasons") or []),
+    if success is not None:
+        report = summary.drift_report or {}
+        drift = {"score": summary.drift,
+                 "detected": RetrainReason.DRIFT in (summary.reasons or []),
                  "method": report.get("method"),
                  "features": [f.get("feature") for f in report.get("features", [])
                               if f.get("drifted")]}
@@ -237,7 +245,7 @@ def check_health(config: Config, store: Store | None = None,
     for o in outcomes:
         if o.outcome != "succeeded" or o.summary is None:
             continue
-        if o.summary.get("retrained"):
+        if o.summary.retrained:
             since = n
             break
         n += 1
@@ -246,8 +254,8 @@ def check_health(config: Config, store: Store | None = None,
                       if o.outcome in ("failed", "terminated", "incomplete")
                       and not (i == 0 and o.outcome == "incomplete")
                       and (_when(o.finished_at) or now) >= week_ago)
-    report_url = next((store.url(str(o.summary["report"])) for o in outcomes
-                       if o.summary and o.summary.get("report")), None)
+    report_url = next((store.url(str(o.summary.report)) for o in outcomes
+                       if o.summary and o.summary.report), None)
     damaged = [o.run_id for o in outcomes if o.outcome == DAMAGED]
     return Health(
         healthy=not problems, problems=problems,
@@ -269,15 +277,15 @@ def _num(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"
 
 
-def _score(summary: Mapping[str, Any], metric: str) -> Any:
+def _score(summary: RunSummary, metric: str) -> Any:
     """The serving model's ``metric`` in a run summary: from ``metrics`` (every metric),
     else ``score`` when the run gated on ``metric``, else ``accuracy`` (first release)."""
-    metrics = summary.get("metrics")
+    metrics = summary.metrics
     if isinstance(metrics, Mapping) and metrics.get(metric) is not None:
         return metrics[metric]
-    if (summary.get("metric") or "accuracy") == metric and summary.get("score") is not None:
-        return summary.get("score")
-    return summary.get("accuracy") if metric == "accuracy" else None
+    if (summary.metric or "accuracy") == metric and summary.score is not None:
+        return summary.score
+    return summary.accuracy if metric == "accuracy" else None
 
 
 def _registry(store: Store, config: Config) -> Any:

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops.choices import Alert
 from mlops.errors import BadInputError, ConfigError
 from mlops.gating import higher_is_better
+from mlops.records import HistoryRecord
 from mlops.store import layout
 from mlops.store.ids import iso, utc_now
 
@@ -38,8 +40,6 @@ if TYPE_CHECKING:
 ACCURACY_PNG = "accuracy.png"
 #: The drift plot names at most this many features (the most drifted); the rest are a band.
 NAMED_FEATURES = 8
-#: The alert of a serving model below its threshold (see mlops.decisions).
-SERVING_ALERT = "serving_below_threshold"
 DRIFT_PNG = "drift.png"
 REPORT_HTML = "report.html"
 
@@ -63,7 +63,7 @@ class ReportData:
     """
 
     store_uri: str
-    history: list[dict[str, Any]]
+    history: list[HistoryRecord]
     drift: list[tuple[str, dict[str, Any]]]
     models: list[dict[str, Any]]
     aliases: dict[str, str | None]
@@ -91,9 +91,10 @@ def collect(ws: Workspace) -> ReportData:
     """Read the report's data from the store.
 
     Raises:
-        BadInputError: The store has no runs and no metrics yet (nothing to report).
+        BadInputError: The store has no runs and no metrics yet (nothing to report), or a
+            history record has a key of the wrong type (named).
     """
-    history = ws.monitor.get_history()
+    history = [_typed(r) for r in ws.monitor.get_history()]
     runs = ws.list_runs()
     if not history and not runs:
         raise BadInputError(f"nothing to report: the store {ws.store.uri} has no runs yet "
@@ -136,22 +137,32 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def record_score(record: Mapping[str, Any]) -> float | None:
+def _typed(record: Mapping[str, Any]) -> HistoryRecord:
+    try:
+        return HistoryRecord.from_dict(record)
+    except TypeError as err:
+        raise BadInputError(f"history record {record.get('timestamp')!r} is damaged: "
+                            f"{err}") from err
+
+
+def record_score(record: HistoryRecord) -> float | None:
     """The serving model's gating score of a history record (its ``accuracy`` in records
     written before metrics existed), None for a failed run."""
-    if record.get("status") == "failed":
+    if record.status == "failed":
         return None
-    value = record.get("serving_score", record.get("score", record.get("accuracy")))
-    if record.get("retrained") and "serving_score" not in record:
-        value = record.get("accuracy")
+    if record.has("serving_score"):
+        value = record.serving_score
+    else:
+        value = record.score if record.has("score") and not record.retrained \
+            else record.accuracy
     return None if value is None else float(value)
 
 
-def record_metric(record: Mapping[str, Any]) -> str | None:
+def record_metric(record: HistoryRecord) -> str | None:
     """The gating metric a history record's scores are in (None for a failed run)."""
-    if record.get("status") == "failed":
+    if record.status == "failed":
         return None
-    return str(record.get("metric") or "accuracy")
+    return str(record.metric or "accuracy")
 
 
 def history_metrics(data: ReportData) -> list[str]:
@@ -170,7 +181,7 @@ def score_png(metric: str, latest: str) -> str:
     return ACCURACY_PNG if metric == latest else f"score-{metric}.png"
 
 
-def score_records(data: ReportData, metric: str) -> list[dict[str, Any]]:
+def score_records(data: ReportData, metric: str) -> list[HistoryRecord]:
     """The history records drawn on ``metric``'s plot: those scored with it, and failed
     runs on the latest metric's plot."""
     latest = history_metrics(data)[0]
@@ -193,18 +204,18 @@ def plot_accuracy(data: ReportData, metric: str | None = None) -> bytes:
     ax = fig.add_subplot()
     recs = score_records(data, metric)
     others = len(data.history) - len(recs)
-    labels = [str(r.get("run_id") or r.get("timestamp", "?")[:19]) for r in recs]
+    labels = [str(r.run_id or r.timestamp[:19]) for r in recs]
     xs = list(range(len(recs)))
     serving = [record_score(r) for r in recs]
     ax.plot(xs, [math.nan if v is None else v for v in serving], color="tab:blue", marker="o",
             markersize=3, linewidth=1.5, label=f"serving model's {metric}")
-    threshold = next((r.get("threshold") for r in reversed(recs) if "threshold" in r),
+    threshold = next((r.threshold for r in reversed(recs) if r.has("threshold")),
                      data.accuracy_threshold if metric == "accuracy" else None)
     if threshold is not None:
         ax.axhline(float(threshold), color="tab:red", linestyle="--", linewidth=1,
                    label=f"threshold ({float(threshold):g})")
-    baseline = next((r.get("baseline_score") for r in reversed(recs)
-                     if r.get("baseline_score") is not None), None)
+    baseline = next((r.baseline_score for r in reversed(recs)
+                     if r.baseline_score is not None), None)
     if baseline is not None and data.max_degradation is not None:
         drop = data.max_degradation * max(abs(float(baseline)), 0.05)
         limit = float(baseline) + (-drop if higher_is_better(metric) else drop)
@@ -216,19 +227,19 @@ def plot_accuracy(data: ReportData, metric: str | None = None) -> bytes:
                                           (False, "X", "tab:orange",
                                            "challenger, not promoted")):
         points = [(x, float(c)) for x, r in zip(xs, recs, strict=True)
-                  if r.get("retrained") and bool(r.get("promoted", True)) is promoted
-                  and (c := r.get("challenger_score", r.get("accuracy"))) is not None]
+                  if r.retrained and bool(r.promoted if r.has("promoted") else True) is promoted
+                  and (c := _challenger_score(r)) is not None]
         if points:
             values += [p[1] for p in points]
             ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=70,
                        color=color, zorder=3, label=f"{text} (held-out split)")
-    failed = [x for x, r in zip(xs, recs, strict=True) if r.get("status") == "failed"]
+    failed = [x for x, r in zip(xs, recs, strict=True) if r.status == "failed"]
     if failed:
         ax.scatter(failed, [0.0] * len(failed), transform=ax.get_xaxis_transform(),
                    marker="v", s=70, color="black", zorder=3, clip_on=False,
                    label="failed run")
     below = [(x, v) for x, v, r in zip(xs, serving, recs, strict=True)
-             if v is not None and SERVING_ALERT in (r.get("alerts") or [])]
+             if v is not None and Alert.SERVING_BELOW_THRESHOLD in (r.alerts or [])]
     if below:
         ax.scatter([b[0] for b in below], [b[1] for b in below], marker="o", s=90,
                    facecolors="none", edgecolors="tab:red", zorder=4,
@@ -368,14 +379,18 @@ HISTORY_COLUMNS = ["run", "status", "metric", "serving score", "challenger score
                    "reasons", "alerts", "error"]
 
 
-def _history_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
-    failed = r.get("status") == "failed"
-    error = f"{r.get('step')}: {r.get('error')}" if failed else None
-    return (r.get("run_id") or r.get("timestamp"), r.get("status", "succeeded"),
-            r.get("metric", "accuracy"), record_score(r),
-            r.get("challenger_score", r.get("accuracy")) if r.get("retrained") else None,
-            r.get("promoted") if r.get("retrained") else None, r.get("reasons"),
-            r.get("alerts"), error)
+def _challenger_score(r: HistoryRecord) -> float | None:
+    """A retrain's challenger score (its ``accuracy`` in records from before metrics)."""
+    return r.challenger_score if r.has("challenger_score") else r.accuracy
+
+
+def _history_row(r: HistoryRecord) -> tuple[Any, ...]:
+    failed = r.status == "failed"
+    error = f"{r.step}: {r.error}" if failed else None
+    return (r.run_id or r.timestamp, r.status if r.has("status") else "succeeded",
+            r.metric if r.has("metric") else "accuracy", record_score(r),
+            _challenger_score(r) if r.retrained else None,
+            r.promoted if r.retrained else None, r.reasons, r.alerts, error)
 
 
 def render_html(data: ReportData, plots: dict[str, bytes]) -> str:

@@ -27,9 +27,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops import httppost
+from mlops.choices import RetrainReason
 from mlops.config import Config
 from mlops.errors import ConfigError
+from mlops.observe import httppost
+from mlops.records import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +251,13 @@ def _metric_samples(name: str, metrics: Mapping[str, Any]) -> list[Sample]:
     return out
 
 
-def run_samples(summary: Mapping[str, Any], rows: int | None,
+def run_samples(summary: RunSummary, rows: int | None,
                 history: Sequence[Mapping[str, Any]], schema_changes: int,
                 durations: Mapping[str, float], now: float | None = None) -> list[Sample]:
     """What a successful run pushes.
 
     Args:
-        summary: The run summary (:func:`mlops.pipeline.summarize`); ``metrics`` and
+        summary: The run summary (:func:`mlops.runner.summarize`); ``metrics`` and
             ``challenger_metrics`` mappings are used when present, else the accuracies.
         rows: Rows ingested by the run.
         history: The store's metrics history, oldest first (for the counters).
@@ -266,23 +268,22 @@ def run_samples(summary: Mapping[str, Any], rows: int | None,
     out = [Sample(LAST_SUCCESS, time.time() if now is None else now), *step_samples(durations)]
     if rows is not None:
         out.append(Sample(ROWS, float(rows)))
-    serving = summary.get("metrics") or {"accuracy": summary.get("accuracy")}
+    serving = summary.metrics or {"accuracy": summary.accuracy}
     out += _metric_samples(SERVING, serving)
-    if summary.get("model_version"):
-        out.append(Sample(SERVING_INFO, 1.0, (str(summary["model_version"]),)))
-    threshold = _finite(summary.get("threshold"))
+    if summary.model_version:
+        out.append(Sample(SERVING_INFO, 1.0, (str(summary.model_version),)))
+    threshold = _finite(summary.threshold)
     if threshold is not None:  # the gating metric's limit (none: the metric has no limit)
-        out.append(Sample(THRESHOLD, threshold, (str(summary.get("metric") or "accuracy"),)))
-    if summary.get("retrained"):
-        challenger = summary.get("challenger_metrics") or {
-            "accuracy": summary.get("challenger_accuracy")}
+        out.append(Sample(THRESHOLD, threshold, (str(summary.metric or "accuracy"),)))
+    if summary.retrained:
+        challenger = summary.challenger_metrics or {"accuracy": summary.challenger_accuracy}
         out += _metric_samples(CHALLENGER, challenger)
-    drift = _finite(summary.get("drift"))
+    drift = _finite(summary.drift)
     if drift is not None:
         out.append(Sample(DRIFT, drift))
-    reasons = list(summary.get("reasons") or [])
-    out.append(Sample(DRIFT_DETECTED, 1.0 if "drift" in reasons else 0.0))
-    report = summary.get("drift_report") or {}
+    reasons = summary.reasons or []
+    out.append(Sample(DRIFT_DETECTED, 1.0 if RetrainReason.DRIFT in reasons else 0.0))
+    report = summary.drift_report or {}
     for f in report.get("features", []):
         labels = (str(f.get("feature")), str(f.get("method")))
         stat = _finite(f.get("statistic"))
@@ -320,7 +321,7 @@ def drift_streak(history: Sequence[Mapping[str, Any]]) -> int:
     """How many of the newest history records in a row have ``drift`` among their reasons."""
     n = 0
     for rec in reversed(history):
-        if "drift" not in (rec.get("reasons") or []):
+        if RetrainReason.DRIFT not in (rec.get("reasons") or []):
             break
         n += 1
     return n
