@@ -259,7 +259,7 @@ class KubeClient:
                 self.namespace, cast(Any, body), _request_timeout=REQUEST_TIMEOUT)))
 
     def create_event(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create an ``events.k8s.io/v1`` Event (see :func:`build_event`).
+        """Create an ``events.k8s.io/v1`` Event (see :func:`mlops.kube.manifests.build_event`).
 
         Raises:
             KubernetesBadRequestError: 403 (the Role lacks the events rule), 422 (exit 2).

@@ -284,7 +284,7 @@ def build_dask_cluster(k8s: KubernetesConfig, dask: DaskConfig, run_id: str, *,
     no proxy sits between the steps and the scheduler.
 
     Raises:
-        KubernetesBadRequestError: See :func:`build_job`.
+        KubernetesBadRequestError: See :func:`mlops.kube.manifests.build_job`.
     """
     env = dict(extra_env or {})
     service = _service_name(k8s.release, run_id)
