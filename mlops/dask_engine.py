@@ -289,7 +289,7 @@ def _is_large(obj: Any) -> bool:
 
 # --- per-partition work (runs on workers) ----------------------------------------------------
 def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: str,
-                  task: str, known: Any = None) -> dict[str, Any]:
+                  task: str, known: Any = None, calibration: Any = None) -> dict[str, Any]:
     from mlops.training import metric_parts
 
     skipped = 0
@@ -300,7 +300,22 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
         skipped = int(seen.sum())
         if skipped:
             part = part[~seen]
-    return {**metric_parts(model, part[features], part[target], task), "skipped": skipped}
+    out = {**metric_parts(model, part[features], part[target], task), "skipped": skipped}
+    if calibration is not None and len(part):  # CBPE's sums (mlops.cbpe), no labels used
+        from mlops.cbpe import estimate_parts, model_proba
+
+        out["estimate"] = estimate_parts(model_proba(model, part[features])[0], calibration)
+    return out
+
+
+def _calibration_parts(part: pd.DataFrame, model: Any, features: list[str], target: str
+                       ) -> dict[str, Any]:
+    from mlops.cbpe import calibration_parts, model_proba
+
+    if not len(part):
+        return {"n": 0}
+    proba, classes = model_proba(model, part[features])
+    return calibration_parts(proba, part[target].to_numpy(), classes)
 
 
 def _row_hashes(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -335,11 +350,15 @@ def score(client: Any, frame: Any, model: Any, features: list[str], target: str,
 
 
 def score_unseen(client: Any, frame: Any, model: Any, features: list[str], target: str,
-                 task: str = TASK, known: Any = None
+                 task: str = TASK, known: Any = None, calibration: Any = None,
+                 estimated: dict[str, float | None] | None = None
                  ) -> tuple[dict[str, float | None], int, int]:
     """:func:`score` on the rows whose hash is not in ``known`` (the sorted hashes of
     the model's training rows, :func:`mlops.hashing.row_hashes` of ``features`` and
     ``target``; None: every row), filtered in each partition's task.
+
+    With ``calibration`` (the model's map, :mod:`mlops.cbpe`), each task also returns
+    CBPE's sums of its rows, merged into ``estimated`` (a dict filled in place).
 
     Returns:
         ``(metrics, rows scored, rows skipped as seen in training)``; the metrics are
@@ -348,20 +367,27 @@ def score_unseen(client: Any, frame: Any, model: Any, features: list[str], targe
     from dask import delayed
     from distributed import as_completed
 
+    from mlops.cbpe import EstimateMerger
     from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
 
     # hash=False: a fresh key per call, so a model scored twice in a step never waits on
     # the key of an earlier call's released copy ("lost dependencies").
     shipped = client.scatter(model, broadcast=True, hash=False)
     hashes = None if known is None else client.scatter(known, broadcast=True, hash=False)
-    tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes)
+    tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes,
+                                    calibration)
              for part in frame.to_delayed()]
     merger = MetricMerger(task)
+    estimates = EstimateMerger()
     skipped = 0
     for future in as_completed(client.compute(tasks)):
         parts = future.result()
         skipped += int(parts.pop("skipped", 0))
+        if "estimate" in parts:
+            estimates.add(parts.pop("estimate"))
         merger.add(parts)
+    if estimated is not None and estimates.n:
+        estimated.update(estimates.metrics())
     if merger.rounded:
         log.warning("roc_auc: more than %d distinct predicted scores; rounded to %d decimals",
                     ROC_AUC_MAX_POINTS, ROC_AUC_DECIMALS)
@@ -718,6 +744,9 @@ class Batch:
     #: Rows the model was scored on, and rows skipped as seen in its training.
     scored_rows: int = 0
     skipped_seen_rows: int = 0
+    #: CBPE's estimated metrics of the model on the scored rows (mlops.cbpe; empty
+    #: without a calibration map).
+    estimated: dict[str, float | None] = field(default_factory=dict)
 
 
 def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str, float]:
@@ -729,24 +758,26 @@ def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str,
 
 
 def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
-                names: list[str] | None = None, task: str = TASK, known: Any = None
-                ) -> Batch:
+                names: list[str] | None = None, task: str = TASK, known: Any = None,
+                calibration: Any = None) -> Batch:
     """The monitor-check view of a partitioned version: statistics from the manifest;
     the data is read only to score ``model`` (on ``names``, the model's own features in
     its order, or every feature of the version) with every metric of ``task``, on the
-    rows whose hash is not in ``known`` (the model's training rows; None: every row)."""
+    rows whose hash is not in ``known`` (the model's training rows; None: every row);
+    with ``calibration`` (the model's map) CBPE's estimates too (``Batch.estimated``)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target, config.data.id_columns)
     metrics: dict[str, float | None] = {}
+    estimated: dict[str, float | None] = {}
     scored = skipped = 0
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
             metrics, scored, skipped = score_unseen(
                 client, frame, model, features if names is None else names, target, task,
-                known)
-    return Batch(scored_rows=scored, skipped_seen_rows=skipped,
+                known, calibration, estimated)
+    return Batch(scored_rows=scored, skipped_seen_rows=skipped, estimated=estimated,
                  rows=manifest.rows, means=_means(manifest.moments, features),
                  accuracy=metrics.get("accuracy"),
                  sketches=_checked_sketches(ws, manifest, features),
@@ -868,6 +899,14 @@ class DaskTrainer:
         from mlops.hashing import sorted_unique
 
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+
+    def calibration(self, model: Any) -> dict[str, Any] | None:
+        """The classifier's calibration map (mlops.cbpe) from the held-out split, from
+        per-partition bin counts merged here."""
+        from mlops.cbpe import fit_calibration
+
+        return fit_calibration(per_partition(self.client, self.test, _calibration_parts,
+                                             model, self.features, self.target))
 
     def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
                        ) -> tuple[dict[str, float | None], int]:

@@ -15,6 +15,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
+from mlops.cbpe import (
+    calibration_parts,
+    check_calibration,
+    estimate_model,
+    fit_calibration,
+    model_proba,
+)
+from mlops.choices import CLASSIFICATION
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
@@ -160,6 +168,12 @@ class MonitorCheckResult(StepResult):
     #: they were among its training rows (the score is out-of-sample: docs/data.md).
     scored_rows: int | None = None
     skipped_seen_rows: int = 0
+    #: CBPE (mlops.cbpe): the serving model's ``metric`` and every metric of the task
+    #: estimated from its calibrated probabilities on the batch, without its labels
+    #: (empty, with ``estimate_note`` saying why, for a regression or an uncalibrated model).
+    estimated_score: float | None = None
+    estimated_metrics: dict[str, float | None] = field(default_factory=dict)
+    estimate_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -244,6 +258,8 @@ class _Trainer(Protocol):
 
     def training_rows(self) -> Any: ...
 
+    def calibration(self, model: Any) -> dict[str, Any] | None: ...
+
 
 class _PandasTrainer:
     """The pandas engine's train data: a split of the loaded frame (stratified for a
@@ -314,6 +330,13 @@ class _PandasTrainer:
 
     def training_rows(self) -> Any:
         return self._rows.result() if self._rows is not None else self._training_rows()
+
+    def calibration(self, model: Any) -> dict[str, Any] | None:
+        """The classifier's calibration map from the held-out split (mlops.cbpe)."""
+        if self.task != CLASSIFICATION or not len(self.x_test):
+            return None
+        proba, classes = model_proba(model, self.x_test)
+        return fit_calibration([calibration_parts(proba, self.y_test.to_numpy(), classes)])
 
     def _training_rows(self) -> Any:
         rows = self.x_train.assign(**{self.target: self.y_train})
@@ -408,6 +431,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             unusable = _unusable(current, err)
     reference, drift_error = serving_reference(ws, current)
     metrics: dict[str, float | None] = {}
+    estimated: dict[str, float | None] = {}
+    estimate_note = "no serving model scored the batch"
     change = None
     scored_rows: int | None = None
     skipped = 0
@@ -426,9 +451,11 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             except DamagedSchemaError as err:
                 unusable, scorable, names = _unusable(current, err), False, None
         known = _training_rows(ws, current) if model is not None and scorable else None
+        calibration, estimate_note = _calibration_map(model, record, task)
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,
-                                            model if scorable else None, names, task, known)
+                                            model if scorable else None, names, task, known,
+                                            calibration)
         except (ValueError, KeyError, AttributeError, TypeError) as err:
             if model is None or not scorable:
                 raise
@@ -439,6 +466,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         rows = batch.rows
         if model is not None and scorable and unusable is None:
             scored_rows, skipped = batch.scored_rows, batch.skipped_seen_rows
+            estimated = dict(batch.estimated)
+            if not estimated and not estimate_note:
+                estimate_note = "no rows to estimate on"
         decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
                                      n_samples=rows, reference=reference,
                                      drift_error=drift_error, sketches=batch.sketches,
@@ -469,6 +499,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                 except (ValueError, KeyError, AttributeError, TypeError) as err:
                     unusable = _unusable(current, err)
                     scored_rows, skipped = None, 0
+                else:
+                    estimated, estimate_note = _estimate(model, xs, record, task)
         rows = len(df)
         decision = ws.monitor.decide(None, feature_means(df, target),
                                      no_model_yet=current is None, n_samples=rows,
@@ -533,7 +565,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
         note=note, drift_error=decision.drift_error, baseline_score=baseline,
-        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped)
+        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped,
+        estimated_score=estimated.get(metric), estimated_metrics=estimated,
+        estimate_note=estimate_note)
     if not retrain and current is not None:
         alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
         ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
@@ -542,7 +576,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             "task": task, "metric": metric, "score": score, "metrics": metrics,
             "serving_score": score, "baseline_score": baseline, "alerts": alerts,
             "note": note, "status": "succeeded",
-            "scored_rows": scored_rows, "skipped_seen_rows": skipped})
+            "scored_rows": scored_rows, "skipped_seen_rows": skipped,
+            "estimated_score": estimated.get(metric), "estimated_metrics": estimated})
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
              "drift %.4f -> retrain=%s %s%s", current, metric,
@@ -599,6 +634,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             champion = ws.current_model_version()
             model, extra = trainer.fit()
             metrics = trainer.metrics(model)
+            calibration = _calibration(trainer, model)
             champion_metrics, compared = _champion_metrics(ws, champion, trainer)
             champion_score = None if champion_metrics is None else champion_metrics.get(metric)
             challenger_score = metrics.get(metric)
@@ -637,7 +673,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                 schema=trainer.schema().to_dict(),
                 config_fingerprint=config_fingerprint(config, task),
                 lineage=lineage(ingested.data_version, ingested.source, ingested.source_files),
-                extra=extra)
+                calibration=calibration, extra=extra)
             ws.registry.save(model, run_id, facts.to_dict())
         else:
             log.info("train: model %s already saved by this run; not training again", run_id)
@@ -805,6 +841,46 @@ def _champion_baseline(ws: Workspace, champion: str | None, metric: str) -> floa
     except (MLOpsError, ValueError, KeyError, TypeError) as err:
         log.warning("train: no held-out score of champion %s (%s)", champion, err)
         return None
+
+
+def _calibration(trainer: _Trainer, model: Any) -> dict[str, Any] | None:
+    """The challenger's calibration map (mlops.cbpe), None for a regression. A model
+    without probabilities is logged and saved without one (monitor-check then
+    estimates nothing for it): calibration never fails the train step."""
+    if trainer.task != CLASSIFICATION:
+        return None
+    try:
+        return trainer.calibration(model)
+    except (ValueError, TypeError, AttributeError) as err:
+        log.warning("train: no calibration map for the challenger (%s); its metrics "
+                    "will not be estimated without labels", err)
+        return None
+
+
+def _calibration_map(model: Any, record: Any, task: str) -> tuple[Any, str]:
+    """The serving model's calibration map from its record (mlops.cbpe), or None and why
+    its metrics cannot be estimated without labels."""
+    if task != CLASSIFICATION:
+        return None, ("regression: no estimate without labels (DLE is not implemented; "
+                      "docs/estimated-performance.md)")
+    meta = record.get("metadata") if isinstance(record, Mapping) else None
+    calibration = meta.get("calibration") if isinstance(meta, Mapping) else None
+    why = check_calibration(calibration, list(getattr(model, "classes_", [])))
+    return (None, why) if why else (calibration, "")
+
+
+def _estimate(model: Any, x: Any, record: Any, task: str
+              ) -> tuple[dict[str, float | None], str]:
+    """CBPE of the serving model on the batch's features ``x`` from the calibration map
+    in its record: ``(estimated metrics, why none)`` (mlops.cbpe)."""
+    calibration, why = _calibration_map(model, record, task)
+    if calibration is None:
+        return {}, why
+    try:
+        return estimate_model(model, x, calibration)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        log.warning("monitor-check: no CBPE estimate (%s: %s)", type(err).__name__, err)
+        return {}, f"{type(err).__name__}: {err}"
 
 
 def _fmt(value: float | None) -> str:

@@ -312,6 +312,9 @@ class TrainingFacts(Record):
     config_fingerprint: str = ""
     #: Data version, source files, and the versions of Python and the libraries.
     lineage: dict[str, Any] = field(default_factory=dict)
+    #: A classifier's calibration map, fitted on the held-out split (mlops.cbpe: what
+    #: monitor-check's estimated metrics use); absent for regressions and older models.
+    calibration: dict[str, Any] | None = field(default=None, metadata={OMIT_IF_NONE: True})
 
 
 @dataclass(frozen=True)

@@ -364,8 +364,8 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], css: str) -> st
 
 
 #: Columns of the per-run table (report and ``mlops history``).
-HISTORY_COLUMNS = ["run", "status", "metric", "serving score", "challenger score", "promoted",
-                   "reasons", "alerts", "error"]
+HISTORY_COLUMNS = ["run", "status", "metric", "serving score", "estimated score",
+                   "challenger score", "promoted", "reasons", "alerts", "error"]
 
 
 def _history_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -373,6 +373,7 @@ def _history_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
     error = f"{r.get('step')}: {r.get('error')}" if failed else None
     return (r.get("run_id") or r.get("timestamp"), r.get("status", "succeeded"),
             r.get("metric", "accuracy"), record_score(r),
+            r.get("estimated_score"),  # CBPE, without labels (mlops.cbpe)
             r.get("challenger_score", r.get("accuracy")) if r.get("retrained") else None,
             r.get("promoted") if r.get("retrained") else None, r.get("reasons"),
             r.get("alerts"), error)

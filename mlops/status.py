@@ -258,6 +258,10 @@ def check_health(config: Config, store: Store | None = None,
                                                    "finished_at": success.finished_at},
         serving={"model_version": serving_version, "metric": metric, "score": score,
                  "limit": threshold, "baseline": baseline, "accuracy": accuracy,
+                 # CBPE: the last successful run's estimate without labels (mlops.cbpe),
+                 # of the model that scored its batch.
+                 "estimated_score": summary.get("estimated_score")
+                 if summary.get("metric", "accuracy") == metric else None,
                  "threshold": threshold if metric == "accuracy"
                  else config.monitoring.accuracy_min_threshold},
         drift=drift, runs_since_retrain=since, failed_last_week=failed_week,
@@ -319,6 +323,10 @@ def render(h: Health) -> str:
                  f"{f'{limit:g}' if isinstance(limit, int | float) else '-'}"
                  + (f"; held-out {num(s['baseline'])} at training"
                     if s.get("baseline") is not None else "") + ")")
+    if s.get("estimated_score") is not None:
+        lines.append(f"estimated:     {s.get('metric') or 'accuracy'} "
+                     f"{num(s['estimated_score'])} on the last batch (CBPE, from calibrated "
+                     "probabilities without labels; assumes no concept shift)")
     if h.drift is not None:
         feats = ", ".join(h.drift["features"][:5]) or "none"
         lines.append(f"last drift:    score {num(h.drift['score'])} "
