@@ -159,9 +159,15 @@ def check_calibration(calibration: Any, classes: Sequence[Any]) -> str:
     if list(calibration.get("classes") or []) != [_py(c) for c in classes]:
         return "the calibration map's classes are not the model's"
     maps = calibration.get("maps")
-    if not isinstance(maps, Mapping) or any(
-            str(c) not in maps or not maps[str(c)].get("x") for c in _columns(len(classes))):
+    if not isinstance(maps, Mapping):
         return "the calibration map is incomplete"
+    for c in _columns(len(classes)):
+        m = maps.get(str(c))
+        x = m.get("x") if isinstance(m, Mapping) else None
+        y = m.get("y") if isinstance(m, Mapping) else None
+        if not isinstance(x, list) or not isinstance(y, list) or not x or len(x) != len(y) \
+                or not all(isinstance(v, int | float) and math.isfinite(v) for v in x + y):
+            return f"the calibration map of class {classes[c]!r} is incomplete or damaged"
     return ""
 
 
