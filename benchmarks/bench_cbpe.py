@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
-#: NannyML's release compared against (the newest at the time of writing).
+#: NannyML's release compared against (the newest at the time of writing), and
+#: statsmodels, which ``import nannyml`` needs (its plots) but its metadata omits.
 NANNYML = "nannyml==0.13.1"
+REQUIREMENTS = (NANNYML, "statsmodels")
 INSTALL_TIMEOUT = 1200
 #: The estimator run inside NannyML's environment: reference and analysis CSV in, JSON out.
 SCRIPT = r"""
@@ -57,7 +59,8 @@ def cache_root() -> Path:
 
 
 def _home() -> Path:
-    key = hashlib.sha256(json.dumps([sys.version_info[:2], NANNYML]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([sys.version_info[:2], REQUIREMENTS]).encode()
+                         ).hexdigest()[:16]
     return cache_root() / f"nannyml-{key}"
 
 
@@ -77,9 +80,9 @@ def ensure_env() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not env_ready():
             venv.EnvBuilder(with_pip=True, clear=True).create(home)
-            subprocess.run([str(python), "-m", "pip", "install", "--quiet", NANNYML],
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
                            check=True, timeout=INSTALL_TIMEOUT)
-            (home / "ready.json").write_text(json.dumps({"requirements": [NANNYML]}))
+            (home / "ready.json").write_text(json.dumps({"requirements": REQUIREMENTS}))
     return python
 
 

@@ -143,3 +143,15 @@ def test_the_map_is_plain_json_and_a_model_without_one_gets_no_estimate() -> Non
     assert cbpe.estimate_model(model, x, other)[1] == \
         "the calibration map's classes are not the model's"
     assert cbpe.estimate_model(model, x.iloc[:0], calibration)[1] == "no rows to estimate on"
+
+
+def test_a_damaged_map_is_refused_before_it_is_applied() -> None:
+    """A record edited by hand must not make the serving model look unusable: the map
+    is checked first and the estimate is skipped with the reason."""
+    model, calibration = _trained(3, "logistic", rows=600)
+    x, _ = _shifted(3, rows=50)
+    for maps in ({"1": {"x": [0.1, 0.5], "y": [0.2]}}, {"1": {"x": ["a"], "y": [0.1]}},
+                 {"0": calibration["maps"]["1"]}, "nope"):
+        damaged = {**calibration, "maps": maps}
+        assert cbpe.estimate_model(model, x, damaged)[0] == {}
+        assert "incomplete" in cbpe.check_calibration(damaged, [0, 1])
