@@ -78,9 +78,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
         metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
-        serving_uri, estimated_score, estimated_metrics}`` (``accuracy`` is None for a
-        regression); ``drift_error`` says why drift could not be measured (then
-        ``drift`` is 0.0 but unknown); ``serving_uri`` is
+        serving_uri, estimated_score, estimated_metrics, estimated_model_version}``
+        (``accuracy`` is None for a regression); ``drift_error`` says why drift could
+        not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
         the serving model's export folder (``serving/<version>``, one subfolder per format),
         None when it has none; ``predictions_uri`` (only when ``scoring.source`` is set) is
         the manifest of the score step's predictions version (None before that step ran);
@@ -158,6 +158,9 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         # its labels (mlops.cbpe; empty for a regression or a model without a map).
         "estimated_score": checked.get("estimated_score"),
         "estimated_metrics": checked.get("estimated_metrics") or {},
+        # The model the estimate is of (on a night that retrained: the one replaced).
+        "estimated_model_version": checked.get("model_version")
+        if checked.get("estimated_metrics") else None,
     }
 
 

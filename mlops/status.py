@@ -262,6 +262,7 @@ def check_health(config: Config, store: Store | None = None,
                  # of the model that scored its batch.
                  "estimated_score": summary.get("estimated_score")
                  if summary.get("metric", "accuracy") == metric else None,
+                 "estimated_model_version": summary.get("estimated_model_version"),
                  "threshold": threshold if metric == "accuracy"
                  else config.monitoring.accuracy_min_threshold},
         drift=drift, runs_since_retrain=since, failed_last_week=failed_week,
@@ -324,9 +325,12 @@ def render(h: Health) -> str:
                  + (f"; held-out {num(s['baseline'])} at training"
                     if s.get("baseline") is not None else "") + ")")
     if s.get("estimated_score") is not None:
+        of = s.get("estimated_model_version")
         lines.append(f"estimated:     {s.get('metric') or 'accuracy'} "
-                     f"{num(s['estimated_score'])} on the last batch (CBPE, from calibrated "
-                     "probabilities without labels; assumes no concept shift)")
+                     f"{num(s['estimated_score'])} on the last batch"
+                     + (f" for model {of}" if of and of != s["model_version"] else "")
+                     + " (CBPE, from calibrated probabilities without labels; assumes no "
+                     "concept shift)")
     if h.drift is not None:
         feats = ", ".join(h.drift["features"][:5]) or "none"
         lines.append(f"last drift:    score {num(h.drift['score'])} "

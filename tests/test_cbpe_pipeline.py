@@ -81,6 +81,7 @@ def test_estimated_score_on_a_shifted_night_everywhere(client: Any, tmp_path: Pa
     realized, estimated = checked["score"], checked["estimated_score"]
     assert estimated == pytest.approx(realized, abs=0.03)
     assert second["estimated_score"] == estimated
+    assert second["estimated_model_version"] == "night-1"
     assert set(second["estimated_metrics"]) == set(second["metrics"])
     assert second["estimated_metrics"]["accuracy"] == estimated
 
