@@ -64,6 +64,16 @@ def _columns(n_classes: int) -> list[int]:
     return [1] if n_classes == 2 else list(range(n_classes))
 
 
+def prepared(model: Any, x: Any) -> tuple[Any, Any]:
+    """``(final estimator, x transformed by the steps before it)`` of a scikit-learn
+    Pipeline (the model and ``x`` as they are otherwise): a caller that needs both the
+    metrics and the estimate transforms the rows once."""
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list) and len(steps) > 1:
+        return model[-1], model[:-1].transform(x)
+    return model, x
+
+
 def model_proba(model: Any, x: Any) -> tuple[np.ndarray, list[Any]]:
     """The raw predicted probabilities of ``model`` on ``x`` and its classes.
 
@@ -322,4 +332,4 @@ def estimate_model(model: Any, x: Any, calibration: Any) -> tuple[dict[str, floa
 
 __all__ = ["BINS", "ESTIMATED", "METHOD", "CalibrationMerger", "EstimateMerger",
            "calibrate", "calibration_parts", "check_calibration", "estimate",
-           "estimate_model", "estimate_parts", "fit_calibration", "model_proba"]
+           "estimate_model", "estimate_parts", "fit_calibration", "model_proba", "prepared"]

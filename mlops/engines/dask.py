@@ -304,12 +304,15 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
         skipped = int(seen.sum())
         if skipped:
             part = part[~seen]
-    out = {**metric_parts(model, part[features], part[target], task), "skipped": skipped}
-    if calibration is not None and len(part):  # CBPE's sums (mlops.cbpe), no labels used
-        from mlops.cbpe import estimate_parts, model_proba
+    if calibration is None or not len(part):
+        return {**metric_parts(model, part[features], part[target], task),
+                "skipped": skipped}
+    # CBPE's sums (mlops.cbpe) too, no labels used: the rows are transformed once.
+    from mlops.cbpe import estimate_parts, model_proba, prepared
 
-        out["estimate"] = estimate_parts(model_proba(model, part[features])[0], calibration)
-    return out
+    final, xt = prepared(model, part[features])
+    return {**metric_parts(final, xt, part[target], task), "skipped": skipped,
+            "estimate": estimate_parts(model_proba(final, xt)[0], calibration)}
 
 
 def _calibration_parts(part: pd.DataFrame, model: Any, features: list[str], target: str

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.cbpe import calibration_parts, estimate, fit_calibration, model_proba
+from mlops.cbpe import calibration_parts, estimate, fit_calibration, model_proba, prepared
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
@@ -68,9 +68,12 @@ class PandasBatch:
                 if skipped:
                     xs, ys = xs[~seen], ys[~seen]
             scored = len(xs)
-            metrics = compute_metrics(model, xs, ys, self.task) if len(xs) else {}
-            if calibration is not None and len(xs):  # CBPE: no labels used
-                estimated = estimate(model_proba(model, xs)[0], calibration)
+            if calibration is not None and len(xs):  # CBPE too: the rows transformed once
+                final, xt = prepared(model, xs)
+                metrics = compute_metrics(final, xt, ys, self.task)
+                estimated = estimate(model_proba(final, xt)[0], calibration)
+            else:
+                metrics = compute_metrics(model, xs, ys, self.task) if len(xs) else {}
         return BatchProfile(rows=len(df), means=feature_means(df, target), frame=x,
                             metrics=metrics, scored_rows=scored, skipped_seen_rows=skipped,
                             estimated_metrics=estimated)
