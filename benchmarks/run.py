@@ -659,7 +659,43 @@ def b13(work: Path, sizes: Sizes) -> list[Row]:
                  "probability_<class> columns and commits the manifest")]
 
 
-ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13")
+# --- B14: CBPE against NannyML's CBPE ---------------------------------------------------------
+def b14(sizes: Sizes) -> list[Row]:
+    """CBPE's estimated accuracy vs NannyML's own CBPE on the same covariate-shifted data
+    (NannyML in its own environment: benchmarks/bench_cbpe.py). Not a timing: the ratio
+    is our mean absolute error against the true accuracy over NannyML's."""
+    from benchmarks import bench_cbpe
+
+    seeds = (0,) if sizes.quick else (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    rows, batch = (2_000, 1_000) if sizes.quick else (20_000, 10_000)
+    measurement = (f"CBPE estimated accuracy on a covariate-shifted {batch:,}-row batch, "
+                   f"absolute error vs NannyML's CBPE ({len(seeds)} seeds, random_forest)")
+    python = None
+    why = ""
+    try:  # quick mode uses the environment only when a full run has made it
+        python = bench_cbpe.ensure_env() if not sizes.quick or bench_cbpe.env_ready() \
+            else None
+        why = "" if python is not None else "NannyML's environment is made by make bench"
+    except (OSError, subprocess.SubprocessError) as err:
+        why = f"NannyML could not be installed in its environment ({err})"
+    result = bench_cbpe.compare(seeds, rows, batch, python)
+    summary = bench_cbpe.summarize(result)
+    if python is None:
+        return [Row("B14", measurement, None, None, None, "<= 1.5", None,
+                    f"skipped: {why}; ours alone: accuracy MAE "
+                    f"{summary['accuracy_mae_ours']:.4f}", {**result, **summary})]
+    ratio = summary["accuracy_mae_ours"] / max(summary["accuracy_mae_nannyml"], 1e-9)
+    return [Row("B14", measurement, None, None, ratio, "<= 1.5", _check(ratio, "<=", 1.5),
+                f"mean absolute error of accuracy: ours {summary['accuracy_mae_ours']:.4f}, "
+                f"NannyML {result['nannyml_version']} {summary['accuracy_mae_nannyml']:.4f}; "
+                f"roc_auc: ours {summary['roc_auc_mae_ours']:.4f}, NannyML "
+                f"{summary['roc_auc_mae_nannyml']:.4f}; largest gap between the two "
+                f"estimates: accuracy {summary['accuracy_max_gap']:.1e}, roc_auc "
+                f"{summary['roc_auc_max_gap']:.1e}. Same held-out rows calibrate both; "
+                "ratio = our error / NannyML's", {**result, **summary})]
+
+
+ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14")
 
 
 def _merge(out: Path, rows: list[Row], only: tuple[str, ...],
@@ -709,6 +745,7 @@ def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
             ("B11", lambda: b11(work, sizes)),
             ("B12", lambda: b12(df(), work, sizes)),
             ("B13", lambda: b13(work, sizes)),
+            ("B14", lambda: b14(sizes)),
         ]
         for name, step in steps:
             if name not in only:

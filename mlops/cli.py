@@ -305,8 +305,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     rows = [without_accuracy(r) for r in ws.monitor.get_history(limit=args.limit)]
     if not args.json:
         rows = [history_row(r) for r in rows]
-    print_table(rows, ["timestamp", "run_id", "status", "metric", "serving", "challenger",
-                       "promoted", "reasons", "alerts", "drift", "model_version", "error"],
+    print_table(rows, ["timestamp", "run_id", "status", "metric", "serving", "estimated",
+                       "challenger", "promoted", "reasons", "alerts", "drift",
+                       "model_version", "error"],
                 args.json, "no metrics recorded yet")
     return EXIT_OK
 
@@ -340,6 +341,8 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
             "metric": None if failed else r.metric if r.has("metric") else (
                 "accuracy" if r.accuracy is not None else None),
             "serving": None if failed else serving,
+            # CBPE's estimate of the scoring model's metric, without labels (mlops.cbpe).
+            "estimated": None if failed else r.estimated_score,
             "challenger": (r.challenger_score if r.has("challenger_score") else r.accuracy)
             if retrained else None,
             "promoted": r.promoted if retrained else None,
@@ -576,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     step_help = {
         "ingest": "load, validate and register the source as a data version",
-        "monitor-check": "evaluate the current model on the run's data and decide on a retrain",
+        "monitor-check": "evaluate the current model on the run's data (and estimate its "
+                         "metrics without labels, CBPE) and decide on a retrain",
         "train": "train on the run's data version and save the model",
     }
     for step, text in step_help.items():
@@ -652,7 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("history", help="show the metrics history, oldest first")
+    p = sub.add_parser("history", help="show the metrics history, oldest first",
+                       description="The metrics history, oldest first: per run the serving "
+                                   "model's score, its CBPE estimate without labels "
+                                   "(estimated: classifiers with a calibration map; assumes "
+                                   "no concept shift, docs/estimated-performance.md), the "
+                                   "challenger's held-out score, reasons and alerts.")
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show the last N records")
     p.set_defaults(handler=cmd_history)
@@ -721,8 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="One screen from the store (read-only, quick): the last run and its "
                     "outcome, the serving model against its threshold (accuracy against "
                     "monitoring.accuracy_min_threshold, or the gating monitoring.metric "
-                    "against its limit), the last drift, nights since the last "
-                    "retrain, failed runs in the last week and the newest report.",
+                    "against its limit), its CBPE estimate on the last batch (from its "
+                    "calibrated probabilities without labels; classifiers only; assumes no "
+                    "concept shift: docs/estimated-performance.md), the last drift, nights "
+                    "since the last retrain, failed runs in the last week and the newest "
+                    "report.",
         epilog="Exit codes: 0 healthy; 3 unhealthy (the latest finished run failed, no "
                "successful run within --max-age-hours, or the serving model is below its "
                "threshold); 1 the store cannot be read (retry may help); 2 bad config.")

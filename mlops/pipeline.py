@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+from mlops.cbpe import check_calibration
+from mlops.choices import CLASSIFICATION
 from mlops.config import Config
 from mlops.decisions import (
     SERVING_BELOW_THRESHOLD,
@@ -132,6 +134,12 @@ class MonitorCheckResult(StepResult):
     #: they were among its training rows (the score is out-of-sample: docs/data.md).
     scored_rows: int | None = None
     skipped_seen_rows: int = 0
+    #: CBPE (mlops.cbpe): the serving model's ``metric`` and every metric of the task
+    #: estimated from its calibrated probabilities on the batch, without its labels
+    #: (empty, with ``estimate_note`` saying why, for a regression or an uncalibrated model).
+    estimated_score: float | None = None
+    estimated_metrics: dict[str, float | None] = field(default_factory=dict)
+    estimate_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -263,14 +271,20 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             unusable, scorable, names = _unusable(current, err), False, None
     scoring = model is not None and scorable and unusable is None
     known = _training_rows(ws, current) if scoring else None
+    # CBPE (mlops.cbpe): the serving model's calibration map, kept in its record.
+    calibration, estimate_note = _calibration_map(model, record, task) if scoring \
+        else (None, "no serving model scored the batch")
     try:
-        profile = batch.profile(model if scoring else None, names, known)
+        profile = batch.profile(model if scoring else None, names, known, calibration)
     except (ValueError, KeyError, AttributeError, TypeError) as err:
         if not scoring:
             raise
         unusable, scoring = _unusable(current, err), False
         profile = batch.profile(None, names)
     metrics = dict(profile.metrics)
+    estimated = dict(profile.estimated_metrics) if scoring else {}
+    if scoring and calibration is not None and not estimated:
+        estimate_note = "no rows to estimate on"
     score = metrics.get(metric)
     baseline = None if record is None else _baseline(record.get("metadata"), metric)
     trained_on = {None if record is None else (record.get("metadata") or {}).get(
@@ -294,7 +308,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         schema_change=change is not None and change.changed, serving_error=unusable or "",
         reference=reference, drift_error=drift_error,
         own_data=ingested.data_version in trained_on, too_few_rows=ingested.too_few_rows,
-        rejected=rejected)
+        rejected=rejected, estimated_score=estimated.get(metric),
+        estimated_metrics=estimated)
     decision = ws.monitor.decide(profile)
     rows = profile.rows
     scored_rows = profile.scored_rows if scoring else None
@@ -318,7 +333,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
         note=note, drift_error=decision.drift_error, baseline_score=baseline,
-        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped)
+        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped,
+        estimated_score=estimated.get(metric), estimated_metrics=estimated,
+        estimate_note=estimate_note)
     if not retrain and current is not None:
         alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
         ws.monitor.record(HistoryRecord(
@@ -327,7 +344,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             retrained=False, drift=decision.drift, drift_error=decision.drift_error,
             reasons=reasons, task=task, metric=metric, score=score, metrics=metrics,
             serving_score=score, baseline_score=baseline, alerts=alerts, note=note,
-            status="succeeded", scored_rows=scored_rows, skipped_seen_rows=skipped))
+            status="succeeded", scored_rows=scored_rows, skipped_seen_rows=skipped,
+            estimated_score=estimated.get(metric), estimated_metrics=estimated))
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
              "drift %.4f -> retrain=%s %s%s", current, metric,
@@ -378,6 +396,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
             champion = ws.current_model_version()
             model, extra = trainer.fit()
             metrics = trainer.metrics(model)
+            calibration = _calibration(trainer, model)
             champion_metrics, compared = _champion_metrics(ws, champion, trainer)
             champion_score = None if champion_metrics is None else champion_metrics.get(metric)
             challenger_score = metrics.get(metric)
@@ -416,7 +435,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                 schema=trainer.schema().to_dict(),
                 config_fingerprint=config_fingerprint(config, task),
                 lineage=lineage(ingested.data_version, ingested.source, ingested.source_files),
-                extra=extra)
+                calibration=calibration, extra=extra)
             ws.registry.save(model, run_id, facts.to_dict())
         else:
             log.info("train: model %s already saved by this run; not training again", run_id)
@@ -586,6 +605,32 @@ def _champion_baseline(ws: Workspace, champion: str | None, metric: str) -> floa
     except (MLOpsError, ValueError, KeyError, TypeError) as err:
         log.warning("train: no held-out score of champion %s (%s)", champion, err)
         return None
+
+
+def _calibration(trainer: Trainer, model: Any) -> dict[str, Any] | None:
+    """The challenger's calibration map (mlops.cbpe), None for a regression. A model
+    without probabilities is logged and saved without one (monitor-check then
+    estimates nothing for it): calibration never fails the train step."""
+    if trainer.task != CLASSIFICATION:
+        return None
+    try:
+        return trainer.calibration(model)
+    except (ValueError, TypeError, AttributeError) as err:
+        log.warning("train: no calibration map for the challenger (%s); its metrics "
+                    "will not be estimated without labels", err)
+        return None
+
+
+def _calibration_map(model: Any, record: Any, task: str) -> tuple[Any, str]:
+    """The serving model's calibration map from its record (mlops.cbpe), or None and why
+    its metrics cannot be estimated without labels."""
+    if task != CLASSIFICATION:
+        return None, ("regression: no estimate without labels (DLE is not implemented; "
+                      "docs/estimated-performance.md)")
+    meta = record.get("metadata") if isinstance(record, Mapping) else None
+    calibration = meta.get("calibration") if isinstance(meta, Mapping) else None
+    why = check_calibration(calibration, list(getattr(model, "classes_", [])))
+    return (None, why) if why else (calibration, "")
 
 
 def _fmt(value: float | None) -> str:

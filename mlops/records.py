@@ -312,6 +312,9 @@ class TrainingFacts(Record):
     config_fingerprint: str = ""
     #: Data version, source files, and the versions of Python and the libraries.
     lineage: dict[str, Any] = field(default_factory=dict)
+    #: A classifier's calibration map, fitted on the held-out split (mlops.cbpe: what
+    #: monitor-check's estimated metrics use); absent for regressions and older models.
+    calibration: dict[str, Any] | None = field(default=None, metadata={OMIT_IF_NONE: True})
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,11 @@ class RunSummary(Document):
     serving_handoff: dict[str, Any] | None = optional()
     scored_rows: int | None = optional()
     skipped_seen_rows: int | None = optional()
+    #: CBPE: the serving model's gating metric (and every estimated metric) on the batch
+    #: without its labels (mlops.cbpe), and the model the estimate is of.
+    estimated_score: float | None = optional()
+    estimated_metrics: dict[str, Any] | None = optional()
+    estimated_model_version: str | None = optional()
     #: Added by ``finish_run``: the report's key and URL, and each webhook's outcome.
     report: str | None = optional()
     report_url: str | None = optional()
@@ -481,6 +489,9 @@ class HistoryRecord(Document):
     note: str | None = optional()
     scored_rows: int | None = optional()
     skipped_seen_rows: int | None = optional()
+    #: CBPE: the serving model's metrics on the batch estimated without its labels.
+    estimated_score: float | None = optional()
+    estimated_metrics: dict[str, Any] | None = optional()
     #: The gating limit (the report draws it when a record has it).
     threshold: float | None = optional()
     #: A step stopped by SIGTERM (a failed run's record).

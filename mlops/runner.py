@@ -69,7 +69,10 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
     ``monitoring.max_degradation`` below ``baseline_score``, and
     ``serving_model_unusable`` when the run replaced a serving model it could not load
     or use (``serving_error`` says why). A rejected challenger's results are under
-    ``challenger_*``, and ``note`` says why it lost.
+    ``challenger_*``, and ``note`` says why it lost. ``estimated_score`` and
+    ``estimated_metrics`` are CBPE's estimates (:mod:`mlops.cbpe`) of the model
+    monitor-check scored the batch with, from its calibrated probabilities alone (None
+    and empty for a regression or a model trained without a calibration map).
 
     Returns:
         The :class:`~mlops.records.RunSummary` ``{run_id, data_version, model_version,
@@ -77,8 +80,9 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
         metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
-        serving_uri}`` (``accuracy`` is None for a regression); ``drift_error`` says why
-        drift could not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
+        serving_uri, estimated_score, estimated_metrics, estimated_model_version}``
+        (``accuracy`` is None for a regression); ``drift_error`` says why drift could
+        not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
         the serving model's export folder (``serving/<version>``, one subfolder per format),
         None when it has none; ``predictions_uri`` (only when ``scoring.source`` is set) is
         the manifest of the score step's predictions version (None before that step ran);
@@ -148,6 +152,13 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
         # The serving model's score on the new data counts only rows it was not trained on.
         scored_rows=checked.get("scored_rows"),
         skipped_seen_rows=checked.get("skipped_seen_rows", 0),
+        # CBPE: monitor-check's serving model's metrics on the batch estimated without
+        # its labels (mlops.cbpe; empty for a regression or a model without a map).
+        estimated_score=checked.get("estimated_score"),
+        estimated_metrics=checked.get("estimated_metrics") or {},
+        # The model the estimate is of (on a night that retrained: the one replaced).
+        estimated_model_version=checked.get("model_version")
+        if checked.get("estimated_metrics") else None,
     )
     if ws.config.scoring.source:
         scored = ws.read_result(run_id, SCORE) or {}

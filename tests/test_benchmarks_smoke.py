@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmarks.run import QUICK, Row, _merge, run
 
 EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B11", "B12",
-            "B12u", "B12s", "B12p", "B13"}
+            "B12u", "B12s", "B12p", "B13", "B14"}
 #: Rows measured for comparison only: no target, so no verdict.
 NO_TARGET = {"N0", "B12s", "B12p"}
 
@@ -28,6 +28,9 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
     for r in rows:
         if r.id == "B8" and not has_dvc:
             assert r.ratio is None and "skipped" in r.note
+            continue
+        if r.id == "B14" and r.ratio is None:  # NannyML's own environment is not made yet
+            assert "skipped" in r.note and r.extra["accuracy_mae_ours"] < 0.05, r
             continue
         assert isinstance(r.ratio, float) and math.isfinite(r.ratio) and r.ratio >= 0, r
         assert isinstance(r.met, bool) or r.id in NO_TARGET, r

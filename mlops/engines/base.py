@@ -93,10 +93,12 @@ class Batch(Protocol):
         ...
 
     def profile(self, model: Any = None, names: list[str] | None = None,
-                known: Any = None) -> BatchProfile:
+                known: Any = None, calibration: Any = None) -> BatchProfile:
         """The batch's statistics, and ``model``'s metrics (every metric of the task) on
         its rows whose hash is not in ``known`` (the model's training rows; None: every
-        row), given the columns ``names`` in that order (None: every feature).
+        row), given the columns ``names`` in that order (None: every feature); with
+        ``calibration`` (the model's map, :mod:`mlops.cbpe`) its CBPE estimates on the
+        same rows too (``estimated_metrics``), from its probabilities alone.
 
         Raises:
             ValueError, KeyError, AttributeError, TypeError: ``model`` cannot score the
@@ -158,6 +160,11 @@ class Trainer(Protocol):
 
     def training_rows(self) -> Any:
         """The sorted, unique hashes of the training split's rows."""
+        ...
+
+    def calibration(self, model: Any) -> dict[str, Any] | None:
+        """A classifier's calibration map (:mod:`mlops.cbpe`) from the held-out split,
+        kept with the model version for monitor-check's estimates without labels."""
         ...
 
 

@@ -294,7 +294,7 @@ def _is_large(obj: Any) -> bool:
 
 # --- per-partition work (runs on workers) ----------------------------------------------------
 def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: str,
-                  task: str, known: Any = None) -> dict[str, Any]:
+                  task: str, known: Any = None, calibration: Any = None) -> dict[str, Any]:
     from mlops.training import metric_parts
 
     skipped = 0
@@ -305,7 +305,25 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
         skipped = int(seen.sum())
         if skipped:
             part = part[~seen]
-    return {**metric_parts(model, part[features], part[target], task), "skipped": skipped}
+    if calibration is None or not len(part):
+        return {**metric_parts(model, part[features], part[target], task),
+                "skipped": skipped}
+    # CBPE's sums (mlops.cbpe) too, no labels used: the rows are transformed once.
+    from mlops.cbpe import estimate_parts, model_proba, prepared
+
+    final, xt = prepared(model, part[features])
+    return {**metric_parts(final, xt, part[target], task), "skipped": skipped,
+            "estimate": estimate_parts(model_proba(final, xt)[0], calibration)}
+
+
+def _calibration_parts(part: pd.DataFrame, model: Any, features: list[str], target: str
+                       ) -> dict[str, Any]:
+    from mlops.cbpe import calibration_parts, model_proba
+
+    if not len(part):
+        return {"n": 0}
+    proba, classes = model_proba(model, part[features])
+    return calibration_parts(proba, part[target].to_numpy(), classes)
 
 
 def _row_hashes(part: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -340,11 +358,15 @@ def score(client: Any, frame: Any, model: Any, features: list[str], target: str,
 
 
 def score_unseen(client: Any, frame: Any, model: Any, features: list[str], target: str,
-                 task: str = TASK, known: Any = None
+                 task: str = TASK, known: Any = None, calibration: Any = None,
+                 estimated: dict[str, float | None] | None = None
                  ) -> tuple[dict[str, float | None], int, int]:
     """:func:`score` on the rows whose hash is not in ``known`` (the sorted hashes of
     the model's training rows, :func:`mlops.store.hashing.row_hashes` of ``features`` and
     ``target``; None: every row), filtered in each partition's task.
+
+    With ``calibration`` (the model's map, :mod:`mlops.cbpe`), each task also returns
+    CBPE's sums of its rows, merged into ``estimated`` (a dict filled in place).
 
     Returns:
         ``(metrics, rows scored, rows skipped as seen in training)``; the metrics are
@@ -353,20 +375,27 @@ def score_unseen(client: Any, frame: Any, model: Any, features: list[str], targe
     from dask import delayed
     from distributed import as_completed
 
+    from mlops.cbpe import EstimateMerger
     from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
 
     # hash=False: a fresh key per call, so a model scored twice in a step never waits on
     # the key of an earlier call's released copy ("lost dependencies").
     shipped = client.scatter(model, broadcast=True, hash=False)
     hashes = None if known is None else client.scatter(known, broadcast=True, hash=False)
-    tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes)
+    tasks = [delayed(_metric_parts)(part, shipped, features, target, task, hashes,
+                                    calibration)
              for part in frame.to_delayed()]
     merger = MetricMerger(task)
+    estimates = EstimateMerger()
     skipped = 0
     for future in as_completed(client.compute(tasks)):
         parts = future.result()
         skipped += int(parts.pop("skipped", 0))
+        if "estimate" in parts:
+            estimates.add(parts.pop("estimate"))
         merger.add(parts)
+    if estimated is not None and estimates.n:
+        estimated.update(estimates.metrics())
     if merger.rounded:
         log.warning("roc_auc: more than %d distinct predicted scores; rounded to %d decimals",
                     ROC_AUC_MAX_POINTS, ROC_AUC_DECIMALS)
@@ -688,26 +717,30 @@ def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str,
 
 
 def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
-                names: list[str] | None = None, task: str = TASK, known: Any = None
-                ) -> BatchProfile:
+                names: list[str] | None = None, task: str = TASK, known: Any = None,
+                calibration: Any = None) -> BatchProfile:
     """The monitor-check profile of a partitioned version: statistics (exact means,
     merged sketches, category counts, missing rates) from the manifest; the data is
     read only to score ``model`` (on ``names``, the model's own features in its order,
     or every feature of the version) with every metric of ``task``, on the rows whose
-    hash is not in ``known`` (the model's training rows; None: every row)."""
+    hash is not in ``known`` (the model's training rows; None: every row); with
+    ``calibration`` (the model's map) CBPE's estimates on the same rows, from the same
+    partition tasks (``estimated_metrics``)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target, config.data.id_columns)
     metrics: dict[str, float | None] = {}
     scored: int | None = None
     skipped = 0
+    estimated: dict[str, float | None] = {}
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
             metrics, scored, skipped = score_unseen(
                 client, frame, model, features if names is None else names, target, task,
-                known)
+                known, calibration, estimated)
     return BatchProfile(scored_rows=scored, skipped_seen_rows=skipped,
+                        estimated_metrics=estimated,
                         rows=manifest.rows, means=_means(manifest.moments, features),
                         sketches=_checked_sketches(ws, manifest, features),
                         metrics=metrics,
@@ -727,9 +760,9 @@ class DaskBatch:
         return columns_frame(self.ws, self.version)
 
     def profile(self, model: Any = None, names: list[str] | None = None,
-                known: Any = None) -> BatchProfile:
+                known: Any = None, calibration: Any = None) -> BatchProfile:
         return check_batch(self.config, self.ws, self.version, model, names, self.task,
-                           known)
+                           known, calibration)
 
 
 def _checked_sketches(ws: Workspace, manifest: DataManifest,
@@ -845,6 +878,14 @@ class DaskTrainer:
         from mlops.store.hashing import sorted_unique
 
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+
+    def calibration(self, model: Any) -> dict[str, Any] | None:
+        """The classifier's calibration map (mlops.cbpe) from the held-out split, from
+        per-partition bin counts merged here."""
+        from mlops.cbpe import fit_calibration
+
+        return fit_calibration(per_partition(self.client, self.test, _calibration_parts,
+                                             model, self.features, self.target))
 
     def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
                        ) -> tuple[dict[str, float | None], int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlops.cbpe import calibration_parts, estimate, fit_calibration, model_proba, prepared
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
@@ -52,10 +53,11 @@ class PandasBatch:
         return self.df
 
     def profile(self, model: Any = None, names: list[str] | None = None,
-                known: Any = None) -> BatchProfile:
+                known: Any = None, calibration: Any = None) -> BatchProfile:
         df, target = self.df, self.target
         x, y = split_xy(df, target)
         metrics: dict[str, float | None] = {}
+        estimated: dict[str, float | None] = {}
         scored: int | None = None
         skipped = 0
         if model is not None:
@@ -66,9 +68,15 @@ class PandasBatch:
                 if skipped:
                     xs, ys = xs[~seen], ys[~seen]
             scored = len(xs)
-            metrics = compute_metrics(model, xs, ys, self.task) if len(xs) else {}
+            if calibration is not None and len(xs):  # CBPE too: the rows transformed once
+                final, xt = prepared(model, xs)
+                metrics = compute_metrics(final, xt, ys, self.task)
+                estimated = estimate(model_proba(final, xt)[0], calibration)
+            else:
+                metrics = compute_metrics(model, xs, ys, self.task) if len(xs) else {}
         return BatchProfile(rows=len(df), means=feature_means(df, target), frame=x,
-                            metrics=metrics, scored_rows=scored, skipped_seen_rows=skipped)
+                            metrics=metrics, scored_rows=scored, skipped_seen_rows=skipped,
+                            estimated_metrics=estimated)
 
 
 class PandasTrainer:
@@ -140,6 +148,13 @@ class PandasTrainer:
 
     def training_rows(self) -> Any:
         return self._rows.result() if self._rows is not None else self._training_rows()
+
+    def calibration(self, model: Any) -> dict[str, Any] | None:
+        """The classifier's calibration map from the held-out split (mlops.cbpe)."""
+        if not len(self.x_test):
+            return None
+        proba, classes = model_proba(model, self.x_test)
+        return fit_calibration([calibration_parts(proba, self.y_test.to_numpy(), classes)])
 
     def _training_rows(self) -> Any:
         rows = self.x_train.assign(**{self.target: self.y_train})

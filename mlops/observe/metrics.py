@@ -80,6 +80,7 @@ LAST_RETRAIN = "mlops_last_retrain_timestamp_seconds"
 RETRAINS = "mlops_retrains_total"
 PROMOTIONS = "mlops_promotions_total"
 SCHEMA_CHANGES = "mlops_schema_changes_total"
+ESTIMATED_SCORE = "mlops_estimated_score"
 
 #: Every metric the suite pushes (documented in docs/observability.md).
 METRICS: tuple[MetricDef, ...] = (
@@ -106,6 +107,9 @@ METRICS: tuple[MetricDef, ...] = (
        "(promoted, rejected).", "outcome"),
     _m(SCHEMA_CHANGES, "counter", "Data versions whose columns or dtypes differ from the "
        "previous data version's."),
+    _m(ESTIMATED_SCORE, "gauge", "CBPE: the metrics of the model that scored the latest "
+       "batch, estimated from its calibrated probabilities without labels (classifiers).",
+       "metric"),
 )
 _BY_NAME = {m.name: m for m in METRICS}
 
@@ -278,6 +282,7 @@ def run_samples(summary: RunSummary, rows: int | None,
     if summary.retrained:
         challenger = summary.challenger_metrics or {"accuracy": summary.challenger_accuracy}
         out += _metric_samples(CHALLENGER, challenger)
+    out += _metric_samples(ESTIMATED_SCORE, summary.estimated_metrics or {})
     drift = _finite(summary.drift)
     if drift is not None:
         out.append(Sample(DRIFT, drift))

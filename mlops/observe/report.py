@@ -375,8 +375,8 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], css: str) -> st
 
 
 #: Columns of the per-run table (report and ``mlops history``).
-HISTORY_COLUMNS = ["run", "status", "metric", "serving score", "challenger score", "promoted",
-                   "reasons", "alerts", "error"]
+HISTORY_COLUMNS = ["run", "status", "metric", "serving score", "estimated score",
+                   "challenger score", "promoted", "reasons", "alerts", "error"]
 
 
 def _challenger_score(r: HistoryRecord) -> float | None:
@@ -389,6 +389,7 @@ def _history_row(r: HistoryRecord) -> tuple[Any, ...]:
     error = f"{r.step}: {r.error}" if failed else None
     return (r.run_id or r.timestamp, r.status if r.has("status") else "succeeded",
             r.metric if r.has("metric") else "accuracy", record_score(r),
+            r.estimated_score,  # CBPE, without labels (mlops.cbpe)
             _challenger_score(r) if r.retrained else None,
             r.promoted if r.retrained else None, r.reasons, r.alerts, error)
 

@@ -266,6 +266,11 @@ def check_health(config: Config, store: Store | None = None,
                                                    "finished_at": success.finished_at},
         serving={"model_version": serving_version, "metric": metric, "score": score,
                  "limit": threshold, "baseline": baseline, "accuracy": accuracy,
+                 # CBPE: the last successful run's estimate without labels (mlops.cbpe),
+                 # of the model that scored its batch.
+                 "estimated_score": summary.estimated_score
+                 if (summary.metric or "accuracy") == metric else None,
+                 "estimated_model_version": summary.estimated_model_version,
                  "threshold": threshold if metric == "accuracy"
                  else config.monitoring.accuracy_min_threshold},
         drift=drift, runs_since_retrain=since, failed_last_week=failed_week,
@@ -327,6 +332,13 @@ def render(h: Health) -> str:
                  f"{f'{limit:g}' if isinstance(limit, int | float) else '-'}"
                  + (f"; held-out {num(s['baseline'])} at training"
                     if s.get("baseline") is not None else "") + ")")
+    if s.get("estimated_score") is not None:
+        of = s.get("estimated_model_version")
+        lines.append(f"estimated:     {s.get('metric') or 'accuracy'} "
+                     f"{num(s['estimated_score'])} on the last batch"
+                     + (f" for model {of}" if of and of != s["model_version"] else "")
+                     + " (CBPE, from calibrated probabilities without labels; assumes no "
+                     "concept shift)")
     if h.drift is not None:
         feats = ", ".join(h.drift["features"][:5]) or "none"
         lines.append(f"last drift:    score {num(h.drift['score'])} "
