@@ -17,6 +17,7 @@ from mlops.data import generate_synthetic_data
 from mlops.observe.metrics import ESTIMATED_SCORE, run_samples
 from mlops.observe.report import HISTORY_COLUMNS, _history_row
 from mlops.observe.status import check_health, render
+from mlops.records import HistoryRecord, RunSummary
 from mlops.runner import run_pipeline
 from mlops.store.workspace import Workspace
 from tests.conftest import skip_or_fail
@@ -87,11 +88,12 @@ def test_estimated_score_on_a_shifted_night_everywhere(client: Any, tmp_path: Pa
 
     record = ws.monitor.get_history()[-1]
     assert record["run_id"] == "night-2" and record["estimated_score"] == estimated
-    samples = run_samples(second, 3000, [record], 0, {})
+    samples = run_samples(RunSummary.from_dict(second), 3000, [record], 0, {})
     pushed = {s.labels[0]: s.value for s in samples if s.name == ESTIMATED_SCORE}
     assert pushed["accuracy"] == estimated and set(pushed) <= set(second["metrics"])
     assert history_row(record)["estimated"] == estimated  # mlops history
-    row = dict(zip(HISTORY_COLUMNS, _history_row(record), strict=True))  # the report
+    # the report
+    row = dict(zip(HISTORY_COLUMNS, _history_row(HistoryRecord.from_dict(record)), strict=True))
     assert row["estimated score"] == estimated
     health = check_health(ws.config, ws.store)
     assert health.serving["estimated_score"] == estimated
