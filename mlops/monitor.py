@@ -117,6 +117,12 @@ def reference_problem(doc: Any) -> str | None:
     return None
 
 
+#: What a realized-score record adds to its night's history entry (docs/labels.md).
+REALIZED_FIELDS = ("realized_score", "realized_metrics", "labelled_rows", "predicted_rows",
+                   "label_coverage", "prediction_date", "predictions_version", "realized_at",
+                   "realized_by_run", "label_versions")
+
+
 class ModelMonitor:
     """Records metrics and decides when to retrain.
 
@@ -199,11 +205,41 @@ class ModelMonitor:
         return record
 
     def get_history(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Records oldest first (the last ``limit`` ones when given)."""
+        """Records oldest first (the last ``limit`` ones when given); a night whose
+        predictions met their late labels carries its newest realized score
+        (``realized_score``, ``realized_metrics``, ``labelled_rows``...: docs/labels.md)."""
         names = [n for n in self.store.keys(self.metrics_prefix) if n.endswith(".json")]
         if limit is not None:
             names = names[-limit:] if limit > 0 else []
-        return [self._record(f"{self.metrics_prefix}/{n}") for n in names]
+        records = [self._record(f"{self.metrics_prefix}/{n}") for n in names]
+        realized = self.realized_by_run() if records else {}
+        return [{**r, **realized[r["run_id"]]} if r.get("run_id") in realized
+                and r.get("status", "succeeded") != "failed" else r for r in records]
+
+    def record_realized(self, token: str, record: Mapping[str, Any]) -> bool:
+        """Keep a night's realized score (one object, named by ``token``: what it was
+        computed from). Returns False when that record was already kept."""
+        try:
+            self.store.write_json(layout.realized_key(token), dict(record), exclusive=True)
+        except FileExistsError:
+            return False
+        return True
+
+    def realized_by_run(self) -> dict[str, dict[str, Any]]:
+        """Run id -> the newest realized-score fields of that night (by ``realized_at``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.store.keys(layout.REALIZED):
+            if not name.endswith(".json"):
+                continue
+            doc = self._record(f"{layout.REALIZED}/{name}")
+            run = doc.get("run_id")
+            if not isinstance(run, str):
+                continue
+            fields = {k: v for k, v in doc.items() if k in REALIZED_FIELDS}
+            if run not in out or str(doc.get("realized_at", "")) >= \
+                    str(out[run].get("realized_at", "")):
+                out[run] = fields
+        return out
 
     def _record(self, key: str) -> dict[str, Any]:
         """One metrics record.

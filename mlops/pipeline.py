@@ -15,9 +15,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
+from mlops.choices import CLASSIFICATION
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
+    feature_columns,
     feature_kinds,
     feature_means,
     generate_synthetic_data,
@@ -50,6 +52,17 @@ from mlops.errors import (
 from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
 from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.ids import check_version_id
+from mlops.labels import (
+    LOW_REALIZED_SCORE,
+    LabelsReport,
+    label_store,
+    labelled_versions,
+    process_labels,
+    read_arrival,
+    realized_drop,
+    training_frame,
+    window_of,
+)
 from mlops.monitor import DRIFT, NO_MODEL
 from mlops.records import TrainingFacts
 from mlops.registry import PRODUCTION
@@ -120,6 +133,8 @@ class IngestResult(StepResult):
     too_few_rows: str = ""
     #: What looks wrong in the table but was accepted (mlops.data.table_warnings).
     warnings: list[str] = field(default_factory=list)
+    #: The batch has no target column (``labels`` configured: its labels come later).
+    unlabelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,13 @@ class MonitorCheckResult(StepResult):
     #: they were among its training rows (the score is out-of-sample: docs/data.md).
     scored_rows: int | None = None
     skipped_seen_rows: int = 0
+    #: The batch had no target: scored, its predictions stored (docs/labels.md).
+    unlabelled: bool = False
+    #: The predictions version of an unlabelled batch (None: not stored).
+    predictions_version: str | None = None
+    #: What the night's late labels did (mlops.labels.LabelsReport.to_dict()), None when
+    #: ``labels`` is not configured.
+    labels: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -249,16 +271,24 @@ class _PandasTrainer:
     """The pandas engine's train data: a split of the loaded frame (stratified for a
     classification)."""
 
-    def __init__(self, config: Config, ws: Workspace, ingested: IngestResult) -> None:
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestResult,
+                 window: tuple[int | None, float | None] | None = None) -> None:
         self.config = config
-        df, _ = ws.versioner.load(ingested.data_version)
+        #: The data versions of ``training.window`` (None: the run's batch alone).
+        self.window: list[dict[str, Any]] | None = None
+        if window is None:
+            df, _ = ws.versioner.load(ingested.data_version)
+        else:
+            df, self.window = training_frame(ws, ingested.data_version, versions=window[0],
+                                             days=window[1])
         df = without_ids(df, config.data.id_columns, ingested.data_version)
         self.target = target = config.data.target_column
-        self.task = ingested.task or validate(df, target, ingested.data_version,
-                                              config.data.task)
+        self.task = (ingested.task if window is None else "") or validate(
+            df, target, ingested.data_version, config.data.task)
         x, y = split_xy(df, target)
         # In column order (a result read back from JSON has its keys sorted).
-        known = ingested.feature_kinds or feature_kinds(df, target)
+        known = (ingested.feature_kinds if window is None else {}) or \
+            feature_kinds(df, target)
         self.kinds = {c: known[c] for c in x.columns}
         self.features = [str(c) for c in x.columns]
         self.x_train, self.x_test, self.y_train, self.y_test = split(
@@ -331,6 +361,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     ws = _workspace(config, ws)
     d = config.data
     files: list[dict[str, Any]] = []
+    unlabelled = False
     if d.engine == DASK:
         from mlops import dask_engine
 
@@ -346,20 +377,24 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
             df, files = read_source(d.source, config.storage.options, read_options(d))
         check_rules(df, config.validation, name)  # the validation: section
         features = without_ids(df, d.id_columns, name)  # ids are kept, never features
-        task = validate(features, d.target_column, name, d.task)
+        unlabelled = config.labels.enabled and d.target_column not in df.columns
+        task = validate(features, d.target_column, name, d.task, unlabelled=unlabelled)
         warned = table_warnings(df, d.target_column, d.id_columns, name)
-        gate(config, task)  # a metric of the other task is a config error, before any write
-        check_training(config.training, task)  # a bad training.params, before any write
-        small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
-                             task, "synthetic data" if d.source == SYNTHETIC else d.source)
-        if small and ws.current_model_version() is None:
-            raise DataValidationError(f"{small}; no model serves yet to score it")
+        small = ""
+        if not unlabelled:  # an unlabelled batch is scored now, trained on once labelled
+            gate(config, task)  # a metric of the other task: a config error, before any write
+            check_training(config.training, task)  # a bad training.params, before any write
+            small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
+                                 task, "synthetic data" if d.source == SYNTHETIC else d.source)
+            if small and ws.current_model_version() is None:
+                raise DataValidationError(f"{small}; no model serves yet to score it")
         version = ws.versioner.register(df, source={"uri": d.source, "files": files})
         rows, means, kinds = len(df), feature_means(features, d.target_column), \
             feature_kinds(features, d.target_column)
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
                           feature_means=means, task=task, feature_kinds=kinds,
-                          source_files=files, too_few_rows=small, warnings=warned)
+                          source_files=files, too_few_rows=small, warnings=warned,
+                          unlabelled=unlabelled)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -397,10 +432,14 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                  "resuming its train step", run_id, run_id)
         return MonitorCheckResult.from_dict(recorded)
     target = config.data.target_column
+    # The label files that arrived are read and checked before this step writes anything.
+    arrival = read_arrival(config, label_store(ws)) if config.labels.enabled else None
     current = ws.current_model_version()
     model: Any = None
     record: Any = None
     unusable = None
+    unlabelled = ingested.unlabelled
+    predictions: str | None = None
     if current is not None:
         try:
             model, record = ws.registry.load(current)
@@ -446,16 +485,25 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     else:
         df, _ = ws.versioner.load(ingested.data_version)
         df = without_ids(df, config.data.id_columns, ingested.data_version)
-        task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
-        metric, threshold = gate(config, task)
-        x, y = split_xy(df, target)
+        task = ingested.task or (_serving_task(record) if unlabelled else validate(
+            df, target, ingested.data_version, config.data.task))
+        metric, threshold = gate(config, task) if task else \
+            (config.monitoring.metric or "accuracy", None)
+        x = df[feature_columns(df, target)]
         if model is not None:
             try:
                 change, scorable, names = _schema_check(config, ingested.data_version,
                                                         current, record, df, task)
             except DamagedSchemaError as err:
                 unusable, scorable, names = _unusable(current, err), False, None
-            if scorable:
+            if scorable and unlabelled:
+                try:
+                    predictions, scored_rows = _score_unlabelled(ws, run_id, ingested, model,
+                                                                 record, current)
+                except (ValueError, KeyError, AttributeError, TypeError) as err:
+                    unusable = _unusable(current, err)
+            elif scorable:
+                y = df[target]
                 xs, ys = x if names is None else x[names], y
                 known = _training_rows(ws, current)
                 if known is not None:  # only the rows the model was not trained on
@@ -494,21 +542,35 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         extra.append(SERVING_MODEL_UNUSABLE)
     # Every row was in the serving model's training set: nothing to score it on.
     all_seen = scored_rows == 0 and skipped > 0
-    if current is not None and not extra and not all_seen \
+    # An unlabelled batch has no score: only its late labels (below) judge the model.
+    if current is not None and not extra and not all_seen and not unlabelled \
             and not meets_threshold(score, threshold, metric):
         extra.append(low_score_reason(metric))
     limit = config.monitoring.max_degradation
     if current is not None and not extra and degraded(score, baseline, metric, limit):
         extra.append(DEGRADED)  # within the gate's limit, but far below its own baseline
+    labels_report = None
+    if arrival is not None:
+        labels_report = process_labels(ws, run_id, arrival)
+        drop = realized_drop(config, labels_report.realized, current, baseline)
+        if drop is not None and not extra:
+            extra.append(LOW_REALIZED_SCORE)
+            log.info("monitor-check: serving model %s realized %s %s on night %s (%d "
+                     "labelled rows): retraining on the labelled window", current, drop.metric,
+                     _fmt(drop.realized_score), drop.run_id, drop.labelled_rows)
     # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
     reasons = [r for r in reasons if r == NO_MODEL] + extra + \
         [r for r in reasons if r != NO_MODEL]
     retrain = bool(reasons)
     note = ""
-    if retrain and ingested.too_few_rows:
+    small = ingested.too_few_rows
+    if retrain and not small and window_of(config, unlabelled or LOW_REALIZED_SCORE in reasons):
+        small = _window_too_small(config, ws, ingested, unlabelled or LOW_REALIZED_SCORE
+                                  in reasons)
+    if retrain and small:
         # Scored and drift-checked above; never trained on (training.min_rows).
         retrain = False
-        note = f"not training: {ingested.too_few_rows}"
+        note = f"not training: {small}"
         reasons.append(TOO_FEW_ROWS)
     if retrain and unusable is None:  # a broken serving model is replaced regardless
         previous = rejected_before(ws.registry, ingested.data_version,
@@ -533,16 +595,21 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
         note=note, drift_error=decision.drift_error, baseline_score=baseline,
-        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped)
+        serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped,
+        unlabelled=unlabelled, predictions_version=predictions,
+        labels=None if labels_report is None else labels_report.to_dict())
     if not retrain and current is not None:
-        alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
+        alerts = [] if all_seen or unlabelled else \
+            serving_alerts(score, threshold, metric, baseline, limit)
         ws.monitor.record_metrics(accuracy, ingested.data_version, current, {
             "run_id": run_id, "retrained": False, "drift": decision.drift,
             "drift_error": decision.drift_error, "reasons": reasons,
             "task": task, "metric": metric, "score": score, "metrics": metrics,
             "serving_score": score, "baseline_score": baseline, "alerts": alerts,
             "note": note, "status": "succeeded",
-            "scored_rows": scored_rows, "skipped_seen_rows": skipped})
+            "scored_rows": scored_rows, "skipped_seen_rows": skipped,
+            **({"unlabelled": True, "predictions_version": predictions} if unlabelled else {}),
+            **({} if labels_report is None else {"labels": _labels_summary(labels_report)})})
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
              "drift %.4f -> retrain=%s %s%s", current, metric,
@@ -576,13 +643,16 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     if ingested.task:
         check_training(config.training, ingested.task)
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
+    window = window_of(config, ingested.unlabelled
+                       or LOW_REALIZED_SCORE in checked.get("reasons", []))
     trainer: _Trainer
-    if config.data.engine == DASK:
+    if config.data.engine == DASK and window is None:
         from mlops import dask_engine
 
         trainer = dask_engine.DaskTrainer(config, ws, ingested)
     else:
-        trainer = _PandasTrainer(config, ws, ingested)
+        # A window's labelled rows are joined in this process (docs/labels.md).
+        trainer = _PandasTrainer(config, ws, ingested, window)
     task = trainer.task
     metric, threshold = gate(config, task)
     fresh = not ws.registry.exists(run_id)
@@ -636,7 +706,8 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                 champion_score=champion_score, champion_metrics=champion_metrics,
                 schema=trainer.schema().to_dict(),
                 config_fingerprint=config_fingerprint(config, task),
-                lineage=lineage(ingested.data_version, ingested.source, ingested.source_files),
+                lineage=lineage(ingested.data_version, ingested.source, ingested.source_files,
+                                _window_versions(trainer)),
                 extra=extra)
             ws.registry.save(model, run_id, facts.to_dict())
         else:
@@ -805,6 +876,66 @@ def _champion_baseline(ws: Workspace, champion: str | None, metric: str) -> floa
     except (MLOpsError, ValueError, KeyError, TypeError) as err:
         log.warning("train: no held-out score of champion %s (%s)", champion, err)
         return None
+
+
+def _window_versions(trainer: Any) -> list[str] | None:
+    window = getattr(trainer, "window", None)
+    return None if window is None else labelled_versions(window)
+
+
+def _serving_task(record: Mapping[str, Any] | None) -> str:
+    """The task of the serving model (what an unlabelled batch is judged as), "" when none."""
+    task = ((record or {}).get("metadata") or {}).get("task") if isinstance(record, Mapping) \
+        else None
+    return str(task) if task in ("classification", "regression") else ""
+
+
+def _score_unlabelled(ws: Workspace, run_id: str, ingested: IngestResult, model: Any,
+                      record: Mapping[str, Any], current: str | None
+                      ) -> tuple[str, int]:
+    """Store the serving model's predictions of an unlabelled batch, with its ids (the
+    score step's per-file task, on the configured engine); returns the version and rows."""
+    from mlops.scoring import score_data_version
+
+    assert current is not None
+    ids = ws.config.labels.id_columns
+    if ws.config.data.engine != DASK:
+        scored = score_data_version(ws, run_id, ingested.data_version, model, record, current,
+                                    ids)
+    else:
+        from mlops import dask_engine
+        from mlops.scoring import dask_map
+
+        with dask_engine.connect(ws.config.dask) as client:
+            scored = score_data_version(ws, run_id, ingested.data_version, model, record,
+                                        current, ids, dask_map(client))
+    log.info("monitor-check: unlabelled batch %s: %d predictions of model %s stored as "
+             "predictions version %s", ingested.data_version, scored.rows, current,
+             scored.version)
+    return scored.version, scored.rows
+
+
+def _window_too_small(config: Config, ws: Workspace, ingested: IngestResult,
+                      labelled_only: bool) -> str:
+    """Why the training window holds too few labelled rows to train on ("" when it does
+    not): a retrain asked on an unlabelled night waits for its labels."""
+    window = window_of(config, labelled_only)
+    assert window is not None
+    try:
+        df, _ = training_frame(ws, ingested.data_version, versions=window[0], days=window[1])
+    except DataValidationError as err:
+        return str(err)
+    return too_few_rows(config.training, config.data.test_size, len(df), None,
+                        ingested.task or CLASSIFICATION,
+                        f"the training window of data version {ingested.data_version}")
+
+
+def _labels_summary(report: LabelsReport) -> dict[str, Any]:
+    """The night's labels in its history entry: counts, and the nights they realized."""
+    doc = report.to_dict()
+    doc["realized"] = [{"run_id": r.run_id, "realized_score": r.realized_score,
+                        "labelled_rows": r.labelled_rows} for r in report.realized]
+    return doc
 
 
 def _fmt(value: float | None) -> str:

@@ -363,3 +363,36 @@ class PredictionsManifest(VersionRecord):
     columns: list[dict[str, Any]] = field(default_factory=list)
     #: One per scored file, in order: ``{digest, object, rows, size_bytes, checksum}``.
     partitions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelsManifest(VersionRecord):
+    """A label version's manifest (``labels/versions/<id>.json``), its commit point: the
+    label files that arrived in one night, their rows deduplicated by id (docs/labels.md).
+
+    The id is the start of ``content_hash``, the hash of the stored rows: the same labels
+    arriving again give the same version.
+    """
+
+    content_hash: str
+    hash_algorithm: str
+    #: Labelled ids stored (after duplicates were dropped: the last row of an id wins).
+    rows: int
+    #: The Parquet object of the rows (the id columns and the target).
+    object: str
+    checksum: str
+    id_columns: list[str] = field(default_factory=list)
+    target: str = ""
+    #: The files read: ``{"path", "content_hash", "rows"}``, in key order.
+    files: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows dropped because their id came again in the same arrival.
+    duplicate_ids: int = 0
+    #: Ids already labelled by an earlier version (the newer label wins).
+    relabelled_ids: int = 0
+    #: Ids of no stored prediction of the last ``labels.lookback_days`` (kept: a later
+    #: window may still use them to train).
+    unknown_ids: int = 0
+    #: Rows without a target value (dropped).
+    missing_targets: int = 0
+    #: The run that versioned them.
+    run_id: str = ""
