@@ -305,7 +305,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not args.json:
         rows = [history_row(r) for r in rows]
     print_table(rows, ["timestamp", "run_id", "status", "metric", "serving", "challenger",
-                       "promoted", "reasons", "alerts", "drift", "model_version", "error"],
+                       "promoted", "realized", "labelled", "reasons", "alerts", "drift",
+                       "model_version", "error"],
                 args.json, "no metrics recorded yet")
     return EXIT_OK
 
@@ -337,6 +338,9 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
             if retrained else None,
             "promoted": record.get("promoted") if retrained else None,
             "error": f"{record.get('step')}: {record.get('error')}" if failed else None,
+            # The night's score once its late labels came, on how many rows (labels.md).
+            "realized": record.get("realized_score"),
+            "labelled": record.get("labelled_rows"),
             # A drift that could not be measured is not a drift of 0.
             **({"drift": "not measured"} if record.get("drift_error") else {})}
 

@@ -26,6 +26,7 @@ from mlops.labels import (
     label_store,
     realized_metrics,
 )
+from mlops.report import write_report
 from mlops.runner import run_pipeline
 from mlops.scoring import predictions_store
 from mlops.training import compute_metrics
@@ -195,6 +196,27 @@ def test_unlabelled_night_is_realized_when_its_labels_come(
                            n2["target"], "classification")
     assert entry["realized_score"] == pytest.approx(full["accuracy"])
     assert len(label_store(ws).list_versions()) == 2
+    # The report: realized (and, when a run estimated one, estimated) score per night, with
+    # the label coverage; the text history gains the realized column.
+    ws.monitor.record_metrics(None, "v", "night-1", {"run_id": "night-6", "metric": "accuracy",
+                                                      "estimated_score": 0.8125})
+    out = tmp_path / "report"
+    written = write_report(ws, out)
+    assert out / "realized.png" in written
+    page = (out / "report.html").read_text()
+    section = page.split("<h2>Realized vs estimated score</h2>")[1].split("<h2>")[0]
+    rows = {row.split("</td>")[0].removeprefix("<td>"): row
+            for row in section.split("<tr>")[2:]}
+    assert f"{full['accuracy']:.4f}" in rows["night-2"] and "100.0%" in rows["night-2"]
+    assert "0.8125" in rows["night-6"]
+    assert "<td>0%</td>" in rows["night-3"]  # predictions stored, no label yet
+    capsys.readouterr()
+    path = tmp_path / "config.yaml"
+    assert main(["history", "--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "REALIZED" in table.splitlines()[0]
+    assert f"{full['accuracy']:.4f}" in next(line for line in table.splitlines()
+                                             if "night-2" in line)
 
 
 def test_duplicated_and_unknown_ids_are_counted_and_reported(tmp_path: Path) -> None:
