@@ -650,6 +650,8 @@ def ingest_source(config: Config, ws: Workspace
     small = [""]
 
     def before_commit(task: str, rows: int) -> None:
+        if not task:  # an unlabelled batch: scored now, trained on once labelled
+            return
         check_supported(config, task)
         small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
         if small[0] and serving is None:
@@ -660,13 +662,14 @@ def ingest_source(config: Config, ws: Workspace
             client, source, files, ws.versioner.store, ws.versioner.index, d.target_column,
             d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
             rules=config.validation, before_commit=before_commit,
-            options={**read_options(d), "ids": list(d.id_columns)})
+            options={**read_options(d), "ids": list(d.id_columns),
+                     "unlabelled": config.labels.enabled})
     log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
     features = _features(manifest, d.target_column, d.id_columns)
     read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
-    if not small[0]:  # the version existed already (nothing was committed this time)
+    if not small[0] and outcome.task:  # the version existed already (nothing committed)
         small[0] = too_few_rows(config.training, d.test_size, outcome.rows, None,
                                 outcome.task, d.source)
     return (outcome.version_id, outcome.rows, _means(manifest.moments, features),

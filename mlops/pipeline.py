@@ -369,6 +369,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
         # version is committed (exit 2).
         version, rows, means, kinds, files, task, small, warned = \
             dask_engine.ingest_source(config, ws)
+        unlabelled = config.labels.enabled and not task
     else:
         name = "synthetic data" if d.source == SYNTHETIC else d.source
         if d.source == SYNTHETIC:
@@ -453,8 +454,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     if config.data.engine == DASK:
         from mlops import dask_engine
 
-        task = ingested.task or dask_engine.TASK
-        metric, threshold = gate(config, task)
+        task = ingested.task or (_serving_task(record) if unlabelled else dask_engine.TASK)
+        metric, threshold = gate(config, task) if task else \
+            (config.monitoring.metric or "accuracy", None)
         # Statistics and sketches from the manifest; the data is read only to score.
         scorable, names = False, None
         if model is not None:
@@ -464,6 +466,13 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
                     dask_engine.columns_frame(ws, ingested.data_version), task)
             except DamagedSchemaError as err:
                 unusable, scorable, names = _unusable(current, err), False, None
+        if model is not None and scorable and unlabelled:
+            try:
+                predictions, scored_rows = _score_unlabelled(ws, run_id, ingested, model,
+                                                             record, current)
+            except (ValueError, KeyError, AttributeError, TypeError) as err:
+                unusable = _unusable(current, err)
+            scorable = False  # nothing to compute metrics on: the labels come later
         known = _training_rows(ws, current) if model is not None and scorable else None
         try:
             batch = dask_engine.check_batch(config, ws, ingested.data_version,

@@ -8,6 +8,7 @@ through its entry point (``main``), and a real in-process Dask ``LocalCluster``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +299,44 @@ def test_window_unions_versions_deduplicated(tmp_path: Path) -> None:
     assert meta["train_rows"] + meta["test_rows"] == 300 + 200  # 50 rows came twice
     assert meta["lineage"]["data_versions"] == [
         ws.read_result(r, "ingest")["data_version"] for r in ("night-2", "night-1")]
+# --- both engines ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    from mlops.dask_engine import NO_DASHBOARD
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      **NO_DASHBOARD) as cluster, Client(cluster) as c:
+        yield c
+
+
+def test_engines_realize_the_same_night_and_retrain_on_the_window(client: Any,
+                                                                   tmp_path: Path) -> None:
+    out, lineage = {}, {}
+    for engine in ("pandas", "dask"):
+        folder = tmp_path / engine
+        cfg = config(folder, engine, monitoring={"drift_threshold": 1.0,
+                                                 "drift_method": "mean_l1"})
+        run(cfg, folder, night(600, 1), "night-1")
+        n2 = night(400, 2)
+        run(cfg, folder, n2.drop(columns=["target"]), "night-2")
+        put_labels(folder, "day-2.parquet", n2[[ID, "target"]].iloc[:250])
+        n3 = night(300, 3, flip=0.6)
+        assert not run(cfg, folder, n3.drop(columns=["target"]), "night-3")["retrained"]
+        out[engine] = history(cfg)["night-2"]
+        # Night 3's labels show the model failing: night 4 retrains on the labelled rows of
+        # the last labels.lookback_days (no training.window set).
+        put_labels(folder, "day-3.csv", n3[[ID, "target"]])
+        fourth = run(cfg, folder, night(300, 4, labelled=False), "night-4")
+        ws = Workspace.open(cfg)
+        assert ws.read_result("night-4", "monitor-check")["reasons"] == [LOW_REALIZED_SCORE]
+        assert fourth["retrained"]
+        meta = ws.registry.get_metadata("night-4")["metadata"]
+        assert meta["train_rows"] + meta["test_rows"] == 600 + 250 + 300
+        lineage[engine] = [v for v in meta["lineage"]["data_versions"]]
+        assert lineage[engine] == [ws.read_result(r, "ingest")["data_version"]
+                                   for r in ("night-3", "night-2", "night-1")]
+    assert out["dask"]["labelled_rows"] == out["pandas"]["labelled_rows"] == 250
+    assert out["dask"]["realized_metrics"] == pytest.approx(out["pandas"]["realized_metrics"],
+                                                            abs=0.03)
