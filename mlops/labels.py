@@ -204,21 +204,23 @@ def recent_predictions(preds: PredictionsStore, since: datetime
     return out
 
 
-def stored_labels(labels: LabelStore, since: datetime | None = None) -> tuple[pd.DataFrame,
-                                                                             list[str]]:
+#: The column of :func:`stored_labels` naming the label version of each row.
+LABEL_VERSION = "__label_version"
+
+
+def stored_labels(labels: LabelStore, id_columns: Sequence[str],
+                  since: datetime | None = None) -> pd.DataFrame:
     """Every stored label (of versions created at or after ``since``), one row per id: the
-    newest version's label wins. Returns the rows and the label version ids read."""
-    frames, used = [], []
+    newest version's label wins; :data:`LABEL_VERSION` names the version of each row."""
+    frames = []
     for record in labels.list_records():  # newest first
         if since is not None and _created(record) < since:
             break
-        frames.append(labels.load(record.id))
-        used.append(record.id)
+        frames.append(labels.load(record.id).assign(**{LABEL_VERSION: record.id}))
     if not frames:
-        return pd.DataFrame(), []
+        return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    ids = [c for c in rows.columns][:-1]
-    return rows[~rows.duplicated(ids, keep="first")].reset_index(drop=True), used
+    return rows[~rows.duplicated(list(id_columns), keep="first")].reset_index(drop=True)
 
 
 # --- the join and the realized metrics (pure) ------------------------------------------------
@@ -360,29 +362,29 @@ def process_labels(ws: Workspace, run_id: str, arrival: Arrival | None = None,
     labels = label_store(ws)
     if arrival is None:
         arrival = read_arrival(config, labels)
+    if not arrival.files:  # no new label: no night's realized score can change
+        return LabelsReport(None, [], 0, 0, 0, 0, 0)
     preds = predictions_store(ws)
     nights = recent_predictions(preds, since)
     frames = {r.id: preds.load(r.id) for r in nights}
-    relabelled = unknown = 0
-    if arrival.files:
-        earlier, _ = stored_labels(labels)
-        if len(earlier):
-            old = align_ids(earlier[ids], arrival.rows, ids)
-            relabelled = len(arrival.rows.merge(old, on=ids, how="inner"))
-        known = [f[ids] for f in frames.values() if set(ids) <= set(f.columns)]
-        if known:
-            every = pd.concat(known, ignore_index=True).drop_duplicates()
-            hit = len(join(every, arrival.rows[ids], ids))
-            unknown = len(arrival.rows) - hit
-        else:
-            unknown = len(arrival.rows)
+    relabelled = 0
+    earlier = stored_labels(labels, ids)
+    if len(earlier):
+        old = align_ids(earlier[ids], arrival.rows, ids)
+        relabelled = len(arrival.rows.merge(old, on=ids, how="inner"))
+    # The nights the arrival labels (only their realized scores change).
+    touched = [n for n in nights if set(ids) <= set(frames[n.id].columns)
+               and len(join(frames[n.id][ids], arrival.rows[ids], ids))]
+    known = [frames[n.id][ids] for n in touched]
+    hit = len(join(pd.concat(known, ignore_index=True).drop_duplicates(),
+                   arrival.rows[ids], ids)) if known else 0
+    unknown = len(arrival.rows) - hit
     version = commit_arrival(labels, arrival, config, run_id, relabelled, unknown)
-    if arrival.files:
-        log.info("labels: %d labelled ids from %d new file(s) -> label version %s (%d "
-                 "duplicate ids dropped, %d relabelled, %d unknown ids, %d without a target)",
-                 len(arrival.rows), len(arrival.files), version, arrival.duplicate_ids,
-                 relabelled, unknown, arrival.missing_targets)
-    realized = realize(ws, run_id, nights, frames, labels, since, now)
+    log.info("labels: %d labelled ids from %d new file(s) -> label version %s (%d "
+             "duplicate ids dropped, %d relabelled, %d unknown ids, %d without a target)",
+             len(arrival.rows), len(arrival.files), version, arrival.duplicate_ids,
+             relabelled, unknown, arrival.missing_targets)
+    realized = realize(ws, run_id, touched, frames, labels, since, now)
     return LabelsReport(version, [f["path"] for f in arrival.files], len(arrival.rows),
                         arrival.duplicate_ids, relabelled, unknown, arrival.missing_targets,
                         realized)
@@ -395,7 +397,7 @@ def realize(ws: Workspace, run_id: str, nights: Sequence[PredictionsManifest],
     the history once per (predictions, labels) pair; newest night first."""
     config = ws.config
     ids, target = list(config.labels.id_columns), config.data.target_column
-    stored, used = stored_labels(labels, since)
+    stored = stored_labels(labels, ids, since)
     out: list[Realized] = []
     if not len(stored):
         return out
@@ -410,7 +412,9 @@ def realize(ws: Workspace, run_id: str, nights: Sequence[PredictionsManifest],
             continue
         task = _task_of(ws, night.model_version, joined)
         metric = gate(config, task)[0]
-        metrics = realized_metrics(joined, target, task)
+        metrics = realized_metrics(joined.drop(columns=[LABEL_VERSION]), target, task)
+        # Named by what it was computed from: the same labels of a night give one record.
+        used = sorted(set(joined[LABEL_VERSION]))
         token = _token(night.id, len(joined), *used)
         r = Realized(run_id=night.run_id, prediction_date=night.created_at,
                      predictions_version=night.id,
@@ -513,7 +517,7 @@ def training_frame(ws: Workspace, data_version: str, *, versions: int | None = N
             if not config.labels.enabled:
                 continue
             if labels is None:
-                labels = stored_labels(label_store(ws))[0]
+                labels = stored_labels(label_store(ws), ids).drop(columns=[LABEL_VERSION])
             if not len(labels) or not set(ids) <= set(df.columns):
                 used.append({"data_version": record.id, "rows": rows, "labelled_rows": 0})
                 continue
