@@ -46,7 +46,7 @@ from mlops.ids import iso, utc_now
 from mlops.partitions import read_table
 from mlops.records import DataManifest, LabelsManifest, PredictionsManifest
 from mlops.scoring import PREDICTION, PROBABILITY, PredictionsStore, predictions_store
-from mlops.storage import list_table_source
+from mlops.storage import crash_point, list_table_source
 from mlops.training import prediction_metrics
 from mlops.versioned import VersionedStore
 from mlops.workspace import Workspace
@@ -164,11 +164,10 @@ def read_arrival(config: Config, labels: LabelStore) -> Arrival:
     return Arrival(rows, read, int(dup.sum()), int(missing.sum()))
 
 
-def commit_arrival(labels: LabelStore, arrival: Arrival, config: Config, run_id: str,
-                   relabelled: int, unknown: int) -> str | None:
-    """Store an arrival's rows and commit its label version (None: nothing arrived)."""
-    if not arrival.files:
-        return None
+def store_arrival(labels: LabelStore, arrival: Arrival, config: Config, run_id: str
+                  ) -> LabelsManifest:
+    """Write an arrival's rows (the payload, content-addressed) and return the manifest
+    that will commit them (:meth:`LabelStore.commit`, last); counts are filled later."""
     digest = content_hash(arrival.rows, ALGORITHM)
     obj = layout.data_object_key(digest)
     if labels.store.exists(obj):
@@ -177,13 +176,12 @@ def commit_arrival(labels: LabelStore, arrival: Arrival, config: Config, run_id:
         _, crc = labels.store.write_hashed(
             obj, lambda f: arrival.rows.to_parquet(f, engine="pyarrow", index=False),
             checksums.ALGORITHM)
-    manifest = LabelsManifest(
+    return LabelsManifest(
         id=digest[:ID_LENGTH], created_at="", content_hash=digest, hash_algorithm=ALGORITHM,
         rows=len(arrival.rows), object=obj, checksum=checksums.stored(checksums.ALGORITHM, crc),
         id_columns=list(config.labels.id_columns), target=config.data.target_column,
-        files=arrival.files, duplicate_ids=arrival.duplicate_ids, relabelled_ids=relabelled,
-        unknown_ids=unknown, missing_targets=arrival.missing_targets, run_id=run_id)
-    return labels.commit(manifest)
+        files=arrival.files, duplicate_ids=arrival.duplicate_ids,
+        missing_targets=arrival.missing_targets, run_id=run_id)
 
 
 # --- stored predictions and labels ---------------------------------------------------------
@@ -379,12 +377,18 @@ def process_labels(ws: Workspace, run_id: str, arrival: Arrival | None = None,
     hit = len(join(pd.concat(known, ignore_index=True).drop_duplicates(),
                    arrival.rows[ids], ids)) if known else 0
     unknown = len(arrival.rows) - hit
-    version = commit_arrival(labels, arrival, config, run_id, relabelled, unknown)
+    # Payload first, then the realized records (each written once), the manifest last: a
+    # step that dies in between reads the same files again when retried and finds both.
+    manifest = store_arrival(labels, arrival, config, run_id)
+    fresh = arrival.rows.assign(**{LABEL_VERSION: manifest.id})
+    realized = realize(ws, run_id, touched, frames, labels, since, now, fresh)
+    crash_point("labels-before-commit")
+    version = labels.commit(LabelsManifest.from_dict({
+        **manifest.to_dict(), "relabelled_ids": relabelled, "unknown_ids": unknown}))
     log.info("labels: %d labelled ids from %d new file(s) -> label version %s (%d "
              "duplicate ids dropped, %d relabelled, %d unknown ids, %d without a target)",
              len(arrival.rows), len(arrival.files), version, arrival.duplicate_ids,
              relabelled, unknown, arrival.missing_targets)
-    realized = realize(ws, run_id, touched, frames, labels, since, now)
     return LabelsReport(version, [f["path"] for f in arrival.files], len(arrival.rows),
                         arrival.duplicate_ids, relabelled, unknown, arrival.missing_targets,
                         realized)
@@ -392,12 +396,17 @@ def process_labels(ws: Workspace, run_id: str, arrival: Arrival | None = None,
 
 def realize(ws: Workspace, run_id: str, nights: Sequence[PredictionsManifest],
             frames: Mapping[str, pd.DataFrame], labels: LabelStore, since: datetime,
-            now: datetime) -> list[Realized]:
-    """The realized metrics of each night of ``nights`` with stored labels, each kept in
-    the history once per (predictions, labels) pair; newest night first."""
+            now: datetime, fresh: pd.DataFrame | None = None) -> list[Realized]:
+    """The realized metrics of each night of ``nights`` with stored labels (and ``fresh``:
+    tonight's arrival, not committed yet, newer than any), each kept in the history once
+    per (predictions, labels) pair; newest night first."""
     config = ws.config
     ids, target = list(config.labels.id_columns), config.data.target_column
     stored = stored_labels(labels, ids, since)
+    if fresh is not None:
+        stored = pd.concat([fresh, align_ids(stored, fresh, ids)], ignore_index=True) \
+            if len(stored) else fresh
+        stored = stored[~stored.duplicated(ids, keep="first")].reset_index(drop=True)
     out: list[Realized] = []
     if not len(stored):
         return out
@@ -424,9 +433,12 @@ def realize(ws: Workspace, run_id: str, nights: Sequence[PredictionsManifest],
                      labelled_rows=len(joined), predicted_rows=len(frame),
                      label_coverage=round(len(joined) / max(len(frame), 1), 6),
                      label_versions=list(used), realized_at=iso(now), realized_by_run=run_id)
-        new = ws.monitor.record_realized(token, {k: v for k, v in r.to_dict().items()
-                                                 if k != "new"})
-        out.append(Realized(**{**r.to_dict(), "new": new}))
+        kept = ws.monitor.record_realized(token, {k: v for k, v in r.to_dict().items()
+                                                  if k != "new"})
+        # New tonight, or by this run's earlier attempt (a retried step decides alike).
+        new = kept.get("realized_by_run") == run_id
+        out.append(Realized(**{**r.to_dict(), **{k: kept[k] for k in (
+            "realized_at", "realized_by_run") if k in kept}, "new": new}))
         log.info("labels: night %s (predictions %s of %s): %d of %d rows labelled, realized "
                  "%s %s", night.run_id, night.id, night.created_at, len(joined), len(frame),
                  metric, "n/a" if r.realized_score is None else f"{r.realized_score:.4f}")

@@ -216,14 +216,15 @@ class ModelMonitor:
         return [{**r, **realized[r["run_id"]]} if r.get("run_id") in realized
                 and r.get("status", "succeeded") != "failed" else r for r in records]
 
-    def record_realized(self, token: str, record: Mapping[str, Any]) -> bool:
+    def record_realized(self, token: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Keep a night's realized score (one object, named by ``token``: what it was
-        computed from). Returns False when that record was already kept."""
+        computed from). Returns the record kept: ``record``, or the one already there."""
+        key = layout.realized_key(token)
         try:
-            self.store.write_json(layout.realized_key(token), dict(record), exclusive=True)
+            self.store.write_json(key, dict(record), exclusive=True)
         except FileExistsError:
-            return False
-        return True
+            return self._record(key)
+        return dict(record)
 
     def realized_by_run(self) -> dict[str, dict[str, Any]]:
         """Run id -> the newest realized-score fields of that night (by ``realized_at``)."""

@@ -285,6 +285,27 @@ def test_realized_drop_retrains_on_the_labelled_window(tmp_path: Path) -> None:
     assert meta["train_rows"] + meta["test_rows"] == 600 + 400
 
 
+def test_a_step_killed_before_the_label_commit_decides_alike_when_retried(
+        tmp_path: Path) -> None:
+    from mlops.pipeline import ingest, monitor_check
+    from tests.test_crash import crash
+
+    cfg = config(tmp_path, monitoring={"drift_threshold": 1.0, "drift_method": "mean_l1"})
+    run(cfg, tmp_path, night(600, 1), "night-1")
+    n2 = night(400, 2, flip=0.6)
+    run(cfg, tmp_path, n2.drop(columns=["target"]), "night-2")
+    put_labels(tmp_path, "day-2.parquet", n2[[ID, "target"]])
+    put_batch(tmp_path, night(300, 3, labelled=False))
+    ws = Workspace.open(cfg)
+    ingest(cfg, "night-3", ws)
+    crash(monitor_check, cfg, "night-3", point="labels-before-commit")
+    assert label_store(ws).list_versions() == []  # not committed: the files arrive again
+    checked = monitor_check(cfg, "night-3", ws)
+    assert checked.reasons == [LOW_REALIZED_SCORE]
+    assert len(label_store(ws).list_versions()) == 1
+    assert len(ws.monitor.store.keys("realized")) == 1  # kept once
+
+
 def test_window_unions_versions_deduplicated(tmp_path: Path) -> None:
     cfg = config(tmp_path, training={"window": {"versions": 2}},
                  monitoring={"drift_threshold": 0.0, "drift_method": "mean_l1",
