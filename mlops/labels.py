@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -437,8 +437,8 @@ def realize(ws: Workspace, run_id: str, nights: Sequence[PredictionsManifest],
                                                   if k != "new"})
         # New tonight, or by this run's earlier attempt (a retried step decides alike).
         new = kept.get("realized_by_run") == run_id
-        when = {k: kept[k] for k in ("realized_at", "realized_by_run") if k in kept}
-        out.append(Realized(**{**r.to_dict(), **when, "new": new}))
+        out.append(replace(r, new=new, realized_at=str(kept.get("realized_at", r.realized_at)),
+                           realized_by_run=str(kept.get("realized_by_run", run_id))))
         log.info("labels: night %s (predictions %s of %s): %d of %d rows labelled, realized "
                  "%s %s", night.run_id, night.id, night.created_at, len(joined), len(frame),
                  metric, "n/a" if r.realized_score is None else f"{r.realized_score:.4f}")
