@@ -529,7 +529,8 @@ def training_frame(ws: Workspace, data_version: str, *, versions: int | None = N
             if not config.labels.enabled:
                 continue
             if labels is None:
-                labels = stored_labels(label_store(ws), ids).drop(columns=[LABEL_VERSION])
+                labels = stored_labels(label_store(ws), ids).drop(columns=[LABEL_VERSION],
+                                                                   errors="ignore")
             if not len(labels) or not set(ids) <= set(df.columns):
                 used.append({"data_version": record.id, "rows": rows, "labelled_rows": 0})
                 continue

@@ -581,7 +581,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         retrain = False
         note = f"not training: {small}"
         reasons.append(TOO_FEW_ROWS)
-    if retrain and unusable is None:  # a broken serving model is replaced regardless
+    # (A broken serving model is replaced regardless; an unlabelled batch of unknown task
+    # trains on a window whose task the train step decides.)
+    if retrain and unusable is None and task:
         previous = rejected_before(ws.registry, ingested.data_version,
                                    config_fingerprint(config, task))
         if previous is not None:

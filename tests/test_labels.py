@@ -153,6 +153,20 @@ def test_join_casts_csv_ids_and_metrics_match_the_model() -> None:
     assert got == pytest.approx(want)
 
 
+def test_regression_realized_metrics_match_the_model() -> None:
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(3)
+    x = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    y = 2 * x["a"] - x["b"] + rng.normal(scale=0.1, size=200)
+    model = Ridge().fit(x, y)
+    preds = pd.DataFrame({ID: [f"r{i}" for i in range(200)], "prediction": model.predict(x)})
+    labels = pd.DataFrame({ID: preds[ID], "target": y})
+    got = realized_metrics(join(preds, labels.iloc[50:], [ID]), "target", "regression")
+    assert got == pytest.approx(compute_metrics(model, x.iloc[50:], y.iloc[50:],
+                                                "regression"))
+
+
 # --- 1 + 2: an unlabelled night, its labels two nights later ------------------------------------
 def test_unlabelled_night_is_realized_when_its_labels_come(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,6 +232,36 @@ def test_unlabelled_night_is_realized_when_its_labels_come(
     assert "REALIZED" in table.splitlines()[0]
     assert f"{full['accuracy']:.4f}" in next(line for line in table.splitlines()
                                              if "night-2" in line)
+
+
+def test_without_labels_a_batch_needs_its_target(tmp_path: Path) -> None:
+    from mlops.errors import DataValidationError
+    from mlops.pipeline import ingest
+
+    cfg = config(tmp_path, labels={"source": ""})
+    put_batch(tmp_path, night(200, 1, labelled=False))
+    with pytest.raises(DataValidationError, match="target column 'target' not found"):
+        ingest(cfg, "night-1", Workspace.open(cfg))
+
+
+def test_cold_start_trains_once_the_first_labels_come(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    n1 = night(400, 1)
+    first = run(cfg, tmp_path, n1.drop(columns=["target"]), "night-1")
+    ws = Workspace.open(cfg)
+    checked = ws.read_result("night-1", "monitor-check")
+    assert not first["retrained"] and checked["reasons"] == ["no_model", "too_few_rows"]
+    assert "no labelled rows in the training window" in checked["note"]
+    # Its labels come: nothing served to predict them (unknown ids), but the window of
+    # labels.lookback_days now has labelled rows, and the next night trains on them.
+    put_labels(tmp_path, "day-1.csv", n1[[ID, "target"]])
+    second = run(cfg, tmp_path, night(300, 2, labelled=False), "night-2")
+    assert second["retrained"] and second["model_version"] == "night-2"
+    assert ws.read_result("night-2", "monitor-check")["labels"]["unknown_ids"] == 400
+    meta = ws.registry.get_metadata("night-2")["metadata"]
+    assert meta["train_rows"] + meta["test_rows"] == 400
+    assert meta["lineage"]["data_versions"] == [ws.read_result("night-1", "ingest")[
+        "data_version"]]
 
 
 def test_duplicated_and_unknown_ids_are_counted_and_reported(tmp_path: Path) -> None:
