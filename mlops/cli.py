@@ -227,9 +227,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    """List data, model or predictions versions."""
+    """List data, model, predictions or label versions."""
     ws = _workspace(args)
-    if args.kind == "predictions":
+    if args.kind == "labels":
+        from mlops.labels import label_store
+
+        rows = [{**r.to_dict(), "files": len(r.files)}
+                for r in label_store(ws).list_records(limit=args.limit)]
+        print_table(rows, ["id", "created_at", "rows", "files", "duplicate_ids",
+                           "relabelled_ids", "unknown_ids", "run_id"],
+                    args.json, "no label versions yet")
+    elif args.kind == "predictions":
         from mlops.scoring import predictions_store
 
         rows = [{**r.to_dict(), "source": r.source.get("uri"),
@@ -637,8 +645,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_score)
 
     p = sub.add_parser("versions",
-                       help="list stored data, model or predictions versions, newest first")
-    p.add_argument("kind", choices=["data", "models", "predictions"], help="what to list")
+                       help="list stored data, model, predictions or label versions, newest "
+                       "first")
+    p.add_argument("kind", choices=["data", "models", "predictions", "labels"],
+                   help="what to list (labels: late labels, docs/labels.md)")
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show at most N versions")
     p.set_defaults(handler=cmd_versions)

@@ -264,7 +264,8 @@ def test_cold_start_trains_once_the_first_labels_come(tmp_path: Path) -> None:
         "data_version"]]
 
 
-def test_duplicated_and_unknown_ids_are_counted_and_reported(tmp_path: Path) -> None:
+def test_duplicated_and_unknown_ids_are_counted_and_reported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = config(tmp_path)
     run(cfg, tmp_path, night(600, 1), "night-1")
     n2 = night(200, 2)
@@ -284,6 +285,13 @@ def test_duplicated_and_unknown_ids_are_counted_and_reported(tmp_path: Path) -> 
     assert (record.duplicate_ids, record.unknown_ids, record.rows) == (7, 5, 105)
     # The later (flipped) label of a duplicated id is the one joined.
     assert history(cfg)["night-2"]["labelled_rows"] == 100
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    capsys.readouterr()
+    assert main(["versions", "labels", "--json", "--config", str(path)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(v["id"], v["duplicate_ids"], v["unknown_ids"], v["files"]) for v in listed] == \
+        [(report["label_version"], 7, 5, 2)]
     # Files already versioned are not read again.
     run(cfg, tmp_path, night(200, 4, labelled=False), "night-4")
     assert ws.read_result("night-4", "monitor-check")["labels"]["files"] == []
