@@ -573,9 +573,9 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     retrain = bool(reasons)
     note = ""
     small = ingested.too_few_rows
-    if retrain and not small and window_of(config, unlabelled or LOW_REALIZED_SCORE in reasons):
-        small = _window_too_small(config, ws, ingested, unlabelled or LOW_REALIZED_SCORE
-                                  in reasons)
+    labelled_only = unlabelled or LOW_REALIZED_SCORE in reasons
+    if retrain and window_of(config, labelled_only):  # the window's rows, not the batch's
+        small = _window_too_small(config, ws, ingested, labelled_only)
     if retrain and small:
         # Scored and drift-checked above; never trained on (training.min_rows).
         retrain = False
