@@ -417,6 +417,13 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     When no retrain is needed, the serving model's score on the new data is recorded
     in the history, so the history has a point for every run.
 
+    With ``labels`` configured (docs/labels.md), a batch without its target is scored
+    and its predictions stored with their ids (no metric judges it), and the label files
+    that arrived are versioned and joined with the stored predictions: each earlier
+    night gains its realized score, and a realized gating metric of the serving model
+    below its limit (or degraded) asks for a retrain (``low_realized_score``) on the
+    labelled rows of the training window.
+
     Raises:
         BadInputError: The run has no ingest result.
         SchemaChangeError: The batch's schema changed and the policy is ``fail``.
@@ -643,6 +650,10 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
 
     The model version id is the run id, so a retried train step of the same run
     finds its model (and its recorded promotion decision) instead of saving a second one.
+
+    With ``training.window`` (or, for an unlabelled batch or ``low_realized_score``, the
+    last ``labels.lookback_days``) the model trains on the labelled rows of the window's
+    data versions, deduplicated, and its lineage lists them (docs/labels.md).
 
     Raises:
         BadInputError: The run has no ingest result.
