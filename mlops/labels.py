@@ -106,7 +106,8 @@ class Arrival:
 
     Attributes:
         rows: The labels, one row per id (the last row of an id wins), id columns first.
-        files: ``{"path", "content_hash", "rows"}`` of each new file, in key order.
+        files: ``{"path", "content_hash", "rows", "token"}`` of each new file, in key
+            order (``token``: its size and version token when read).
         duplicate_ids: Rows dropped because their id came again in these files.
         missing_targets: Rows dropped because their target is missing.
     """
@@ -129,7 +130,12 @@ def read_arrival(config: Config, labels: LabelStore) -> Arrival:
     """
     cfg = config.labels
     ids, target = list(cfg.id_columns), config.data.target_column
-    seen = {str(f.get("content_hash")) for r in labels.list_records() for f in r.files}
+    records = labels.list_records()
+    seen = {str(f.get("content_hash")) for r in records for f in r.files}
+    # A file listed with the token it had when versioned (GCS generation, S3 ETag, else
+    # size and modification time) is not read again: months of label files stay cheap.
+    versioned = {(str(f.get("path")), str(f.get("token"))) for r in records for f in r.files
+                 if f.get("token")}
     try:
         source, files = list_table_source(cfg.source, config.storage.options)
     except FileNotFoundError:
@@ -138,6 +144,8 @@ def read_arrival(config: Config, labels: LabelStore) -> Arrival:
     for f in files:
         assert source is not None
         name = source.url(f.key)
+        if (name, f"{f.size}:{f.token}") in versioned:
+            continue
         df = read_table(source, f.key)
         digest = content_hash(df, ALGORITHM)
         if digest in seen:
@@ -153,7 +161,8 @@ def read_arrival(config: Config, labels: LabelStore) -> Arrival:
                                 f"an id (columns {', '.join(ids)})")
         seen.add(digest)
         frames.append(df[[*ids, target]])
-        read.append({"path": name, "content_hash": digest, "rows": len(df)})
+        read.append({"path": name, "content_hash": digest, "rows": len(df),
+                     "token": f"{f.size}:{f.token}"})
     if not frames:
         return Arrival(pd.DataFrame(columns=[*ids, target]), [], 0, 0)
     rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -383,7 +383,8 @@ class LabelsManifest(VersionRecord):
     checksum: str
     id_columns: list[str] = field(default_factory=list)
     target: str = ""
-    #: The files read: ``{"path", "content_hash", "rows"}``, in key order.
+    #: The files read: ``{"path", "content_hash", "rows", "token"}``, in key order
+    #: (``token``: size and version token, so an unchanged file is not read again).
     files: list[dict[str, Any]] = field(default_factory=list)
     #: Rows dropped because their id came again in the same arrival.
     duplicate_ids: int = 0

@@ -292,9 +292,20 @@ def test_duplicated_and_unknown_ids_are_counted_and_reported(
     listed = json.loads(capsys.readouterr().out)
     assert [(v["id"], v["duplicate_ids"], v["unknown_ids"], v["files"]) for v in listed] == \
         [(report["label_version"], 7, 5, 2)]
-    # Files already versioned are not read again.
+    # Files already versioned are not read again, but one whose content changed (a new
+    # size or modification time) is a new arrival.
     run(cfg, tmp_path, night(200, 4, labelled=False), "night-4")
     assert ws.read_result("night-4", "monitor-check")["labels"]["files"] == []
+    import os
+
+    a = tmp_path / "labels" / "a.parquet"
+    stat = a.stat()
+    put_labels(tmp_path, "a.parquet", n2[[ID, "target"]].iloc[100:150])
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    run(cfg, tmp_path, night(200, 5, labelled=False), "night-5")
+    again = ws.read_result("night-5", "monitor-check")["labels"]
+    assert again["files"] == [str(a)] and again["rows"] == 50 and again["relabelled_ids"] == 0
+    assert history(cfg)["night-2"]["labelled_rows"] == 150
 
 
 def test_bad_label_file_exits_2_and_writes_nothing(tmp_path: Path) -> None:
