@@ -43,6 +43,7 @@ from mlops.errors import BadInputError, DataValidationError
 from mlops.gating import METRICS, degraded, gate, meets_threshold
 from mlops.hashing import content_hash
 from mlops.ids import iso, utc_now
+from mlops.monitor import LOW_REALIZED_SCORE
 from mlops.partitions import read_table
 from mlops.records import DataManifest, LabelsManifest, PredictionsManifest
 from mlops.scoring import PREDICTION, PROBABILITY, PredictionsStore, predictions_store
@@ -53,9 +54,6 @@ from mlops.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-#: The retrain reason of a serving model whose realized gating metric (from late labels)
-#: misses its limit or fell past ``monitoring.max_degradation``.
-LOW_REALIZED_SCORE = "low_realized_score"
 #: Hash of label rows and files.
 ALGORITHM = "sha256"
 #: Hex digits of the content hash in a label version id (as data versions).

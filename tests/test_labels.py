@@ -397,7 +397,7 @@ def test_window_unions_versions_deduplicated(tmp_path: Path) -> None:
 def client() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
-    from mlops.dask_engine import NO_DASHBOARD
+    from mlops.engines.dask import NO_DASHBOARD
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       **NO_DASHBOARD) as cluster, Client(cluster) as c:
