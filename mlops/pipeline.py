@@ -239,6 +239,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     retrain is skipped when a challenger trained on this data version with the same
     config was already rejected (reason ``rejected_before``).
 
+    The configured engine (:func:`mlops.engines.engine_for`) opens the batch and
+    profiles it; :meth:`mlops.monitor.ModelMonitor.decide` decides every reason from
+    that profile, with the serving model's real score.
+
     When no retrain is needed, the serving model's score on the new data is recorded
     in the history, so the history has a point for every run.
 

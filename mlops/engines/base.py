@@ -212,4 +212,24 @@ class Engine(Protocol):
         ...
 
 
-__all__ = ["Batch", "Engine", "Ingested", "IngestedVersion", "Trainer"]
+def check_task_settings(config: Config, task: str | None = None) -> None:
+    """Validate, before anything is written, what needs the task: the gating metric
+    (``monitoring.metric`` of the task) and ``training.params`` (``task``: the decided
+    task; None: ``data.task`` when it is not ``auto``). Every engine's ingest calls it
+    before its version is committed.
+
+    Raises:
+        ConfigError: A metric of the other task, or bad training settings (exit 2,
+            naming the key).
+    """
+    from mlops.decisions import gate
+    from mlops.training import check_training
+
+    task = task or (config.data.task if config.data.task != "auto" else None)
+    if task is None:
+        return
+    gate(config, task)
+    check_training(config.training, task)
+
+
+__all__ = ["Batch", "Engine", "Ingested", "IngestedVersion", "Trainer", "check_task_settings"]

@@ -64,7 +64,7 @@ from mlops.data import (
     validate,
     without_ids,
 )
-from mlops.engines.base import Ingested, IngestedVersion
+from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
 from mlops.engines.sketches import (
     Moments,
     categorical_reference,
@@ -604,25 +604,6 @@ def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, flo
             if c in moments and int(moments[c]["count"])}
 
 
-def check_supported(config: Config, task: str | None = None) -> None:
-    """Validate, before anything is written, what needs the task: the gating metric
-    (``monitoring.metric`` of the task) and ``training.params`` (``task``: the decided
-    task; None: ``data.task`` when it is not ``auto``).
-
-    Raises:
-        ConfigError: A metric of the other task, or bad training settings (exit 2,
-            naming the key).
-    """
-    from mlops.decisions import gate
-    from mlops.training import check_training
-
-    task = task or (config.data.task if config.data.task != "auto" else None)
-    if task is None:
-        return
-    gate(config, task)
-    check_training(config.training, task)
-
-
 def ingest_source(config: Config, ws: Workspace) -> Ingested:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
@@ -647,7 +628,7 @@ def ingest_source(config: Config, ws: Workspace) -> Ingested:
     if d.source == "synthetic":
         raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
                             "files (a directory, glob or prefix), not 'synthetic'")
-    check_supported(config)
+    check_task_settings(config)
     require_dask()
     try:
         source, files = list_table_source(d.source, config.storage.options)
@@ -662,7 +643,7 @@ def ingest_source(config: Config, ws: Workspace) -> Ingested:
     def before_commit(task: str, rows: int) -> None:
         if not task:  # an unlabelled batch: scored now, trained on once labelled
             return
-        check_supported(config, task)
+        check_task_settings(config, task)
         small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
         if small[0] and serving is None:
             raise DataValidationError(f"{small[0]}; no model serves yet to score it")
@@ -810,7 +791,7 @@ class DaskTrainer:
         if rows is None:
             self.task = ingested.task or (config.data.task if config.data.task != "auto"
                                           else TASK)
-            check_supported(config, self.task)
+            check_task_settings(config, self.task)
             manifest = _partitioned(ws, ingested.data_version)
             self.features = _features(manifest, self.target, ids)
             self.kinds = _kinds(manifest, self.target, ids)
@@ -825,7 +806,7 @@ class DaskTrainer:
 
             rows = without_ids(rows, ids, ingested.data_version)
             self.task = validate(rows, self.target, ingested.data_version, config.data.task)
-            check_supported(config, self.task)
+            check_task_settings(config, self.task)
             self.kinds = feature_kinds(rows, self.target)
             self.features = list(self.kinds)
             self._columns = rows[self.features].iloc[:0]
@@ -987,27 +968,7 @@ class DaskEngine:
                                       model_version, id_columns, dask_map(client))
 
 
-__all__ = [
-    "DASK",
-    "LIGHTGBM",
-    "TASK",
-    "DaskBatch",
-    "DaskEngine",
-    "DaskTrainer",
-    "Summary",
-    "accuracy",
-    "check_batch",
-    "check_supported",
-    "columns_frame",
-    "connect",
-    "container_memory_limit",
-    "dask_map",
-    "ingest_source",
-    "per_partition",
-    "require_dask",
-    "score",
-    "score_unseen",
-    "summarize",
-    "translate_cluster_errors",
-    "worker_memory_limit",
-]
+__all__ = ["DASK", "LIGHTGBM", "TASK", "DaskBatch", "DaskEngine", "DaskTrainer", "Summary",
+           "accuracy", "check_batch", "columns_frame", "connect", "container_memory_limit",
+           "dask_map", "ingest_source", "per_partition", "require_dask", "score",
+           "score_unseen", "summarize", "translate_cluster_errors", "worker_memory_limit"]

@@ -27,14 +27,13 @@ from mlops.data import (
     validate,
     without_ids,
 )
-from mlops.decisions import gate
-from mlops.engines.base import Ingested, IngestedVersion
+from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
 from mlops.errors import DataValidationError
 from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.monitor import BatchProfile
 from mlops.schema import InputSchema
 from mlops.scoring import Scored, score_data_version, score_source
-from mlops.training import check_training, compute_metrics, split, too_few_rows, train_model
+from mlops.training import compute_metrics, split, too_few_rows, train_model
 from mlops.validation import check as check_rules
 from mlops.workspace import Workspace
 
@@ -177,8 +176,7 @@ class PandasEngine:
         warned = table_warnings(df, d.target_column, d.id_columns, name)
         small = ""
         if not unlabelled:  # an unlabelled batch is scored now, trained on once labelled
-            gate(config, task)  # a metric of the other task: a config error, before any write
-            check_training(config.training, task)  # a bad training.params, before any write
+            check_task_settings(config, task)  # a metric of the other task, bad params: exit 2
             small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
                                  task, name)
             if small and ws.current_model_version() is None:
