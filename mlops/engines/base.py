@@ -10,8 +10,11 @@ and never name it:
 * monitor-check: :meth:`Engine.batch` opens a data version as a :class:`Batch`: its task,
   its columns (for the schema check) and its :class:`~mlops.monitor.BatchProfile`
   (statistics for drift, the serving model's metrics on its unseen rows), which
-  :meth:`mlops.monitor.ModelMonitor.decide` turns into the retrain decision;
-* train: :meth:`Engine.trainer` gives the :class:`Trainer` of the split;
+  :meth:`mlops.monitor.ModelMonitor.decide` turns into the retrain decision; a batch
+  without its target (late labels, docs/labels.md) is scored by
+  :meth:`Engine.score_version` instead, its predictions stored with their ids;
+* train: :meth:`Engine.trainer` gives the :class:`Trainer` of the split (of the
+  version, or of a training window's labelled rows);
 * score: :meth:`Engine.score` writes a predictions version of ``scoring.source``: per
   row its id columns, the prediction and the probability of each class
   (:mod:`mlops.scoring`).
