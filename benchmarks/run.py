@@ -59,6 +59,7 @@ class Sizes:
     b9_rows: tuple[int, ...] = (500_000, 2_000_000, 5_000_000)
     b11_rows: int = 1_000_000
     b13_rows: int = 1_000_000
+    b15_rows: int = 1_000_000
     #: Data and model versions in B10's store.
     b10_versions: int = 1_000
     rounds: int = 4
@@ -68,7 +69,8 @@ class Sizes:
 
 
 QUICK = Sizes(b1_rows=20_000, b6_rows=5_000, b7_rows=20_000, b9_rows=(5_000, 10_000, 20_000),
-              b10_versions=20, b11_rows=5_000, b13_rows=5_000, rounds=1, cheap_rounds=1, quick=True)
+              b10_versions=20, b11_rows=5_000, b13_rows=5_000, b15_rows=5_000, rounds=1,
+              cheap_rounds=1, quick=True)
 
 
 @dataclass
@@ -695,7 +697,28 @@ def b14(sizes: Sizes) -> list[Row]:
                 "ratio = our error / NannyML's", {**result, **summary})]
 
 
-ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14")
+# --- B15: the late labels' join ---------------------------------------------------------
+def b15(sizes: Sizes) -> list[Row]:
+    """B15: the late labels' join on 1M stored predictions vs a bare ``pandas.merge``."""
+    from benchmarks import bench_labels
+
+    preds, labels = bench_labels.frames(sizes.b15_rows)
+    assert len(bench_labels.ours(preds, labels)) == len(bench_labels.bare(preds, labels))
+    a, b = alternate(lambda: bench_labels.ours(preds, labels),
+                     lambda: bench_labels.bare(preds, labels), sizes.cheap_rounds)
+    rows = [_row("B15", f"labels join, {sizes.b15_rows:,} predictions x "
+                 f"{len(labels):,} labels (string ids), vs bare pd.merge", a, b, "<=", 1.5,
+                 "same frames, inner join on the id; the join also checks and aligns the id "
+                 "dtypes (docs/labels.md)")]
+    a, b = alternate(lambda: bench_labels.ours_with_metrics(preds, labels),
+                     lambda: bench_labels.bare(preds, labels), sizes.rounds)
+    rows.append(_info_row("B15m", "labels join + every realized classification metric vs "
+                          "bare pd.merge", a, b, "what a night's realized score costs beyond "
+                          "the join: accuracy, balanced_accuracy, f1_macro, roc_auc, log_loss"))
+    return rows
+
+
+ALL = ("B1", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15")
 
 
 def _merge(out: Path, rows: list[Row], only: tuple[str, ...],
@@ -746,6 +769,7 @@ def run(sizes: Sizes, out: Path, only: tuple[str, ...] = ALL,
             ("B12", lambda: b12(df(), work, sizes)),
             ("B13", lambda: b13(work, sizes)),
             ("B14", lambda: b14(sizes)),
+            ("B15", lambda: b15(sizes)),
         ]
         for name, step in steps:
             if name not in only:

@@ -66,6 +66,9 @@ class RetrainReason(_Name):
     LOW_ACCURACY = "low_accuracy"
     #: The serving model's gating metric (not accuracy) does not meet its limit.
     LOW_SCORE = "low_score"
+    #: The serving model's realized gating metric (late labels joined with an earlier
+    #: night's predictions, docs/labels.md) misses its limit or fell past max_degradation.
+    LOW_REALIZED_SCORE = "low_realized_score"
     #: The batch drifted from the serving model's reference.
     DRIFT = "drift"
     #: The batch's columns differ from the model's input schema (``on_schema_change: retrain``).

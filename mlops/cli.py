@@ -228,9 +228,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    """List data, model or predictions versions."""
+    """List data, model, predictions or label versions."""
     ws = _workspace(args)
-    if args.kind == "predictions":
+    if args.kind == "labels":
+        from mlops.labels import label_store
+
+        rows = [{**r.to_dict(), "files": len(r.files)}
+                for r in label_store(ws).list_records(limit=args.limit)]
+        print_table(rows, ["id", "created_at", "rows", "files", "duplicate_ids",
+                           "relabelled_ids", "unknown_ids", "run_id"],
+                    args.json, "no label versions yet")
+    elif args.kind == "predictions":
         from mlops.scoring import predictions_store
 
         rows = [{**r.to_dict(), "source": r.source.get("uri"),
@@ -306,7 +314,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not args.json:
         rows = [history_row(r) for r in rows]
     print_table(rows, ["timestamp", "run_id", "status", "metric", "serving", "estimated",
-                       "challenger", "promoted", "reasons", "alerts", "drift",
+                       "challenger", "promoted", "realized", "labelled", "reasons", "alerts",
+                       "drift",
                        "model_version", "error"],
                 args.json, "no metrics recorded yet")
     return EXIT_OK
@@ -347,6 +356,9 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
             if retrained else None,
             "promoted": r.promoted if retrained else None,
             "error": f"{r.step}: {r.error}" if failed else None,
+            # The night's score once its late labels came, on how many rows (labels.md).
+            "realized": r.realized_score,
+            "labelled": r.labelled_rows,
             # A drift that could not be measured is not a drift of 0.
             **({"drift": "not measured"} if r.drift_error else {})}
 
@@ -644,8 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_score)
 
     p = sub.add_parser("versions",
-                       help="list stored data, model or predictions versions, newest first")
-    p.add_argument("kind", choices=["data", "models", "predictions"], help="what to list")
+                       help="list stored data, model, predictions or label versions, newest "
+                       "first")
+    p.add_argument("kind", choices=["data", "models", "predictions", "labels"],
+                   help="what to list (labels: late labels, docs/labels.md)")
     _common(p)
     p.add_argument("--limit", type=int, default=None, help="show at most N versions")
     p.set_defaults(handler=cmd_versions)

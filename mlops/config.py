@@ -263,6 +263,31 @@ def _check_column_rules(name: str, rules: Any) -> None:
 
 
 @dataclass(frozen=True)
+class WindowConfig:
+    """What the train step trains on: the last batch alone (both null), or the union of the
+    last ``versions`` data versions or of the data versions of the last ``days`` days,
+    rows deduplicated by content (see docs/labels.md)."""
+
+    versions: int | None = _opt(None, "Train on the last N data versions (the run's own "
+                                "included); null: not by count.",
+                                lambda v: v is None or v > 0, "> 0 or null")
+    days: float | None = _opt(None, "Train on the data versions created in the last D days "
+                              "(the run's own included); null: not by age.",
+                              lambda v: v is None or (math.isfinite(v) and v > 0),
+                              "> 0 or null")
+
+    def __post_init__(self) -> None:
+        if self.versions is not None and self.days is not None:
+            raise ConfigError("config key 'training.window' takes one of versions or days, "
+                              "not both")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a window is set (else the train step uses the run's batch alone)."""
+        return self.versions is not None or self.days is not None
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """How the model is trained."""
 
@@ -283,6 +308,11 @@ class TrainingConfig:
     max_seconds: float = _opt(3600.0, "Time box of one model fit: training that takes longer "
                               "stops with exit code 2 (too large training.params such as "
                               "n_estimators), and nothing is saved.", _positive, "> 0")
+    window: WindowConfig = _opt(WindowConfig(), "The data versions a model is trained on: "
+                                "{versions: N} or {days: D} (the union of the last N data "
+                                "versions, or of the last D days, rows deduplicated by "
+                                "content; unlabelled rows take their labels from the labels "
+                                "section); unset: the run's batch alone.")
 
 
 @dataclass(frozen=True)
@@ -562,6 +592,28 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    """Labels that arrive after their batch, joined with stored predictions by id (see
+    docs/labels.md). With a source set, a batch without data.target_column is valid."""
+
+    source: str = _opt("", "CSV/Parquet label files (a path, URI, directory or glob): the "
+                       "id columns and data.target_column, any column order. Each night the "
+                       "files not seen before are versioned and joined with the predictions "
+                       "of the last lookback_days; each earlier night's history entry gains "
+                       "its realized score. Empty: off (every batch brings its target).")
+    id_columns: list[str] = _opt([], "The columns that identify a prediction (each must be in "
+                                 "data.id_columns, which unlabelled batches carry).")
+    lookback_days: int = _opt(30, "Join labels with the predictions of the last this many "
+                              "days (older predictions are no longer realized).",
+                              _positive, "> 0")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether late labels are configured."""
+        return bool(self.source)
+
+
+@dataclass(frozen=True)
 class NotificationsConfig:
     """Webhook notifications (Slack-compatible JSON) at the end of a run."""
 
@@ -720,6 +772,8 @@ class Config:
     notifications: NotificationsConfig = _opt(NotificationsConfig(), "Webhooks.")
     serving: ServingConfig = _opt(ServingConfig(), "Serving hand-off after promotions.")
     scoring: ScoringConfig = _opt(ScoringConfig(), "Batch scoring (the score step).")
+    labels: LabelsConfig = _opt(LabelsConfig(), "Late labels joined by id (realized "
+                                "scores).")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:
@@ -736,6 +790,7 @@ class Config:
         """
         config: Config = _build(cls, {} if data is None else data, "")
         check_dask_cluster(config)
+        check_labels(config)
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -770,6 +825,27 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if address and cfg.dask.cluster in RUN_CLUSTERS:
         cfg = dataclasses.replace(cfg, dask=dataclasses.replace(cfg.dask, address=address))
     return cfg
+
+
+def check_labels(config: Config) -> None:
+    """Refuse a ``labels`` section the data cannot serve (exit 2, naming the key).
+
+    Raises:
+        ConfigError: ``labels.source`` set without ``labels.id_columns``, or an id column
+            that is not in ``data.id_columns`` (an unlabelled batch would not carry it).
+    """
+    labels = config.labels
+    if not labels.enabled:
+        return
+    if not labels.id_columns:
+        raise ConfigError("config key 'labels.id_columns' must name the columns that join "
+                          "labels to predictions when labels.source is set")
+    for col in labels.id_columns:
+        if not isinstance(col, str) or not col:
+            raise ConfigError("config key 'labels.id_columns' must be a list of column names")
+        if col not in config.data.id_columns:
+            raise ConfigError(f"config key 'labels.id_columns': column '{col}' is not in "
+                              "data.id_columns (batches must carry it to be joined)")
 
 
 def check_dask_cluster(config: Config) -> None:

@@ -427,7 +427,7 @@ def detect_task(target: pd.Series, task: str = AUTO, target_column: str = "targe
 
 
 def validate(df: pd.DataFrame, target_column: str, source: str = "data",
-             task: str = AUTO, *, whole: bool = True) -> str:
+             task: str = AUTO, *, whole: bool = True, unlabelled: bool = False) -> str:
     """Check that ``df`` can be trained on, and decide its task.
 
     Args:
@@ -438,6 +438,9 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data",
         whole: False for one partition of a larger data set (the Dask engine): an
             empty partition or one with a single class is fine there (those two are
             checked on the merged statistics), and the task is the partition's own.
+        unlabelled: A batch without its target is valid (``labels`` configured: its
+            labels arrive later, docs/labels.md): its features are checked and the task
+            is "" (unknown from this batch).
 
     Returns:
         The task: ``classification`` or ``regression`` (see :func:`detect_task`).
@@ -451,6 +454,14 @@ def validate(df: pd.DataFrame, target_column: str, source: str = "data",
     """
     if whole and len(df) == 0:
         raise DataValidationError(f"{source} is empty: no rows")
+    if target_column not in df.columns and unlabelled:
+        features = feature_columns(df, target_column)
+        if not features:
+            raise DataValidationError(f"{source} has no feature columns")
+        for col in features:
+            if feature_kind(df[col], col, source) == NUMERIC:
+                _check_finite(df[col], col, source)
+        return ""
     if target_column not in df.columns:
         cols = ", ".join(map(str, df.columns[:10]))
         raise DataValidationError(f"target column '{target_column}' not found in {source} "

@@ -127,11 +127,14 @@ def _version(dist: str) -> str | None:
 
 
 def lineage(data_version: str, source: str,
-            source_files: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """Where a model came from: its data version and source, and the versions of Python,
-    scikit-learn, pandas, NumPy and mlops that trained it."""
+            source_files: Sequence[Mapping[str, Any]] = (),
+            data_versions: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where a model came from: its data version and source (and every data version of its
+    ``training.window``, newest first), and the versions of Python, scikit-learn, pandas,
+    NumPy and mlops that trained it."""
     return {"data_version": data_version, "source": source,
             "source_files": [dict(f) for f in source_files],
+            **({} if data_versions is None else {"data_versions": list(data_versions)}),
             "python": platform.python_version(), "scikit_learn": _version("scikit-learn"),
             "pandas": _version("pandas"), "numpy": _version("numpy"), "mlops": _version("mlops")}
 

@@ -62,6 +62,9 @@ NO_MODEL = RetrainReason.NO_MODEL
 SCHEMA_CHANGE = RetrainReason.SCHEMA_CHANGE
 LOW_ACCURACY = RetrainReason.LOW_ACCURACY
 LOW_SCORE = RetrainReason.LOW_SCORE
+#: The serving model's realized gating metric (late labels joined with an earlier night's
+#: predictions, docs/labels.md) misses its limit or fell past max_degradation.
+LOW_REALIZED_SCORE = RetrainReason.LOW_REALIZED_SCORE
 DRIFT = RetrainReason.DRIFT
 #: Skipped: the batch is smaller than ``training.min_rows`` / ``min_test_rows``.
 TOO_FEW_ROWS = RetrainReason.TOO_FEW_ROWS
@@ -105,6 +108,11 @@ class BatchProfile:
         too_few_rows: Why the batch is too small to train on ("" when it is not).
         rejected: Called only when a retrain is wanted: why a challenger of this batch
             was already rejected with the same config ("" when none was).
+        realized_drop: Late labels show the serving model's realized ``metric`` on an
+            earlier night below its limit or degraded (``low_realized_score``).
+        window_too_few_rows: Called only when a retrain is wanted and the model would
+            train on a window (docs/labels.md): why its labelled rows are too few ("" when
+            they are not); replaces ``too_few_rows`` (the batch's) then.
         estimated_score: An estimate of the serving model's ``metric`` without labels
             (None: not estimated); ``estimated_metrics`` every estimated metric.
     """
@@ -132,6 +140,8 @@ class BatchProfile:
     own_data: bool = False
     too_few_rows: str = ""
     rejected: Callable[[], str] | None = None
+    realized_drop: bool = False
+    window_too_few_rows: Callable[[], str] | None = None
     estimated_score: float | None = None
     estimated_metrics: Mapping[str, float | None] = field(default_factory=dict)
 
@@ -202,6 +212,12 @@ def reference_problem(doc: Any) -> str | None:
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in means.values()):
         return "the reference's feature means are not numbers"
     return None
+
+
+#: What a realized-score record adds to its night's history entry (docs/labels.md).
+REALIZED_FIELDS = ("realized_score", "realized_metrics", "labelled_rows", "predicted_rows",
+                   "label_coverage", "prediction_date", "predictions_version", "realized_at",
+                   "realized_by_run", "label_versions")
 
 
 class ModelMonitor:
@@ -305,11 +321,42 @@ class ModelMonitor:
         return record
 
     def get_history(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Records oldest first (the last ``limit`` ones when given)."""
+        """Records oldest first (the last ``limit`` ones when given); a night whose
+        predictions met their late labels carries its newest realized score
+        (``realized_score``, ``realized_metrics``, ``labelled_rows``...: docs/labels.md)."""
         names = [n for n in self.store.keys(self.metrics_prefix) if n.endswith(".json")]
         if limit is not None:
             names = names[-limit:] if limit > 0 else []
-        return [self._record(f"{self.metrics_prefix}/{n}") for n in names]
+        records = [self._record(f"{self.metrics_prefix}/{n}") for n in names]
+        realized = self.realized_by_run() if records else {}
+        return [{**r, **realized[r["run_id"]]} if r.get("run_id") in realized
+                and r.get("status", "succeeded") != "failed" else r for r in records]
+
+    def record_realized(self, token: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep a night's realized score (one object, named by ``token``: what it was
+        computed from). Returns the record kept: ``record``, or the one already there."""
+        key = layout.realized_key(token)
+        try:
+            self.store.write_json(key, dict(record), exclusive=True)
+        except FileExistsError:
+            return self._record(key)
+        return dict(record)
+
+    def realized_by_run(self) -> dict[str, dict[str, Any]]:
+        """Run id -> the newest realized-score fields of that night (by ``realized_at``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.store.keys(layout.REALIZED):
+            if not name.endswith(".json"):
+                continue
+            doc = self._record(f"{layout.REALIZED}/{name}")
+            run = doc.get("run_id")
+            if not isinstance(run, str):
+                continue
+            fields = {k: v for k, v in doc.items() if k in REALIZED_FIELDS}
+            if run not in out or str(doc.get("realized_at", "")) >= \
+                    str(out[run].get("realized_at", "")):
+                out[run] = fields
+        return out
 
     def _record(self, key: str) -> dict[str, Any]:
         """One metrics record.
@@ -497,6 +544,8 @@ class ModelMonitor:
                                              p.max_degradation):
                 # within the limit, far below its own baseline
                 serving.append(RetrainReason.DEGRADED)
+        if p.realized_drop and not serving and not p.no_model:
+            serving.append(LOW_REALIZED_SCORE)
         reasons += serving
         report = self.drift_report(p.frame if p.frame is not None else p.means,
                                    means=p.means, reference=p.reference, sketches=p.sketches,
@@ -516,8 +565,11 @@ class ModelMonitor:
             reasons.append(DRIFT)
         retrain = bool(reasons)
         note = ""
-        if retrain and p.too_few_rows:  # scored and drift-checked, never trained on
-            retrain, note = False, f"not training: {p.too_few_rows}"
+        small = p.too_few_rows
+        if retrain and p.window_too_few_rows is not None:  # a window's rows, not the batch's
+            small = p.window_too_few_rows()
+        if retrain and small:  # scored and drift-checked, never trained on
+            retrain, note = False, f"not training: {small}"
             reasons.append(TOO_FEW_ROWS)
         if retrain and not p.serving_error and p.rejected is not None:
             # A broken serving model is replaced regardless.
@@ -539,6 +591,6 @@ class ModelMonitor:
                            n_samples).retrain
 
 
-__all__ = ["DRIFT", "LOW_ACCURACY", "LOW_SCORE", "NO_MODEL", "REJECTED_BEFORE",
-           "SCHEMA_CHANGE", "TOO_FEW_ROWS", "BatchProfile", "ModelMonitor", "RetrainDecision",
-           "low_score_reason", "relative_l1"]
+__all__ = ["DRIFT", "LOW_ACCURACY", "LOW_REALIZED_SCORE", "LOW_SCORE", "NO_MODEL",
+           "REJECTED_BEFORE", "SCHEMA_CHANGE", "TOO_FEW_ROWS", "BatchProfile", "ModelMonitor",
+           "RetrainDecision", "low_score_reason", "relative_l1"]

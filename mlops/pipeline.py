@@ -37,6 +37,17 @@ from mlops.errors import (
 )
 from mlops.gating import DEGRADED, degraded
 from mlops.gating import SERVING_MODEL_UNUSABLE as SERVING_MODEL_UNUSABLE
+from mlops.labels import (
+    LOW_REALIZED_SCORE,
+    LabelsReport,
+    label_store,
+    labelled_versions,
+    process_labels,
+    read_arrival,
+    realized_drop,
+    training_frame,
+    window_of,
+)
 from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
 from mlops.records import HistoryRecord, TrainingFacts
 from mlops.schema import SchemaChange, compare
@@ -45,7 +56,7 @@ from mlops.store.filesystem import crash_point
 from mlops.store.ids import check_version_id, iso, utc_now
 from mlops.store.registry import PRODUCTION
 from mlops.store.workspace import Workspace, serving_reference
-from mlops.training import check_training, meets_threshold
+from mlops.training import check_training, meets_threshold, too_few_rows
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +105,8 @@ class IngestResult(StepResult):
     too_few_rows: str = ""
     #: What looks wrong in the table but was accepted (mlops.data.table_warnings).
     warnings: list[str] = field(default_factory=list)
+    #: The batch has no target column (``labels`` configured: its labels come later).
+    unlabelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,13 @@ class MonitorCheckResult(StepResult):
     estimated_score: float | None = None
     estimated_metrics: dict[str, float | None] = field(default_factory=dict)
     estimate_note: str = ""
+    #: The batch had no target: scored, its predictions stored (docs/labels.md).
+    unlabelled: bool = False
+    #: The predictions version of an unlabelled batch (None: not stored).
+    predictions_version: str | None = None
+    #: What the night's late labels did (mlops.labels.LabelsReport.to_dict()), None when
+    #: ``labels`` is not configured.
+    labels: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +227,8 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
                           feature_means=got.feature_means, task=task,
                           feature_kinds=got.feature_kinds, source_files=got.source_files,
-                          too_few_rows=got.too_few_rows, warnings=got.warnings)
+                          too_few_rows=got.too_few_rows, warnings=got.warnings,
+                          unlabelled=got.unlabelled)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -233,6 +254,13 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     When no retrain is needed, the serving model's score on the new data is recorded
     in the history, so the history has a point for every run.
 
+    With ``labels`` configured (docs/labels.md), a batch without its target is scored
+    and its predictions stored with their ids (no metric judges it), and the label files
+    that arrived are versioned and joined with the stored predictions: each earlier
+    night gains its realized score, and a realized gating metric of the serving model
+    below its limit (or degraded) asks for a retrain (``low_realized_score``) on the
+    labelled rows of the training window.
+
     Raises:
         BadInputError: The run has no ingest result.
         SchemaChangeError: The batch's schema changed and the policy is ``fail``.
@@ -248,10 +276,15 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         log.info("monitor-check: run %s already decided to retrain and saved model %s; "
                  "resuming its train step", run_id, run_id)
         return MonitorCheckResult.from_dict(recorded)
+    # The label files that arrived are read and checked before this step writes anything.
+    arrival = read_arrival(config, label_store(ws)) if config.labels.enabled else None
     current = ws.current_model_version()
     model: Any = None
     record: Any = None
     unusable = None
+    unlabelled = ingested.unlabelled
+    predictions: str | None = None
+    predicted_rows: int | None = None
     if current is not None:
         try:
             model, record = ws.registry.load(current)
@@ -260,16 +293,31 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     reference, drift_error = serving_reference(ws, current)
     change = None
     scorable, names = False, None
-    batch = engine_for(config).batch(config, ws, ingested)
-    task = batch.task
-    metric, threshold = gate(config, task)
+    engine = engine_for(config)
+    batch = engine.batch(config, ws, ingested)
+    # An unlabelled batch is judged as the serving model's task.
+    task = batch.task or (_serving_task(record) if unlabelled else "")
+    metric, threshold = gate(config, task) if task else \
+        (config.monitoring.metric or "accuracy", None)
     if model is not None:
         try:
             change, scorable, names = _schema_check(config, ingested.data_version, current,
                                                     record, batch.columns(), task)
         except DamagedSchemaError as err:
             unusable, scorable, names = _unusable(current, err), False, None
-    scoring = model is not None and scorable and unusable is None
+    if model is not None and scorable and unusable is None and unlabelled:
+        # Its predictions are stored with their ids; its labels judge the model later.
+        try:
+            scored_version = engine.score_version(ws, run_id, ingested.data_version, model,
+                                                  record, current or "",
+                                                  config.labels.id_columns)
+            predictions, predicted_rows = scored_version.version, scored_version.rows
+            log.info("monitor-check: unlabelled batch %s: %d predictions of model %s stored "
+                     "as predictions version %s", ingested.data_version, scored_version.rows,
+                     current, predictions)
+        except (ValueError, KeyError, AttributeError, TypeError) as err:
+            unusable = _unusable(current, err)
+    scoring = model is not None and scorable and unusable is None and not unlabelled
     known = _training_rows(ws, current) if scoring else None
     # CBPE (mlops.cbpe): the serving model's calibration map, kept in its record.
     calibration, estimate_note = _calibration_map(model, record, task) if scoring \
@@ -290,14 +338,28 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     trained_on = {None if record is None else (record.get("metadata") or {}).get(
         "data_version"), None if not isinstance(reference, Mapping)
         else reference.get("data_version")} - {None}
-    fingerprint = config_fingerprint(config, task)
-
     def rejected() -> str:
-        previous = rejected_before(ws.registry, ingested.data_version, fingerprint)
+        if not task:  # an unlabelled batch of unknown task: the window decides it
+            return ""
+        previous = rejected_before(ws.registry, ingested.data_version,
+                                   config_fingerprint(config, task))
         return "" if previous is None else (
             f"challenger {previous.id} was trained on data version {ingested.data_version} "
             f"with the same config and not promoted "
             f"({previous.training().promotion_reason}): not training again")
+
+    labels_report = drop = None
+    if arrival is not None:
+        labels_report = process_labels(ws, run_id, arrival)
+        drop = realized_drop(config, labels_report.realized, current, baseline)
+        if drop is not None:
+            log.info("monitor-check: serving model %s realized %s %s on night %s (%d "
+                     "labelled rows)", current, drop.metric, _fmt(drop.realized_score),
+                     drop.run_id, drop.labelled_rows)
+    labelled_only = unlabelled or drop is not None
+
+    def window_too_small() -> str:
+        return _window_too_small(config, ws, ingested, labelled_only)
 
     # The one decision: every retrain reason comes from the monitor, given the serving
     # model's real score on the batch.
@@ -309,10 +371,11 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         reference=reference, drift_error=drift_error,
         own_data=ingested.data_version in trained_on, too_few_rows=ingested.too_few_rows,
         rejected=rejected, estimated_score=estimated.get(metric),
-        estimated_metrics=estimated)
+        estimated_metrics=estimated, realized_drop=drop is not None,
+        window_too_few_rows=window_too_small if window_of(config, labelled_only) else None)
     decision = ws.monitor.decide(profile)
     rows = profile.rows
-    scored_rows = profile.scored_rows if scoring else None
+    scored_rows = profile.scored_rows if scoring else predicted_rows
     skipped = profile.skipped_seen_rows if scoring else 0
     reasons, retrain, note = list(decision.reasons), decision.retrain, decision.note
     drift_counted = decision.drift_counted
@@ -335,17 +398,24 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         note=note, drift_error=decision.drift_error, baseline_score=baseline,
         serving_error=unusable or "", scored_rows=scored_rows, skipped_seen_rows=skipped,
         estimated_score=estimated.get(metric), estimated_metrics=estimated,
-        estimate_note=estimate_note)
+        estimate_note=estimate_note, unlabelled=unlabelled, predictions_version=predictions,
+        labels=None if labels_report is None else labels_report.to_dict())
     if not retrain and current is not None:
-        alerts = [] if all_seen else serving_alerts(score, threshold, metric, baseline, limit)
-        ws.monitor.record(HistoryRecord(
+        alerts = [] if all_seen or unlabelled else \
+            serving_alerts(score, threshold, metric, baseline, limit)
+        record = HistoryRecord(
             timestamp=iso(utc_now()), accuracy=_float(accuracy),
             data_version=ingested.data_version, model_version=current, run_id=run_id,
             retrained=False, drift=decision.drift, drift_error=decision.drift_error,
             reasons=reasons, task=task, metric=metric, score=score, metrics=metrics,
             serving_score=score, baseline_score=baseline, alerts=alerts, note=note,
             status="succeeded", scored_rows=scored_rows, skipped_seen_rows=skipped,
-            estimated_score=estimated.get(metric), estimated_metrics=estimated))
+            estimated_score=estimated.get(metric), estimated_metrics=estimated)
+        if unlabelled:
+            record = record.replace(unlabelled=True, predictions_version=predictions)
+        if labels_report is not None:
+            record = record.replace(labels=_labels_summary(labels_report))
+        ws.monitor.record(record)
     ws.write_result(MONITOR_CHECK, result)
     log.info("monitor-check: model %s %s %s on %s rows (%d skipped as seen in training) "
              "drift %.4f -> retrain=%s %s%s", current, metric,
@@ -369,6 +439,10 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     The model version id is the run id, so a retried train step of the same run
     finds its model (and its recorded promotion decision) instead of saving a second one.
 
+    With ``training.window`` (or, for an unlabelled batch or ``low_realized_score``, the
+    last ``labels.lookback_days``) the model trains on the labelled rows of the window's
+    data versions, deduplicated, and its lineage lists them (docs/labels.md).
+
     Raises:
         BadInputError: The run has no ingest result.
         ConfigError: Bad training settings.
@@ -379,7 +453,12 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     if ingested.task:
         check_training(config.training, ingested.task)
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
-    trainer = engine_for(config).trainer(config, ws, ingested)
+    window = window_of(config, ingested.unlabelled
+                       or LOW_REALIZED_SCORE in checked.get("reasons", []))
+    rows = None if window is None else training_frame(
+        ws, ingested.data_version, versions=window[0], days=window[1])
+    trainer = engine_for(config).trainer(config, ws, ingested,
+                                         None if rows is None else rows[0])
     task = trainer.task
     metric, threshold = gate(config, task)
     fresh = not ws.registry.exists(run_id)
@@ -434,7 +513,8 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
                 champion_score=champion_score, champion_metrics=champion_metrics,
                 schema=trainer.schema().to_dict(),
                 config_fingerprint=config_fingerprint(config, task),
-                lineage=lineage(ingested.data_version, ingested.source, ingested.source_files),
+                lineage=lineage(ingested.data_version, ingested.source, ingested.source_files,
+                                None if rows is None else labelled_versions(rows[1])),
                 calibration=calibration, extra=extra)
             ws.registry.save(model, run_id, facts.to_dict())
         else:
@@ -631,6 +711,36 @@ def _calibration_map(model: Any, record: Any, task: str) -> tuple[Any, str]:
     calibration = meta.get("calibration") if isinstance(meta, Mapping) else None
     why = check_calibration(calibration, list(getattr(model, "classes_", [])))
     return (None, why) if why else (calibration, "")
+
+
+def _serving_task(record: Mapping[str, Any] | None) -> str:
+    """The task of the serving model (what an unlabelled batch is judged as), "" when none."""
+    task = ((record or {}).get("metadata") or {}).get("task") if isinstance(record, Mapping) \
+        else None
+    return str(task) if task in ("classification", "regression") else ""
+
+
+def _window_too_small(config: Config, ws: Workspace, ingested: IngestResult,
+                      labelled_only: bool) -> str:
+    """Why the training window holds too few labelled rows to train on ("" when it does
+    not): a retrain asked on an unlabelled night waits for its labels."""
+    window = window_of(config, labelled_only)
+    assert window is not None
+    try:
+        df, _ = training_frame(ws, ingested.data_version, versions=window[0], days=window[1])
+    except DataValidationError as err:
+        return str(err)
+    return too_few_rows(config.training, config.data.test_size, len(df), None,
+                        ingested.task or CLASSIFICATION,
+                        f"the training window of data version {ingested.data_version}")
+
+
+def _labels_summary(report: LabelsReport) -> dict[str, Any]:
+    """The night's labels in its history entry: counts, and the nights they realized."""
+    doc = report.to_dict()
+    doc["realized"] = [{"run_id": r.run_id, "realized_score": r.realized_score,
+                        "labelled_rows": r.labelled_rows} for r in report.realized]
+    return doc
 
 
 def _fmt(value: float | None) -> str:

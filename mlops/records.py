@@ -492,6 +492,22 @@ class HistoryRecord(Document):
     #: CBPE: the serving model's metrics on the batch estimated without its labels.
     estimated_score: float | None = optional()
     estimated_metrics: dict[str, Any] | None = optional()
+    #: The batch had no target: its predictions version waits for late labels
+    #: (docs/labels.md); ``labels``: what the night's label files did.
+    unlabelled: bool | None = optional()
+    predictions_version: str | None = optional()
+    labels: dict[str, Any] | None = optional()
+    #: Merged in when read (monitoring/realized/): the night's metrics once its late
+    #: labels came, on how many rows, and when its predictions were made.
+    realized_score: float | None = optional()
+    realized_metrics: dict[str, Any] | None = optional()
+    labelled_rows: int | None = optional()
+    predicted_rows: int | None = optional()
+    label_coverage: float | None = optional()
+    prediction_date: str | None = optional()
+    realized_at: str | None = optional()
+    realized_by_run: str | None = optional()
+    label_versions: list[str] | None = optional()
     #: The gating limit (the report draws it when a record has it).
     threshold: float | None = optional()
     #: A step stopped by SIGTERM (a failed run's record).
@@ -524,3 +540,37 @@ class PredictionsManifest(VersionRecord):
     columns: list[dict[str, Any]] = field(default_factory=list)
     #: One per scored file, in order: ``{digest, object, rows, size_bytes, checksum}``.
     partitions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelsManifest(VersionRecord):
+    """A label version's manifest (``labels/versions/<id>.json``), its commit point: the
+    label files that arrived in one night, their rows deduplicated by id (docs/labels.md).
+
+    The id is the start of ``content_hash``, the hash of the stored rows: the same labels
+    arriving again give the same version.
+    """
+
+    content_hash: str
+    hash_algorithm: str
+    #: Labelled ids stored (after duplicates were dropped: the last row of an id wins).
+    rows: int
+    #: The Parquet object of the rows (the id columns and the target).
+    object: str
+    checksum: str
+    id_columns: list[str] = field(default_factory=list)
+    target: str = ""
+    #: The files read: ``{"path", "content_hash", "rows", "token"}``, in key order
+    #: (``token``: size and version token, so an unchanged file is not read again).
+    files: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows dropped because their id came again in the same arrival.
+    duplicate_ids: int = 0
+    #: Ids already labelled by an earlier version (the newer label wins).
+    relabelled_ids: int = 0
+    #: Ids of no stored prediction of the last ``labels.lookback_days`` (kept: a later
+    #: window may still use them to train).
+    unknown_ids: int = 0
+    #: Rows without a target value (dropped).
+    missing_targets: int = 0
+    #: The run that versioned them.
+    run_id: str = ""

@@ -101,10 +101,12 @@ class Spec:
     id_columns: list[str]
     #: The classifier's classes, in ``predict_proba`` order; None for a regressor.
     classes: list[Any] | None
+    #: The config key of ``id_columns`` (named when one is missing).
+    id_key: str = "scoring.id_columns"
 
 
 def spec_of(model: Any, metadata: Mapping[str, Any], id_columns: Sequence[str],
-            version: str) -> Spec:
+            version: str, id_key: str = "scoring.id_columns") -> Spec:
     """The scoring spec of a loaded model: its features (from its record) and classes."""
     meta = metadata.get("metadata") or {}
     features = list(meta.get("features") or getattr(model, "feature_names_in_", []))
@@ -113,9 +115,9 @@ def spec_of(model: Any, metadata: Mapping[str, Any], id_columns: Sequence[str],
                             "it cannot score a batch")
     classes = getattr(model, "classes_", None)
     if classes is None or not hasattr(model, "predict_proba"):
-        return Spec(features, list(id_columns), None)
+        return Spec(features, list(id_columns), None, id_key)
     return Spec(features, list(id_columns),
-                [c.item() if isinstance(c, np.generic) else c for c in classes])
+                [c.item() if isinstance(c, np.generic) else c for c in classes], id_key)
 
 
 def check_columns(columns: Sequence[str], spec: Spec, name: str) -> None:
@@ -124,10 +126,10 @@ def check_columns(columns: Sequence[str], spec: Spec, name: str) -> None:
     have = set(map(str, columns))
     for col in spec.id_columns:
         if col == PREDICTION or col.startswith(PROBABILITY):
-            raise BadInputError(f"config key 'scoring.id_columns': column '{col}' would clash "
+            raise BadInputError(f"config key '{spec.id_key}': column '{col}' would clash "
                                 f"with the {PREDICTION}/{PROBABILITY}<class> columns")
         if col not in have:
-            raise BadInputError(f"config key 'scoring.id_columns': column '{col}' is not in "
+            raise BadInputError(f"config key '{spec.id_key}': column '{col}' is not in "
                                 f"{name}")
     for col in spec.features:
         if col not in have:
@@ -254,8 +256,38 @@ def score_source(ws: Workspace, run_id: str, map_files: MapFiles = local_map) ->
     return _commit(preds, parts, files, cfg.source, version, run_id)
 
 
+def score_data_version(ws: Workspace, run_id: str, data_version: str, model: Any,
+                       metadata: Mapping[str, Any], model_version: str,
+                       id_columns: Sequence[str], map_files: MapFiles = local_map) -> Scored:
+    """Score a stored data version (an unlabelled night, docs/labels.md) with ``model`` and
+    commit its predictions with their ids: the score step's per-file task, run on each of
+    the version's objects (one, or one per partition), so both engines share it.
+
+    The manifest's ``source`` names the data version (``source.data_version``), which is
+    how the late labels find the predictions of a night.
+
+    Raises:
+        BadInputError: An id or feature column is missing (nothing is written).
+    """
+    spec = spec_of(model, metadata, id_columns, model_version, "labels.id_columns")
+    record = ws.versioner.get_record(data_version)
+    data = ws.versioner.store
+    if record.partitioned:
+        keys = [str(p["object"]) for p in record.partitions]
+        sizes = [int(p.get("size_bytes") or 0) for p in record.partitions]
+    else:
+        keys, sizes = [record.object], [int(record.size_bytes or 0)]
+    map_files(check_file, data, keys, spec)  # every object's columns, before the first write
+    preds = predictions_store(ws)
+    parts = map_files(score_file, data, keys, preds.store, model, spec)
+    files = [SourceFile(k, n, "") for k, n in zip(keys, sizes, strict=True)]
+    return _commit(preds, parts, files, f"data version {data_version}", model_version, run_id,
+                   data_version)
+
+
 def _commit(preds: PredictionsStore, parts: Sequence[Mapping[str, Any]],
-            files: Sequence[SourceFile], uri: str, version: str, run_id: str) -> Scored:
+            files: Sequence[SourceFile], uri: str, version: str, run_id: str,
+            data_version: str | None = None) -> Scored:
     columns = parts[0]["columns"] if parts else []
     for p in parts[1:]:
         if p["columns"] != columns:
@@ -271,7 +303,8 @@ def _commit(preds: PredictionsStore, parts: Sequence[Mapping[str, Any]],
         source={"uri": uri, "content_hash": input_hash,
                 "files": [{"path": p["path"], "content_hash": p["input_hash"],
                            "rows": p["rows"], "size_bytes": f.size}
-                          for p, f in zip(parts, files, strict=True)]},
+                          for p, f in zip(parts, files, strict=True)],
+                **({"data_version": data_version} if data_version else {})},
         run_id=run_id, columns=columns,
         partitions=[{k: p[k] for k in ("digest", "object", "rows", "size_bytes", "checksum")}
                     for p in parts])

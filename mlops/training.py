@@ -406,12 +406,33 @@ def compute_metrics(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.
     undefined on this data (``roc_auc`` with one class present, ``r2`` of one row)
     is None.
     """
-    truth = np.asarray(y)
     if isinstance(model, Pipeline) and len(model.steps) > 1:
         # Preprocess once for predict and predict_proba (the transform of a million rows
         # of categories costs about as much as the prediction itself).
         X, model = model[:-1].transform(X), model[-1]
     predicted = np.asarray(model.predict(X))
+    proba = np.asarray(model.predict_proba(X)) \
+        if task != REGRESSION and hasattr(model, "predict_proba") else None
+    return prediction_metrics(y, predicted, task, proba,
+                              None if proba is None else list(model.classes_))
+
+
+def prediction_metrics(y: pd.Series | np.ndarray, predicted: pd.Series | np.ndarray,
+                       task: str, proba: np.ndarray | None = None,
+                       classes: list[Any] | None = None) -> dict[str, float | None]:
+    """Every metric of ``task`` from predictions already made (what :func:`compute_metrics`
+    computes after predicting; the realized metrics of stored predictions, docs/labels.md).
+
+    Args:
+        y: The true targets.
+        predicted: The predictions, row for row.
+        task: ``classification`` or ``regression``.
+        proba: A classifier's probabilities (one column per class of ``classes``), or None:
+            ``roc_auc`` and ``log_loss`` are then None.
+        classes: The classes of ``proba``'s columns, in order.
+    """
+    truth = np.asarray(y)
+    predicted = np.asarray(predicted)
     if task == REGRESSION:
         return {"rmse": _safe(lambda a, b: math.sqrt(mean_squared_error(a, b)), truth, predicted),
                 "mae": _safe(mean_absolute_error, truth, predicted),
@@ -421,9 +442,7 @@ def compute_metrics(model: Any, X: pd.DataFrame | np.ndarray, y: pd.Series | np.
         "balanced_accuracy": _safe(balanced_accuracy_score, truth, predicted),
         "f1_macro": _safe(f1_score, truth, predicted, average="macro", zero_division=0),
         "roc_auc": None, "log_loss": None}
-    if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(X))
-        classes = list(model.classes_)
+    if proba is not None and classes is not None:
         if len(classes) == 2:
             out["roc_auc"] = _safe(roc_auc_score, truth == classes[1], proba[:, 1])
         else:

@@ -13,9 +13,9 @@ from pathlib import Path
 from benchmarks.run import QUICK, Row, _merge, run
 
 EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B11", "B12",
-            "B12u", "B12s", "B12p", "B13", "B14"}
+            "B12u", "B12s", "B12p", "B13", "B14", "B15", "B15m"}
 #: Rows measured for comparison only: no target, so no verdict.
-NO_TARGET = {"N0", "B12s", "B12p"}
+NO_TARGET = {"N0", "B12s", "B12p", "B15m"}
 
 
 def test_quick_run_produces_every_row(tmp_path: Path) -> None:

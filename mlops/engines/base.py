@@ -10,8 +10,11 @@ and never name it:
 * monitor-check: :meth:`Engine.batch` opens a data version as a :class:`Batch`: its task,
   its columns (for the schema check) and its :class:`~mlops.monitor.BatchProfile`
   (statistics for drift, the serving model's metrics on its unseen rows), which
-  :meth:`mlops.monitor.ModelMonitor.decide` turns into the retrain decision;
-* train: :meth:`Engine.trainer` gives the :class:`Trainer` of the split;
+  :meth:`mlops.monitor.ModelMonitor.decide` turns into the retrain decision; a batch
+  without its target (late labels, docs/labels.md) is scored by
+  :meth:`Engine.score_version` instead, its predictions stored with their ids;
+* train: :meth:`Engine.trainer` gives the :class:`Trainer` of the split (of the
+  version, or of a training window's labelled rows);
 * score: :meth:`Engine.score` writes a predictions version of ``scoring.source``: per
   row its id columns, the prediction and the probability of each class
   (:mod:`mlops.scoring`).
@@ -24,6 +27,7 @@ drift statistics come from the values, the Dask engine's from merged sketches (s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +54,8 @@ class Ingested:
         task: ``classification`` or ``regression`` (``data.task`` or what ``auto`` decided).
         too_few_rows: Why the batch is too small to train on ("" when it is not).
         warnings: What looks wrong in the table but was accepted.
+        unlabelled: The batch has no target column (``labels`` configured: it is scored
+            and drift-checked, its labels come later; ``task`` is then "").
     """
 
     data_version: str
@@ -60,6 +66,7 @@ class Ingested:
     task: str
     too_few_rows: str = ""
     warnings: list[str] = field(default_factory=list)
+    unlabelled: bool = False
 
 
 class IngestedVersion(Protocol):
@@ -188,8 +195,10 @@ class Engine(Protocol):
         """The data version ``ingested`` names, for monitor-check."""
         ...
 
-    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> Trainer:
-        """The train step's split of the data version ``ingested`` names."""
+    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion,
+                rows: pd.DataFrame | None = None) -> Trainer:
+        """The train step's split of the data version ``ingested`` names, or of ``rows``:
+        a training window's labelled rows (:func:`mlops.labels.training_frame`)."""
         ...
 
     def score(self, ws: Workspace, run_id: str) -> Scored:
@@ -198,6 +207,17 @@ class Engine(Protocol):
 
         Raises:
             BadInputError: No source, no serving model, or a missing column.
+        """
+        ...
+
+    def score_version(self, ws: Workspace, run_id: str, data_version: str, model: Any,
+                      metadata: Mapping[str, Any], model_version: str,
+                      id_columns: Sequence[str]) -> Scored:
+        """Score a stored data version (an unlabelled batch) with ``model``: a predictions
+        version with its ``id_columns`` (:func:`mlops.scoring.score_data_version`).
+
+        Raises:
+            BadInputError: An id or feature column is missing (nothing is written).
         """
         ...
 

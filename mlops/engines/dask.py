@@ -55,7 +55,15 @@ from mlops.config import (
     Config,
     DaskConfig,
 )
-from mlops.data import CATEGORICAL, NUMERIC, REGRESSION, read_options
+from mlops.data import (
+    CATEGORICAL,
+    NUMERIC,
+    REGRESSION,
+    feature_kinds,
+    read_options,
+    validate,
+    without_ids,
+)
 from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
 from mlops.engines.sketches import (
     Moments,
@@ -79,7 +87,7 @@ from mlops.errors import (
 from mlops.monitor import BatchProfile
 from mlops.records import DataManifest
 from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
-from mlops.scoring import MapFiles, Scored, score_source
+from mlops.scoring import MapFiles, Scored, score_data_version, score_source
 from mlops.store.filesystem import Store
 from mlops.store.partitions import load_partitioned, meta_frame, register_partitioned
 from mlops.store.sources import list_table_source
@@ -663,6 +671,8 @@ def ingest_source(config: Config, ws: Workspace) -> Ingested:
     small = [""]
 
     def before_commit(task: str, rows: int) -> None:
+        if not task:  # an unlabelled batch: scored now, trained on once labelled
+            return
         check_task_settings(config, task)
         small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
         if small[0] and serving is None:
@@ -673,20 +683,22 @@ def ingest_source(config: Config, ws: Workspace) -> Ingested:
             client, source, files, ws.versioner, d.target_column,
             d.hash_algorithm, config.dask.sketch_k, task=d.task, source_uri=d.source,
             rules=config.validation, before_commit=before_commit,
-            options={**read_options(d), "ids": list(d.id_columns)})
+            options={**read_options(d), "ids": list(d.id_columns),
+                     "unlabelled": config.labels.enabled})
     log.info("ingest (dask): %d partitions, %d read, %d from the fingerprint cache",
              outcome.partitions, outcome.hashed, outcome.partitions - outcome.hashed)
     manifest = DataManifest.from_dict(outcome.manifest)
     features = _features(manifest, d.target_column, d.id_columns)
     read = [{"path": source.url(f.key), "size_bytes": f.size} for f in files]
-    if not small[0]:  # the version existed already (nothing was committed this time)
+    if not small[0] and outcome.task:  # the version existed already (nothing committed)
         small[0] = too_few_rows(config.training, d.test_size, outcome.rows, None,
                                 outcome.task, d.source)
     return Ingested(data_version=outcome.version_id, rows=outcome.rows,
                     feature_means=_means(manifest.moments, features),
                     feature_kinds=_kinds(manifest, d.target_column, d.id_columns),
                     source_files=read, task=outcome.task, too_few_rows=small[0],
-                    warnings=list(outcome.warnings))
+                    warnings=list(outcome.warnings),
+                    unlabelled=config.labels.enabled and not outcome.task)
 
 
 def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
@@ -754,7 +766,9 @@ class DaskBatch:
 
     def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> None:
         self.config, self.ws, self.version = config, ws, ingested.data_version
-        self.task = ingested.task or TASK
+        # An unlabelled batch (no target, docs/labels.md) has no task of its own.
+        unlabelled = bool(getattr(ingested, "unlabelled", False))
+        self.task = ingested.task or ("" if unlabelled else TASK)
 
     def columns(self) -> pd.DataFrame:
         return columns_frame(self.ws, self.version)
@@ -803,22 +817,38 @@ class DaskTrainer:
     The drift reference comes from the training split's sketches and category counts.
     """
 
-    def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> None:
-        self.task = ingested.task or (config.data.task if config.data.task != "auto" else TASK)
-        check_task_settings(config, self.task)
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion,
+                 rows: pd.DataFrame | None = None) -> None:
         self.config = config
-        manifest = _partitioned(ws, ingested.data_version)
         self.target = config.data.target_column
         ids = config.data.id_columns
-        self.features = _features(manifest, self.target, ids)
-        self.kinds = _kinds(manifest, self.target, ids)
-        self._columns = _kind_frame([c for c in manifest.columns if c["name"] not in ids],
-                                    self.kinds)
-        frame = load_partitioned(ws.versioner.store, manifest)
+        if rows is None:
+            self.task = ingested.task or (config.data.task if config.data.task != "auto"
+                                          else TASK)
+            check_task_settings(config, self.task)
+            manifest = _partitioned(ws, ingested.data_version)
+            self.features = _features(manifest, self.target, ids)
+            self.kinds = _kinds(manifest, self.target, ids)
+            self._columns = _kind_frame([c for c in manifest.columns if c["name"] not in ids],
+                                        self.kinds)
+            frame = load_partitioned(ws.versioner.store, manifest)
+            self.rows = manifest.rows
+        else:
+            # A training window's labelled rows (mlops.labels.training_frame), assembled
+            # in this process and trained on the cluster as a version's rows are.
+            import dask.dataframe as dd
+
+            rows = without_ids(rows, ids, ingested.data_version)
+            self.task = validate(rows, self.target, ingested.data_version, config.data.task)
+            check_task_settings(config, self.task)
+            self.kinds = feature_kinds(rows, self.target)
+            self.features = list(self.kinds)
+            self._columns = rows[self.features].iloc[:0]
+            frame = dd.from_pandas(rows, npartitions=max(1, config.dask.n_workers))
+            self.rows = len(rows)
         test_size = config.data.test_size
         self.train, self.test = frame.random_split([1 - test_size, test_size],
                                                    random_state=config.training.random_state)
-        self.rows = manifest.rows
         self._stack = contextlib.ExitStack()
         self.client: Any = None
         self.summary = Summary(0, {}, {}, {}, {})
@@ -962,14 +992,22 @@ class DaskEngine:
     def batch(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> DaskBatch:
         return DaskBatch(config, ws, ingested)
 
-    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion
-                ) -> DaskTrainer:
-        return DaskTrainer(config, ws, ingested)
+    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion,
+                rows: pd.DataFrame | None = None) -> DaskTrainer:
+        return DaskTrainer(config, ws, ingested, rows)
 
     def score(self, ws: Workspace, run_id: str) -> Scored:
         require_dask()
         with connect(ws.config.dask) as client:
             return score_source(ws, run_id, dask_map(client))
+
+    def score_version(self, ws: Workspace, run_id: str, data_version: str, model: Any,
+                      metadata: Mapping[str, Any], model_version: str,
+                      id_columns: Sequence[str]) -> Scored:
+        require_dask()
+        with connect(ws.config.dask) as client:
+            return score_data_version(ws, run_id, data_version, model, metadata,
+                                      model_version, id_columns, dask_map(client))
 
 
 __all__ = ["DASK", "LIGHTGBM", "TASK", "DaskBatch", "DaskEngine", "DaskTrainer", "Summary",

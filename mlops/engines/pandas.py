@@ -7,6 +7,7 @@ from the frame (:data:`mlops.drift.STAT_TESTS`' exact implementations), metrics 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +17,7 @@ from mlops.cbpe import calibration_parts, estimate, fit_calibration, model_proba
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
+    feature_columns,
     feature_kinds,
     feature_means,
     generate_synthetic_data,
@@ -30,7 +32,7 @@ from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
 from mlops.errors import DataValidationError
 from mlops.monitor import BatchProfile
 from mlops.schema import InputSchema
-from mlops.scoring import Scored, score_source
+from mlops.scoring import Scored, score_data_version, score_source
 from mlops.store.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.store.workspace import Workspace
 from mlops.training import compute_metrics, split, too_few_rows, train_model
@@ -46,8 +48,11 @@ class PandasBatch:
         df, _ = ws.versioner.load(ingested.data_version)
         self.df = without_ids(df, config.data.id_columns, ingested.data_version)
         self.target = config.data.target_column
-        self.task = ingested.task or validate(self.df, self.target, ingested.data_version,
-                                              config.data.task)
+        # An unlabelled batch (no target, docs/labels.md) has no task of its own.
+        self.unlabelled = self.target not in self.df.columns and \
+            bool(getattr(ingested, "unlabelled", False))
+        self.task = ingested.task or ("" if self.unlabelled else validate(
+            self.df, self.target, ingested.data_version, config.data.task))
 
     def columns(self) -> pd.DataFrame:
         return self.df
@@ -55,12 +60,13 @@ class PandasBatch:
     def profile(self, model: Any = None, names: list[str] | None = None,
                 known: Any = None, calibration: Any = None) -> BatchProfile:
         df, target = self.df, self.target
-        x, y = split_xy(df, target)
+        x = df[feature_columns(df, target)]
         metrics: dict[str, float | None] = {}
         estimated: dict[str, float | None] = {}
         scored: int | None = None
         skipped = 0
         if model is not None:
+            y = df[target]
             xs, ys = x if names is None else x[names], y
             if known is not None:  # only the rows the model was not trained on
                 seen = seen_rows(row_hashes(df, [*xs.columns, target]), known)
@@ -83,16 +89,20 @@ class PandasTrainer:
     """The pandas engine's train data: a split of the loaded frame (stratified for a
     classification)."""
 
-    def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> None:
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion,
+                 rows: pd.DataFrame | None = None) -> None:
         self.config = config
-        df, _ = ws.versioner.load(ingested.data_version)
+        if rows is None:
+            df, _ = ws.versioner.load(ingested.data_version)
+        else:  # a training window's labelled rows (mlops.labels.training_frame)
+            df = rows
         df = without_ids(df, config.data.id_columns, ingested.data_version)
         self.target = target = config.data.target_column
-        self.task = ingested.task or validate(df, target, ingested.data_version,
-                                              config.data.task)
+        self.task = (ingested.task if rows is None else "") or validate(
+            df, target, ingested.data_version, config.data.task)
         x, y = split_xy(df, target)
         # In column order (a result read back from JSON has its keys sorted).
-        known = ingested.feature_kinds or feature_kinds(df, target)
+        known = (ingested.feature_kinds if rows is None else {}) or feature_kinds(df, target)
         self.kinds = {c: known[c] for c in x.columns}
         self.features = [str(c) for c in x.columns]
         self.x_train, self.x_test, self.y_train, self.y_test = split(
@@ -176,28 +186,38 @@ class PandasEngine:
             df, files = read_source(d.source, config.storage.options, read_options(d))
         check_rules(df, config.validation, name)  # the validation: section
         features = without_ids(df, d.id_columns, name)  # ids are kept, never features
-        task = validate(features, d.target_column, name, d.task)
+        unlabelled = config.labels.enabled and d.target_column not in df.columns
+        task = validate(features, d.target_column, name, d.task, unlabelled=unlabelled)
         warned = table_warnings(df, d.target_column, d.id_columns, name)
-        check_task_settings(config, task)  # a metric of the other task, bad params: exit 2
-        small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
-                             task, name)
-        if small and ws.current_model_version() is None:
-            raise DataValidationError(f"{small}; no model serves yet to score it")
+        small = ""
+        if not unlabelled:  # an unlabelled batch is scored now, trained on once labelled
+            check_task_settings(config, task)  # a metric of the other task, bad params: exit 2
+            small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
+                                 task, name)
+            if small and ws.current_model_version() is None:
+                raise DataValidationError(f"{small}; no model serves yet to score it")
         version = ws.versioner.register(df, source={"uri": d.source, "files": files})
         return Ingested(data_version=version, rows=len(df),
                         feature_means=feature_means(features, d.target_column),
                         feature_kinds=feature_kinds(features, d.target_column),
-                        source_files=files, task=task, too_few_rows=small, warnings=warned)
+                        source_files=files, task=task, too_few_rows=small, warnings=warned,
+                        unlabelled=unlabelled)
 
     def batch(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> PandasBatch:
         return PandasBatch(config, ws, ingested)
 
-    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion
-                ) -> PandasTrainer:
-        return PandasTrainer(config, ws, ingested)
+    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion,
+                rows: pd.DataFrame | None = None) -> PandasTrainer:
+        return PandasTrainer(config, ws, ingested, rows)
 
     def score(self, ws: Workspace, run_id: str) -> Scored:
         return score_source(ws, run_id)
+
+    def score_version(self, ws: Workspace, run_id: str, data_version: str, model: Any,
+                      metadata: Mapping[str, Any], model_version: str,
+                      id_columns: Sequence[str]) -> Scored:
+        return score_data_version(ws, run_id, data_version, model, metadata, model_version,
+                                  id_columns)
 
 
 __all__ = ["PANDAS", "PandasBatch", "PandasEngine", "PandasTrainer"]

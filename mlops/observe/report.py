@@ -41,6 +41,8 @@ ACCURACY_PNG = "accuracy.png"
 #: The drift plot names at most this many features (the most drifted); the rest are a band.
 NAMED_FEATURES = 8
 DRIFT_PNG = "drift.png"
+#: The realized (late labels) and estimated scores per night (docs/labels.md).
+REALIZED_PNG = "realized.png"
 REPORT_HTML = "report.html"
 
 
@@ -257,6 +259,61 @@ def plot_accuracy(data: ReportData, metric: str | None = None) -> bytes:
     return _png(fig)
 
 
+def label_records(data: ReportData) -> list[HistoryRecord]:
+    """The nights with a realized score (from late labels), an estimated one, or stored
+    predictions still waiting for their labels, oldest first."""
+    return [r for r in data.history if r.status != "failed" and (
+        r.realized_score is not None or r.estimated_score is not None or r.unlabelled)]
+
+
+#: Columns of the realized-vs-estimated table.
+LABEL_COLUMNS = ["run", "predicted at", "metric", "estimated", "realized", "labelled rows",
+                 "predicted rows", "label coverage"]
+
+
+def _label_row(r: HistoryRecord) -> tuple[Any, ...]:
+    coverage = r.label_coverage
+    return (r.run_id, r.prediction_date or r.timestamp,
+            r.metric if r.has("metric") else "accuracy", r.estimated_score, r.realized_score,
+            r.labelled_rows or 0,
+            r.predicted_rows if r.has("predicted_rows") else r.scored_rows,
+            "0%" if coverage is None else f"{100 * float(coverage):.1f}%")
+
+
+def plot_realized(data: ReportData) -> bytes:
+    """Per night: the realized score once its labels came and the estimated score (when
+    the run estimated one), with the share of its rows labelled (PNG)."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    recs = label_records(data)
+    metric = next((str(r.metric) for r in reversed(recs) if r.metric), "accuracy")
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot()
+    xs = list(range(len(recs)))
+    for key, color, marker, text in (("realized_score", "tab:green", "o", "realized (labels)"),
+                                     ("estimated_score", "tab:purple", "s", "estimated")):
+        values = [getattr(r, key) for r in recs]
+        ys = [math.nan if v is None else float(v) for v in values]
+        if any(not math.isnan(y) for y in ys):
+            ax.plot(xs, ys, color=color, marker=marker, markersize=4, linewidth=1.2,
+                    label=f"{text} {metric}")
+    cover = ax.twinx()
+    cover.bar(xs, [float(r.label_coverage or 0.0) for r in recs], color="tab:gray",
+              alpha=0.25, label="label coverage")
+    cover.set_ylim(0, 1)
+    cover.set_ylabel("share of the night's rows labelled")
+    _run_ticks(ax, [str(r.run_id or "?") for r in recs])
+    ax.set_xlabel("night (oldest to newest)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"realized vs estimated {metric} per night ({len(recs)} nights)")
+    ax.grid(True, alpha=0.3)
+    lines, names = ax.get_legend_handles_labels()
+    bars, bar_names = cover.get_legend_handles_labels()
+    ax.legend(lines + bars, names + bar_names, loc="best", fontsize=8, framealpha=0.9)
+    return _png(fig)
+
+
 def plot_drift(data: ReportData) -> bytes:
     """The data set's drift score and each feature's statistic over the runs (PNG)."""
     require_matplotlib()
@@ -351,6 +408,8 @@ def render_plots(data: ReportData) -> dict[str, bytes]:
             plots[score_png(metric, metrics[0])] = plot_accuracy(data, metric)
     if data.drift:
         plots[DRIFT_PNG] = plot_drift(data)
+    if label_records(data):
+        plots[REALIZED_PNG] = plot_realized(data)
     return plots
 
 
@@ -406,6 +465,18 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
             b64 = base64.b64encode(plots[name]).decode("ascii")
             parts.append(f"<h2>{title}</h2><img alt=\"{title}\" "
                          f"src=\"data:image/png;base64,{b64}\">")
+    labelled = label_records(data)
+    if labelled:
+        parts.append("<h2>Realized vs estimated score</h2><p>Each night's score once its "
+                     "late labels came (joined by id with its stored predictions), next to "
+                     "the score estimated without labels, and the share of its rows "
+                     "labelled so far.</p>")
+        if REALIZED_PNG in plots:
+            b64 = base64.b64encode(plots[REALIZED_PNG]).decode("ascii")
+            parts.append("<img alt=\"Realized vs estimated score\" "
+                         f"src=\"data:image/png;base64,{b64}\">")
+        parts.append(_table([_label_row(r) for r in reversed(labelled)], LABEL_COLUMNS,
+                            "realized"))
     if data.history:
         parts.append("<h2>Runs</h2>")
         parts.append(_table([_history_row(r) for r in reversed(data.history)],

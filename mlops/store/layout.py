@@ -35,6 +35,10 @@ written by earlier releases unreadable, so the names are those on disk today
     predictions/index/<created>~<version-id>   empty marker
     predictions/versions/<version-id>.json     predictions manifest: the commit point
                                                (``scoring.output`` may move this folder)
+    labels/objects/<ab>/<rest>.parquet         label rows (ids + target) of one arrival
+    labels/index/<created>~<version-id>        empty marker
+    labels/versions/<version-id>.json          label manifest: the commit point
+    monitoring/realized/<token>.json           a night's realized score from late labels
 
 Functions named ``*_key`` return keys relative to their folder's store
 (``store.child(DATA)``...); :func:`under` joins a folder and such a key into a key
@@ -52,6 +56,8 @@ RUNS = "runs"
 SERVING = "serving"
 #: Batch predictions of the score step (the default of ``scoring.output``).
 PREDICTIONS = "predictions"
+#: Late labels (``labels.source``), versioned as data is (docs/labels.md).
+LABELS = "labels"
 
 # --- below data/ ---------------------------------------------------------------------
 DATA_OBJECTS = "objects"
@@ -76,6 +82,8 @@ ALIAS_POINTER = "current.json"
 METRICS = "metrics"
 #: The drift reference document.
 REFERENCE = "reference.json"
+#: The realized scores of earlier nights, one object per (predictions, labels) pair.
+REALIZED = "realized"
 
 #: Separates the creation time from the id in an index marker's name.
 INDEX_SEP = "~"
@@ -171,3 +179,9 @@ def predictions_manifest_key(version_id: str) -> str:
     """The manifest (commit point) of a predictions version (below its folder, laid out as
     data manifests are below ``data/``)."""
     return data_manifest_key(version_id)
+
+
+def realized_key(token: str) -> str:
+    """A realized-score record (below ``monitoring/``), named by what it was computed
+    from (the predictions version and the label versions), so it is written once."""
+    return f"{REALIZED}/{token}.json"

@@ -234,8 +234,10 @@ def ingest_file(source: Store, f: SourceFile, data: Store, target: str, algorith
     name = source.url(f.key)
     df, raw = read_source(source, f.key, options)
     ids = list((options or {}).get("ids") or [])
-    # (The task is decided on the merged summaries.)
-    validate(without_ids(df, ids, name), target, name, whole=False)
+    # (The task is decided on the merged summaries.) ``unlabelled``: a file without the
+    # target is valid (``labels`` configured, docs/labels.md).
+    validate(without_ids(df, ids, name), target, name, whole=False,
+             unlabelled=bool((options or {}).get("unlabelled")))
     schema = _schema(df)
     if expected is not None and schema != expected:
         raise DataValidationError(
@@ -334,7 +336,8 @@ def feature_summary(df: pd.DataFrame, target: str, name: str) -> dict[str, Any]:
     bool features (:func:`mlops.engines.sketches.category_summary`)."""
     kinds = feature_kinds(df, target, name)
     counts, missing = category_summary(df, [c for c, kind in kinds.items() if kind != NUMERIC])
-    return {"target": target_summary(df[target]), "feature_kinds": kinds,
+    return {"target": target_summary(df[target]) if target in df.columns else None,
+            "feature_kinds": kinds,
             "categories": counts, "category_missing": missing}
 
 
@@ -543,7 +546,10 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
                             for s in ordered)
     rows = sum(int(s["rows"]) for s in ordered)
     _check_whole(moments, rows, target, source.uri)
-    decided = decide_task([s["target"] for s in ordered], task, target, source.uri)
+    targets = [s["target"] for s in ordered]
+    # No target in any file: an unlabelled batch (its task is the serving model's).
+    decided = "" if all(t is None for t in targets) else \
+        decide_task(targets, task, target, source.uri)
     kinds = merge_kinds(ordered, [source.url(f.key) for f in files])
     if before_commit is not None:
         before_commit(decided, rows)
