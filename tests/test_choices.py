@@ -23,7 +23,8 @@ DATA = Path(__file__).parent / "data"
 
 def test_the_stored_values_are_pinned() -> None:
     assert [str(r) for r in RetrainReason] == [
-        "no_model", "low_accuracy", "low_score", "drift", "schema_change", "degraded",
+        "no_model", "low_accuracy", "low_score", "low_realized_score", "drift",
+        "schema_change", "degraded",
         "serving_model_unusable", "too_few_rows", "rejected_before"]
     assert [str(e) for e in NotifyEvent] == [
         "failure", "drift", "promotion", "rejection", "serving_below_threshold", "rollback",

@@ -33,13 +33,15 @@ def test_report_renders_plots_and_tables(make_config: Any, tmp_path: Path) -> No
     cfg = runs(make_config, 6)
     out = tmp_path / "report"
     files = write_report(Workspace.open(cfg), out)
-    assert [f.name for f in files] == ["report.html", "accuracy.png", "drift.png"]
+    # realized.png: the nights' estimated scores (CBPE) beside any realized by late labels
+    assert [f.name for f in files] == ["report.html", "accuracy.png", "drift.png",
+                                       "realized.png"]
     for png in files[1:]:
         assert png.read_bytes().startswith(PNG_MAGIC)
         assert png.stat().st_size > 10_000
     page = files[0].read_text(encoding="utf-8")
     images = re.findall(r'<img alt="[^"]+" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 2
+    assert len(images) == 3
     assert all(base64.b64decode(b).startswith(PNG_MAGIC) for b in images)
     assert '<table class="drift">' in page and '<table class="registry">' in page
     # The latest drift report is the last run's, one row per feature.

@@ -47,11 +47,11 @@ def test_the_records_of_earlier_releases_read_and_write_back_unchanged() -> None
 
 def test_absent_and_null_stay_apart_and_unknown_keys_are_kept() -> None:
     doc = {"timestamp": "2026-12-04T00:00:00+00:00", "accuracy": None, "drift": None,
-           "realized_score": 0.8}  # a key a later release writes
+           "calibrated_at": "x"}  # a key a later release writes
     record = HistoryRecord.from_dict(doc)
     assert record.drift is None and record.has("drift")
     assert record.score is None and not record.has("score")
-    assert record.extra == {"realized_score": 0.8}
+    assert record.extra == {"calibrated_at": "x"}
     assert record.to_dict() == doc
     changed = record.replace(score=0.5, note="x")
     assert changed.to_dict() == {**doc, "score": 0.5, "note": "x"}
@@ -61,12 +61,12 @@ def test_absent_and_null_stay_apart_and_unknown_keys_are_kept() -> None:
 def test_a_new_optional_field_is_one_line() -> None:
     @dataclass(frozen=True)
     class Later(HistoryRecord):
-        realized_score: float | None = optional()
+        calibrated_score: float | None = optional()
 
     for _, doc in _docs("store-*/monitoring/metrics/*.json"):
         assert Later.from_dict(doc).to_dict() == doc  # old records: the key stays absent
-    later = Later.from_dict({"timestamp": "t", "realized_score": 0.75})
-    assert later.realized_score == 0.75 and later.to_dict()["realized_score"] == 0.75
+    later = Later.from_dict({"timestamp": "t", "calibrated_score": 0.75})
+    assert later.calibrated_score == 0.75 and later.to_dict()["calibrated_score"] == 0.75
 
 
 def test_a_fact_of_the_wrong_type_names_its_key() -> None:
