@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
+from mlops import auto_engine
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
@@ -51,7 +52,7 @@ from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
 from mlops.hashing import row_hashes, seen_rows, sorted_unique
 from mlops.ids import check_version_id
 from mlops.monitor import DRIFT, NO_MODEL
-from mlops.records import TrainingFacts
+from mlops.records import PARTITIONED, TrainingFacts
 from mlops.registry import PRODUCTION
 from mlops.schema import InputSchema, SchemaChange, compare
 from mlops.serving import export_for_serving
@@ -120,6 +121,9 @@ class IngestResult(StepResult):
     too_few_rows: str = ""
     #: What looks wrong in the table but was accepted (mlops.data.table_warnings).
     warnings: list[str] = field(default_factory=list)
+    #: The engine ingest ran on (``data.engine``, or what ``auto`` chose; "" in an older
+    #: result); the later steps run on the same one (mlops.auto_engine).
+    engine: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,14 @@ class ScoreResult(StepResult):
 
 def _workspace(config: Config, ws: Workspace | None) -> Workspace:
     return ws if ws is not None else Workspace.open(config)
+
+
+def _follow(config: Config, ws: Workspace, ingested: IngestResult) -> Config:
+    """With ``data.engine: auto``, the config of the engine the night's ingest ran on."""
+    if config.data.engine != auto_engine.AUTO or ingested.engine:
+        return auto_engine.follow(config, ingested.engine)
+    kind = ws.versioner.get_metadata(ingested.data_version).get("kind")
+    return auto_engine.follow(config, "", kind == PARTITIONED)
 
 
 class _Trainer(Protocol):
@@ -329,6 +341,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
+    config, _ = auto_engine.resolve(config)  # data.engine: auto -> pandas or dask (logged)
     d = config.data
     files: list[dict[str, Any]] = []
     if d.engine == DASK:
@@ -359,7 +372,8 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
             feature_kinds(features, d.target_column)
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
                           feature_means=means, task=task, feature_kinds=kinds,
-                          source_files=files, too_few_rows=small, warnings=warned)
+                          source_files=files, too_few_rows=small, warnings=warned,
+                          engine=d.engine)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -388,6 +402,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
+    config = _follow(config, ws, ingested)
     recorded = ws.read_result(run_id, MONITOR_CHECK)
     if recorded is not None and recorded.get("retrain") and ws.registry.exists(run_id):
         # A resume after train saved this run's model and crashed before its alias
@@ -573,6 +588,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
+    config = _follow(config, ws, ingested)
     if ingested.task:
         check_training(config.training, ingested.task)
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}

@@ -75,7 +75,8 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
         metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
-        serving_uri}`` (``accuracy`` is None for a regression); ``drift_error`` says why
+        serving_uri, engine}`` (``accuracy`` is None for a regression; ``engine`` the one
+        the night ran on, what ``data.engine: auto`` chose); ``drift_error`` says why
         drift could not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
         the serving model's export folder (``serving/<version>``, one subfolder per format),
         None when it has none; ``predictions_uri`` (only when ``scoring.source`` is set) is
@@ -133,6 +134,8 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "challenger_metrics": trained.get("metrics") if trained else None,
         "champion_accuracy": trained.get("champion_accuracy") if trained else None,
         "task": checked.get("task") or ingested.get("task"),
+        # The engine the night ran on: data.engine, or what auto chose (mlops.auto_engine).
+        "engine": ingested.get("engine") or ws.config.data.engine,
         "metric": metric,
         "score": score,
         "metrics": metrics,
