@@ -140,3 +140,28 @@ def test_auto_night_runs_on_dask_when_the_data_does_not_fit(
     assert any("engine auto chose dask" in r.getMessage() for r in caplog.records)
     manifest = Workspace.open(cfg).versioner.get_metadata(summary["data_version"])
     assert manifest["kind"] == "partitioned"  # later steps followed ingest onto Dask
+
+
+# --- mlops run on the Dask engine: one local cluster for the night --------------------------
+def test_mlops_run_starts_one_local_cluster_for_all_its_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting worker processes is most of a small Dask night (``make bench`` B14): the
+    steps of one ``mlops run`` share the cluster. A spy counts the real clusters started."""
+    import distributed
+
+    started: list[Any] = []
+    real = distributed.LocalCluster
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        cluster = real(*args, **kwargs)
+        started.append(cluster)
+        return cluster
+
+    monkeypatch.setattr(distributed, "LocalCluster", spy)
+    cfg = Config.from_dict({"storage": {"uri": str(tmp_path / "store")},
+                            "data": {"source": str(_source(tmp_path)), "engine": "dask"},
+                            "dask": {"processes": False, "n_workers": 1, "memory_limit": "0"}})
+    summary = run_pipeline(cfg)  # ingest, monitor-check and train: three steps
+    assert summary["retrained"] and summary["engine"] == "dask"
+    assert len(started) == 1
+    assert all(c.status.name == "closed" for c in started)  # closed at the end of the run
