@@ -181,13 +181,15 @@ def register_profile(df: pd.DataFrame, work: Path, rounds: int) -> dict[str, flo
     folder = work / "b1-parts"
     _fresh(folder)
     store = open_store(str(folder))
-    opts = {"engine": "pyarrow", "use_dictionary": _dictionary_columns(df)}
+    dictionary = _dictionary_columns(df)
     parts: dict[str, Callable[[], Any]] = {
         "hash": lambda: content_hash(df),
         "stats": lambda: column_stats(df),
-        "encode_write": lambda: df.to_parquet(folder / "enc.parquet", **opts),
+        "encode_write": lambda: df.to_parquet(folder / "enc.parquet", engine="pyarrow",
+                                              use_dictionary=dictionary),
         "object_write": lambda: store.write_hashed(
-            "obj.parquet", lambda f: df.to_parquet(f, **opts), "crc32c"),
+            "obj.parquet", lambda f: df.to_parquet(f, engine="pyarrow",
+                                                   use_dictionary=dictionary), "crc32c"),
     }
     out = {}
     for name, fn in parts.items():
