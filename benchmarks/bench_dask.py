@@ -55,7 +55,7 @@ import pandas as pd
 
 from benchmarks.run import RESULTS_DIR, Row, _check, alternate, machine
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.pipeline import ingest, monitor_check, train
 from mlops.workspace import Workspace
 
@@ -279,7 +279,7 @@ def bench_sketches(rows: int) -> Row:
     from scipy import stats
 
     from mlops.drift import DriftSettings, bin_shares, build_reference, psi
-    from mlops.sketches import (
+    from mlops.engines.sketches import (
         column_moments,
         decode,
         ks_statistic,

@@ -780,7 +780,7 @@ def b14(work: Path, sizes: Sizes) -> list[Row]:
     operator's or the controller's ephemeral cluster is when a step starts)."""
     from distributed import LocalCluster
 
-    from mlops.dask_engine import NO_DASHBOARD
+    from mlops.engines.dask import NO_DASHBOARD
     from mlops.runner import run_pipeline as night
 
     src = work / "b14-src"

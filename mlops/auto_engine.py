@@ -5,7 +5,7 @@ The rule (:func:`choose_engine`, a pure function)::
     pandas  if  estimated in-memory bytes x AUTO_MEMORY_FACTOR  <=  memory limit
     dask    otherwise
 
-* The memory limit is the container's (:func:`mlops.dask_engine.container_memory_limit`:
+* The memory limit is the container's (:func:`mlops.engines.dask.container_memory_limit`:
   cgroup v2 ``memory.max``, cgroup v1 ``memory.limit_in_bytes``, else the pod's limit in
   ``$MLOPS_MEMORY_LIMIT``), else the machine's physical memory.
 * :data:`AUTO_MEMORY_FACTOR` (4) covers what the pandas engine holds besides the frame:
@@ -80,7 +80,7 @@ def _mb(n: int) -> str:
 
 def memory_limit(root: str | None = None, env: Any = None) -> int:
     """The container's memory limit, else the machine's physical memory (bytes)."""
-    from mlops.dask_engine import container_memory_limit
+    from mlops.engines.dask import container_memory_limit
 
     limit = container_memory_limit(root, env)
     if limit:

@@ -197,7 +197,7 @@ def _reference_owner_problem(store: Store, vid: str) -> str | None:
 def _sketch_problem(manifest: DataManifest) -> str | None:
     """A merged KLL sketch of a partitioned version that does not decode (needs the
     ``mlops[dask]`` extra; without it the sketches cannot be read and are not checked)."""
-    from mlops.sketches import decode
+    from mlops.engines.sketches import decode
 
     for column, text in manifest.sketches.items():
         try:

@@ -8,6 +8,9 @@
   held-out rows (give or take ``promotion.tolerance``).
 * :func:`rejected_before`: a challenger already rejected on a data version with the
   same config (same :func:`config_fingerprint`) is not trained again.
+
+The retrain reasons themselves are decided in one place, :meth:`mlops.monitor.
+ModelMonitor.decide` (their names are re-exported here).
 """
 
 from __future__ import annotations
@@ -29,20 +32,16 @@ from mlops.gating import (
     higher_is_better,
     meets_threshold,
 )
+from mlops.monitor import (
+    LOW_ACCURACY,
+    LOW_SCORE,
+    REJECTED_BEFORE,
+    SCHEMA_CHANGE,
+    low_score_reason,
+)
 from mlops.records import ModelRecord
 from mlops.registry import ModelRegistry
 from mlops.schema import ColumnSchema, InputSchema
-
-#: Retrain reasons added by this module (``no_model`` and ``drift`` are the monitor's).
-LOW_ACCURACY = "low_accuracy"
-LOW_SCORE = "low_score"
-SCHEMA_CHANGE = "schema_change"
-REJECTED_BEFORE = "rejected_before"
-
-
-def low_score_reason(metric: str) -> str:
-    """The retrain reason of a serving model below the limit (``low_accuracy`` for accuracy)."""
-    return LOW_ACCURACY if metric == "accuracy" else LOW_SCORE
 
 
 def promotion_decision(challenger_score: float | None, champion: str | None,

@@ -27,6 +27,13 @@ For the per-feature methods the dataset drifts when the share of drifted feature
 is at least ``drift_share`` (default 0.5), and the report's ``score`` (the ``drift``
 float of step results and summaries) is that share.
 
+Every statistic is one row of :data:`STAT_TESTS` (name, method, feature kind, the
+``monitoring.*`` key of its threshold, the direction it drifts in), with an exact-values
+implementation and a sketch implementation (registered by
+:mod:`mlops.engines.sketches`), as Evidently's stat-test registry keeps one per engine.
+Both engines' reports run one loop (:func:`feature_report`), and a feature's result is
+made in one place (:meth:`StatTest.judge`).
+
 The reference (:func:`build_reference`) keeps only what the methods need: per
 feature the mean, the standard deviation, quantile bin edges with the reference's
 bin shares, and a bounded, deterministic sample (at most ``sample_size`` rows).
@@ -35,7 +42,7 @@ bin shares, and a bounded, deterministic sample (at most ``sample_size`` rows).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -447,6 +454,137 @@ def resolve_method(method: str, reference_rows: int | None) -> str:
         else WASSERSTEIN
 
 
+# --- the statistics table --------------------------------------------------------------------
+#: How a statistic is compared with its threshold: drifted at ``value >= threshold``
+#: (distances, PSI), ``value > threshold`` (``mean_l1``'s relative change) or
+#: ``value < threshold`` (p-values).
+AT_LEAST = ">="
+ABOVE = ">"
+BELOW = "<"
+
+
+@dataclass(frozen=True)
+class StatTest:
+    """One drift statistic: what it is called, which method and feature kind it serves,
+    which ``monitoring.*`` key holds its threshold and which way it drifts, and its
+    exact-values implementation. Its sketch implementation (the Dask engine's, from
+    merged KLL sketches) is registered by :mod:`mlops.engines.sketches`
+    (:func:`add_sketch_impl`), as Evidently registers a stat test's engine
+    implementations; the input of ``mean_l1`` (means) and of the categorical statistics
+    (rows per category) merges exactly, so their exact implementation serves both.
+
+    Implementations: numeric ``exact(reference_feature, values) -> value``;
+    categorical ``exact(reference_shares, current_shares, current_counts) -> value``;
+    ``mean_l1`` ``exact(reference_mean, current_mean) -> value``.
+    """
+
+    name: str
+    method: str
+    kind: str
+    threshold_key: str
+    direction: str
+    exact: Callable[..., float]
+    #: Its input merges exactly over partitions (feature means, rows per category): the
+    #: exact implementation is the sketch one too.
+    merges_exactly: bool = False
+
+    @property
+    def sketch(self) -> Callable[..., float]:
+        """The implementation from sketches (see the class docstring).
+
+        Raises:
+            LookupError: None is registered (:mod:`mlops.engines.sketches` not imported).
+        """
+        if self.merges_exactly:
+            return self.exact
+        try:
+            return _SKETCH_IMPLS[self.name]
+        except KeyError:
+            raise LookupError(f"drift statistic '{self.name}' has no sketch "
+                              "implementation registered") from None
+
+    def threshold(self, settings: DriftSettings) -> float:
+        """Its threshold: ``monitoring.<threshold_key>``."""
+        return float(getattr(settings, self.threshold_key))
+
+    def drifted(self, value: float, threshold: float) -> bool:
+        """Whether ``value`` is drift against ``threshold`` (see :data:`AT_LEAST`)."""
+        if self.direction == BELOW:
+            return value < threshold
+        return value > threshold if self.direction == ABOVE else value >= threshold
+
+    def judge(self, feature: str, value: float, settings: DriftSettings,
+              **facts: Any) -> FeatureDrift:
+        """The feature's :class:`FeatureDrift`: the one place one is made from a value."""
+        threshold = self.threshold(settings)
+        return FeatureDrift(feature, self.name, value, threshold,
+                            self.drifted(value, threshold), kind=self.kind, **facts)
+
+
+def _exact_psi(ref: Mapping[str, Any], values: np.ndarray) -> float:
+    import numpy as np
+
+    return psi(np.asarray(ref["shares"]), bin_shares(values, list(ref["edges"])))
+
+
+def _exact_ks(ref: Mapping[str, Any], values: np.ndarray) -> float:
+    import numpy as np
+
+    return ks_p_value(np.asarray(ref["sample"], dtype=np.float64), values)
+
+
+def _exact_wasserstein(ref: Mapping[str, Any], values: np.ndarray) -> float:
+    import numpy as np
+
+    return normalized_wasserstein(np.asarray(ref["sample"], dtype=np.float64), values,
+                                  float(ref["std"]))
+
+
+def _categories_psi(ref: np.ndarray, cur: np.ndarray, counts: np.ndarray) -> float:
+    return psi(ref, cur)
+
+
+def _categories_chi2(ref: np.ndarray, cur: np.ndarray, counts: np.ndarray) -> float:
+    return chi2_p_value(ref, counts)
+
+
+def _categories_js(ref: np.ndarray, cur: np.ndarray, counts: np.ndarray) -> float:
+    return js_distance(ref, cur)
+
+
+#: Every drift statistic, once: ``(name, method, kind, threshold key, direction, exact,
+#: merges exactly)``.
+STAT_TESTS: tuple[StatTest, ...] = (
+    StatTest(MEAN_L1, MEAN_L1, NUMERIC, "drift_threshold", ABOVE, relative_change, True),
+    StatTest(PSI, PSI, NUMERIC, "psi_threshold", AT_LEAST, _exact_psi),
+    StatTest(KS, KS, NUMERIC, "ks_p_value", BELOW, _exact_ks),
+    StatTest(WASSERSTEIN, WASSERSTEIN, NUMERIC, "wasserstein_threshold", AT_LEAST,
+             _exact_wasserstein),
+    StatTest(PSI_CATEGORIES, PSI, CATEGORICAL, "psi_threshold", AT_LEAST, _categories_psi,
+             True),
+    StatTest(CHI2, KS, CATEGORICAL, "ks_p_value", BELOW, _categories_chi2, True),
+    StatTest(JENSEN_SHANNON, WASSERSTEIN, CATEGORICAL, "wasserstein_threshold", AT_LEAST,
+             _categories_js, True),
+)
+_BY_METHOD = {(t.method, t.kind): t for t in STAT_TESTS}
+#: Sketch implementations of the numeric statistics, by name (:func:`add_sketch_impl`).
+_SKETCH_IMPLS: dict[str, Callable[..., float]] = {}
+
+
+def add_sketch_impl(name: str, impl: Callable[..., float]) -> None:
+    """Register the sketch implementation of the numeric statistic ``name``
+    (``impl(reference_feature, sketch, context) -> value``)."""
+    if (name, NUMERIC) not in {(t.name, t.kind) for t in STAT_TESTS}:
+        raise ValueError(f"no numeric drift statistic '{name}' in STAT_TESTS")
+    _SKETCH_IMPLS[name] = impl
+
+
+def stat_test(method: str, kind: str = NUMERIC) -> StatTest:
+    """The statistic of a resolved ``method`` (not ``auto``) for a feature ``kind``."""
+    return _BY_METHOD[(method, CATEGORICAL if kind == BOOL else kind)]
+
+
+# --- reports -------------------------------------------------------------------------------
 def mean_l1_report(reference_means: Mapping[str, float], current_means: Mapping[str, float],
                    settings: DriftSettings, note: str = "") -> DriftReport:
     """The ``mean_l1`` report (the dataset score is :func:`relative_l1`).
@@ -460,22 +598,69 @@ def mean_l1_report(reference_means: Mapping[str, float], current_means: Mapping[
     Returns:
         The report.
     """
-    shared = [k for k in reference_means if k in current_means]
-    feats = []
-    for k in shared:
-        change = relative_change(float(reference_means[k]), float(current_means[k]))
-        feats.append(FeatureDrift(k, MEAN_L1, change, settings.drift_threshold,
-                                  change > settings.drift_threshold))
+    test = stat_test(MEAN_L1)
+    feats = [test.judge(k, test.exact(float(reference_means[k]), float(current_means[k])),
+                        settings)
+             for k in reference_means if k in current_means]
     score = relative_l1(reference_means, current_means)
     share = sum(f.drifted for f in feats) / len(feats) if feats else 0.0
+    threshold = test.threshold(settings)
     return DriftReport(method=MEAN_L1, features=tuple(feats), share_drifted=share, score=score,
-                       threshold=settings.drift_threshold,
-                       dataset_drifted=score > settings.drift_threshold, note=note)
+                       threshold=threshold, dataset_drifted=test.drifted(score, threshold),
+                       note=note)
+
+
+#: A batch's numeric feature as a report reads it: ``(name, reference feature, its
+#: statistic) -> (value, missing rate)``, or None when the batch has no such feature.
+NumericValue = Callable[[str, Mapping[str, Any], StatTest], "tuple[float, float | None] | None"]
+#: A batch's categorical feature: ``name -> (rows per category, missing rate)`` or None.
+CategoryCounts = Callable[[str], "tuple[Mapping[str, int] | pd.Series, float] | None"]
+
+
+def feature_report(reference: Mapping[str, Any], settings: DriftSettings,
+                   numeric: NumericValue, categories: CategoryCounts) -> DriftReport:
+    """The per-feature report (``psi``, ``ks``, ``wasserstein`` or ``auto``) of a batch,
+    whichever engine measures it: the one loop over the reference's features.
+
+    Args:
+        reference: A drift reference (:func:`build_reference` or
+            :func:`mlops.engines.sketches.reference_from_sketches` output).
+        settings: Method and thresholds.
+        numeric: Measures a numeric feature with its statistic (the exact
+            implementation on values, or the sketch one).
+        categories: The batch's rows per category of a categorical feature.
+
+    Returns:
+        The report; features missing on either side are left out.
+    """
+    rows = reference.get("rows")
+    method = resolve_method(settings.method, rows)
+    feats = []
+    for name, ref in reference.get("features", {}).items():
+        kind = ref.get("kind", NUMERIC)
+        test = stat_test(method, kind)
+        facts: dict[str, Any] = {"reference_missing_rate": ref.get("missing_rate")}
+        if kind == CATEGORICAL:
+            got = categories(name)
+            if got is None:
+                continue
+            counts, missing = got
+            ref_shares, cur_shares, cur_counts, unseen = shares_of_counts(
+                ref.get("categories", {}), counts)
+            value = test.exact(ref_shares, cur_shares, cur_counts)
+            facts.update(missing_rate=missing, unseen=unseen)
+        else:
+            measured = numeric(name, ref, test)
+            if measured is None:
+                continue
+            value, facts["missing_rate"] = measured
+        feats.append(test.judge(name, value, settings, **facts))
+    return per_feature_report(feats, settings, rows)
 
 
 def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
                         settings: DriftSettings) -> DriftReport:
-    """A per-feature report (``psi``, ``ks``, ``wasserstein`` or ``auto``).
+    """The per-feature report of a batch's values (the exact implementations).
 
     Args:
         reference: The output of :func:`build_reference`.
@@ -487,39 +672,29 @@ def distribution_report(reference: Mapping[str, Any], current: pd.DataFrame,
     """
     import numpy as np
 
-    rows = reference.get("rows")
-    stat_name = resolve_method(settings.method, rows)
-    feats = []
-    for name, ref in reference.get("features", {}).items():
-        if name not in current.columns:
-            continue
+    def missing_rate(name: str) -> float:
         series = current[name]
-        missing = float(series.isna().mean()) if len(series) else 0.0
-        ref_missing = ref.get("missing_rate")
-        if ref.get("kind", NUMERIC) == CATEGORICAL:
-            feats.append(_categorical_drift(name, ref, series, stat_name, settings, missing))
-            continue
+        return float(series.isna().mean()) if len(series) else 0.0
+
+    def numeric(name: str, ref: Mapping[str, Any], test: StatTest
+                ) -> tuple[float, float | None] | None:
+        if name not in current.columns:
+            return None
+        series = current[name]
         if _kind(series, name) != NUMERIC:
-            continue  # re-typed: a schema change, reported by monitor-check
+            return None  # re-typed: a schema change, reported by monitor-check
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         values = values[~np.isnan(values)]
         if values.size == 0:
-            continue
-        sample = np.asarray(ref["sample"], dtype=np.float64)
-        extra = {"missing_rate": missing, "reference_missing_rate": ref_missing}
-        if stat_name == PSI:
-            value = psi(np.asarray(ref["shares"]), bin_shares(values, list(ref["edges"])))
-            feats.append(FeatureDrift(name, PSI, value, settings.psi_threshold,
-                                      value >= settings.psi_threshold, **extra))
-        elif stat_name == KS:
-            value = ks_p_value(sample, values)
-            feats.append(FeatureDrift(name, KS, value, settings.ks_p_value,
-                                      value < settings.ks_p_value, **extra))
-        else:
-            value = normalized_wasserstein(sample, values, float(ref["std"]))
-            feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
-                                      value >= settings.wasserstein_threshold, **extra))
-    return per_feature_report(feats, settings, rows)
+            return None
+        return test.exact(ref, values), missing_rate(name)
+
+    def categories(name: str) -> tuple[pd.Series, float] | None:
+        if name not in current.columns:
+            return None
+        return category_counts(current[name]), missing_rate(name)
+
+    return feature_report(reference, settings, numeric, categories)
 
 
 def per_feature_report(feats: list[FeatureDrift], settings: DriftSettings,
@@ -536,30 +711,3 @@ def per_feature_report(feats: list[FeatureDrift], settings: DriftSettings,
                        score=share, threshold=settings.drift_share,
                        dataset_drifted=bool(feats) and share >= settings.drift_share,
                        reference_rows=None if reference_rows is None else int(reference_rows))
-
-
-def _categorical_drift(name: str, ref: Mapping[str, Any], series: pd.Series, stat_name: str,
-                       settings: DriftSettings, missing: float) -> FeatureDrift:
-    return categorical_drift(name, ref, category_counts(series), stat_name, settings, missing)
-
-
-def categorical_drift(name: str, ref: Mapping[str, Any], counts: Mapping[str, int] | pd.Series,
-                      stat_name: str, settings: DriftSettings, missing: float) -> FeatureDrift:
-    """A categorical feature's drift from the batch's rows per category (``counts``) and
-    its missing-value rate; ``stat_name`` is the resolved method (see the module doc)."""
-    ref_shares, cur_shares, cur_counts, unseen = shares_of_counts(ref.get("categories", {}),
-                                                                  counts)
-    common: dict[str, Any] = {"kind": CATEGORICAL, "missing_rate": missing,
-                              "reference_missing_rate": ref.get("missing_rate"),
-                              "unseen": unseen}
-    if stat_name == PSI:
-        value = psi(ref_shares, cur_shares)
-        return FeatureDrift(name, PSI_CATEGORIES, value, settings.psi_threshold,
-                            value >= settings.psi_threshold, **common)
-    if stat_name == KS:
-        value = chi2_p_value(ref_shares, cur_counts)
-        return FeatureDrift(name, CHI2, value, settings.ks_p_value,
-                            value < settings.ks_p_value, **common)
-    value = js_distance(ref_shares, cur_shares)
-    return FeatureDrift(name, JENSEN_SHANNON, value, settings.wasserstein_threshold,
-                        value >= settings.wasserstein_threshold, **common)

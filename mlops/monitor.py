@@ -29,8 +29,8 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from mlops.drift import (
     mean_l1_report,
     relative_l1,
 )
+from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded, meets_threshold
 from mlops.ids import compact, iso, utc_now
 from mlops.storage import CorruptObjectError, Store, as_store
 
@@ -53,9 +54,89 @@ if TYPE_CHECKING:  # pandas loads with the data a drift check is given, not with
 
 log = logging.getLogger(__name__)
 
+#: The retrain reasons, all decided by :meth:`ModelMonitor.decide`, in the order a
+#: decision lists them: why a retrain is wanted, then why a wanted one is skipped.
 NO_MODEL = "no_model"
+SCHEMA_CHANGE = "schema_change"
 LOW_ACCURACY = "low_accuracy"
+LOW_SCORE = "low_score"
 DRIFT = "drift"
+#: Skipped: the batch is smaller than ``training.min_rows`` / ``min_test_rows``.
+TOO_FEW_ROWS = "too_few_rows"
+#: Skipped: a challenger trained on this data with the same config was rejected before.
+REJECTED_BEFORE = "rejected_before"
+
+
+def low_score_reason(metric: str) -> str:
+    """The retrain reason of a serving model below the limit (``low_accuracy`` for accuracy)."""
+    return LOW_ACCURACY if metric == "accuracy" else LOW_SCORE
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """One batch as the retrain decision sees it: its statistics (from an engine, see
+    :mod:`mlops.engines`) and the serving model's result on it (from the step).
+
+    Attributes:
+        rows: Rows of the batch (None: unknown; drift then counts).
+        means: Feature means of the batch.
+        frame: The batch's features (exact-values drift statistics), or None.
+        sketches: Encoded KLL sketches of its numeric features (sketch drift statistics,
+            the Dask engine), or None.
+        categories: With ``sketches``: rows per category of its categorical features.
+        missing: With ``sketches``: the missing-value rate of each feature.
+        no_model: True when no model serves yet.
+        metric: The gating metric; ``score`` is the serving model's value of it on the
+            batch and ``threshold`` its limit (None: no limit).
+        metrics: Every metric of the serving model on the batch.
+        scored: Whether the serving model's score on the batch was measured (False
+            without a model, with a schema change, or when every row was seen).
+        scored_rows: Rows it was scored on (None: not scored); ``skipped_seen_rows``:
+            rows left out as among its training rows.
+        baseline_score: Its ``metric`` on its held-out split at training.
+        max_degradation: ``monitoring.max_degradation`` (None: never degraded).
+        schema_change: The batch's columns differ from the serving model's.
+        serving_error: Why the serving model cannot be used ("" when it can).
+        reference: The drift reference to compare with (None: none).
+        drift_error: Why drift cannot be measured, when known.
+        own_data: The batch is the serving model's own data version: never drift.
+        too_few_rows: Why the batch is too small to train on ("" when it is not).
+        rejected: Called only when a retrain is wanted: why a challenger of this batch
+            was already rejected with the same config ("" when none was).
+        estimated_score: An estimate of the serving model's ``metric`` without labels
+            (None: not estimated); ``estimated_metrics`` every estimated metric.
+    """
+
+    rows: int | None
+    means: Mapping[str, float]
+    frame: pd.DataFrame | None = None
+    sketches: Mapping[str, str] | None = None
+    categories: Mapping[str, Mapping[str, int]] | None = None
+    missing: Mapping[str, float] | None = None
+    no_model: bool = False
+    metric: str = "accuracy"
+    score: float | None = None
+    threshold: float | None = None
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    scored: bool = False
+    scored_rows: int | None = None
+    skipped_seen_rows: int = 0
+    baseline_score: float | None = None
+    max_degradation: float | None = None
+    schema_change: bool = False
+    serving_error: str = ""
+    reference: Any = None
+    drift_error: str | None = None
+    own_data: bool = False
+    too_few_rows: str = ""
+    rejected: Callable[[], str] | None = None
+    estimated_score: float | None = None
+    estimated_metrics: Mapping[str, float | None] = field(default_factory=dict)
+
+    @property
+    def all_seen(self) -> bool:
+        """Every row was among the serving model's training rows: nothing was scored."""
+        return self.scored_rows == 0 and self.skipped_seen_rows > 0
 
 
 @dataclass(frozen=True)
@@ -63,8 +144,10 @@ class RetrainDecision:
     """Whether to retrain, and why.
 
     Attributes:
-        retrain: True when any reason applies.
-        reasons: Subset of ``no_model``, ``low_accuracy``, ``drift``, in that order.
+        retrain: True when any reason asks for a retrain and none skips it.
+        reasons: In order: ``no_model``; ``schema_change`` and ``serving_model_unusable``,
+            or ``low_accuracy`` / ``low_score``, or ``degraded``; ``drift``; then
+            ``too_few_rows`` or ``rejected_before`` when a wanted retrain is skipped.
         accuracy: The current model's accuracy on the new data (None without a model).
         drift: The drift score (0.0 without a reference).
         drift_counted: False when the batch was too small for drift to count.
@@ -83,6 +166,8 @@ class RetrainDecision:
     n_samples: int | None = None
     drift_report: DriftReport | None = None
     drift_error: str | None = None
+    #: Why a wanted retrain is skipped (too few rows, rejected before), or "".
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -239,7 +324,7 @@ class ModelMonitor:
                 bounded sample; see :func:`mlops.drift.build_reference`).
             distribution: A ready distribution summary instead of ``reference_frame``
                 (the Dask engine's, built from sketches:
-                :func:`mlops.sketches.reference_from_sketches`).
+                :func:`mlops.engines.sketches.reference_from_sketches`).
             **extra: Facts kept with it (``data_version``, ``model_version``...).
         """
         doc = self.reference_document(feature_means, reference_frame, distribution, **extra)
@@ -292,7 +377,7 @@ class ModelMonitor:
                 to ``mean_l1`` and say so in the note, unless ``sketches`` are given).
             sketches: Encoded KLL sketches of the batch's features (the Dask engine's
                 partitioned versions keep them): the per-feature methods are computed
-                from them (:func:`mlops.sketches.sketch_report`) without the data.
+                from them (:func:`mlops.engines.sketches.sketch_report`) without the data.
             rows: Rows of the batch (with ``sketches``).
             categories: Rows per category of the batch's categorical features (with
                 ``sketches``: the Dask engine's merged counts).
@@ -323,7 +408,7 @@ class ModelMonitor:
             return mean_l1_report(ref_means, means, settings)
         dist = reference.get("distribution")
         if dist is not None and sketches is not None:
-            from mlops.sketches import sketch_report
+            from mlops.engines.sketches import sketch_report
 
             return sketch_report(dist, sketches, int(rows or 0), settings, means=means,
                                  categories=categories, missing=missing)
@@ -337,59 +422,92 @@ class ModelMonitor:
         return distribution_report(dist, current, settings)
 
     # --- decision ----------------------------------------------------------------------
-    def decide(self, current_accuracy: float | None,
-               current_feature_means: Mapping[str, float], no_model_yet: bool,
-               n_samples: int | None = None,
+    def decide(self, current: BatchProfile | float | None,
+               current_feature_means: Mapping[str, float] | None = None,
+               no_model_yet: bool = False, n_samples: int | None = None,
                current_frame: pd.DataFrame | None = None,
                reference: Any = _DEFAULT_REFERENCE,
-               drift_error: str | None = None, *,
-               sketches: Mapping[str, str] | None = None,
-               categories: Mapping[str, Mapping[str, int]] | None = None,
-               missing: Mapping[str, float] | None = None) -> RetrainDecision:
-        """The retrain decision with its reasons.
+               drift_error: str | None = None) -> RetrainDecision:
+        """The retrain decision with its reasons: the one place that decides them.
 
         Args:
-            current_accuracy: The current model's accuracy on the new data.
+            current: The batch's :class:`BatchProfile` (what the pipeline passes), or, as
+                in the seed API, the current model's accuracy on the new data (None when
+                unknown), with the arguments below.
             current_feature_means: Feature means of the new data.
             no_model_yet: True when no model exists.
             n_samples: Rows in the new data; drift counts only when None or at least
                 ``drift_min_samples``.
             current_frame: The new data's features, needed by every method but
-                ``mean_l1`` (or ``sketches``).
+                ``mean_l1``.
             reference: The reference to measure drift against (see :meth:`drift_report`);
                 None when there is none.
             drift_error: Why there is no usable reference, when the caller knows.
-            sketches: Encoded quantile sketches of the new data's features (the Dask
-                engine): the per-feature methods use them instead of a frame.
-            categories: With ``sketches``: rows per category of the categorical features.
-            missing: With ``sketches``: the missing-value rate of each feature.
 
         Returns:
             The decision; ``drift`` is the report's score (the relative L1 score for
-            ``mean_l1``, the share of drifted features otherwise).
+            ``mean_l1``, the share of drifted features otherwise). With a profile, the
+            gating metric below its threshold gives ``low_accuracy`` (accuracy) or
+            ``low_score``; in the seed form, an accuracy below ``accuracy_min_threshold``
+            gives ``low_accuracy``.
         """
-        reasons = []
-        if no_model_yet:
-            reasons.append(NO_MODEL)
-        if current_accuracy is not None and current_accuracy < self.accuracy_min_threshold:
-            reasons.append(LOW_ACCURACY)
-        report = self.drift_report(current_frame if current_frame is not None
-                                   else current_feature_means, means=current_feature_means,
-                                   reference=reference, sketches=sketches, rows=n_samples,
-                                   categories=categories, missing=missing)
+        if isinstance(current, BatchProfile):
+            profile = current
+        else:
+            profile = BatchProfile(
+                rows=n_samples, means=dict(current_feature_means or {}), frame=current_frame,
+                no_model=no_model_yet, score=current, threshold=self.accuracy_min_threshold,
+                metrics={"accuracy": current}, scored=current is not None,
+                reference=self.get_reference() if reference is _DEFAULT_REFERENCE
+                else reference, drift_error=drift_error)
+        return self._decide(profile)
+
+    def _decide(self, p: BatchProfile) -> RetrainDecision:
+        reasons = [NO_MODEL] if p.no_model else []
+        serving = []  # what the serving model's state on the batch asks for
+        if p.schema_change:
+            serving.append(SCHEMA_CHANGE)
+        if p.serving_error:
+            serving.append(SERVING_MODEL_UNUSABLE)
+        if p.scored and not serving and not p.all_seen:
+            if not meets_threshold(p.score, p.threshold, p.metric):
+                serving.append(low_score_reason(p.metric))
+            elif not p.no_model and degraded(p.score, p.baseline_score, p.metric,
+                                             p.max_degradation):
+                serving.append(DEGRADED)  # within the limit, far below its own baseline
+        reasons += serving
+        report = self.drift_report(p.frame if p.frame is not None else p.means,
+                                   means=p.means, reference=p.reference, sketches=p.sketches,
+                                   rows=p.rows, categories=p.categories, missing=p.missing)
+        drift_error = p.drift_error
         if report is not None and not report.features and drift_error is None:
             drift_error = "the data shares no feature with the reference"
         if drift_error is not None:
             log.warning("drift could not be measured: %s", drift_error)
             report = None
         drift = 0.0 if report is None else report.score
-        counted = n_samples is None or n_samples >= self.drift_min_samples
+        # The serving model's own data version never drifts, whatever the method: its
+        # reference is the training split, so a statistic of the whole version against
+        # it measures the split, not a change of the data.
+        counted = (p.rows is None or p.rows >= self.drift_min_samples) and not p.own_data
         if counted and report is not None and report.dataset_drifted:
             reasons.append(DRIFT)
-        return RetrainDecision(retrain=bool(reasons), reasons=tuple(reasons),
-                               accuracy=current_accuracy, drift=drift, drift_counted=counted,
-                               n_samples=n_samples, drift_report=report,
-                               drift_error=drift_error)
+        retrain = bool(reasons)
+        note = ""
+        if retrain and p.too_few_rows:  # scored and drift-checked, never trained on
+            retrain, note = False, f"not training: {p.too_few_rows}"
+            reasons.append(TOO_FEW_ROWS)
+        if retrain and not p.serving_error and p.rejected is not None:
+            # A broken serving model is replaced regardless.
+            why = p.rejected()
+            if why:
+                retrain, note = False, why
+                reasons.append(REJECTED_BEFORE)
+        accuracy = p.score if p.metric == "accuracy" else p.metrics.get("accuracy")
+        return RetrainDecision(retrain=retrain, reasons=tuple(reasons),
+                               accuracy=accuracy, drift=drift, drift_counted=counted,
+                               n_samples=p.rows, drift_report=report,
+                               drift_error=drift_error, note=note)
 
     def should_retrain(self, current_accuracy: float | None,
                        current_feature_means: Mapping[str, float], no_model_yet: bool,
@@ -399,5 +517,6 @@ class ModelMonitor:
                            n_samples).retrain
 
 
-__all__ = ["DRIFT", "LOW_ACCURACY", "NO_MODEL", "ModelMonitor", "RetrainDecision",
-           "relative_l1"]
+__all__ = ["DRIFT", "LOW_ACCURACY", "LOW_SCORE", "NO_MODEL", "REJECTED_BEFORE",
+           "SCHEMA_CHANGE", "TOO_FEW_ROWS", "BatchProfile", "ModelMonitor", "RetrainDecision",
+           "low_score_reason", "relative_l1"]

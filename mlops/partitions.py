@@ -72,16 +72,7 @@ from mlops.data import (
     validate,
     without_ids,
 )
-from mlops.errors import (
-    DataValidationError,
-    IntegrityError,
-    VersionExistsError,
-    VersionNotFoundError,
-)
-from mlops.hashing import content_hash
-from mlops.ids import iso, utc_now
-from mlops.records import PARTITIONED, DataManifest
-from mlops.sketches import (
+from mlops.engines.sketches import (
     DEFAULT_K,
     Moments,
     SketchMerger,
@@ -93,6 +84,15 @@ from mlops.sketches import (
     stats_of,
     summarize_columns,
 )
+from mlops.errors import (
+    DataValidationError,
+    IntegrityError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from mlops.hashing import content_hash
+from mlops.ids import iso, utc_now
+from mlops.records import PARTITIONED, DataManifest
 from mlops.storage import CRASH_EXIT_CODE, SourceFile, Store, confined_key, crash_point
 from mlops.validation import active, raise_for, summarize_rules, violations
 
@@ -330,7 +330,7 @@ def feature_summary(df: pd.DataFrame, target: str, name: str) -> dict[str, Any]:
     """The per-partition summaries the Dask engine's training and categorical drift
     need (kept in the partition's stats object): the target's (:func:`target_summary`),
     the feature kinds, and rows per category and missing values of the categorical and
-    bool features (:func:`mlops.sketches.category_summary`)."""
+    bool features (:func:`mlops.engines.sketches.category_summary`)."""
     kinds = feature_kinds(df, target, name)
     counts, missing = category_summary(df, [c for c, kind in kinds.items() if kind != NUMERIC])
     return {"target": target_summary(df[target]), "feature_kinds": kinds,
@@ -558,7 +558,7 @@ def register_partitioned(client: Any, source: Store, files: Sequence[SourceFile]
                        for f, s in zip(files, ordered, strict=True)],
         "size_bytes": sum(int(s.get("size_bytes", 0)) for s in ordered),
         # Kept in DataManifest.extra: feature kinds, and the categorical and bool
-        # features' merged rows per category and missing values (mlops.dask_engine).
+        # features' merged rows per category and missing values (mlops.engines.dask).
         "feature_kinds": kinds,
         "categories": merge_categories(s["categories"] for s in ordered),
         "category_missing": merge_counts(s["category_missing"] for s in ordered),

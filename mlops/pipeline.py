@@ -11,36 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol, TypeVar
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from mlops import auto_engine
 from mlops.config import Config
-from mlops.data import (
-    SYNTHETIC,
-    feature_kinds,
-    feature_means,
-    generate_synthetic_data,
-    read_options,
-    read_source,
-    split_xy,
-    table_warnings,
-    validate,
-    without_ids,
-)
 from mlops.decisions import (
-    REJECTED_BEFORE,
-    SCHEMA_CHANGE,
     SERVING_BELOW_THRESHOLD,
     config_fingerprint,
     gate,
     lineage,
-    low_score_reason,
     promotion_decision,
     rejected_before,
     schema_of,
 )
+from mlops.engines import Trainer, engine_for
 from mlops.errors import (
     BadInputError,
     DataValidationError,
@@ -48,39 +33,25 @@ from mlops.errors import (
     MLOpsError,
     SchemaChangeError,
 )
-from mlops.gating import DEGRADED, SERVING_MODEL_UNUSABLE, degraded
-from mlops.hashing import row_hashes, seen_rows, sorted_unique
+from mlops.gating import DEGRADED, degraded
+from mlops.gating import SERVING_MODEL_UNUSABLE as SERVING_MODEL_UNUSABLE
 from mlops.ids import check_version_id
-from mlops.monitor import DRIFT, NO_MODEL
+from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
 from mlops.records import PARTITIONED, TrainingFacts
 from mlops.registry import PRODUCTION
-from mlops.schema import InputSchema, SchemaChange, compare
+from mlops.schema import SchemaChange, compare
 from mlops.serving import export_for_serving
 from mlops.storage import crash_point
-from mlops.training import (
-    check_training,
-    compute_metrics,
-    meets_threshold,
-    split,
-    too_few_rows,
-    train_model,
-)
-from mlops.validation import check as check_rules
+from mlops.training import check_training, meets_threshold
 from mlops.workspace import Workspace, serving_reference
 
 log = logging.getLogger(__name__)
-
-#: ``data.engine`` of the Dask engine (:mod:`mlops.dask_engine`, imported only then).
-DASK = "dask"
 
 INGEST = "ingest"
 MONITOR_CHECK = "monitor-check"
 TRAIN = "train"
 SCORE = "score"
 STEPS = (INGEST, MONITOR_CHECK, TRAIN)
-#: Added to the reasons when a wanted retrain is skipped because the batch is smaller
-#: than ``training.min_rows`` / ``min_test_rows``.
-TOO_FEW_ROWS = "too_few_rows"
 
 R = TypeVar("R", bound="StepResult")
 
@@ -222,116 +193,6 @@ def _follow(config: Config, ws: Workspace, ingested: IngestResult) -> Config:
     return auto_engine.follow(config, "", kind == PARTITIONED)
 
 
-class _Trainer(Protocol):
-    """The data side of the train step: one per engine (pandas here, Dask in
-    :class:`mlops.dask_engine.DaskTrainer`); a context manager around the step."""
-
-    features: list[str]
-    #: ``classification`` or ``regression``.
-    task: str
-
-    @property
-    def train_rows(self) -> int: ...
-
-    @property
-    def test_rows(self) -> int: ...
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def fit(self) -> tuple[Any, dict[str, Any]]: ...
-
-    def metrics(self, model: Any, names: list[str] | None = None
-                ) -> dict[str, float | None]: ...
-
-    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
-                       ) -> tuple[dict[str, float | None], int]: ...
-
-    def columns(self) -> Any: ...
-
-    def schema(self) -> InputSchema: ...
-
-    def reference(self) -> dict[str, Any]: ...
-
-    def training_rows(self) -> Any: ...
-
-
-class _PandasTrainer:
-    """The pandas engine's train data: a split of the loaded frame (stratified for a
-    classification)."""
-
-    def __init__(self, config: Config, ws: Workspace, ingested: IngestResult) -> None:
-        self.config = config
-        df, _ = ws.versioner.load(ingested.data_version)
-        df = without_ids(df, config.data.id_columns, ingested.data_version)
-        self.target = target = config.data.target_column
-        self.task = ingested.task or validate(df, target, ingested.data_version,
-                                              config.data.task)
-        x, y = split_xy(df, target)
-        # In column order (a result read back from JSON has its keys sorted).
-        known = ingested.feature_kinds or feature_kinds(df, target)
-        self.kinds = {c: known[c] for c in x.columns}
-        self.features = [str(c) for c in x.columns]
-        self.x_train, self.x_test, self.y_train, self.y_test = split(
-            x, y, config.data.test_size, config.training.random_state, self.task)
-        self._rows: Future[Any] | None = None
-
-    def __enter__(self) -> _PandasTrainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    @property
-    def train_rows(self) -> int:
-        return len(self.x_train)
-
-    @property
-    def test_rows(self) -> int:
-        return len(self.x_test)
-
-    def fit(self) -> tuple[Any, dict[str, Any]]:
-        # The training rows' hashes are computed on the other core while the model fits.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            self._rows = pool.submit(self._training_rows)
-            return train_model(self.x_train, self.y_train, self.config, self.task,
-                               self.kinds), {}
-
-    def metrics(self, model: Any, names: list[str] | None = None
-                ) -> dict[str, float | None]:
-        x = self.x_test if names is None else self.x_test[names]
-        return compute_metrics(model, x, self.y_test, self.task)
-
-    def metrics_unseen(self, model: Any, names: list[str] | None, known: Any
-                       ) -> tuple[dict[str, float | None], int]:
-        """Metrics on the held-out rows whose hash is not in ``known`` (a champion's
-        training rows), and how many rows that is."""
-        rows = self.x_test.assign(**{self.target: self.y_test})
-        keep = ~seen_rows(row_hashes(rows, [*self.features, self.target]), known)
-        x, y = self.x_test[keep], self.y_test[keep]
-        if not len(x):
-            return {}, 0
-        return compute_metrics(model, x if names is None else x[names], y, self.task), len(x)
-
-    def columns(self) -> Any:
-        return self.x_test
-
-    def schema(self) -> InputSchema:
-        return InputSchema.from_frame(self.x_train, self.target, self.task, self.kinds)
-
-    def reference(self) -> dict[str, Any]:
-        return {"feature_means": feature_means(self.x_train, self.target),
-                "reference_frame": self.x_train}
-
-    def training_rows(self) -> Any:
-        return self._rows.result() if self._rows is not None else self._training_rows()
-
-    def _training_rows(self) -> Any:
-        rows = self.x_train.assign(**{self.target: self.y_train})
-        return sorted_unique(row_hashes(rows, [*self.features, self.target]))
-
-
 # --- steps -------------------------------------------------------------------------------
 def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestResult:
     """Load the configured source, validate it and register it as a data version.
@@ -343,36 +204,14 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     ws = _workspace(config, ws)
     config, _ = auto_engine.resolve(config)  # data.engine: auto -> pandas or dask (logged)
     d = config.data
-    files: list[dict[str, Any]] = []
-    if d.engine == DASK:
-        from mlops import dask_engine
-
-        # Checks the metric and training settings against the decided task before the
-        # version is committed (exit 2).
-        version, rows, means, kinds, files, task, small, warned = \
-            dask_engine.ingest_source(config, ws)
-    else:
-        name = "synthetic data" if d.source == SYNTHETIC else d.source
-        if d.source == SYNTHETIC:
-            df = generate_synthetic_data(d.n_samples, d.n_features, d.random_state)
-        else:
-            df, files = read_source(d.source, config.storage.options, read_options(d))
-        check_rules(df, config.validation, name)  # the validation: section
-        features = without_ids(df, d.id_columns, name)  # ids are kept, never features
-        task = validate(features, d.target_column, name, d.task)
-        warned = table_warnings(df, d.target_column, d.id_columns, name)
-        gate(config, task)  # a metric of the other task is a config error, before any write
-        check_training(config.training, task)  # a bad training.params, before any write
-        small = too_few_rows(config.training, d.test_size, len(df), df[d.target_column],
-                             task, "synthetic data" if d.source == SYNTHETIC else d.source)
-        if small and ws.current_model_version() is None:
-            raise DataValidationError(f"{small}; no model serves yet to score it")
-        version = ws.versioner.register(df, source={"uri": d.source, "files": files})
-        rows, means, kinds = len(df), feature_means(features, d.target_column), \
-            feature_kinds(features, d.target_column)
+    # Checks the metric and training settings against the decided task before the
+    # version is committed (exit 2).
+    got = engine_for(config).ingest(config, ws)
+    version, rows, task = got.data_version, got.rows, got.task
     result = IngestResult(run_id=run_id, data_version=version, rows=rows, source=d.source,
-                          feature_means=means, task=task, feature_kinds=kinds,
-                          source_files=files, too_few_rows=small, warnings=warned,
+                          feature_means=got.feature_means, task=task,
+                          feature_kinds=got.feature_kinds, source_files=got.source_files,
+                          too_few_rows=got.too_few_rows, warnings=got.warnings,
                           engine=d.engine)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
@@ -391,6 +230,10 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     (``low_accuracy`` for accuracy, ``low_score`` otherwise), and so does drift. A
     retrain is skipped when a challenger trained on this data version with the same
     config was already rejected (reason ``rejected_before``).
+
+    The configured engine (:func:`mlops.engines.engine_for`) opens the batch and
+    profiles it; :meth:`mlops.monitor.ModelMonitor.decide` decides every reason from
+    that profile, with the serving model's real score.
 
     When no retrain is needed, the serving model's score on the new data is recorded
     in the history, so the history has a point for every run.
@@ -411,7 +254,6 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         log.info("monitor-check: run %s already decided to retrain and saved model %s; "
                  "resuming its train step", run_id, run_id)
         return MonitorCheckResult.from_dict(recorded)
-    target = config.data.target_column
     current = ws.current_model_version()
     model: Any = None
     record: Any = None
@@ -422,118 +264,60 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         except (BadInputError, ValueError, KeyError, AttributeError, TypeError) as err:
             unusable = _unusable(current, err)
     reference, drift_error = serving_reference(ws, current)
-    metrics: dict[str, float | None] = {}
     change = None
-    scored_rows: int | None = None
-    skipped = 0
-    if config.data.engine == DASK:
-        from mlops import dask_engine
-
-        task = ingested.task or dask_engine.TASK
-        metric, threshold = gate(config, task)
-        # Statistics and sketches from the manifest; the data is read only to score.
-        scorable, names = False, None
-        if model is not None:
-            try:
-                change, scorable, names = _schema_check(
-                    config, ingested.data_version, current, record,
-                    dask_engine.columns_frame(ws, ingested.data_version), task)
-            except DamagedSchemaError as err:
-                unusable, scorable, names = _unusable(current, err), False, None
-        known = _training_rows(ws, current) if model is not None and scorable else None
+    scorable, names = False, None
+    batch = engine_for(config).batch(config, ws, ingested)
+    task = batch.task
+    metric, threshold = gate(config, task)
+    if model is not None:
         try:
-            batch = dask_engine.check_batch(config, ws, ingested.data_version,
-                                            model if scorable else None, names, task, known)
-        except (ValueError, KeyError, AttributeError, TypeError) as err:
-            if model is None or not scorable:
-                raise
-            unusable = _unusable(current, err)
-            batch = dask_engine.check_batch(config, ws, ingested.data_version, None, names,
-                                            task)
-        metrics = dict(batch.metrics)
-        rows = batch.rows
-        if model is not None and scorable and unusable is None:
-            scored_rows, skipped = batch.scored_rows, batch.skipped_seen_rows
-        decision = ws.monitor.decide(None, batch.means, no_model_yet=current is None,
-                                     n_samples=rows, reference=reference,
-                                     drift_error=drift_error, sketches=batch.sketches,
-                                     categories=batch.categories, missing=batch.missing)
-    else:
-        df, _ = ws.versioner.load(ingested.data_version)
-        df = without_ids(df, config.data.id_columns, ingested.data_version)
-        task = ingested.task or validate(df, target, ingested.data_version, config.data.task)
-        metric, threshold = gate(config, task)
-        x, y = split_xy(df, target)
-        if model is not None:
-            try:
-                change, scorable, names = _schema_check(config, ingested.data_version,
-                                                        current, record, df, task)
-            except DamagedSchemaError as err:
-                unusable, scorable, names = _unusable(current, err), False, None
-            if scorable:
-                xs, ys = x if names is None else x[names], y
-                known = _training_rows(ws, current)
-                if known is not None:  # only the rows the model was not trained on
-                    seen = seen_rows(row_hashes(df, [*xs.columns, target]), known)
-                    skipped = int(seen.sum())
-                    if skipped:
-                        xs, ys = xs[~seen], ys[~seen]
-                try:
-                    scored_rows = len(xs)
-                    metrics = compute_metrics(model, xs, ys, task) if len(xs) else {}
-                except (ValueError, KeyError, AttributeError, TypeError) as err:
-                    unusable = _unusable(current, err)
-                    scored_rows, skipped = None, 0
-        rows = len(df)
-        decision = ws.monitor.decide(None, feature_means(df, target),
-                                     no_model_yet=current is None, n_samples=rows,
-                                     current_frame=x, reference=reference,
-                                     drift_error=drift_error)
+            change, scorable, names = _schema_check(config, ingested.data_version, current,
+                                                    record, batch.columns(), task)
+        except DamagedSchemaError as err:
+            unusable, scorable, names = _unusable(current, err), False, None
+    scoring = model is not None and scorable and unusable is None
+    known = _training_rows(ws, current) if scoring else None
+    try:
+        profile = batch.profile(model if scoring else None, names, known)
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        if not scoring:
+            raise
+        unusable, scoring = _unusable(current, err), False
+        profile = batch.profile(None, names)
+    metrics = dict(profile.metrics)
     score = metrics.get(metric)
     baseline = None if record is None else _baseline(record.get("metadata"), metric)
-    reasons = list(decision.reasons)
-    drift_counted = decision.drift_counted
     trained_on = {None if record is None else (record.get("metadata") or {}).get(
         "data_version"), None if not isinstance(reference, Mapping)
         else reference.get("data_version")} - {None}
-    if ingested.data_version in trained_on:
-        # The serving model's own data version: never drift, whatever the method (its
-        # reference is the training split, so a statistic of the whole version against it
-        # measures the split, not a change of the data).
-        reasons = [r for r in reasons if r != DRIFT]
-        drift_counted = False
-    extra = []
-    if change is not None and change.changed:
-        extra.append(SCHEMA_CHANGE)
-    if unusable is not None:
-        extra.append(SERVING_MODEL_UNUSABLE)
-    # Every row was in the serving model's training set: nothing to score it on.
-    all_seen = scored_rows == 0 and skipped > 0
-    if current is not None and not extra and not all_seen \
-            and not meets_threshold(score, threshold, metric):
-        extra.append(low_score_reason(metric))
+    fingerprint = config_fingerprint(config, task)
+
+    def rejected() -> str:
+        previous = rejected_before(ws.registry, ingested.data_version, fingerprint)
+        return "" if previous is None else (
+            f"challenger {previous.id} was trained on data version {ingested.data_version} "
+            f"with the same config and not promoted "
+            f"({previous.training().promotion_reason}): not training again")
+
+    # The one decision: every retrain reason comes from the monitor, given the serving
+    # model's real score on the batch.
+    profile = replace(
+        profile, no_model=current is None, metric=metric, score=score, threshold=threshold,
+        scored=scoring, baseline_score=baseline,
+        max_degradation=config.monitoring.max_degradation,
+        schema_change=change is not None and change.changed, serving_error=unusable or "",
+        reference=reference, drift_error=drift_error,
+        own_data=ingested.data_version in trained_on, too_few_rows=ingested.too_few_rows,
+        rejected=rejected)
+    decision = ws.monitor.decide(profile)
+    rows = profile.rows
+    scored_rows = profile.scored_rows if scoring else None
+    skipped = profile.skipped_seen_rows if scoring else 0
+    reasons, retrain, note = list(decision.reasons), decision.retrain, decision.note
+    drift_counted = decision.drift_counted
     limit = config.monitoring.max_degradation
-    if current is not None and not extra and degraded(score, baseline, metric, limit):
-        extra.append(DEGRADED)  # within the gate's limit, but far below its own baseline
-    # Reasons in order: no_model, schema_change or low_accuracy/low_score, drift.
-    reasons = [r for r in reasons if r == NO_MODEL] + extra + \
-        [r for r in reasons if r != NO_MODEL]
-    retrain = bool(reasons)
-    note = ""
-    if retrain and ingested.too_few_rows:
-        # Scored and drift-checked above; never trained on (training.min_rows).
-        retrain = False
-        note = f"not training: {ingested.too_few_rows}"
-        reasons.append(TOO_FEW_ROWS)
-    if retrain and unusable is None:  # a broken serving model is replaced regardless
-        previous = rejected_before(ws.registry, ingested.data_version,
-                                   config_fingerprint(config, task))
-        if previous is not None:
-            retrain = False
-            note = (f"challenger {previous.id} was trained on data version "
-                    f"{ingested.data_version} with the same config and not promoted "
-                    f"({previous.training().promotion_reason}): not training again")
-            reasons.append(REJECTED_BEFORE)
+    # Every row was in the serving model's training set: nothing to score it on.
+    all_seen = profile.all_seen
     if all_seen:
         note = "; ".join(filter(None, [note, (
             f"every row of data version {ingested.data_version} was among serving model "
@@ -543,7 +327,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     result = MonitorCheckResult(
         run_id=run_id, data_version=ingested.data_version, model_version=current,
         retrain=retrain, reasons=reasons, accuracy=accuracy,
-        drift=decision.drift, drift_counted=drift_counted, n_samples=rows,
+        drift=decision.drift, drift_counted=drift_counted, n_samples=int(rows or 0),
         drift_report=None if report is None else report.to_dict(), task=task, metric=metric,
         threshold=threshold, score=score, metrics=metrics,
         schema_change=None if change is None or not change.changed else change.to_dict(),
@@ -592,13 +376,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     if ingested.task:
         check_training(config.training, ingested.task)
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}
-    trainer: _Trainer
-    if config.data.engine == DASK:
-        from mlops import dask_engine
-
-        trainer = dask_engine.DaskTrainer(config, ws, ingested)
-    else:
-        trainer = _PandasTrainer(config, ws, ingested)
+    trainer = engine_for(config).trainer(config, ws, ingested)
     task = trainer.task
     metric, threshold = gate(config, task)
     fresh = not ws.registry.exists(run_id)
@@ -739,11 +517,9 @@ def score(config: Config, run_id: str, ws: Workspace | None = None, *,
             column (nothing written).
         DataValidationError: The source is missing or cannot be parsed.
     """
-    from mlops.scoring import score_step
-
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
-    scored = score_step(ws, run_id)
+    scored = engine_for(config).score(ws, run_id)
     result = ScoreResult(run_id=run_id, predictions_version=scored.version,
                          predictions_uri=scored.uri, model_version=scored.model_version,
                          rows=scored.rows, source=config.scoring.source,
@@ -850,7 +626,7 @@ def _unusable(version: str | None, err: Exception) -> str:
     return why
 
 
-def _champion_metrics(ws: Workspace, champion: str | None, trainer: _Trainer
+def _champion_metrics(ws: Workspace, champion: str | None, trainer: Trainer
                       ) -> tuple[dict[str, float | None] | None, dict[str, Any] | None]:
     """The champion's metrics on the held-out split, and (when some held-out rows were
     among its training rows) ``{"known", "rows"}``: its training rows' hashes and the

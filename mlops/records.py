@@ -195,7 +195,7 @@ class DataManifest(VersionRecord):
     #: and ``checksum`` (``"crc32c:<hex>"`` of the partition object's bytes) for the
     #: partitions written since checksums exist.
     partitions: list[dict[str, Any]] = field(default_factory=list)
-    #: Partitioned: merged per-column moments (mlops.sketches.Moments.to_dict).
+    #: Partitioned: merged per-column moments (mlops.engines.sketches.Moments.to_dict).
     moments: dict[str, Any] = field(default_factory=dict)
     #: Partitioned: merged per-column KLL sketches (base64) and their accuracy k.
     sketches: dict[str, str] = field(default_factory=dict)

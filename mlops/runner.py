@@ -196,7 +196,7 @@ def _run_cluster(config: Config) -> contextlib.AbstractContextManager[Any]:
     worker processes is most of a small night's cost (``make bench`` B14)."""
     if config.data.engine != "dask" or config.dask.address:
         return contextlib.nullcontext()
-    from mlops import dask_engine
+    from mlops.engines import dask as dask_engine
 
     return dask_engine.connect(config.dask)
 

@@ -13,7 +13,7 @@ predictions version (see :class:`mlops.records.PredictionsManifest`)::
 
 The per-partition work (:func:`score_file`) is written once: the pandas engine runs it
 in this process over the files in order, the Dask engine runs it as one task per file
-on the workers (:func:`mlops.dask_engine.per_partition`), so no process holds more than
+on the workers (:func:`mlops.engines.dask.dask_map`), so no process holds more than
 one file's rows, the memory bound of ingest.
 
 Bad input is found before the first write: no serving model, a missing id column or a
@@ -294,35 +294,3 @@ def _digest(items: Sequence[str]) -> str:
         h.update(item.encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-def dask_map(client: Any) -> MapFiles:
-    """The Dask engine's :data:`MapFiles`: one task per file on the cluster's workers
-    (the model and spec are scattered once), results in file order."""
-    from mlops import dask_engine
-
-    def run(fn: Callable[..., Any], source: Store, keys: Sequence[str], *args: Any
-            ) -> list[Any]:
-        from dask import delayed
-
-        # The model and the spec go to the workers once, not inside every task. Keys of
-        # their own (hash=False): a second map scattering the same spec must not meet the
-        # first map's key while the scheduler is still releasing it ("lost data").
-        shipped = [a if isinstance(a, str | int | float | bool | Store | type(None))
-                   else client.scatter(a, broadcast=True, hash=False) for a in args]
-        tasks = [delayed(fn, pure=False)(source, key, *shipped) for key in keys]
-        with dask_engine.translate_cluster_errors("the score step"):
-            return list(client.gather(client.compute(tasks)))
-
-    return run
-
-
-def score_step(ws: Workspace, run_id: str) -> Scored:
-    """:func:`score_source` on the configured engine (``data.engine``)."""
-    if ws.config.data.engine != "dask":
-        return score_source(ws, run_id)
-    from mlops import dask_engine
-
-    dask_engine.require_dask()
-    with dask_engine.connect(ws.config.dask) as client:
-        return score_source(ws, run_id, dask_map(client))

@@ -2,7 +2,7 @@
 the container limit it compares with, and a night on each side of the rule.
 
 The memory limit is read from a real cgroup-style file tree (``memory.max``) in a temp
-folder, the way :func:`mlops.dask_engine.container_memory_limit` reads a pod's.
+folder, the way :func:`mlops.engines.dask.container_memory_limit` reads a pod's.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mlops import auto_engine, dask_engine
+from mlops import auto_engine
 from mlops.auto_engine import AUTO_MEMORY_FACTOR, CSV_EXPANSION, choose_engine
 from mlops.config import Config
+from mlops.engines import dask as dask_engine
 from mlops.errors import ConfigError
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace

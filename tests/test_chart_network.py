@@ -166,7 +166,7 @@ def test_lightgbm_listens_on_the_fixed_port_on_the_runs_cluster(workers: int,
     keeps choosing free ports itself, since one port cannot serve two workers."""
     from distributed import Client, LocalCluster
 
-    from mlops.dask_engine import _lightgbm_network
+    from mlops.engines.dask import _lightgbm_network
 
     # A step of an ephemeral run: the controller hands the address over in the env.
     ephemeral = Config.from_dict({"data": {"engine": "dask"}, "dask": {"cluster": "ephemeral"}})

@@ -440,11 +440,11 @@ def test_contradictory_dask_settings_exit_2_naming_the_key(
 
 def test_outside_the_controller_ephemeral_falls_back_to_a_local_cluster(
         caplog: pytest.LogCaptureFixture) -> None:
-    from mlops.dask_engine import connect
+    from mlops.engines.dask import connect
 
     settings = Config.from_dict({"data": {"engine": "dask"}, "dask": {
         "cluster": "ephemeral", "processes": False, "n_workers": 1}}).dask
-    with caplog.at_level(logging.WARNING, "mlops.dask_engine"), connect(settings) as client:
+    with caplog.at_level(logging.WARNING, "mlops.engines.dask"), connect(settings) as client:
         assert len(client.scheduler_info()["workers"]) == 1
     assert "no cluster was handed over (MLOPS_DASK_ADDRESS is unset" in caplog.text
 
@@ -452,7 +452,7 @@ def test_outside_the_controller_ephemeral_falls_back_to_a_local_cluster(
 def test_an_unreachable_run_cluster_fails_the_step_with_exit_1_naming_it() -> None:
     import dataclasses
 
-    from mlops.dask_engine import connect
+    from mlops.engines.dask import connect
     from tests.conftest import free_port
 
     settings = dataclasses.replace(Config.from_dict({"data": {"engine": "dask"}, "dask": {

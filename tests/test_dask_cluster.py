@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.errors import ClusterError
 from mlops.partitions import KILL_ONCE_ENV
 from mlops.pipeline import ingest

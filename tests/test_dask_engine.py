@@ -20,8 +20,8 @@ import pytest
 
 from mlops.check import check_store
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import column_stats, generate_synthetic_data
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.errors import ClusterError, DataValidationError, IntegrityError
 from mlops.hashing import content_hash
 from mlops.pipeline import ingest, monitor_check, train
@@ -110,7 +110,7 @@ def test_append_reads_only_the_new_file_and_shares_the_old_partitions(
     assert data_objects(ws) == before
 
     write_parts(src, batches(1, seed=50), start=3)
-    caplog.set_level("INFO", logger="mlops.dask_engine")
+    caplog.set_level("INFO", logger="mlops.engines.dask")
     second = ingest(cfg, "run-3", ws).data_version
     assert second != first
     assert "4 partitions, 1 read, 3 from the fingerprint cache" in caplog.text
@@ -269,7 +269,7 @@ def test_sketch_drift_is_close_to_exact_statistics() -> None:
     from scipy import stats
 
     from mlops.drift import DriftSettings, bin_shares, build_reference, psi
-    from mlops.sketches import (
+    from mlops.engines.sketches import (
         column_moments,
         ks_statistic,
         reference_from_sketches,
@@ -289,7 +289,7 @@ def test_sketch_drift_is_close_to_exact_statistics() -> None:
     # Sketches built in 8 partitions and merged, as ingest does.
     parts_ref = [sketch_columns(ref.iloc[i::8], cols) for i in range(8)]
     parts_cur = [sketch_columns(cur.iloc[i::8], cols) for i in range(8)]
-    from mlops.sketches import decode, merge_sketches
+    from mlops.engines.sketches import decode, merge_sketches
     sk_ref, sk_cur = merge_sketches(parts_ref), merge_sketches(parts_cur)
     exact_ref = build_reference(ref, bins=10)
     dist = reference_from_sketches(sk_ref, column_moments(ref), 10, 5000)
@@ -629,7 +629,7 @@ def test_partition_summaries_without_feature_summaries_are_read_again(
     for name in ("target", "feature_kinds", "categories", "category_missing"):
         old.pop(name)
     ws.versioner.store.write_json(key, old)
-    caplog.set_level("INFO", logger="mlops.dask_engine")
+    caplog.set_level("INFO", logger="mlops.engines.dask")
     cfg = config(tmp_path, tmp_path / "src")
     assert ingest(cfg, "run-2", ws).task == "classification"
     assert "2 partitions, 1 read, 1 from the fingerprint cache" in caplog.text

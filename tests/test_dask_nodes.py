@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from mlops.config import Config
-from mlops.dask_engine import connect, container_memory_limit, worker_memory_limit
+from mlops.engines.dask import connect, container_memory_limit, worker_memory_limit
 from tests.conftest import skip_or_fail
 from tests.fakes.kube import FakeKubeAPI
 from tests.fakes.kube.node import fake_cpu_count
@@ -66,7 +66,7 @@ def test_on_a_16_cpu_node_each_local_worker_gets_its_share_of_the_pod(
     # A step pod limited to 1 GiB on a 16-core node, with the default dask.memory_limit
     # auto and two worker processes: each must get 512 MiB (distributed's auto: 1/16 of
     # the memory it sees per worker thread).
-    import mlops.dask_engine as engine
+    import mlops.engines.dask as engine
 
     monkeypatch.setattr(engine, "CGROUP_ROOT", str(_cgroup(tmp_path, v2=str(GIB))))
     settings = Config.from_dict({"data": {"engine": "dask"}, "dask": {
@@ -346,7 +346,7 @@ def test_lightgbm_on_data_larger_than_the_workers_memory_samples_or_exits_2(
     import numpy as np
     from distributed import Client, LocalCluster
 
-    from mlops.dask_engine import NO_DASHBOARD, _fit
+    from mlops.engines.dask import NO_DASHBOARD, _fit
     from mlops.errors import BadInputError
 
     parts, rows, features = 20, 50_000, 20  # 1M rows: ~264 MB for LightGBM, generated lazily
@@ -368,7 +368,7 @@ def test_lightgbm_on_data_larger_than_the_workers_memory_samples_or_exits_2(
         assert caught.value.exit_code == 2
         assert "1000000 rows x 20 features" in message and "needs about" in message
         assert "the cluster has" in message and "dask.oversize: sample" in message
-        with caplog.at_level(logging.WARNING, "mlops.dask_engine"):
+        with caplog.at_level(logging.WARNING, "mlops.engines.dask"):
             model, info = _fit(client, sample, train, names, "target", parts * rows)
         # Trained on a bounded stratified sample, with a warning naming both sizes.
         assert info["of_rows"] == parts * rows and 0 < info["rows"] <= 20_000 * 1.05
@@ -386,7 +386,7 @@ def test_lightgbm_on_data_larger_than_the_workers_memory_samples_or_exits_2(
 def test_a_step_waits_for_the_workers_asked_for_and_says_how_many_joined() -> None:
     from distributed import Client, LocalCluster
 
-    from mlops.dask_engine import NO_DASHBOARD, connect
+    from mlops.engines.dask import NO_DASHBOARD, connect
     from mlops.errors import ClusterError
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,

@@ -23,6 +23,7 @@ from mlops.errors import ConfigError
 from mlops.monitor import ModelMonitor
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
+from tests.conftest import skip_or_fail
 
 N_FEATURES = 4
 
@@ -218,3 +219,46 @@ def test_cli_run_prints_one_drift_line(make_config: Any, tmp_path: Any,
     out = capsys.readouterr().out
     assert re.search(r"drift_report:\s+-\n", out)  # the first run has no reference
     assert "ks: 0/3 features drifted; no data set drift" in out
+
+
+# --- the statistics table (issue 23): one row per statistic, both implementations -------------
+def test_every_drift_statistic_is_one_row_with_an_exact_and_a_sketch_implementation() -> None:
+    from dataclasses import fields
+
+    from mlops.choices import CATEGORICAL, NUMERIC
+    from mlops.drift import STAT_TESTS, stat_test
+
+    try:
+        from mlops.engines.sketches import SketchContext, sketch_of_values
+    except ImportError:
+        skip_or_fail("datasketches is not installed (the mlops[dask] extra)")
+    rows = [(t.method, t.kind) for t in STAT_TESTS]
+    assert len(rows) == len(set(rows))
+    keys = {f.name for f in fields(DriftSettings)}
+    for test in STAT_TESTS:
+        assert test.threshold_key in keys
+        assert callable(test.exact) and callable(test.sketch)
+    for method in ("psi", "ks", "wasserstein"):
+        for kind in (NUMERIC, CATEGORICAL):
+            assert stat_test(method, kind).method == method
+    # The direction decides, at the threshold itself too.
+    settings = DriftSettings()
+    assert stat_test("psi").judge("x", settings.psi_threshold, settings).drifted
+    assert not stat_test("ks").judge("x", settings.ks_p_value, settings).drifted
+    assert stat_test("ks").judge("x", settings.ks_p_value / 2, settings).drifted
+    assert not stat_test("mean_l1").judge("x", settings.drift_threshold, settings).drifted
+    # Exact values and sketches measure the same thing.
+    reference = build_reference(features(5000, seed=1), 10)
+    for shift, drifted in ((0.0, False), (1.0, True)):
+        values = features(5000, seed=2, shift=shift)["feature_0"].to_numpy()
+        ref = reference["features"]["feature_0"]
+        ctx = SketchContext(len(values), reference["rows"], reference["sample_size"], 2000,
+                            float(values.mean()))
+        for method in ("psi", "ks", "wasserstein"):
+            test = stat_test(method)
+            exact = test.exact(ref, values)
+            sketched = test.sketch(ref, sketch_of_values(values), ctx)
+            t = test.threshold(settings)
+            assert test.drifted(exact, t) is test.drifted(sketched, t) is drifted, method
+            if method != "ks":
+                assert sketched == pytest.approx(exact, abs=0.02), method

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mlops.monitor import ModelMonitor, RetrainDecision, relative_l1
+from mlops.monitor import BatchProfile, ModelMonitor, RetrainDecision, relative_l1
 
 
 @pytest.fixture
@@ -70,3 +70,56 @@ def test_decisions(monitor: ModelMonitor, accuracy: float | None, means: dict,
     assert decision.retrain is bool(reasons)
     assert monitor.should_retrain(accuracy, means, no_model, n) is bool(reasons)
     assert RetrainDecision.from_dict(decision.to_dict()) == decision
+
+
+# --- one batch profile, every reason from one place (issue 23) ---------------------------
+def profile(**facts: object) -> BatchProfile:
+    base: dict = {"rows": 500, "means": {"x": 10.0}, "reference": {"feature_means": {"x": 10.0}},
+                  "metric": "accuracy", "threshold": 0.8, "score": 0.9, "scored": True,
+                  "scored_rows": 500}
+    return BatchProfile(**{**base, **facts})
+
+
+@pytest.mark.parametrize(("facts", "reasons", "retrain"), [
+    ({}, (), False),
+    ({"score": 0.5}, ("low_accuracy",), True),
+    ({"metric": "rmse", "threshold": 1.0, "score": 2.0}, ("low_score",), True),
+    ({"metric": "rmse", "threshold": 1.0, "score": None}, ("low_score",), True),
+    # Not measured (no model, a schema change, every row seen): no low score.
+    ({"score": None, "scored": False}, (), False),
+    ({"score": 0.1, "scored_rows": 0, "skipped_seen_rows": 500}, (), False),
+    ({"no_model": True, "scored": False, "score": None, "reference": None},
+     ("no_model",), True),
+    ({"schema_change": True, "serving_error": "broken", "score": 0.1},
+     ("schema_change", "serving_model_unusable"), True),
+    ({"baseline_score": 0.99, "score": 0.85, "max_degradation": 0.1}, ("degraded",), True),
+    ({"score": 0.5, "means": {"x": 12.0}}, ("low_accuracy", "drift"), True),
+    ({"means": {"x": 12.0}, "own_data": True}, (), False),
+    ({"means": {"x": 12.0}, "rows": 99}, (), False),
+    ({"score": 0.5, "too_few_rows": "60 rows"}, ("low_accuracy", "too_few_rows"), False),
+    ({"score": 0.5, "rejected": lambda: "rejected before"},
+     ("low_accuracy", "rejected_before"), False),
+    ({"score": 0.5, "rejected": lambda: ""}, ("low_accuracy",), True),
+    # A broken serving model is replaced even when a challenger was rejected before.
+    ({"serving_error": "broken", "rejected": lambda: "rejected before"},
+     ("serving_model_unusable",), True),
+])
+def test_decide_takes_one_batch_profile(monitor: ModelMonitor, facts: dict,
+                                        reasons: tuple, retrain: bool) -> None:
+    decision = monitor.decide(profile(**facts))
+    assert decision.reasons == reasons
+    assert decision.retrain is retrain
+    assert RetrainDecision.from_dict(decision.to_dict()) == decision
+
+
+def test_rejected_before_is_asked_only_when_a_retrain_is_wanted(monitor: ModelMonitor) -> None:
+    asked: list[int] = []
+
+    def rejected() -> str:
+        asked.append(1)
+        return ""
+
+    monitor.decide(profile(rejected=rejected))
+    assert asked == []
+    monitor.decide(profile(score=0.1, rejected=rejected))
+    assert asked == [1]

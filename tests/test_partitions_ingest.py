@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.hashing import content_hash
 from mlops.pipeline import ingest
 from mlops.workspace import Workspace
@@ -30,7 +30,7 @@ from tests.conftest import skip_or_fail
 try:
     from distributed import Client, LocalCluster
 
-    from mlops.sketches import (
+    from mlops.engines.sketches import (
         DEFAULT_K,
         Moments,
         SketchMerger,

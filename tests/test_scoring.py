@@ -17,8 +17,8 @@ import pytest
 
 from mlops.cli import main
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.pipeline import SCORE, score
 from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline

@@ -26,7 +26,7 @@ import yaml
 
 from mlops import cli, layout
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.errors import ExportError
 from mlops.registry import PRODUCTION
 from mlops.runner import run_pipeline

@@ -39,7 +39,7 @@ def client() -> Iterator[Any]:
     try:
         from distributed import Client, LocalCluster
 
-        from mlops.dask_engine import NO_DASHBOARD
+        from mlops.engines.dask import NO_DASHBOARD
     except ImportError:  # pragma: no cover - the dev extra installs it
         skip_or_fail("dask/distributed are not installed (the mlops[dask] extra)")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,

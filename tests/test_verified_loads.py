@@ -156,7 +156,7 @@ def client() -> Iterator[Any]:
         from tests.conftest import skip_or_fail
 
         skip_or_fail("distributed is not installed (the mlops[dask] extra)")
-    from mlops.dask_engine import NO_DASHBOARD
+    from mlops.engines.dask import NO_DASHBOARD
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       **NO_DASHBOARD) as cluster, Client(cluster) as c:

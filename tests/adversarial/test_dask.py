@@ -10,8 +10,8 @@ import pytest
 
 from mlops.check import check_store
 from mlops.config import Config
-from mlops.dask_engine import NO_DASHBOARD
 from mlops.data import generate_synthetic_data
+from mlops.engines.dask import NO_DASHBOARD
 from mlops.errors import BadInputError
 from mlops.pipeline import ingest, monitor_check, train
 from mlops.workspace import Workspace

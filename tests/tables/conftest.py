@@ -17,7 +17,7 @@ from tests.conftest import skip_or_fail
 try:
     from distributed import Client, LocalCluster
 
-    from mlops.dask_engine import NO_DASHBOARD
+    from mlops.engines.dask import NO_DASHBOARD
 except ImportError:  # pragma: no cover - the dev extra installs it
     skip_or_fail("dask/distributed are not installed (the mlops[dask] extra)")
 

@@ -23,8 +23,11 @@ the sketches give the per-feature statistics of :mod:`mlops.drift`:
 * ``wasserstein``: ``integral |F_ref(x) - F_cur(x)| dx`` over the same grid, divided
   by the reference's standard deviation.
 
-``datasketches`` is imported lazily (the ``mlops[dask]`` extra), and so is
-:mod:`mlops.drift` (scipy): the workers that build sketches stay small.
+These are the sketch implementations of the statistics in :data:`mlops.drift.STAT_TESTS`
+(registered with :func:`mlops.drift.add_sketch_impl` when this module is imported);
+:func:`sketch_report` runs the same per-feature loop as the exact report
+(:func:`mlops.drift.feature_report`). ``datasketches`` and scipy are imported lazily
+(the ``mlops[dask]`` extra): the workers that build sketches stay small.
 """
 
 from __future__ import annotations
@@ -339,12 +342,55 @@ def reference_from_sketches(sketches: Mapping[str, str], moments: Mapping[str, M
             "kind": "sketch"}
 
 
+@dataclass(frozen=True)
+class SketchContext:
+    """What a sketch implementation needs besides the two sketches.
+
+    Attributes:
+        rows: Rows of the new batch.
+        reference_rows: Rows the reference was built from (None when unknown).
+        sample_size: The reference's sample size (the pandas engine's KS sample).
+        k: Sketch accuracy for references without sketches.
+        mean: The batch's exact mean of the feature (None when unknown).
+    """
+
+    rows: int
+    reference_rows: int | None
+    sample_size: int
+    k: int
+    mean: float | None
+
+
+def _reference_sketch(ref: Mapping[str, Any], k: int) -> Any:
+    return decode(ref["sketch"]) if "sketch" in ref else \
+        sketch_of_values(np.asarray(ref["sample"]), k)
+
+
+def _sketch_psi(ref: Mapping[str, Any], cur: Any, ctx: SketchContext) -> float:
+    from mlops.drift import psi
+
+    return psi(np.asarray(ref["shares"]), bin_shares_of(cur, list(ref["edges"])))
+
+
+def _sketch_ks(ref: Mapping[str, Any], cur: Any, ctx: SketchContext) -> float:
+    n_ref = len(ref.get("sample", ())) or min(int(ctx.reference_rows or 0), ctx.sample_size)
+    return ks_p_value_of(ks_statistic(_reference_sketch(ref, ctx.k), cur), n_ref, ctx.rows)
+
+
+def _sketch_wasserstein(ref: Mapping[str, Any], cur: Any, ctx: SketchContext) -> float:
+    std = float(ref["std"])
+    pair = (float(ref["mean"]), ctx.mean) if ctx.mean is not None and "mean" in ref else None
+    dist = wasserstein(_reference_sketch(ref, ctx.k), cur, pair)
+    return dist / std if std > 0 else dist
+
+
 def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows: int,
                   settings: DriftSettings, k: int = DEFAULT_K,
                   means: Mapping[str, float] | None = None,
                   categories: Mapping[str, Mapping[str, int]] | None = None,
                   missing: Mapping[str, float] | None = None) -> DriftReport:
-    """The per-feature report (``psi``, ``ks``, ``wasserstein``, ``auto``) from sketches.
+    """The per-feature report (``psi``, ``ks``, ``wasserstein``, ``auto``) from sketches:
+    :func:`mlops.drift.feature_report` with the statistics' sketch implementations.
 
     Args:
         reference: A drift reference (:func:`mlops.drift.build_reference` or
@@ -357,63 +403,43 @@ def sketch_report(reference: Mapping[str, Any], current: Mapping[str, str], rows
         means: Exact feature means of the new batch; with the reference's means they
             make ``wasserstein`` more precise (see :func:`wasserstein`).
         categories: Rows per category of the batch's categorical and bool features
-            (merged counts): those features are compared as the pandas engine compares
-            them (:func:`mlops.drift.categorical_drift`), from the counts.
+            (merged counts): compared as the pandas engine compares them, from the counts.
         missing: Missing-value rate of each feature of the batch (for the report).
 
     Returns:
         The report; features missing on either side are left out.
     """
-    # Imported here: drift needs scipy, which Dask workers (that only sketch) never load.
-    from mlops.choices import CATEGORICAL
-    from mlops.drift import (
-        KS,
-        PSI,
-        WASSERSTEIN,
-        FeatureDrift,
-        categorical_drift,
-        per_feature_report,
-        psi,
-        resolve_method,
-    )
+    from mlops.drift import StatTest, feature_report
 
     ref_rows = reference.get("rows")
-    stat_name = resolve_method(settings.method, ref_rows)
     sample_size = int(reference.get("sample_size") or 0)
-    feats = []
     rates = missing or {}
-    for name, ref in reference.get("features", {}).items():
-        if ref.get("kind") == CATEGORICAL:
-            if categories is not None and name in categories:
-                feats.append(categorical_drift(name, ref, categories[name], stat_name,
-                                               settings, float(rates.get(name, 0.0))))
-            continue
+
+    def numeric(name: str, ref: Mapping[str, Any], test: StatTest
+                ) -> tuple[float, float | None] | None:
         if name not in current:
-            continue
-        cur = decode(current[name])
-        extra = {"missing_rate": rates.get(name),
-                 "reference_missing_rate": ref.get("missing_rate")}
-        if stat_name == PSI:
-            value = psi(np.asarray(ref["shares"]), bin_shares_of(cur, list(ref["edges"])))
-            feats.append(FeatureDrift(name, PSI, value, settings.psi_threshold,
-                                      value >= settings.psi_threshold, **extra))
-            continue
-        ref_sketch = decode(ref["sketch"]) if "sketch" in ref else \
-            sketch_of_values(np.asarray(ref["sample"]), k)
-        if stat_name == KS:
-            n_ref = len(ref.get("sample", ())) or min(int(ref_rows or 0), sample_size)
-            value = ks_p_value_of(ks_statistic(ref_sketch, cur), n_ref, rows)
-            feats.append(FeatureDrift(name, KS, value, settings.ks_p_value,
-                                      value < settings.ks_p_value, **extra))
-        else:
-            std = float(ref["std"])
-            pair = (float(ref["mean"]), float(means[name])) \
-                if means is not None and name in means and "mean" in ref else None
-            dist = wasserstein(ref_sketch, cur, pair)
-            value = dist / std if std > 0 else dist
-            feats.append(FeatureDrift(name, WASSERSTEIN, value, settings.wasserstein_threshold,
-                                      value >= settings.wasserstein_threshold, **extra))
-    return per_feature_report(feats, settings, ref_rows)
+            return None
+        mean = None if means is None or name not in means else float(means[name])
+        ctx = SketchContext(rows, ref_rows, sample_size, k, mean)
+        return test.sketch(ref, decode(current[name]), ctx), rates.get(name)
+
+    def counts(name: str) -> tuple[Mapping[str, int], float] | None:
+        if categories is None or name not in categories:
+            return None
+        return categories[name], float(rates.get(name, 0.0))
+
+    return feature_report(reference, settings, numeric, counts)
+
+
+def _register() -> None:
+    from mlops.drift import KS, PSI, WASSERSTEIN, add_sketch_impl
+
+    add_sketch_impl(PSI, _sketch_psi)
+    add_sketch_impl(KS, _sketch_ks)
+    add_sketch_impl(WASSERSTEIN, _sketch_wasserstein)
+
+
+_register()
 
 
 # --- categorical and bool features: mergeable category counts -------------------------------

@@ -23,13 +23,14 @@ after that the step fails with :class:`ClusterError` (exit 1) naming the task an
 the worker. Nothing is committed: a version's manifest is written only after every
 partition is stored.
 
-The steps of :mod:`mlops.pipeline` call three things here when ``data.engine`` is
-``dask`` and keep their contracts and results: :func:`ingest_source`,
-:func:`check_batch` and :class:`DaskTrainer`. Metrics are computed from mergeable
-per-partition parts (:func:`score`): the same values as the pandas engine's
-:func:`mlops.training.compute_metrics` on the same rows. No step holds more than a partition of
-the data in its own process (scikit-learn model types excepted: they train on a
-bounded sample, ``dask.max_train_rows``).
+The steps of :mod:`mlops.pipeline` call :class:`DaskEngine` (the
+:class:`mlops.engines.base.Engine` interface) when ``data.engine`` is ``dask`` and keep
+their contracts and results: :func:`ingest_source`, :class:`DaskBatch` (monitor-check),
+:class:`DaskTrainer` and the score step (one task per file, :func:`dask_map`).
+Metrics are computed from mergeable per-partition parts (:func:`score`): the same
+values as the pandas engine's :func:`mlops.training.compute_metrics` on the same rows.
+No step holds more than a partition of the data in its own process (scikit-learn model
+types excepted: they train on a bounded sample, ``dask.max_train_rows``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,17 +56,8 @@ from mlops.config import (
     DaskConfig,
 )
 from mlops.data import CATEGORICAL, NUMERIC, REGRESSION, read_options
-from mlops.errors import (
-    BadInputError,
-    ClusterError,
-    DataValidationError,
-    EngineMissingError,
-    IntegrityError,
-)
-from mlops.partitions import load_partitioned, meta_frame, register_partitioned
-from mlops.records import DataManifest
-from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
-from mlops.sketches import (
+from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
+from mlops.engines.sketches import (
     Moments,
     categorical_reference,
     category_summary,
@@ -77,7 +69,19 @@ from mlops.sketches import (
     reference_from_sketches,
     sketch_columns,
 )
-from mlops.storage import list_table_source
+from mlops.errors import (
+    BadInputError,
+    ClusterError,
+    DataValidationError,
+    EngineMissingError,
+    IntegrityError,
+)
+from mlops.monitor import BatchProfile
+from mlops.partitions import load_partitioned, meta_frame, register_partitioned
+from mlops.records import DataManifest
+from mlops.schema import MAX_CATEGORIES, ColumnSchema, InputSchema
+from mlops.scoring import MapFiles, Scored, score_source
+from mlops.storage import Store, list_table_source
 
 if TYPE_CHECKING:
     from mlops.workspace import Workspace
@@ -592,28 +596,7 @@ def _means(moments: Mapping[str, Any], features: Sequence[str]) -> dict[str, flo
             if c in moments and int(moments[c]["count"])}
 
 
-def check_supported(config: Config, task: str | None = None) -> None:
-    """Validate, before anything is written, what needs the task: the gating metric
-    (``monitoring.metric`` of the task) and ``training.params`` (``task``: the decided
-    task; None: ``data.task`` when it is not ``auto``).
-
-    Raises:
-        ConfigError: A metric of the other task, or bad training settings (exit 2,
-            naming the key).
-    """
-    from mlops.decisions import gate
-    from mlops.training import check_training
-
-    task = task or (config.data.task if config.data.task != "auto" else None)
-    if task is None:
-        return
-    gate(config, task)
-    check_training(config.training, task)
-
-
-def ingest_source(config: Config, ws: Workspace
-                  ) -> tuple[str, int, dict[str, float], dict[str, str], list[dict[str, Any]],
-                             str, str, list[str]]:
+def ingest_source(config: Config, ws: Workspace) -> Ingested:
     """Register ``data.source`` as a partitioned version (the ingest step on Dask).
 
     Each partition is validated in its own task (:func:`mlops.partitions.ingest_file`);
@@ -622,10 +605,10 @@ def ingest_source(config: Config, ws: Workspace
     against the task, before the manifest is committed.
 
     Returns:
-        ``(data version, rows, feature means, feature kinds, files read, task, too few
-        rows, warnings)``; the files are ``{"path", "size_bytes"}`` like the pandas engine's
-        lineage; the last is why the batch is too small to train on ("" when it is not,
-        see :func:`mlops.training.too_few_rows`; refused when no model serves).
+        What was registered; the files are ``{"path", "size_bytes"}`` like the pandas
+        engine's lineage; ``too_few_rows`` says why the batch is too small to train on
+        ("" when it is not, see :func:`mlops.training.too_few_rows`; refused when no
+        model serves).
 
     Raises:
         BadInputError: ``data.source`` is ``synthetic`` (the Dask engine reads files).
@@ -637,7 +620,7 @@ def ingest_source(config: Config, ws: Workspace
     if d.source == "synthetic":
         raise BadInputError("config key 'data.source': data.engine: dask reads CSV/Parquet "
                             "files (a directory, glob or prefix), not 'synthetic'")
-    check_supported(config)
+    check_task_settings(config)
     require_dask()
     try:
         source, files = list_table_source(d.source, config.storage.options)
@@ -650,7 +633,7 @@ def ingest_source(config: Config, ws: Workspace
     small = [""]
 
     def before_commit(task: str, rows: int) -> None:
-        check_supported(config, task)
+        check_task_settings(config, task)
         small[0] = too_few_rows(config.training, d.test_size, rows, None, task, d.source)
         if small[0] and serving is None:
             raise DataValidationError(f"{small[0]}; no model serves yet to score it")
@@ -669,9 +652,11 @@ def ingest_source(config: Config, ws: Workspace
     if not small[0]:  # the version existed already (nothing was committed this time)
         small[0] = too_few_rows(config.training, d.test_size, outcome.rows, None,
                                 outcome.task, d.source)
-    return (outcome.version_id, outcome.rows, _means(manifest.moments, features),
-            _kinds(manifest, d.target_column, d.id_columns), read, outcome.task, small[0],
-            list(outcome.warnings))
+    return Ingested(data_version=outcome.version_id, rows=outcome.rows,
+                    feature_means=_means(manifest.moments, features),
+                    feature_kinds=_kinds(manifest, d.target_column, d.id_columns),
+                    source_files=read, task=outcome.task, too_few_rows=small[0],
+                    warnings=list(outcome.warnings))
 
 
 def _kind_frame(columns: Sequence[Mapping[str, str]], kinds: Mapping[str, str]
@@ -693,33 +678,6 @@ def columns_frame(ws: Workspace, version: str) -> pd.DataFrame:
                         ws.config.data.id_columns], kinds)
 
 
-@dataclass(frozen=True)
-class Batch:
-    """What monitor-check needs of a partitioned version (read from its manifest).
-
-    Attributes:
-        rows: Rows.
-        means: Exact feature means (merged moments).
-        accuracy: The serving model's accuracy, scored partition by partition (None
-            without a model, or for a regression).
-        sketches: Encoded KLL sketches of the numeric features.
-        metrics: Every metric of the task for the serving model (empty without one).
-        categories: Rows per category of the categorical and bool features.
-        missing: Missing-value rate of each feature.
-    """
-
-    rows: int
-    means: dict[str, float]
-    accuracy: float | None
-    sketches: dict[str, str]
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    categories: dict[str, dict[str, int]] = field(default_factory=dict)
-    missing: dict[str, float] = field(default_factory=dict)
-    #: Rows the model was scored on, and rows skipped as seen in its training.
-    scored_rows: int = 0
-    skipped_seen_rows: int = 0
-
-
 def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str, float]:
     rows = manifest.rows
     numeric = {c: int(m.get("missing", 0)) for c, m in manifest.moments.items()}
@@ -730,28 +688,47 @@ def _missing_rates(manifest: DataManifest, features: Sequence[str]) -> dict[str,
 
 def check_batch(config: Config, ws: Workspace, version: str, model: Any | None,
                 names: list[str] | None = None, task: str = TASK, known: Any = None
-                ) -> Batch:
-    """The monitor-check view of a partitioned version: statistics from the manifest;
-    the data is read only to score ``model`` (on ``names``, the model's own features in
-    its order, or every feature of the version) with every metric of ``task``, on the
-    rows whose hash is not in ``known`` (the model's training rows; None: every row)."""
+                ) -> BatchProfile:
+    """The monitor-check profile of a partitioned version: statistics (exact means,
+    merged sketches, category counts, missing rates) from the manifest; the data is
+    read only to score ``model`` (on ``names``, the model's own features in its order,
+    or every feature of the version) with every metric of ``task``, on the rows whose
+    hash is not in ``known`` (the model's training rows; None: every row)."""
     manifest = _partitioned(ws, version)
     target = config.data.target_column
     features = _features(manifest, target, config.data.id_columns)
     metrics: dict[str, float | None] = {}
-    scored = skipped = 0
+    scored: int | None = None
+    skipped = 0
     if model is not None:
         frame = load_partitioned(ws.versioner.store, manifest)
         with connect(config.dask) as client:
             metrics, scored, skipped = score_unseen(
                 client, frame, model, features if names is None else names, target, task,
                 known)
-    return Batch(scored_rows=scored, skipped_seen_rows=skipped,
-                 rows=manifest.rows, means=_means(manifest.moments, features),
-                 accuracy=metrics.get("accuracy"),
-                 sketches=_checked_sketches(ws, manifest, features),
-                 metrics=metrics, categories=dict(manifest.extra.get("categories") or {}),
-                 missing=_missing_rates(manifest, features))
+    return BatchProfile(scored_rows=scored, skipped_seen_rows=skipped,
+                        rows=manifest.rows, means=_means(manifest.moments, features),
+                        sketches=_checked_sketches(ws, manifest, features),
+                        metrics=metrics,
+                        categories=dict(manifest.extra.get("categories") or {}),
+                        missing=_missing_rates(manifest, features))
+
+
+class DaskBatch:
+    """A partitioned version, for monitor-check: statistics from its manifest, the data
+    read (on the cluster) only to score a model."""
+
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> None:
+        self.config, self.ws, self.version = config, ws, ingested.data_version
+        self.task = ingested.task or TASK
+
+    def columns(self) -> pd.DataFrame:
+        return columns_frame(self.ws, self.version)
+
+    def profile(self, model: Any = None, names: list[str] | None = None,
+                known: Any = None) -> BatchProfile:
+        return check_batch(self.config, self.ws, self.version, model, names, self.task,
+                           known)
 
 
 def _checked_sketches(ws: Workspace, manifest: DataManifest,
@@ -762,7 +739,7 @@ def _checked_sketches(ws: Workspace, manifest: DataManifest,
         IntegrityError: A sketch does not decode: damage a retry reads again (exit 2,
             names the version and its manifest; issue 19 item 11).
     """
-    from mlops.sketches import decode
+    from mlops.engines.sketches import decode
 
     wanted = set(features)
     out = {}
@@ -792,10 +769,9 @@ class DaskTrainer:
     The drift reference comes from the training split's sketches and category counts.
     """
 
-    def __init__(self, config: Config, ws: Workspace, ingested: Any) -> None:
-        # ingested: the run's mlops.pipeline.IngestResult (its data_version and task).
+    def __init__(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> None:
         self.task = ingested.task or (config.data.task if config.data.task != "auto" else TASK)
-        check_supported(config, self.task)
+        check_task_settings(config, self.task)
         self.config = config
         manifest = _partitioned(ws, ingested.data_version)
         self.target = config.data.target_column
@@ -913,7 +889,48 @@ class DaskTrainer:
                 "distribution": dist}
 
 
-__all__ = ["DASK", "LIGHTGBM", "TASK", "Batch", "DaskTrainer", "Summary", "accuracy",
-           "check_batch", "check_supported", "columns_frame", "connect",
-           "container_memory_limit", "ingest_source", "per_partition", "require_dask", "score",
+def dask_map(client: Any) -> MapFiles:
+    """The Dask engine's :data:`mlops.scoring.MapFiles`: one task per file on the
+    cluster's workers (the model and spec are scattered once), results in file order."""
+
+    def run(fn: Callable[..., Any], source: Store, keys: Sequence[str], *args: Any
+            ) -> list[Any]:
+        from dask import delayed
+
+        # The model and the spec go to the workers once, not inside every task. Keys of
+        # their own (hash=False): a second map scattering the same spec must not meet the
+        # first map's key while the scheduler is still releasing it ("lost data").
+        shipped = [a if isinstance(a, str | int | float | bool | Store | type(None))
+                   else client.scatter(a, broadcast=True, hash=False) for a in args]
+        tasks = [delayed(fn, pure=False)(source, key, *shipped) for key in keys]
+        with translate_cluster_errors("the score step"):
+            return list(client.gather(client.compute(tasks)))
+
+    return run
+
+
+class DaskEngine:
+    """``data.engine: dask`` (see the module docstring)."""
+
+    name = DASK
+
+    def ingest(self, config: Config, ws: Workspace) -> Ingested:
+        return ingest_source(config, ws)
+
+    def batch(self, config: Config, ws: Workspace, ingested: IngestedVersion) -> DaskBatch:
+        return DaskBatch(config, ws, ingested)
+
+    def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion
+                ) -> DaskTrainer:
+        return DaskTrainer(config, ws, ingested)
+
+    def score(self, ws: Workspace, run_id: str) -> Scored:
+        require_dask()
+        with connect(ws.config.dask) as client:
+            return score_source(ws, run_id, dask_map(client))
+
+
+__all__ = ["DASK", "LIGHTGBM", "TASK", "DaskBatch", "DaskEngine", "DaskTrainer", "Summary",
+           "accuracy", "check_batch", "columns_frame", "connect", "container_memory_limit",
+           "dask_map", "ingest_source", "per_partition", "require_dask", "score",
            "score_unseen", "summarize", "translate_cluster_errors", "worker_memory_limit"]
