@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from mlops import auto_engine
 from mlops.config import Config
 from mlops.decisions import (
     SERVING_BELOW_THRESHOLD,
@@ -26,6 +25,7 @@ from mlops.decisions import (
     schema_of,
 )
 from mlops.engines import Trainer, engine_for
+from mlops.engines import auto as auto_engine
 from mlops.errors import (
     BadInputError,
     DataValidationError,
@@ -93,7 +93,7 @@ class IngestResult(StepResult):
     #: What looks wrong in the table but was accepted (mlops.data.table_warnings).
     warnings: list[str] = field(default_factory=list)
     #: The engine ingest ran on (``data.engine``, or what ``auto`` chose; "" in an older
-    #: result); the later steps run on the same one (mlops.auto_engine).
+    #: result); the later steps run on the same one (mlops.engines.auto).
     engine: str = ""
 
 

@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlops import auto_engine
 from mlops.config import Config, load_config
+from mlops.engines import auto as auto_engine
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
 from mlops.ids import check_version_id
 from mlops.pipeline import (
@@ -136,7 +136,7 @@ def summarize(ws: Workspace, run_id: str) -> dict[str, Any]:
         "challenger_metrics": trained.get("metrics") if trained else None,
         "champion_accuracy": trained.get("champion_accuracy") if trained else None,
         "task": checked.get("task") or ingested.get("task"),
-        # The engine the night ran on: data.engine, or what auto chose (mlops.auto_engine).
+        # The engine the night ran on: data.engine, or what auto chose (mlops.engines.auto).
         "engine": ingested.get("engine") or ws.config.data.engine,
         "metric": metric,
         "score": score,

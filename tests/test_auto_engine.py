@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mlops import auto_engine
-from mlops.auto_engine import AUTO_MEMORY_FACTOR, CSV_EXPANSION, choose_engine
 from mlops.config import Config
+from mlops.engines import auto as auto_engine
 from mlops.engines import dask as dask_engine
+from mlops.engines.auto import AUTO_MEMORY_FACTOR, CSV_EXPANSION, choose_engine
 from mlops.errors import ConfigError
 from mlops.runner import run_pipeline
 from mlops.workspace import Workspace
@@ -122,7 +122,7 @@ def test_auto_night_runs_on_pandas_when_the_data_fits(
         tmp_path: Path, pod_limit: Path, caplog: pytest.LogCaptureFixture) -> None:
     pod_limit.write_text(str(512 * MiB))
     cfg = _night(tmp_path, _source(tmp_path))
-    with caplog.at_level(logging.INFO, logger="mlops.auto_engine"):
+    with caplog.at_level(logging.INFO, logger="mlops.engines.auto"):
         summary = run_pipeline(cfg)
     assert summary["engine"] == "pandas"
     assert any("engine auto chose pandas" in r.getMessage() for r in caplog.records)
@@ -134,7 +134,7 @@ def test_auto_night_runs_on_dask_when_the_data_does_not_fit(
         tmp_path: Path, pod_limit: Path, caplog: pytest.LogCaptureFixture) -> None:
     pod_limit.write_text(str(64 * 1024))  # 64 KiB: 800 rows x 5 columns x 4 do not fit
     cfg = _night(tmp_path, _source(tmp_path))
-    with caplog.at_level(logging.INFO, logger="mlops.auto_engine"):
+    with caplog.at_level(logging.INFO, logger="mlops.engines.auto"):
         summary: dict[str, Any] = run_pipeline(cfg)
     assert summary["engine"] == "dask"
     assert summary["retrained"] and summary["model_version"]
