@@ -395,12 +395,30 @@ def b6(work: Path, sizes: Sizes) -> list[Row]:
     a, b = alternate(lambda: run_pipeline(config),
                      lambda: _bare_script(sizes.b6_rows, sizes.b6_features, bare),
                      sizes.rounds, lambda: _fresh(store), lambda: _fresh(bare))
+    profile, parts = _run_profile(config, store)
     shutil.rmtree(store, ignore_errors=True)
     shutil.rmtree(bare, ignore_errors=True)
     return [_row("B6", f"mlops run, {sizes.b6_rows:,} x {sizes.b6_features}, logistic, vs bare "
-                 "script", a, b, "<=", 1.3,
+                 "script", a, b, "<=", B6_TARGET,
                  "fresh store each round, so every run trains; the bare script generates, "
-                 "splits, fits, scores, writes Parquet + joblib")]
+                 "splits, fits, scores, writes Parquet + joblib; " + profile, profile=parts)]
+
+
+#: B6's and B11's targets (issue 24): mlops run at most this many times the bare script.
+B6_TARGET = 1.1
+B11_TARGET = 1.2
+
+
+def _run_profile(config: Config, store: Path) -> tuple[str, dict[str, float]]:
+    """One more ``mlops run`` (fresh store) under cProfile: the mlops functions that take
+    the most time, besides the model fit the bare script does too."""
+    minima = list(_LAST_MINIMA)
+    _fresh(store)
+    out = _profile_summary(lambda: run_pipeline(config), top=8, title="one mlops run",
+                           dirs=("/mlops/",),
+                           skip=("train", "fit", "train_model", "ingest", "run_step"))
+    _LAST_MINIMA[:] = minima
+    return out
 
 
 # --- B11: mlops run on a mixed frame vs a bare script fitting the same Pipeline ---------------
@@ -455,16 +473,18 @@ def b11(work: Path, sizes: Sizes) -> list[Row]:
     a, b = alternate(lambda: run_pipeline(config),
                      lambda: _mixed_bare_script(source, bare),
                      sizes.rounds, lambda: _fresh(store), lambda: _fresh(bare))
+    profile, parts = _run_profile(config, store)
     for path in (store, bare):
         shutil.rmtree(path, ignore_errors=True)
     source.unlink()
     return [_row("B11", f"mlops run, {sizes.b11_rows:,} rows mixed (8 numeric, 4 categorical, "
-                 "5% missing), logistic, vs bare script", a, b, "<=", 1.3,
+                 "5% missing), logistic, vs bare script", a, b, "<=", B11_TARGET,
                  "fresh store each round; both fit the same Pipeline (median imputation + "
                  "scaling, one-hot); mlops also validates (a validation: section: min, max, "
                  "allowed, max_missing, min_rows), versions the data, computes every metric, "
                  "builds the drift reference, hashes the training rows (out-of-sample "
-                 "serving score) and saves the model with its schema")]
+                 "serving score; both while the model fits) and saves the model with its "
+                 "schema; " + profile, profile=parts)]
 
 
 # --- B7: the monitor-check step --------------------------------------------------------------
@@ -746,9 +766,11 @@ def b13(work: Path, sizes: Sizes) -> list[Row]:
 B14_TARGET = 2.0
 
 
-def _profile_summary(fn: Callable[[], Any], top: int = 6) -> tuple[str, dict[str, float]]:
-    """Run ``fn`` once under cProfile; the ``top`` mlops/dask/distributed functions by
-    cumulative seconds (what a row that misses its target says about where time goes)."""
+def _profile_summary(fn: Callable[[], Any], top: int = 6, title: str = "one dask night",
+                     dirs: tuple[str, ...] = ("/mlops/", "/distributed/", "/dask/"),
+                     skip: tuple[str, ...] = ()) -> tuple[str, dict[str, float]]:
+    """Run ``fn`` once under cProfile; the ``top`` functions of ``dirs`` by cumulative
+    seconds (what a row that misses its target says about where time goes)."""
     import cProfile
     import pstats
 
@@ -761,15 +783,15 @@ def _profile_summary(fn: Callable[[], Any], top: int = 6) -> tuple[str, dict[str
     entries = getattr(stats, "stats", {})
     named: dict[str, float] = {}
     for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in entries.items():
-        if "/mlops/" in path or "/distributed/" in path or "/dask/" in path:
+        if any(d in path for d in dirs):
             module = path.rsplit("/", 2)[-2] + "/" + path.rsplit("/", 1)[-1].removesuffix(".py")
             key = f"{module}.{func}"
             named[key] = max(named.get(key, 0.0), ct)
-    skip = ("run_pipeline", "<lambda>", "__exit__", "__enter__", "step", "wrapper")
+    skip = ("run_pipeline", "<lambda>", "__exit__", "__enter__", "step", "wrapper", *skip)
     ranked = sorted(((k, v) for k, v in named.items() if not k.endswith(skip)),
                     key=lambda kv: -kv[1])[:top]
     text = ", ".join(f"{k} {v:.2f} s" for k, v in ranked)
-    return f"profile of one dask night ({total:.2f} s under cProfile): {text}", dict(ranked)
+    return f"profile of {title} ({total:.2f} s under cProfile): {text}", dict(ranked)
 
 
 def b14(work: Path, sizes: Sizes) -> list[Row]:
