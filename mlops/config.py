@@ -47,7 +47,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ModelType = Literal["logistic", "linear", "random_forest", "gradient_boosting",
                     "hist_gradient_boosting", "lightgbm"]
-Engine = Literal["pandas", "dask"]
+Engine = Literal["pandas", "dask", "auto"]
 ClusterKind = Literal["local", "ephemeral", "operator"]
 #: The cluster kinds started by the controller for each run.
 RUN_CLUSTERS = ("ephemeral", "operator")
@@ -178,8 +178,11 @@ class DataConfig:
                                "blake2b.", lambda v: v in HASH_ALGORITHMS,
                                f"one of {', '.join(HASH_ALGORITHMS)}")
     engine: Engine = _opt("pandas", "pandas (one process holds the data; fastest up to a few "
-                          "GB) or dask (partitioned versions, steps run on a Dask cluster: "
-                          "see docs/scaling.md and the dask section).")
+                          "GB), dask (partitioned versions, steps run on a Dask cluster: "
+                          "see docs/scaling.md and the dask section) or auto (ingest picks "
+                          "pandas when the source's estimated in-memory size x 4 is at most "
+                          "the container's memory limit, else dask; the later steps follow "
+                          "ingest; logged and in the run summary: see docs/scaling.md).")
     id_columns: list[str] = _opt([], "Columns that identify a row (customer id, order "
                                  "number): kept in the data versions and carried into outputs, "
                                  "never features.")

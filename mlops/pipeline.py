@@ -28,6 +28,7 @@ from mlops.decisions import (
     schema_of,
 )
 from mlops.engines import Trainer, engine_for
+from mlops.engines import auto as auto_engine
 from mlops.errors import (
     BadInputError,
     DataValidationError,
@@ -49,7 +50,7 @@ from mlops.labels import (
     window_of,
 )
 from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
-from mlops.records import HistoryRecord, TrainingFacts
+from mlops.records import PARTITIONED, HistoryRecord, TrainingFacts
 from mlops.schema import SchemaChange, compare
 from mlops.serving import export_for_serving
 from mlops.store.filesystem import crash_point
@@ -107,6 +108,9 @@ class IngestResult(StepResult):
     warnings: list[str] = field(default_factory=list)
     #: The batch has no target column (``labels`` configured: its labels come later).
     unlabelled: bool = False
+    #: The engine ingest ran on (``data.engine``, or what ``auto`` chose; "" in an older
+    #: result); the later steps run on the same one (mlops.engines.auto).
+    engine: str = ""
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,14 @@ def _workspace(config: Config, ws: Workspace | None) -> Workspace:
     return ws if ws is not None else Workspace.open(config)
 
 
+def _follow(config: Config, ws: Workspace, ingested: IngestResult) -> Config:
+    """With ``data.engine: auto``, the config of the engine the night's ingest ran on."""
+    if config.data.engine != auto_engine.AUTO or ingested.engine:
+        return auto_engine.follow(config, ingested.engine)
+    kind = ws.versioner.get_metadata(ingested.data_version).get("kind")
+    return auto_engine.follow(config, "", kind == PARTITIONED)
+
+
 # --- steps -------------------------------------------------------------------------------
 def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestResult:
     """Load the configured source, validate it and register it as a data version.
@@ -219,6 +231,7 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
     """
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
+    config, _ = auto_engine.resolve(config)  # data.engine: auto -> pandas or dask (logged)
     d = config.data
     # Checks the metric and training settings against the decided task before the
     # version is committed (exit 2).
@@ -228,7 +241,8 @@ def ingest(config: Config, run_id: str, ws: Workspace | None = None) -> IngestRe
                           feature_means=got.feature_means, task=task,
                           feature_kinds=got.feature_kinds, source_files=got.source_files,
                           too_few_rows=got.too_few_rows, warnings=got.warnings,
-                          unlabelled=got.unlabelled)
+                          unlabelled=got.unlabelled,
+                          engine=d.engine)
     ws.write_result(INGEST, result)
     log.info("ingest: %d rows from %s -> data version %s (%s)", rows, d.source, version,
              task)
@@ -268,6 +282,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, MONITOR_CHECK))
+    config = _follow(config, ws, ingested)
     recorded = ws.read_result(run_id, MONITOR_CHECK)
     if recorded is not None and recorded.get("retrain") and ws.registry.exists(run_id):
         # A resume after train saved this run's model and crashed before its alias
@@ -450,6 +465,7 @@ def train(config: Config, run_id: str, ws: Workspace | None = None) -> TrainResu
     check_version_id(run_id, "run id")
     ws = _workspace(config, ws)
     ingested = IngestResult.from_dict(ws.require_result(run_id, INGEST, TRAIN))
+    config = _follow(config, ws, ingested)
     if ingested.task:
         check_training(config.training, ingested.task)
     checked = ws.read_result(run_id, MONITOR_CHECK) or {}

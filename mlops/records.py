@@ -420,6 +420,8 @@ class RunSummary(Document):
     challenger_metrics: dict[str, Any] | None = optional()
     champion_accuracy: float | None = optional()
     task: str | None = optional()
+    #: The engine the night ran on (``data.engine``, or what ``auto`` chose).
+    engine: str | None = optional()
     metric: str | None = optional()
     #: The serving model's gating metric on the same data as ``accuracy``.
     score: float | None = optional()

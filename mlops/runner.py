@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.choices import Alert, RetrainReason
 from mlops.config import Config, load_config
+from mlops.engines import auto as auto_engine
 from mlops.errors import BadInputError, MLOpsError, ValidationFailedError
 from mlops.observe.report import require_matplotlib, write_report_to_store
 from mlops.pipeline import (
@@ -80,9 +82,10 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
         drift_report, drift_error, promoted, challenger_version, challenger_accuracy,
         challenger_score, challenger_metrics, champion_accuracy, task, metric, score,
         metrics, threshold, baseline_score, alerts, note, serving_error, schema_change,
-        serving_uri, estimated_score, estimated_metrics, estimated_model_version}``
-        (``accuracy`` is None for a regression); ``drift_error`` says why drift could
-        not be measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
+        serving_uri, estimated_score, estimated_metrics, estimated_model_version,
+        engine}`` (``accuracy`` is None for a regression; ``engine`` the one the night ran
+        on, what ``data.engine: auto`` chose); ``drift_error`` says why drift could not be
+        measured (then ``drift`` is 0.0 but unknown); ``serving_uri`` is
         the serving model's export folder (``serving/<version>``, one subfolder per format),
         None when it has none; ``predictions_uri`` (only when ``scoring.source`` is set) is
         the manifest of the score step's predictions version (None before that step ran);
@@ -139,6 +142,8 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
         challenger_metrics=trained.get("metrics") if trained else None,
         champion_accuracy=trained.get("champion_accuracy") if trained else None,
         task=checked.get("task") or ingested.get("task"),
+        # The engine the night ran on: data.engine, or what auto chose (mlops.engines.auto).
+        engine=ingested.get("engine") or ws.config.data.engine,
         metric=metric,
         score=score,
         metrics=metrics,
@@ -201,6 +206,17 @@ def finish_run(ws: Workspace, run_id: str,
     return summary.to_dict()
 
 
+def _run_cluster(config: Config) -> contextlib.AbstractContextManager[Any]:
+    """One local Dask cluster for all the steps of ``mlops run`` on the Dask engine (each
+    step finds it as the current client), instead of one started per step: starting
+    worker processes is most of a small night's cost (``make bench`` B16)."""
+    if config.data.engine != "dask" or config.dask.address:
+        return contextlib.nullcontext()
+    from mlops.engines import dask as dask_engine
+
+    return dask_engine.connect(config.dask)
+
+
 def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
                  run_id: str | None = None) -> dict[str, Any]:
     """Run ingest -> monitor-check -> (train) -> (score, when ``scoring.source``) here.
@@ -233,7 +249,10 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
     ws = Workspace.open(config)
     observer.run_started()
     step: str | None = INGEST
+    cluster = contextlib.ExitStack()
     try:
+        config, _ = auto_engine.resolve(config)  # data.engine: auto, once for the night
+        cluster.enter_context(_run_cluster(config))
         with observer.step(INGEST) as box:
             box["result"] = ingest(config, run_id, ws).to_dict()
         step = MONITOR_CHECK
@@ -249,8 +268,10 @@ def run_pipeline(config_path: str | os.PathLike[str] | Config | None = None,
             with observer.step(SCORE) as box:
                 box["result"] = score(config, run_id, ws).to_dict()
         step = None
+        cluster.close()
         return finish_run(ws, run_id, observer)
     except Exception as err:
+        cluster.close()
         # A bad source or config at ingest leaves the data, models and history untouched
         # (a refused validation is recorded in the history too); only the run's own record
         # says it failed (what `mlops status` reads).

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from benchmarks.run import QUICK, Row, _merge, run
 
-EXPECTED = {"N0", "B1", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B11", "B12",
-            "B12u", "B12s", "B12p", "B13", "B14", "B15", "B15m"}
+EXPECTED = {"N0", "B1", "B1f", "B2", "B3", "B4", "B4p", "B5", "B6", "B7", "B8", "B9", "B11",
+            "B12", "B12u", "B12s", "B12p", "B13", "B14", "B15", "B15m", "B16", "B16a"}
 #: Rows measured for comparison only: no target, so no verdict.
-NO_TARGET = {"N0", "B12s", "B12p", "B15m"}
+NO_TARGET = {"N0", "B1f", "B12s", "B12p", "B15m"}
 
 
 def test_quick_run_produces_every_row(tmp_path: Path) -> None:
@@ -36,6 +36,13 @@ def test_quick_run_produces_every_row(tmp_path: Path) -> None:
         assert isinstance(r.met, bool) or r.id in NO_TARGET, r
         for seconds in (r.a_seconds, r.b_seconds):
             assert seconds is None or (math.isfinite(seconds) and seconds > 0), r
+
+    # Rows with tightened targets say where the time goes (issue 24): a profile.
+    by_id = {r.id: r for r in rows}
+    assert {"hash", "encode_write", "object_write", "stats"} <= set(by_id["B1"].extra["profile"])
+    assert "profile" in by_id["B1"].note and "cat of the same" in by_id["B1"].note
+    for id_ in ("B16", "B16a"):
+        assert "profile of one dask night" in by_id[id_].note and by_id[id_].extra["profile"]
 
     md = (tmp_path / "results" / "latest.md").read_text()
     for id_ in EXPECTED:

@@ -95,7 +95,8 @@ def test_a_run_writes_the_summary_and_history_it_always_did(tmp_path: Path) -> N
         "run_id", "data_version", "model_version", "retrained", "accuracy", "reasons",
         "drift", "drift_report", "drift_error", "promoted", "challenger_version",
         "challenger_accuracy", "challenger_score", "challenger_metrics", "champion_accuracy",
-        "task", "metric", "score", "metrics", "threshold", "baseline_score", "alerts", "note",
+        "task", "engine", "metric", "score", "metrics", "threshold", "baseline_score",
+        "alerts", "note",
         "serving_error", "schema_change", "serving_uri", "scored_rows", "skipped_seen_rows",
         "estimated_score", "estimated_metrics", "estimated_model_version"]
     assert stored == {**returned, "step": "summary", "finished_at": stored["finished_at"]}

@@ -17,7 +17,10 @@ ENGINES = ("pandas", "dask")
 
 
 def engine_for(config: Config) -> Engine:
-    """The engine ``data.engine`` names (config validation allows only :data:`ENGINES`)."""
+    """The engine ``data.engine`` names (config validation allows only :data:`ENGINES`
+    and ``auto``). The steps resolve ``auto`` before they call this
+    (:mod:`mlops.engines.auto`: ingest by the source's estimated size, the later steps by
+    ingest's result); a config still saying ``auto`` here (the score step) gets pandas."""
     if config.data.engine == "dask":
         from mlops.engines.dask import DaskEngine
 

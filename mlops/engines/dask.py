@@ -9,6 +9,7 @@ Where the cluster comes from (:func:`connect`):
 * empty: a ``distributed.LocalCluster`` inside the step's own process/pod with
   ``dask.n_workers`` workers of ``dask.threads_per_worker`` threads and
   ``dask.memory_limit`` each (worker processes unless ``dask.processes`` is false).
+  ``mlops run`` starts one for all its steps (:func:`mlops.runner.run_pipeline`).
 * with ``dask.address`` empty, a ``distributed.Client`` already current in this
   process (a test's, a notebook's) is used as it is.
 * ``dask.cluster: ephemeral``: under ``mlops controller`` the step pods get the address of
