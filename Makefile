@@ -48,12 +48,13 @@ $(BENCH_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Benchmarks with targets (~10 min): writes benchmarks/results/
+bench: $(BENCH_STAMP) ## Benchmarks with targets (~25 min; the anchors build their venvs once): writes benchmarks/results/
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.bench_controller
 	$(BIN)/python -m benchmarks.bench_listing
 	$(BIN)/python -m benchmarks.bench_dask
 	$(BIN)/python -m benchmarks.drift_defaults
+	$(BIN)/python -m benchmarks.bench_anchors
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

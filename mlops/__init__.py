@@ -24,6 +24,7 @@ from mlops.errors import (
 if TYPE_CHECKING:
     from mlops.data import generate_synthetic_data
     from mlops.drift import DriftReport, DriftSettings
+    from mlops.drift_api import drift_report
     from mlops.monitor import ModelMonitor, RetrainDecision
     from mlops.runner import run_pipeline
     from mlops.store.filesystem import Store, open_store
@@ -37,6 +38,7 @@ _LAZY = {
     "generate_synthetic_data": "mlops.data",
     "DriftReport": "mlops.drift",
     "DriftSettings": "mlops.drift",
+    "drift_report": "mlops.drift_api",
     "ModelMonitor": "mlops.monitor",
     "RetrainDecision": "mlops.monitor",
     "run_pipeline": "mlops.runner",
@@ -79,6 +81,7 @@ __all__ = [
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",
+    "drift_report",
     "generate_synthetic_data",
     "load_config",
     "open_store",
