@@ -24,7 +24,7 @@ from mlops.errors import (
 if TYPE_CHECKING:
     from mlops.data import generate_synthetic_data
     from mlops.drift import DriftReport, DriftSettings
-    from mlops.drift_api import drift_report
+    from mlops.engines.drift_api import drift_report
     from mlops.monitor import ModelMonitor, RetrainDecision
     from mlops.runner import run_pipeline
     from mlops.store.filesystem import Store, open_store
@@ -38,7 +38,7 @@ _LAZY = {
     "generate_synthetic_data": "mlops.data",
     "DriftReport": "mlops.drift",
     "DriftSettings": "mlops.drift",
-    "drift_report": "mlops.drift_api",
+    "drift_report": "mlops.engines.drift_api",
     "ModelMonitor": "mlops.monitor",
     "RetrainDecision": "mlops.monitor",
     "run_pipeline": "mlops.runner",

@@ -107,8 +107,8 @@ def _monitor(method: str, threshold: float | None, reference_rows: int | None
 
 
 def _dask_report(monitor: ModelMonitor, reference: Any, current: Any) -> DriftReport:
-    from mlops.engines import dask as dask_engine
     from mlops.data import feature_kinds
+    from mlops.engines import dask as dask_engine
     from mlops.engines.sketches import categorical_reference, reference_from_sketches
 
     dask_engine.require_dask()
