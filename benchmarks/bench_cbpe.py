@@ -104,9 +104,9 @@ def compare(seeds: tuple[int, ...], rows: int, batch_rows: int,
     estimates (NannyML's None without ``python``)."""
     import pandas as pd
 
-    from mlops import cbpe
     from mlops.config import TrainingConfig
     from mlops.data import generate_synthetic_data
+    from mlops.performance import cbpe
     from mlops.training import compute_metrics, split, train_model
 
     out: list[dict[str, Any]] = []

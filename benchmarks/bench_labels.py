@@ -1,5 +1,5 @@
-"""B15: the late labels' join (:func:`mlops.labels.join`) on 1M stored predictions vs a bare
-``pandas.merge`` of the same frames.
+"""B15: the late labels' join (:func:`mlops.performance.labels.join`) on 1M stored
+predictions vs a bare ``pandas.merge`` of the same frames.
 
 The predictions are what a night stores (a string id, the prediction, one probability per
 class); the labels arrive as a CSV would give them (the ids of 60% of the rows, shuffled,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlops.labels import join, realized_metrics
+from mlops.performance.labels import join, realized_metrics
 
 ID = "customer_id"
 

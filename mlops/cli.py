@@ -231,7 +231,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     """List data, model, predictions or label versions."""
     ws = _workspace(args)
     if args.kind == "labels":
-        from mlops.labels import label_store
+        from mlops.performance.labels import label_store
 
         rows = [{**r.to_dict(), "files": len(r.files)}
                 for r in label_store(ws).list_records(limit=args.limit)]
@@ -350,7 +350,8 @@ def history_row(record: dict[str, Any]) -> dict[str, Any]:
             "metric": None if failed else r.metric if r.has("metric") else (
                 "accuracy" if r.accuracy is not None else None),
             "serving": None if failed else serving,
-            # CBPE's estimate of the scoring model's metric, without labels (mlops.cbpe).
+            # CBPE's estimate of the scoring model's metric, without labels
+            # (mlops.performance.cbpe).
             "estimated": None if failed else r.estimated_score,
             "challenger": (r.challenger_score if r.has("challenger_score") else r.accuracy)
             if retrained else None,

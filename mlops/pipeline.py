@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from mlops.cbpe import check_calibration
 from mlops.choices import CLASSIFICATION
 from mlops.config import Config
 from mlops.decisions import (
@@ -38,7 +37,9 @@ from mlops.errors import (
 )
 from mlops.gating import DEGRADED, degraded
 from mlops.gating import SERVING_MODEL_UNUSABLE as SERVING_MODEL_UNUSABLE
-from mlops.labels import (
+from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
+from mlops.performance.cbpe import check_calibration
+from mlops.performance.labels import (
     LOW_REALIZED_SCORE,
     LabelsReport,
     label_store,
@@ -49,7 +50,6 @@ from mlops.labels import (
     training_frame,
     window_of,
 )
-from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
 from mlops.records import PARTITIONED, HistoryRecord, TrainingFacts
 from mlops.schema import SchemaChange, compare
 from mlops.serving import export_for_serving
@@ -151,7 +151,7 @@ class MonitorCheckResult(StepResult):
     #: they were among its training rows (the score is out-of-sample: docs/data.md).
     scored_rows: int | None = None
     skipped_seen_rows: int = 0
-    #: CBPE (mlops.cbpe): the serving model's ``metric`` and every metric of the task
+    #: CBPE (mlops.performance.cbpe): the serving model's ``metric`` and every metric of the task
     #: estimated from its calibrated probabilities on the batch, without its labels
     #: (empty, with ``estimate_note`` saying why, for a regression or an uncalibrated model).
     estimated_score: float | None = None
@@ -161,7 +161,7 @@ class MonitorCheckResult(StepResult):
     unlabelled: bool = False
     #: The predictions version of an unlabelled batch (None: not stored).
     predictions_version: str | None = None
-    #: What the night's late labels did (mlops.labels.LabelsReport.to_dict()), None when
+    #: What the night's late labels did (mlops.performance.labels.LabelsReport.to_dict()), None when
     #: ``labels`` is not configured.
     labels: dict[str, Any] | None = None
 
@@ -334,7 +334,7 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
             unusable = _unusable(current, err)
     scoring = model is not None and scorable and unusable is None and not unlabelled
     known = _training_rows(ws, current) if scoring else None
-    # CBPE (mlops.cbpe): the serving model's calibration map, kept in its record.
+    # CBPE (mlops.performance.cbpe): the serving model's calibration map, kept in its record.
     calibration, estimate_note = _calibration_map(model, record, task) if scoring \
         else (None, "no serving model scored the batch")
     try:
@@ -704,7 +704,7 @@ def _champion_baseline(ws: Workspace, champion: str | None, metric: str) -> floa
 
 
 def _calibration(trainer: Trainer, model: Any) -> dict[str, Any] | None:
-    """The challenger's calibration map (mlops.cbpe), None for a regression. A model
+    """The challenger's calibration map (mlops.performance.cbpe), None for a regression. A model
     without probabilities is logged and saved without one (monitor-check then
     estimates nothing for it): calibration never fails the train step."""
     if trainer.task != CLASSIFICATION:
@@ -718,7 +718,7 @@ def _calibration(trainer: Trainer, model: Any) -> dict[str, Any] | None:
 
 
 def _calibration_map(model: Any, record: Any, task: str) -> tuple[Any, str]:
-    """The serving model's calibration map from its record (mlops.cbpe), or None and why
+    """The serving model's calibration map from its record (mlops.performance.cbpe), or None and why
     its metrics cannot be estimated without labels."""
     if task != CLASSIFICATION:
         return None, ("regression: no estimate without labels (DLE is not implemented; "

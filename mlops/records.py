@@ -312,7 +312,7 @@ class TrainingFacts(Record):
     config_fingerprint: str = ""
     #: Data version, source files, and the versions of Python and the libraries.
     lineage: dict[str, Any] = field(default_factory=dict)
-    #: A classifier's calibration map, fitted on the held-out split (mlops.cbpe: what
+    #: A classifier's calibration map, fitted on the held-out split (mlops.performance.cbpe: what
     #: monitor-check's estimated metrics use); absent for regressions and older models.
     calibration: dict[str, Any] | None = field(default=None, metadata={OMIT_IF_NONE: True})
 
@@ -438,7 +438,7 @@ class RunSummary(Document):
     scored_rows: int | None = optional()
     skipped_seen_rows: int | None = optional()
     #: CBPE: the serving model's gating metric (and every estimated metric) on the batch
-    #: without its labels (mlops.cbpe), and the model the estimate is of.
+    #: without its labels (mlops.performance.cbpe), and the model the estimate is of.
     estimated_score: float | None = optional()
     estimated_metrics: dict[str, Any] | None = optional()
     estimated_model_version: str | None = optional()

@@ -72,7 +72,7 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
     ``serving_model_unusable`` when the run replaced a serving model it could not load
     or use (``serving_error`` says why). A rejected challenger's results are under
     ``challenger_*``, and ``note`` says why it lost. ``estimated_score`` and
-    ``estimated_metrics`` are CBPE's estimates (:mod:`mlops.cbpe`) of the model
+    ``estimated_metrics`` are CBPE's estimates (:mod:`mlops.performance.cbpe`) of the model
     monitor-check scored the batch with, from its calibrated probabilities alone (None
     and empty for a regression or a model trained without a calibration map).
 
@@ -158,7 +158,7 @@ def summarize(ws: Workspace, run_id: str) -> RunSummary:
         scored_rows=checked.get("scored_rows"),
         skipped_seen_rows=checked.get("skipped_seen_rows", 0),
         # CBPE: monitor-check's serving model's metrics on the batch estimated without
-        # its labels (mlops.cbpe; empty for a regression or a model without a map).
+        # its labels (mlops.performance.cbpe; empty for a regression or a model without a map).
         estimated_score=checked.get("estimated_score"),
         estimated_metrics=checked.get("estimated_metrics") or {},
         # The model the estimate is of (on a night that retrained: the one replaced).

@@ -1,4 +1,4 @@
-"""CBPE: calibration at training time, estimated metrics without labels (mlops.cbpe).
+"""CBPE: calibration at training time, estimated metrics without labels (mlops.performance.cbpe).
 
 The covariate-shift test is the issue's acceptance test: the concept of
 ``generate_synthetic_data`` is fixed (``shift`` moves the features only), so a
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import cbpe
 from mlops.config import TrainingConfig
 from mlops.data import generate_synthetic_data
+from mlops.performance import cbpe
 from mlops.training import compute_metrics, split, train_model
 
 SEEDS = (0, 1, 2, 3, 4)

@@ -21,13 +21,13 @@ from mlops.cli import main
 from mlops.config import Config
 from mlops.data import generate_synthetic_data
 from mlops.errors import BadInputError, ConfigError
-from mlops.labels import (
+from mlops.observe.report import write_report
+from mlops.performance.labels import (
     LOW_REALIZED_SCORE,
     join,
     label_store,
     realized_metrics,
 )
-from mlops.observe.report import write_report
 from mlops.runner import run_pipeline
 from mlops.scoring import predictions_store
 from mlops.store.workspace import Workspace

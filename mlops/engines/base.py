@@ -104,7 +104,7 @@ class Batch(Protocol):
         """The batch's statistics, and ``model``'s metrics (every metric of the task) on
         its rows whose hash is not in ``known`` (the model's training rows; None: every
         row), given the columns ``names`` in that order (None: every feature); with
-        ``calibration`` (the model's map, :mod:`mlops.cbpe`) its CBPE estimates on the
+        ``calibration`` (the model's map, :mod:`mlops.performance.cbpe`) its CBPE estimates on the
         same rows too (``estimated_metrics``), from its probabilities alone.
 
         Raises:
@@ -170,7 +170,7 @@ class Trainer(Protocol):
         ...
 
     def calibration(self, model: Any) -> dict[str, Any] | None:
-        """A classifier's calibration map (:mod:`mlops.cbpe`) from the held-out split,
+        """A classifier's calibration map (:mod:`mlops.performance.cbpe`) from the held-out split,
         kept with the model version for monitor-check's estimates without labels."""
         ...
 
@@ -198,7 +198,7 @@ class Engine(Protocol):
     def trainer(self, config: Config, ws: Workspace, ingested: IngestedVersion,
                 rows: pd.DataFrame | None = None) -> Trainer:
         """The train step's split of the data version ``ingested`` names, or of ``rows``:
-        a training window's labelled rows (:func:`mlops.labels.training_frame`)."""
+        a training window's labelled rows (:func:`mlops.performance.labels.training_frame`)."""
         ...
 
     def score(self, ws: Workspace, run_id: str) -> Scored:

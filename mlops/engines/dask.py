@@ -317,8 +317,8 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
     if calibration is None or not len(part):
         return {**metric_parts(model, part[features], part[target], task),
                 "skipped": skipped}
-    # CBPE's sums (mlops.cbpe) too, no labels used: the rows are transformed once.
-    from mlops.cbpe import estimate_parts, model_proba, prepared
+    # CBPE's sums (mlops.performance.cbpe) too, no labels used: the rows are transformed once.
+    from mlops.performance.cbpe import estimate_parts, model_proba, prepared
 
     final, xt = prepared(model, part[features])
     return {**metric_parts(final, xt, part[target], task), "skipped": skipped,
@@ -327,7 +327,7 @@ def _metric_parts(part: pd.DataFrame, model: Any, features: list[str], target: s
 
 def _calibration_parts(part: pd.DataFrame, model: Any, features: list[str], target: str
                        ) -> dict[str, Any]:
-    from mlops.cbpe import calibration_parts, model_proba
+    from mlops.performance.cbpe import calibration_parts, model_proba
 
     if not len(part):
         return {"n": 0}
@@ -374,7 +374,7 @@ def score_unseen(client: Any, frame: Any, model: Any, features: list[str], targe
     the model's training rows, :func:`mlops.store.hashing.row_hashes` of ``features`` and
     ``target``; None: every row), filtered in each partition's task.
 
-    With ``calibration`` (the model's map, :mod:`mlops.cbpe`), each task also returns
+    With ``calibration`` (the model's map, :mod:`mlops.performance.cbpe`), each task also returns
     CBPE's sums of its rows, merged into ``estimated`` (a dict filled in place).
 
     Returns:
@@ -384,7 +384,7 @@ def score_unseen(client: Any, frame: Any, model: Any, features: list[str], targe
     from dask import delayed
     from distributed import as_completed
 
-    from mlops.cbpe import EstimateMerger
+    from mlops.performance.cbpe import EstimateMerger
     from mlops.training import ROC_AUC_DECIMALS, ROC_AUC_MAX_POINTS, MetricMerger
 
     # hash=False: a fresh key per call, so a model scored twice in a step never waits on
@@ -835,7 +835,7 @@ class DaskTrainer:
             frame = load_partitioned(ws.versioner.store, manifest)
             self.rows = manifest.rows
         else:
-            # A training window's labelled rows (mlops.labels.training_frame), assembled
+            # A training window's labelled rows (mlops.performance.labels.training_frame), assembled
             # in this process and trained on the cluster as a version's rows are.
             import dask.dataframe as dd
 
@@ -911,9 +911,9 @@ class DaskTrainer:
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
 
     def calibration(self, model: Any) -> dict[str, Any] | None:
-        """The classifier's calibration map (mlops.cbpe) from the held-out split, from
+        """The classifier's calibration map (mlops.performance.cbpe) from the held-out split, from
         per-partition bin counts merged here."""
-        from mlops.cbpe import fit_calibration
+        from mlops.performance.cbpe import fit_calibration
 
         return fit_calibration(per_partition(self.client, self.test, _calibration_parts,
                                              model, self.features, self.target))

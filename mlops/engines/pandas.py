@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.cbpe import calibration_parts, estimate, fit_calibration, model_proba, prepared
 from mlops.config import Config
 from mlops.data import (
     SYNTHETIC,
@@ -32,6 +31,13 @@ from mlops.drift import build_reference
 from mlops.engines.base import Ingested, IngestedVersion, check_task_settings
 from mlops.errors import DataValidationError
 from mlops.monitor import BatchProfile
+from mlops.performance.cbpe import (
+    calibration_parts,
+    estimate,
+    fit_calibration,
+    model_proba,
+    prepared,
+)
 from mlops.schema import InputSchema
 from mlops.scoring import Scored, score_data_version, score_source
 from mlops.store.hashing import row_hashes, seen_rows, sorted_unique
@@ -95,7 +101,7 @@ class PandasTrainer:
         self.config = config
         if rows is None:
             df, _ = ws.versioner.load(ingested.data_version)
-        else:  # a training window's labelled rows (mlops.labels.training_frame)
+        else:  # a training window's labelled rows (mlops.performance.labels.training_frame)
             df = rows
         df = without_ids(df, config.data.id_columns, ingested.data_version)
         self.target = target = config.data.target_column
@@ -171,7 +177,7 @@ class PandasTrainer:
         return self._rows.result() if self._rows is not None else self._training_rows()
 
     def calibration(self, model: Any) -> dict[str, Any] | None:
-        """The classifier's calibration map from the held-out split (mlops.cbpe)."""
+        """The classifier's calibration map from the held-out split (mlops.performance.cbpe)."""
         if not len(self.x_test):
             return None
         proba, classes = model_proba(model, self.x_test)

@@ -448,7 +448,7 @@ def _history_row(r: HistoryRecord) -> tuple[Any, ...]:
     error = f"{r.step}: {r.error}" if failed else None
     return (r.run_id or r.timestamp, r.status if r.has("status") else "succeeded",
             r.metric if r.has("metric") else "accuracy", record_score(r),
-            r.estimated_score,  # CBPE, without labels (mlops.cbpe)
+            r.estimated_score,  # CBPE, without labels (mlops.performance.cbpe)
             _challenger_score(r) if r.retrained else None,
             r.promoted if r.retrained else None, r.reasons, r.alerts, error)
 

@@ -266,7 +266,7 @@ def check_health(config: Config, store: Store | None = None,
                                                    "finished_at": success.finished_at},
         serving={"model_version": serving_version, "metric": metric, "score": score,
                  "limit": threshold, "baseline": baseline, "accuracy": accuracy,
-                 # CBPE: the last successful run's estimate without labels (mlops.cbpe),
+                 # CBPE: the last successful run's estimate without labels (mlops.performance.cbpe),
                  # of the model that scored its batch.
                  "estimated_score": summary.estimated_score
                  if (summary.metric or "accuracy") == metric else None,
