@@ -38,7 +38,7 @@ from mlops.errors import (
 from mlops.gating import DEGRADED, degraded
 from mlops.gating import SERVING_MODEL_UNUSABLE as SERVING_MODEL_UNUSABLE
 from mlops.monitor import TOO_FEW_ROWS as TOO_FEW_ROWS
-from mlops.performance.cbpe import check_calibration
+from mlops.performance.cbpe import check_calibration, estimate
 from mlops.performance.labels import (
     LOW_REALIZED_SCORE,
     LabelsReport,
@@ -52,6 +52,7 @@ from mlops.performance.labels import (
 )
 from mlops.records import PARTITIONED, HistoryRecord, TrainingFacts
 from mlops.schema import SchemaChange, compare
+from mlops.scoring import PROBABILITY, predictions_store, spec_of
 from mlops.serving import export_for_serving
 from mlops.store.filesystem import crash_point
 from mlops.store.ids import check_version_id, iso, utc_now
@@ -335,8 +336,12 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
     scoring = model is not None and scorable and unusable is None and not unlabelled
     known = _training_rows(ws, current) if scoring else None
     # CBPE (mlops.performance.cbpe): the serving model's calibration map, kept in its record.
-    calibration, estimate_note = _calibration_map(model, record, task) if scoring \
-        else (None, "no serving model scored the batch")
+    calibration, estimate_note = _calibration_map(model, record, task) \
+        if scoring or predictions is not None else (None, "no serving model scored the batch")
+    # An unlabelled night is estimated from its stored predictions (both engines wrote
+    # the same probability columns): what CBPE is for, labels that have not come yet.
+    stored_estimate = _stored_estimate(ws, predictions, model, record, calibration) \
+        if predictions is not None and calibration is not None else {}
     try:
         profile = batch.profile(model if scoring else None, names, known, calibration)
     except (ValueError, KeyError, AttributeError, TypeError) as err:
@@ -345,8 +350,8 @@ def monitor_check(config: Config, run_id: str, ws: Workspace | None = None) -> M
         unusable, scoring = _unusable(current, err), False
         profile = batch.profile(None, names)
     metrics = dict(profile.metrics)
-    estimated = dict(profile.estimated_metrics) if scoring else {}
-    if scoring and calibration is not None and not estimated:
+    estimated = dict(profile.estimated_metrics) if scoring else stored_estimate
+    if (scoring or predictions is not None) and calibration is not None and not estimated:
         estimate_note = "no rows to estimate on"
     score = metrics.get(metric)
     baseline = None if record is None else _baseline(record.get("metadata"), metric)
@@ -727,6 +732,20 @@ def _calibration_map(model: Any, record: Any, task: str) -> tuple[Any, str]:
     calibration = meta.get("calibration") if isinstance(meta, Mapping) else None
     why = check_calibration(calibration, list(getattr(model, "classes_", [])))
     return (None, why) if why else (calibration, "")
+
+
+def _stored_estimate(ws: Workspace, version: str, model: Any, record: Mapping[str, Any],
+                     calibration: Mapping[str, Any]) -> dict[str, float | None]:
+    """CBPE's estimated metrics of the serving model on a stored predictions version (an
+    unlabelled night), from its ``probability_<class>`` columns in the model's class order
+    (as :func:`mlops.scoring.score_frame` names them); empty when there are no rows or the
+    columns are not the model's."""
+    frame = predictions_store(ws).load(version)
+    classes = spec_of(model, record, (), version).classes or []
+    columns = [f"{PROBABILITY}{c}" for c in classes]
+    if frame.empty or not columns or any(c not in frame.columns for c in columns):
+        return {}
+    return estimate(frame[columns].to_numpy(dtype=float), calibration)
 
 
 def _serving_task(record: Mapping[str, Any] | None) -> str:

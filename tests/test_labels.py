@@ -234,6 +234,27 @@ def test_unlabelled_night_is_realized_when_its_labels_come(
                                              if "night-2" in line)
 
 
+def test_an_unlabelled_night_is_estimated_then_realized_near_its_estimate(
+        tmp_path: Path) -> None:
+    """CBPE estimates the night whose labels have not come yet, from its stored
+    predictions; once they come, its realized score lands near that estimate (the batch
+    is drawn as the training data: no concept shift, CBPE's assumption)."""
+    cfg = config(tmp_path)
+    run(cfg, tmp_path, night(1500, 1), "night-1")
+    n2 = night(1500, 2)
+    second = run(cfg, tmp_path, n2.drop(columns=["target"]), "night-2")
+    assert second["estimated_model_version"] == "night-1"
+    estimated = second["estimated_score"]
+    assert estimated is not None and 0.5 < estimated <= 1.0
+    assert second["estimated_metrics"]["accuracy"] == estimated
+    put_labels(tmp_path, "day-2.parquet", n2[[ID, "target"]])
+    run(cfg, tmp_path, night(300, 3, labelled=False), "night-3")
+    entry = history(cfg)["night-2"]
+    assert entry["estimated_score"] == estimated and entry["labelled_rows"] == 1500
+    # 1500 rows: the realized accuracy's own sampling spread is about 0.01.
+    assert entry["realized_score"] == pytest.approx(estimated, abs=0.05)
+
+
 def test_without_labels_a_batch_needs_its_target(tmp_path: Path) -> None:
     from mlops.errors import DataValidationError
     from mlops.pipeline import ingest
@@ -431,5 +452,10 @@ def test_engines_realize_the_same_night_and_retrain_on_the_window(client: Any,
         assert lineage[engine] == [ws.read_result(r, "ingest")["data_version"]
                                    for r in ("night-3", "night-2", "night-1")]
     assert out["dask"]["labelled_rows"] == out["pandas"]["labelled_rows"] == 250
+    # Each engine estimates the unlabelled night from its stored predictions (their models
+    # differ a little, as their realized metrics do).
+    assert out["pandas"]["estimated_score"] is not None
+    assert out["dask"]["estimated_metrics"] == pytest.approx(out["pandas"]["estimated_metrics"],
+                                                             abs=0.03)
     assert out["dask"]["realized_metrics"] == pytest.approx(out["pandas"]["realized_metrics"],
                                                             abs=0.03)
