@@ -63,6 +63,7 @@ from mlops.gating import at_least_as_good as at_least_as_good
 from mlops.gating import higher_is_better as higher_is_better
 from mlops.gating import meets_threshold as meets_threshold
 from mlops.gating import metric_for as metric_for
+from mlops.performance.cbpe import merge_roc_points, roc_auc_of_points
 
 #: Classifiers by ``training.model_type`` (``linear`` is the same as ``logistic``).
 MODEL_TYPES: dict[str, type] = {
@@ -650,23 +651,9 @@ class MetricMerger:
 
     def _merge(self, a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]
                ) -> tuple[np.ndarray, ...]:
-        values = np.concatenate([a[0], b[0]])
-        if len(values) > ROC_AUC_MAX_POINTS:
-            values = np.round(values, ROC_AUC_DECIMALS)
-            self.rounded = True
-        merged, inverse = np.unique(values, return_inverse=True)
-        pos = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(merged))
-        neg = np.bincount(inverse, weights=np.concatenate([a[2], b[2]]), minlength=len(merged))
-        return merged, pos, neg
-
-    @staticmethod
-    def _auc(points: tuple[np.ndarray, ...]) -> float | None:
-        _, pos, neg = points
-        n_pos, n_neg = float(pos.sum()), float(neg.sum())
-        if n_pos == 0 or n_neg == 0:
-            return None  # as roc_auc_score: one class present
-        below = np.cumsum(neg) - neg  # negatives with a strictly lower score
-        return float(np.dot(pos, below + 0.5 * neg) / (n_pos * n_neg))
+        merged, rounded = merge_roc_points(a, b, ROC_AUC_MAX_POINTS, ROC_AUC_DECIMALS)
+        self.rounded = self.rounded or rounded
+        return merged
 
     def metrics(self) -> dict[str, float | None]:
         """The metrics of every part added (the keys of :func:`compute_metrics`)."""
@@ -699,7 +686,7 @@ class MetricMerger:
         if self.proba and self.classes is not None:
             if self.log_loss_sum is not None and math.isfinite(self.log_loss_sum):
                 out["log_loss"] = self.log_loss_sum / self.n
-            aucs = [self._auc(points) for _, points in sorted(self.roc.items())]
+            aucs = [roc_auc_of_points(points) for _, points in sorted(self.roc.items())]
             if aucs and all(a is not None for a in aucs):
                 out["roc_auc"] = float(np.mean([a for a in aucs if a is not None]))
         return out

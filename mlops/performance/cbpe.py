@@ -239,6 +239,32 @@ def estimate_parts(proba: np.ndarray, calibration: Mapping[str, Any]) -> dict[st
     }
 
 
+def merge_roc_points(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], max_points: int,
+                     decimals: int) -> tuple[tuple[np.ndarray, ...], bool]:
+    """Two sets of ROC points (distinct scores, positive weight, negative weight per score)
+    as one, and whether the scores were rounded to ``decimals`` (beyond ``max_points``
+    distinct scores: bounded memory, ties within the rounding then count half). Used by
+    the realized metrics' merger (:class:`mlops.training.MetricMerger`) and CBPE's."""
+    values = np.concatenate([a[0], b[0]])
+    rounded = len(values) > max_points
+    if rounded:
+        values = np.round(values, decimals)
+    merged, inverse = np.unique(values, return_inverse=True)
+    pos = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(merged))
+    neg = np.bincount(inverse, weights=np.concatenate([a[2], b[2]]), minlength=len(merged))
+    return (merged, pos, neg), rounded
+
+
+def roc_auc_of_points(points: tuple[np.ndarray, ...]) -> float | None:
+    """The AUC of merged ROC points; None with one class present (as ``roc_auc_score``)."""
+    _, pos, neg = points
+    n_pos, n_neg = float(pos.sum()), float(neg.sum())
+    if n_pos <= 0 or n_neg <= 0:
+        return None
+    below = np.cumsum(neg) - neg  # negative weight at strictly lower scores
+    return float(np.dot(pos, below + 0.5 * neg) / (n_pos * n_neg))
+
+
 class EstimateMerger:
     """Merges :func:`estimate_parts` of partitions as they arrive (bounded memory)."""
 
@@ -266,23 +292,9 @@ class EstimateMerger:
 
     def _merge(self, a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]
                ) -> tuple[np.ndarray, ...]:
-        values = np.concatenate([a[0], b[0]])
-        if len(values) > ROC_MAX_POINTS:
-            values = np.round(values, ROC_DECIMALS)
-            self.rounded = True
-        merged, inverse = np.unique(values, return_inverse=True)
-        pos = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(merged))
-        neg = np.bincount(inverse, weights=np.concatenate([a[2], b[2]]), minlength=len(merged))
-        return merged, pos, neg
-
-    @staticmethod
-    def _auc(points: tuple[np.ndarray, ...]) -> float | None:
-        _, pos, neg = points
-        n_pos, n_neg = float(pos.sum()), float(neg.sum())
-        if n_pos <= 0 or n_neg <= 0:
-            return None
-        below = np.cumsum(neg) - neg  # negative weight at strictly lower scores
-        return float(np.dot(pos, below + 0.5 * neg) / (n_pos * n_neg))
+        merged, rounded = merge_roc_points(a, b, ROC_MAX_POINTS, ROC_DECIMALS)
+        self.rounded = self.rounded or rounded
+        return merged
 
     def metrics(self) -> dict[str, float | None]:
         """The estimated metrics (the keys of :data:`ESTIMATED`; None when undefined)."""
@@ -297,7 +309,7 @@ class EstimateMerger:
         denom = pos + pred
         f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
         out["f1_macro"] = float(np.mean(f1[denom > 0])) if (denom > 0).any() else None
-        aucs = [self._auc(points) for _, points in sorted(self.roc.items())]
+        aucs = [roc_auc_of_points(points) for _, points in sorted(self.roc.items())]
         if aucs and all(a is not None for a in aucs):
             out["roc_auc"] = float(np.mean([a for a in aucs if a is not None]))
         ll = self.log_loss_sum / self.n
