@@ -66,15 +66,6 @@ class PredictionsStore(VersionedStore[PredictionsManifest]):
         """The manifest key of a predictions version."""
         return layout.predictions_manifest_key(version_id)
 
-    def commit_manifest(self, manifest: PredictionsManifest) -> str:
-        """Commit ``manifest`` (:meth:`~mlops.store.versioned.VersionedStore.commit`); an id
-        already committed (same content: the id is its hash) is returned as it is, also
-        when a concurrent score of the same content commits it first."""
-        if not self.exists(manifest.id):
-            self.commit(manifest.id, lambda created_at: {**manifest.to_dict(),
-                                                         "created_at": created_at})
-        return manifest.id
-
     def load(self, version_id: str) -> pd.DataFrame:
         """The rows of a predictions version (its partitions in order)."""
         record = self.get_record(version_id)

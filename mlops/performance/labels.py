@@ -73,15 +73,6 @@ class LabelStore(VersionedStore[LabelsManifest]):
         """The manifest key of a label version."""
         return layout.data_manifest_key(version_id)
 
-    def commit_manifest(self, manifest: LabelsManifest) -> str:
-        """Commit ``manifest`` (:meth:`~mlops.store.versioned.VersionedStore.commit`); an id
-        already committed (same rows: the id is their hash) is returned as it is, also when
-        a concurrent run commits the same labels first."""
-        if not self.exists(manifest.id):
-            self.commit(manifest.id, lambda created_at: {**manifest.to_dict(),
-                                                         "created_at": created_at})
-        return manifest.id
-
     def load(self, version_id: str) -> pd.DataFrame:
         """The label rows of a version (the id columns and the target)."""
         return read_table(self.store, self.get_record(version_id).object)

@@ -178,6 +178,16 @@ class VersionedStore(Generic[R]):
             return None
         return doc
 
+    def commit_manifest(self, manifest: R) -> str:
+        """Commit a whole record through :meth:`commit` (its ``created_at`` set there); an
+        id already committed (same content: the id is its hash) is returned as it is, also
+        when a concurrent writer commits the same content first. The predictions and label
+        versions commit this way."""
+        if not self.exists(manifest.id):
+            self.commit(manifest.id, lambda created_at: {**manifest.to_dict(),
+                                                         "created_at": created_at})
+        return manifest.id
+
     # --- reading -----------------------------------------------------------------------
     def get_metadata(self, version_id: str) -> dict[str, Any]:
         """The commit document of a version, as stored.
