@@ -85,7 +85,9 @@ def test_report_loads_in_headless_chromium(report_dir: Path, browser: Any,
         images = browser.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, "
             "i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])")
-        assert [alt for alt, *_ in images] == ["accuracy per run", "Drift over time"]
+        # The third: the nights' estimated scores (CBPE) beside any realized by labels.
+        assert [alt for alt, *_ in images] == ["accuracy per run", "Drift over time",
+                                               "Realized vs estimated score"]
         for alt, complete, width, height, shown in images:
             assert complete and width > 300 and height > 200 and shown > 300, alt
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
