@@ -241,8 +241,8 @@ def test_cli_show_history_json_and_debug_anywhere(make_config: Any, tmp_path: Pa
     assert shown["metadata"]["schema"]["task"] == "classification"
     assert main(["history", "-c", path]) == 0
     header, first, second = capsys.readouterr().out.splitlines()
-    assert header.split()[:6] == ["TIMESTAMP", "RUN_ID", "STATUS", "METRIC", "SERVING",
-                                  "CHALLENGER"]
+    assert header.split()[:7] == ["TIMESTAMP", "RUN_ID", "STATUS", "METRIC", "SERVING",
+                                  "ESTIMATED", "CHALLENGER"]
     assert first.split()[1:3] == ["run-1", "succeeded"] and second.split()[1] == "run-2"
     for argv in (["config"], ["storage-check"], ["report", "-o", str(tmp_path / "r")]):
         if argv[0] == "report":
