@@ -12,9 +12,6 @@ backends are covered there).
 from __future__ import annotations
 
 import ast
-import multiprocessing
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import pytest
 from mlops.records import PredictionsManifest
 from mlops.scoring import PredictionsStore
 from mlops.store import layout
-from mlops.store.filesystem import CRASH_ENV, CRASH_EXIT_CODE, Store, open_store
+from mlops.store.filesystem import Store, open_store
 from mlops.store.registry import ModelRegistry
 from mlops.store.versioned import (
     AFTER_INDEX,
@@ -35,34 +32,9 @@ from mlops.store.versioned import (
 )
 from mlops.store.versioner import DataVersioner
 from tests import _workers
-from tests.conftest import skip_or_fail
+from tests.crashing import crash
 
-CRASH_TIMEOUT = 120
 MLOPS = Path(__file__).resolve().parents[1] / "mlops"
-
-
-def _crash_child(point: str, fn: Callable[..., None], *args: Any) -> None:
-    os.environ[CRASH_ENV] = point
-    fn(*args)
-
-
-def crash(fn: Callable[..., None], *args: Any, point: str, start: str = "fork") -> None:
-    """Run ``fn(*args)`` in a child with MLOPS_TEST_CRASH_AT=``point``; it must die there
-    (exit status 99), not finish. ``start="spawn"`` for a child that starts a Dask
-    cluster: a forked child inherits the parent's Dask state (its event loop thread is
-    not copied) once an earlier test ran a cluster in this process, and hangs."""
-    if start not in multiprocessing.get_all_start_methods():
-        skip_or_fail(f"the crash tests need the {start} start method")
-    proc = multiprocessing.get_context(start).Process(target=_crash_child,
-                                                      args=(point, fn, *args))
-    proc.start()
-    proc.join(CRASH_TIMEOUT)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    code = proc.exitcode
-    proc.close()
-    assert code == CRASH_EXIT_CODE, f"{fn.__name__} at {point} exited {code}, not at the point"
 
 
 def predictions_manifest(vid: str, rows: int = 3) -> PredictionsManifest:

@@ -10,9 +10,6 @@ gcs, s3 (the memory filesystem dies with the process, so it is exempt).
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +17,9 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.store.filesystem import CRASH_ENV, CRASH_EXIT_CODE
 from tests import _workers
-from tests.conftest import SHARED_BACKENDS, skip_or_fail
-
-CRASH_TIMEOUT = 60
-
-
-def _crash_child(fn: Callable[..., None], point: str, args: tuple[Any, ...]) -> None:
-    os.environ[CRASH_ENV] = point
-    fn(*args)
-
-
-def crash(fn: Callable[..., None], *args: Any, point: str) -> None:
-    """Run ``fn(*args)`` in a forked child that dies at ``point``."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        skip_or_fail("the crash tests need the fork start method (POSIX)")
-    proc = multiprocessing.get_context("fork").Process(target=_crash_child,
-                                                       args=(fn, point, args))
-    proc.start()
-    proc.join(CRASH_TIMEOUT)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    code = proc.exitcode
-    proc.close()
-    assert code == CRASH_EXIT_CODE, f"{fn.__name__} at {point} exited {code}"
+from tests.conftest import SHARED_BACKENDS
+from tests.crashing import crash
 
 
 def gc_cli(config: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> dict[str, Any]:
