@@ -10,8 +10,6 @@ tests/test_controller.py: the image's ``mlops`` entrypoint (the test wrapper tha
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -20,24 +18,14 @@ import pytest
 from mlops.cli import main
 from mlops.data import generate_synthetic_data
 from tests.chart_render import render_chart, values_file
-from tests.fakes.kube import FakeKubeAPI
-from tests.test_controller import NS, WRAPPER, Env
+from tests.test_controller import NS, Env, env  # noqa: F401 - env is a fixture
 
 pytest_plugins = ["tests.fakes.kube_fixtures"]  # kube_api_factory
 
 
 def test_controller_runs_score_as_its_own_job_under_the_charts_role(
-        kube_api_factory: Callable[..., FakeKubeAPI], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    for var in ("MLOPS_RUN_ID", "MLOPS_JOB_NAME", "MLOPS_JOB_UID", "MLOPS_NAMESPACE",
-                "KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
-        monkeypatch.delenv(var, raising=False)
-    wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(WRAPPER)
-    api = kube_api_factory(namespaces=("default", NS),
-                           command_map={"mlops": [sys.executable, str(wrapper)]})
-    env = Env(api, tmp_path)
-    api.base_env = env.base_env()
+        env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    api = env.api
     docs = render_chart(values_file("values-dev.yaml"), name="nightly", namespace=NS)
     [role] = [d for ds in docs.values() for d in ds if d.get("kind") == "Role"]
     api.use_role(role)  # the controller may do exactly what the chart's Role grants
